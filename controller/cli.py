@@ -1,0 +1,199 @@
+"""The ``fazai`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import controller
+from controller import providers
+from controller.engine import plan as planning
+from controller.errors import FazaiError, InvalidInputError
+from controller.model import kinds, loader
+from controller.model.state import DesiredState
+from controller.output import plan_json, plan_markdown, plan_text
+from controller.source.open import open_source
+
+EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def source_options(func: F) -> F:
+    func = click.option("--subdir", default="", metavar="DIR", help="Folder inside the source holding the documents.")(func)
+    func = click.option(
+        "--ref",
+        metavar="REF",
+        help="Read PATH as a git repository (path or URL) at this branch, tag or commit.",
+    )(func)
+    func = click.argument("path", default=".", metavar="[PATH]")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(controller.__version__, prog_name="fazai")
+def main() -> None:
+    """FazAI: declarative GitOps reconciliation for OPNsense firewalls and Linux servers.
+
+    Exit codes follow diff(1): 0 in sync, 1 differences found, 2 trouble.
+    """
+
+
+@main.command()
+@source_options
+def validate(path: str, ref: str | None, subdir: str) -> None:
+    """Check the documents in PATH: schema, references, conflicts. Reads no node."""
+    state = _load(path, ref, subdir)
+    resources = len(state.resources)
+    stderr.print(
+        f"[green]valid[/]: {len(state.nodes)} node(s), {resources} resource(s)"
+        + (f" at {state.revision[:12]}" if state.revision else "")
+    )
+    sys.exit(EXIT_OK)
+
+
+@main.command()
+@source_options
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Plan only this node (repeatable).")
+@click.option(
+    "--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True
+)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=planning.DEFAULT_CONCURRENCY,
+              show_default=True, help="Nodes read at once.")
+@click.option("--show-noop", is_flag=True, help="Also list resources that are in sync.")
+def plan(path: str, ref: str | None, subdir: str, nodes: Sequence[str], output: str,
+         concurrency: int, show_noop: bool) -> None:
+    """Show what applying PATH would change on the live nodes.
+
+    Exit 0 when every node is in sync, 1 when there are differences, 2 on trouble
+    (invalid documents, a node that cannot be read).
+    """
+    state = _load(path, ref, subdir)
+    unknown = sorted(set(nodes) - set(state.nodes))
+    if unknown:
+        _fail(f"no Node named {', '.join(unknown)} in the desired state")
+    result = run_plan(state, nodes, concurrency)
+    emit_plan(result, output, show_noop)
+    sys.exit(result.exit_code)
+
+
+def run_plan(state: DesiredState, nodes: Sequence[str], concurrency: int) -> planning.Plan:
+    selected = [n for n in state.nodes if not nodes or n in nodes]
+    if not stderr.is_terminal:
+        return asyncio.run(planning.build(state, only=nodes, concurrency=concurrency))
+    with Progress(
+        TextColumn("reading nodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=stderr, transient=True,
+    ) as progress:
+        task = progress.add_task("", total=len(selected))
+
+        def advance(node: str, result: planning.NodePlan | None) -> None:
+            if result is None:
+                progress.update(task, description=node)
+            else:
+                progress.advance(task)
+
+        return asyncio.run(planning.build(state, only=nodes, concurrency=concurrency, progress=advance))
+
+
+def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> None:
+    if output == "json":
+        click.echo(plan_json.render(result), nl=False)
+    elif output == "markdown":
+        click.echo(plan_markdown.render(result), nl=False)
+    else:
+        plan_text.render(result, Console(highlight=False), show_noop=show_noop)
+
+
+@main.command()
+@click.argument("kind", required=False)
+@click.option("--plan", "plan_schema", is_flag=True, help="Print the schema of `plan --output json`.")
+def schema(kind: str | None, plan_schema: bool) -> None:
+    """Print the JSON Schema of KIND's documents (all kinds when omitted)."""
+    providers.load_all()
+    if plan_schema:
+        click.echo(json.dumps(plan_json.schema(), indent=2))
+        return
+    if kind is None:
+        click.echo(json.dumps({name: kinds.get(name).document_schema() for name in kinds.names()}, indent=2))  # type: ignore[union-attr]
+        return
+    found = kinds.get(kind) or next((kinds.get(n) for n in kinds.names() if n.lower() == kind.lower()), None)
+    if found is None:
+        _fail(f"unknown kind {kind!r}; known kinds: {', '.join(kinds.names())}")
+    click.echo(json.dumps(found.document_schema(), indent=2))
+
+
+@main.command()
+@click.option("--desired-state", "desired", type=click.Path(path_type=Path), default=None,
+              help="Desired state to plan (default: the example shipped with FazAI).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("/var/lib/fazai/sandbox"),
+              show_default=True, help="Where the sandbox keeps its keys and known_hosts.")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
+def demo(desired: Path | None, workdir: Path, output: str) -> None:
+    """Start a sandbox of real Linux nodes (root needed), plan the example desired state
+    against it, and tear it down."""
+    from controller.testing import sandbox
+
+    code = sandbox.run_demo(desired, workdir, lambda result: emit_plan(result, output), stderr)
+    sys.exit(code)
+
+
+def _load(path: str, ref: str | None, subdir: str) -> DesiredState:
+    tree = open_source(path, ref, subdir)
+    state = loader.load(tree)
+    for warning in state.warnings:
+        stderr.print(f"[yellow]{_escape(str(warning))}[/]")
+    return state
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _fail(message: str) -> Any:
+    stderr.print(f"[bold red]error:[/] {_escape(message)}")
+    sys.exit(EXIT_TROUBLE)
+
+
+def run() -> None:
+    """Entry point: FazAI errors become one clear message and exit code 2, never a traceback."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_TROUBLE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_TROUBLE)
+    except InvalidInputError as exc:
+        for diagnostic in exc.diagnostics:
+            style = "red" if diagnostic.is_error else "yellow"
+            stderr.print(f"[{style}]{_escape(str(diagnostic))}[/]", soft_wrap=True)
+        stderr.print(f"[bold red]{exc}[/]")
+        sys.exit(EXIT_TROUBLE)
+    except FazaiError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("FAZAI_DEBUG"):
+            raise
+        stderr.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+            "This is a bug in FazAI; run again with FAZAI_DEBUG=1 for the traceback."
+        )
+        sys.exit(EXIT_TROUBLE)

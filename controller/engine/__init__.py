@@ -1,0 +1,1 @@
+"""The reconcile engine: diff desired against live state and plan the difference."""

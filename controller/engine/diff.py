@@ -1,0 +1,84 @@
+"""Field-level comparison of a resource's desired and live *essence*.
+
+An essence is the normalized, platform-neutral view of an object that a provider builds
+from both sides (a file is its sha256, mode, owner and group; a package is whether and
+which version is installed). Only fields the document sets appear in the desired
+essence, so unmanaged attributes never show as drift. deepdiff finds what differs; the
+plan reports it per top-level field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from deepdiff import DeepDiff
+
+Essence = Mapping[str, Any]
+
+
+class Action(str, Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "noop"
+    ERROR = "error"  # the resource could not be compared; the message says why
+
+
+@dataclass(frozen=True)
+class Change:
+    field: str
+    live: Any
+    desired: Any
+    diff: str | None = None  # a unified diff, for text contents that may be shown
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a provider found for one resource on one node."""
+
+    desired: Essence | None  # None: the object must not exist
+    live: Essence | None  # None: the object does not exist
+    error: str | None = None
+    # field -> (live text, desired text), for fields whose change shows as a unified diff
+    texts: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, ...]]:
+    if observed.error is not None:
+        return Action.ERROR, ()
+    desired, live = observed.desired, observed.live
+    if desired is None:
+        if live is None:
+            return Action.NOOP, ()
+        return Action.DELETE, tuple(Change(k, v, None) for k, v in sorted(live.items()))
+    if live is None:
+        return Action.CREATE, tuple(
+            Change(k, None, v, _text_diff(observed, k, label)) for k, v in sorted(desired.items())
+        )
+    live_view = {k: live.get(k) for k in desired}
+    delta = DeepDiff(live_view, dict(desired), verbose_level=2, view="tree")
+    fields = sorted({str(level.path(output_format="list")[0]) for level in delta.tree.values() for level in level})
+    if not fields:
+        return Action.NOOP, ()
+    return Action.UPDATE, tuple(
+        Change(f, live_view.get(f), desired[f], _text_diff(observed, f, label)) for f in fields
+    )
+
+
+def _text_diff(observed: Observed, field_name: str, label: str) -> str | None:
+    texts = observed.texts.get(field_name)
+    if texts is None:
+        return None
+    live_text, desired_text = texts
+    lines = difflib.unified_diff(
+        live_text.splitlines(keepends=True),
+        desired_text.splitlines(keepends=True),
+        fromfile=f"live {label}".strip(),
+        tofile=f"desired {label}".strip(),
+    )
+    out = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    return out or None

@@ -1,0 +1,130 @@
+"""Plans: what applying the desired state would change, per node and resource instance.
+
+Plans are immutable values. Building one reads every selected node concurrently (bounded),
+one bulk read each; a node that cannot be read gets an error entry while the others are
+still planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from controller import providers
+from controller.engine.diff import Action, Change, compare
+from controller.errors import FazaiError, NodeError
+from controller.model.diagnostics import Diagnostic
+from controller.model.document import Document
+from controller.model.state import DesiredState
+
+DEFAULT_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    node: str
+    kind: str
+    name: str
+    action: Action
+    changes: tuple[Change, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: str
+    platform: str
+    items: tuple[PlanItem, ...] = ()
+    error: str | None = None  # the node as a whole could not be read
+    error_type: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> tuple[PlanItem, ...]:
+        return tuple(i for i in self.items if i.action not in (Action.NOOP, Action.ERROR))
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(i.action is Action.ERROR for i in self.items)
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    revision: str | None
+    nodes: tuple[NodePlan, ...]
+    warnings: tuple[Diagnostic, ...] = field(default=())
+
+    @property
+    def has_changes(self) -> bool:
+        return any(n.changed for n in self.nodes)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(n.failed for n in self.nodes)
+
+    @property
+    def exit_code(self) -> int:
+        """diff(1) style: 0 in sync, 1 differences, 2 trouble."""
+        if self.has_errors:
+            return 2
+        return 1 if self.has_changes else 0
+
+    def counts(self) -> dict[str, int]:
+        out = {a.value: 0 for a in Action}
+        for node in self.nodes:
+            for item in node.items:
+                out[item.action.value] += 1
+        return out
+
+
+ProgressCallback = Callable[[str, NodePlan | None], None]
+
+
+async def build(
+    state: DesiredState,
+    *,
+    only: Sequence[str] = (),
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: ProgressCallback | None = None,
+) -> Plan:
+    """Plan ``state`` against the live nodes (all, or those named in ``only``)."""
+    names = [n for n in sorted(state.nodes) if not only or n in only]
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(name: str) -> NodePlan:
+        async with limit:
+            if progress:
+                progress(name, None)
+            result = await plan_node(state, state.nodes[name])
+            if progress:
+                progress(name, result)
+            return result
+
+    results = await asyncio.gather(*(one(n) for n in names))
+    return Plan(state.source.description, state.revision, tuple(results), tuple(state.warnings))
+
+
+async def plan_node(state: DesiredState, node: Document) -> NodePlan:
+    started = time.monotonic()
+    platform = node.spec["platform"]
+    resources = state.resources_for(node.name)
+    try:
+        observed = await providers.for_platform(platform).observe(node, resources, state.source)
+    except FazaiError as exc:
+        message = exc.message if isinstance(exc, NodeError) else str(exc)
+        return NodePlan(node.name, platform, error=message, error_type=type(exc).__name__,
+                        seconds=time.monotonic() - started)
+    items = []
+    for doc in resources:
+        seen = observed[doc]
+        action, changes = compare(seen, _label(doc))
+        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, seen.error))
+    items.sort(key=lambda i: (i.kind, i.name))
+    return NodePlan(node.name, platform, tuple(items), seconds=time.monotonic() - started)
+
+
+def _label(doc: Document) -> str:
+    return str(doc.spec.get("path") or f"{doc.kind}/{doc.name}")

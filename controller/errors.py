@@ -1,0 +1,71 @@
+"""The one exception tree of FazAI.
+
+Every failure a caller can meet is a :class:`FazaiError`. Third-party failures (asyncssh,
+git, YAML, OS errors) are mapped into it at the boundary where they happen, chained with
+``from exc`` so the cause stays inspectable, and with messages that never carry secrets.
+
+    FazaiError
+    ├── InvalidInputError     documents that cannot be used; carries every Diagnostic found
+    ├── SourceError           the desired-state source cannot be read (path, git ref)
+    └── NodeError             one node cannot be read or changed; others carry on
+        ├── UnreachableError      connection refused, timed out, no route   (retryable)
+        ├── AuthenticationError   the node refused our credentials          (permanent)
+        ├── HostKeyError          unknown or changed host key               (permanent)
+        └── FactsError            the node answered, but not with usable facts
+
+``retryable`` says whether trying again later can succeed, in the spirit of kopf's
+TemporaryError/PermanentError split: the reconcile loop backs off on retryable errors and
+reports permanent ones without hammering the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.model.diagnostics import Diagnostic
+
+
+class FazaiError(Exception):
+    """Base of every error FazAI raises on purpose."""
+
+    retryable: bool = False
+
+
+class InvalidInputError(FazaiError):
+    """The desired state is invalid; ``diagnostics`` lists every problem found, sorted."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.is_error]
+        super().__init__(f"{len(errors)} error(s) in the desired state")
+
+
+class SourceError(FazaiError):
+    """The source of desired state (a directory or a git repository at a ref) is unusable."""
+
+
+class NodeError(FazaiError):
+    """A node could not be read or changed. ``node`` names it."""
+
+    def __init__(self, node: str, message: str) -> None:
+        self.node = node
+        self.message = message
+        super().__init__(f"{node}: {message}")
+
+
+class UnreachableError(NodeError):
+    retryable = True
+
+
+class AuthenticationError(NodeError):
+    pass
+
+
+class HostKeyError(NodeError):
+    pass
+
+
+class FactsError(NodeError):
+    pass

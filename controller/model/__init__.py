@@ -1,0 +1,1 @@
+"""Desired-state documents: kinds and their JSON Schemas, loading, validation, cross-checks."""

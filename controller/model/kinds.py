@@ -1,0 +1,85 @@
+"""The registry of document kinds.
+
+A kind is its JSON Schema (a data file under ``schemas/``, the single source of truth for
+validation, CRDs and editor completion) plus a few rules in code: the defaults that
+depend on other fields, and the *instance key* that says which object on a node the
+document claims (a path for ``File``, a name for ``Package``). A new kind is one schema
+file and one :func:`register` call from its provider.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from controller.model.document import API_VERSION
+
+InstanceKey = Callable[[Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    instance_key: InstanceKey | None = field(default=None, compare=False)
+    # spec fields that default to metadata.name (a platform's own name for the object)
+    name_field: str | None = None
+
+    @property
+    def spec_schema(self) -> Mapping[str, Any]:
+        return load_schema(self.name.lower())
+
+    @property
+    def platform(self) -> str | None:
+        platform = self.spec_schema.get("x-fazai-platform")
+        return str(platform) if platform else None
+
+    def document_schema(self) -> dict[str, Any]:
+        """The whole document's schema: the common envelope around this kind's spec."""
+        envelope = json.loads(json.dumps(load_schema("_document")))
+        envelope["title"] = f"{self.name} ({API_VERSION})"
+        envelope["properties"]["kind"] = {"type": "string", "const": self.name}
+        spec = dict(self.spec_schema)
+        spec.pop("$schema", None)
+        envelope["properties"]["spec"] = spec
+        return dict(envelope)
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+@cache
+def load_schema(stem: str) -> Mapping[str, Any]:
+    text = resources.files("controller.model").joinpath("schemas", f"{stem}.json").read_text()
+    loaded: Mapping[str, Any] = json.loads(text)
+    return loaded
+
+
+def register(kind: Kind) -> Kind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> Kind | None:
+    return _KINDS.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_KINDS)
+
+
+def apply_defaults(kind: Kind, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level schema defaults, then ``name_field`` from metadata.name."""
+    out = dict(spec)
+    for prop, schema in kind.spec_schema.get("properties", {}).items():
+        if prop not in out and "default" in schema:
+            out[prop] = schema["default"]
+    if kind.name_field and kind.name_field not in out:
+        out[kind.name_field] = name
+    return out
+
+
+NODE = register(Kind("Node"))

@@ -1,0 +1,46 @@
+"""Load and check the desired state of a source tree, reporting every problem at once."""
+
+from __future__ import annotations
+
+from controller import providers
+from controller.errors import InvalidInputError
+from controller.model import crosscheck, validate
+from controller.model.diagnostics import Diagnostic, Location
+from controller.model.document import Document
+from controller.model.state import DesiredState
+from controller.model.yamlsource import MAX_FILE_BYTES, read_documents
+from controller.source.tree import SourceTree
+
+
+def load(tree: SourceTree) -> DesiredState:
+    """The desired state of ``tree``; raises InvalidInputError with every error, sorted."""
+    providers.load_all()
+    documents: list[Document] = []
+    problems: list[Diagnostic] = []
+    paths = tree.document_paths()
+    if not paths:
+        problems.append(Diagnostic(Location(tree.description), "no YAML documents found (*.yaml, *.yml)"))
+    for path in paths:
+        if tree.size(path) > MAX_FILE_BYTES:
+            problems.append(Diagnostic(Location(path), f"file is larger than {MAX_FILE_BYTES} bytes; refusing"))
+            continue
+        try:
+            data = tree.read(path)
+        except OSError as exc:
+            problems.append(Diagnostic(Location(path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        raws, found = read_documents(path, data)
+        problems.extend(found)
+        for raw in raws:
+            document, found = validate.to_document(raw)
+            problems.extend(found)
+            if document is not None:
+                documents.append(document)
+    problems.extend(crosscheck.check(documents, tree))
+    problems.sort()
+    errors = [p for p in problems if p.is_error]
+    if errors:
+        raise InvalidInputError(problems)
+    nodes = {d.name: d for d in documents if d.kind == "Node"}
+    resources = [d for d in documents if d.kind != "Node"]
+    return DesiredState(tree, nodes, resources, tuple(problems))

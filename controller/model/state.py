@@ -1,0 +1,38 @@
+"""The desired state: every valid document of a source, with targets resolved to nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from controller.model.diagnostics import Diagnostic
+from controller.model.document import Document
+from controller.source.tree import SourceTree
+
+
+def target_nodes(resource: Document, nodes: Mapping[str, Document]) -> list[str]:
+    """The names of the nodes ``resource.spec.target`` selects, sorted."""
+    target = resource.spec.get("target", {})
+    if "node" in target:
+        return [target["node"]] if target["node"] in nodes else []
+    selector = target.get("matchLabels", {})
+    return sorted(
+        name
+        for name, node in nodes.items()
+        if all(node.labels.get(k) == v for k, v in selector.items())
+    )
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    source: SourceTree = field(repr=False)
+    nodes: Mapping[str, Document]
+    resources: Sequence[Document]
+    warnings: Sequence[Diagnostic] = ()
+
+    @property
+    def revision(self) -> str | None:
+        return self.source.revision
+
+    def resources_for(self, node: str) -> list[Document]:
+        return [r for r in self.resources if node in target_nodes(r, self.nodes)]

@@ -1,0 +1,176 @@
+"""Schema validation of raw documents, with every error pinned to its field's position."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from controller.model import kinds
+from controller.model.diagnostics import Diagnostic, format_path
+from controller.model.document import API_VERSION, Document
+from controller.model.yamlsource import FieldPath, RawDocument
+
+
+@cache
+def _validator(kind_name: str | None) -> jsonschema.protocols.Validator:
+    kind = kinds.get(kind_name) if kind_name else None
+    schema = kind.document_schema() if kind else dict(kinds.load_schema("_document"))
+    cls = jsonschema.validators.validator_for(schema)
+    validator: jsonschema.protocols.Validator = cls(schema)
+    return validator
+
+
+def to_document(raw: RawDocument) -> tuple[Document | None, list[Diagnostic]]:
+    """Validate ``raw`` against its kind's schema; a Document only when it is valid."""
+    value = raw.value
+    if not isinstance(value, dict):
+        got = type(value).__name__ if not isinstance(value, list) else "a list"
+        return None, [Diagnostic(raw.location(), f"a document must be a mapping, got {got}")]
+
+    subject = _subject(value)
+    api_version = value.get("apiVersion")
+    if api_version != API_VERSION:
+        message = (
+            "apiVersion is missing"
+            if api_version is None
+            else f"unsupported apiVersion {api_version!r}; expected {API_VERSION!r}"
+        )
+        return None, [Diagnostic(raw.location(("apiVersion",)), message, subject, "apiVersion")]
+    kind_name = value.get("kind")
+    kind = kinds.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        message = (
+            "kind is missing"
+            if kind_name is None
+            else f"unknown kind {kind_name!r}; known kinds: {', '.join(kinds.names())}"
+        )
+        return None, [Diagnostic(raw.location(("kind",)), message, subject, "kind")]
+
+    problems = [
+        Diagnostic(raw.location(path), message, subject, format_path(path))
+        for path, message in _schema_errors(_validator(kind.name), value, kind.name)
+    ]
+    if problems:
+        return None, problems
+    metadata = value["metadata"]
+    name = metadata["name"]
+    spec = kinds.apply_defaults(kind, name, value["spec"])
+    return Document(kind.name, name, spec, dict(metadata.get("labels", {})), raw), []
+
+
+def _subject(value: Mapping[str, Any]) -> str:
+    kind = value.get("kind")
+    metadata = value.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(kind, str) and isinstance(name, str):
+        return f"{kind}/{name}"
+    return kind if isinstance(kind, str) else ""
+
+
+def _schema_errors(
+    validator: jsonschema.protocols.Validator, value: Any, kind: str
+) -> Iterator[tuple[FieldPath, str]]:
+    seen: set[tuple[FieldPath, str]] = set()
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        for path, message in _explain(error, kind):
+            if (path, message) not in seen:
+                seen.add((path, message))
+                yield path, message
+
+
+def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[FieldPath, str]]:
+    """Plain-language messages for the validators people trip on most."""
+    path: FieldPath = tuple(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        for extra in _extra_keys(error):
+            hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+            yield (*path, extra), f"unknown field {extra!r}{hint}"
+        return
+    if v == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else error.message
+        yield path, f"required field {missing!r} is missing"
+        return
+    if v == "type":
+        want = error.validator_value
+        want_text = " or ".join(want) if isinstance(want, list) else str(want)
+        got = _json_type(error.instance)
+        hint = ""
+        if path and path[-1] == "mode" and isinstance(error.instance, int):
+            hint = " (write the mode quoted, like '0644': YAML reads 0644 as the number 420)"
+        yield path, f"expected {want_text}, got {got}{hint}"
+        return
+    if v == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        yield path, f"{error.instance!r} is not one of: {allowed}"
+        return
+    if v == "const":
+        yield path, f"must be {error.validator_value!r}, got {error.instance!r}"
+        return
+    if v == "pattern":
+        yield path, f"{error.instance!r} is not a valid {_field_noun(path, kind)}"
+        return
+    if v in ("minProperties", "maxProperties") and path and path[-1] == "target":
+        yield path, "target needs exactly one of 'node' or 'matchLabels'"
+        return
+    yield path, str(error.message)
+
+
+def _extra_keys(error: jsonschema.ValidationError) -> list[str]:
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    known = set(error.schema.get("properties", {}))
+    return sorted(str(k) for k in instance if k not in known)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+_NOUNS = {
+    "name": "name",
+    "path": "absolute path",
+    "mode": "octal mode (like '0644')",
+    "owner": "user name",
+    "group": "group name",
+    "key": "sysctl key (like net.ipv4.ip_forward)",
+    "version": "version",
+    "shell": "absolute path",
+    "home": "absolute path",
+    "source": "relative path",
+    "address": "address",
+}
+
+
+_NAME_NOUNS = {
+    "Package": "package name",
+    "User": "user name",
+    "Service": "unit name",
+    "NftTable": "nftables table name",
+}
+
+
+def _field_noun(path: FieldPath, kind: str) -> str:
+    last = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if path[:2] == ("metadata", "name"):
+        return "DNS-1123 name (lowercase letters, digits, '-' and '.')"
+    if path == ("spec", "name"):
+        return _NAME_NOUNS.get(kind, "name")
+    if "groups" in path:
+        return "group name"
+    return _NOUNS.get(last, f"value for {last}")

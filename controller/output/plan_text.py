@@ -1,0 +1,74 @@
+"""The plan for people at a terminal: grouped by node, coloured, with a summary line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.text import Text
+
+from controller.engine.diff import Action, Change
+from controller.engine.plan import NodePlan, Plan
+from controller.output.summary import SYMBOLS, summary_line
+
+STYLES = {"create": "green", "update": "yellow", "delete": "red", "noop": "dim", "error": "bold red"}
+
+
+def render(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}")
+    for node in plan.nodes:
+        console.print(_node(node, show_noop))
+    style = "red" if plan.has_errors else ("yellow" if plan.has_changes else "green")
+    console.print(Text(summary_line(plan), style=f"bold {style}"))
+
+
+def _node(node: NodePlan, show_noop: bool) -> Group:
+    header = Text.assemble((node.node, "bold"), f" ({node.platform}) ", (f"{node.seconds:.2f}s", "dim"))
+    lines: list[Any] = [header]
+    if node.error:
+        lines.append(Text(f"  ! {node.error_type}: {node.error}", style="bold red"))
+        return Group(*lines)
+    shown = [i for i in node.items if show_noop or i.action is not Action.NOOP]
+    if not shown:
+        lines.append(Text(f"  in sync ({len(node.items)} resources)", style="green"))
+    for item in shown:
+        action = item.action.value
+        lines.append(
+            Text.assemble(
+                f"  {SYMBOLS[action]} ",
+                (f"{item.kind}/{item.name}", STYLES[action]),
+                (f"  {action}", "dim"),
+            )
+        )
+        if item.error:
+            lines.append(Text(f"      {item.error}", style="red"))
+        for change in item.changes:
+            lines.extend(_change(change))
+    return Group(*lines)
+
+
+def _change(change: Change) -> list[Text]:
+    out = [
+        Text.assemble(
+            f"      {change.field}: ",
+            (_value(change.live), "red"),
+            " → ",
+            (_value(change.desired), "green"),
+        )
+    ]
+    if change.diff:
+        for line in change.diff.splitlines():
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "cyan" if line.startswith("@@") else ""
+            out.append(Text("        " + line, style=style))
+    return out
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(absent)"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

@@ -1,0 +1,25 @@
+"""The one-line summary shared by every human-facing rendering."""
+
+from __future__ import annotations
+
+from controller.engine.plan import Plan
+
+
+def summary_line(plan: Plan) -> str:
+    counts = plan.counts()
+    failed = [n for n in plan.nodes if n.error]
+    parts = [
+        f"{counts['create']} to create",
+        f"{counts['update']} to update",
+        f"{counts['delete']} to delete",
+        f"{counts['noop']} in sync",
+    ]
+    if counts["error"]:
+        parts.append(f"{counts['error']} not comparable")
+    text = f"Plan: {', '.join(parts)} on {len(plan.nodes)} node(s)"
+    if failed:
+        text += f"; {len(failed)} node(s) could not be read"
+    return text + "."
+
+
+SYMBOLS = {"create": "+", "update": "~", "delete": "-", "noop": "=", "error": "!"}

@@ -1,0 +1,252 @@
+"""Per-kind rules for Linux: which facts a resource needs, and its desired and live essence.
+
+Each kind contributes to one shared fact request (so a node is read in one round trip)
+and turns its part of the answer into an :class:`Observed`. Desired essences hold only
+the fields the document sets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.engine.diff import Observed
+from controller.model.document import Document
+from controller.source.tree import SourceTree, resolve_relative
+
+SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
+
+
+@dataclass
+class FactRequest:
+    """The request sent to remote_facts.py; positions in ``files``/``nft`` index answers."""
+
+    packages: set[str] = field(default_factory=set)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    users: set[str] = field(default_factory=set)
+    sysctls: set[str] = field(default_factory=set)
+    nft: list[dict[str, Any]] = field(default_factory=list)
+    services: set[str] = field(default_factory=set)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "packages": sorted(self.packages),
+                "files": self.files,
+                "users": sorted(self.users),
+                "sysctls": sorted(self.sysctls),
+                "sysctl_file": SYSCTL_FILE,
+                "nft": self.nft,
+                "services": sorted(self.services),
+            }
+        )
+
+
+Answer = Mapping[str, Any]
+Reader = Callable[[Answer], Observed]
+
+
+def prepare(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    """Add what ``doc`` needs to ``request``; return how to read its answer."""
+    return _PREPARERS[doc.kind](doc, tree, request)
+
+
+def desired_file_bytes(doc: Document, tree: SourceTree) -> bytes:
+    if "content" in doc.spec:
+        return str(doc.spec["content"]).encode()
+    resolved = resolve_relative(doc.file, doc.spec["source"])
+    assert resolved is not None  # cross-checks refuse sources outside the tree
+    return tree.read(resolved)
+
+
+def normalize_mode(mode: str) -> str:
+    return f"{int(mode, 8):04o}"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _package(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    name = doc.spec["name"]
+    request.packages.add(name)
+    desired: dict[str, Any] | None = None
+    if doc.spec["state"] == "present":
+        desired = {"installed": True}
+        if "version" in doc.spec:
+            desired["version"] = doc.spec["version"]
+
+    def read(answer: Answer) -> Observed:
+        facts = answer.get("packages", {})
+        if "error" in facts:
+            return Observed(desired, None, facts["error"])
+        version = facts.get("installed", {}).get(name)
+        live = None if version is None else {"installed": True, "version": version}
+        return Observed(desired, live)
+
+    return read
+
+
+def _file(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    spec = doc.spec
+    sensitive = bool(spec.get("sensitive"))
+    desired: dict[str, Any] | None = None
+    content = b""
+    if spec["state"] == "present":
+        content = desired_file_bytes(doc, tree)
+        desired = {"type": "file", "content": _sha(content)}
+        if "mode" in spec:
+            desired["mode"] = normalize_mode(spec["mode"])
+        for key in ("owner", "group"):
+            if key in spec:
+                desired[key] = spec[key]
+    desired_text = None if sensitive else _text(content)
+    index = len(request.files)
+    request.files.append(
+        {
+            "path": spec["path"],
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "want_content": desired is not None and desired_text is not None,
+        }
+    )
+
+    def read(answer: Answer) -> Observed:
+        fact = answer["files"][index]
+        if "error" in fact:
+            return Observed(desired, None, f"{spec['path']}: {fact['error']}")
+        if not fact["exists"]:
+            texts = {"content": ("", desired_text)} if desired_text is not None else {}
+            return Observed(desired, None, texts=texts)
+        live: dict[str, Any] = {k: fact[k] for k in ("type", "mode", "owner", "group")}
+        if "sha256" in fact:
+            live["content"] = "sha256:" + fact["sha256"]
+        texts = {}
+        if desired_text is not None and "content_b64" in fact:
+            live_text = _text(base64.b64decode(fact["content_b64"]))
+            if live_text is not None:
+                texts["content"] = (live_text, desired_text)
+        return Observed(desired, live, texts=texts)
+
+    return read
+
+
+def _service(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    name = doc.spec["name"]
+    request.services.add(name)
+    desired = {k: doc.spec[k] for k in ("running", "enabled") if k in doc.spec}
+
+    def read(answer: Answer) -> Observed:
+        facts = answer.get("services", {})
+        if "error" in facts:
+            return Observed(desired, None, facts["error"])
+        unit = facts["units"].get(name, {})
+        if not unit.get("exists"):
+            return Observed(desired, None, f"no unit named {name!r} on this node")
+        return Observed(desired, {"running": unit["running"], "enabled": unit["enabled"]})
+
+    return read
+
+
+def _user(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    spec = doc.spec
+    request.users.add(spec["name"])
+    desired: dict[str, Any] | None = None
+    if spec["state"] == "present":
+        desired = {k: spec[k] for k in ("uid", "shell", "home", "comment") if k in spec}
+        if "groups" in spec:
+            desired["groups"] = sorted(spec["groups"])
+
+    def read(answer: Answer) -> Observed:
+        fact = answer["users"][spec["name"]]
+        if not fact["exists"]:
+            return Observed(desired, None)
+        live = {k: fact[k] for k in ("uid", "shell", "home", "comment", "groups")}
+        return Observed(desired, live)
+
+    return read
+
+
+def normalize_sysctl(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def _sysctl(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    key = str(doc.spec["key"]).replace("/", ".")
+    request.sysctls.add(key)
+    value = normalize_sysctl(doc.spec["value"])
+    desired = {"value": value, "persisted": value}
+
+    def read(answer: Answer) -> Observed:
+        fact = answer["sysctls"][key]
+        if "error" in fact:
+            return Observed(desired, None, f"{key}: {fact['error']}")
+        return Observed(desired, {"value": fact["value"], "persisted": fact["persisted"]})
+
+    return read
+
+
+def nft_essence(ruleset: Any) -> str:
+    """A digest of nft's JSON for a table, without handles and version metadata."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("handle", "metainfo")}
+        if isinstance(value, list):
+            return [strip(v) for v in value if not (isinstance(v, dict) and "metainfo" in v)]
+        return value
+
+    canonical = json.dumps(strip(ruleset), sort_keys=True).encode()
+    return _sha(canonical)
+
+
+def _nft_table(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    spec = doc.spec
+    present = spec["state"] == "present"
+    index = len(request.nft)
+    request.nft.append(
+        {
+            "family": spec["family"],
+            "name": spec["name"],
+            "definition": spec.get("definition") if present else None,
+        }
+    )
+
+    def read(answer: Answer) -> Observed:
+        fact = answer["nft"][index]
+        if "error" in fact:
+            return Observed(None, None, fact["error"])
+        desired = None
+        desired_text = ""
+        if present:
+            wanted = fact.get("desired", {})
+            if "error" in wanted:
+                return Observed(None, None, wanted["error"])
+            desired = {"definition": nft_essence(wanted.get("json"))}
+            desired_text = wanted.get("text", "")
+        if not fact["exists"]:
+            return Observed(desired, None, texts={"definition": ("", desired_text)} if present else {})
+        live = {"definition": nft_essence(fact.get("json"))}
+        return Observed(desired, live, texts={"definition": (fact.get("text", ""), desired_text)})
+
+    return read
+
+
+_PREPARERS: dict[str, Callable[[Document, SourceTree, FactRequest], Reader]] = {
+    "Package": _package,
+    "File": _file,
+    "Service": _service,
+    "User": _user,
+    "Sysctl": _sysctl,
+    "NftTable": _nft_table,
+}

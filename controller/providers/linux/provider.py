@@ -1,0 +1,52 @@
+"""The Linux provider: one SSH connection and one round trip per node for all facts."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from controller.engine.diff import Observed
+from controller.errors import FactsError
+from controller.model.document import Document
+from controller.providers.linux import essence, ssh
+from controller.source.tree import SourceTree
+
+
+@cache
+def facts_command() -> str:
+    source = resources.files("controller.providers.linux").joinpath("remote_facts.py").read_text()
+    return "python3 -c " + shlex.quote(source)
+
+
+class LinuxProvider:
+    platform = "linux"
+
+    async def observe(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> Mapping[Document, Observed]:
+        request = essence.FactRequest()
+        readers = {doc: essence.prepare(doc, tree, request) for doc in resources}
+        answer = await self.gather(node, request)
+        return {doc: read(answer) for doc, read in readers.items()}
+
+    async def gather(self, node: Document, request: essence.FactRequest) -> Mapping[str, Any]:
+        target = ssh.SshTarget.from_node(node)
+        async with await ssh.connect(target) as connection:
+            result = await ssh.run(connection, target, facts_command(), request.to_json())
+        stderr = str(result.stderr or "").strip()
+        if result.exit_status == 127:
+            raise FactsError(node.name, "python3 is not installed on the node; FazAI reads facts with it")
+        if result.exit_status != 0:
+            raise FactsError(node.name, f"fact gathering failed (exit {result.exit_status}): {stderr[-500:]}")
+        try:
+            answer: Mapping[str, Any] = json.loads(str(result.stdout))
+        except ValueError as exc:
+            raise FactsError(node.name, "fact gathering printed no valid JSON") from exc
+        return answer
+
+
+PROVIDER = LinuxProvider()

@@ -1,0 +1,271 @@
+"""Gather every fact a node's desired state needs, in one process, and print JSON.
+
+This file is sent to the node and run there as ``python3 -c SOURCE``, with the request
+as JSON on standard input; it is also importable so tests can run it locally. It uses
+only the standard library of Python 3.6 and later, never writes anything, and reports
+per-item errors in the answer instead of failing the whole read.
+"""
+
+import base64
+import grp
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+MAX_CONTENT = 1024 * 1024  # files larger than this are compared by hash only
+
+
+def run(argv, data=None):
+    try:
+        proc = subprocess.run(
+            argv,
+            input=data,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return 127, "", str(exc)
+    return (
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace").strip(),
+    )
+
+
+def host_facts():
+    release = {}
+    try:
+        with open("/etc/os-release") as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition("=")
+                if sep:
+                    release[key] = value.strip('"')
+    except OSError:
+        pass
+    return {
+        "hostname": os.uname()[1],
+        "os": release.get("ID", "unknown"),
+        "os_version": release.get("VERSION_ID", ""),
+        "package_manager": "dpkg"
+        if shutil.which("dpkg-query")
+        else ("rpm" if shutil.which("rpm") else None),
+        "service_manager": "systemd" if os.path.isdir("/run/systemd/system") else None,
+        "uid": os.getuid(),
+    }
+
+
+def packages(names, manager):
+    wanted = set(names)
+    found = {}
+    if manager == "dpkg":
+        code, out, err = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"])
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[0].startswith("ii") and parts[1] in wanted:
+                found[parts[1]] = parts[2]
+    elif manager == "rpm":
+        code, out, err = run(["rpm", "-qa", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n"])
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] in wanted:
+                found[parts[0]] = parts[1]
+    else:
+        return {"error": "no supported package manager (dpkg or rpm) on this node"}
+    if code != 0:
+        return {"error": "package query failed: " + err[:500]}
+    return {"installed": found}
+
+
+def owner_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def file_fact(item):
+    path = item["path"]
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return {"exists": False}
+    except OSError as exc:
+        return {"error": "cannot stat: " + exc.strerror}
+    fact = {
+        "exists": True,
+        "type": "file"
+        if stat.S_ISREG(info.st_mode)
+        else "directory"
+        if stat.S_ISDIR(info.st_mode)
+        else "symlink"
+        if stat.S_ISLNK(info.st_mode)
+        else "other",
+        "mode": "%04o" % stat.S_IMODE(info.st_mode),
+        "owner": owner_name(info.st_uid),
+        "group": group_name(info.st_gid),
+        "size": info.st_size,
+    }
+    if fact["type"] != "file":
+        return fact
+    digest = hashlib.sha256()
+    head = b""
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(1 << 16)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                if len(head) <= MAX_CONTENT:
+                    head += chunk
+    except OSError as exc:
+        fact["error"] = "cannot read: " + exc.strerror
+        return fact
+    fact["sha256"] = digest.hexdigest()
+    # Content travels only when it differs and may be shown: it feeds the plan's diff.
+    if item.get("want_content") and fact["sha256"] != item.get("sha256") and len(head) <= MAX_CONTENT:
+        fact["content_b64"] = base64.b64encode(head).decode("ascii")
+    return fact
+
+
+def user_fact(name):
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return {"exists": False}
+    groups = sorted(g.gr_name for g in grp.getgrall() if name in g.gr_mem)
+    return {
+        "exists": True,
+        "uid": entry.pw_uid,
+        "gid": entry.pw_gid,
+        "group": group_name(entry.pw_gid),
+        "home": entry.pw_dir,
+        "shell": entry.pw_shell,
+        "comment": entry.pw_gecos,
+        "groups": groups,
+    }
+
+
+def sysctl_fact(key, persisted):
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path) as handle:
+            value = handle.read()
+    except FileNotFoundError:
+        return {"error": "no such kernel parameter"}
+    except OSError as exc:
+        return {"error": "cannot read: " + exc.strerror}
+    return {"value": " ".join(value.split()), "persisted": persisted.get(key)}
+
+
+def persisted_sysctls(path):
+    found = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                line = line.strip()
+                if not line or line[0] in "#;":
+                    continue
+                key, sep, value = line.partition("=")
+                if sep:
+                    found[key.strip().replace("/", ".")] = " ".join(value.split())
+    except OSError:
+        pass
+    return found
+
+
+def nft_table(item):
+    family, name = item["family"], item["name"]
+    if not shutil.which("nft"):
+        return {"error": "nft is not installed on this node"}
+    code, text, err = run(["nft", "list", "table", family, name])
+    fact = {"exists": code == 0}
+    if code == 0:
+        fact["text"] = text
+        code, out, err = run(["nft", "-j", "list", "table", family, name])
+        fact["json"] = json.loads(out) if code == 0 and out.strip() else None
+    elif "No such file" not in err:
+        return {"error": "nft failed: " + err[:500]}
+    if item.get("definition") is not None:
+        fact["desired"] = canonical_table(family, name, item["definition"])
+    return fact
+
+
+def canonical_table(family, name, definition):
+    """Let nft itself format the desired table, in a throwaway network namespace.
+
+    Comparing nft's own rendering of both sides makes formatting, comments and
+    ordering of the source irrelevant, and it checks the syntax without touching the
+    node's live ruleset.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as handle:
+        handle.write("table %s %s {\n%s\n}\n" % (family, name, definition))
+        source = handle.name
+    try:
+        script = 'nft -f "$1" && nft list table "$2" "$3" && echo "@@json@@" && nft -j list table "$2" "$3"'
+        code, out, err = run(["unshare", "--net", "sh", "-c", script, "sh", source, family, name])
+    finally:
+        os.unlink(source)
+    if code != 0:
+        return {"error": "nft rejects the definition: " + err.replace(source, "definition")[:1000]}
+    text, _, body = out.partition("@@json@@\n")
+    return {"text": text, "json": json.loads(body) if body.strip() else None}
+
+
+def services(names, manager):
+    if manager != "systemd":
+        return {"error": "no systemd on this node: services are unsupported here"}
+    units = [n if "." in n else n + ".service" for n in names]
+    code, out, err = run(
+        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"] + units
+    )
+    if code != 0:
+        return {"error": "systemctl failed: " + err[:500]}
+    found = {}
+    for name, block in zip(names, out.strip().split("\n\n")):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        found[name] = {
+            "exists": props.get("LoadState") == "loaded",
+            "running": props.get("ActiveState") == "active",
+            "enabled": props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),
+        }
+    return {"units": found}
+
+
+def gather(request):
+    host = host_facts()
+    answer = {"host": host}
+    if request.get("packages"):
+        answer["packages"] = packages(request["packages"], host["package_manager"])
+    answer["files"] = [file_fact(item) for item in request.get("files", [])]
+    answer["users"] = {name: user_fact(name) for name in request.get("users", [])}
+    persisted = persisted_sysctls(request.get("sysctl_file", "/etc/sysctl.d/99-fazai.conf"))
+    answer["sysctls"] = {key: sysctl_fact(key, persisted) for key in request.get("sysctls", [])}
+    answer["nft"] = [nft_table(item) for item in request.get("nft", [])]
+    if request.get("services"):
+        answer["services"] = services(request["services"], host["service_manager"])
+    return answer
+
+
+def main():
+    request = json.loads(sys.stdin.read() or "{}")
+    sys.stdout.write(json.dumps(gather(request), sort_keys=True))
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""SSH connections to Linux nodes, with asyncssh's failures mapped into FazAI's errors.
+
+Host keys are checked against the node's known_hosts file unless the Node document
+turns checking off for a lab; an unknown or changed key is never accepted silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from controller.errors import AuthenticationError, HostKeyError, NodeError, UnreachableError
+from controller.model.document import Document
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one node; derived from its Node document."""
+
+    node: str
+    address: str
+    port: int
+    user: str
+    private_key_file: Path | None
+    use_agent: bool
+    known_hosts_file: Path | None  # None: host key checking is off
+    connect_timeout: float
+    command_timeout: float
+
+    @classmethod
+    def from_node(cls, node: Document) -> SshTarget:
+        spec = node.spec
+        auth: Mapping[str, Any] = spec.get("auth", {})
+        key = auth.get("privateKeyFile")
+        known_hosts: Path | None = None
+        if spec.get("hostKeyChecking", True):
+            known_hosts = Path(os.path.expanduser(spec.get("knownHostsFile", "~/.ssh/known_hosts")))
+        return cls(
+            node=node.name,
+            address=spec["address"],
+            port=int(spec.get("port", 22)),
+            user=spec.get("user", "root"),
+            private_key_file=Path(os.path.expanduser(key)) if key else None,
+            use_agent=bool(auth.get("agent", not key)),
+            known_hosts_file=known_hosts,
+            connect_timeout=float(spec.get("connectTimeout", 10)),
+            command_timeout=float(spec.get("commandTimeout", 60)),
+        )
+
+
+async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
+    options: dict[str, Any] = {
+        "port": target.port,
+        "username": target.user,
+        "connect_timeout": target.connect_timeout,
+        "login_timeout": target.connect_timeout,
+        "config": [],  # never let ~/.ssh/config change what the desired state says
+        "keepalive_interval": 15,
+    }
+    if target.known_hosts_file is None:
+        options["known_hosts"] = None
+    else:
+        if not target.known_hosts_file.is_file():
+            raise HostKeyError(
+                target.node,
+                f"known_hosts file {target.known_hosts_file} does not exist; "
+                "add the node's host key there (or set hostKeyChecking: false in a lab)",
+            )
+        options["known_hosts"] = str(target.known_hosts_file)
+    if target.private_key_file is not None:
+        try:
+            options["client_keys"] = [asyncssh.read_private_key(str(target.private_key_file))]
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise AuthenticationError(
+                target.node, f"cannot use private key {target.private_key_file}: {_reason(exc)}"
+            ) from exc
+        if not target.use_agent:
+            options["agent_path"] = None
+    try:
+        return await asyncssh.connect(target.address, **options)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyError(
+            target.node,
+            f"host key of {target.address}:{target.port} is unknown or has changed "
+            f"(checked against {target.known_hosts_file}); refusing to connect",
+        ) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise AuthenticationError(
+            target.node, f"{target.user}@{target.address} refused our credentials"
+        ) from exc
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise UnreachableError(
+            target.node,
+            f"no answer from {target.address}:{target.port} within {target.connect_timeout:g} s",
+        ) from exc
+    except (OSError, asyncssh.Error) as exc:
+        raise UnreachableError(
+            target.node, f"cannot connect to {target.address}:{target.port}: {_reason(exc)}"
+        ) from exc
+
+
+async def run(
+    connection: asyncssh.SSHClientConnection,
+    target: SshTarget,
+    command: str,
+    stdin: str | None = None,
+) -> asyncssh.SSHCompletedProcess:
+    """Run ``command`` within the node's command timeout; failures become NodeErrors."""
+    try:
+        return await connection.run(
+            command, input=stdin, check=False, timeout=target.command_timeout
+        )
+    except asyncssh.TimeoutError as exc:
+        raise NodeError(
+            target.node, f"command did not finish within {target.command_timeout:g} s"
+        ) from exc
+    except (OSError, asyncssh.Error) as exc:
+        raise UnreachableError(target.node, f"connection lost: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

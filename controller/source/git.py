@@ -1,0 +1,98 @@
+"""Desired state from a git repository at a ref, read from the object database.
+
+A local repository is read in place; a URL is mirrored into a cache folder first (one
+bare clone per URL, fetched on each use, with a timeout). Nothing is checked out: the
+tree of the resolved commit is read blob by blob, and the commit SHA is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import git
+
+from controller.errors import SourceError
+from controller.source.tree import SourceTree
+
+GIT_TIMEOUT_S = 120
+
+
+def is_git_url(location: str) -> bool:
+    if Path(location).exists():
+        return False
+    return "://" in location or location.startswith("git@")
+
+
+def redact(location: str) -> str:
+    """A URL with any credentials in it masked, for messages and records."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", location)
+
+
+def open_repository(location: str, cache_dir: Path) -> git.Repo:
+    shown = redact(location)
+    try:
+        if not is_git_url(location):
+            return git.Repo(location, search_parent_directories=False)
+        mirror = cache_dir / hashlib.sha256(location.encode()).hexdigest()[:16]
+        if mirror.exists():
+            repo = git.Repo(mirror)
+            repo.git.fetch("--prune", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", kill_after_timeout=GIT_TIMEOUT_S)
+            return repo
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        return git.Repo.clone_from(location, mirror, mirror=True, kill_after_timeout=GIT_TIMEOUT_S)
+    except git.NoSuchPathError as exc:
+        raise SourceError(f"{shown}: no such repository") from exc
+    except git.InvalidGitRepositoryError as exc:
+        raise SourceError(f"{shown}: not a git repository") from exc
+    except git.GitCommandError as exc:
+        raise SourceError(f"{shown}: git failed: {redact(_stderr(exc))}") from exc
+
+
+def read_git(location: str, ref: str, cache_dir: Path, subdir: str = "") -> SourceTree:
+    repo = open_repository(location, cache_dir)
+    try:
+        commit = repo.commit(ref)
+    except (git.BadName, ValueError, git.GitCommandError) as exc:
+        raise SourceError(f"{redact(location)}: unknown ref {ref!r}") from exc
+    tree = commit.tree
+    if subdir:
+        try:
+            tree = tree / subdir.strip("/")
+        except KeyError as exc:
+            raise SourceError(f"{redact(location)}@{ref}: no folder {subdir!r}") from exc
+    files: dict[str, Callable[[], bytes]] = {}
+    sizes: dict[str, int] = {}
+    prefix = len(tree.path) + 1 if tree.path else 0
+    for item in tree.traverse():
+        if not isinstance(item, git.Blob) or item.mode == git.Blob.link_mode:
+            continue
+        rel = item.path[prefix:]
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        files[rel] = _reader(item)
+        sizes[rel] = item.size
+    return SourceTree(f"{redact(location)}@{ref}", commit.hexsha, files, sizes)
+
+
+def head_revision(path: Path) -> str | None:
+    """The HEAD commit of the repository holding ``path``, if any (recorded, never required)."""
+    try:
+        return str(git.Repo(path, search_parent_directories=True).head.commit.hexsha)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+        return None
+
+
+def _reader(blob: git.Blob) -> Callable[[], bytes]:
+    def read() -> bytes:
+        data: bytes = blob.data_stream.read()
+        return data
+
+    return read
+
+
+def _stderr(exc: git.GitCommandError) -> str:
+    text = str(exc.stderr or exc).strip()
+    return text.removeprefix("stderr:").strip(" '\n")

@@ -1,0 +1,27 @@
+"""Pick the source reader for what the user named: a directory, or a repository at a ref."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from controller.source import directory, git
+from controller.source.tree import SourceTree
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "fazai" / "git"
+
+
+def open_source(location: str, ref: str | None = None, subdir: str = "", cache_dir: Path | None = None) -> SourceTree:
+    """A directory as it is on disk, or, with ``ref`` (or a URL), a git commit's tree."""
+    if ref is not None or git.is_git_url(location):
+        return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
+    root = Path(location) / subdir if subdir else Path(location)
+    tree = directory.read_directory(root)
+    revision = git.head_revision(root) if root.is_dir() else None
+    if revision is None:
+        return tree
+    # A working copy: record HEAD for the journal, though the files may be uncommitted.
+    return SourceTree(tree.description, revision, tree._files, tree._sizes)

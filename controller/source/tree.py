@@ -1,0 +1,53 @@
+"""A read-only snapshot of the files of a desired-state source.
+
+Directory and git sources both produce a :class:`SourceTree`, so loading, cross-checks and
+``File.source`` lookups never care where the bytes came from, and a git ref is read
+straight from the object database without a checkout.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+DOCUMENT_SUFFIXES = (".yaml", ".yml")
+# Folders named like this hold data (File.source payloads), never documents.
+DATA_FOLDER = "files"
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """Files by POSIX path relative to the source root, read lazily."""
+
+    description: str  # e.g. "/srv/state" or "https://git.example/x.git@main"
+    revision: str | None  # the git commit SHA, when the source is a git commit
+    _files: Mapping[str, Callable[[], bytes]] = field(repr=False)
+    _sizes: Mapping[str, int] = field(repr=False)
+
+    def paths(self) -> Iterator[str]:
+        return iter(sorted(self._files))
+
+    def document_paths(self) -> list[str]:
+        return [
+            p
+            for p in sorted(self._files)
+            if p.endswith(DOCUMENT_SUFFIXES) and DATA_FOLDER not in p.split("/")[:-1]
+        ]
+
+    def exists(self, path: str) -> bool:
+        return path in self._files
+
+    def size(self, path: str) -> int:
+        return self._sizes[path]
+
+    def read(self, path: str) -> bytes:
+        return self._files[path]()
+
+
+def resolve_relative(document_file: str, relative: str) -> str | None:
+    """Resolve ``relative`` against the folder of ``document_file``; None if it escapes the root."""
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(document_file), relative))
+    if joined.startswith("../") or joined == ".." or posixpath.isabs(joined):
+        return None
+    return joined
