@@ -70,5 +70,6 @@ def _value(value: Any) -> str:
     if value is None:
         return "(absent)"
     if isinstance(value, str):
-        return value
+        # Digests identify contents; a prefix is enough to tell them apart on screen.
+        return value[:19] + "…" if value.startswith("sha256:") else value
     return json.dumps(value)

@@ -19,7 +19,8 @@ from controller.source.tree import SourceTree
 @cache
 def facts_command() -> str:
     source = resources.files("controller.providers.linux").joinpath("remote_facts.py").read_text()
-    return "python3 -c " + shlex.quote(source)
+    # -I -S: no user site, no .pth processing; the script needs only the standard library.
+    return "python3 -I -S -c " + shlex.quote(source)
 
 
 class LinuxProvider:
