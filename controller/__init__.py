@@ -1,25 +1,39 @@
 """FazAI: a declarative GitOps reconciliation controller for OPNsense firewalls and Linux servers.
 
 The public surface is small and re-exported here; internal code imports modules, not names.
+Re-exports resolve lazily so that ``fazai validate`` does not pay for the SSH and diff
+machinery it never uses.
 """
 
-from controller.errors import (
-    FazaiError,
-    InvalidInputError,
-    NodeError,
-    SourceError,
-)
-from controller.model.state import DesiredState
-from controller.engine.plan import Plan
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DesiredState",
-    "FazaiError",
-    "InvalidInputError",
-    "NodeError",
-    "Plan",
-    "SourceError",
-    "__version__",
-]
+_EXPORTS = {
+    "FazaiError": "controller.errors",
+    "InvalidInputError": "controller.errors",
+    "NodeError": "controller.errors",
+    "SourceError": "controller.errors",
+    "DesiredState": "controller.model.state",
+    "Plan": "controller.engine.plan",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from controller.engine.plan import Plan as Plan
+    from controller.errors import FazaiError as FazaiError
+    from controller.errors import InvalidInputError as InvalidInputError
+    from controller.errors import NodeError as NodeError
+    from controller.errors import SourceError as SourceError
+    from controller.model.state import DesiredState as DesiredState
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'controller' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

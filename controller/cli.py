@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -16,22 +16,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import controller
 from controller import providers
-from controller.engine import plan as planning
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
-from controller.output import plan_json, plan_markdown, plan_text
 from controller.source.open import open_source
+
+if TYPE_CHECKING:
+    from controller.engine import plan as planning
 
 EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def source_options(func: F) -> F:
-    func = click.option("--subdir", default="", metavar="DIR", help="Folder inside the source holding the documents.")(func)
+    func = click.option(
+        "--subdir",
+        default="",
+        metavar="DIR",
+        help="Folder inside the source holding the documents.",
+    )(func)
     func = click.option(
         "--ref",
         metavar="REF",
@@ -65,15 +71,33 @@ def validate(path: str, ref: str | None, subdir: str) -> None:
 
 @main.command()
 @source_options
-@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Plan only this node (repeatable).")
 @click.option(
-    "--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True
+    "--node", "nodes", multiple=True, metavar="NAME", help="Plan only this node (repeatable)."
 )
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=planning.DEFAULT_CONCURRENCY,
-              show_default=True, help="Nodes read at once.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=32,
+    show_default=True,
+    help="Nodes read at once.",
+)
 @click.option("--show-noop", is_flag=True, help="Also list resources that are in sync.")
-def plan(path: str, ref: str | None, subdir: str, nodes: Sequence[str], output: str,
-         concurrency: int, show_noop: bool) -> None:
+def plan(
+    path: str,
+    ref: str | None,
+    subdir: str,
+    nodes: Sequence[str],
+    output: str,
+    concurrency: int,
+    show_noop: bool,
+) -> None:
     """Show what applying PATH would change on the live nodes.
 
     Exit 0 when every node is in sync, 1 when there are differences, 2 on trouble
@@ -89,12 +113,19 @@ def plan(path: str, ref: str | None, subdir: str, nodes: Sequence[str], output: 
 
 
 def run_plan(state: DesiredState, nodes: Sequence[str], concurrency: int) -> planning.Plan:
+    from controller.engine import plan as planning
+
     selected = [n for n in state.nodes if not nodes or n in nodes]
     if not stderr.is_terminal:
         return asyncio.run(planning.build(state, only=nodes, concurrency=concurrency))
     with Progress(
-        TextColumn("reading nodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), console=stderr, transient=True,
+        TextColumn("reading nodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
     ) as progress:
         task = progress.add_task("", total=len(selected))
 
@@ -104,41 +135,62 @@ def run_plan(state: DesiredState, nodes: Sequence[str], concurrency: int) -> pla
             else:
                 progress.advance(task)
 
-        return asyncio.run(planning.build(state, only=nodes, concurrency=concurrency, progress=advance))
+        return asyncio.run(
+            planning.build(state, only=nodes, concurrency=concurrency, progress=advance)
+        )
 
 
 def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> None:
+    from controller.output import plan_json, plan_markdown, plan_text
+
     if output == "json":
         click.echo(plan_json.render(result), nl=False)
     elif output == "markdown":
         click.echo(plan_markdown.render(result), nl=False)
     else:
-        plan_text.render(result, Console(highlight=False), show_noop=show_noop)
+        plan_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
 
 
 @main.command()
 @click.argument("kind", required=False)
-@click.option("--plan", "plan_schema", is_flag=True, help="Print the schema of `plan --output json`.")
+@click.option(
+    "--plan", "plan_schema", is_flag=True, help="Print the schema of `plan --output json`."
+)
 def schema(kind: str | None, plan_schema: bool) -> None:
     """Print the JSON Schema of KIND's documents (all kinds when omitted)."""
+    from controller.output import plan_json
+
     providers.load_all()
     if plan_schema:
         click.echo(json.dumps(plan_json.schema(), indent=2))
         return
+    by_name = {name.lower(): kinds.get(name) for name in kinds.names()}
     if kind is None:
-        click.echo(json.dumps({name: kinds.get(name).document_schema() for name in kinds.names()}, indent=2))  # type: ignore[union-attr]
+        every = {k.name: k.document_schema() for k in by_name.values() if k is not None}
+        click.echo(json.dumps(every, indent=2))
         return
-    found = kinds.get(kind) or next((kinds.get(n) for n in kinds.names() if n.lower() == kind.lower()), None)
+    found = by_name.get(kind.lower())
     if found is None:
         _fail(f"unknown kind {kind!r}; known kinds: {', '.join(kinds.names())}")
+        return
     click.echo(json.dumps(found.document_schema(), indent=2))
 
 
 @main.command()
-@click.option("--desired-state", "desired", type=click.Path(path_type=Path), default=None,
-              help="Desired state to plan (default: the example shipped with FazAI).")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("/var/lib/fazai/sandbox"),
-              show_default=True, help="Where the sandbox keeps its keys and known_hosts.")
+@click.option(
+    "--desired-state",
+    "desired",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Desired state to plan (default: the example shipped with FazAI).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path("/var/lib/fazai/sandbox"),
+    show_default=True,
+    help="Where the sandbox keeps its keys and known_hosts.",
+)
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
 def demo(desired: Path | None, workdir: Path, output: str) -> None:
     """Start a sandbox of real Linux nodes (root needed), plan the example desired state

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -20,7 +20,7 @@ from deepdiff import DeepDiff
 Essence = Mapping[str, Any]
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
@@ -61,7 +61,13 @@ def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, 
         )
     live_view = {k: live.get(k) for k in desired}
     delta = DeepDiff(live_view, dict(desired), verbose_level=2, view="tree")
-    fields = sorted({str(level.path(output_format="list")[0]) for level in delta.tree.values() for level in level})
+    fields = sorted(
+        {
+            str(level.path(output_format="list")[0])
+            for level in delta.tree.values()
+            for level in level
+        }
+    )
     if not fields:
         return Action.NOOP, ()
     return Action.UPDATE, tuple(
@@ -80,5 +86,7 @@ def _text_diff(observed: Observed, field_name: str, label: str) -> str | None:
         fromfile=f"live {label}".strip(),
         tofile=f"desired {label}".strip(),
     )
-    out = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    out = "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+    )
     return out or None

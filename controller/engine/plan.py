@@ -115,8 +115,13 @@ async def plan_node(state: DesiredState, node: Document) -> NodePlan:
         observed = await providers.for_platform(platform).observe(node, resources, state.source)
     except FazaiError as exc:
         message = exc.message if isinstance(exc, NodeError) else str(exc)
-        return NodePlan(node.name, platform, error=message, error_type=type(exc).__name__,
-                        seconds=time.monotonic() - started)
+        return NodePlan(
+            node.name,
+            platform,
+            error=message,
+            error_type=type(exc).__name__,
+            seconds=time.monotonic() - started,
+        )
     items = []
     for doc in resources:
         seen = observed[doc]

@@ -58,7 +58,12 @@ def _item(item: PlanItem) -> dict[str, Any]:
         "name": item.name,
         "action": item.action.value,
         "changes": [
-            {"field": c.field, "live": c.live, "desired": c.desired, **({"diff": c.diff} if c.diff else {})}
+            {
+                "field": c.field,
+                "live": c.live,
+                "desired": c.desired,
+                **({"diff": c.diff} if c.diff else {}),
+            }
             for c in item.changes
         ],
     }

@@ -13,7 +13,13 @@ from controller.engine.diff import Action, Change
 from controller.engine.plan import NodePlan, Plan
 from controller.output.summary import SYMBOLS, summary_line
 
-STYLES = {"create": "green", "update": "yellow", "delete": "red", "noop": "dim", "error": "bold red"}
+STYLES = {
+    "create": "green",
+    "update": "yellow",
+    "delete": "red",
+    "noop": "dim",
+    "error": "bold red",
+}
 
 
 def render(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
@@ -26,7 +32,9 @@ def render(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
 
 
 def _node(node: NodePlan, show_noop: bool) -> Group:
-    header = Text.assemble((node.node, "bold"), f" ({node.platform}) ", (f"{node.seconds:.2f}s", "dim"))
+    header = Text.assemble(
+        (node.node, "bold"), f" ({node.platform}) ", (f"{node.seconds:.2f}s", "dim")
+    )
     lines: list[Any] = [header]
     if node.error:
         lines.append(Text(f"  ! {node.error_type}: {node.error}", style="bold red"))
@@ -61,7 +69,15 @@ def _change(change: Change) -> list[Text]:
     ]
     if change.diff:
         for line in change.diff.splitlines():
-            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "cyan" if line.startswith("@@") else ""
+            style = (
+                "green"
+                if line.startswith("+")
+                else "red"
+                if line.startswith("-")
+                else "cyan"
+                if line.startswith("@@")
+                else ""
+            )
             out.append(Text("        " + line, style=style))
     return out
 

@@ -235,7 +235,9 @@ def _nft_table(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
             desired = {"definition": nft_essence(wanted.get("json"))}
             desired_text = wanted.get("text", "")
         if not fact["exists"]:
-            return Observed(desired, None, texts={"definition": ("", desired_text)} if present else {})
+            return Observed(
+                desired, None, texts={"definition": ("", desired_text)} if present else {}
+            )
         live = {"definition": nft_essence(fact.get("json"))}
         return Observed(desired, live, texts={"definition": (fact.get("text", ""), desired_text)})
 

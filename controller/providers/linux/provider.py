@@ -40,9 +40,13 @@ class LinuxProvider:
             result = await ssh.run(connection, target, facts_command(), request.to_json())
         stderr = str(result.stderr or "").strip()
         if result.exit_status == 127:
-            raise FactsError(node.name, "python3 is not installed on the node; FazAI reads facts with it")
+            raise FactsError(
+                node.name, "python3 is not installed on the node; FazAI reads facts with it"
+            )
         if result.exit_status != 0:
-            raise FactsError(node.name, f"fact gathering failed (exit {result.exit_status}): {stderr[-500:]}")
+            raise FactsError(
+                node.name, f"fact gathering failed (exit {result.exit_status}): {stderr[-500:]}"
+            )
         try:
             answer: Mapping[str, Any] = json.loads(str(result.stdout))
         except ValueError as exc:

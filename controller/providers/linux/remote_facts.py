@@ -17,11 +17,15 @@ import stat
 import subprocess
 import sys
 import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+# typing.Dict and friends, not dict[...]: this file must run on the Python 3.6 of old nodes.
+Fact = Dict[str, Any]
 
 MAX_CONTENT = 1024 * 1024  # files larger than this are compared by hash only
 
 
-def run(argv, data=None):
+def run(argv: List[str], data: Optional[bytes] = None) -> Tuple[int, str, str]:
     try:
         proc = subprocess.run(
             argv,
@@ -39,8 +43,8 @@ def run(argv, data=None):
     )
 
 
-def host_facts():
-    release = {}
+def host_facts() -> Fact:
+    release = {}  # type: Dict[str, str]
     try:
         with open("/etc/os-release") as handle:
             for line in handle:
@@ -61,11 +65,13 @@ def host_facts():
     }
 
 
-def packages(names, manager):
+def packages(names: List[str], manager: Optional[str]) -> Fact:
     wanted = set(names)
-    found = {}
+    found = {}  # type: Dict[str, str]
     if manager == "dpkg":
-        code, out, err = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"])
+        code, out, err = run(
+            ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"]
+        )
         for line in out.splitlines():
             parts = line.split("\t")
             if len(parts) == 3 and parts[0].startswith("ii") and parts[1] in wanted:
@@ -83,28 +89,28 @@ def packages(names, manager):
     return {"installed": found}
 
 
-def owner_name(uid):
+def owner_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
 
 
-def group_name(gid):
+def group_name(gid: int) -> str:
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
 
 
-def file_fact(item):
+def file_fact(item: Fact) -> Fact:
     path = item["path"]
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return {"exists": False}
     except OSError as exc:
-        return {"error": "cannot stat: " + exc.strerror}
+        return {"error": "cannot stat: " + str(exc.strerror)}
     fact = {
         "exists": True,
         "type": "file"
@@ -133,16 +139,20 @@ def file_fact(item):
                 if len(head) <= MAX_CONTENT:
                     head += chunk
     except OSError as exc:
-        fact["error"] = "cannot read: " + exc.strerror
+        fact["error"] = "cannot read: " + str(exc.strerror)
         return fact
     fact["sha256"] = digest.hexdigest()
     # Content travels only when it differs and may be shown: it feeds the plan's diff.
-    if item.get("want_content") and fact["sha256"] != item.get("sha256") and len(head) <= MAX_CONTENT:
+    if (
+        item.get("want_content")
+        and fact["sha256"] != item.get("sha256")
+        and len(head) <= MAX_CONTENT
+    ):
         fact["content_b64"] = base64.b64encode(head).decode("ascii")
     return fact
 
 
-def user_fact(name):
+def user_fact(name: str) -> Fact:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -160,7 +170,7 @@ def user_fact(name):
     }
 
 
-def sysctl_fact(key, persisted):
+def sysctl_fact(key: str, persisted: Dict[str, str]) -> Fact:
     path = "/proc/sys/" + key.replace(".", "/")
     try:
         with open(path) as handle:
@@ -168,12 +178,12 @@ def sysctl_fact(key, persisted):
     except FileNotFoundError:
         return {"error": "no such kernel parameter"}
     except OSError as exc:
-        return {"error": "cannot read: " + exc.strerror}
+        return {"error": "cannot read: " + str(exc.strerror)}
     return {"value": " ".join(value.split()), "persisted": persisted.get(key)}
 
 
-def persisted_sysctls(path):
-    found = {}
+def persisted_sysctls(path: str) -> Dict[str, str]:
+    found = {}  # type: Dict[str, str]
     try:
         with open(path) as handle:
             for line in handle:
@@ -188,12 +198,12 @@ def persisted_sysctls(path):
     return found
 
 
-def nft_table(item):
+def nft_table(item: Fact) -> Fact:
     family, name = item["family"], item["name"]
     if not shutil.which("nft"):
         return {"error": "nft is not installed on this node"}
     code, text, err = run(["nft", "list", "table", family, name])
-    fact = {"exists": code == 0}
+    fact = {"exists": code == 0}  # type: Fact
     if code == 0:
         fact["text"] = text
         code, out, err = run(["nft", "-j", "list", "table", family, name])
@@ -205,7 +215,7 @@ def nft_table(item):
     return fact
 
 
-def canonical_table(family, name, definition):
+def canonical_table(family: str, name: str, definition: str) -> Fact:
     """Let nft itself format the desired table, in a throwaway network namespace.
 
     Comparing nft's own rendering of both sides makes formatting, comments and
@@ -216,7 +226,10 @@ def canonical_table(family, name, definition):
         handle.write("table %s %s {\n%s\n}\n" % (family, name, definition))
         source = handle.name
     try:
-        script = 'nft -f "$1" && nft list table "$2" "$3" && echo "@@json@@" && nft -j list table "$2" "$3"'
+        script = (
+            'nft -f "$1" && nft list table "$2" "$3"'
+            ' && echo "@@json@@" && nft -j list table "$2" "$3"'
+        )
         code, out, err = run(["unshare", "--net", "sh", "-c", script, "sh", source, family, name])
     finally:
         os.unlink(source)
@@ -226,29 +239,30 @@ def canonical_table(family, name, definition):
     return {"text": text, "json": json.loads(body) if body.strip() else None}
 
 
-def services(names, manager):
+def services(names: List[str], manager: Optional[str]) -> Fact:
     if manager != "systemd":
         return {"error": "no systemd on this node: services are unsupported here"}
     units = [n if "." in n else n + ".service" for n in names]
     code, out, err = run(
-        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"] + units
+        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState", *units]
     )
     if code != 0:
         return {"error": "systemctl failed: " + err[:500]}
-    found = {}
+    found = {}  # type: Dict[str, Fact]
     for name, block in zip(names, out.strip().split("\n\n")):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         found[name] = {
             "exists": props.get("LoadState") == "loaded",
             "running": props.get("ActiveState") == "active",
-            "enabled": props.get("UnitFileState") in ("enabled", "enabled-runtime", "static", "alias"),
+            "enabled": props.get("UnitFileState")
+            in ("enabled", "enabled-runtime", "static", "alias"),
         }
     return {"units": found}
 
 
-def gather(request):
+def gather(request: Fact) -> Fact:
     host = host_facts()
-    answer = {"host": host}
+    answer = {"host": host}  # type: Fact
     if request.get("packages"):
         answer["packages"] = packages(request["packages"], host["package_manager"])
     answer["files"] = [file_fact(item) for item in request.get("files", [])]
@@ -261,7 +275,7 @@ def gather(request):
     return answer
 
 
-def main():
+def main() -> None:
     request = json.loads(sys.stdin.read() or "{}")
     sys.stdout.write(json.dumps(gather(request), sort_keys=True))
     sys.stdout.write("\n")

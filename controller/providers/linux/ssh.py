@@ -6,7 +6,6 @@ turns checking off for a lab; an unknown or changed key is never accepted silent
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
         raise AuthenticationError(
             target.node, f"{target.user}@{target.address} refused our credentials"
         ) from exc
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise UnreachableError(
             target.node,
             f"no answer from {target.address}:{target.port} within {target.connect_timeout:g} s",

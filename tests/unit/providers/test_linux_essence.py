@@ -44,7 +44,12 @@ def plan_items(case: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
             "name": doc.name,
             "action": action.value,
             "changes": [
-                {"field": c.field, "live": c.live, "desired": c.desired, **({"diff": c.diff} if c.diff else {})}
+                {
+                    "field": c.field,
+                    "live": c.live,
+                    "desired": c.desired,
+                    **({"diff": c.diff} if c.diff else {}),
+                }
                 for c in changes
             ],
         }

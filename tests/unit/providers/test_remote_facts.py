@@ -17,8 +17,12 @@ from controller.providers.linux.provider import facts_command
 
 def gather(request: dict[str, Any]) -> dict[str, Any]:
     result = subprocess.run(
-        ["sh", "-c", facts_command()], input=json.dumps(request), capture_output=True,
-        text=True, timeout=60, check=True,
+        ["sh", "-c", facts_command()],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     answer: dict[str, Any] = json.loads(result.stdout)
     return answer
@@ -30,13 +34,17 @@ def test_files_report_digest_mode_owner_and_content_only_when_different(tmp_path
     other.write_bytes(b"b\n")
     os.chmod(other, 0o640)
     digest = hashlib.sha256(b"a\n").hexdigest()
-    answer = gather({"files": [
-        {"path": str(same), "sha256": digest, "want_content": True},
-        {"path": str(other), "sha256": digest, "want_content": True},
-        {"path": str(other), "sha256": digest, "want_content": False},
-        {"path": str(missing), "sha256": digest, "want_content": True},
-        {"path": str(tmp_path), "sha256": digest, "want_content": True},
-    ]})
+    answer = gather(
+        {
+            "files": [
+                {"path": str(same), "sha256": digest, "want_content": True},
+                {"path": str(other), "sha256": digest, "want_content": True},
+                {"path": str(other), "sha256": digest, "want_content": False},
+                {"path": str(missing), "sha256": digest, "want_content": True},
+                {"path": str(tmp_path), "sha256": digest, "want_content": True},
+            ]
+        }
+    )
     f_same, f_other, f_private, f_missing, f_dir = answer["files"]
     assert f_same["sha256"] == digest and "content_b64" not in f_same
     assert f_other["content_b64"] == "Ygo=" and f_other["mode"] == "0640"
@@ -46,7 +54,9 @@ def test_files_report_digest_mode_owner_and_content_only_when_different(tmp_path
 
 
 def test_users_sysctl_and_host() -> None:
-    answer = gather({"users": ["root", "no-such-user-x"], "sysctls": ["kernel.ostype", "no.such.key"]})
+    answer = gather(
+        {"users": ["root", "no-such-user-x"], "sysctls": ["kernel.ostype", "no.such.key"]}
+    )
     assert answer["users"]["root"]["uid"] == 0
     assert answer["users"]["no-such-user-x"] == {"exists": False}
     assert answer["sysctls"]["kernel.ostype"]["value"] == "Linux"
@@ -56,11 +66,18 @@ def test_users_sysctl_and_host() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft needs root")
 def test_nft_definition_is_canonicalized_without_touching_the_live_ruleset() -> None:
-    definition = "chain input {\n  type filter hook input priority 0; policy accept\n  tcp dport 22 accept # ssh\n}"
-    answer = gather({"nft": [
-        {"family": "inet", "name": "fazai_unit_probe", "definition": definition},
-        {"family": "inet", "name": "fazai_unit_bad", "definition": "chain c { nonsense }"},
-    ]})
+    definition = (
+        "chain input {\n  type filter hook input priority 0; policy accept\n"
+        "  tcp dport 22 accept # ssh\n}"
+    )
+    answer = gather(
+        {
+            "nft": [
+                {"family": "inet", "name": "fazai_unit_probe", "definition": definition},
+                {"family": "inet", "name": "fazai_unit_bad", "definition": "chain c { nonsense }"},
+            ]
+        }
+    )
     good, bad = answer["nft"]
     assert good["exists"] is False
     assert "tcp dport 22 accept" in good["desired"]["text"]
