@@ -698,6 +698,9 @@ class Fleet:
 
     def _prepare_workdir(self) -> None:
         with _step("-", "client key"):
+            # A reused workdir (the sandbox keeps one) holds the node folders of an
+            # earlier run; their mounts lived in the nodes' private namespaces only.
+            shutil.rmtree(self.workdir / "nodes", ignore_errors=True)
             (self.workdir / "nodes").mkdir(parents=True, exist_ok=True)
             for path in (self.private_key_file, self.public_key_file):
                 path.unlink(missing_ok=True)
