@@ -131,7 +131,7 @@ def test_stopped_node_refuses_connections_until_started(fleet: Fleet) -> None:
 def test_second_fleet_runs_alongside_and_stop_removes_everything(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    other = Fleet([NodeSpec("solo-1", "10.231.9.21")], workdir=tmp_path, subnet="10.231.9.0/24")
+    other = Fleet([NodeSpec("solo-1", "10.231.8.21")], workdir=tmp_path, subnet="10.231.8.0/24")
     with other:
         assert other.prefix != fleet.prefix
         netns, links = owned_objects(other.prefix)
