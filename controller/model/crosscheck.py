@@ -83,7 +83,7 @@ def _paths(resources: Sequence[Document]) -> Iterator[Diagnostic]:
         for field in ("path", "home", "shell"):
             value = doc.spec.get(field)
             if isinstance(value, str) and (
-                posixpath.normpath(value) != value or value.endswith("/") and value != "/"
+                posixpath.normpath(value) != value or (value.endswith("/") and value != "/")
             ):
                 yield Diagnostic(
                     doc.location(("spec", field)),
@@ -97,10 +97,19 @@ def _paths(resources: Sequence[Document]) -> Iterator[Diagnostic]:
 
 def _file_rules(doc: Document) -> Iterator[Diagnostic]:
     spec = doc.spec
-    if spec["state"] == "present" and ("content" in spec) == ("source" in spec):
+    if spec["state"] == "present" and "content" in spec and "source" in spec:
+        # Point at the second of the two, the one to delete or keep: the user decides.
+        yield Diagnostic(
+            doc.location(("spec", "source")),
+            "a File takes 'content' or 'source', not both; keep one",
+            doc.subject,
+            "spec.source",
+        )
+    if spec["state"] == "present" and "content" not in spec and "source" not in spec:
         yield Diagnostic(
             doc.location(("spec",)),
-            "a present File needs exactly one of 'content' or 'source'",
+            "a present File needs 'content' (the text itself) or 'source' (a file in the "
+            "repository)",
             doc.subject,
             "spec",
         )
@@ -112,7 +121,9 @@ def _file_rules(doc: Document) -> Iterator[Diagnostic]:
             "spec.state",
         )
     if spec.get("path") == "/":
-        yield Diagnostic(doc.location(("spec", "path")), "'/' is not a file", doc.subject, "spec.path")
+        yield Diagnostic(
+            doc.location(("spec", "path")), "'/' is not a file", doc.subject, "spec.path"
+        )
 
 
 def _file_sources(resources: Sequence[Document], tree: SourceTree) -> Iterator[Diagnostic]:
@@ -145,7 +156,8 @@ def _conflicts(resources: Sequence[Document], nodes: dict[str, Document]) -> Ite
         first = docs[0]
         for other in docs[1:]:
             pair = (first.subject, other.subject)
-            if pair in reported:
+            # The same kind/name twice is already reported by _duplicates, more clearly.
+            if other.subject == first.subject or pair in reported:
                 continue
             reported.add(pair)
             yield Diagnostic(

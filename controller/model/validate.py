@@ -27,14 +27,14 @@ def to_document(raw: RawDocument) -> tuple[Document | None, list[Diagnostic]]:
     """Validate ``raw`` against its kind's schema; a Document only when it is valid."""
     value = raw.value
     if not isinstance(value, dict):
-        got = type(value).__name__ if not isinstance(value, list) else "a list"
-        return None, [Diagnostic(raw.location(), f"a document must be a mapping, got {got}")]
+        got = _json_type(value)
+        return None, [Diagnostic(raw.location(), f"a document must be a mapping, got a {got}")]
 
     subject = _subject(value)
     api_version = value.get("apiVersion")
     if api_version != API_VERSION:
         message = (
-            "apiVersion is missing"
+            f"missing; expected {API_VERSION!r}"
             if api_version is None
             else f"unsupported apiVersion {api_version!r}; expected {API_VERSION!r}"
         )
@@ -42,10 +42,11 @@ def to_document(raw: RawDocument) -> tuple[Document | None, list[Diagnostic]]:
     kind_name = value.get("kind")
     kind = kinds.get(kind_name) if isinstance(kind_name, str) else None
     if kind is None:
+        known = ", ".join(kinds.names())
         message = (
-            "kind is missing"
+            f"missing; known kinds: {known}"
             if kind_name is None
-            else f"unknown kind {kind_name!r}; known kinds: {', '.join(kinds.names())}"
+            else f"unknown kind {kind_name!r}; known kinds: {known}"
         )
         return None, [Diagnostic(raw.location(("kind",)), message, subject, "kind")]
 
@@ -74,7 +75,8 @@ def _schema_errors(
     validator: jsonschema.protocols.Validator, value: Any, kind: str
 ) -> Iterator[tuple[FieldPath, str]]:
     seen: set[tuple[FieldPath, str]] = set()
-    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
         for path, message in _explain(error, kind):
             if (path, message) not in seen:
                 seen.add((path, message))
@@ -86,27 +88,42 @@ def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[Fie
     path: FieldPath = tuple(error.absolute_path)
     v = error.validator
     if v == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(_schema_properties(error))
         for extra in _extra_keys(error):
             hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
             yield (*path, extra), f"unknown field {extra!r}{hint}"
         return
+    if "propertyNames" in error.relative_schema_path:
+        # The instance is a key, but absolute_path stops at its mapping: point at the key.
+        key = str(error.instance)
+        yield (*path, key), f"{key!r} is not a valid {_key_noun(path)}"
+        return
     if v == "required":
-        missing = str(error.message).split("'")[1] if "'" in error.message else error.message
+        missing: str = str(error.message).split("'")[1] if "'" in error.message else error.message
         yield path, f"required field {missing!r} is missing"
         return
     if v == "type":
         want = error.validator_value
-        want_text = " or ".join(want) if isinstance(want, list) else str(want)
+        wanted = want if isinstance(want, list) else [want]
+        want_text = " or ".join(_SCHEMA_TYPES.get(str(w), str(w)) for w in wanted)
         got = _json_type(error.instance)
         hint = ""
         if path and path[-1] == "mode" and isinstance(error.instance, int):
-            hint = " (write the mode quoted, like '0644': YAML reads 0644 as the number 420)"
+            # Unquoted, 0644 is an octal int (420) and 644 a decimal one: either way the
+            # number is not what was meant, so show it.
+            hint = (
+                " (quote the mode, like '0644': unquoted, YAML reads it as the number "
+                f"{error.instance})"
+            )
         yield path, f"expected {want_text}, got {got}{hint}"
         return
     if v == "enum":
-        allowed = ", ".join(map(str, error.validator_value))
-        yield path, f"{error.instance!r} is not one of: {allowed}"
+        values = error.validator_value
+        choices = ", ".join(map(str, values)) if isinstance(values, list) else str(values)
+        yield path, f"{error.instance!r} is not one of: {choices}"
+        return
+    if v in _BOUNDS:
+        yield path, f"must be {_BOUNDS[v]} {error.validator_value}, got {error.instance}"
         return
     if v == "const":
         yield path, f"must be {error.validator_value!r}, got {error.instance!r}"
@@ -120,10 +137,26 @@ def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[Fie
     yield path, str(error.message)
 
 
+def _schema_properties(error: jsonschema.ValidationError) -> list[str]:
+    schema = error.schema
+    return [str(p) for p in schema.get("properties", {})] if isinstance(schema, Mapping) else []
+
+
 def _extra_keys(error: jsonschema.ValidationError) -> list[str]:
     instance = error.instance if isinstance(error.instance, dict) else {}
-    known = set(error.schema.get("properties", {}))
+    known = set(_schema_properties(error))
     return sorted(str(k) for k in instance if k not in known)
+
+
+_BOUNDS = {
+    "minimum": "at least",
+    "maximum": "at most",
+    "exclusiveMinimum": "greater than",
+    "exclusiveMaximum": "less than",
+}
+
+# JSON Schema's names for types, in the words YAML authors use (and _json_type prints).
+_SCHEMA_TYPES = {"object": "mapping", "array": "list", "number": "number", "integer": "integer"}
 
 
 def _json_type(value: Any) -> str:
@@ -165,8 +198,16 @@ _NAME_NOUNS = {
 }
 
 
+def _key_noun(path: FieldPath) -> str:
+    if path[-1:] == ("labels",):
+        return "label key (like 'role' or 'example.com/role')"
+    return "key"
+
+
 def _field_noun(path: FieldPath, kind: str) -> str:
     last = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if path[:2] == ("metadata", "labels"):
+        return "label value (up to 63 letters, digits, '-', '_' and '.')"
     if path[:2] == ("metadata", "name"):
         return "DNS-1123 name (lowercase letters, digits, '-' and '.')"
     if path == ("spec", "name"):

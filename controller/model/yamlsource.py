@@ -9,13 +9,16 @@ machine or overflowing the stack.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.resolver import BaseResolver
 
-from controller.model.diagnostics import Diagnostic, Location
+from controller.model.diagnostics import Diagnostic, Location, format_path
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
@@ -23,9 +26,34 @@ MAX_VALUES = 100_000  # after alias expansion, per file
 
 FieldPath = tuple[str | int, ...]
 
-# The pure-Python loader on purpose: libyaml (CSafeLoader) segfaults on deeply nested
-# input, while the Python composer raises RecursionError, which we turn into a refusal.
-_Loader = yaml.SafeLoader
+# Tags a collection may carry: the implicit ones. Any other (``!!set``, ``!!omap``,
+# ``!!python/object:...``, a local ``!foo``) would silently change what the data means.
+_COLLECTION_TAGS = (BaseResolver.DEFAULT_MAPPING_TAG, BaseResolver.DEFAULT_SEQUENCE_TAG)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """The pure-Python loader on purpose: libyaml (CSafeLoader) segfaults on deeply nested
+    input. The composer recurses once per level, so it counts them and refuses at
+    MAX_DEPTH, with a position, long before Python's RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth > MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @dataclass
@@ -46,12 +74,6 @@ class RawDocument:
         return Location(self.file)
 
 
-class _TooBig(Exception):
-    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
-        super().__init__(message)
-        self.mark = mark
-
-
 class _Builder:
     """Turns one composed node graph into Python values plus a position map."""
 
@@ -60,6 +82,10 @@ class _Builder:
         self.count = 0
         self.positions: dict[FieldPath, Location] = {}
         self.problems: list[Diagnostic] = []
+        # Set when a value could not be read at all: the document then holds None in its
+        # place, and validating it would only add misleading errors ("kind is missing").
+        self.broken = False
+        self._merged: dict[int, int] = {}  # id(mapping node) -> merged pairs at its start
         self._scalars = yaml.SafeLoader("")
 
     def where(self, node: yaml.Node) -> Location:
@@ -76,41 +102,99 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise _TooBig(f"nested deeper than {MAX_DEPTH} levels", node.start_mark)
         self.positions.setdefault(path, self.where(node))
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _COLLECTION_TAGS:
+            self._refuse(node, path, f"unsupported tag {_short_tag(node.tag)!r}")
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        return self._scalar(node)
+        return self._scalar(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath, depth: int) -> dict[str, Any]:
-        self._scalars.flatten_mapping(node)  # resolves "<<" merge keys
+        merged = self._flatten(node, path)
+        if merged is None:
+            return {}
         out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str | int | bool | float) or isinstance(key, bool):
-                self.problems.append(
-                    Diagnostic(self.where(key_node), "mapping keys must be strings")
-                )
-                continue
-            key = str(key)
-            if key in out:
+        from_merge: set[str] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str | int | float) or isinstance(key, bool):
                 self.problems.append(
                     Diagnostic(
-                        self.where(key_node),
-                        f"duplicate key {key!r} (first at line {self.positions[(*path, key)].line})",
+                        self.where(key_node), "mapping keys must be strings", path=format_path(path)
                     )
                 )
                 continue
+            key = str(key)
+            if key in out and key not in from_merge:
+                first = self.positions[(*path, key)]
+                self.problems.append(
+                    Diagnostic(
+                        self.where(key_node),
+                        f"duplicate key {key!r} "
+                        f"(first at line {first.line}, column {first.column})",
+                        path=format_path((*path, key)),
+                    )
+                )
+                continue
+            if key in out:
+                # A merged-in key is overridden by a later one, as the merge spec says; drop
+                # the positions of the value it replaces.
+                self._forget((*path, key))
+            if index < merged:
+                from_merge.add(key)
+            else:
+                from_merge.discard(key)
             self.positions[(*path, key)] = self.where(key_node)
             out[key] = self.build(value_node, (*path, key), depth + 1)
         return out
 
-    def _scalar(self, node: yaml.Node) -> Any:
+    def _flatten(self, node: yaml.MappingNode, path: FieldPath) -> int | None:
+        """Resolve "<<" merge keys in place; the number of merged pairs, which come first."""
+        if id(node) in self._merged:  # the same node again, through an alias
+            return self._merged[id(node)]
+        merge = next((k for k, _ in node.value if k.tag == _MERGE_TAG), None)
+        own = sum(1 for k, _ in node.value if k.tag != _MERGE_TAG)
         try:
-            return self._scalars.construct_object(node, deep=False)
-        except yaml.YAMLError as exc:
-            self.problems.append(Diagnostic(self.where(node), f"invalid value: {exc}"))
+            self._scalars.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            # PyYAML points at the anchored value, maybe far away: point at the "<<" instead.
+            self._refuse(merge or node, path, f"merge key '<<': {exc.problem}")
             return None
+        self._merged[id(node)] = len(node.value) - own
+        return self._merged[id(node)]
+
+    def _forget(self, prefix: FieldPath) -> None:
+        for known in [p for p in self.positions if p[: len(prefix)] == prefix]:
+            del self.positions[known]
+
+    def _scalar(self, node: yaml.Node, path: FieldPath) -> Any:
+        if node.tag not in _Loader.yaml_constructors:
+            # ``!!python/name:...`` or a local ``!foo``: SafeLoader refuses them anyway,
+            # but in words that name PyYAML's internals.
+            self._refuse(node, path, f"unsupported tag {_short_tag(node.tag)!r}")
+            return None
+        try:
+            value = self._scalars.construct_object(node, deep=False)
+        except yaml.MarkedYAMLError as exc:
+            # ``problem`` alone: str(exc) repeats the position and quotes the source line.
+            self._refuse(node, path, f"invalid value: {exc.problem or exc}")
+            return None
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            # The resolver trusts explicit tags, so ``!!int abc`` or ``!!float x`` reach
+            # int()/float() and fail there rather than in PyYAML; their words add nothing.
+            self._refuse(node, path, f"{node.value!r} is not a valid {_short_tag(node.tag)}")
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            # NaN compares false with every bound, so it would pass any minimum/maximum.
+            self._refuse(node, path, "'.nan' is not a usable number")
+            return None
+        return value
+
+    def _refuse(self, node: yaml.Node, path: FieldPath, message: str) -> None:
+        self.broken = True
+        self.problems.append(Diagnostic(self.where(node), message, path=format_path(path)))
 
 
 def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diagnostic]]:
@@ -123,7 +207,11 @@ def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diag
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return [], [Diagnostic(whole, f"not UTF-8 text (byte {exc.start}); expected YAML")]
+        bad = data[exc.start : exc.start + 1].hex()
+        # Characters, not bytes, before the bad byte: editors count columns that way.
+        before = data[: exc.start].decode("utf-8-sig", "replace")
+        where = _offset_location(file, before, len(before))
+        return [], [Diagnostic(where, f"invalid UTF-8 (byte 0x{bad}); YAML files must be UTF-8")]
 
     docs: list[RawDocument] = []
     problems: list[Diagnostic] = []
@@ -137,12 +225,24 @@ def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diag
             except _TooBig as exc:
                 problems.append(Diagnostic(_mark_location(file, exc.mark), str(exc)))
                 continue
-            problems.extend(builder.problems)
-            if value is None:
+            subject = _subject(value)
+            problems.extend(dataclasses.replace(p, subject=subject) for p in builder.problems)
+            if value is None or builder.broken:
                 continue
             docs.append(RawDocument(file, index, value, builder.positions))
     except yaml.MarkedYAMLError as exc:
         problems.append(Diagnostic(_mark_location(file, exc.problem_mark), _yaml_message(exc)))
+    except _TooBig as exc:
+        problems.append(Diagnostic(_mark_location(file, exc.mark), str(exc)))
+    except yaml.reader.ReaderError as exc:
+        # A control character: PyYAML gives only a character offset, so find its line.
+        problems.append(
+            Diagnostic(
+                _offset_location(file, text, exc.position),
+                f"control character U+{_code_point(exc.character):04X} is not allowed in YAML "
+                "text; remove it, or write it as an escape inside double quotes",
+            )
+        )
     except yaml.YAMLError as exc:
         problems.append(Diagnostic(whole, f"YAML error: {exc}"))
     except RecursionError:
@@ -161,6 +261,32 @@ def _compose_all(text: str) -> Iterator[yaml.Node | None]:
         loader.dispose()
 
 
+def _subject(value: Any) -> str:
+    """``Kind/name`` for diagnostics found before validation, when the value says them."""
+    if not isinstance(value, dict):
+        return ""
+    kind, metadata = value.get("kind"), value.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(kind, str) and isinstance(name, str):
+        return f"{kind}/{name}"
+    return kind if isinstance(kind, str) else ""
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:int`` -> ``!!int``, the way it is written in YAML."""
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag.removeprefix(prefix) if tag.startswith(prefix) else tag
+
+
+def _code_point(character: int | str) -> int:
+    return character if isinstance(character, int) else ord(character[:1] or "\0")
+
+
+def _offset_location(file: str, text: str, offset: int) -> Location:
+    before = text[:offset]
+    return Location(file, before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1)
+
+
 def _mark_location(file: str, mark: yaml.Mark | None) -> Location:
     if mark is None:
         return Location(file)
@@ -168,5 +294,10 @@ def _mark_location(file: str, mark: yaml.Mark | None) -> Location:
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
-    parts = [p for p in (exc.context, exc.problem) if p]
+    context, mark, problem = exc.context, exc.context_mark, exc.problem_mark
+    if context and mark is not None and (problem is None or mark.line != problem.line):
+        # The error is reported where parsing gave up, often lines after the real mistake
+        # (an unclosed '[' or quote): say where the construct began.
+        context += f" started at line {mark.line + 1}, column {mark.column + 1}"
+    parts = [p for p in (context, exc.problem) if p]
     return "YAML syntax error: " + (", ".join(parts) if parts else "malformed document")

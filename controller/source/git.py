@@ -39,7 +39,13 @@ def open_repository(location: str, cache_dir: Path) -> git.Repo:
         mirror = cache_dir / hashlib.sha256(location.encode()).hexdigest()[:16]
         if mirror.exists():
             repo = git.Repo(mirror)
-            repo.git.fetch("--prune", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", kill_after_timeout=GIT_TIMEOUT_S)
+            repo.git.fetch(
+                "--prune",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+                kill_after_timeout=GIT_TIMEOUT_S,
+            )
             return repo
         mirror.parent.mkdir(parents=True, exist_ok=True)
         return git.Repo.clone_from(location, mirror, mirror=True, kill_after_timeout=GIT_TIMEOUT_S)
@@ -55,9 +61,11 @@ def read_git(location: str, ref: str, cache_dir: Path, subdir: str = "") -> Sour
     repo = open_repository(location, cache_dir)
     try:
         commit = repo.commit(ref)
+        # A full 40-hex SHA is taken on trust and only looked up when read: read the tree
+        # here, so a SHA that is not in the repository is an unknown ref, not a ValueError.
+        tree = commit.tree
     except (git.BadName, ValueError, git.GitCommandError) as exc:
         raise SourceError(f"{redact(location)}: unknown ref {ref!r}") from exc
-    tree = commit.tree
     if subdir:
         try:
             tree = tree / subdir.strip("/")
@@ -65,11 +73,12 @@ def read_git(location: str, ref: str, cache_dir: Path, subdir: str = "") -> Sour
             raise SourceError(f"{redact(location)}@{ref}: no folder {subdir!r}") from exc
     files: dict[str, Callable[[], bytes]] = {}
     sizes: dict[str, int] = {}
-    prefix = len(tree.path) + 1 if tree.path else 0
+    # GitPython types paths as str | PathLike; they are always str for tree entries.
+    prefix = len(str(tree.path)) + 1 if tree.path else 0
     for item in tree.traverse():
         if not isinstance(item, git.Blob) or item.mode == git.Blob.link_mode:
             continue
-        rel = item.path[prefix:]
+        rel = str(item.path)[prefix:]
         if any(part.startswith(".") for part in rel.split("/")):
             continue
         files[rel] = _reader(item)

@@ -14,7 +14,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "fazai" / "git"
 
 
-def open_source(location: str, ref: str | None = None, subdir: str = "", cache_dir: Path | None = None) -> SourceTree:
+def open_source(
+    location: str, ref: str | None = None, subdir: str = "", cache_dir: Path | None = None
+) -> SourceTree:
     """A directory as it is on disk, or, with ``ref`` (or a URL), a git commit's tree."""
     if ref is not None or git.is_git_url(location):
         return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
