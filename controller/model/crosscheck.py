@@ -1,32 +1,55 @@
-"""Checks across documents: names, references, conflicts, referenced files.
+"""Checks across documents: names, targets, conflicts, and each kind's own rules.
 
 Schema validation sees one document at a time; these rules need the whole set. Each
-check yields diagnostics; none stops the others, so one run reports everything.
+check yields diagnostics; none stops the others, so one run reports everything. Rules
+that belong to one platform (file paths, alias names) live with that platform's kinds
+and run here through ``Kind.check``.
 """
 
 from __future__ import annotations
 
-import posixpath
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from controller.model import kinds
 from controller.model.diagnostics import Diagnostic, Severity
 from controller.model.document import Document
 from controller.model.state import target_nodes
-from controller.source.tree import SourceTree, resolve_relative
+from controller.source.tree import SourceTree
 
 
-def check(documents: Sequence[Document], tree: SourceTree) -> list[Diagnostic]:
+@dataclass(frozen=True)
+class CheckContext:
+    """What a kind's own checks may look at: the whole desired state being loaded."""
+
+    nodes: Mapping[str, Document]
+    resources: Sequence[Document]
+    tree: SourceTree
+    # Node documents that exist but failed validation: targets naming them are not
+    # reported again as naming a missing node.
+    broken_nodes: frozenset[str] = frozenset()
+
+    def of_kind(self, kind: str) -> list[Document]:
+        return [d for d in self.resources if d.kind == kind]
+
+
+def check(
+    documents: Sequence[Document], tree: SourceTree, broken_nodes: frozenset[str] = frozenset()
+) -> list[Diagnostic]:
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node"]
-    return [
+    context = CheckContext(nodes, resources, tree, broken_nodes)
+    found = [
         *_duplicates(documents),
-        *_targets(resources, nodes),
-        *_paths(resources),
-        *_file_sources(resources, tree),
+        *_targets(resources, nodes, broken_nodes),
         *_conflicts(resources, nodes),
     ]
+    for doc in documents:
+        kind = kinds.get(doc.kind)
+        if kind is not None and kind.check is not None:
+            found.extend(kind.check(doc, context))
+    return found
 
 
 def _duplicates(documents: Sequence[Document]) -> Iterator[Diagnostic]:
@@ -45,13 +68,17 @@ def _duplicates(documents: Sequence[Document]) -> Iterator[Diagnostic]:
             first[key] = doc
 
 
-def _targets(resources: Sequence[Document], nodes: dict[str, Document]) -> Iterator[Diagnostic]:
+def _targets(
+    resources: Sequence[Document], nodes: dict[str, Document], broken_nodes: frozenset[str]
+) -> Iterator[Diagnostic]:
     for doc in resources:
         target = doc.spec["target"]
         kind = kinds.get(doc.kind)
         platform = kind.platform if kind else None
         if "node" in target:
             node = nodes.get(target["node"])
+            if node is None and target["node"] in broken_nodes:
+                continue
             if node is None:
                 yield Diagnostic(
                     doc.location(("spec", "target", "node")),
@@ -75,70 +102,6 @@ def _targets(resources: Sequence[Document], nodes: dict[str, Document]) -> Itera
                 "spec.target.matchLabels",
                 Severity.WARNING,
             )
-
-
-def _paths(resources: Sequence[Document]) -> Iterator[Diagnostic]:
-    """Absolute paths must also be normalized: '/etc/../etc/x' or '/etc//x' hide what they name."""
-    for doc in resources:
-        for field in ("path", "home", "shell"):
-            value = doc.spec.get(field)
-            if isinstance(value, str) and (
-                posixpath.normpath(value) != value or (value.endswith("/") and value != "/")
-            ):
-                yield Diagnostic(
-                    doc.location(("spec", field)),
-                    f"path {value!r} is not normalized; write {posixpath.normpath(value)!r}",
-                    doc.subject,
-                    f"spec.{field}",
-                )
-        if doc.kind == "File":
-            yield from _file_rules(doc)
-
-
-def _file_rules(doc: Document) -> Iterator[Diagnostic]:
-    spec = doc.spec
-    if spec["state"] == "present" and "content" in spec and "source" in spec:
-        # Point at the second of the two, the one to delete or keep: the user decides.
-        yield Diagnostic(
-            doc.location(("spec", "source")),
-            "a File takes 'content' or 'source', not both; keep one",
-            doc.subject,
-            "spec.source",
-        )
-    if spec["state"] == "present" and "content" not in spec and "source" not in spec:
-        yield Diagnostic(
-            doc.location(("spec",)),
-            "a present File needs 'content' (the text itself) or 'source' (a file in the "
-            "repository)",
-            doc.subject,
-            "spec",
-        )
-    if spec["state"] == "absent" and ("content" in spec or "source" in spec):
-        yield Diagnostic(
-            doc.location(("spec", "state")),
-            "an absent File takes no 'content' or 'source'",
-            doc.subject,
-            "spec.state",
-        )
-    if spec.get("path") == "/":
-        yield Diagnostic(
-            doc.location(("spec", "path")), "'/' is not a file", doc.subject, "spec.path"
-        )
-
-
-def _file_sources(resources: Sequence[Document], tree: SourceTree) -> Iterator[Diagnostic]:
-    for doc in resources:
-        source = doc.spec.get("source") if doc.kind == "File" else None
-        if not isinstance(source, str):
-            continue
-        resolved = resolve_relative(doc.file, source)
-        if resolved is None:
-            message = f"source {source!r} points outside the repository"
-        elif not tree.exists(resolved):
-            message = f"source file {resolved!r} does not exist in the repository"
-        else:
-            continue
-        yield Diagnostic(doc.location(("spec", "source")), message, doc.subject, "spec.source")
 
 
 def _conflicts(resources: Sequence[Document], nodes: dict[str, Document]) -> Iterator[Diagnostic]:

@@ -10,15 +10,22 @@ file and one :func:`register` call from its provider.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.model.document import API_VERSION
+from controller.model.document import API_VERSION, Document
+
+if TYPE_CHECKING:
+    from controller.model.crosscheck import CheckContext
+    from controller.model.diagnostics import Diagnostic
 
 InstanceKey = Callable[[Mapping[str, Any]], str]
+# Rules one document must follow that its schema cannot say (they need other documents,
+# the source tree, or a platform's own naming rules).
+DocumentCheck = Callable[[Document, "CheckContext"], Iterable["Diagnostic"]]
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class Kind:
     instance_key: InstanceKey | None = field(default=None, compare=False)
     # spec fields that default to metadata.name (a platform's own name for the object)
     name_field: str | None = None
+    check: DocumentCheck | None = field(default=None, compare=False)
 
     @property
     def spec_schema(self) -> Mapping[str, Any]:
@@ -82,4 +90,13 @@ def apply_defaults(kind: Kind, name: str, spec: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-NODE = register(Kind("Node"))
+# Node checks differ per platform; each platform registers its own here.
+NODE_CHECKS: dict[str, DocumentCheck] = {}
+
+
+def _check_node(node: Document, context: CheckContext) -> Iterable[Diagnostic]:
+    check = NODE_CHECKS.get(node.spec["platform"])
+    return check(node, context) if check else ()
+
+
+NODE = register(Kind("Node", check=_check_node))

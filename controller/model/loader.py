@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controller import providers
 from controller.errors import InvalidInputError
 from controller.model import crosscheck, validate
@@ -17,12 +19,17 @@ def load(tree: SourceTree) -> DesiredState:
     providers.load_all()
     documents: list[Document] = []
     problems: list[Diagnostic] = []
+    broken_nodes: set[str] = set()
     paths = tree.document_paths()
     if not paths:
-        problems.append(Diagnostic(Location(tree.description), "no YAML documents found (*.yaml, *.yml)"))
+        problems.append(
+            Diagnostic(Location(tree.description), "no YAML documents found (*.yaml, *.yml)")
+        )
     for path in paths:
         if tree.size(path) > MAX_FILE_BYTES:
-            problems.append(Diagnostic(Location(path), f"file is larger than {MAX_FILE_BYTES} bytes; refusing"))
+            problems.append(
+                Diagnostic(Location(path), f"file is larger than {MAX_FILE_BYTES} bytes; refusing")
+            )
             continue
         try:
             data = tree.read(path)
@@ -36,7 +43,9 @@ def load(tree: SourceTree) -> DesiredState:
             problems.extend(found)
             if document is not None:
                 documents.append(document)
-    problems.extend(crosscheck.check(documents, tree))
+            elif _is_node(raw.value):
+                broken_nodes.add(raw.value["metadata"]["name"])
+    problems.extend(crosscheck.check(documents, tree, frozenset(broken_nodes)))
     problems.sort()
     errors = [p for p in problems if p.is_error]
     if errors:
@@ -44,3 +53,11 @@ def load(tree: SourceTree) -> DesiredState:
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node"]
     return DesiredState(tree, nodes, resources, tuple(problems))
+
+
+def _is_node(value: Any) -> bool:
+    """An invalid document that still says it is the Node of some name."""
+    if not isinstance(value, dict) or value.get("kind") != "Node":
+        return False
+    metadata = value.get("metadata")
+    return isinstance(metadata, dict) and isinstance(metadata.get("name"), str)

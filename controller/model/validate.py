@@ -89,7 +89,11 @@ def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[Fie
     v = error.validator
     if v == "additionalProperties":
         allowed = sorted(_schema_properties(error))
+        refused = error.schema.get("x-fazai-refused", {})
         for extra in _extra_keys(error):
+            if extra in refused:
+                yield (*path, extra), refused[extra]
+                continue
             hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
             yield (*path, extra), f"unknown field {extra!r}{hint}"
         return

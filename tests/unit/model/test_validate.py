@@ -86,12 +86,17 @@ def test_valid_document_of_every_kind(kind: str) -> None:
     assert document.location(("spec",)).line > 0
 
 
-def test_node_defaults() -> None:
+def test_node_defaults_are_the_platforms() -> None:
+    from controller.providers.linux.ssh import SshTarget
+
     node = _valid(_doc("Node", "n1", "  platform: linux\n  address: n1.example\n"))
-    assert node.spec["port"] == 22
-    assert node.spec["user"] == "root"
-    assert node.spec["hostKeyChecking"] is True
-    assert node.spec["connectTimeout"] == 10
+    # The schema applies no SSH defaults (they would land on OPNsense nodes too); the
+    # Linux provider does.
+    assert "port" not in node.spec
+    target = SshTarget.from_node(node)
+    assert (target.port, target.user, target.connect_timeout) == (22, "root", 10.0)
+    assert target.known_hosts_file is not None
+    assert str(target.known_hosts_file).endswith("/.ssh/known_hosts")
     assert node.labels == {}
 
 

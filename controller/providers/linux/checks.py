@@ -1,0 +1,83 @@
+"""Validation rules of the Linux kinds that their schemas cannot express."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+
+from controller.model.crosscheck import CheckContext
+from controller.model.diagnostics import Diagnostic
+from controller.model.document import Document
+from controller.source.tree import resolve_relative
+
+
+def check_node(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    if "address" not in doc.spec:
+        yield Diagnostic(
+            doc.location(("spec",)), "a linux Node needs 'address'", doc.subject, "spec"
+        )
+    for field in ("url", "apiKeyRef", "apiSecretRef", "tls", "requestTimeout"):
+        if field in doc.spec:
+            yield Diagnostic(
+                doc.location(("spec", field)),
+                f"'{field}' applies to opnsense nodes, not linux ones",
+                doc.subject,
+                f"spec.{field}",
+            )
+
+
+def check_paths(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    """Absolute paths must also be normalized: '/etc/../etc/x' or '/etc//x' hide what they name."""
+    for field in ("path", "home", "shell"):
+        value = doc.spec.get(field)
+        if isinstance(value, str) and (
+            posixpath.normpath(value) != value or (value.endswith("/") and value != "/")
+        ):
+            yield Diagnostic(
+                doc.location(("spec", field)),
+                f"path {value!r} is not normalized; write {posixpath.normpath(value)!r}",
+                doc.subject,
+                f"spec.{field}",
+            )
+
+
+def check_file(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    yield from check_paths(doc, context)
+    spec = doc.spec
+    if spec["state"] == "present" and "content" in spec and "source" in spec:
+        # Point at the second of the two, the one to delete or keep: the user decides.
+        yield Diagnostic(
+            doc.location(("spec", "source")),
+            "a File takes 'content' or 'source', not both; keep one",
+            doc.subject,
+            "spec.source",
+        )
+    if spec["state"] == "present" and "content" not in spec and "source" not in spec:
+        yield Diagnostic(
+            doc.location(("spec",)),
+            "a present File needs 'content' (the text itself) or 'source' (a file in the "
+            "repository)",
+            doc.subject,
+            "spec",
+        )
+    if spec["state"] == "absent" and ("content" in spec or "source" in spec):
+        yield Diagnostic(
+            doc.location(("spec", "state")),
+            "an absent File takes no 'content' or 'source'",
+            doc.subject,
+            "spec.state",
+        )
+    if spec.get("path") == "/":
+        yield Diagnostic(
+            doc.location(("spec", "path")), "'/' is not a file", doc.subject, "spec.path"
+        )
+    source = spec.get("source")
+    if isinstance(source, str):
+        resolved = resolve_relative(doc.file, source)
+        if resolved is None:
+            message = f"source {source!r} points outside the repository"
+        elif not context.tree.exists(resolved):
+            message = f"source file {resolved!r} does not exist in the repository"
+        else:
+            return
+        yield Diagnostic(doc.location(("spec", "source")), message, doc.subject, "spec.source")
