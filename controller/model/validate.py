@@ -89,7 +89,7 @@ def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[Fie
     v = error.validator
     if v == "additionalProperties":
         allowed = sorted(_schema_properties(error))
-        refused = error.schema.get("x-fazai-refused", {})
+        refused = error.schema.get("x-fazai-refused", {}) if isinstance(error.schema, dict) else {}
         for extra in _extra_keys(error):
             if extra in refused:
                 yield (*path, extra), refused[extra]

@@ -14,7 +14,9 @@ def read_directory(root: Path) -> SourceTree:
         raise SourceError(f"{root}: no such file or directory")
     if root.is_file():
         # A single file is a source of one document file, named as given.
-        return SourceTree(str(root), None, {root.name: root.read_bytes}, {root.name: root.stat().st_size})
+        return SourceTree(
+            str(root), None, {root.name: root.read_bytes}, {root.name: root.stat().st_size}
+        )
     files = {}
     sizes = {}
     try:
