@@ -94,7 +94,7 @@ def _targets(
                     doc.subject,
                     "spec.target.node",
                 )
-        elif not target_nodes(doc, nodes):
+        elif not target_nodes(doc, nodes) and not broken_nodes:
             yield Diagnostic(
                 doc.location(("spec", "target", "matchLabels")),
                 "selector matches no node; this resource applies nowhere",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from controller.providers.base import Provider
 
-PLATFORMS = ("linux",)
+PLATFORMS = ("linux", "opnsense")
 
 
 def load_all() -> None:

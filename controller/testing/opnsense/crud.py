@@ -50,10 +50,14 @@ def alias_map(state: EmulatorState) -> dict[str, dict[str, str]]:
     return found
 
 
-def context(state: EmulatorState, coll: Collection, item: Mapping[str, str]) -> Context:
-    siblings: list[Mapping[str, str]] = list(state.items[coll.kind].values())
-    if not any(s is item for s in siblings):
-        siblings.append(item)
+def context(
+    state: EmulatorState, coll: Collection, item: Mapping[str, str], uuid: str | None = None
+) -> Context:
+    """The checks' view of the box; ``item`` replaces the stored item ``uuid`` if any."""
+    siblings: list[Mapping[str, str]] = [
+        i for u, i in state.items[coll.kind].items() if u != uuid and i is not item
+    ]
+    siblings.append(item)
     if coll.kind == "alias":
         # Static aliases sit in the same array upstream, so their names are taken.
         siblings += [{"name": n} for n in STATIC_ALIASES]
@@ -86,8 +90,10 @@ def set_nodes(coll: Collection, item: dict[str, str], data: Mapping[str, Any]) -
         item[f.name] = normalize(f, text)
 
 
-def validate(state: EmulatorState, coll: Collection, item: dict[str, str]) -> Validations:
-    ctx = context(state, coll, item)
+def validate(
+    state: EmulatorState, coll: Collection, item: dict[str, str], uuid: str | None = None
+) -> Validations:
+    ctx = context(state, coll, item, uuid)
     found: Validations = {}
 
     def add(field: str, text: str) -> None:
@@ -160,7 +166,7 @@ def set_item(
             item = dict(current)
         old_name = current.get("name") if (current is not None and coll.kind == "alias") else None
         set_nodes(coll, item, data)
-        found = validate(state, coll, item)
+        found = validate(state, coll, item, uuid)
         if found:
             return {"result": "failed", "validations": found}
         if old_name and item.get("name") and item["name"] != old_name:
