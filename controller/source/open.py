@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from controller.source import directory, git
+from controller.source import directory
 from controller.source.tree import SourceTree
 
 
@@ -18,6 +18,9 @@ def open_source(
     location: str, ref: str | None = None, subdir: str = "", cache_dir: Path | None = None
 ) -> SourceTree:
     """A directory as it is on disk, or, with ``ref`` (or a URL), a git commit's tree."""
+    # GitPython is imported only when a repository is read: plain folders skip its cost.
+    from controller.source import git
+
     if ref is not None or git.is_git_url(location):
         return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
     root = Path(location) / subdir if subdir else Path(location)

@@ -481,7 +481,8 @@ async def filter_savepoint(call: Call) -> Answer:
     if not call.is_post:
         return {"status": "error"}
     entry = call.state.save(f"{call.path} made changes", call.who)
-    return {"status": "ok", "retention": "60", "revision": entry.time}
+    retention = str(call.state.backup_count)
+    return {"status": "ok", "retention": retention, "revision": entry.time}
 
 
 async def filter_cancel_rollback(call: Call, revision: str) -> Answer:

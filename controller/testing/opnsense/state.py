@@ -67,6 +67,8 @@ class EmulatorState:
         self.items: Items = {kind: {} for kind in KINDS}
         self.applied: Items = {kind: {} for kind in KINDS}
         self.backups: list[Backup] = []  # oldest first, as the files sort
+        # Config::backupCount(): <backupcount> when set, else 100; older files are pruned.
+        self.backup_count = 100
         self.on_save: Callable[[EmulatorState], None] | None = None
         self.save("Initial configuration", "root")
 
@@ -117,6 +119,7 @@ class EmulatorState:
                 stamp = float(self.backups[-1].time) + 0.0001  # file names must not collide
             entry = Backup(f"{stamp:.4f}", description, username, copy.deepcopy(self.items))
             self.backups.append(entry)
+            del self.backups[: -self.backup_count]
             if self.on_save is not None:
                 self.on_save(self)
             return entry

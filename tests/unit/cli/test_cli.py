@@ -47,7 +47,18 @@ def test_schema_of_a_kind_validates_documents() -> None:
     }
     jsonschema.validate(doc, schema)
     every = json.loads(fazai("schema").stdout)
-    assert set(every) == {"File", "NftTable", "Node", "Package", "Service", "Sysctl", "User"}
+    assert set(every) == {
+        "File",
+        "FirewallAlias",
+        "FirewallRule",
+        "HostOverride",
+        "NftTable",
+        "Node",
+        "Package",
+        "Service",
+        "Sysctl",
+        "User",
+    }
 
 
 def test_unknown_kind_and_unknown_node_are_trouble() -> None:

@@ -37,6 +37,10 @@ def _valid(text: str) -> Document:
     return document
 
 
+KNOWN = (
+    "File, FirewallAlias, FirewallRule, HostOverride, NftTable, Node, Package, Service, Sysctl, User"
+)
+
 VALID = {
     "Node": _doc(
         "Node",
@@ -70,6 +74,22 @@ VALID = {
         "NftTable",
         "filter",
         TARGET + "  family: ip6\n  name: fazai_filter\n  definition: 'chain input {}'\n",
+    ),
+    "FirewallAlias": _doc(
+        "FirewallAlias",
+        "web-servers",
+        TARGET + "  name: web_servers\n  type: host\n  content: [10.0.10.11, 10.0.10.12]\n",
+    ),
+    "FirewallRule": _doc(
+        "FirewallRule",
+        "allow-https",
+        TARGET + "  interface: [lan]\n  protocol: TCP\n  destination: {net: web_servers, "
+        "port: 443}\n  sequence: 100\n",
+    ),
+    "HostOverride": _doc(
+        "HostOverride",
+        "www",
+        TARGET + "  hostname: www\n  domain: example.net\n  server: 10.0.10.11\n",
     ),
 }
 
@@ -168,13 +188,11 @@ def test_identity_is_kind_and_name_only() -> None:
         ),
         (
             "apiVersion: fazai.dev/v1alpha1\nmetadata: {name: a}\n",
-            "x.yaml:1:1: kind: missing; known kinds: File, NftTable, Node, Package, Service, "
-            "Sysctl, User",
+            "x.yaml:1:1: kind: missing; known kinds: " + KNOWN,
         ),
         (
             "apiVersion: fazai.dev/v1alpha1\nkind: [Node]\n",
-            "x.yaml:2:1: kind: unknown kind ['Node']; known kinds: File, NftTable, Node, Package, "
-            "Service, Sysctl, User",
+            "x.yaml:2:1: kind: unknown kind ['Node']; known kinds: " + KNOWN,
         ),
     ],
 )
