@@ -8,10 +8,16 @@ git, YAML, OS errors) are mapped into it at the boundary where they happen, chai
     ├── InvalidInputError     documents that cannot be used; carries every Diagnostic found
     ├── SourceError           the desired-state source cannot be read (path, git ref)
     └── NodeError             one node cannot be read or changed; others carry on
-        ├── UnreachableError      connection refused, timed out, no route   (retryable)
+        ├── UnreachableError      connection refused, timed out, dropped    (retryable)
         ├── AuthenticationError   the node refused our credentials          (permanent)
         ├── HostKeyError          unknown or changed host key               (permanent)
-        └── FactsError            the node answered, but not with usable facts
+        ├── SecretError           a referenced secret cannot be read        (permanent)
+        ├── FactsError            the node answered, but not with usable facts
+        └── ApiError              a REST API (OPNsense) answered with a failure
+            ├── ForbiddenError        the key lacks the privilege for the call   (403)
+            ├── EndpointMissingError  this firmware has no such endpoint         (404)
+            ├── ValidationFailedError the firewall refused the values; see .validations
+            └── ServerError           the firewall failed (5xx)                  (retryable)
 
 ``retryable`` says whether trying again later can succeed, in the spirit of kopf's
 TemporaryError/PermanentError split: the reconcile loop backs off on retryable errors and
@@ -69,3 +75,39 @@ class HostKeyError(NodeError):
 
 class FactsError(NodeError):
     pass
+
+
+class SecretError(NodeError):
+    pass
+
+
+class ApiError(NodeError):
+    """An API call failed. ``status`` is the HTTP status, ``path`` the API path called."""
+
+    def __init__(self, node: str, message: str, *, status: int = 0, path: str = "") -> None:
+        self.status = status
+        self.path = path
+        super().__init__(node, message)
+
+
+class ForbiddenError(ApiError):
+    pass
+
+
+class EndpointMissingError(ApiError):
+    pass
+
+
+class ValidationFailedError(ApiError):
+    """The firewall's own validation refused a write; ``validations`` maps its field
+    (``alias.name``) to its messages, which callers map back to document fields."""
+
+    def __init__(
+        self, node: str, message: str, validations: dict[str, list[str]], *, path: str = ""
+    ) -> None:
+        self.validations = validations
+        super().__init__(node, message, status=200, path=path)
+
+
+class ServerError(ApiError):
+    retryable = True

@@ -38,7 +38,8 @@ def _valid(text: str) -> Document:
 
 
 KNOWN = (
-    "File, FirewallAlias, FirewallRule, HostOverride, NftTable, Node, Package, Service, Sysctl, User"
+    "File, FirewallAlias, FirewallRule, HostOverride, NftTable, Node, Package, Service, "
+    "Sysctl, User"
 )
 
 VALID = {

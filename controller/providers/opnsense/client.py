@@ -1,0 +1,187 @@
+"""An async client for the OPNsense REST API, on httpx.
+
+Every call has a timeout. Reads are retried with exponential backoff on connection
+failures and 5xx answers; writes never are (a write that may have landed must not be
+sent twice). Failures map into FazAI's error tree, and the API secret never appears in
+a message, a repr or a log line: auth travels only inside httpx's BasicAuth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from controller.errors import (
+    ApiError,
+    AuthenticationError,
+    EndpointMissingError,
+    ForbiddenError,
+    ServerError,
+    UnreachableError,
+    ValidationFailedError,
+)
+from controller.secrets import Secret
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    node: str
+    url: str  # base URL, without /api
+    key: Secret
+    secret: Secret
+    verify: bool | str = True  # False, True, or a CA bundle path
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+
+
+class OpnsenseClient:
+    """One firewall's API. Use as ``async with OpnsenseClient(target) as api``."""
+
+    def __init__(self, target: ApiTarget, transport: httpx.AsyncBaseTransport | None = None):
+        self.target = target
+        self.requests = 0  # calls sent, retries included: benchmarks count them
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> OpnsenseClient:
+        verify: bool | ssl.SSLContext = bool(self.target.verify)
+        if isinstance(self.target.verify, str):
+            try:
+                verify = ssl.create_default_context(cafile=self.target.verify)
+            except (OSError, ssl.SSLError) as exc:
+                raise UnreachableError(
+                    self.target.node, f"cannot load CA bundle {self.target.verify}: {exc}"
+                ) from exc
+        self._http = httpx.AsyncClient(
+            base_url=self.target.url.rstrip("/") + "/api/",
+            auth=httpx.BasicAuth(self.target.key.reveal(), self.target.secret.reveal()),
+            verify=verify,
+            timeout=httpx.Timeout(self.target.timeout),
+            transport=self._transport,
+            headers={"Accept": "application/json"},
+            follow_redirects=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """A read: retried on connection failures and 5xx, with backoff."""
+        attempt = 0
+        while True:
+            try:
+                return await self._call("GET", path, params=params)
+            except (UnreachableError, ServerError) as exc:
+                attempt += 1
+                if attempt > self.target.retries:
+                    raise
+                delay = self.target.backoff * 2 ** (attempt - 1)
+                log.info("%s: GET %s failed (%s); retry %d in %.1fs",
+                         self.target.node, path, exc.message, attempt, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+
+    async def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """A write: sent once; a failure is reported, never retried blindly."""
+        return await self._call("POST", path, json=body if body is not None else {})
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._http is None:
+            raise RuntimeError("OpnsenseClient used outside 'async with'")
+        node = self.target.node
+        self.requests += 1
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise UnreachableError(
+                node, f"{method} /api/{path}: no answer within {self.target.timeout:g} s"
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise UnreachableError(
+                node, f"cannot connect to {self.target.url}: {_reason(exc)}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UnreachableError(
+                node, f"{method} /api/{path}: connection lost: {_reason(exc)}"
+            ) from exc
+        return _answer(node, method, path, response)
+
+
+def _answer(node: str, method: str, path: str, response: httpx.Response) -> Any:
+    status = response.status_code
+    where = f"{method} /api/{path}"
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    message = _message(body) if body is not None else response.text[:200].strip()
+    if status == 401:
+        raise AuthenticationError(node, f"{where}: the API key and secret were refused (401)")
+    if status == 403:
+        raise ForbiddenError(
+            node, f"{where}: the API key lacks the privilege for this call (403)",
+            status=status, path=path,
+        )  # fmt: skip
+    if status == 404:
+        raise EndpointMissingError(
+            node, f"{where}: endpoint not found on this firmware (404)", status=status, path=path
+        )
+    if status >= 500:
+        raise ServerError(
+            node, f"{where}: server error {status}: {message}", status=status, path=path
+        )
+    if status >= 400:
+        raise ApiError(node, f"{where}: refused ({status}): {message}", status=status, path=path)
+    if body is None:
+        raise ApiError(node, f"{where}: the answer is not JSON", status=status, path=path)
+    if isinstance(body, dict) and body.get("result") == "failed":
+        validations = _validations(body.get("validations"))
+        if validations:
+            details = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(validations.items()))
+            raise ValidationFailedError(
+                node, f"{where}: refused: {details}", validations, path=path
+            )
+        raise ApiError(node, f"{where}: the firewall answered 'failed'", status=status, path=path)
+    return body
+
+
+def _validations(raw: Any) -> dict[str, list[str]]:
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        out[str(key)] = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return out
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("message", "errorMessage", "status"):
+            if key in body:
+                return str(body[key])
+    return str(body)[:200]
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {cause.verify_message}"
+    text = str(exc) or type(exc).__name__
+    return text

@@ -1,0 +1,58 @@
+"""Secrets given by reference, held so that they never print.
+
+Documents name where a secret lives (``{env: NAME}`` or ``{file: PATH}``), never the
+secret itself. A resolved :class:`Secret` masks itself in ``repr``/``str``/f-strings, so a
+secret that reaches a log line, an exception or a plan shows as ``***``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from controller.errors import SecretError
+
+
+class Secret:
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself: only for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def resolve(ref: Mapping[str, Any], node: str, field: str) -> Secret:
+    """Read the secret ``ref`` points at; SecretError names the reference, never the value."""
+    if "env" in ref:
+        value = os.environ.get(ref["env"])
+        if not value:
+            raise SecretError(node, f"{field}: environment variable {ref['env']} is not set")
+        return Secret(value.strip())
+    path = Path(os.path.expanduser(ref["file"]))
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise SecretError(node, f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
+    if not value:
+        raise SecretError(node, f"{field}: {path} is empty")
+    return Secret(value)
