@@ -89,6 +89,11 @@ def validate(path: str, ref: str | None, subdir: str) -> None:
     help="Nodes read at once.",
 )
 @click.option("--show-noop", is_flag=True, help="Also list resources that are in sync.")
+@click.option(
+    "--show-unmanaged",
+    is_flag=True,
+    help="Also list objects on the nodes that no document describes (never changed).",
+)
 def plan(
     path: str,
     ref: str | None,
@@ -97,6 +102,7 @@ def plan(
     output: str,
     concurrency: int,
     show_noop: bool,
+    show_unmanaged: bool,
 ) -> None:
     """Show what applying PATH would change on the live nodes.
 
@@ -107,17 +113,24 @@ def plan(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    result = run_plan(state, nodes, concurrency)
+    result = run_plan(state, nodes, concurrency, show_unmanaged)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
 
 
-def run_plan(state: DesiredState, nodes: Sequence[str], concurrency: int) -> planning.Plan:
+def run_plan(
+    state: DesiredState, nodes: Sequence[str], concurrency: int, show_unmanaged: bool = False
+) -> planning.Plan:
     from controller.engine import plan as planning
 
+    options: dict[str, Any] = {
+        "only": nodes,
+        "concurrency": concurrency,
+        "show_unmanaged": show_unmanaged,
+    }
     selected = [n for n in state.nodes if not nodes or n in nodes]
     if not stderr.is_terminal:
-        return asyncio.run(planning.build(state, only=nodes, concurrency=concurrency))
+        return asyncio.run(planning.build(state, **options))
     with Progress(
         TextColumn("reading nodes"),
         BarColumn(),
@@ -135,9 +148,7 @@ def run_plan(state: DesiredState, nodes: Sequence[str], concurrency: int) -> pla
             else:
                 progress.advance(task)
 
-        return asyncio.run(
-            planning.build(state, only=nodes, concurrency=concurrency, progress=advance)
-        )
+        return asyncio.run(planning.build(state, progress=advance, **options))
 
 
 def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> None:

@@ -26,6 +26,7 @@ class Action(StrEnum):
     DELETE = "delete"
     NOOP = "noop"
     ERROR = "error"  # the resource could not be compared; the message says why
+    UNMANAGED = "unmanaged"  # on the node, in no document: reported, never touched
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ class NodePlan:
 
     @property
     def changed(self) -> tuple[PlanItem, ...]:
-        return tuple(i for i in self.items if i.action not in (Action.NOOP, Action.ERROR))
+        quiet = (Action.NOOP, Action.ERROR, Action.UNMANAGED)
+        return tuple(i for i in self.items if i.action not in quiet)
 
     @property
     def failed(self) -> bool:
@@ -89,8 +90,12 @@ async def build(
     only: Sequence[str] = (),
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: ProgressCallback | None = None,
+    show_unmanaged: bool = False,
 ) -> Plan:
-    """Plan ``state`` against the live nodes (all, or those named in ``only``)."""
+    """Plan ``state`` against the live nodes (all, or those named in ``only``).
+
+    With ``show_unmanaged``, objects found on a node that no document describes are
+    listed too (as ``unmanaged``: reported, never changed)."""
     names = [n for n in sorted(state.nodes) if not only or n in only]
     limit = asyncio.Semaphore(max(1, concurrency))
 
@@ -98,7 +103,7 @@ async def build(
         async with limit:
             if progress:
                 progress(name, None)
-            result = await plan_node(state, state.nodes[name])
+            result = await plan_node(state, state.nodes[name], show_unmanaged)
             if progress:
                 progress(name, result)
             return result
@@ -107,7 +112,7 @@ async def build(
     return Plan(state.source.description, state.revision, tuple(results), tuple(state.warnings))
 
 
-async def plan_node(state: DesiredState, node: Document) -> NodePlan:
+async def plan_node(state: DesiredState, node: Document, show_unmanaged: bool = False) -> NodePlan:
     started = time.monotonic()
     platform = node.spec["platform"]
     resources = state.resources_for(node.name)
@@ -124,9 +129,13 @@ async def plan_node(state: DesiredState, node: Document) -> NodePlan:
         )
     items = []
     for doc in resources:
-        seen = observed[doc]
+        seen = observed.resources[doc]
         action, changes = compare(seen, _label(doc))
         items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, seen.error))
+    if show_unmanaged:
+        for extra in observed.unmanaged:
+            changes = tuple(Change(k, v, None) for k, v in sorted(extra.live.items()))
+            items.append(PlanItem(node.name, extra.kind, extra.name, Action.UNMANAGED, changes))
     items.sort(key=lambda i: (i.kind, i.name))
     return NodePlan(node.name, platform, tuple(items), seconds=time.monotonic() - started)
 

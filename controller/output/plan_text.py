@@ -19,6 +19,7 @@ STYLES = {
     "delete": "red",
     "noop": "dim",
     "error": "bold red",
+    "unmanaged": "magenta",
 }
 
 

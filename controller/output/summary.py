@@ -16,10 +16,12 @@ def summary_line(plan: Plan) -> str:
     ]
     if counts["error"]:
         parts.append(f"{counts['error']} not comparable")
+    if counts["unmanaged"]:
+        parts.append(f"{counts['unmanaged']} unmanaged")
     text = f"Plan: {', '.join(parts)} on {len(plan.nodes)} node(s)"
     if failed:
         text += f"; {len(failed)} node(s) could not be read"
     return text + "."
 
 
-SYMBOLS = {"create": "+", "update": "~", "delete": "-", "noop": "=", "error": "!"}
+SYMBOLS = {"create": "+", "update": "~", "delete": "-", "noop": "=", "error": "!", "unmanaged": "?"}

@@ -9,9 +9,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from controller.engine.diff import Observed
 from controller.errors import FactsError
 from controller.model.document import Document
+from controller.providers.base import Observation
 from controller.providers.linux import essence, ssh
 from controller.source.tree import SourceTree
 
@@ -28,11 +28,12 @@ class LinuxProvider:
 
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
-    ) -> Mapping[Document, Observed]:
+    ) -> Observation:
         request = essence.FactRequest()
         readers = {doc: essence.prepare(doc, tree, request) for doc in resources}
         answer = await self.gather(node, request)
-        return {doc: read(answer) for doc, read in readers.items()}
+        # Linux objects cannot be listed exhaustively (every file?), so none is unmanaged.
+        return Observation({doc: read(answer) for doc, read in readers.items()})
 
     async def gather(self, node: Document, request: essence.FactRequest) -> Mapping[str, Any]:
         target = ssh.SshTarget.from_node(node)

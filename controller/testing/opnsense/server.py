@@ -59,11 +59,20 @@ class Wire:
         method, path = scope["method"], scope["path"]
         started = time.monotonic()
         status = 0
+        logged = False
+
+        def log() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                self.requests.add(RequestRecord(method, path, status, time.monotonic() - started))
 
         async def recording_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                log()  # before the last byte leaves, so a client never outruns the log
             await send(message)
 
         try:
@@ -71,6 +80,7 @@ class Wire:
                 if fault.kind == "delay":
                     await asyncio.sleep(fault.seconds)
                 elif fault.kind == "drop":
+                    log()
                     await _drop(send)
                     return
                 else:
@@ -87,22 +97,23 @@ class Wire:
             response = await dispatch(self.emulator, Request(scope, receive))
             await response(scope, receive, recording_send)
         finally:
-            self.requests.add(RequestRecord(method, path, status, time.monotonic() - started))
+            log()
 
 
 async def _drop(send: Send) -> None:
     """Close the client's socket without answering.
 
     uvicorn hands the app a bound ``RequestResponseCycle.send``; its ``transport`` is the
-    connection. Once it is closed uvicorn sees a disconnected client and sends nothing.
+    connection. Marking the cycle disconnected stops uvicorn from logging "returned without
+    starting response" and from writing a 500 into the closed socket.
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None:
         raise RuntimeError("cannot drop the connection: not served by uvicorn")
     transport.close()
-    for _ in range(3):  # let connection_lost() run before uvicorn looks at the cycle
-        await asyncio.sleep(0)
+    cycle.disconnected = True  # type: ignore[union-attr]
+    await asyncio.sleep(0)
 
 
 def self_signed_certificate(directory: Path, host: str) -> tuple[Path, Path]:

@@ -1,0 +1,142 @@
+"""The OPNsense provider: one firmware call plus one model read per object type."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from controller import secrets
+from controller.engine.diff import Observed
+from controller.model.document import Document
+from controller.providers.base import Observation, Unmanaged
+from controller.providers.opnsense import essence, live, naming
+from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
+from controller.providers.opnsense.identity import object_uuid
+from controller.source.tree import SourceTree
+
+BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
+
+
+def api_target(node: Document) -> ApiTarget:
+    spec = node.spec
+    tls = spec.get("tls", {})
+    verify: bool | str = bool(tls.get("verify", True))
+    if verify and "caBundle" in tls:
+        verify = os.path.expanduser(tls["caBundle"])
+    return ApiTarget(
+        node=node.name,
+        url=spec["url"],
+        key=secrets.resolve(spec["apiKeyRef"], node.name, "apiKeyRef"),
+        secret=secrets.resolve(spec["apiSecretRef"], node.name, "apiSecretRef"),
+        verify=verify,
+        timeout=float(spec.get("requestTimeout", 30)),
+    )
+
+
+class OpnsenseProvider:
+    platform = "opnsense"
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.transport = transport  # a seam for tests; production uses real HTTP
+
+    async def observe(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> Observation:
+        kinds = {d.kind for d in resources} or set(live.MODELS)
+        async with OpnsenseClient(api_target(node), self.transport) as client:
+            firewall = await live.read(client, kinds)
+        return compare(node.name, resources, firewall)
+
+
+def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewall) -> Observation:
+    aliases_by_name = {
+        str(item.get("name")): (uuid, item) for uuid, item in firewall.of("FirewallAlias").items()
+    }
+    desired_aliases = {d.spec["name"] for d in resources if d.kind == "FirewallAlias"}
+    known_aliases = desired_aliases | set(aliases_by_name)
+    claimed: set[tuple[str, str]] = set()
+    observed: dict[Document, Observed] = {}
+    for doc in resources:
+        if doc.kind == "FirewallAlias":
+            uuid, item = aliases_by_name.get(doc.spec["name"], ("", None))
+            live_essence = essence.live_alias(item) if item is not None else None
+            desired = essence.desired_alias(doc.spec)
+        else:
+            uuid = object_uuid(node, doc.kind, doc.name)
+            item = firewall.of(doc.kind).get(uuid)
+            to_live = essence.live_rule if doc.kind == "FirewallRule" else essence.live_host
+            live_essence = to_live(item) if item is not None else None
+            desired = (
+                essence.desired_rule if doc.kind == "FirewallRule" else essence.desired_host
+            )(doc.spec)
+        claimed.add((doc.kind, uuid))
+        problem = next(iter(_version_problems(doc, firewall)), None) or next(
+            iter(_missing_aliases(doc, known_aliases)), None
+        )
+        observed[doc] = Observed(desired, live_essence, problem)
+    return Observation(observed, tuple(_unmanaged(firewall, claimed)))
+
+
+def _version_problems(doc: Document, firewall: live.LiveFirewall) -> Iterable[str]:
+    spec = doc.spec
+    runs = f"this firewall runs {firewall.version_text}"
+    needs: list[tuple[bool, tuple[int, int], str]] = []
+    if doc.kind == "FirewallRule":
+        needs = [
+            (spec["direction"] == "any", (26, 1), "direction 'any'"),
+            (int(spec.get("sequence", 1)) > 99999, (25, 7), "a sequence above 99999"),
+            (spec["ipprotocol"] == "inet46", (25, 1), "ipprotocol inet46"),
+            (str(spec["protocol"]).upper() == "TCP/UDP", (25, 1), "protocol TCP/UDP"),
+        ]
+    elif doc.kind == "HostOverride":
+        needs = [(spec["rr"] == "TXT", (26, 1), "a TXT record")]
+    for used, release, what in needs:
+        if used and firewall.version < release:
+            yield f"{what} needs OPNsense {release[0]}.{release[1]} or later; {runs}"
+
+
+def _missing_aliases(doc: Document, known: set[str]) -> Iterable[str]:
+    if doc.kind != "FirewallRule":
+        return
+    for side in ("source", "destination"):
+        end = doc.spec.get(side, {})
+        net = str(end.get("net", "any"))
+        names = [net] if naming.classify_net(net) == "alias" else []
+        port = str(end.get("port", ""))
+        if port and not (port[0].isdigit() or naming.is_service(port)):
+            names.append(port)
+        for name in names:
+            if name not in known:
+                yield (
+                    f"{side} refers to alias {name!r}, which is neither in the desired state "
+                    "nor on the firewall"
+                )
+
+
+def _unmanaged(firewall: live.LiveFirewall, claimed: set[tuple[str, str]]) -> Iterable[Unmanaged]:
+    labels: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
+        "FirewallAlias": lambda i: str(i.get("name")),
+        "FirewallRule": lambda i: str(i.get("description") or ""),
+        "HostOverride": lambda i: f"{i.get('hostname')}.{i.get('domain')}",
+    }
+    readers: Mapping[str, Callable[[Mapping[str, Any]], essence.Essence]] = {
+        "FirewallAlias": essence.live_alias,
+        "FirewallRule": essence.live_rule,
+        "HostOverride": essence.live_host,
+    }
+    for kind in sorted(firewall.items):
+        for uuid, item in sorted(firewall.of(kind).items()):
+            if (kind, uuid) in claimed:
+                continue
+            if kind == "FirewallAlias" and essence.one(item.get("type")) in BUILTIN_TYPES:
+                continue
+            label = labels[kind](item)
+            yield Unmanaged(
+                kind, f"{label} ({uuid})" if kind != "FirewallAlias" else label, readers[kind](item)
+            )
+
+
+PROVIDER = OpnsenseProvider()
