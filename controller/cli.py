@@ -212,6 +212,50 @@ def demo(desired: Path | None, workdir: Path, output: str) -> None:
     sys.exit(code)
 
 
+@main.group()
+def emulate() -> None:
+    """Run an emulator of a managed platform, for demos and your own tests."""
+
+
+@emulate.command("opnsense")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--version",
+    "firmware",
+    type=click.Choice(["24.7", "25.1", "25.7", "26.1", "26.7"]),
+    default="26.1",
+    show_default=True,
+    help="The OPNsense release to imitate.",
+)
+@click.option("--api-key", envvar="FAZAI_EMULATOR_API_KEY", help="Default: generated, printed.")
+@click.option("--api-secret", envvar="FAZAI_EMULATOR_API_SECRET", help="Default: generated.")
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Load the firewall's state from this JSON file and save it back after every change.",
+)
+@click.option("--tls", is_flag=True, help="Serve HTTPS with a self-signed certificate.")
+def emulate_opnsense(
+    listen: str,
+    firmware: str,
+    api_key: str | None,
+    api_secret: str | None,
+    state_file: Path | None,
+    tls: bool,
+) -> None:
+    """Serve an emulated OPNsense REST API (aliases, filter rules, Unbound host overrides,
+    backups, savepoints) until interrupted."""
+    from controller.testing.opnsense import serve
+
+    if (api_key is None) != (api_secret is None):
+        _fail("give both --api-key and --api-secret, or neither")
+    try:
+        serve(listen, firmware, api_key, api_secret, state_file, tls)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 def _load(path: str, ref: str | None, subdir: str) -> DesiredState:
     tree = open_source(path, ref, subdir)
     state = loader.load(tree)

@@ -5,21 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from controller.model import kinds
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.source.tree import SourceTree
 
 
 def target_nodes(resource: Document, nodes: Mapping[str, Document]) -> list[str]:
-    """The names of the nodes ``resource.spec.target`` selects, sorted."""
+    """The names of the nodes ``resource.spec.target`` selects, sorted.
+
+    A selector picks only nodes of the resource's platform: ``{site: lisbon}`` on a File
+    means the Linux servers of that site, not its firewall. A target naming a node of
+    another platform is an error the cross-checks report."""
     target = resource.spec.get("target", {})
     if "node" in target:
         return [target["node"]] if target["node"] in nodes else []
+    kind = kinds.get(resource.kind)
+    platform = kind.platform if kind else None
     selector = target.get("matchLabels", {})
     return sorted(
         name
         for name, node in nodes.items()
         if all(node.labels.get(k) == v for k, v in selector.items())
+        and (platform is None or node.spec.get("platform") == platform)
     )
 
 

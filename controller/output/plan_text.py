@@ -54,6 +54,8 @@ def _node(node: NodePlan, show_noop: bool) -> Group:
         )
         if item.error:
             lines.append(Text(f"      {item.error}", style="red"))
+        if item.action is Action.UNMANAGED:
+            continue  # listed so people know it is there; its fields are in --output json
         for change in item.changes:
             lines.extend(_change(change))
     return Group(*lines)

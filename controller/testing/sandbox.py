@@ -1,26 +1,37 @@
 """The sandbox behind ``fazai demo``: the example desired state planned against real nodes.
 
 The sandbox starts one fleet node per Linux ``Node`` document, at the address the
-document names, writes the client key and known_hosts where the documents point, plans,
-and tears everything down, so a fresh machine shows FazAI working end to end with
-nothing to configure.
+document names, and one OPNsense emulator per ``opnsense`` Node, at the URL it names;
+it writes the SSH key, known_hosts, API key, secret and CA bundle where the documents
+point. The firewall is seeded as if FazAI had applied it earlier and then edited by hand
+in its web UI, so the plan shows real drift. Everything is torn down at the end, so a
+fresh machine shows FazAI working end to end with nothing to configure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Callable
+import shutil
+import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 from rich.console import Console
 
 import controller
 from controller.engine import plan as planning
 from controller.model import loader
+from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.providers.opnsense import payload
+from controller.providers.opnsense.identity import object_uuid
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
+from controller.testing.opnsense import Drift, EmulatorServer
 
 
 def example_state_dir() -> Path:
@@ -29,14 +40,14 @@ def example_state_dir() -> Path:
     return beside if beside.is_dir() else Path.cwd() / "desired_state"
 
 
-def fleet_for(state: DesiredState, workdir: Path) -> Fleet:
+def fleet_for(state: DesiredState, workdir: Path) -> Fleet | None:
     specs = [
         NodeSpec(name, doc.spec["address"])
         for name, doc in sorted(state.nodes.items())
         if doc.spec["platform"] == "linux"
     ]
     if not specs:
-        raise ValueError("the desired state has no Linux nodes to start")
+        return None
     subnet = ipaddress.IPv4Network(f"{specs[0].address}/24", strict=False)
     for spec in specs:
         if ipaddress.IPv4Address(spec.address) not in subnet:
@@ -48,6 +59,72 @@ def fleet_for(state: DesiredState, workdir: Path) -> Fleet:
                 f"Node/{name} uses key {key}; sandbox nodes must use {workdir / 'id_ed25519'}"
             )
     return Fleet(specs, workdir=workdir, subnet=str(subnet))
+
+
+@contextlib.contextmanager
+def firewalls(state: DesiredState) -> Iterator[list[EmulatorServer]]:
+    """One TLS emulator per opnsense Node, its credentials where the Node points."""
+    started: list[EmulatorServer] = []
+    try:
+        for node in sorted(state.nodes.values(), key=lambda n: n.name):
+            if node.spec["platform"] == "opnsense":
+                started.append(_start_firewall(node))
+        yield started
+    finally:
+        for emulator in started:
+            emulator.stop()
+
+
+def _start_firewall(node: Document) -> EmulatorServer:
+    url = urlsplit(node.spec["url"])
+    if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+        raise ValueError(f"Node/{node.name}: the sandbox serves firewalls on 127.0.0.1:PORT only")
+    emulator = EmulatorServer(version="26.1", tls=url.scheme == "https", port=url.port).start()
+    files = {
+        node.spec["apiKeyRef"].get("file"): emulator.api_key,
+        node.spec["apiSecretRef"].get("file"): emulator.api_secret,
+    }
+    for path, value in files.items():
+        if path is None:
+            emulator.stop()
+            raise ValueError(
+                f"Node/{node.name}: sandbox firewalls take their key and secret from files"
+            )
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(value + "\n")
+        Path(path).chmod(0o600)
+    bundle = node.spec.get("tls", {}).get("caBundle")
+    if bundle and emulator.certificate is not None:
+        shutil.copyfile(emulator.certificate, bundle)
+    return emulator
+
+
+def seed_firewall(emulator: EmulatorServer, state: DesiredState, node: str) -> None:
+    """Apply the node's documents as FazAI would, then drift it as an admin would by hand."""
+    verify: bool | ssl.SSLContext = False
+    if emulator.certificate is not None:
+        verify = ssl.create_default_context(cafile=str(emulator.certificate))
+    with httpx.Client(base_url=emulator.url + "/api/", auth=emulator.auth, verify=verify) as api:
+        for doc in state.resources_for(node):
+            if doc.kind == "FirewallAlias":
+                api.post("firewall/alias/addItem", json=payload.alias(doc.spec))
+            elif doc.kind == "FirewallRule":
+                uuid = object_uuid(node, doc.kind, doc.name)
+                api.post(f"firewall/filter/setRule/{uuid}", json=payload.rule(doc.spec))
+            elif doc.kind == "HostOverride":
+                uuid = object_uuid(node, doc.kind, doc.name)
+                api.post(
+                    f"unbound/settings/setHostOverride/{uuid}", json=payload.host_override(doc.spec)
+                )
+    drift = Drift(emulator.state)
+    aliases = emulator.state.list("alias").items()
+    first = next((u for u, item in aliases if item.get("type") == "host"), None)
+    if first is not None:
+        drift.edit("alias", first, {"content": "10.231.0.11\n10.231.0.66"})
+    drift.add("alias", {"name": "legacy_admins", "type": "host", "content": "192.0.2.10"})
+    rules = sorted(emulator.state.list("rule"))
+    if rules:
+        drift.remove("rule", rules[0])
 
 
 def run_demo(
@@ -68,15 +145,25 @@ def run_demo(
     except ValueError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
-    with console.status(f"starting {len(fleet.nodes)} sandbox nodes"):
-        fleet.start()
-    try:
-        console.print(
-            f"[dim]sandbox: {len(fleet.nodes)} real OpenSSH nodes in network namespaces "
-            f"({', '.join(f'{n.name}={n.address}' for n in fleet.nodes.values())})[/]"
-        )
-        result = asyncio.run(planning.build(state))
+    with contextlib.ExitStack() as stack:
+        try:
+            with console.status("starting the sandbox"):
+                if fleet is not None:
+                    fleet.start()
+                    stack.callback(fleet.stop)
+                emulators = stack.enter_context(firewalls(state))
+        except ValueError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            return 2
+        opnsense = [n for n in sorted(state.nodes) if state.nodes[n].spec["platform"] == "opnsense"]
+        for name, emulator in zip(opnsense, emulators, strict=True):
+            seed_firewall(emulator, state, name)
+        parts = [f"{n.name}={n.address}" for n in (fleet.nodes.values() if fleet else [])]
+        parts += [
+            f"{name}={emu.url} (OPNsense {emu.version} emulator)"
+            for name, emu in zip(opnsense, emulators, strict=True)
+        ]
+        console.print(f"[dim]sandbox: {', '.join(parts)}[/]")
+        result = asyncio.run(planning.build(state, show_unmanaged=True))
         emit(result)
         return 2 if result.has_errors else 0
-    finally:
-        fleet.stop()

@@ -45,7 +45,7 @@ class OpnsenseProvider:
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
     ) -> Observation:
-        kinds = {d.kind for d in resources} or set(live.MODELS)
+        kinds = {d.kind for d in resources if d.kind in live.MODELS} or set(live.MODELS)
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds)
         return compare(node.name, resources, firewall)
