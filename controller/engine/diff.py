@@ -62,11 +62,13 @@ def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, 
         )
     live_view = {k: live.get(k) for k in desired}
     delta = DeepDiff(live_view, dict(desired), verbose_level=2, view="tree")
+    # Every change deepdiff reports, whatever its type (value, type, item added...), is
+    # reported once for the essence field it sits under.
     fields = sorted(
         {
-            str(level.path(output_format="list")[0])
-            for level in delta.tree.values()
-            for level in level
+            str(change.path(output_format="list")[0])
+            for changes in delta.tree.values()
+            for change in changes
         }
     )
     if not fields:

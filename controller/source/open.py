@@ -29,4 +29,4 @@ def open_source(
     if revision is None:
         return tree
     # A working copy: record HEAD for the journal, though the files may be uncommitted.
-    return SourceTree(tree.description, revision, tree._files, tree._sizes)
+    return tree.at_revision(revision)

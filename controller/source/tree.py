@@ -7,6 +7,7 @@ straight from the object database without a checkout.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ class SourceTree:
     revision: str | None  # the git commit SHA, when the source is a git commit
     _files: Mapping[str, Callable[[], bytes]] = field(repr=False)
     _sizes: Mapping[str, int] = field(repr=False)
+
+    def at_revision(self, revision: str | None) -> SourceTree:
+        """The same files, recorded as being at ``revision``."""
+        return dataclasses.replace(self, revision=revision)
 
     def paths(self) -> Iterator[str]:
         return iter(sorted(self._files))
