@@ -7,17 +7,19 @@ git, YAML, OS errors) are mapped into it at the boundary where they happen, chai
     FazaiError
     ├── InvalidInputError     documents that cannot be used; carries every Diagnostic found
     ├── SourceError           the desired-state source cannot be read (path, git ref)
-    └── NodeError             one node cannot be read or changed; others carry on
-        ├── UnreachableError      connection refused, timed out, dropped    (retryable)
-        ├── AuthenticationError   the node refused our credentials          (permanent)
-        ├── HostKeyError          unknown or changed host key               (permanent)
-        ├── SecretError           a referenced secret cannot be read        (permanent)
-        ├── FactsError            the node answered, but not with usable facts
-        └── ApiError              a REST API (OPNsense) answered with a failure
-            ├── ForbiddenError        the key lacks the privilege for the call   (403)
-            ├── EndpointMissingError  this firmware has no such endpoint         (404)
-            ├── ValidationFailedError the firewall refused the values; see .validations
-            └── ServerError           the firewall failed (5xx)                  (retryable)
+    ├── NodeError             one node cannot be read or changed; others carry on
+    │   ├── UnreachableError      connection refused, timed out, dropped    (retryable)
+    │   ├── AuthenticationError   the node refused our credentials          (permanent)
+    │   ├── HostKeyError          unknown or changed host key               (permanent)
+    │   ├── SecretError           a referenced secret cannot be read        (permanent)
+    │   ├── FactsError            the node answered, but not with usable facts
+    │   └── ApiError              a REST API (OPNsense) answered with a failure
+    │       ├── ForbiddenError        the key lacks the privilege for the call   (403)
+    │       ├── EndpointMissingError  this firmware has no such endpoint         (404)
+    │       ├── ValidationFailedError the firewall refused the values; see .validations
+    │       └── ServerError           the firewall failed (5xx)                  (retryable)
+    └── StoreError            the state store (runs, journal, inventory) is unusable
+        └── StoreLockedError      another process held the write lock too long (retryable)
 
 ``retryable`` says whether trying again later can succeed, in the spirit of kopf's
 TemporaryError/PermanentError split: the reconcile loop backs off on retryable errors and
@@ -110,4 +112,18 @@ class ValidationFailedError(ApiError):
 
 
 class ServerError(ApiError):
+    retryable = True
+
+
+class StoreError(FazaiError):
+    """The state store cannot be used; ``path`` names its file, ``message`` says why
+    (not writable, locked, corrupt, written by a newer FazAI)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"state store {path}: {message}")
+
+
+class StoreLockedError(StoreError):
     retryable = True

@@ -1,0 +1,60 @@
+"""The state store of FazAI: runs, the write-ahead journal of apply, and owned objects.
+
+One SQLite file (``$FAZAI_STATE``, else ``$XDG_STATE_HOME/fazai/state.db``, else
+``~/.local/state/fazai/state.db``) in WAL mode with ``synchronous=FULL``: every call that
+writes has committed and fsync'd when it returns, so a journal intent recorded before a
+change is sent survives the controller being killed at any point.
+
+Use from asyncio: every operation is one short transaction (milliseconds and one fsync),
+so calling it from a coroutine is fine; a lock serializes the connection, so the same
+store may also be used through ``asyncio.to_thread``. Several processes may open the file
+at once (readers never block; writers wait up to ``busy_timeout``).
+
+Nothing secret is ever written: every JSON value goes through :func:`redact` first.
+"""
+
+from __future__ import annotations
+
+from controller.store.paths import default_path
+from controller.store.records import (
+    Command,
+    NodeResult,
+    NodeStatus,
+    OwnedObject,
+    Run,
+    RunStatus,
+    RunSummary,
+    Snapshot,
+    Step,
+    StepStatus,
+    Transaction,
+    TransactionStatus,
+    Trigger,
+    overall_status,
+)
+from controller.store.redact import MASK, is_secret_key, redact
+from controller.store.schema import SCHEMA_VERSION
+from controller.store.store import StateStore
+
+__all__ = [
+    "MASK",
+    "SCHEMA_VERSION",
+    "Command",
+    "NodeResult",
+    "NodeStatus",
+    "OwnedObject",
+    "Run",
+    "RunStatus",
+    "RunSummary",
+    "Snapshot",
+    "StateStore",
+    "Step",
+    "StepStatus",
+    "Transaction",
+    "TransactionStatus",
+    "Trigger",
+    "default_path",
+    "is_secret_key",
+    "overall_status",
+    "redact",
+]

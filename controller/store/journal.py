@@ -1,0 +1,237 @@
+"""The write-ahead journal of apply: one transaction per (run, node).
+
+The protocol a transaction follows, and what each record lets a restarted controller do:
+
+1. :meth:`Journal.begin_transaction`.
+2. :meth:`Journal.record_snapshot` for each object it will touch, before touching it: the
+   state to restore on rollback (``None``: the object did not exist; undo deletes it).
+3. For each change: :meth:`Journal.intend` *before* sending it (durable when it returns),
+   then :meth:`Journal.mark_done` or :meth:`Journal.mark_failed` after. A step still
+   ``intended`` after a crash may or may not have reached the node; the snapshots, not
+   the steps, say what to restore, so rollback does not need to know.
+4. :meth:`Journal.commit` once verified, or :meth:`Journal.mark_rolled_back` once undone.
+
+A controller killed anywhere in between finds the transaction in
+:meth:`Journal.open_transactions` at its next start. Every record is committed (and the
+WAL fsync'd) before the call returns, so "returned" means "survives a crash".
+
+Payloads and snapshots are redacted before they are written (see ``redact``): a field
+that held a secret comes back as ``***`` and must be restored from its document's secret
+reference, not from the journal.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from controller.errors import StoreError
+from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
+from controller.store.records import (
+    Snapshot,
+    Step,
+    StepStatus,
+    Transaction,
+    TransactionStatus,
+)
+
+
+class Journal:
+    _db: Database
+    _now: Callable[[], datetime]
+
+    def begin_transaction(self, run_id: int, node: str) -> int:
+        with self._db.write(f"beginning a transaction on {node}") as cur:
+            try:
+                cur.execute(
+                    "INSERT INTO transactions (run_id, node, started, status) VALUES (?, ?, ?, ?)",
+                    (run_id, node, iso(self._now()), TransactionStatus.OPEN.value),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise self._fail(
+                    f"cannot begin a transaction for run {run_id} on {node}: "
+                    + ("no such run" if "FOREIGN KEY" in str(exc) else "it already has one")
+                ) from exc
+            return last_id(cur)
+
+    def record_snapshot(
+        self, txn_id: int, kind: str, name: str, key: str, before: Mapping[str, Any] | None
+    ) -> int:
+        """Record the state of one object before the transaction changes it; once per object
+        (a second snapshot would capture a state this transaction already changed)."""
+        what = f"the snapshot of {kind}/{name}"
+        text = None if before is None else to_json(before, what, self._db.path)
+        with self._db.write(f"recording a snapshot of {kind}/{name}") as cur:
+            self._require_open(cur, txn_id)
+            try:
+                cur.execute(
+                    "INSERT INTO snapshots (txn_id, kind, name, key, before, recorded)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (txn_id, kind, name, key, text, iso(self._now())),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise self._fail(
+                    f"transaction {txn_id} already has a snapshot of {kind}/{name} ({key})"
+                ) from exc
+            return last_id(cur)
+
+    def intend(
+        self, txn_id: int, seq: int, kind: str, name: str, action: str, payload: Mapping[str, Any]
+    ) -> int:
+        """Record a change about to be sent; on disk when this returns. Returns the step id."""
+        text = to_json(payload, f"the payload of step {seq}", self._db.path)
+        with self._db.write(f"recording step {seq} of transaction {txn_id}") as cur:
+            self._require_open(cur, txn_id)
+            try:
+                cur.execute(
+                    "INSERT INTO steps (txn_id, seq, kind, name, action, payload, status, intended)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        txn_id,
+                        seq,
+                        kind,
+                        name,
+                        action,
+                        text,
+                        StepStatus.INTENDED.value,
+                        iso(self._now()),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise self._fail(f"transaction {txn_id} already has a step {seq}") from exc
+            return last_id(cur)
+
+    def mark_done(self, step_id: int) -> None:
+        self._finish_step(step_id, StepStatus.DONE, "")
+
+    def mark_failed(self, step_id: int, message: str) -> None:
+        self._finish_step(step_id, StepStatus.FAILED, message)
+
+    def commit(self, txn_id: int) -> None:
+        """Close the transaction as applied. Refused while a step is still only intended:
+        nobody knows whether that change landed, so the node is not known to converge."""
+        with self._db.write(f"committing transaction {txn_id}") as cur:
+            self._require_open(cur, txn_id)
+            pending = cur.execute(
+                "SELECT seq FROM steps WHERE txn_id = ? AND status = ? ORDER BY seq",
+                (txn_id, StepStatus.INTENDED.value),
+            ).fetchall()
+            if pending:
+                seqs = ", ".join(str(row[0]) for row in pending)
+                raise StoreError(
+                    str(self._db.path),
+                    f"cannot commit transaction {txn_id}: step(s) {seqs} not marked done or failed",
+                )
+            self._close(cur, txn_id, TransactionStatus.COMMITTED, "")
+
+    def mark_rolled_back(self, txn_id: int, message: str) -> None:
+        with self._db.write(f"closing transaction {txn_id} as rolled back") as cur:
+            self._require_open(cur, txn_id)
+            self._close(cur, txn_id, TransactionStatus.ROLLED_BACK, message)
+
+    def open_transactions(self) -> list[Transaction]:
+        """Transactions neither committed nor rolled back, oldest first: what a controller
+        that stopped mid-apply left behind, to be rolled back at its next start."""
+        with self._db.read("reading open transactions") as cur:
+            ids = [
+                row[0]
+                for row in cur.execute(
+                    "SELECT id FROM transactions WHERE status = ? ORDER BY id",
+                    (TransactionStatus.OPEN.value,),
+                )
+            ]
+            return [_transaction(cur, txn_id) for txn_id in ids]
+
+    def transaction(self, txn_id: int) -> Transaction | None:
+        with self._db.read(f"reading transaction {txn_id}") as cur:
+            if cur.execute("SELECT 1 FROM transactions WHERE id = ?", (txn_id,)).fetchone():
+                return _transaction(cur, txn_id)
+            return None
+
+    def snapshots(self, txn_id: int) -> list[Snapshot]:
+        """The transaction's snapshots, last recorded first: the order to restore them in."""
+        with self._db.read(f"reading the snapshots of transaction {txn_id}") as cur:
+            return _snapshots(cur, txn_id)
+
+    def _finish_step(self, step_id: int, status: StepStatus, message: str) -> None:
+        with self._db.write(f"marking step {step_id} {status.value}") as cur:
+            row = cur.execute(
+                "SELECT s.status, t.id, t.status FROM steps s"
+                " JOIN transactions t ON t.id = s.txn_id WHERE s.id = ?",
+                (step_id,),
+            ).fetchone()
+            if row is None:
+                raise StoreError(str(self._db.path), f"no journal step {step_id}")
+            step_status, txn_id, txn_status = row
+            if txn_status != TransactionStatus.OPEN.value:
+                raise StoreError(
+                    str(self._db.path), f"step {step_id}: transaction {txn_id} is {txn_status}"
+                )
+            if step_status != StepStatus.INTENDED.value:
+                raise StoreError(str(self._db.path), f"step {step_id} is already {step_status}")
+            cur.execute(
+                "UPDATE steps SET status = ?, message = ?, finished = ? WHERE id = ?",
+                (status.value, message, iso(self._now()), step_id),
+            )
+
+    def _require_open(self, cur: sqlite3.Cursor, txn_id: int) -> None:
+        row = cur.execute("SELECT status FROM transactions WHERE id = ?", (txn_id,)).fetchone()
+        if row is None:
+            raise StoreError(str(self._db.path), f"no transaction {txn_id}")
+        if row[0] != TransactionStatus.OPEN.value:
+            raise StoreError(str(self._db.path), f"transaction {txn_id} is already {row[0]}")
+
+    def _close(
+        self, cur: sqlite3.Cursor, txn_id: int, status: TransactionStatus, message: str
+    ) -> None:
+        cur.execute(
+            "UPDATE transactions SET status = ?, message = ?, finished = ? WHERE id = ?",
+            (status.value, message, iso(self._now()), txn_id),
+        )
+
+    def _fail(self, message: str) -> StoreError:
+        return StoreError(str(self._db.path), message)
+
+
+def _transaction(cur: sqlite3.Cursor, txn_id: int) -> Transaction:
+    run_id, node, started, status = cur.execute(
+        "SELECT run_id, node, started, status FROM transactions WHERE id = ?", (txn_id,)
+    ).fetchone()
+    steps = tuple(
+        Step(
+            id=row[0],
+            seq=row[1],
+            kind=row[2],
+            name=row[3],
+            action=row[4],
+            payload=from_json(row[5]),
+            status=StepStatus(row[6]),
+            message=row[7],
+        )
+        for row in cur.execute(
+            "SELECT id, seq, kind, name, action, payload, status, message FROM steps"
+            " WHERE txn_id = ? ORDER BY seq",
+            (txn_id,),
+        )
+    )
+    return Transaction(
+        id=txn_id,
+        run_id=run_id,
+        node=node,
+        started=parse_time(started),
+        status=TransactionStatus(status),
+        snapshots=tuple(_snapshots(cur, txn_id)),
+        steps=steps,
+    )
+
+
+def _snapshots(cur: sqlite3.Cursor, txn_id: int) -> list[Snapshot]:
+    return [
+        Snapshot(id=row[0], kind=row[1], name=row[2], key=row[3], before=from_json(row[4]))
+        for row in cur.execute(
+            "SELECT id, kind, name, key, before FROM snapshots WHERE txn_id = ? ORDER BY id DESC",
+            (txn_id,),
+        )
+    ]

@@ -1,0 +1,70 @@
+"""Masking of secrets in everything the store writes.
+
+The state file is plain SQLite, readable by whoever can read the file and copied into
+backups and bug reports, so it must never hold a secret. Every JSON value the store writes
+goes through :func:`redact` first; callers cannot skip it.
+
+A value is masked when it is a :class:`~controller.secrets.Secret` (wherever it sits), or
+when the key it sits under is named like a secret. Names are compared after lower-casing
+and dropping separators, so ``apiKey``, ``api_key`` and ``API-KEY`` are one name. Masking
+errs on the side of too much: a masked ``privateKeyFile`` path costs a little history, a
+leaked key costs the fleet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from controller.secrets import Secret
+
+MASK = "***"  # what a Secret prints as, so a masked value reads the same everywhere
+
+# Anywhere in the normalized name: these words only ever name secrets (or references to
+# them, which are masked too: where a secret is kept is worth hiding from an attacker).
+_SECRET_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "credential",
+    "privatekey",
+    "apikey",
+    "psk",
+)
+_NON_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a value stored under ``name`` must be masked.
+
+    Besides the words above, a name that *ends* in ``key``/``keys`` (``key``, ``sshKey``,
+    ``client_keys``) is a secret; a name that merely contains it (``hostKeyChecking``,
+    ``keywords``) is not."""
+    flat = _NON_ALNUM.sub("", name.lower())
+    if any(part in flat for part in _SECRET_PARTS):
+        return True
+    return flat.endswith(("key", "keys"))
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like: mappings, lists, tuples, scalars) with secrets masked.
+
+    ``None`` under a secret-named key stays ``None``: "no password set" is not a secret, and
+    keeping it lets a rollback tell an unset field from a masked one."""
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            if is_secret_key(name) and item is not None:
+                out[name] = MASK
+            else:
+                out[name] = redact(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    return value

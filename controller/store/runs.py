@@ -1,0 +1,142 @@
+"""The run log: one row per ``plan``/``apply``/``rollback``/``drift`` run, for ``history``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from controller.errors import StoreError
+from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
+from controller.store.records import (
+    Command,
+    NodeResult,
+    NodeStatus,
+    Run,
+    RunStatus,
+    RunSummary,
+    Trigger,
+)
+
+_COLUMNS = "id, started, finished, trigger, command, source, revision, status"
+
+
+class RunLog:
+    _db: Database
+    _now: Callable[[], datetime]
+
+    def start_run(
+        self,
+        trigger: Trigger,
+        command: Command,
+        source: str,
+        revision: str | None,
+        plan: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Record a new run (in progress); returns its id, larger than every earlier one."""
+        plan_json = None if plan is None else to_json(plan, "the plan", self._db.path)
+        with self._db.write("recording a run") as cur:
+            cur.execute(
+                "INSERT INTO runs (started, trigger, command, source, revision, plan, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    iso(self._now()),
+                    Trigger(trigger).value,
+                    Command(command).value,
+                    source,
+                    revision,
+                    plan_json,
+                    RunStatus.IN_PROGRESS.value,
+                ),
+            )
+            return last_id(cur)
+
+    def record_plan(self, run_id: int, plan: Mapping[str, Any]) -> None:
+        """Attach (or replace) the plan of a run, for runs that plan after they start."""
+        text = to_json(plan, "the plan", self._db.path)
+        with self._db.write("recording a plan") as cur:
+            cur.execute("UPDATE runs SET plan = ? WHERE id = ?", (text, run_id))
+            self._require(cur, run_id)
+
+    def record_node(
+        self, run_id: int, node: str, status: NodeStatus, message: str = "", seconds: float = 0.0
+    ) -> None:
+        """Set one node's result in a run (again as it progresses: the last one counts)."""
+        with self._db.write(f"recording the result of {node}") as cur:
+            try:
+                cur.execute(
+                    "INSERT INTO run_nodes (run_id, node, status, message, seconds)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, node) DO UPDATE SET"
+                    " status = excluded.status, message = excluded.message,"
+                    " seconds = excluded.seconds",
+                    (run_id, node, NodeStatus(status).value, message, float(seconds)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(str(self._db.path), f"no run {run_id}") from exc
+
+    def finish_run(self, run_id: int, status: RunStatus) -> None:
+        with self._db.write("finishing a run") as cur:
+            cur.execute(
+                "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
+                (RunStatus(status).value, iso(self._now()), run_id),
+            )
+            self._require(cur, run_id)
+
+    def list_runs(self, limit: int = 20, offset: int = 0) -> list[RunSummary]:
+        """Runs newest first, ``limit`` of them after skipping ``offset``; without plans."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        with self._db.read("listing runs") as cur:
+            rows = cur.execute(
+                f"SELECT {_COLUMNS} FROM runs ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+            nodes = _node_results(cur, [row[0] for row in rows])
+        return [_summary(row, nodes.get(row[0], ())) for row in rows]
+
+    def get_run(self, run_id: int) -> Run | None:
+        """The run with its node results and plan; None when there is no such run."""
+        with self._db.read(f"reading run {run_id}") as cur:
+            row = cur.execute(
+                f"SELECT {_COLUMNS}, plan FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            nodes = _node_results(cur, [run_id])
+        summary = _summary(row[:-1], nodes.get(run_id, ()))
+        return Run(**vars(summary), plan=from_json(row[-1]))
+
+    def _require(self, cur: sqlite3.Cursor, run_id: int) -> None:
+        if cur.rowcount == 0:
+            raise StoreError(str(self._db.path), f"no run {run_id}")
+
+
+def _node_results(cur: sqlite3.Cursor, run_ids: list[int]) -> dict[int, tuple[NodeResult, ...]]:
+    if not run_ids:
+        return {}
+    marks = ", ".join("?" * len(run_ids))
+    rows = cur.execute(
+        "SELECT run_id, node, status, message, seconds FROM run_nodes"
+        f" WHERE run_id IN ({marks}) ORDER BY run_id, node",
+        run_ids,
+    ).fetchall()
+    out: dict[int, list[NodeResult]] = {}
+    for run_id, node, status, message, seconds in rows:
+        out.setdefault(run_id, []).append(NodeResult(node, NodeStatus(status), message, seconds))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _summary(row: tuple[Any, ...], nodes: tuple[NodeResult, ...]) -> RunSummary:
+    run_id, started, finished, trigger, command, source, revision, status = row
+    return RunSummary(
+        id=run_id,
+        started=parse_time(started),
+        finished=None if finished is None else parse_time(finished),
+        trigger=Trigger(trigger),
+        command=Command(command),
+        source=source,
+        revision=revision,
+        status=RunStatus(status),
+        nodes=nodes,
+    )

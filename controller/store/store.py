@@ -1,0 +1,48 @@
+"""The state store: one SQLite file holding the run log, the journal and the inventory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+from controller.store.database import DEFAULT_BUSY_TIMEOUT, Database, utc_now
+from controller.store.inventory import Inventory
+from controller.store.journal import Journal
+from controller.store.paths import default_path
+from controller.store.runs import RunLog
+
+
+class StateStore(RunLog, Journal, Inventory):
+    """Opens (creating, or migrating to the current schema) the state file at ``path``,
+    by default :func:`~controller.store.paths.default_path`.
+
+    Raises StoreError naming the file when it cannot be used. ``now`` supplies timestamps
+    (aware datetimes; tests pass a fixed clock). Close it, or use it as a context manager.
+    """
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        self._now = now
+        self._db = Database(self.path, busy_timeout=busy_timeout)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
