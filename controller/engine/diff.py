@@ -61,6 +61,8 @@ def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, 
             Change(k, None, v, _text_diff(observed, k, label)) for k, v in sorted(desired.items())
         )
     live_view = {k: live.get(k) for k in desired}
+    if _same(live_view, desired):
+        return Action.NOOP, ()  # most resources are in sync: skip deepdiff for them
     delta = DeepDiff(live_view, dict(desired), verbose_level=2, view="tree")
     # Every change deepdiff reports, whatever its type (value, type, item added...), is
     # reported once for the essence field it sits under.
@@ -76,6 +78,19 @@ def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, 
     return Action.UPDATE, tuple(
         Change(f, live_view.get(f), desired[f], _text_diff(observed, f, label)) for f in fields
     )
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal with equal types all the way down (``1 == True`` is a difference here)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, Mapping):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list | tuple):
+        return len(left) == len(right) and all(
+            _same(a, b) for a, b in zip(left, right, strict=True)
+        )
+    return bool(left == right)
 
 
 def _text_diff(observed: Observed, field_name: str, label: str) -> str | None:

@@ -30,6 +30,7 @@ FieldPath = tuple[str | int, ...]
 # ``!!python/object:...``, a local ``!foo``) would silently change what the data means.
 _COLLECTION_TAGS = (BaseResolver.DEFAULT_MAPPING_TAG, BaseResolver.DEFAULT_SEQUENCE_TAG)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _TooBig(Exception):
@@ -170,6 +171,9 @@ class _Builder:
             del self.positions[known]
 
     def _scalar(self, node: yaml.Node, path: FieldPath) -> Any:
+        if node.tag == _STR_TAG:
+            # Most values are plain strings: skip the constructor's dispatch for them.
+            return node.value
         if node.tag not in _Loader.yaml_constructors:
             # ``!!python/name:...`` or a local ``!foo``: SafeLoader refuses them anyway,
             # but in words that name PyYAML's internals.
@@ -252,7 +256,48 @@ def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diag
     return docs, problems
 
 
+_FAST: type[Any] | None = getattr(yaml, "CSafeLoader", None)
+
+
 def _compose_all(text: str) -> Iterator[yaml.Node | None]:
+    """Composed documents: libyaml when the text is well-formed and shallow, else Python.
+
+    libyaml composes ten times faster but recurses in C (and crashes) on deep nesting,
+    and words its errors differently; so it runs only after its own event stream, which
+    does not recurse, shows sane depth. Anything it refuses is composed again by the
+    Python loader, which produces the positions and messages users see."""
+    fast = _compose_fast(text)
+    if fast is not None:
+        yield from fast
+        return
+    yield from _compose_slow(text)
+
+
+def _compose_fast(text: str) -> list[yaml.Node | None] | None:
+    if _FAST is None:
+        return None
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=_FAST):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return None
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        loader = _FAST(text)
+        try:
+            nodes: list[yaml.Node | None] = []
+            while loader.check_node():
+                nodes.append(loader.get_node())
+            return nodes
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        return None
+
+
+def _compose_slow(text: str) -> Iterator[yaml.Node | None]:
     loader = _Loader(text)
     try:
         while loader.check_node():
