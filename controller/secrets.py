@@ -44,15 +44,32 @@ class Secret:
 def resolve(ref: Mapping[str, Any], node: str, field: str) -> Secret:
     """Read the secret ``ref`` points at; SecretError names the reference, never the value."""
     if "env" in ref:
-        value = os.environ.get(ref["env"])
-        if not value:
+        raw = os.environ.get(ref["env"])
+        if raw is None:
             raise SecretError(node, f"{field}: environment variable {ref['env']} is not set")
-        return Secret(value.strip())
+        return Secret(_single_value(raw, node, f"{field}: environment variable {ref['env']}"))
+    if "file" not in ref:
+        raise SecretError(node, f"{field}: give {{env: NAME}} or {{file: PATH}}")
     path = Path(os.path.expanduser(ref["file"]))
     try:
-        value = path.read_text().strip()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SecretError(node, f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        # Not chained: the decode error carries the file's bytes, that is, the secret.
+        raise SecretError(node, f"{field}: {path} is not UTF-8 text") from None
+    return Secret(_single_value(text, node, f"{field}: {path}"))
+
+
+def _single_value(raw: str, node: str, where: str) -> str:
+    """The value without surrounding white space; one line, not empty.
+
+    Checked after stripping, so a value of only spaces or newlines is empty, not a
+    credential of blanks sent to the firewall.
+    """
+    value = raw.strip()
     if not value:
-        raise SecretError(node, f"{field}: {path} is empty")
-    return Secret(value)
+        raise SecretError(node, f"{where} is empty")
+    if "\n" in value or "\r" in value:
+        raise SecretError(node, f"{where} holds more than one line; it must hold only the value")
+    return value

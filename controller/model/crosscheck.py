@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from controller.model import kinds
 from controller.model.diagnostics import Diagnostic, Severity
@@ -29,6 +30,8 @@ class CheckContext:
     # Node documents that exist but failed validation: targets naming them are not
     # reported again as naming a missing node.
     broken_nodes: frozenset[str] = frozenset()
+    # Derived data a check computes once per load and shares across documents.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def of_kind(self, kind: str) -> list[Document]:
         return [d for d in self.resources if d.kind == kind]

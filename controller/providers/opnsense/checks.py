@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from controller.model.crosscheck import CheckContext
 from controller.model.diagnostics import Diagnostic, Severity
@@ -21,15 +23,37 @@ LINUX_ONLY = (
 )
 
 
+_NEEDED = {
+    "url": "the web interface's address, like https://fw.example.net",
+    "apiKeyRef": "where to read the API key: {env: NAME} or {file: PATH}",
+    "apiSecretRef": "where to read the API secret: {env: NAME} or {file: PATH}",
+}
+
+
 def check_node(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
-    for field in ("url", "apiKeyRef", "apiSecretRef"):
+    for field, what in _NEEDED.items():
         if field not in doc.spec:
             yield Diagnostic(
                 doc.location(("spec",)),
-                f"an opnsense Node needs {field!r}",
+                f"an opnsense Node needs {field!r}, {what}",
                 doc.subject,
                 "spec",
             )
+    if "url" in doc.spec:
+        url_problem = _url_problem(doc.spec["url"])
+        if url_problem:
+            yield _at(doc, ("url",), url_problem)
+    for field in ("apiKeyRef", "apiSecretRef"):
+        # Exactly one of env/file. The schema could say it (min/maxProperties 1), but only
+        # in jsonschema's words ("{} should be non-empty"); here it says what to write.
+        ref = doc.spec.get(field)
+        if ref is not None and len(ref) != 1:
+            message = (
+                f"{field} names both 'env' and 'file'; keep one"
+                if ref
+                else f"{field} is empty; give {{env: NAME}} or {{file: PATH}}"
+            )
+            yield _at(doc, (field,), message)
     for field in LINUX_ONLY:
         if field in doc.spec:
             yield Diagnostic(
@@ -40,15 +64,53 @@ def check_node(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
             )
 
 
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the base URL of a firewall's web interface.
+
+    Checked here rather than by a schema pattern: a pattern can only say "not valid",
+    and a URL holding credentials must be refused without echoing it.
+    """
+    example = "like https://fw.example.net"
+    authority = url.split("://", 1)[-1].partition("/")[0]
+    if "@" in authority:
+        # Before any message that repeats the url: this one holds what may be the API key
+        # and secret.
+        return (
+            "credentials in the url are refused; give them by reference with apiKeyRef and "
+            "apiSecretRef"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return f"{url!r} is not a valid URL; write the web interface's address, {example}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL; write the web interface's address, {example}"
+    if any(c.isspace() for c in url):
+        return f"{url!r} contains white space"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return f"{url!r} has a query or fragment; give the base URL, {example}"
+    return None
+
+
 def check_alias(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     spec = doc.spec
     explicit = doc.raw is None or ("spec", "name") in doc.raw.positions
     for problem in naming.alias_name_problems(spec["name"]):
-        if not explicit:
-            # The name came from metadata.name, where hyphens are the norm and invalid here.
-            problem = f"metadata.name is not a valid alias name; set spec.name: {problem}"
-        where = ("spec", "name") if explicit else ("metadata", "name")
-        yield Diagnostic(doc.location(where), problem, doc.subject, "spec.name")
+        if explicit:
+            yield _at(doc, ("name",), problem)
+            continue
+        # The name came from metadata.name, where hyphens are the norm and invalid here:
+        # point at metadata.name and say what to write instead.
+        suggestion = re.sub(r"[^A-Za-z0-9_]", "_", doc.name)
+        hint = "" if naming.alias_name_problems(suggestion) else f", e.g. spec.name: {suggestion}"
+        yield Diagnostic(
+            doc.location(("metadata", "name")),
+            f"the alias name defaults to metadata.name, and {problem}; set spec.name{hint}",
+            doc.subject,
+            "spec.name",
+        )
+    yield from _duplicates(doc, "content")
     for index, entry in enumerate(spec.get("content", [])):
         entry_problem = naming.alias_entry_problem(spec["type"], str(entry))
         if entry_problem:
@@ -58,27 +120,36 @@ def check_alias(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
                 doc.subject,
                 f"spec.content[{index}]",
             )
-    yield from _duplicate_alias_names(doc, context)
+    # Two aliases of one name on one node: the generic conflict check reports them, as
+    # FirewallAlias's instance key is its name; a second message here would repeat it.
 
 
-def _duplicate_alias_names(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
-    mine = set(target_nodes(doc, context.nodes))
-    for other in context.of_kind("FirewallAlias"):
-        if other is doc:
-            break
-        shared = mine & set(target_nodes(other, context.nodes))
-        if other.spec["name"] == doc.spec["name"] and shared:
+def _duplicates(doc: Document, field: str) -> Iterator[Diagnostic]:
+    """Entries given twice in a list field (443 and "443" are the same entry).
+
+    The firewall keeps one of each, so a document with a duplicate would never read back
+    equal: every plan would show the same change again.
+    """
+    values = doc.spec.get(field)
+    if not isinstance(values, list):
+        return
+    first: dict[str, int] = {}
+    for index, value in enumerate(values):
+        text = str(value)
+        if text in first:
             yield Diagnostic(
-                doc.location(("spec", "name")),
-                f"alias name {doc.spec['name']!r} is also used by {other.subject} at "
-                f"{other.location(('spec', 'name'))} on node {sorted(shared)[0]!r}",
+                doc.location(("spec", field, index)),
+                f"{text!r} is listed twice (also at {field}[{first[text]}]); keep one",
                 doc.subject,
-                "spec.name",
+                f"spec.{field}[{index}]",
             )
+        else:
+            first[text] = index
 
 
 def check_rule(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     spec = doc.spec
+    yield from _duplicates(doc, "interface")
     aliases = _alias_names_for(doc, context)
     for side in ("source", "destination"):
         end = spec.get(side, {})
@@ -86,6 +157,10 @@ def check_rule(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         net_problem = _net_problem(net, spec["ipprotocol"])
         if net_problem:
             yield _at(doc, (side, "net"), net_problem)
+        elif naming.classify_net(net) == "alias" and not naming.is_alias_name(net):
+            # Neither an address nor a possible alias: a typo ("10.0.0.300") must not pass
+            # as a warning about an alias that is not in the desired state.
+            yield _at(doc, (side, "net"), _bad_net(net))
         elif naming.classify_net(net) == "alias" and net not in aliases:
             yield _unknown_alias(doc, (side, "net"), net)
         if "port" not in end:
@@ -97,12 +172,30 @@ def check_rule(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
                 (side, "port"),
                 f"ports can only be used with TCP, UDP or TCP/UDP, not {spec['protocol']!r}",
             )
-        elif not (naming.is_port(port) or naming.port_range(port, "-") or naming.is_service(port)):
+        elif not (
+            naming.is_port(port) or naming.port_range(port, "-") or naming.is_rule_port_name(port)
+        ):
             if not naming.is_alias_name(port):
-                message = f"{port!r} is not a port, a range like 8000-8080, a service or an alias"
-                yield _at(doc, (side, "port"), message)
+                yield _at(doc, (side, "port"), _bad_port(port))
             elif port not in aliases:
                 yield _unknown_alias(doc, (side, "port"), port)
+
+
+def _bad_port(port: str) -> str:
+    if naming.port_range(port, ":"):
+        # An alias's syntax: rules write ranges the other way.
+        low, _, high = port.partition(":")
+        return f"{port!r}: port ranges in a rule are written with '-', like {low}-{high}"
+    return f"{port!r} is not a port (1-65535), a range like 8000-8080, a service or an alias"
+
+
+def _bad_net(net: str) -> str:
+    if "," in net:
+        return f"{net!r}: one value per side; put several addresses in an alias"
+    return (
+        f"{net!r} is not any, an address, a network (CIDR), an interface network "
+        "(lan, lanip, opt1, ...) or an alias name"
+    )
 
 
 def _net_problem(net: str, ipprotocol: str) -> str | None:
@@ -110,14 +203,12 @@ def _net_problem(net: str, ipprotocol: str) -> str | None:
     network = naming.address(net) if naming.classify_net(net) == "address" else None
     if network is None:
         return None
+    what = f"an IPv{network.version} {'network' if '/' in net else 'address'}"
     family = naming.family_of(ipprotocol)
     if family is None:
-        return (
-            f"{net!r} is an IPv{network.version} address, but ipprotocol inet46 matches "
-            "both families; use inet or inet6"
-        )
+        return f"{net!r} is {what}, but ipprotocol inet46 matches both families; use inet or inet6"
     if network.version != family:
-        return f"{net!r} is an IPv{network.version} address, but ipprotocol is {ipprotocol}"
+        return f"{net!r} is {what}, but ipprotocol is {ipprotocol}"
     return None
 
 
@@ -138,26 +229,40 @@ def _unknown_alias(doc: Document, path: tuple[str, str], name: str) -> Diagnosti
 
 
 def _alias_names_for(doc: Document, context: CheckContext) -> set[str]:
-    nodes = set(target_nodes(doc, context.nodes))
-    return {
-        a.spec["name"]
-        for a in context.of_kind("FirewallAlias")
-        if nodes & set(target_nodes(a, context.nodes))
-    }
+    """The alias names desired on any node ``doc`` targets (computed once per load)."""
+    by_node = context.memo.get("alias-names-by-node")
+    if by_node is None:
+        by_node = {}
+        for alias in context.of_kind("FirewallAlias"):
+            for node in target_nodes(alias, context.nodes):
+                by_node.setdefault(node, set()).add(alias.spec["name"])
+        context.memo["alias-names-by-node"] = by_node
+    names: set[str] = set()
+    for node in target_nodes(doc, context.nodes):
+        names |= by_node.get(node, set())
+    return names
 
 
 def check_host_override(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     spec = doc.spec
     rr = spec["rr"]
     need = {"A": ("server",), "AAAA": ("server",), "MX": ("mx", "mxprio"), "TXT": ("txtdata",)}[rr]
+    article = "an" if rr in ("A", "MX") else "a"  # said "an A", "an MX", "a TXT"
     for field in need:
         if field not in spec:
             yield Diagnostic(
-                doc.location(("spec",)), f"a {rr} record needs {field!r}", doc.subject, "spec"
+                doc.location(("spec",)),
+                f"{article} {rr} record needs {field!r}",
+                doc.subject,
+                "spec",
             )
     if rr in ("A", "AAAA") and "server" in spec:
         network = naming.address(spec["server"])
         version = 4 if rr == "A" else 6
         if network is None or "/" in spec["server"] or network.version != version:
-            message = f"{spec['server']!r} is not an IPv{version} address, as an {rr} record needs"
+            message = (
+                f"{spec['server']!r} is not an IPv{version} address, as {article} {rr} record needs"
+            )
             yield _at(doc, ("server",), message)
+    if rr == "MX" and "mx" in spec and not naming.is_domain(spec["mx"]):
+        yield _at(doc, ("mx",), f"{spec['mx']!r} is not a host name, as an MX record needs")

@@ -91,7 +91,7 @@ class OpnsenseClient:
                 return await self._call("GET", path, params=params)
             except (UnreachableError, ServerError) as exc:
                 attempt += 1
-                if attempt > self.target.retries:
+                if attempt > self.target.retries or not exc.retryable:
                     raise
                 delay = self.target.backoff * 2 ** (attempt - 1)
                 log.info("%s: GET %s failed (%s); retry %d in %.1fs",
@@ -107,19 +107,24 @@ class OpnsenseClient:
             raise RuntimeError("OpnsenseClient used outside 'async with'")
         node = self.target.node
         self.requests += 1
+        # A write that timed out or lost its connection may still have landed.
+        unsure = "; the change may have been applied: read before sending it again"
+        after = unsure if method != "GET" else ""
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise UnreachableError(
-                node, f"{method} /api/{path}: no answer within {self.target.timeout:g} s"
+                node, f"{method} /api/{path}: no answer within {self.target.timeout:g} s{after}"
             ) from exc
         except httpx.ConnectError as exc:
-            raise UnreachableError(
-                node, f"cannot connect to {self.target.url}: {_reason(exc)}"
-            ) from exc
+            error = UnreachableError(node, f"cannot connect to {self.target.url}: {_reason(exc)}")
+            if _certificate_error(exc) is not None:
+                # Trying again meets the same certificate: not worth the retries.
+                error.retryable = False
+            raise error from exc
         except httpx.TransportError as exc:
             raise UnreachableError(
-                node, f"{method} /api/{path}: connection lost: {_reason(exc)}"
+                node, f"{method} /api/{path}: connection lost: {_reason(exc)}{after}"
             ) from exc
         return _answer(node, method, path, response)
 
@@ -131,6 +136,8 @@ def _answer(node: str, method: str, path: str, response: httpx.Response) -> Any:
         body: Any = response.json()
     except ValueError:
         body = None
+    if status < 400 and isinstance(body, (dict, list)) and not _failed(body):
+        return body  # the common case: no message to build from a 10 MB model
     message = _message(body) if body is not None else response.text[:200].strip()
     if status == 401:
         raise AuthenticationError(node, f"{where}: the API key and secret were refused (401)")
@@ -162,6 +169,10 @@ def _answer(node: str, method: str, path: str, response: httpx.Response) -> Any:
     return body
 
 
+def _failed(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("result") == "failed"
+
+
 def _validations(raw: Any) -> dict[str, list[str]]:
     if not isinstance(raw, dict):
         return {}
@@ -179,9 +190,24 @@ def _message(body: Any) -> str:
     return str(body)[:200]
 
 
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind ``exc``: httpx wraps httpcore, which wraps ssl."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _reason(exc: httpx.HTTPError) -> str:
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {cause.verify_message}"
+    certificate = _certificate_error(exc)
+    if certificate is not None:
+        return (
+            f"TLS certificate verification failed: {certificate.verify_message}; give the "
+            "firewall's CA in tls.caBundle (or tls.verify: false, only in labs)"
+        )
     text = str(exc) or type(exc).__name__
     return text

@@ -39,7 +39,7 @@ def protocol(value: str) -> str:
 
 def interfaces(value: Any) -> list[str]:
     items = value if isinstance(value, list) else [value]
-    return sorted(str(i) for i in items)
+    return sorted({str(i) for i in items})
 
 
 # -- desired -----------------------------------------------------------------
@@ -48,7 +48,7 @@ def interfaces(value: Any) -> list[str]:
 def desired_alias(spec: Mapping[str, Any]) -> Essence:
     out: Essence = {"name": spec["name"], "type": spec["type"], "enabled": spec["enabled"]}
     if "content" in spec:
-        out["content"] = sorted(str(c) for c in spec["content"])
+        out["content"] = sorted({str(c) for c in spec["content"]})
     for key in ("description",):
         if key in spec:
             out[key] = spec[key]

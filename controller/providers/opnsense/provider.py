@@ -106,7 +106,7 @@ def _missing_aliases(doc: Document, known: set[str]) -> Iterable[str]:
         net = str(end.get("net", "any"))
         names = [net] if naming.classify_net(net) == "alias" else []
         port = str(end.get("port", ""))
-        if port and not (port[0].isdigit() or naming.is_service(port)):
+        if port and not (port[0].isdigit() or naming.is_rule_port_name(port)):
             names.append(port)
         for name in names:
             if name not in known:

@@ -103,6 +103,46 @@ def _alias_fields(v: Version) -> tuple[Field, ...]:
     return tuple(fields)
 
 
+_PRIOS = tuple((str(p), str(p)) for p in range(8))
+_TCP_FLAGS = tuple((f, f.upper()) for f in ("syn", "ack", "fin", "rst", "psh", "urg", "ece", "cwr"))
+# Rule fields FazAI never sends but upstream's model has (24.7+ "extended" rules);
+# clients such as oxl-opnsense-client expect them in every rule they read.
+_EXTENDED_RULE_FIELDS = (
+    Field("statetype", "option", default="keep", required=True,
+          options=(("keep", "keep state"), ("sloppy", "sloppy state"),
+                   ("modulate", "modulate state"), ("synproxy", "synproxy state"),
+                   ("none", "no state"))),
+    Field("interfacenot", "bool", default="0"),
+    Field("state-policy", "option", options=(("if-bound", "Bind states to interface"),
+                                             ("floating", "Floating states"))),
+    Field("statetimeout", "text"),
+    Field("allowopts", "bool", default="0"),
+    Field("disablereplyto", "bool", default="0"),
+    Field("replyto", "gateway"),
+    Field("tag", "text"),
+    Field("tagged", "text"),
+    Field("max", "text"),
+    Field("max-src-nodes", "text"),
+    Field("max-src-states", "text"),
+    Field("max-src-conn", "text"),
+    Field("max-src-conn-rate", "text"),
+    Field("max-src-conn-rates", "text"),
+    Field("overload", "option"),
+    Field("adaptivestart", "text"),
+    Field("adaptiveend", "text"),
+    Field("prio", "option", options=_PRIOS),
+    Field("set-prio", "option", options=_PRIOS),
+    Field("set-prio-low", "option", options=_PRIOS),
+    Field("tcpflags1", "option", multiple=True, options=_TCP_FLAGS),
+    Field("tcpflags2", "option", multiple=True, options=_TCP_FLAGS),
+    Field("sched", "option"),
+    Field("tos", "option"),
+    Field("divert-to", "option"),
+    Field("shaper1", "option"),
+    Field("shaper2", "option"),
+)  # fmt: skip
+
+
 def _rule_fields(v: Version) -> tuple[Field, ...]:
     ext = v.rule_extended
     seq_msg = "rule.sequence_old" if v.before_25_7 else "rule.sequence"
@@ -158,6 +198,9 @@ def _rule_fields(v: Version) -> tuple[Field, ...]:
         Field("categories", "category", multiple=True),
         Field("description", "description"),
     ]
+    if ext:
+        have = {f.name for f in fields}
+        fields += [f for f in _EXTENDED_RULE_FIELDS if f.name not in have]
     return tuple(fields)
 
 
