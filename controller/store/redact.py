@@ -40,13 +40,14 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]")
 def is_secret_key(name: str) -> bool:
     """Whether a value stored under ``name`` must be masked.
 
-    Besides the words above, a name that *ends* in ``key``/``keys`` (``key``, ``sshKey``,
-    ``client_keys``) is a secret; a name that merely contains it (``hostKeyChecking``,
-    ``keywords``) is not."""
+    Besides the words above, a name that *ends* in ``key``/``keys`` after some qualifier
+    (``sshKey``, ``client_keys``) is a secret; a bare ``key`` is not (it is a Sysctl's
+    parameter name, a journal's object key), and neither is a name that merely contains it
+    (``hostKeyChecking``, ``keywords``)."""
     flat = _NON_ALNUM.sub("", name.lower())
     if any(part in flat for part in _SECRET_PARTS):
         return True
-    return flat.endswith(("key", "keys"))
+    return flat not in ("key", "keys") and flat.endswith(("key", "keys"))
 
 
 def redact(value: Any) -> Any:
