@@ -162,6 +162,117 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
         plan_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
 
 
+def state_option(func: F) -> F:
+    return click.option(
+        "--state",
+        "state_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="FAZAI_STATE",
+        help="The state store (runs, journal, owned objects). "
+        "Default: $XDG_STATE_HOME/fazai/state.db.",
+    )(func)
+
+
+@main.command()
+@source_options
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Apply only this node.")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--fail-fast", is_flag=True, help="Stop starting nodes after the first failure.")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True)
+@state_option
+def apply(
+    path: str,
+    ref: str | None,
+    subdir: str,
+    nodes: Sequence[str],
+    auto_approve: bool,
+    fail_fast: bool,
+    output: str,
+    concurrency: int,
+    state_file: Path | None,
+) -> None:
+    """Converge the nodes to PATH: per node a transaction (snapshot, write, verify), rolled
+    back to its snapshot on any failure.
+
+    Shows the plan and asks for confirmation unless --auto-approve; with no terminal and
+    no --auto-approve it refuses. Exit 0 when every node converged, 2 otherwise.
+    """
+    from controller.engine import apply as applying
+    from controller.store import StateStore
+
+    state = _load(path, ref, subdir)
+    unknown = sorted(set(nodes) - set(state.nodes))
+    if unknown:
+        _fail(f"no Node named {', '.join(unknown)} in the desired state")
+    with StateStore(state_file) as store:
+        for line in asyncio.run(applying.recover(state, store)):
+            stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
+        result = run_plan(state, nodes, concurrency)
+        emit_plan(result, output)
+        if result.has_errors:
+            _fail("the plan has errors; nothing applied")
+        if not result.has_changes:
+            stderr.print("[green]nothing to apply[/]")
+            sys.exit(EXIT_OK)
+        if not auto_approve:
+            if not sys.stdin.isatty():
+                _fail("no terminal to confirm on; pass --auto-approve to apply unattended")
+            if not click.confirm("Apply these changes?", default=False, err=True):
+                _fail("not applied")
+        outcome = asyncio.run(
+            applying.apply(state, result, store, concurrency=concurrency, fail_fast=fail_fast)
+        )
+    for node in outcome.nodes:
+        colour = {"converged": "green", "skipped": "dim"}.get(node.status.value, "red")
+        detail = f": {node.message}" if node.message else ""
+        stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
+    stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@state_option
+def history(limit: int, output: str, state_file: Path | None) -> None:
+    """List recorded runs, newest first, with their ids."""
+    from controller.store import StateStore
+
+    with StateStore(state_file) as store:
+        runs = store.list_runs(limit)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "command": r.command.value,
+                        "trigger": r.trigger.value,
+                        "status": r.status.value,
+                        "started": r.started.isoformat(),
+                        "finished": r.finished.isoformat() if r.finished else None,
+                        "source": r.source,
+                        "revision": r.revision,
+                        "nodes": [
+                            {"node": n.node, "status": n.status.value, "message": n.message}
+                            for n in r.nodes
+                        ],
+                    }
+                    for r in runs
+                ],
+                indent=2,
+            )
+        )
+        return
+    for r in runs:
+        revision = f" {r.revision[:12]}" if r.revision else ""
+        click.echo(
+            f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
+            f"{revision}  {', '.join(f'{n.node}={n.status.value}' for n in r.nodes)}"
+        )
+
+
 @main.command()
 @click.argument("kind", required=False)
 @click.option(

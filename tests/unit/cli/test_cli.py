@@ -75,3 +75,33 @@ def test_missing_source_and_bad_ref() -> None:
     assert "error: /nonexistent/state: no such file or directory" in result.stderr
     result = fazai("validate", str(EXAMPLE), "--ref", "main")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_history_lists_recorded_runs(tmp_path: Path) -> None:
+    from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
+
+    db = tmp_path / "state.db"
+    with StateStore(db) as store:
+        run = store.start_run(Trigger.CLI, Command.APPLY, "/srv/state", "a" * 40)
+        store.record_node(run, "web-1", NodeStatus.CONVERGED)
+        store.record_node(run, "db-1", NodeStatus.ROLLED_BACK, "verify failed")
+        store.finish_run(run, RunStatus.PARTIAL)
+    listed = json.loads(fazai("history", "--state", str(db), "--output", "json").stdout)
+    assert [(r["id"], r["command"], r["status"], r["revision"]) for r in listed] == [
+        (run, "apply", "partial", "a" * 40)
+    ]
+    assert {(n["node"], n["status"]) for n in listed[0]["nodes"]} == {
+        ("web-1", "converged"),
+        ("db-1", "rolled_back"),
+    }
+    text = fazai("history", "--state", str(db)).stdout
+    assert "apply" in text and "db-1=rolled_back" in text
+
+
+def test_apply_refuses_when_the_plan_has_errors(tmp_path: Path) -> None:
+    # The example's nodes are not running here: the plan cannot read them, so nothing may
+    # be applied, and the refusal is clean.
+    result = fazai("apply", str(EXAMPLE), "--state", str(tmp_path / "s.db"), "-o", "json")
+    assert result.returncode == 2
+    assert "the plan has errors; nothing applied" in result.stderr
+    assert "Traceback" not in result.stderr

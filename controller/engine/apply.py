@@ -1,0 +1,245 @@
+"""Apply: each node converged as one transaction, or rolled back to its snapshot.
+
+Per node, in this order: observe afresh (the changes must still be the ones the user
+approved), snapshot (recorded in the journal before anything is written), write (every
+step journaled before it is sent), verify (a fresh read must plan as all noop), commit.
+Any failure, or a verify that is not clean, rolls the node back to its snapshot. Nodes run
+concurrently and independently; with ``fail_fast`` the first failure stops nodes that have
+not started. A controller killed mid-way finds the open transaction at its next start
+(:func:`recover`) and rolls it back from the stored snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller import providers
+from controller.engine.diff import Action, compare
+from controller.engine.plan import Plan, PlanItem
+from controller.errors import FazaiError
+from controller.model.document import Document
+from controller.model.state import DesiredState
+from controller.providers.base import Change, NodeTransaction, Observation
+from controller.source.tree import SourceTree
+from controller.store import Command, NodeStatus, StateStore, Trigger, overall_status
+
+WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE)
+
+
+class TransactionalProvider(Protocol):
+    platform: str
+
+    async def observe(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> Observation: ...
+
+    def transaction(
+        self, node: Document, changes: Sequence[Change], tree: SourceTree
+    ) -> NodeTransaction: ...
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    node: str
+    status: NodeStatus
+    message: str = ""
+    changes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    run_id: int
+    nodes: tuple[NodeOutcome, ...]
+
+    @property
+    def converged(self) -> bool:
+        return all(n.status in (NodeStatus.CONVERGED, NodeStatus.SKIPPED) for n in self.nodes)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.converged else 2
+
+
+class VerifyMismatch(FazaiError):
+    """After writing, a fresh read still differs from the desired state."""
+
+
+class PlanChanged(FazaiError):
+    """The live state moved between the approved plan and the apply."""
+
+
+class StoreJournal:
+    """The StepJournal of one transaction, backed by the state store."""
+
+    def __init__(self, store: StateStore, txn_id: int) -> None:
+        self.store = store
+        self.txn_id = txn_id
+        self._seq = 0
+
+    def intend(self, kind: str, name: str, action: str, payload: Mapping[str, Any]) -> int:
+        self._seq += 1
+        return self.store.intend(self.txn_id, self._seq, kind, name, action, payload)
+
+    def done(self, step: int) -> None:
+        self.store.mark_done(step)
+
+    def failed(self, step: int, message: str) -> None:
+        self.store.mark_failed(step, message)
+
+
+def _provider(platform: str) -> TransactionalProvider:
+    provider: Any = providers.for_platform(platform)
+    if not hasattr(provider, "transaction"):
+        raise FazaiError(f"apply is not available for {platform} nodes yet")
+    typed: TransactionalProvider = provider
+    return typed
+
+
+def _changes(
+    resources: Sequence[Document], observation: Observation
+) -> tuple[list[Change], list[str]]:
+    changes, errors = [], []
+    for doc in resources:
+        seen = observation.resources[doc]
+        action, _ = compare(seen)
+        if action is Action.ERROR:
+            errors.append(f"{doc.subject}: {seen.error}")
+        elif action in WRITES:
+            changes.append(Change(doc.kind, doc.name, action.value, doc, seen))
+    return changes, errors
+
+
+def _same_as_approved(changes: Sequence[Change], approved: Sequence[PlanItem]) -> bool:
+    now = sorted((c.kind, c.name, c.action) for c in changes)
+    then = sorted((i.kind, i.name, i.action.value) for i in approved if i.action in WRITES)
+    return now == then
+
+
+async def apply_node(
+    state: DesiredState,
+    node: Document,
+    approved: Sequence[PlanItem],
+    store: StateStore,
+    run_id: int,
+) -> NodeOutcome:
+    started = time.monotonic()
+
+    def outcome(status: NodeStatus, message: str = "", count: int = 0) -> NodeOutcome:
+        result = NodeOutcome(node.name, status, message, count, time.monotonic() - started)
+        store.record_node(run_id, node.name, status, message, result.seconds)
+        return result
+
+    try:
+        provider = _provider(node.spec["platform"])
+        resources = state.resources_for(node.name)
+        observation = await provider.observe(node, resources, state.source)
+        changes, errors = _changes(resources, observation)
+        if errors:
+            return outcome(NodeStatus.FAILED, "; ".join(errors))
+        if not _same_as_approved(changes, approved):
+            raise PlanChanged("the node changed since the plan was approved; plan again")
+        if not changes:
+            return outcome(NodeStatus.CONVERGED, "already in sync")
+        txn = provider.transaction(node, changes, state.source)
+    except FazaiError as exc:
+        return outcome(NodeStatus.FAILED, str(exc))
+
+    txn_id = store.begin_transaction(run_id, node.name)
+    try:
+        snapshot = await txn.snapshot()
+    except FazaiError as exc:
+        store.mark_rolled_back(txn_id, f"no snapshot, nothing written: {exc}")
+        return outcome(NodeStatus.FAILED, f"could not take a snapshot, nothing written: {exc}")
+    store.record_snapshot(txn_id, "Node", node.name, "transaction", snapshot)
+    try:
+        await txn.write(StoreJournal(store, txn_id))
+        verified = await txn.verify()
+        left, errors = _changes(resources, verified)
+        if left or errors:
+            names = ", ".join(f"{c.kind}/{c.name}" for c in left) or "; ".join(errors)
+            raise VerifyMismatch(f"verify found the node still differs: {names}")
+        await txn.commit()
+    except (TimeoutError, FazaiError, OSError) as exc:
+        return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
+    store.commit(txn_id)
+    return outcome(NodeStatus.CONVERGED, "", len(changes))
+
+
+async def _roll_back(
+    txn: NodeTransaction,
+    snapshot: Mapping[str, Any],
+    store: StateStore,
+    txn_id: int,
+    why: str,
+    outcome: Callable[[NodeStatus, str], NodeOutcome],
+) -> NodeOutcome:
+    try:
+        await txn.rollback(snapshot)
+    except (TimeoutError, FazaiError, OSError) as exc:
+        # The transaction stays open in the journal: the next start tries again.
+        return outcome(NodeStatus.FAILED, f"{why}; ROLLBACK FAILED, will retry: {exc}")
+    store.mark_rolled_back(txn_id, why)
+    return outcome(NodeStatus.ROLLED_BACK, f"{why}; rolled back to the snapshot")
+
+
+async def apply(
+    state: DesiredState,
+    plan: Plan,
+    store: StateStore,
+    *,
+    concurrency: int = 8,
+    fail_fast: bool = False,
+    trigger: Trigger = Trigger.CLI,
+) -> ApplyResult:
+    """Apply the approved ``plan`` (its nodes only); every node ends converged or at its
+    snapshot, and the run is recorded in ``store``."""
+    from controller.output import plan_json
+
+    run_id = store.start_run(
+        trigger, Command.APPLY, state.source.description, state.revision, plan_json.to_dict(plan)
+    )
+    limit = asyncio.Semaphore(max(1, concurrency))
+    stop = asyncio.Event()
+
+    async def one(items: Sequence[PlanItem], name: str) -> NodeOutcome:
+        async with limit:
+            if stop.is_set():
+                store.record_node(run_id, name, NodeStatus.SKIPPED, "stopped by --fail-fast")
+                return NodeOutcome(name, NodeStatus.SKIPPED, "stopped by --fail-fast")
+            result = await apply_node(state, state.nodes[name], items, store, run_id)
+            if fail_fast and result.status not in (NodeStatus.CONVERGED, NodeStatus.SKIPPED):
+                stop.set()
+            return result
+
+    outcomes = await asyncio.gather(*(one(n.items, n.node) for n in plan.nodes if n.error is None))
+    skipped = [NodeOutcome(n.node, NodeStatus.FAILED, n.error or "") for n in plan.nodes if n.error]
+    for item in skipped:
+        store.record_node(run_id, item.node, item.status, item.message)
+    everything = tuple(sorted([*outcomes, *skipped], key=lambda o: o.node))
+    store.finish_run(run_id, overall_status(o.status for o in everything))
+    return ApplyResult(run_id, everything)
+
+
+async def recover(state: DesiredState, store: StateStore) -> list[str]:
+    """Roll back every transaction a killed controller left open; what was done, per node."""
+    report = []
+    for txn in store.open_transactions():
+        node = state.nodes.get(txn.node)
+        snapshot = next((s.before for s in txn.snapshots if s.kind == "Node"), None)
+        if node is None or snapshot is None:
+            report.append(f"{txn.node}: open transaction {txn.id} cannot be recovered here")
+            continue
+        try:
+            provider = _provider(node.spec["platform"])
+            await provider.transaction(node, [], state.source).rollback(snapshot)
+        except (TimeoutError, FazaiError, OSError) as exc:
+            report.append(f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}")
+            continue
+        store.mark_rolled_back(txn.id, "interrupted; rolled back at the next start")
+        report.append(f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot")
+    return report
