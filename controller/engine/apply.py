@@ -12,6 +12,7 @@ not started. A controller killed mid-way finds the open transaction at its next 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,14 @@ class TransactionalProvider(Protocol):
     ) -> Observation: ...
 
     def transaction(
-        self, node: Document, changes: Sequence[Change], tree: SourceTree
-    ) -> NodeTransaction: ...
+        self,
+        node: Document,
+        changes: Sequence[Change],
+        resources: Sequence[Document],
+        tree: SourceTree,
+    ) -> contextlib.AbstractAsyncContextManager[NodeTransaction]:
+        """The node's transaction, holding its connection open for its whole life."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -145,10 +152,21 @@ async def apply_node(
             raise PlanChanged("the node changed since the plan was approved; plan again")
         if not changes:
             return outcome(NodeStatus.CONVERGED, "already in sync")
-        txn = provider.transaction(node, changes, state.source)
+        async with provider.transaction(node, changes, resources, state.source) as txn:
+            return await _transact(txn, node, resources, changes, store, run_id, outcome)
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
 
+
+async def _transact(
+    txn: NodeTransaction,
+    node: Document,
+    resources: Sequence[Document],
+    changes: Sequence[Change],
+    store: StateStore,
+    run_id: int,
+    outcome: Callable[..., NodeOutcome],
+) -> NodeOutcome:
     txn_id = store.begin_transaction(run_id, node.name)
     try:
         snapshot = await txn.snapshot()
@@ -164,7 +182,7 @@ async def apply_node(
             names = ", ".join(f"{c.kind}/{c.name}" for c in left) or "; ".join(errors)
             raise VerifyMismatch(f"verify found the node still differs: {names}")
         await txn.commit()
-    except (TimeoutError, FazaiError, OSError) as exc:
+    except (FazaiError, OSError, TimeoutError) as exc:
         return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
     store.commit(txn_id)
     return outcome(NodeStatus.CONVERGED, "", len(changes))
@@ -236,7 +254,9 @@ async def recover(state: DesiredState, store: StateStore) -> list[str]:
             continue
         try:
             provider = _provider(node.spec["platform"])
-            await provider.transaction(node, [], state.source).rollback(snapshot)
+            resources = state.resources_for(node.name)
+            async with provider.transaction(node, [], resources, state.source) as undo:
+                await undo.rollback(snapshot)
         except (TimeoutError, FazaiError, OSError) as exc:
             report.append(f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}")
             continue

@@ -16,7 +16,11 @@ def check_node(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         yield Diagnostic(
             doc.location(("spec",)), "a linux Node needs 'address'", doc.subject, "spec"
         )
-    for field in ("url", "apiKeyRef", "apiSecretRef", "tls", "requestTimeout"):
+    opnsense_only = (
+        "url", "apiKeyRef", "apiSecretRef", "tls", "requestTimeout",
+        "controllerAddress", "controllerInterfaces",
+    )  # fmt: skip
+    for field in opnsense_only:
         if field in doc.spec:
             yield Diagnostic(
                 doc.location(("spec", field)),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -11,8 +12,9 @@ import httpx
 from controller import secrets
 from controller.engine.diff import Observed
 from controller.model.document import Document
-from controller.providers.base import Observation, Unmanaged
+from controller.providers.base import Change, Observation, Unmanaged
 from controller.providers.opnsense import essence, live, naming
+from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
 from controller.providers.opnsense.identity import object_uuid
 from controller.source.tree import SourceTree
@@ -49,6 +51,31 @@ class OpnsenseProvider:
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds)
         return compare(node.name, resources, firewall)
+
+    @contextlib.asynccontextmanager
+    async def transaction(
+        self,
+        node: Document,
+        changes: Sequence[Change],
+        resources: Sequence[Document] = (),
+        tree: SourceTree | None = None,
+        *,
+        controller_address: str | None = None,
+        controller_interfaces: Sequence[str] | None = None,
+    ) -> AsyncIterator[OpnsenseTransaction]:
+        """``node``'s apply of ``changes``, with an API client open for its whole life
+        (``resources`` and ``tree`` are accepted for the engine's one calling convention;
+        the firewall's writes need only the documents in ``changes``):
+        ``async with provider.transaction(node, changes) as txn: await txn.snapshot() ...``
+        (with no changes, to roll back a stored snapshot after a crash)."""
+        async with OpnsenseClient(api_target(node), self.transport) as client:
+            yield OpnsenseTransaction(
+                node,
+                changes,
+                client,
+                controller_address=controller_address,
+                controller_interfaces=controller_interfaces,
+            )
 
 
 def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewall) -> Observation:

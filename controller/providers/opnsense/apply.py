@@ -1,0 +1,741 @@
+"""One OPNsense firewall's apply: a :class:`~controller.providers.base.NodeTransaction`.
+
+The order, and why:
+
+``snapshot()``
+    One fresh bulk read. Each change is checked against it (a plan made against a
+    firewall that has moved since is refused: its deletes could hit the wrong thing), and
+    the rule set the apply would leave is checked for a self-lockout, both before any
+    POST. Then the newest configuration backup is noted: ``revertBackup`` to it is the
+    rollback on every release. On releases with the filter rollback API (up to 26.1, and
+    only when rules change) a savepoint is taken, so that the filter apply can arm the
+    firewall's own 60 s dead-man timer. The raw items of every touched object are kept
+    to check a rollback against.
+``write(journal)``
+    add/set/del in dependency order (aliases before the rules that use them; deletions
+    the other way round), each journaled before it is sent; then ONE reconfigure/apply
+    per subsystem touched, never one per object.
+``verify()``
+    A fresh read, compared as a plan would.
+``commit()``
+    Only after a clean verify: cancels the dead-man timer. A controller that dies before
+    this leaves the firewall to revert the rules by itself.
+``rollback(snapshot)``
+    From the snapshot alone (a new process can do it): ``revertBackup`` to the noted
+    backup, ``revert/{revision}`` of the savepoint where there is one, the timer
+    cancelled, each subsystem reloaded, then the touched objects are read back and
+    compared with the snapshot's raw items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import graphlib
+import ipaddress
+import logging
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from controller.engine.diff import Action, Observed
+from controller.engine.diff import compare as compare_essences
+from controller.errors import (
+    ApiError,
+    FazaiError,
+    NodeError,
+    UnreachableError,
+    ValidationFailedError,
+)
+from controller.model.diagnostics import Diagnostic
+from controller.model.document import Document
+from controller.providers.base import Change, Observation, StepJournal
+from controller.providers.opnsense import essence, live, lockout, payload, validations
+from controller.providers.opnsense.client import OpnsenseClient
+from controller.providers.opnsense.identity import object_uuid
+from controller.store.redact import is_secret_key
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+# The last release with savepoint, apply/{revision}, cancelRollback and revert.
+LAST_ROLLBACK_API = (26, 1)
+BUILTIN_ALIAS_TYPES = {"external", "internal"}
+NAME_FIELD = ("metadata", "name")  # where a document is pointed at in messages
+
+
+@dataclass(frozen=True)
+class KindApi:
+    subsystem: str  # alias, filter, unbound
+    set: str
+    add: str | None
+    delete: str
+
+
+KINDS: Mapping[str, KindApi] = {
+    "FirewallAlias": KindApi(
+        "alias", "firewall/alias/setItem", "firewall/alias/addItem", "firewall/alias/delItem"
+    ),
+    "FirewallRule": KindApi("filter", "firewall/filter/setRule", None, "firewall/filter/delRule"),
+    "HostOverride": KindApi(
+        "unbound", "unbound/settings/setHostOverride", None, "unbound/settings/delHostOverride"
+    ),
+}
+SUBSYSTEM_KINDS = {k.subsystem: kind for kind, k in KINDS.items()}
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class LockoutError(NodeError):
+    """The apply would cut the controller off from the API; nothing was written."""
+
+    def __init__(self, node: str, message: str, lockouts: Sequence[lockout.Lockout] = ()):
+        self.lockouts = tuple(lockouts)
+        super().__init__(node, message)
+
+
+class StalePlanError(NodeError):
+    """The firewall changed since the plan; nothing was written."""
+
+    retryable = True  # a new plan will do
+
+
+class RefusedByFirewallError(ValidationFailedError):
+    """The firewall refused a document's values; ``diagnostics`` pins them to file:line."""
+
+    def __init__(
+        self,
+        node: str,
+        message: str,
+        validations: dict[str, list[str]],
+        diagnostics: Sequence[Diagnostic],
+        *,
+        path: str = "",
+    ) -> None:
+        self.diagnostics = tuple(diagnostics)
+        super().__init__(node, message, validations, path=path)
+
+
+class RollbackError(NodeError):
+    """A rollback could not be done, or left objects different from the snapshot;
+    ``differences`` names them. The firewall needs a human."""
+
+    def __init__(self, node: str, message: str, differences: Sequence[str] = ()) -> None:
+        self.differences = tuple(differences)
+        super().__init__(node, message)
+
+
+# -- the plan of writes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    """One API write: the change it makes, and what is sent."""
+
+    change: Change
+    kind: str
+    name: str  # the change's name (metadata.name)
+    action: str  # create, update, delete
+    path: str
+    body: Mapping[str, Any]
+    uuid: str | None  # None: an alias created with addItem
+    alias: str = ""  # the alias name, for aliases
+
+    @property
+    def subsystem(self) -> str:
+        return KINDS[self.kind].subsystem
+
+
+def _sorted_aliases(writes: list[Write], reverse: bool) -> list[Write]:
+    """Aliases a nested alias names go first (last when ``reverse``, for deletions)."""
+    by_name = {w.alias: w for w in writes}
+    graph: dict[str, set[str]] = {}
+    for write in writes:
+        content = write.body.get("alias", {}).get("content", "") if write.body else ""
+        nested = {c for c in str(content).split("\n") if c in by_name and c != write.alias}
+        graph[write.alias] = nested
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        order = sorted(by_name)  # the firewall refuses the cycle itself
+    ordered = [by_name[n] for n in order]
+    return list(reversed(ordered)) if reverse else ordered
+
+
+# -- the transaction ---------------------------------------------------------------------
+
+
+class OpnsenseTransaction:
+    """One node's apply (see the module docstring). ``client`` must be open (inside its
+    ``async with``) for the transaction's whole life; ``OpnsenseProvider.transaction``
+    opens one.
+
+    ``controller_address`` is the address the firewall sees the controller's API traffic
+    come from; by default the Node's ``controllerAddress`` if it has one, else the local
+    address of a connection to the API. ``controller_interfaces`` restricts the
+    anti-lockout check to the interfaces that traffic may arrive on (default: every one).
+    """
+
+    def __init__(
+        self,
+        node: Document,
+        changes: Sequence[Change],
+        client: OpnsenseClient,
+        *,
+        controller_address: str | None = None,
+        controller_interfaces: Sequence[str] | None = None,
+    ) -> None:
+        self.node = node
+        self.changes = tuple(changes)
+        self.client = client
+        address = controller_address or node.spec.get("controllerAddress")
+        self.controller_address = str(address) if address else None
+        interfaces = controller_interfaces or node.spec.get("controllerInterfaces")
+        self.controller_interfaces = tuple(interfaces) if interfaces else None
+        self._firewall: live.LiveFirewall | None = None
+        self._writes: list[Write] = []
+        self._snapshot: dict[str, Any] | None = None
+        self._armed: str | None = None  # the savepoint whose dead-man timer was armed
+        self._verified = False
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def touched_subsystems(self) -> list[str]:
+        order = ["alias", "filter", "unbound"]
+        used = {KINDS[c.kind].subsystem for c in self.changes if c.action != Action.NOOP}
+        return [s for s in order if s in used]
+
+    # -- snapshot ------------------------------------------------------------------------
+
+    async def snapshot(self) -> Mapping[str, Any]:
+        for change in self.changes:
+            if change.kind not in KINDS:
+                raise NodeError(self.name, f"{change.kind}/{change.name}: not an OPNsense kind")
+        firewall = await live.read(self.client, set(KINDS))
+        self._firewall = firewall
+        self._check_not_stale(firewall)
+        self._writes = self._plan_writes(firewall)
+        # The lockout check reads the socket but sends nothing: still before any POST.
+        await self._check_lockout(firewall)
+        backup = await self._newest_backup()
+        savepoint = None
+        if firewall.version <= LAST_ROLLBACK_API and "filter" in self.touched_subsystems:
+            savepoint = await self._savepoint()
+        objects = [self._object_snapshot(firewall, w) for w in self._writes]
+        self._snapshot = {
+            "format": SNAPSHOT_FORMAT,
+            "platform": "opnsense",
+            "node": self.name,
+            "firmware": firewall.version_text,
+            "backup": backup,
+            "savepoint": savepoint,
+            "subsystems": sorted({w.subsystem for w in self._writes}),
+            "objects": objects,
+        }
+        return self._snapshot
+
+    def _check_not_stale(self, firewall: live.LiveFirewall) -> None:
+        """Refuse when an object differs from what the plan saw: the plan's changes were
+        computed against another firewall, and acting on them could undo someone's work
+        or delete the wrong thing."""
+        moved = []
+        for change in self.changes:
+            now = _live_essence(change.kind, self._find(firewall, change)[1])
+            if now != (dict(change.observed.live) if change.observed.live is not None else None):
+                moved.append(f"{change.kind}/{change.name}")
+        if moved:
+            raise StalePlanError(
+                self.name,
+                "the firewall changed since the plan for "
+                + ", ".join(moved)
+                + "; nothing was written: plan again",
+            )
+
+    def _find(
+        self, firewall: live.LiveFirewall, change: Change
+    ) -> tuple[str | None, Mapping[str, Any] | None]:
+        """The live (uuid, raw item) a change concerns, (None, None) when absent."""
+        if change.kind == "FirewallAlias":
+            wanted = _alias_name(change)
+            for uuid, item in firewall.of("FirewallAlias").items():
+                if str(item.get("name")) == wanted:
+                    return uuid, item
+            return None, None
+        uuid = object_uuid(self.name, change.kind, change.name)
+        return uuid, firewall.of(change.kind).get(uuid)
+
+    def _plan_writes(self, firewall: live.LiveFirewall) -> list[Write]:
+        ups: dict[str, list[Write]] = {k: [] for k in KINDS}
+        downs: dict[str, list[Write]] = {k: [] for k in KINDS}
+        for change in self.changes:
+            if change.action == Action.NOOP:
+                continue
+            api = KINDS[change.kind]
+            uuid, item = self._find(firewall, change)
+            alias = _alias_name(change) if change.kind == "FirewallAlias" else ""
+            if change.action == Action.DELETE:
+                if uuid is None or item is None:
+                    raise StalePlanError(self.name, f"{change.kind}/{change.name} is gone")
+                if change.kind == "FirewallAlias" and essence.one(item.get("type")) in (
+                    BUILTIN_ALIAS_TYPES
+                ):
+                    raise NodeError(self.name, f"refusing to delete built-in alias {alias!r}")
+                downs[change.kind].append(
+                    Write(
+                        change,
+                        change.kind,
+                        change.name,
+                        "delete",
+                        f"{api.delete}/{uuid}",
+                        {},
+                        uuid,
+                        alias,
+                    )
+                )
+                continue
+            if change.document is None:
+                raise NodeError(self.name, f"{change.kind}/{change.name}: no document to apply")
+            spec = change.document.spec
+            if change.kind == "FirewallAlias":
+                body = payload.alias(spec)
+                if uuid is None:
+                    path, target = str(api.add), None
+                else:
+                    path, target = f"{api.set}/{uuid}", uuid
+            else:
+                body = (
+                    payload.rule(spec)
+                    if change.kind == "FirewallRule"
+                    else (payload.host_override(spec))
+                )
+                path, target = f"{api.set}/{uuid}", uuid
+            ups[change.kind].append(
+                Write(
+                    change, change.kind, change.name, str(change.action), path, body, target, alias
+                )
+            )
+        ordered = _sorted_aliases(ups["FirewallAlias"], reverse=False)
+        ordered += ups["FirewallRule"] + ups["HostOverride"]
+        ordered += downs["FirewallRule"] + downs["HostOverride"]
+        ordered += _sorted_aliases(downs["FirewallAlias"], reverse=True)
+        return ordered
+
+    def _object_snapshot(self, firewall: live.LiveFirewall, write: Write) -> dict[str, Any]:
+        _, item = self._find(firewall, write.change)
+        return {
+            "kind": write.kind,
+            "name": write.name,
+            "alias": write.alias,
+            "uuid": write.uuid,
+            "before": _clean(item) if item is not None else None,
+        }
+
+    async def _newest_backup(self) -> str:
+        answer = await self.client.get("core/backup/backups/this")
+        items = answer.get("items") if isinstance(answer, Mapping) else None
+        if not isinstance(items, list) or not items:
+            raise NodeError(self.name, "the firewall lists no configuration backup to roll back to")
+
+        def when(item: Any) -> float:
+            try:
+                return float(item.get("time", 0)) if isinstance(item, Mapping) else 0.0
+            except (TypeError, ValueError):
+                return 0.0
+
+        newest = max(items, key=when)
+        backup_id = str(newest.get("id", "")) if isinstance(newest, Mapping) else ""
+        if not backup_id:
+            raise NodeError(self.name, "the firewall's newest configuration backup has no id")
+        return backup_id
+
+    async def _savepoint(self) -> str | None:
+        answer = await self.client.post("firewall/filter/savepoint")
+        revision = str(answer.get("revision", "")) if isinstance(answer, Mapping) else ""
+        if not revision:
+            log.warning("%s: savepoint answered no revision; no dead-man timer", self.name)
+            return None
+        # Upstream bug (core issue 10721): the revision may match no backup, and then the
+        # timer and revert/{revision} silently restore nothing. Better to know.
+        listing = await self.client.get("core/backup/backups/this")
+        times = (
+            {str(i.get("time")) for i in listing.get("items", []) if isinstance(i, Mapping)}
+            if isinstance(listing, Mapping)
+            else set()
+        )
+        if revision not in times:
+            log.warning(
+                "%s: savepoint %s matches no backup; the firewall's rollback timer would "
+                "restore nothing, so FazAI relies on its own rollback only",
+                self.name,
+                revision,
+            )
+            return None
+        return revision
+
+    # -- anti-lockout --------------------------------------------------------------------
+
+    async def _check_lockout(self, firewall: live.LiveFirewall) -> None:
+        rule_or_alias = {w.kind for w in self._writes} & {"FirewallRule", "FirewallAlias"}
+        if not rule_or_alias:
+            return  # host overrides alone never reload the filter
+        path = await self.management_path()
+        before_rules, before_aliases = _rule_set(firewall, self.name, [])
+        after_rules, after_aliases = _rule_set(firewall, self.name, self._writes)
+        found = lockout.find_lockouts(
+            after_rules,
+            after_aliases,
+            path,
+            before=before_rules,
+            aliases_before=before_aliases,
+            interfaces=self.controller_interfaces,
+        )
+        if found:
+            details = "; ".join(f.describe(path) for f in found)
+            raise LockoutError(
+                self.name,
+                f"refusing to apply, nothing was written: {details}. Add a pass rule for "
+                "this path that is evaluated first, or set controllerAddress on the Node if "
+                "the firewall sees the controller under another address",
+                found,
+            )
+
+    async def management_path(self) -> lockout.ManagementPath:
+        """The controller's path to the API: the local and remote ends of a TCP connection
+        to it (routing picks the same source address as the API client's), or the Node's
+        ``controllerAddress`` as the source."""
+        url = httpx.URL(self.client.target.url)
+        host = url.host
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if _proxied(url) and self.controller_address is None:
+            raise LockoutError(
+                self.name,
+                f"refusing to apply: the API is reached through a proxy, so the address the "
+                f"firewall sees is unknown; set controllerAddress on the Node {self.name}",
+            )
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self.client.target.timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UnreachableError(self.name, f"cannot connect to {host}:{port}: {exc}") from exc
+        try:
+            local = writer.get_extra_info("sockname")
+            remote = writer.get_extra_info("peername")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        destination = ipaddress.ip_address(str(remote[0]).split("%")[0])
+        source_text = self.controller_address or str(local[0]).split("%")[0]
+        try:
+            source = ipaddress.ip_address(source_text)
+        except ValueError as exc:
+            raise LockoutError(
+                self.name, f"controllerAddress {source_text!r} is not an IP address"
+            ) from exc
+        # An IPv4-mapped IPv6 socket address is the IPv4 address the firewall sees.
+        if isinstance(destination, ipaddress.IPv6Address) and destination.ipv4_mapped:
+            destination = destination.ipv4_mapped
+        if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped:
+            source = source.ipv4_mapped
+        return lockout.ManagementPath(source, destination, int(port))
+
+    # -- write ---------------------------------------------------------------------------
+
+    async def write(self, journal: StepJournal) -> None:
+        if self._snapshot is None or self._firewall is None:
+            raise RuntimeError("OpnsenseTransaction.write() before snapshot()")
+        for write in self._writes:
+            step = journal.intend(
+                write.kind,
+                write.name,
+                write.action,
+                {"method": "POST", "path": write.path, "body": dict(write.body)},
+            )
+            try:
+                answer = await self.client.post(write.path, write.body)
+                _expect_result(self.name, write, answer)
+            except ValidationFailedError as exc:
+                error = self._refused(write, exc)
+                journal.failed(step, error.message)
+                raise error from exc
+            except FazaiError as exc:
+                journal.failed(step, exc.message if isinstance(exc, NodeError) else str(exc))
+                raise
+            journal.done(step)
+        await self._apply(journal)
+
+    def _refused(self, write: Write, exc: ValidationFailedError) -> RefusedByFirewallError:
+        document = write.change.document
+        found = validations.diagnostics(document, exc) if document is not None else []
+        lines = [str(d) for d in found] or [f"{write.kind}/{write.name}: {exc.message}"]
+        return RefusedByFirewallError(
+            self.name,
+            "the firewall refused a change; rolling back:\n" + "\n".join(lines),
+            exc.validations,
+            found,
+            path=exc.path,
+        )
+
+    async def _apply(self, journal: StepJournal) -> None:
+        """One reload per subsystem touched. With a savepoint the filter goes first with
+        apply/{revision}: up to 26.1 an alias reconfigure reloads the filter too, and it
+        must not make the new rules live before the dead-man timer is armed."""
+        subsystems = sorted({w.subsystem for w in self._writes})
+        savepoint = self._snapshot.get("savepoint") if self._snapshot else None
+        calls: list[tuple[str, str]] = []
+        if "filter" in subsystems and savepoint:
+            calls.append(("filter", f"firewall/filter/apply/{savepoint}"))
+        if "alias" in subsystems:
+            calls.append(("alias", "firewall/alias/reconfigure"))
+        if "filter" in subsystems and not savepoint:
+            calls.append(("filter", "firewall/filter/apply"))
+        if "unbound" in subsystems:
+            calls.append(("unbound", "unbound/service/reconfigure"))
+        for subsystem, path in calls:
+            step = journal.intend("OPNsense", subsystem, "reconfigure", {"path": path})
+            try:
+                answer = await self.client.post(path)
+                _expect_status(self.name, path, answer)
+            except FazaiError as exc:
+                journal.failed(step, exc.message if isinstance(exc, NodeError) else str(exc))
+                raise
+            if path.startswith("firewall/filter/apply/"):
+                self._armed = str(savepoint)
+            journal.done(step)
+
+    # -- verify and commit ---------------------------------------------------------------
+
+    async def verify(self) -> Observation:
+        from controller.providers.opnsense.provider import compare
+
+        firewall = await live.read(self.client, set(KINDS))
+        documents = [c.document for c in self.changes if c.document is not None]
+        observation = compare(self.name, documents, firewall)
+        resources: dict[Document, Observed] = dict(observation.resources)
+        for change in self.changes:
+            if change.document is None:
+                # A prune: the object must be gone. A stand-in document carries it.
+                _, item = self._find(firewall, change)
+                stand_in = Document(change.kind, change.name, {})
+                resources[stand_in] = Observed(None, _live_essence(change.kind, item))
+        self._verified = all(compare_essences(o)[0] is Action.NOOP for o in resources.values())
+        return Observation(resources, observation.unmanaged)
+
+    async def commit(self) -> None:
+        if not self._verified:
+            raise NodeError(self.name, "refusing to commit: the apply was not verified")
+        if self._armed is None:
+            return
+        path = f"firewall/filter/cancelRollback/{self._armed}"
+        answer = await self.client.post(path)
+        status = str(answer.get("status", "")) if isinstance(answer, Mapping) else ""
+        if "error" in status.lower():
+            # The timer is not ours (another one ran) or it already fired: the rules may
+            # be reverted, or be reverted soon. The engine must roll back.
+            raise ApiError(
+                self.name,
+                f"POST /api/{path}: the firewall's rollback timer could not be cancelled "
+                f"({status.strip()!r}); the rules may have been reverted",
+                path=path,
+            )
+        self._armed = None
+
+    # -- rollback ------------------------------------------------------------------------
+
+    async def rollback(self, snapshot: Mapping[str, Any]) -> None:
+        if snapshot.get("format") != SNAPSHOT_FORMAT or snapshot.get("platform") != "opnsense":
+            raise RollbackError(self.name, "the snapshot is not an OPNsense snapshot FazAI knows")
+        if snapshot.get("node") != self.name:
+            raise RollbackError(self.name, f"the snapshot belongs to node {snapshot.get('node')!r}")
+        backup = str(snapshot.get("backup") or "")
+        path = f"core/backup/revertBackup/{backup}"
+        answer = await self.client.post(path)
+        status = str(answer.get("status", "")) if isinstance(answer, Mapping) else ""
+        if status != "reverted":
+            raise RollbackError(
+                self.name, f"POST /api/{path} answered {status!r}: backup {backup} not restored"
+            )
+        savepoint = snapshot.get("savepoint")
+        problems: list[str] = []
+        if savepoint:
+            revert = f"firewall/filter/revert/{savepoint}"
+            answer = await self.client.post(revert)
+            status = str(answer.get("status", "")) if isinstance(answer, Mapping) else ""
+            if status.strip().lower() != "ok":
+                problems.append(f"{revert} answered {status.strip()!r}")
+            # Stop the dead-man timer now that the rules are back: left running, it
+            # would block the next apply's timer (flock) until it fires.
+            with contextlib.suppress(ApiError):
+                await self.client.post(f"firewall/filter/cancelRollback/{savepoint}")
+        self._armed = None
+        subsystems = [s for s in ("alias", "filter", "unbound") if s in snapshot["subsystems"]]
+        for subsystem in subsystems:
+            reload = {
+                "alias": "firewall/alias/reconfigure",
+                "filter": "firewall/filter/apply",
+                "unbound": "unbound/service/reconfigure",
+            }[subsystem]
+            answer = await self.client.post(reload)
+            _expect_status(self.name, reload, answer)
+        problems += await self._differences(snapshot)
+        if problems:
+            raise RollbackError(
+                self.name,
+                "the rollback left the firewall different from the snapshot: "
+                + "; ".join(problems),
+                problems,
+            )
+
+    async def _differences(self, snapshot: Mapping[str, Any]) -> list[str]:
+        objects = list(snapshot.get("objects", []))
+        kinds = {str(o["kind"]) for o in objects}
+        if not kinds:
+            return []
+        firewall = await live.read(self.client, kinds)
+        found = []
+        for entry in objects:
+            kind, before = str(entry["kind"]), entry.get("before")
+            label = f"{kind}/{entry['name']}"
+            items = firewall.of(kind)
+            now: Mapping[str, Any] | None
+            if entry.get("uuid"):
+                now = items.get(str(entry["uuid"]))
+            else:
+                now = next(
+                    (i for i in items.values() if str(i.get("name")) == entry.get("alias")), None
+                )
+            if before is None and now is not None:
+                found.append(f"{label} still exists")
+            elif before is not None and now is None:
+                found.append(f"{label} is missing")
+            elif before is not None and now is not None and _clean(now) != before:
+                found.append(f"{label} differs from its snapshot")
+        return found
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _alias_name(change: Change) -> str:
+    if change.document is not None:
+        return str(change.document.spec["name"])
+    live_side = change.observed.live
+    if live_side is not None and live_side.get("name"):
+        return str(live_side["name"])
+    return change.name
+
+
+def _live_essence(kind: str, item: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    reader = {
+        "FirewallAlias": essence.live_alias,
+        "FirewallRule": essence.live_rule,
+        "HostOverride": essence.live_host,
+    }[kind]
+    return reader(item)
+
+
+def _clean(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw item without the fields that hold secrets (URL alias credentials): snapshots
+    are stored, and must hold none."""
+    return {k: v for k, v in item.items() if not is_secret_key(str(k))}
+
+
+def _proxied(url: httpx.URL) -> bool:
+    """Whether httpx (which honours the proxy environment) would go through a proxy."""
+    proxies = urllib.request.getproxies()
+    if not any(k in proxies for k in (url.scheme, "all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)
+
+
+def _expect_result(node: str, write: Write, answer: Any) -> None:
+    result = str(answer.get("result", "")) if isinstance(answer, Mapping) else ""
+    wanted = "deleted" if write.action == "delete" else "saved"
+    if result != wanted:
+        raise ApiError(
+            node,
+            f"POST /api/{write.path}: {write.kind}/{write.name}: the firewall answered "
+            f"{result or answer!r} instead of {wanted!r}",
+            path=write.path,
+        )
+
+
+def _expect_status(node: str, path: str, answer: Any) -> None:
+    status = str(answer.get("status", "")) if isinstance(answer, Mapping) else ""
+    if status.strip().lower() != "ok":
+        raise ApiError(node, f"POST /api/{path} answered {status.strip()!r}", path=path)
+
+
+def _rule_set(
+    firewall: live.LiveFirewall, node: str, writes: Iterable[Write]
+) -> tuple[list[lockout.Rule], dict[str, lockout.Alias]]:
+    """The rules and aliases as the firewall has them, with ``writes`` applied."""
+    aliases = {
+        str(item.get("name")): _alias(essence.live_alias(item))
+        for item in firewall.of("FirewallAlias").values()
+    }
+    rules: dict[str, lockout.Rule] = {}
+    for uuid, item in firewall.of("FirewallRule").items():
+        description = str(item.get("description") or "")
+        rules[uuid] = lockout.Rule(
+            uuid,
+            essence.live_rule(item),
+            f"rule {uuid}" + (f" ({description!r})" if description else "") + " on the firewall",
+            interfacenot=essence.flag(item.get("interfacenot")),
+            statetype=essence.one(item.get("statetype")),
+        )
+    highest = max((r.sequence for r in rules.values()), default=1)
+    for write in writes:
+        document = write.change.document
+        if write.kind == "FirewallAlias":
+            if write.action == "delete":
+                aliases.pop(write.alias, None)
+            elif document is not None:
+                aliases[write.alias] = _alias(essence.desired_alias(document.spec))
+        elif write.kind == "FirewallRule" and write.uuid is not None:
+            if write.action == "delete":
+                rules.pop(write.uuid, None)
+                continue
+            if document is None:
+                continue
+            fields = essence.desired_rule(document.spec)
+            previous = rules.get(write.uuid)
+            if "sequence" not in fields:
+                # What the firewall will give it: the sequence it has, else its default
+                # (1 up to 25.1, the highest plus 100 from 25.7).
+                if previous is not None:
+                    fields["sequence"] = str(previous.sequence)
+                elif firewall.version < (25, 7):
+                    fields["sequence"] = "1"
+                else:
+                    highest += 100
+                    fields["sequence"] = str(highest)
+            rules[write.uuid] = lockout.Rule(
+                write.uuid,
+                fields,
+                f"{document.subject} ({document.location(NAME_FIELD)})",
+                changed=True,
+                # FazAI sends neither field: the firewall keeps what it had.
+                interfacenot=previous.interfacenot if previous else False,
+                statetype=previous.statetype if previous else "",
+            )
+    return list(rules.values()), aliases
+
+
+def _alias(view: Mapping[str, Any]) -> lockout.Alias:
+    return lockout.Alias(
+        str(view["name"]),
+        str(view["type"]),
+        tuple(str(c) for c in view.get("content", [])),
+        bool(view.get("enabled", True)),
+    )
