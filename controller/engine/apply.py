@@ -121,6 +121,21 @@ def _changes(
     return changes, errors
 
 
+def _unverified(changes: Sequence[Change], verified: Observation) -> list[str]:
+    """What a fresh read shows is still not as desired, for each change written."""
+    by_identity = {(d.kind, d.name): seen for d, seen in verified.resources.items()}
+    problems = []
+    for change in changes:
+        seen = by_identity.get((change.kind, change.name))
+        if seen is None:
+            problems.append(f"{change.kind}/{change.name}: not read back")
+            continue
+        action, _ = compare(seen)
+        if action is not Action.NOOP:
+            problems.append(f"{change.kind}/{change.name}: {seen.error or action.value}")
+    return problems
+
+
 def _same_as_approved(changes: Sequence[Change], approved: Sequence[PlanItem]) -> bool:
     now = sorted((c.kind, c.name, c.action) for c in changes)
     then = sorted((i.kind, i.name, i.action.value) for i in approved if i.action in WRITES)
@@ -176,11 +191,9 @@ async def _transact(
     store.record_snapshot(txn_id, "Node", node.name, "transaction", snapshot)
     try:
         await txn.write(StoreJournal(store, txn_id))
-        verified = await txn.verify()
-        left, errors = _changes(resources, verified)
-        if left or errors:
-            names = ", ".join(f"{c.kind}/{c.name}" for c in left) or "; ".join(errors)
-            raise VerifyMismatch(f"verify found the node still differs: {names}")
+        problems = _unverified(changes, await txn.verify())
+        if problems:
+            raise VerifyMismatch(f"verify found the node still differs: {'; '.join(problems)}")
         await txn.commit()
     except (FazaiError, OSError, TimeoutError) as exc:
         return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shlex
 import shutil
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -165,5 +167,80 @@ def run_demo(
         ]
         console.print(f"[dim]sandbox: {', '.join(parts)}[/]")
         result = asyncio.run(planning.build(state, show_unmanaged=True))
+        console.rule("1. plan: the sandbox as found")
         emit(result)
-        return 2 if result.has_errors else 0
+        if result.has_errors:
+            return 2
+        return _converge_drift_heal(
+            state, result, fleet, emulators, opnsense, workdir, emit, console
+        )
+    return 0
+
+
+def _converge_drift_heal(
+    state: DesiredState,
+    first: planning.Plan,
+    fleet: Fleet | None,
+    emulators: list[EmulatorServer],
+    firewall_names: list[str],
+    workdir: Path,
+    emit: Callable[[planning.Plan], None],
+    console: Console,
+) -> int:
+    """Apply, drift by hand, plan the drift, apply again: the main job end to end."""
+    from controller.engine import apply as applying
+    from controller.store import StateStore
+
+    store_path = workdir / "state.db"
+    store_path.unlink(missing_ok=True)
+    with StateStore(store_path) as store:
+        console.rule("2. apply")
+        if not _report(asyncio.run(applying.apply(state, first, store)), console):
+            return 2
+        console.rule("3. drift made by hand")
+        _drift_by_hand(state, fleet, emulators, firewall_names, console)
+        drifted = asyncio.run(planning.build(state))
+        console.rule("4. plan: the drift, and nothing else")
+        emit(drifted)
+        console.rule("5. apply heals it")
+        if not _report(asyncio.run(applying.apply(state, drifted, store)), console):
+            return 2
+        final = asyncio.run(planning.build(state))
+        console.rule("6. plan: in sync")
+        emit(final)
+        return 0 if final.exit_code == 0 else 2
+
+
+def _report(result: Any, console: Console) -> bool:
+    for node in result.nodes:
+        colour = "green" if node.status.value in ("converged", "skipped") else "red"
+        detail = f" ({node.changes} changes)" if node.changes else ""
+        message = f": {node.message}" if node.message else ""
+        console.print(f"[{colour}]{node.node}: {node.status.value}{detail}{message}[/]")
+    return bool(result.converged)
+
+
+def _drift_by_hand(
+    state: DesiredState,
+    fleet: Fleet | None,
+    emulators: list[EmulatorServer],
+    firewall_names: list[str],
+    console: Console,
+) -> None:
+    if fleet is not None:
+        files = [
+            (name, doc.spec["path"])
+            for name in sorted(fleet.nodes)
+            for doc in state.resources_for(name)
+            if doc.kind == "File" and doc.spec["state"] == "present" and "content" in doc.spec
+        ]
+        if files:
+            name, path = files[0]
+            fleet.nodes[name].run(f"echo 'edited by hand at 3am' >> {shlex.quote(path)}")
+            console.print(f"{name}: appended a line to {path}")
+    for name, emulator in zip(firewall_names, emulators, strict=True):
+        aliases = emulator.state.list("alias").items()
+        host = next((u for u, item in aliases if item.get("type") == "host"), None)
+        if host is not None:
+            Drift(emulator.state).edit("alias", host, {"content": "10.231.0.11\n10.231.0.99"})
+            console.print(f"{name}: changed a host alias in the web UI")

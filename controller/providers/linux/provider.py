@@ -7,13 +7,17 @@ import shlex
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.errors import FactsError
 from controller.model.document import Document
 from controller.providers.base import Observation
 from controller.providers.linux import essence, ssh
 from controller.source.tree import SourceTree
+
+if TYPE_CHECKING:
+    from controller.providers.base import Change
+    from controller.providers.linux.apply import LinuxTransaction
 
 
 @cache
@@ -53,6 +57,22 @@ class LinuxProvider:
         except ValueError as exc:
             raise FactsError(node.name, "fact gathering printed no valid JSON") from exc
         return answer
+
+    def transaction(
+        self,
+        node: Document,
+        changes: Sequence[Change],
+        resources: Sequence[Document],
+        tree: SourceTree,
+        owned: Mapping[tuple[str, str], str] | None = None,
+    ) -> LinuxTransaction:
+        """The apply of ``changes`` on ``node``. ``resources`` are all the node's documents
+        (verify reads them; the persisted sysctl file holds every Sysctl among them);
+        ``owned`` maps (kind, name) to the recorded key of owned objects, for deletes that
+        have no document any more."""
+        from controller.providers.linux.apply import LinuxTransaction  # apply imports us
+
+        return LinuxTransaction.build(node, changes, resources, tree, owned)
 
 
 PROVIDER = LinuxProvider()
