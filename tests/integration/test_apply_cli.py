@@ -1,0 +1,65 @@
+"""`fazai apply` end to end on real nodes: converge, record the run, plan in sync after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from controller.store import NodeStatus, RunStatus, StateStore
+from controller.testing.fleet import Fleet
+from tests.integration.statekit import node_doc, resource, write_state
+
+
+def fazai(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from controller.cli import run; run()", *args],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_apply_converges_records_and_then_plans_in_sync(fleet: Fleet, tmp_path: Path) -> None:
+    node = fleet.nodes["edge-1"]
+    on = {"node": "edge-1"}
+    state_dir = write_state(
+        tmp_path / "state",
+        [
+            node_doc(fleet, "edge-1"),
+            resource(
+                "File",
+                "banner",
+                on,
+                path="/etc/fazai-apply-cli.conf",
+                content="managed\n",
+                mode="0640",
+            ),
+            resource("Sysctl", "fwd", on, key="net.ipv4.ip_forward", value=1),
+        ],
+    )
+    db = tmp_path / "state.db"
+    try:
+        refused = fazai("apply", str(state_dir), "--state", str(db))
+        assert refused.returncode == 2
+        assert "no terminal to confirm on" in refused.stderr
+        assert node.run("test -e /etc/fazai-apply-cli.conf", check=False).returncode == 1
+
+        applied = fazai("apply", str(state_dir), "--state", str(db), "--auto-approve")
+        assert applied.returncode == 0, applied.stderr
+        assert node.run("cat /etc/fazai-apply-cli.conf").stdout == b"managed\n"
+        assert node.run("stat -c %a /etc/fazai-apply-cli.conf").stdout.strip() == b"640"
+        assert node.run("sysctl -n net.ipv4.ip_forward").stdout.strip() == b"1"
+
+        after = fazai("plan", str(state_dir), "--output", "json")
+        assert after.returncode == 0, after.stdout
+        assert json.loads(after.stdout)["changes"] == []
+
+        with StateStore(db) as store:
+            (run,) = store.list_runs()
+        assert run.status is RunStatus.SUCCEEDED
+        assert [(n.node, n.status) for n in run.nodes] == [("edge-1", NodeStatus.CONVERGED)]
+        listed = json.loads(fazai("history", "--state", str(db), "-o", "json").stdout)
+        assert [r["id"] for r in listed] == [run.id]
+    finally:
+        node.run("rm -f /etc/fazai-apply-cli.conf /etc/sysctl.d/99-fazai.conf")
+        node.run("sysctl -qw net.ipv4.ip_forward=0")
