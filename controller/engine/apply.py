@@ -22,6 +22,7 @@ from controller import providers
 from controller.engine.diff import Action, compare
 from controller.engine.plan import Plan, PlanItem
 from controller.errors import FazaiError
+from controller.model import kinds
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.providers.base import Change, NodeTransaction, Observation
@@ -198,7 +199,21 @@ async def _transact(
     except (FazaiError, OSError, TimeoutError) as exc:
         return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
     store.commit(txn_id)
+    _record_ownership(store, run_id, node.name, changes)
     return outcome(NodeStatus.CONVERGED, "", len(changes))
+
+
+def _record_ownership(store: StateStore, run_id: int, node: str, changes: Sequence[Change]) -> None:
+    """What FazAI wrote it owns (and only that may it ever prune); what it deleted it
+    owns no more."""
+    for change in changes:
+        if change.action == Action.DELETE.value:
+            store.disown(node, change.kind, change.name)
+            continue
+        kind = kinds.get(change.kind)
+        spec = change.document.spec if change.document is not None else {}
+        key = kind.instance_key(spec) if kind and kind.instance_key else change.name
+        store.own(node, change.kind, change.name, key, run_id)
 
 
 async def _roll_back(

@@ -56,6 +56,11 @@ def test_apply_converges_records_and_then_plans_in_sync(fleet: Fleet, tmp_path: 
 
         with StateStore(db) as store:
             (run,) = store.list_runs()
+            owned = {(o.kind, o.name, o.platform_id) for o in store.owned("edge-1")}
+        assert owned == {
+            ("File", "banner", "/etc/fazai-apply-cli.conf"),
+            ("Sysctl", "fwd", "net.ipv4.ip_forward"),
+        }
         assert run.status is RunStatus.SUCCEEDED
         assert [(n.node, n.status) for n in run.nodes] == [("edge-1", NodeStatus.CONVERGED)]
         listed = json.loads(fazai("history", "--state", str(db), "-o", "json").stdout)
