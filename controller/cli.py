@@ -232,6 +232,45 @@ def apply(
 
 
 @main.command()
+@click.argument("run_id", type=int)
+@source_options
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node.")
+@click.option("--auto-approve", is_flag=True, help="Restore without asking for confirmation.")
+@state_option
+def rollback(
+    run_id: int,
+    path: str,
+    ref: str | None,
+    subdir: str,
+    nodes: Sequence[str],
+    auto_approve: bool,
+    state_file: Path | None,
+) -> None:
+    """Restore, on each node, the snapshot run RUN_ID took before it wrote.
+
+    PATH gives the nodes' connection details. Exit 0 when every node was restored.
+    """
+    from controller.engine import apply as applying
+    from controller.store import StateStore
+
+    state = _load(path, ref, subdir)
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            _fail("no terminal to confirm on; pass --auto-approve to roll back unattended")
+        if not click.confirm(f"Restore the snapshots of run {run_id}?", default=False, err=True):
+            _fail("not rolled back")
+    with StateStore(state_file) as store:
+        outcome = asyncio.run(applying.roll_back_run(state, store, run_id, only=nodes))
+    if not outcome.nodes:
+        _fail(f"run {run_id} changed no node{' of those named' if nodes else ''}")
+    for node in outcome.nodes:
+        colour = "green" if node.status.value == "converged" else "red"
+        stderr.print(f"[{colour}]{node.node}: {_escape(node.message)}[/]")
+    stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 @state_option

@@ -291,3 +291,43 @@ async def recover(state: DesiredState, store: StateStore) -> list[str]:
         store.mark_rolled_back(txn.id, "interrupted; rolled back at the next start")
         report.append(f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot")
     return report
+
+
+async def roll_back_run(
+    state: DesiredState,
+    store: StateStore,
+    run_id: int,
+    *,
+    only: Sequence[str] = (),
+    trigger: Trigger = Trigger.CLI,
+) -> ApplyResult:
+    """Restore the snapshots run ``run_id`` took before it wrote, node by node, as a new
+    run. Nodes are read from ``state`` (their connection details); the snapshot says what
+    to restore."""
+    past = store.get_run(run_id)
+    if past is None:
+        raise FazaiError(f"no run {run_id} in the state store")
+    new_run = store.start_run(trigger, Command.ROLLBACK, state.source.description, state.revision)
+    outcomes = []
+    for txn in store.run_transactions(run_id):
+        if only and txn.node not in only:
+            continue
+        started = time.monotonic()
+        node = state.nodes.get(txn.node)
+        snapshot = next((s.before for s in txn.snapshots if s.kind == "Node"), None)
+        if node is None or snapshot is None:
+            status, message = NodeStatus.FAILED, "no Node document or no snapshot to restore"
+        else:
+            try:
+                provider = _provider(node.spec["platform"])
+                resources = state.resources_for(node.name)
+                async with provider.transaction(node, [], resources, state.source) as undo:
+                    await undo.rollback(snapshot)
+                status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
+            except (FazaiError, OSError, TimeoutError) as exc:
+                status, message = NodeStatus.FAILED, f"restore failed: {exc}"
+        seconds = time.monotonic() - started
+        store.record_node(new_run, txn.node, status, message, seconds)
+        outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds))
+    store.finish_run(new_run, overall_status(o.status for o in outcomes))
+    return ApplyResult(new_run, tuple(outcomes))

@@ -144,6 +144,17 @@ class Journal:
             ]
             return [_transaction(cur, txn_id) for txn_id in ids]
 
+    def run_transactions(self, run_id: int) -> list[Transaction]:
+        """Every transaction of a run, by node name: what ``fazai rollback RUN`` undoes."""
+        with self._db.read(f"reading the transactions of run {run_id}") as cur:
+            ids = [
+                row[0]
+                for row in cur.execute(
+                    "SELECT id FROM transactions WHERE run_id = ? ORDER BY node, id", (run_id,)
+                )
+            ]
+            return [_transaction(cur, txn_id) for txn_id in ids]
+
     def transaction(self, txn_id: int) -> Transaction | None:
         with self._db.read(f"reading transaction {txn_id}") as cur:
             if cur.execute("SELECT 1 FROM transactions WHERE id = ?", (txn_id,)).fetchone():

@@ -19,7 +19,7 @@ def fazai(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_apply_converges_records_and_then_plans_in_sync(fleet: Fleet, tmp_path: Path) -> None:
+def test_apply_converges_records_plans_in_sync_and_rolls_back(fleet: Fleet, tmp_path: Path) -> None:
     node = fleet.nodes["edge-1"]
     on = {"node": "edge-1"}
     state_dir = write_state(
@@ -38,6 +38,8 @@ def test_apply_converges_records_and_then_plans_in_sync(fleet: Fleet, tmp_path: 
         ],
     )
     db = tmp_path / "state.db"
+    before_fwd = node.run("sysctl -n net.ipv4.ip_forward").stdout.strip()
+    before_conf = node.run("cat /etc/sysctl.d/99-fazai.conf", check=False).stdout
     try:
         refused = fazai("apply", str(state_dir), "--state", str(db))
         assert refused.returncode == 2
@@ -65,6 +67,18 @@ def test_apply_converges_records_and_then_plans_in_sync(fleet: Fleet, tmp_path: 
         assert [(n.node, n.status) for n in run.nodes] == [("edge-1", NodeStatus.CONVERGED)]
         listed = json.loads(fazai("history", "--state", str(db), "-o", "json").stdout)
         assert [r["id"] for r in listed] == [run.id]
+
+        undone = fazai(
+            "rollback", str(run.id), str(state_dir), "--state", str(db), "--auto-approve"
+        )
+        assert undone.returncode == 0, undone.stderr
+        # Exactly as before the run: no file, forwarding off, no persisted sysctl file.
+        assert node.run("test -e /etc/fazai-apply-cli.conf", check=False).returncode == 1
+        assert node.run("sysctl -n net.ipv4.ip_forward").stdout.strip() == before_fwd
+        assert node.run("cat /etc/sysctl.d/99-fazai.conf", check=False).stdout == before_conf
+        with StateStore(db) as store:
+            latest = store.list_runs()[0]
+        assert (latest.command.value, latest.status) == ("rollback", RunStatus.SUCCEEDED)
     finally:
         node.run("rm -f /etc/fazai-apply-cli.conf /etc/sysctl.d/99-fazai.conf")
         node.run("sysctl -qw net.ipv4.ip_forward=0")
