@@ -47,6 +47,26 @@ def source_options(func: F) -> F:
     return func
 
 
+def state_option(func: F) -> F:
+    return click.option(
+        "--state",
+        "state_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="FAZAI_STATE",
+        help="The state store (runs, journal, owned objects). "
+        "Default: $XDG_STATE_HOME/fazai/state.db.",
+    )(func)
+
+
+def prune_option(func: F) -> F:
+    return click.option(
+        "--prune",
+        is_flag=True,
+        help="Delete objects FazAI created that no document describes any more (as a Node's "
+        "prune: true does). Objects FazAI did not create are never deleted.",
+    )(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(controller.__version__, prog_name="fazai")
 def main() -> None:
@@ -94,6 +114,8 @@ def validate(path: str, ref: str | None, subdir: str) -> None:
     is_flag=True,
     help="Also list objects on the nodes that no document describes (never changed).",
 )
+@prune_option
+@state_option
 def plan(
     path: str,
     ref: str | None,
@@ -103,6 +125,8 @@ def plan(
     concurrency: int,
     show_noop: bool,
     show_unmanaged: bool,
+    prune: bool,
+    state_file: Path | None,
 ) -> None:
     """Show what applying PATH would change on the live nodes.
 
@@ -113,6 +137,7 @@ def plan(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
+    state = _with_prune(state, prune, state_file)
     result = run_plan(state, nodes, concurrency, show_unmanaged)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
@@ -162,17 +187,6 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
         plan_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
 
 
-def state_option(func: F) -> F:
-    return click.option(
-        "--state",
-        "state_file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        envvar="FAZAI_STATE",
-        help="The state store (runs, journal, owned objects). "
-        "Default: $XDG_STATE_HOME/fazai/state.db.",
-    )(func)
-
-
 @main.command()
 @source_options
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Apply only this node.")
@@ -180,6 +194,7 @@ def state_option(func: F) -> F:
 @click.option("--fail-fast", is_flag=True, help="Stop starting nodes after the first failure.")
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True)
+@prune_option
 @state_option
 def apply(
     path: str,
@@ -190,6 +205,7 @@ def apply(
     fail_fast: bool,
     output: str,
     concurrency: int,
+    prune: bool,
     state_file: Path | None,
 ) -> None:
     """Converge the nodes to PATH: per node a transaction (snapshot, write, verify), rolled
@@ -205,6 +221,7 @@ def apply(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
+    state = _with_prune(state, prune, state_file)
     with StateStore(state_file) as store:
         for line in asyncio.run(applying.recover(state, store)):
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
@@ -404,6 +421,22 @@ def emulate_opnsense(
         serve(listen, firmware, api_key, api_secret, state_file, tls)
     except ValueError as exc:
         _fail(str(exc))
+
+
+def _with_prune(state: DesiredState, flag: bool, state_file: Path | None) -> DesiredState:
+    """The desired state plus, on pruning nodes, the owned objects to delete."""
+    from controller.engine import prune
+    from controller.store import StateStore
+
+    nodes = prune.prune_nodes(state, flag)
+    if not nodes:
+        return state
+    with StateStore(state_file) as store:
+        owned = {node: store.owned(node) for node in nodes}
+    pruned, notes = prune.with_pruned(state, owned, nodes)
+    for note in notes:
+        stderr.print(f"[yellow]prune:[/] {_escape(note)}")
+    return pruned
 
 
 def _load(path: str, ref: str | None, subdir: str) -> DesiredState:

@@ -82,3 +82,38 @@ def test_apply_converges_records_plans_in_sync_and_rolls_back(fleet: Fleet, tmp_
     finally:
         node.run("rm -f /etc/fazai-apply-cli.conf /etc/sysctl.d/99-fazai.conf")
         node.run("sysctl -qw net.ipv4.ip_forward=0")
+
+
+def test_prune_deletes_only_what_fazai_created(fleet: Fleet, tmp_path: Path) -> None:
+    node = fleet.nodes["edge-1"]
+    on = {"node": "edge-1"}
+    keep = resource("File", "keep", on, path="/etc/fazai-keep", content="keep\n")
+    gone = resource("File", "gone", on, path="/etc/fazai-gone", content="gone\n")
+    db = tmp_path / "state.db"
+    node.run("echo 'made by hand' > /etc/fazai-unowned")
+    try:
+        both = write_state(tmp_path / "both", [node_doc(fleet, "edge-1"), keep, gone])
+        assert fazai("apply", str(both), "--state", str(db), "--auto-approve").returncode == 0
+
+        # The document of /etc/fazai-gone is removed, and a document now describes neither
+        # it nor /etc/fazai-unowned.
+        one = write_state(tmp_path / "one", [node_doc(fleet, "edge-1"), keep])
+        quiet = json.loads(fazai("plan", str(one), "--state", str(db), "-o", "json").stdout)
+        assert quiet["changes"] == []  # without prune, nothing is ever deleted
+
+        pruning = fazai("plan", str(one), "--state", str(db), "--prune", "-o", "json")
+        assert pruning.returncode == 1
+        planned = json.loads(pruning.stdout)["changes"]
+        assert [(c["kind"], c["name"], c["action"]) for c in planned] == [
+            ("File", "gone", "delete")
+        ]
+
+        applied = fazai("apply", str(one), "--state", str(db), "--prune", "--auto-approve")
+        assert applied.returncode == 0, applied.stderr
+        assert node.run("test -e /etc/fazai-gone", check=False).returncode == 1
+        assert node.run("cat /etc/fazai-keep").stdout == b"keep\n"
+        assert node.run("cat /etc/fazai-unowned").stdout == b"made by hand\n"
+        with StateStore(db) as store:
+            assert [(o.kind, o.name) for o in store.owned("edge-1")] == [("File", "keep")]
+    finally:
+        node.run("rm -f /etc/fazai-keep /etc/fazai-gone /etc/fazai-unowned")
