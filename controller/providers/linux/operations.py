@@ -555,11 +555,15 @@ def _restore_file(record: Mapping[str, Any], current: Facts, plan: RollbackPlan)
             plan.problems.append(f"{kind} {path}: is now a {now.get('type')}; left alone")
             return
         lines.append(f"rm -f -- {q(path)}")
-    # directories apply created for the file, deepest first; rmdir refuses non-empty ones
+    # Directories apply created for the file, deepest first. rmdir refuses non-empty ones,
+    # and that is no failure: a sibling file restored later in this rollback (or one made
+    # by hand) still lives there; the last sibling's step removes the emptied directory.
     still_missing = set(now.get("missingDirs", []))
     for directory in reversed(before.get("missingDirs", [])):
         if directory not in still_missing:
-            lines.append(f"if [ -d {q(directory)} ]; then rmdir -- {q(directory)}; fi")
+            lines.append(
+                f"if [ -d {q(directory)} ]; then rmdir -- {q(directory)} 2>/dev/null || true; fi"
+            )
     if lines:
         plan.steps.append(Step(kind, name, "rollback", "\n".join(["set -e", *lines]),
                                keys=(path,)))  # fmt: skip

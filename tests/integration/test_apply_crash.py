@@ -1,0 +1,71 @@
+"""The controller SIGKILLed mid-apply: its next start rolls the node back to the snapshot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from controller.store import StateStore
+from controller.testing.fleet import Fleet
+from tests.integration.statekit import node_doc, resource, write_state
+
+FILES = 120
+
+
+def done_steps(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()
+            return int(row[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_killed_controller_is_rolled_back_at_next_start(fleet: Fleet, tmp_path: Path) -> None:
+    node = fleet.nodes["db-1"]
+    on = {"node": "db-1"}
+    docs = [node_doc(fleet, "db-1")] + [
+        resource("File", f"f{i}", on, path=f"/etc/fazai-crash/f{i}", content=f"{i}\n")
+        for i in range(FILES)
+    ]
+    state_dir = write_state(tmp_path / "state", docs)
+    db = tmp_path / "state.db"
+    command = [sys.executable, "-c", "from controller.cli import run; run()"]
+    try:
+        apply = subprocess.Popen(
+            [*command, "apply", str(state_dir), "--state", str(db), "--auto-approve"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while done_steps(db) < 3 and apply.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert apply.poll() is None, "the apply finished before it could be killed"
+        os.kill(apply.pid, signal.SIGKILL)
+        apply.wait(timeout=30)
+
+        written = int(node.run("ls /etc/fazai-crash | wc -l").stdout)
+        assert 0 < written < FILES  # killed half-way: the node is half-applied right now
+
+        with StateStore(db) as store:
+            (open_txn,) = store.open_transactions()
+        assert open_txn.node == "db-1"
+
+        # The next start (here an apply that then has no terminal to confirm on) rolls the
+        # interrupted transaction back before it does anything else.
+        restart = subprocess.run(
+            [*command, "apply", str(state_dir), "--state", str(db)],
+            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert "interrupted transaction" in restart.stderr
+        assert "rolled back to its snapshot" in restart.stderr
+        assert node.run("test -e /etc/fazai-crash", check=False).returncode == 1
+        with StateStore(db) as store:
+            assert store.open_transactions() == []
+            assert store.transaction(open_txn.id).status.value == "rolled_back"  # type: ignore[union-attr]
+    finally:
+        node.run("rm -rf /etc/fazai-crash")
