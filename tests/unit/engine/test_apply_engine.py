@@ -1,0 +1,176 @@
+"""The apply engine's decisions, with a scripted transaction at the provider boundary.
+
+Real transactions are exercised on real nodes and the emulator in tests/integration; here
+the transaction is scripted so each branch of the engine (verify mismatch, failed
+rollback, a plan that moved, fail-fast) is reached deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.engine import apply as applying
+from controller.engine.diff import Action, Observed
+from controller.engine.plan import NodePlan, Plan, PlanItem
+from controller.errors import FazaiError
+from controller.model import loader
+from controller.model.document import Document
+from controller.model.state import DesiredState
+from controller.providers.base import Change, Observation, StepJournal
+from controller.source.open import open_source
+from controller.source.tree import SourceTree
+from controller.store import NodeStatus, StateStore
+
+DOCS = [
+    {"apiVersion": "fazai.dev/v1alpha1", "kind": "Node",
+     "metadata": {"name": n, "labels": {"fleet": "t"}},
+     "spec": {"platform": "linux", "address": "192.0.2.1"}}
+    for n in ("a", "b")
+] + [
+    {"apiVersion": "fazai.dev/v1alpha1", "kind": "File", "metadata": {"name": "motd"},
+     "spec": {"target": {"matchLabels": {"fleet": "t"}}, "path": "/etc/motd", "content": "hi\n"}},
+]  # fmt: skip
+
+WANT = {"content": "sha256:new"}
+
+
+class Script:
+    """What the scripted transactions do, and what the engine asked of them."""
+
+    def __init__(self, *, verify_live: Mapping[str, Any] = WANT, rollback_fails: bool = False):
+        self.verify_live = dict(verify_live)
+        self.rollback_fails = rollback_fails
+        self.live: Mapping[str, Any] | None = {"content": "sha256:old"}
+        self.calls: list[str] = []
+
+
+class ScriptedTransaction:
+    def __init__(self, script: Script, node: str) -> None:
+        self.script = script
+        self.node = node
+
+    async def snapshot(self) -> Mapping[str, Any]:
+        self.script.calls.append(f"{self.node}:snapshot")
+        return {"motd": "old"}
+
+    async def write(self, journal: StepJournal) -> None:
+        step = journal.intend("File", "motd", "update", {"path": "/etc/motd"})
+        self.script.calls.append(f"{self.node}:write")
+        journal.done(step)
+
+    async def verify(self) -> Observation:
+        self.script.calls.append(f"{self.node}:verify")
+        return Observation({Document("File", "motd", {}): Observed(WANT, self.script.verify_live)})
+
+    async def commit(self) -> None:
+        self.script.calls.append(f"{self.node}:commit")
+
+    async def rollback(self, snapshot: Mapping[str, Any]) -> None:
+        self.script.calls.append(f"{self.node}:rollback {dict(snapshot)}")
+        if self.script.rollback_fails:
+            raise FazaiError("node gone")
+
+
+class ScriptedProvider:
+    platform = "linux"
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    async def observe(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> Observation:
+        return Observation({doc: Observed(WANT, self.script.live) for doc in resources})
+
+    @contextlib.asynccontextmanager
+    async def transaction(
+        self, node: Document, changes: Sequence[Change], resources: Sequence[Document],
+        tree: SourceTree,
+    ) -> AsyncIterator[ScriptedTransaction]:  # fmt: skip
+        yield ScriptedTransaction(self.script, node.name)
+
+
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: Script) -> DesiredState:
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump_all(DOCS))
+    monkeypatch.setattr(applying, "_provider", lambda platform: ScriptedProvider(script))
+    return loader.load(open_source(str(tmp_path)))
+
+
+def approved(*nodes: str) -> Plan:
+    items = lambda n: (PlanItem(n, "File", "motd", Action.UPDATE),)  # noqa: E731
+    return Plan("s", None, tuple(NodePlan(n, "linux", items(n)) for n in nodes))
+
+
+def run(state: DesiredState, plan: Plan, db: Path, **kw: Any) -> applying.ApplyResult:
+    with StateStore(db) as store:
+        return asyncio.run(applying.apply(state, plan, store, concurrency=1, **kw))
+
+
+def test_converged_node_is_committed_and_owned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    result = run(setup(tmp_path, monkeypatch, script), approved("a"), tmp_path / "db")
+    assert [(n.node, n.status) for n in result.nodes] == [("a", NodeStatus.CONVERGED)]
+    assert script.calls == ["a:snapshot", "a:write", "a:verify", "a:commit"]
+    with StateStore(tmp_path / "db") as store:
+        assert [(o.kind, o.name, o.platform_id) for o in store.owned("a")] == [
+            ("File", "motd", "/etc/motd")
+        ]
+
+
+def test_verify_mismatch_rolls_back_to_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(verify_live={"content": "sha256:other"})
+    result = run(setup(tmp_path, monkeypatch, script), approved("a"), tmp_path / "db")
+    (node,) = result.nodes
+    assert node.status is NodeStatus.ROLLED_BACK
+    assert "verify found the node still differs: File/motd: update" in node.message
+    assert script.calls[-1] == "a:rollback {'motd': 'old'}"
+    assert "a:commit" not in script.calls
+    with StateStore(tmp_path / "db") as store:
+        assert store.open_transactions() == []
+        assert store.owned("a") == []
+    assert result.exit_code == 2
+
+
+def test_failed_rollback_leaves_the_transaction_open_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(verify_live={"content": "sha256:other"}, rollback_fails=True)
+    result = run(setup(tmp_path, monkeypatch, script), approved("a"), tmp_path / "db")
+    assert result.nodes[0].status is NodeStatus.FAILED
+    assert "ROLLBACK FAILED, will retry" in result.nodes[0].message
+    with StateStore(tmp_path / "db") as store:
+        (left,) = store.open_transactions()
+    assert left.node == "a"
+
+
+def test_a_plan_that_moved_is_not_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = Script()
+    script.live = dict(WANT)  # someone fixed it by hand since the plan: nothing to do now
+    result = run(setup(tmp_path, monkeypatch, script), approved("a"), tmp_path / "db")
+    assert result.nodes[0].status is NodeStatus.FAILED
+    assert "changed since the plan was approved" in result.nodes[0].message
+    assert script.calls == []
+
+
+def test_fail_fast_skips_the_nodes_not_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(verify_live={"content": "sha256:other"})
+    result = run(
+        setup(tmp_path, monkeypatch, script), approved("a", "b"), tmp_path / "db", fail_fast=True
+    )
+    assert [(n.node, n.status) for n in result.nodes] == [
+        ("a", NodeStatus.ROLLED_BACK),
+        ("b", NodeStatus.SKIPPED),
+    ]
