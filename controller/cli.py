@@ -371,8 +371,9 @@ def schema(kind: str | None, plan_schema: bool) -> None:
 )
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
 def demo(desired: Path | None, workdir: Path, output: str) -> None:
-    """Start a sandbox of real Linux nodes (root needed), plan the example desired state
-    against it, and tear it down."""
+    """Run the main job on a sandbox (root needed): real Linux nodes and an emulated
+    OPNsense firewall; plan, apply, drift made by hand, plan, apply that heals it, plan in
+    sync; then tear the sandbox down."""
     from controller.testing import sandbox
 
     code = sandbox.run_demo(desired, workdir, lambda result: emit_plan(result, output), stderr)
