@@ -186,11 +186,21 @@ def apt_remove(names: Iterable[str], purge: bool = False) -> str:
 # -- forward --------------------------------------------------------------------------
 
 
+def resets_others(kind: str, key: str) -> bool:
+    """Writing a forwarding switch makes the kernel reset other keys (net.ipv4.ip_forward
+    flips conf.*.accept_redirects, inet_forward_change in devinet.c): it must be written
+    before them, forward and in rollback, or their values are lost."""
+    return kind == "Sysctl" and key.replace("/", ".").endswith(("ip_forward", ".forwarding"))
+
+
 def ordered(targets: Iterable[Target]) -> list[Target]:
     """Creates/updates by KIND_ORDER, then deletes in the reverse kind order."""
     items = list(targets)
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
-    ups = sorted((t for t in items if t.present), key=lambda t: (rank[t.kind], t.key))
+    ups = sorted(
+        (t for t in items if t.present),
+        key=lambda t: (rank[t.kind], not resets_others(t.kind, t.key), t.key),
+    )
     downs = sorted((t for t in items if not t.present), key=lambda t: (-rank[t.kind], t.key))
     return ups + downs
 
@@ -485,7 +495,16 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
         "NftTable": _restore_nft,
         "Service": _restore_service,
     }
-    for record in reversed(objects):
+    # Reverse order, except that among the sysctl records forwarding switches go before
+    # the keys they reset; every other record keeps its place.
+    restore = list(reversed(objects))
+    slots = [i for i, r in enumerate(restore) if r["kind"] == "Sysctl"]
+    sysctls = sorted(
+        (restore[i] for i in slots), key=lambda r: not resets_others(r["kind"], r["key"])
+    )
+    for slot, record in zip(slots, sysctls, strict=True):
+        restore[slot] = record
+    for record in restore:
         kind, key, before = record["kind"], record["key"], record["before"]
         if "error" in before:
             plan.problems.append(f"{kind} {key}: no snapshot: {before['error']}")
