@@ -1,0 +1,104 @@
+"""Live events: what the controller is doing, as it does it.
+
+The reconcile loop and the engine publish; the HTTP API's server-sent-events stream,
+``fazai watch``, the Prometheus metrics and the notifiers subscribe. Publishing never
+blocks and never fails: a subscriber that cannot keep up loses its oldest events (its
+next event's id tells it so), it never slows an apply down.
+
+Event data is plain JSON-able values and is redacted of secrets before it is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from controller.store.redact import redact
+
+
+class EventType(StrEnum):
+    """Every kind of event, with the data keys it carries (besides ``source``)."""
+
+    RECONCILE_QUEUED = "reconcile.queued"  # reason, revision?
+    RUN_STARTED = "run.started"  # run_id, command, revision, trigger, mode
+    NODE_READ = "node.read"  # run_id, node, changes (count), error?
+    DRIFT_DETECTED = "drift.detected"  # node, changes (count), items [{kind,name,action}]
+    APPROVAL_PENDING = "approval.pending"  # approval_id, revision, nodes
+    CHANGE_APPLIED = "change.applied"  # run_id, node, kind, name, action
+    NODE_VERIFIED = "node.verified"  # run_id, node, changes (count)
+    NODE_ROLLED_BACK = "node.rolled_back"  # run_id, node, reason
+    NODE_FAILED = "node.failed"  # run_id, node, reason
+    RUN_FINISHED = "run.finished"  # run_id, status, seconds
+    SOURCE_ERROR = "source.error"  # message, retry_in (seconds)
+    SIGNATURE_REFUSED = "signature.refused"  # revision, reason
+    AGENT_TOKEN = "agent.token"  # session, text
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: EventType
+    time: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "time": self.time.isoformat(),
+            "data": dict(self.data),
+        }
+
+
+Publish = Callable[..., Event]
+"""``publish(EventType.X, key=value, ...)``: the seam the engine takes, so it does not
+depend on the bus."""
+
+
+class EventBus:
+    """In-process publish/subscribe with a short history for late or reconnecting
+    subscribers (SSE ``Last-Event-ID``)."""
+
+    def __init__(self, history: int = 1000, queue_size: int = 1000) -> None:
+        self._ids = itertools.count(1)
+        self._history: deque[Event] = deque(maxlen=history)
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._queue_size = queue_size
+
+    def publish(self, type: EventType, **data: Any) -> Event:
+        event = Event(next(self._ids), EventType(type), datetime.now(UTC), redact(data))
+        self._history.append(event)
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()  # the slow subscriber loses its oldest event
+            queue.put_nowait(event)
+        return event
+
+    def history(self, after: int = 0) -> list[Event]:
+        return [e for e in self._history if e.id > after]
+
+    @asynccontextmanager
+    async def subscribe(self, after: int | None = None) -> AsyncIterator[asyncio.Queue[Event]]:
+        """A queue receiving every event published from now on; with ``after``, first
+        the kept events newer than that id."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+        if after is not None:
+            for event in self.history(after)[-self._queue_size :]:
+                queue.put_nowait(event)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+
+def discard(type: EventType, **data: Any) -> Event:
+    """A ``Publish`` that keeps nothing: for CLI runs with no one listening."""
+    return Event(0, EventType(type), datetime.now(UTC), {})
