@@ -13,13 +13,23 @@ git, YAML, OS errors) are mapped into it at the boundary where they happen, chai
     │   ├── HostKeyError          unknown or changed host key               (permanent)
     │   ├── SecretError           a referenced secret cannot be read        (permanent)
     │   ├── FactsError            the node answered, but not with usable facts
+    │   ├── UntrustedNodeError    a pull request changes how to reach the node: not read
     │   └── ApiError              a REST API (OPNsense) answered with a failure
     │       ├── ForbiddenError        the key lacks the privilege for the call   (403)
     │       ├── EndpointMissingError  this firmware has no such endpoint         (404)
     │       ├── ValidationFailedError the firewall refused the values; see .validations
     │       └── ServerError           the firewall failed (5xx)                  (retryable)
-    └── StoreError            the state store (runs, journal, inventory) is unusable
-        └── StoreLockedError      another process held the write lock too long (retryable)
+    ├── StoreError            the state store (runs, journal, inventory) is unusable
+    │   ├── StoreLockedError      another process held the write lock too long (retryable)
+    │   └── EscrowError           the escrow key is missing, unreadable or malformed
+    └── ForgeError            a code forge (GitHub, GitLab, Gitea/Forgejo) failed us; names it
+        ├── ForgeApiError         its REST API answered with a failure; .status, .path
+        │   ├── ForgeAuthError        the forge refused the token (401) or its rights (403)
+        │   ├── ForgeNotFoundError    repository, pull request or commit not found (404)
+        │   ├── ForgeRateLimitedError the forge's rate limit is spent (429)       (retryable)
+        │   └── ForgeUnavailableError unreachable, timed out, or 5xx               (retryable)
+        └── WebhookRefused        an incoming delivery is refused; .status_code, .reason
+            └── PushIgnored           authentic, but no branch push to act on (202)
 
 ``retryable`` says whether trying again later can succeed, in the spirit of kopf's
 TemporaryError/PermanentError split: the reconcile loop backs off on retryable errors and
@@ -83,6 +93,12 @@ class SecretError(NodeError):
     pass
 
 
+class UntrustedNodeError(NodeError):
+    """A review would read a node with connection details (address, URL, credentials
+    references) that only the unmerged head gives: it is not read, so a pull request
+    cannot send the controller's credentials to a host of its choosing."""
+
+
 class ApiError(NodeError):
     """An API call failed. ``status`` is the HTTP status, ``path`` the API path called."""
 
@@ -127,3 +143,62 @@ class StoreError(FazaiError):
 
 class StoreLockedError(StoreError):
     retryable = True
+
+
+class EscrowError(StoreError):
+    """The key of the store's escrow (the secrets a rollback needs) cannot be used: not
+    set, missing, unreadable, malformed, or readable by others. Never carries the key."""
+
+
+class ForgeError(FazaiError):
+    """A code forge failed us. ``forge`` names it (github, gitlab, gitea); messages name the
+    forge and the API path, never the token."""
+
+    def __init__(self, forge: str, message: str) -> None:
+        self.forge = forge
+        self.message = message
+        super().__init__(f"{forge}: {message}")
+
+
+class ForgeApiError(ForgeError):
+    """A forge's REST API answered with a failure: ``status`` is the HTTP status (0 when
+    no answer came), ``path`` the API path called."""
+
+    def __init__(self, forge: str, message: str, *, status: int = 0, path: str = "") -> None:
+        self.status = status
+        self.path = path
+        super().__init__(forge, message)
+
+
+class ForgeAuthError(ForgeApiError):
+    pass
+
+
+class ForgeNotFoundError(ForgeApiError):
+    pass
+
+
+class ForgeRateLimitedError(ForgeApiError):
+    retryable = True
+
+
+class ForgeUnavailableError(ForgeApiError):
+    retryable = True
+
+
+class WebhookRefused(ForgeError):
+    """An incoming webhook delivery is refused: answer it with ``status_code``; ``reason``
+    says why (never echoing a signature or a token)."""
+
+    def __init__(self, status_code: int, reason: str, *, forge: str = "webhook") -> None:
+        self.status_code = status_code
+        self.reason = reason
+        super().__init__(forge, reason)
+
+
+class PushIgnored(WebhookRefused):
+    """An authentic delivery with no branch push to act on (a tag push, a branch deletion,
+    a ping, another event). Answer 202: the forge must not count it as failed."""
+
+    def __init__(self, reason: str, *, forge: str = "webhook") -> None:
+        super().__init__(202, reason, forge=forge)

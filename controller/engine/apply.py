@@ -7,6 +7,13 @@ Any failure, or a verify that is not clean, rolls the node back to its snapshot.
 concurrently and independently; with ``fail_fast`` the first failure stops nodes that have
 not started. A controller killed mid-way finds the open transaction at its next start
 (:func:`recover`) and rolls it back from the stored snapshot.
+
+Secrets in a snapshot: the fields a provider lists under the snapshot's ``escrow`` (the
+Linux provider: sensitive file content, password hashes) are sealed into the store's
+escrow, not masked, so the rollbacks that read the snapshot back from the journal
+(:func:`recover`, :func:`roll_back_run`) restore them exactly. A secret the escrow cannot
+open (its key is missing or another one) is reported by name, and everything else is still
+restored. The rollback in the same process uses the snapshot it took, in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller import providers
+from controller import events, providers
 from controller.engine.diff import Action, compare
 from controller.engine.plan import Plan, PlanItem
 from controller.errors import FazaiError
@@ -27,9 +34,21 @@ from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.providers.base import Change, NodeTransaction, Observation
 from controller.source.tree import SourceTree
-from controller.store import Command, NodeStatus, StateStore, Trigger, overall_status
+from controller.store import (
+    Command,
+    EscrowFailure,
+    NodeStatus,
+    StateStore,
+    Transaction,
+    Trigger,
+    overall_status,
+)
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE)
+_FAILURE_EVENTS = {
+    NodeStatus.FAILED: events.EventType.NODE_FAILED,
+    NodeStatus.ROLLED_BACK: events.EventType.NODE_ROLLED_BACK,
+}
 
 
 class TransactionalProvider(Protocol):
@@ -84,17 +103,32 @@ class PlanChanged(FazaiError):
 class StoreJournal:
     """The StepJournal of one transaction, backed by the state store."""
 
-    def __init__(self, store: StateStore, txn_id: int) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        txn_id: int,
+        publish: events.Publish = events.discard,
+        **context: Any,
+    ) -> None:
         self.store = store
         self.txn_id = txn_id
         self._seq = 0
+        self._publish = publish
+        self._context = context  # run_id, node: carried by each change.applied event
+        self._steps: dict[int, tuple[str, str, str]] = {}
 
     def intend(self, kind: str, name: str, action: str, payload: Mapping[str, Any]) -> int:
         self._seq += 1
-        return self.store.intend(self.txn_id, self._seq, kind, name, action, payload)
+        step = self.store.intend(self.txn_id, self._seq, kind, name, action, payload)
+        self._steps[step] = (kind, name, action)
+        return step
 
     def done(self, step: int) -> None:
         self.store.mark_done(step)
+        kind, name, action = self._steps.pop(step, ("", "", ""))
+        self._publish(
+            events.EventType.CHANGE_APPLIED, **self._context, kind=kind, name=name, action=action
+        )
 
     def failed(self, step: int, message: str) -> None:
         self.store.mark_failed(step, message)
@@ -149,12 +183,15 @@ async def apply_node(
     approved: Sequence[PlanItem],
     store: StateStore,
     run_id: int,
+    publish: events.Publish = events.discard,
 ) -> NodeOutcome:
     started = time.monotonic()
 
     def outcome(status: NodeStatus, message: str = "", count: int = 0) -> NodeOutcome:
         result = NodeOutcome(node.name, status, message, count, time.monotonic() - started)
         store.record_node(run_id, node.name, status, message, result.seconds)
+        if status in _FAILURE_EVENTS:
+            publish(_FAILURE_EVENTS[status], run_id=run_id, node=node.name, reason=message)
         return result
 
     try:
@@ -169,7 +206,9 @@ async def apply_node(
         if not changes:
             return outcome(NodeStatus.CONVERGED, "already in sync")
         async with provider.transaction(node, changes, resources, state.source) as txn:
-            return await _transact(txn, node, resources, changes, store, run_id, outcome)
+            return await _transact(
+                txn, node, resources, changes, store, run_id, outcome, publish
+            )
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
 
@@ -182,6 +221,7 @@ async def _transact(
     store: StateStore,
     run_id: int,
     outcome: Callable[..., NodeOutcome],
+    publish: events.Publish = events.discard,
 ) -> NodeOutcome:
     txn_id = store.begin_transaction(run_id, node.name)
     try:
@@ -189,18 +229,51 @@ async def _transact(
     except FazaiError as exc:
         store.mark_rolled_back(txn_id, f"no snapshot, nothing written: {exc}")
         return outcome(NodeStatus.FAILED, f"could not take a snapshot, nothing written: {exc}")
-    store.record_snapshot(txn_id, "Node", node.name, "transaction", snapshot)
     try:
-        await txn.write(StoreJournal(store, txn_id))
+        store.record_snapshot(
+            txn_id, "Node", node.name, "transaction", snapshot, escrow=_escrowed(snapshot)
+        )
+    except FazaiError as exc:
+        # Without the snapshot on disk a crash could not be rolled back: write nothing.
+        with contextlib.suppress(FazaiError):
+            store.mark_rolled_back(txn_id, f"no snapshot recorded, nothing written: {exc}")
+        return outcome(NodeStatus.FAILED, f"could not record the snapshot, nothing written: {exc}")
+    try:
+        await txn.write(StoreJournal(store, txn_id, publish, run_id=run_id, node=node.name))
         problems = _unverified(changes, await txn.verify())
         if problems:
             raise VerifyMismatch(f"verify found the node still differs: {'; '.join(problems)}")
+        publish(events.EventType.NODE_VERIFIED, run_id=run_id, node=node.name, changes=len(changes))
         await txn.commit()
     except (FazaiError, OSError, TimeoutError) as exc:
         return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
     store.commit(txn_id)
     _record_ownership(store, run_id, node.name, changes)
     return outcome(NodeStatus.CONVERGED, "", len(changes))
+
+
+def _escrowed(snapshot: Mapping[str, Any]) -> tuple[str, ...]:
+    """The secret fields the snapshot's rollback needs back exactly (its ``escrow`` list)."""
+    fields = snapshot.get("escrow")
+    if not isinstance(fields, list | tuple):
+        return ()
+    return tuple(f for f in fields if isinstance(f, str))
+
+
+def _stored_snapshot(
+    store: StateStore, txn: Transaction
+) -> tuple[Mapping[str, Any] | None, tuple[EscrowFailure, ...]]:
+    """The transaction's snapshot from the journal with its escrowed secrets opened, and
+    the secrets that could not be (left masked)."""
+    record = next((s for s in txn.snapshots if s.kind == "Node"), None)
+    if record is None or record.before is None:
+        return None, ()
+    revealed = store.reveal(txn.id, record)
+    return revealed.before, revealed.failures
+
+
+def _secrets_note(failures: Sequence[EscrowFailure]) -> str:
+    return "".join(f"; {failure}" for failure in failures)
 
 
 def _record_ownership(store: StateStore, run_id: int, node: str, changes: Sequence[Change]) -> None:
@@ -241,13 +314,24 @@ async def apply(
     concurrency: int = 8,
     fail_fast: bool = False,
     trigger: Trigger = Trigger.CLI,
+    publish: events.Publish = events.discard,
 ) -> ApplyResult:
     """Apply the approved ``plan`` (its nodes only); every node ends converged or at its
-    snapshot, and the run is recorded in ``store``."""
+    snapshot, and the run is recorded in ``store``. ``publish`` gets the run's events as
+    they happen (run.started, change.applied, node.verified, node.rolled_back,
+    node.failed, run.finished)."""
     from controller.output import plan_json
 
+    started = time.monotonic()
     run_id = store.start_run(
         trigger, Command.APPLY, state.source.description, state.revision, plan_json.to_dict(plan)
+    )
+    publish(
+        events.EventType.RUN_STARTED,
+        run_id=run_id,
+        command=Command.APPLY.value,
+        revision=state.revision,
+        trigger=Trigger(trigger).value,
     )
     limit = asyncio.Semaphore(max(1, concurrency))
     stop = asyncio.Event()
@@ -257,7 +341,7 @@ async def apply(
             if stop.is_set():
                 store.record_node(run_id, name, NodeStatus.SKIPPED, "stopped by --fail-fast")
                 return NodeOutcome(name, NodeStatus.SKIPPED, "stopped by --fail-fast")
-            result = await apply_node(state, state.nodes[name], items, store, run_id)
+            result = await apply_node(state, state.nodes[name], items, store, run_id, publish)
             if fail_fast and result.status not in (NodeStatus.CONVERGED, NodeStatus.SKIPPED):
                 stop.set()
             return result
@@ -267,7 +351,16 @@ async def apply(
     for item in skipped:
         store.record_node(run_id, item.node, item.status, item.message)
     everything = tuple(sorted([*outcomes, *skipped], key=lambda o: o.node))
-    store.finish_run(run_id, overall_status(o.status for o in everything))
+    status = overall_status(o.status for o in everything)
+    store.finish_run(run_id, status)
+    publish(
+        events.EventType.RUN_FINISHED,
+        run_id=run_id,
+        status=status.value,
+        seconds=round(time.monotonic() - started, 3),
+        command=Command.APPLY.value,
+        revision=state.revision,
+    )
     return ApplyResult(run_id, everything)
 
 
@@ -276,20 +369,26 @@ async def recover(state: DesiredState, store: StateStore) -> list[str]:
     report = []
     for txn in store.open_transactions():
         node = state.nodes.get(txn.node)
-        snapshot = next((s.before for s in txn.snapshots if s.kind == "Node"), None)
+        snapshot, unopened = _stored_snapshot(store, txn)
         if node is None or snapshot is None:
             report.append(f"{txn.node}: open transaction {txn.id} cannot be recovered here")
             continue
+        note = _secrets_note(unopened)
         try:
             provider = _provider(node.spec["platform"])
             resources = state.resources_for(node.name)
             async with provider.transaction(node, [], resources, state.source) as undo:
                 await undo.rollback(snapshot)
         except (TimeoutError, FazaiError, OSError) as exc:
-            report.append(f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}")
+            # Still open: the next start tries again (with the escrow key put right, say).
+            report.append(
+                f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}{note}"
+            )
             continue
-        store.mark_rolled_back(txn.id, "interrupted; rolled back at the next start")
-        report.append(f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot")
+        store.mark_rolled_back(txn.id, f"interrupted; rolled back at the next start{note}")
+        report.append(
+            f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot{note}"
+        )
     return report
 
 
@@ -314,7 +413,7 @@ async def roll_back_run(
             continue
         started = time.monotonic()
         node = state.nodes.get(txn.node)
-        snapshot = next((s.before for s in txn.snapshots if s.kind == "Node"), None)
+        snapshot, unopened = _stored_snapshot(store, txn)
         if node is None or snapshot is None:
             status, message = NodeStatus.FAILED, "no Node document or no snapshot to restore"
         else:
@@ -326,6 +425,7 @@ async def roll_back_run(
                 status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
             except (FazaiError, OSError, TimeoutError) as exc:
                 status, message = NodeStatus.FAILED, f"restore failed: {exc}"
+            message += _secrets_note(unopened)
         seconds = time.monotonic() - started
         store.record_node(new_run, txn.node, status, message, seconds)
         outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds))

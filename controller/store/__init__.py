@@ -10,12 +10,16 @@ so calling it from a coroutine is fine; a lock serializes the connection, so the
 store may also be used through ``asyncio.to_thread``. Several processes may open the file
 at once (readers never block; writers wait up to ``busy_timeout``).
 
-Nothing secret is ever written: every JSON value goes through :func:`redact` first.
+Nothing secret is ever written in clear: every JSON value goes through :func:`redact`
+first, which masks secrets, except those a snapshot hands to the escrow for its rollback:
+they are written encrypted, with a key kept outside the file (``$FAZAI_ESCROW_KEY``,
+``$FAZAI_ESCROW_KEY_FILE``, else ``state.escrow.key`` next to it; see ``escrow``).
 """
 
 from __future__ import annotations
 
-from controller.store.paths import default_path
+from controller.store.escrow import EscrowFailure, KeyRef, Revealed, key_ref
+from controller.store.paths import default_escrow_key_path, default_path
 from controller.store.records import (
     Command,
     NodeResult,
@@ -40,9 +44,12 @@ __all__ = [
     "MASK",
     "SCHEMA_VERSION",
     "Command",
+    "EscrowFailure",
+    "KeyRef",
     "NodeResult",
     "NodeStatus",
     "OwnedObject",
+    "Revealed",
     "Run",
     "RunStatus",
     "RunSummary",
@@ -53,8 +60,10 @@ __all__ = [
     "Transaction",
     "TransactionStatus",
     "Trigger",
+    "default_escrow_key_path",
     "default_path",
     "is_secret_key",
+    "key_ref",
     "overall_status",
     "redact",
 ]

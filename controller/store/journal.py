@@ -17,18 +17,23 @@ WAL fsync'd) before the call returns, so "returned" means "survives a crash".
 
 Payloads and snapshots are redacted before they are written (see ``redact``): a field
 that held a secret comes back as ``***`` and must be restored from its document's secret
-reference, not from the journal.
+reference, not from the journal. The one exception: the secret fields a snapshot names in
+``record_snapshot(..., escrow=...)`` are sealed into the escrow (see ``escrow``), stored as
+ciphertext in the snapshot itself, and opened again with :meth:`Journal.reveal`. They live
+exactly as long as the snapshot row (deleted with its transaction and run), that is, as
+long as ``fazai rollback`` can use the snapshot.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
 from controller.errors import StoreError
 from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
+from controller.store.escrow import Escrow, Revealed, label
 from controller.store.records import (
     Snapshot,
     Step,
@@ -41,6 +46,7 @@ from controller.store.records import (
 class Journal:
     _db: Database
     _now: Callable[[], datetime]
+    _escrow: Escrow
 
     def begin_transaction(self, run_id: int, node: str) -> int:
         with self._db.write(f"beginning a transaction on {node}") as cur:
@@ -57,11 +63,24 @@ class Journal:
             return last_id(cur)
 
     def record_snapshot(
-        self, txn_id: int, kind: str, name: str, key: str, before: Mapping[str, Any] | None
+        self,
+        txn_id: int,
+        kind: str,
+        name: str,
+        key: str,
+        before: Mapping[str, Any] | None,
+        *,
+        escrow: Collection[str] = (),
     ) -> int:
         """Record the state of one object before the transaction changes it; once per object
-        (a second snapshot would capture a state this transaction already changed)."""
+        (a second snapshot would capture a state this transaction already changed).
+
+        ``escrow``: secret-named fields (anywhere in ``before``) whose values the rollback
+        needs; they are sealed into the escrow instead of masked. Raises EscrowError, with
+        nothing recorded, when there is such a value and the escrow key cannot be had."""
         what = f"the snapshot of {kind}/{name}"
+        if before is not None and escrow:
+            before = self._escrow.seal(before, escrow, _context(txn_id, kind, name, key))
         text = None if before is None else to_json(before, what, self._db.path)
         with self._db.write(f"recording a snapshot of {kind}/{name}") as cur:
             self._require_open(cur, txn_id)
@@ -166,6 +185,14 @@ class Journal:
         with self._db.read(f"reading the snapshots of transaction {txn_id}") as cur:
             return _snapshots(cur, txn_id)
 
+    def reveal(self, txn_id: int, snapshot: Snapshot) -> Revealed:
+        """The snapshot's ``before`` with its escrowed secrets opened (keep it out of logs);
+        a secret that cannot be opened (no key, another key, a damaged value) stays masked
+        and is listed in ``failures``. Reads no row; never raises for the key."""
+        context = _context(txn_id, snapshot.kind, snapshot.name, snapshot.key)
+        where = label(snapshot.kind, snapshot.name, snapshot.key)
+        return self._escrow.reveal(snapshot.before, context, where)
+
     def _finish_step(self, step_id: int, status: StepStatus, message: str) -> None:
         with self._db.write(f"marking step {step_id} {status.value}") as cur:
             row = cur.execute(
@@ -246,3 +273,8 @@ def _snapshots(cur: sqlite3.Cursor, txn_id: int) -> list[Snapshot]:
             (txn_id,),
         )
     ]
+
+
+def _context(txn_id: int, kind: str, name: str, key: str) -> tuple[str, str, str, str]:
+    """What a sealed value is bound to: it opens only in this record of this transaction."""
+    return (str(txn_id), kind, name, key)

@@ -8,6 +8,12 @@ from pathlib import Path
 
 FILE_NAME = "state.db"
 
+# The escrow key (see ``escrow``): the key itself, or a file holding it. When neither is
+# set, a key file next to the state file, made on first use.
+ESCROW_KEY_ENV = "FAZAI_ESCROW_KEY"
+ESCROW_KEY_FILE_ENV = "FAZAI_ESCROW_KEY_FILE"
+ESCROW_KEY_SUFFIX = ".escrow.key"
+
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:
     """``$FAZAI_STATE`` (the file itself), else ``$XDG_STATE_HOME/fazai/state.db``, else
@@ -24,3 +30,12 @@ def default_path(environ: Mapping[str, str] | None = None) -> Path:
     if xdg and Path(xdg).is_absolute():
         return Path(xdg) / "fazai" / FILE_NAME
     return Path("~").expanduser() / ".local" / "state" / "fazai" / FILE_NAME
+
+
+def default_escrow_key_path(state: Path) -> Path:
+    """The escrow key file of the state file ``state``: ``state.db`` -> ``state.escrow.key``
+    in the same directory.
+
+    Not ``state.db.key``: copying ``state.db*`` (the database with its WAL, for a backup
+    or a bug report) must not take the key along with the ciphertexts it opens."""
+    return state.with_name(state.stem + ESCROW_KEY_SUFFIX)

@@ -5,7 +5,9 @@ backups and bug reports, so it must never hold a secret. Every JSON value the st
 goes through :func:`redact` first; callers cannot skip it.
 
 A value is masked when it is a :class:`~controller.secrets.Secret` (wherever it sits), or
-when the key it sits under is named like a secret. Names are compared after lower-casing
+when the key it sits under is named like a secret, unless it is a
+:class:`~controller.store.sealed.Sealed`: a secret the escrow encrypted (see ``escrow``),
+which is written as its ciphertext. Names are compared after lower-casing
 and dropping separators, so ``apiKey``, ``api_key`` and ``API-KEY`` are one name. Masking
 errs on the side of too much: a masked ``privateKeyFile`` path costs a little history, a
 leaked key costs the fleet.
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.secrets import Secret
+from controller.store.sealed import Sealed
 
 MASK = "***"  # what a Secret prints as, so a masked value reads the same everywhere
 
@@ -57,11 +60,13 @@ def redact(value: Any) -> Any:
     keeping it lets a rollback tell an unset field from a masked one."""
     if isinstance(value, Secret):
         return MASK
+    if isinstance(value, Sealed):
+        return value.to_json()
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key)
-            if is_secret_key(name) and item is not None:
+            if is_secret_key(name) and item is not None and not isinstance(item, Sealed):
                 out[name] = MASK
             else:
                 out[name] = redact(item)

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import TracebackType
 
 from controller.store.database import DEFAULT_BUSY_TIMEOUT, Database, utc_now
+from controller.store.escrow import Escrow, KeyRef, key_ref
 from controller.store.inventory import Inventory
 from controller.store.journal import Journal
 from controller.store.paths import default_path
@@ -19,7 +20,11 @@ class StateStore(RunLog, Journal, Inventory):
     by default :func:`~controller.store.paths.default_path`.
 
     Raises StoreError naming the file when it cannot be used. ``now`` supplies timestamps
-    (aware datetimes; tests pass a fixed clock). Close it, or use it as a context manager.
+    (aware datetimes; tests pass a fixed clock). ``escrow_key`` says where the key of the
+    escrow (the secrets a rollback needs, see ``escrow``) is; by default
+    ``$FAZAI_ESCROW_KEY`` (the key), else ``$FAZAI_ESCROW_KEY_FILE`` (a file holding it),
+    else ``state.escrow.key`` next to the state file, made on first use (mode 0600). It is
+    only read when a secret is sealed or opened. Close it, or use it as a context manager.
     """
 
     def __init__(
@@ -28,9 +33,12 @@ class StateStore(RunLog, Journal, Inventory):
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         now: Callable[[], datetime] = utc_now,
+        escrow_key: KeyRef | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
         self._now = now
+        self.escrow_key = escrow_key or key_ref(self.path)
+        self._escrow = Escrow(self.escrow_key, self.path)
         self._db = Database(self.path, busy_timeout=busy_timeout)
 
     def close(self) -> None:

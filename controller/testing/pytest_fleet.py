@@ -13,24 +13,28 @@ node.stop().
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 
-FLEET_SUBNET = "10.231.7.0/24"
-FLEET_NODES = (
-    NodeSpec("web-1", "10.231.7.11"),
-    NodeSpec("web-2", "10.231.7.12"),
-    NodeSpec("db-1", "10.231.7.13"),
-    NodeSpec("edge-1", "10.231.7.14"),
+# $FAZAI_FLEET_SUBNET moves the fleet (a /24; nodes at .11-.14), so that sessions on one
+# machine can each have their own rather than queue for the default one.
+FLEET_SUBNET = os.environ.get("FAZAI_FLEET_SUBNET") or "10.231.7.0/24"
+_BASE = ipaddress.IPv4Network(FLEET_SUBNET).network_address
+FLEET_NODES = tuple(
+    NodeSpec(name, str(_BASE + 11 + i))
+    for i, name in enumerate(("web-1", "web-2", "db-1", "edge-1"))
 )
 
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """A started Fleet of web-1, web-2, db-1 and edge-1 on 10.231.7.11-14."""
+    """A started Fleet of web-1, web-2, db-1 and edge-1 on 10.231.7.11-14 (or .11-.14 of
+    $FAZAI_FLEET_SUBNET)."""
     reason = fleet_available()
     if reason is not None:
         pytest.skip(f"no fleet: {reason}")

@@ -4,6 +4,7 @@ A snapshot is plain JSON, so the engine can keep it in the journal and a control
 restarted after a crash can roll back from it alone::
 
     {"format": "fazai.linux.snapshot/1", "node": "web-1",
+     "escrow": ["groupPasswordHashes", "passwordHash", "secretContent"],
      "objects": [{"kind": "File", "name": "motd", "key": "/etc/motd",
                   "before": {"exists": true, "content": "<base64>", "mode": "0644",
                              "uid": 0, "gid": 0, ...}}, ...]}
@@ -14,8 +15,11 @@ their rollback needs, e.g. the directories apply will create for a file).
 
 Secrets: password hashes of accounts and the content of ``sensitive`` files are kept
 under secret-named fields (``passwordHash``, ``groupPasswordHashes``, ``secretContent``),
-which the state store masks. Rolled back from the journal, such a value is gone: the
-account keeps the hash the node has now, the file keeps its content; rollback says so.
+which ``escrow`` lists: the engine hands them to the state store's escrow, which keeps
+them encrypted with a key outside the database (``controller.store.escrow``), and opens
+them again for a rollback from the journal. A secret the escrow cannot open (key missing
+or another one) comes back masked: the account keeps the hash the node has now (or is
+restored locked when it is gone), the file keeps its content; rollback says so.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from typing import Any
 
 from controller.providers.linux import operations
 from controller.providers.linux.operations import SYSCTL_FILE, Target
+from controller.store import sealed
+from controller.store.redact import MASK
 
 FORMAT = "fazai.linux.snapshot/1"
+# The secret fields a rollback needs back exactly: for the journal's escrow.
+ESCROW = ("groupPasswordHashes", "passwordHash", "secretContent")
 
 
 @cache
@@ -143,12 +151,18 @@ def build(node: str, targets: Sequence[Target], answer: Mapping[str, Any]) -> di
             "key": SYSCTL_FILE,
             "before": dict(fact) if fact is not None else {"error": "not read"},
         })  # fmt: skip
-    return {"format": FORMAT, "node": node, "objects": objects}
+    return {"format": FORMAT, "node": node, "escrow": list(ESCROW), "objects": objects}
 
 
 def _user_before(fact: dict[str, Any]) -> dict[str, Any]:
+    """An account's lines as the journal can keep them: the hashes apart (escrowed), and
+    nothing else under a name the store would mask. The passwd line sits under
+    ``userLine`` (``passwd`` reads as a secret's name), and the group lines are [group,
+    line] pairs, not mappings keyed by group names a node may call ``ssh_keys`` or
+    ``secrets``. :func:`objects_of` turns them back into what rollback reads."""
     if "error" in fact:
         return fact
+    fact["userLine"] = fact.pop("passwd", None)
     shadow, secret = operations.split_secret(fact.get("shadow"))
     fact["shadow"] = shadow
     if secret is not None:
@@ -160,10 +174,35 @@ def _user_before(fact: dict[str, Any]) -> dict[str, Any]:
             lines[group], group_secret = operations.split_secret(line)
             if group_secret is not None:
                 hashes[group] = group_secret
-        fact["gshadowLines"] = lines
+        fact["gshadowLines"] = _pairs(lines)
         if hashes:
             fact["groupPasswordHashes"] = hashes
+    if fact.get("groupLines") is not None:
+        fact["groupLines"] = _pairs(fact["groupLines"])
     return fact
+
+
+def _pairs(lines: Mapping[str, str | None]) -> list[list[str | None]]:
+    return [[group, line] for group, line in sorted(lines.items())]
+
+
+def _user_for_rollback(before: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The account lines of a snapshot as rollback reads them (see :func:`_user_before`)."""
+    if "error" in before:
+        return before
+    out = dict(before)
+    if "userLine" in out:
+        out["passwd"] = out.pop("userLine")
+    for field in ("groupLines", "gshadowLines"):
+        if isinstance(out.get(field), list):
+            out[field] = {str(group): line for group, line in out[field]}
+    lines = [out.get("passwd"), *(out.get("groupLines") or {}).values(),
+             *(out.get("gshadowLines") or {}).values()]  # fmt: skip
+    if MASK in lines:
+        # Recorded by an earlier FazAI, whose journal masked these lines: writing "***"
+        # into /etc/passwd would break the account, so it is left as it is, and said.
+        return {"error": "its account lines were masked in the journal; left as it is"}
+    return out
 
 
 def errors(snapshot: Mapping[str, Any]) -> list[str]:
@@ -175,21 +214,46 @@ def errors(snapshot: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def objects_of(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _objects(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if snapshot.get("format") != FORMAT:
         raise ValueError(f"not a Linux snapshot (format {snapshot.get('format')!r})")
     return list(snapshot["objects"])
 
 
+def objects_of(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The snapshot's objects as rollback reads them. A value still sealed (read from the
+    journal and not opened with ``Journal.reveal``) reads as masked, never as file content
+    or a hash."""
+    out = []
+    for record in _objects(snapshot):
+        record = _unsealed(record)
+        if record["kind"] == "User":
+            record = {**record, "before": _user_for_rollback(record["before"])}
+        out.append(record)
+    return out
+
+
+def _unsealed(value: Any) -> Any:
+    if sealed.parse(value) is not None:
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: _unsealed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsealed(v) for v in value]
+    return value
+
+
 def journal_records(snapshot: Mapping[str, Any]) -> list[tuple[str, str, str, Mapping[str, Any]]]:
     """(kind, name, key, before) per object, in recording order, for
     ``Journal.record_snapshot``."""
-    return [(o["kind"], o["name"], o["key"], o["before"]) for o in objects_of(snapshot)]
+    return [(o["kind"], o["name"], o["key"], o["before"]) for o in _objects(snapshot)]
 
 
 def from_journal(node: str, records: Iterable[Any]) -> dict[str, Any]:
     """A snapshot rebuilt from the journal's records (``store.Snapshot``: newest first,
-    as ``Journal.snapshots`` returns them)."""
+    as ``Journal.snapshots`` returns them). Their escrowed secrets come back when each
+    record's ``before`` was opened with ``Journal.reveal``; left sealed, they read as
+    masked."""
     ordered = list(records)[::-1]
     objects = [
         {"kind": r.kind, "name": r.name, "key": r.key, "before": _before(r.before)} for r in ordered

@@ -88,7 +88,13 @@ def test_objects_in_apply_order_with_secrets_split_out() -> None:
     user = snap["objects"][0]["before"]
     assert user["shadow"] == "deploy:***:19000:0:99999:7:::"
     assert user["passwordHash"] == "$6$salt$HASH"
-    assert user["gshadowLines"] == {"deploy": "deploy:***::", "adm": "adm:*::deploy"}
+    # nothing the store would mask but the secrets: no "passwd" field, no group-name keys
+    assert user["userLine"] == "deploy:x:2001:2001::/home/deploy:/bin/sh"
+    assert user["gshadowLines"] == [["adm", "adm:*::deploy"], ["deploy", "deploy:***::"]]
+    assert snapshots.objects_of(snap)[0]["before"]["gshadowLines"] == {
+        "deploy": "deploy:***::",
+        "adm": "adm:*::deploy",
+    }
     assert user["groupPasswordHashes"] == {"deploy": "$6$g$GHASH"}
     token = snap["objects"][1]["before"]
     assert "content" not in token and token["secretContent"] == "c2VjcmV0Cg=="
@@ -121,7 +127,7 @@ def test_rollback_keeps_the_live_hash_when_the_journal_masked_it() -> None:
             )
         }
     }
-    plan = rollback_steps(masked["objects"], current)
+    plan = rollback_steps(snapshots.objects_of(masked), current)
     (step,) = plan.steps
     sent = json.loads(base64.b64decode(step.stdin))
     assert sent["shadow"] == "deploy:$6$salt$HASH:19000:0:99999:7:::"
