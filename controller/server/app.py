@@ -1,0 +1,101 @@
+"""The HTTP API of a running controller, as one Starlette app.
+
+Routes (scope needed when tokens are configured):
+
+    GET  /healthz, /readyz                                open, for probes
+    GET  /api/v1/sources, /runs, /runs/{id}, /drift       read
+    GET  /api/v1/approvals                                read
+    GET  /api/v1/events  (server-sent events)             read
+    GET  /metrics        (Prometheus)                     read
+    POST /api/v1/reconcile                                write
+    POST /api/v1/approvals/{id}/approve, .../abort        write
+    POST /hooks/{github,gitlab,gitea}                     the forge's signature
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from controller.reconcile.handle import ControllerHandle
+from controller.server import api, stream
+from controller.server.auth import TokenTable, require
+from controller.server.metrics import Metrics
+from controller.server.replies import error, on_http_exception, on_unexpected
+from controller.server.settings import FORGES, Scope, ServerSettings
+
+
+def build_app(handle: ControllerHandle, settings: ServerSettings) -> Starlette:
+    """The app serving ``handle``. Reads every token and webhook secret now, so a missing
+    one fails the start (SecretError) rather than the first request."""
+    tokens = TokenTable.from_settings(settings)
+    metrics = Metrics()
+    hook_routes = [Route(f"/hooks/{f}", _webhooks_not_configured, methods=["POST"]) for f in FORGES]
+    hook_secrets = None
+    if settings.webhooks:
+        # Imported only when configured: it brings in the forges' payload parsers.
+        from controller.server import hooks
+
+        hook_secrets = hooks.HookSecrets(settings)
+        hook_routes = [Route(f"/hooks/{f}", hooks.receiver(f), methods=["POST"]) for f in FORGES]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        subscribed = asyncio.Event()
+        follower = asyncio.create_task(metrics.follow(handle.events, subscribed))
+        await subscribed.wait()
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/api/v1/sources", api.sources, methods=["GET"]),
+        Route("/api/v1/runs", api.runs, methods=["GET"]),
+        Route("/api/v1/runs/{run_id}", api.run, methods=["GET"]),
+        Route("/api/v1/drift", api.drift, methods=["GET"]),
+        Route("/api/v1/reconcile", api.reconcile, methods=["POST"]),
+        Route("/api/v1/approvals", api.approvals, methods=["GET"]),
+        Route("/api/v1/approvals/{approval_id}/approve", api.approve, methods=["POST"]),
+        Route("/api/v1/approvals/{approval_id}/abort", api.abort, methods=["POST"]),
+        Route("/api/v1/events", stream.events, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
+        *hook_routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: on_http_exception, Exception: on_unexpected},
+    )
+    app.state.handle = handle
+    app.state.settings = settings
+    app.state.tokens = tokens
+    app.state.metrics = metrics
+    app.state.hooks = hook_secrets
+    app.state.closing = asyncio.Event()  # set by serve_http: ends the event streams
+    app.state.streams = 0
+    return app
+
+
+@require(Scope.READ)
+async def _metrics(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    metrics.refresh(request.app.state.handle)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _webhooks_not_configured(request: Request) -> Response:
+    forge = request.scope["path"].rsplit("/", 1)[-1]
+    return error(404, f"webhooks from {forge} are not configured (server.webhooks.{forge})")

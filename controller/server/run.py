@@ -1,0 +1,106 @@
+"""Serving the app with uvicorn, inside the controller's own event loop.
+
+The caller owns the process: uvicorn does not install signal handlers here (the loop's
+SIGTERM handling must finish or roll back the transaction in flight first), and it does
+not configure logging. Stopping is the caller's ``stop`` event: the event streams end,
+then uvicorn closes the listener and waits for the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Generator
+
+import uvicorn
+from starlette.applications import Starlette
+
+from controller.server.errors import ServerBindError, ServerConfigError
+from controller.server.settings import ServerSettings, check_exposure
+
+log = logging.getLogger("fazai.server")
+
+GRACEFUL_SECONDS = 10.0  # then requests still running are cancelled (approvals are shielded)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals belong to the controller, see the module's docstring
+
+
+async def serve_http(
+    app: Starlette,
+    settings: ServerSettings,
+    stop: asyncio.Event,
+    *,
+    on_listen: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``settings.listen`` until ``stop`` is set.
+
+    Refuses (ServerConfigError) an address other than loopback without a token; raises
+    ServerBindError when the address cannot be bound. ``on_listen(host, port)`` is called
+    once the socket listens (with the port chosen when ``settings.port`` is 0)."""
+    check_exposure(settings)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=True,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+        ssl_certfile=str(settings.tls.cert_file) if settings.tls else None,
+        ssl_keyfile=str(settings.tls.key_file) if settings.tls else None,
+    )
+    try:
+        config.load()
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerConfigError(
+            ("tls",), f"cannot load the certificate or key: {exc.strerror or exc}"
+        ) from exc
+    sock = _bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if settings.tls else "http"
+    shown = f"[{host}]" if ":" in host else host
+    log.info("HTTP API listening on %s://%s:%s", scheme, shown, port)
+    if on_listen is not None:
+        on_listen(host, port)
+    server = _Server(config)
+    watcher = asyncio.create_task(_stop_when_set(stop, server, app))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        sock.close()
+
+
+async def _stop_when_set(stop: asyncio.Event, server: uvicorn.Server, app: Starlette) -> None:
+    await stop.wait()
+    app.state.closing.set()
+    server.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+        )
+    except socket.gaierror as exc:
+        raise ServerBindError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ServerBindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock

@@ -1,0 +1,212 @@
+"""The ``server`` section of ``fazai.yaml``: where the API listens and who may call it.
+
+``from_config`` turns the section into :class:`ServerSettings`; the controller's config
+loader validates the section against ``schemas/server.schema.json`` first (with file and
+line), and ``from_config`` validates again so it is safe on its own. Secrets stay
+references here: they are read when the app is built, so a settings object can be logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import jsonschema
+
+from controller.server.errors import ServerConfigError
+
+FORGES = ("github", "gitlab", "gitea")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class Scope(StrEnum):
+    READ = "read"  # GET routes, the event stream, metrics
+    WRITE = "write"  # also trigger, approve, abort; implies read
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """``{env: NAME}`` or ``{file: PATH}``: where a secret is, never the secret."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def as_mapping(self) -> dict[str, str]:
+        return {"env": self.env} if self.env is not None else {"file": self.file or ""}
+
+    def __str__(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+    @classmethod
+    def parse(cls, text: str) -> SecretRef:
+        """``env:NAME`` or ``file:PATH``, as CLI options write a reference."""
+        kind, sep, value = text.partition(":")
+        if not sep or not value or kind not in ("env", "file"):
+            raise ValueError(f"{text!r}: write env:NAME or file:PATH")
+        return cls(env=value) if kind == "env" else cls(file=value)
+
+
+@dataclass(frozen=True)
+class TokenSetting:
+    name: str
+    scope: Scope
+    ref: SecretRef
+
+
+@dataclass(frozen=True)
+class WebhookSetting:
+    forge: str  # one of FORGES
+    ref: SecretRef
+
+
+@dataclass(frozen=True)
+class TlsSetting:
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT  # 0: any free port (tests)
+    tokens: tuple[TokenSetting, ...] = ()
+    webhooks: tuple[WebhookSetting, ...] = ()
+    tls: TlsSetting | None = None
+    keepalive: float = 15.0  # seconds between SSE keep-alive comments
+    max_streams: int = 64  # concurrent event-stream clients
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def webhook(self, forge: str) -> WebhookSetting | None:
+        return next((w for w in self.webhooks if w.forge == forge), None)
+
+
+def is_loopback(host: str) -> bool:
+    """Only an address that cannot be reached from another machine counts: a host name
+    other than ``localhost`` could resolve anywhere, so it does not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); ValueError says what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"{text!r}: put an IPv6 address in brackets, e.g. [::1]:8080")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return host, port
+
+
+def check_exposure(settings: ServerSettings) -> None:
+    """Refuse an API reachable from other machines that anyone could call."""
+    if not settings.loopback and not settings.tokens:
+        raise ServerConfigError(
+            ("listen",),
+            f"{settings.listen} is not a loopback address and no token is configured: "
+            "anyone who can reach it could apply changes. Add server.tokens or listen on "
+            "127.0.0.1",
+        )
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("schemas/server.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
+    """The settings of a ``server`` section (None or empty: the defaults).
+
+    Raises ServerConfigError naming the first field at fault."""
+    section: Mapping[str, Any] = mapping or {}
+    _validate(section)
+    host, port = DEFAULT_HOST, DEFAULT_PORT
+    if "listen" in section:
+        try:
+            host, port = parse_listen(section["listen"])
+        except ValueError as exc:
+            raise ServerConfigError(("listen",), str(exc)) from None
+    tokens = []
+    seen: set[str] = set()
+    for index, item in enumerate(section.get("tokens", ())):
+        if item["name"] in seen:
+            raise ServerConfigError(("tokens", index, "name"), f"{item['name']!r} is used twice")
+        seen.add(item["name"])
+        tokens.append(TokenSetting(item["name"], Scope(item["scope"]), _ref(item["tokenRef"])))
+    webhooks = tuple(
+        WebhookSetting(forge, _ref(entry.get("secretRef") or entry["tokenRef"]))
+        for forge, entry in sorted(section.get("webhooks", {}).items())
+    )
+    tls = None
+    if "tls" in section:
+        tls = TlsSetting(
+            Path(section["tls"]["certFile"]).expanduser(),
+            Path(section["tls"]["keyFile"]).expanduser(),
+        )
+    settings = ServerSettings(host, port, tuple(tokens), webhooks, tls)
+    check_exposure(settings)
+    return settings
+
+
+def _validate(section: Mapping[str, Any]) -> None:
+    validator = jsonschema.Draft202012Validator(schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(section))
+    if error is None:
+        return
+    path = tuple(error.absolute_path)
+    refs = [i for i, part in enumerate(path) if str(part).endswith("Ref")]
+    if refs or (path[:1] == ("webhooks",) and len(path) >= 2):
+        where = path[: refs[-1] + 1] if refs else path[:2]
+        raise ServerConfigError(where, "give the secret by reference: {env: NAME} or {file: PATH}")
+    raise ServerConfigError(path, _describe(error))
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message without the offending value: a value in the wrong place may be
+    a token pasted where its reference belongs."""
+    rule, expected = error.validator, cast(Any, error.validator_value)
+    if rule == "type":
+        return f"must be of type {expected}"
+    if rule == "enum":
+        return "must be one of: " + ", ".join(str(v) for v in expected)
+    if rule == "pattern":
+        return f"must match {expected}"
+    if rule in ("minLength", "minItems", "minProperties"):
+        return "must not be empty"
+    if rule in ("required", "additionalProperties"):
+        return error.message  # names keys, not values
+    return f"fails the schema's {rule} rule"
+
+
+def _ref(value: Mapping[str, str]) -> SecretRef:
+    return SecretRef(env=value.get("env"), file=value.get("file"))
