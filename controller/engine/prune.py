@@ -4,64 +4,199 @@ The inventory in the state store records every object an apply wrote. For a node
 ``prune: true`` (or ``--prune``), each owned object missing from the desired state becomes
 an explicit "must be absent" document for that node, so plan shows it as a delete and
 apply removes it like any other change. Objects FazAI never created are not in the
-inventory, so they can never be pruned.
+inventory, so they can never be pruned (plan lists them with ``--show-unmanaged``).
+
+Two kinds have no "absent" that deletes: a kernel parameter cannot be removed, so a
+pruned ``Sysctl`` leaves FazAI's persisted file and keeps its running value; a service
+belongs to its package, so a pruned ``Service`` is *released*: left exactly as it is, and
+forgotten by the inventory once the node's apply succeeds. An owned object that another
+document now describes (a document renamed) is never deleted: its record is handed over
+to that document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from controller.model import kinds
+from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.providers.opnsense.identity import object_uuid
 from controller.store import OwnedObject
 
+# The inventory entry -> the fields that make an absent document resolve to the same
+# object (None: the entry does not identify an object such a document would reach).
+Identify = Callable[[OwnedObject], dict[str, Any] | None]
 
-def _by_field(field: str) -> Callable[[str], dict[str, Any]]:
-    return lambda key: {field: key}
+
+def _by_field(field: str) -> Identify:
+    return lambda obj: {field: obj.platform_id}
 
 
-def _nft(key: str) -> dict[str, Any]:
-    family, _, name = key.partition(" ")
+def _nft(obj: OwnedObject) -> dict[str, Any]:
+    family, _, name = obj.platform_id.partition(" ")
     return {"family": family, "name": name}
 
 
-# Kinds whose "absent" state removes the object; the inventory key -> identifying fields.
-# Sysctl and Service have no absent state (a kernel parameter cannot be removed), and the
-# OPNsense kinds gain one with their prune support.
-PRUNABLE: Mapping[str, Callable[[str], dict[str, Any]]] = {
+def _by_identity(obj: OwnedObject) -> dict[str, Any] | None:
+    """Rules and host overrides live at the uuid FazAI derives from (node, kind, name),
+    so the document's name is all an absent document needs. The entry holds that name or
+    that uuid; anything else is an object no absent document would reach: not guessed."""
+    if obj.platform_id in (obj.name, object_uuid(obj.node, obj.kind, obj.name)):
+        return {}
+    return None
+
+
+# Kinds whose "absent" state removes the object.
+PRUNABLE: Mapping[str, Identify] = {
     "File": _by_field("path"),
     "Package": _by_field("name"),
     "User": _by_field("name"),
     "NftTable": _nft,
+    "Sysctl": _by_field("key"),  # leaves the persisted file; the running value stays
+    "FirewallAlias": _by_field("name"),  # aliases are found by their unique name
+    "FirewallRule": _by_identity,
+    "HostOverride": _by_identity,
 }
+# Kinds with no absent state: pruning lets go of the object and leaves it as it is.
+RELEASED = frozenset({"Service"})
 
 
-def with_pruned(
+RELEASED_AS_IS = "released, left as it is"
+
+
+@dataclass(frozen=True)
+class Release:
+    """An inventory record to let go of once the node's apply succeeds; with
+    ``successor``, handed over to the document that now describes the same object."""
+
+    node: str
+    kind: str
+    name: str
+    platform_id: str
+    successor: str | None = None
+    outcome: str = RELEASED_AS_IS  # what the record's object comes to, for people
+
+
+@dataclass(frozen=True)
+class Pruning:
+    state: DesiredState  # plus an absent document per owned, undescribed object
+    releases: tuple[Release, ...] = ()
+    notes: tuple[str, ...] = ()  # owned objects that cannot be pruned, and why
+
+
+class Inventory(Protocol):
+    def own(
+        self, node: str, kind: str, name: str, platform_id: str, run_id: int | None
+    ) -> None: ...
+
+    def disown(self, node: str, kind: str, name: str) -> bool: ...
+
+
+def plan(
     state: DesiredState, owned: Mapping[str, Sequence[OwnedObject]], nodes: Collection[str]
-) -> tuple[DesiredState, list[str]]:
-    """``state`` plus an absent document per owned, undescribed object on ``nodes``; and
-    notes on owned objects that cannot be pruned."""
+) -> Pruning:
+    """What pruning ``nodes`` means, given what FazAI owns there (``owned``, by node)."""
     extra: list[Document] = []
+    releases: list[Release] = []
+    warnings: list[Diagnostic] = []
     notes: list[str] = []
     for node in sorted(nodes):
-        described = {(d.kind, d.name) for d in state.resources_for(node)}
+        resources = state.resources_for(node)
+        described = {(d.kind, d.name) for d in resources}
+        claimed = {_claim(d.kind, d.spec): d for d in resources}
         for obj in owned.get(node, ()):
             if (obj.kind, obj.name) in described:
                 continue
-            fields = PRUNABLE.get(obj.kind)
             kind = kinds.get(obj.kind)
-            if fields is None or kind is None:
+            if obj.kind in RELEASED and kind is not None:
+                releases.append(Release(node, obj.kind, obj.name, obj.platform_id))
+                warnings.append(_warning(node, obj, RELEASED_AS_IS))
+                continue
+            identify = PRUNABLE.get(obj.kind)
+            if identify is None or kind is None:
                 notes.append(f"{node}: {obj.kind}/{obj.name} is owned but cannot be pruned")
                 continue
-            spec = {"target": {"node": node}, **fields(obj.platform_id), "state": "absent"}
-            extra.append(Document(obj.kind, obj.name, kinds.apply_defaults(kind, obj.name, spec)))
-    if not extra:
-        return state, notes
-    return DesiredState(
-        state.source, state.nodes, [*state.resources, *extra], state.warnings
-    ), notes
+            fields = identify(obj)
+            if fields is None:
+                notes.append(
+                    f"{node}: {obj.kind}/{obj.name} is owned as {obj.platform_id!r}, which a "
+                    "document of that name would not reach; not pruned"
+                )
+                continue
+            spec = {"target": {"node": node}, **fields, "state": "absent"}
+            document = Document(obj.kind, obj.name, kinds.apply_defaults(kind, obj.name, spec))
+            key = _claim(obj.kind, document.spec)
+            other = claimed.get(key) if key[1] else None
+            if other is not None and other.spec.get("state", "present") == "present":
+                # Renamed: deleting would undo the document that now holds the object.
+                handed = f"handed over to {other.subject}"
+                releases.append(
+                    Release(node, obj.kind, obj.name, obj.platform_id, other.name, handed)
+                )
+                warnings.append(_warning(node, obj, f"now described by {other.subject}: {handed}"))
+                continue
+            if other is not None:
+                # Another absent document deletes the same object: one delete is enough.
+                outcome = f"deleted as {other.subject}"
+                releases.append(Release(node, obj.kind, obj.name, obj.platform_id, None, outcome))
+                continue
+            claimed[key] = document
+            extra.append(document)
+            if obj.kind == "Sysctl":
+                warnings.append(
+                    _warning(
+                        node,
+                        obj,
+                        f"{obj.platform_id} leaves /etc/sysctl.d/99-fazai.conf; its running "
+                        "value stays as it is (a kernel parameter cannot be removed)",
+                    )
+                )
+    if not (extra or warnings):
+        return Pruning(state, tuple(releases), tuple(notes))
+    pruned = DesiredState(
+        state.source, state.nodes, [*state.resources, *extra], [*state.warnings, *warnings]
+    )
+    return Pruning(pruned, tuple(releases), tuple(notes))
+
+
+def _claim(kind_name: str, spec: Mapping[str, Any]) -> tuple[str, str]:
+    """The object a document claims on its node, for kinds that key one ("" otherwise:
+    rules and host overrides are told apart by their names alone)."""
+    kind = kinds.get(kind_name)
+    if kind is None or kind.instance_key is None:
+        return (kind_name, "")
+    return (kind_name, kind.instance_key(spec))
+
+
+def _warning(node: str, obj: OwnedObject, what: str) -> Diagnostic:
+    return Diagnostic(
+        Location(f"node {node}"),
+        f"no document describes it any more: {what}",
+        f"{obj.kind}/{obj.name}",
+        severity=Severity.WARNING,
+    )
+
+
+def release(
+    inventory: Inventory,
+    releases: Iterable[Release],
+    succeeded: Collection[str],
+    run_id: int | None = None,
+) -> list[str]:
+    """Carry out the releases of the nodes whose apply ``succeeded``; what was done."""
+    done = []
+    for item in releases:
+        if item.node not in succeeded:
+            continue
+        inventory.disown(item.node, item.kind, item.name)
+        if item.successor is not None:
+            inventory.own(item.node, item.kind, item.successor, item.platform_id, run_id)
+        done.append(f"{item.node}: {item.kind}/{item.name} {item.outcome}")
+    return done
 
 
 def prune_nodes(state: DesiredState, flag: bool) -> list[str]:

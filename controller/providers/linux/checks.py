@@ -85,3 +85,20 @@ def check_file(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         else:
             return
         yield Diagnostic(doc.location(("spec", "source")), message, doc.subject, "spec.source")
+
+
+def check_sysctl(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    state = doc.spec.get("state", "present")
+    if state == "present" and "value" not in doc.spec:
+        yield Diagnostic(
+            doc.location(("spec",)), "a present Sysctl needs 'value'", doc.subject, "spec"
+        )
+    if state == "absent" and "value" in doc.spec:
+        # A value here would read as "set this", but nothing is set: say what absent does.
+        yield Diagnostic(
+            doc.location(("spec", "value")),
+            "an absent Sysctl takes no 'value': absent removes the key from "
+            "/etc/sysctl.d/99-fazai.conf and leaves its running value as it is",
+            doc.subject,
+            "spec.value",
+        )

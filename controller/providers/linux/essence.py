@@ -184,6 +184,8 @@ def normalize_sysctl(value: Any) -> str:
 def _sysctl(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     key = str(doc.spec["key"]).replace("/", ".")
     request.sysctls.add(key)
+    if doc.spec.get("state", "present") != "present":
+        return _sysctl_absent(key)
     value = normalize_sysctl(doc.spec["value"])
     desired = {"value": value, "persisted": value}
 
@@ -192,6 +194,18 @@ def _sysctl(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
         if "error" in fact:
             return Observed(desired, None, f"{key}: {fact['error']}")
         return Observed(desired, {"value": fact["value"], "persisted": fact["persisted"]})
+
+    return read
+
+
+def _sysctl_absent(key: str) -> Reader:
+    """The object of an absent Sysctl is its line in FazAI's persisted file: a kernel
+    parameter cannot be removed, so its running value is neither compared nor changed.
+    A key the kernel does not have (a module not loaded) can still leave the file."""
+
+    def read(answer: Answer) -> Observed:
+        persisted = answer["sysctls"][key].get("persisted")
+        return Observed(None, None if persisted is None else {"persisted": persisted})
 
     return read
 

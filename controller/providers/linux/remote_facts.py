@@ -176,10 +176,16 @@ def sysctl_fact(key: str, persisted: Dict[str, str]) -> Fact:
         with open(path) as handle:
             value = handle.read()
     except FileNotFoundError:
-        return {"error": "no such kernel parameter"}
+        error = "no such kernel parameter"
     except OSError as exc:
-        return {"error": "cannot read: " + str(exc.strerror)}
-    return {"value": " ".join(value.split()), "persisted": persisted.get(key)}
+        error = "cannot read: " + str(exc.strerror)
+    else:
+        return {"value": " ".join(value.split()), "persisted": persisted.get(key)}
+    fact = {"error": error}  # type: Fact
+    if key in persisted:
+        # an absent Sysctl takes the key out of the file all the same
+        fact["persisted"] = persisted[key]
+    return fact
 
 
 def persisted_sysctls(path: str) -> Dict[str, str]:

@@ -4,17 +4,20 @@ The order, and why:
 
 ``snapshot()``
     One fresh bulk read. Each change is checked against it (a plan made against a
-    firewall that has moved since is refused: its deletes could hit the wrong thing), and
-    the rule set the apply would leave is checked for a self-lockout, both before any
-    POST. Then the newest configuration backup is noted: ``revertBackup`` to it is the
-    rollback on every release. On releases with the filter rollback API (up to 26.1, and
-    only when rules change) a savepoint is taken, so that the filter apply can arm the
-    firewall's own 60 s dead-man timer. The raw items of every touched object are kept
-    to check a rollback against.
+    firewall that has moved since is refused: its deletes could hit the wrong thing), an
+    alias to delete must be used by no rule or alias that stays, and the rule set the
+    apply would leave is checked for a self-lockout, all before any POST. Then the
+    newest configuration backup is noted: ``revertBackup`` to it is the rollback on
+    every release (it restores deleted objects too, at their uuids). On releases with
+    the filter rollback API (up to 26.1, and only when rules change) a savepoint is
+    taken, so that the filter apply can arm the firewall's own 60 s dead-man timer. The
+    raw items of every touched object, deleted ones included, are kept to check a
+    rollback against.
 ``write(journal)``
-    add/set/del in dependency order (aliases before the rules that use them; deletions
-    the other way round), each journaled before it is sent; then ONE reconfigure/apply
-    per subsystem touched, never one per object.
+    add/set/del in dependency order: aliases (nested ones first) before the rules that
+    use them; deletions the other way round, rules and host overrides before aliases,
+    an alias before those its content names. Each write is journaled before it is sent;
+    then ONE reconfigure/apply per subsystem touched, never one per object.
 ``verify()``
     A fresh read, compared as a plan would.
 ``commit()``
@@ -53,7 +56,14 @@ from controller.errors import (
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.providers.base import Change, Observation, StepJournal
-from controller.providers.opnsense import essence, live, lockout, payload, validations
+from controller.providers.opnsense import (
+    essence,
+    live,
+    lockout,
+    payload,
+    references,
+    validations,
+)
 from controller.providers.opnsense.client import OpnsenseClient
 from controller.providers.opnsense.identity import object_uuid
 from controller.store.redact import is_secret_key
@@ -96,6 +106,11 @@ class LockoutError(NodeError):
     def __init__(self, node: str, message: str, lockouts: Sequence[lockout.Lockout] = ()):
         self.lockouts = tuple(lockouts)
         super().__init__(node, message)
+
+
+class AliasInUseError(NodeError):
+    """An alias to delete is still used by a rule or alias that stays; nothing was
+    written."""
 
 
 class StalePlanError(NodeError):
@@ -144,6 +159,9 @@ class Write:
     body: Mapping[str, Any]
     uuid: str | None  # None: an alias created with addItem
     alias: str = ""  # the alias name, for aliases
+    # what an alias's content names (as written, or as the firewall has it for a delete):
+    # the order of writes among aliases
+    nested: frozenset[str] = frozenset()
 
     @property
     def subsystem(self) -> str:
@@ -153,11 +171,7 @@ class Write:
 def _sorted_aliases(writes: list[Write], reverse: bool) -> list[Write]:
     """Aliases a nested alias names go first (last when ``reverse``, for deletions)."""
     by_name = {w.alias: w for w in writes}
-    graph: dict[str, set[str]] = {}
-    for write in writes:
-        content = write.body.get("alias", {}).get("content", "") if write.body else ""
-        nested = {c for c in str(content).split("\n") if c in by_name and c != write.alias}
-        graph[write.alias] = nested
+    graph = {w.alias: {n for n in w.nested if n in by_name and n != w.alias} for w in writes}
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError:
@@ -222,6 +236,7 @@ class OpnsenseTransaction:
         self._firewall = firewall
         self._check_not_stale(firewall)
         self._writes = self._plan_writes(firewall)
+        self._check_aliases_unused(firewall)
         # The lockout check reads the socket but sends nothing: still before any POST.
         await self._check_lockout(firewall)
         backup = await self._newest_backup()
@@ -258,6 +273,27 @@ class OpnsenseTransaction:
                 + "; nothing was written: plan again",
             )
 
+    def _check_aliases_unused(self, firewall: live.LiveFirewall) -> None:
+        """Refuse, before any POST, to delete an alias that a rule or alias staying on the
+        firewall still uses (the plan checked the documents; the firewall may have moved,
+        and the firewall itself would refuse the delete half-way through)."""
+        deleted = [w for w in self._writes if w.kind == "FirewallAlias" and w.action == "delete"]
+        if not deleted:
+            return
+        planned: dict[references.Key, Document | None] = {
+            _key(w): (None if w.action == "delete" else w.change.document) for w in self._writes
+        }
+        holders = references.holders_after(firewall, planned)
+        problems = [
+            references.in_use_message(w.alias, users)
+            for w in deleted
+            if (users := references.users_of(w.alias, _key(w), holders))
+        ]
+        if problems:
+            raise AliasInUseError(
+                self.name, "; ".join(problems) + "; nothing was written: plan again"
+            )
+
     def _find(
         self, firewall: live.LiveFirewall, change: Change
     ) -> tuple[str | None, Mapping[str, Any] | None]:
@@ -287,6 +323,7 @@ class OpnsenseTransaction:
                     BUILTIN_ALIAS_TYPES
                 ):
                     raise NodeError(self.name, f"refusing to delete built-in alias {alias!r}")
+                nested = references.live_alias_uses(item) if alias else frozenset()
                 downs[change.kind].append(
                     Write(
                         change,
@@ -297,12 +334,19 @@ class OpnsenseTransaction:
                         {},
                         uuid,
                         alias,
+                        nested,
                     )
                 )
                 continue
             if change.document is None:
                 raise NodeError(self.name, f"{change.kind}/{change.name}: no document to apply")
             spec = change.document.spec
+            if spec.get("state", "present") != "present":
+                raise NodeError(
+                    self.name,
+                    f"{change.kind}/{change.name}: the document says state: absent; "
+                    f"refusing to {change.action} it",
+                )
             if change.kind == "FirewallAlias":
                 body = payload.alias(spec)
                 if uuid is None:
@@ -316,9 +360,18 @@ class OpnsenseTransaction:
                     else (payload.host_override(spec))
                 )
                 path, target = f"{api.set}/{uuid}", uuid
+            nested = references.alias_uses(spec) if alias else frozenset()
             ups[change.kind].append(
                 Write(
-                    change, change.kind, change.name, str(change.action), path, body, target, alias
+                    change,
+                    change.kind,
+                    change.name,
+                    str(change.action),
+                    path,
+                    body,
+                    target,
+                    alias,
+                    nested,
                 )
             )
         ordered = _sorted_aliases(ups["FirewallAlias"], reverse=False)
@@ -622,6 +675,12 @@ class OpnsenseTransaction:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _key(write: Write) -> references.Key:
+    if write.kind == "FirewallAlias":
+        return references.alias_key(write.uuid, write.alias)
+    return (write.kind, str(write.uuid))
 
 
 def _alias_name(change: Change) -> str:

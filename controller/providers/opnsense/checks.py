@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from controller.model.crosscheck import CheckContext
-from controller.model.diagnostics import Diagnostic, Severity
+from controller.model.diagnostics import Diagnostic, Severity, format_path
 from controller.model.document import Document
 from controller.model.state import target_nodes
 from controller.providers.opnsense import naming
+from controller.providers.opnsense.references import NOT_NESTING
 
 LINUX_ONLY = (
     "address",
@@ -93,6 +96,22 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _present(doc: Document) -> bool:
+    return str(doc.spec.get("state", "present")) == "present"
+
+
+def _needs(doc: Document, fields: tuple[str, ...], what: str) -> Iterator[Diagnostic]:
+    """Fields a present object needs (an absent one is identified without them)."""
+    for field in fields:
+        if field not in doc.spec:
+            yield Diagnostic(
+                doc.location(("spec",)),
+                f"a present {doc.kind} needs {field!r}{what}",
+                doc.subject,
+                "spec",
+            )
+
+
 def check_alias(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     spec = doc.spec
     explicit = doc.raw is None or ("spec", "name") in doc.raw.positions
@@ -110,7 +129,13 @@ def check_alias(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
             doc.subject,
             "spec.name",
         )
+    if not _present(doc):
+        return  # deleted by name: what else it says is not used
+    yield from _needs(doc, ("type",), " (host, network, port, url, ...)")
+    if "type" not in spec:
+        return
     yield from _duplicates(doc, "content")
+    deleted = _aliases_for(doc, context).absent
     for index, entry in enumerate(spec.get("content", [])):
         entry_problem = naming.alias_entry_problem(spec["type"], str(entry))
         if entry_problem:
@@ -120,6 +145,8 @@ def check_alias(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
                 doc.subject,
                 f"spec.content[{index}]",
             )
+        elif str(entry) in deleted and spec["type"] not in NOT_NESTING:
+            yield _uses_deleted(doc, ("content", index), str(entry), deleted[str(entry)])
     # Two aliases of one name on one node: the generic conflict check reports them, as
     # FirewallAlias's instance key is its name; a second message here would repeat it.
 
@@ -149,8 +176,12 @@ def _duplicates(doc: Document, field: str) -> Iterator[Diagnostic]:
 
 def check_rule(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     spec = doc.spec
+    if not _present(doc):
+        return  # deleted by its identity (node, kind, metadata.name)
+    yield from _needs(doc, ("interface",), ", the interface(s) it applies to, like lan")
     yield from _duplicates(doc, "interface")
-    aliases = _alias_names_for(doc, context)
+    known = _aliases_for(doc, context)
+    aliases, deleted = known.present, known.absent
     for side in ("source", "destination"):
         end = spec.get(side, {})
         net = str(end.get("net", "any"))
@@ -161,6 +192,8 @@ def check_rule(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
             # Neither an address nor a possible alias: a typo ("10.0.0.300") must not pass
             # as a warning about an alias that is not in the desired state.
             yield _at(doc, (side, "net"), _bad_net(net))
+        elif naming.classify_net(net) == "alias" and net in deleted:
+            yield _uses_deleted(doc, (side, "net"), net, deleted[net])
         elif naming.classify_net(net) == "alias" and net not in aliases:
             yield _unknown_alias(doc, (side, "net"), net)
         if "port" not in end:
@@ -177,6 +210,8 @@ def check_rule(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         ):
             if not naming.is_alias_name(port):
                 yield _at(doc, (side, "port"), _bad_port(port))
+            elif port in deleted:
+                yield _uses_deleted(doc, (side, "port"), port, deleted[port])
             elif port not in aliases:
                 yield _unknown_alias(doc, (side, "port"), port)
 
@@ -228,23 +263,57 @@ def _unknown_alias(doc: Document, path: tuple[str, str], name: str) -> Diagnosti
     )
 
 
-def _alias_names_for(doc: Document, context: CheckContext) -> set[str]:
-    """The alias names desired on any node ``doc`` targets (computed once per load)."""
-    by_node = context.memo.get("alias-names-by-node")
+def _uses_deleted(
+    doc: Document, path: tuple[str | int, ...], name: str, alias: Document
+) -> Diagnostic:
+    return Diagnostic(
+        doc.location(("spec", *path)),
+        f"alias {name!r} is deleted by {alias.subject} (state: absent, at "
+        f"{alias.location(('spec', 'state'))}); the firewall refuses to delete an alias "
+        "still in use: drop this use, or keep the alias",
+        doc.subject,
+        format_path(("spec", *path)),
+    )
+
+
+@dataclass
+class _Aliases:
+    present: set[str] = dataclasses.field(default_factory=set)
+    absent: dict[str, Document] = dataclasses.field(default_factory=dict)  # name -> its document
+
+
+def _aliases_for(doc: Document, context: CheckContext) -> _Aliases:
+    """The aliases desired (present) and deleted (absent) on the nodes ``doc`` targets;
+    the per-node map is computed once per load. Read-only: it may be the shared map."""
+    by_node: dict[str, _Aliases] | None = context.memo.get("aliases-by-node")
     if by_node is None:
         by_node = {}
         for alias in context.of_kind("FirewallAlias"):
             for node in target_nodes(alias, context.nodes):
-                by_node.setdefault(node, set()).add(alias.spec["name"])
-        context.memo["alias-names-by-node"] = by_node
-    names: set[str] = set()
-    for node in target_nodes(doc, context.nodes):
-        names |= by_node.get(node, set())
-    return names
+                entry = by_node.setdefault(node, _Aliases())
+                if _present(alias):
+                    entry.present.add(alias.spec["name"])
+                else:
+                    entry.absent.setdefault(alias.spec["name"], alias)
+        context.memo["aliases-by-node"] = by_node
+    nodes = target_nodes(doc, context.nodes)
+    if len(nodes) == 1:
+        # The common case, and the only one for aliases in large states: no copy.
+        return by_node.get(nodes[0]) or _Aliases()
+    out = _Aliases()
+    for node in nodes:
+        found = by_node.get(node, _Aliases())
+        out.present.update(found.present)
+        for name, alias in found.absent.items():
+            out.absent.setdefault(name, alias)
+    return out
 
 
 def check_host_override(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     spec = doc.spec
+    if not _present(doc):
+        return  # deleted by its identity (node, kind, metadata.name)
+    yield from _needs(doc, ("hostname", "domain"), "")
     rr = spec["rr"]
     need = {"A": ("server",), "AAAA": ("server",), "MX": ("mx", "mxprio"), "TXT": ("txtdata",)}[rr]
     article = "an" if rr in ("A", "MX") else "a"  # said "an A", "an MX", "a TXT"

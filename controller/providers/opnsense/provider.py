@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from controller import secrets
 from controller.engine.diff import Observed
 from controller.model.document import Document
 from controller.providers.base import Change, Observation, Unmanaged
-from controller.providers.opnsense import essence, live, naming
+from controller.providers.opnsense import essence, live, naming, references
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
 from controller.providers.opnsense.identity import object_uuid
@@ -48,6 +49,8 @@ class OpnsenseProvider:
         self, node: Document, resources: Sequence[Document], tree: SourceTree
     ) -> Observation:
         kinds = {d.kind for d in resources if d.kind in live.MODELS} or set(live.MODELS)
+        if any(d.kind == "FirewallAlias" and not present(d) for d in resources):
+            kinds.add("FirewallRule")  # a deleted alias must be used by no remaining rule
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds)
         return compare(node.name, resources, firewall)
@@ -78,33 +81,83 @@ class OpnsenseProvider:
             )
 
 
+def present(doc: Document) -> bool:
+    return str(doc.spec.get("state", "present")) == "present"
+
+
 def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewall) -> Observation:
+    """Each document's desired and live essence (desired None: ``state: absent``), and
+    the objects no document claims."""
     aliases_by_name = {
         str(item.get("name")): (uuid, item) for uuid, item in firewall.of("FirewallAlias").items()
     }
-    desired_aliases = {d.spec["name"] for d in resources if d.kind == "FirewallAlias"}
+    desired_aliases = {
+        d.spec["name"] for d in resources if d.kind == "FirewallAlias" and present(d)
+    }
     known_aliases = desired_aliases | set(aliases_by_name)
     claimed: set[tuple[str, str]] = set()
     observed: dict[Document, Observed] = {}
+    keys: dict[Document, references.Key] = {}
     for doc in resources:
+        wanted = present(doc)
         if doc.kind == "FirewallAlias":
             uuid, item = aliases_by_name.get(doc.spec["name"], ("", None))
             live_essence = essence.live_alias(item) if item is not None else None
-            desired = essence.desired_alias(doc.spec)
+            desired = essence.desired_alias(doc.spec) if wanted else None
+            key = references.alias_key(uuid, doc.spec["name"])
         else:
             uuid = object_uuid(node, doc.kind, doc.name)
             item = firewall.of(doc.kind).get(uuid)
             to_live = essence.live_rule if doc.kind == "FirewallRule" else essence.live_host
             live_essence = to_live(item) if item is not None else None
-            desired = (
+            to_desired = (
                 essence.desired_rule if doc.kind == "FirewallRule" else essence.desired_host
-            )(doc.spec)
+            )
+            desired = to_desired(doc.spec) if wanted else None
+            key = (doc.kind, uuid)
         claimed.add((doc.kind, uuid))
-        problem = next(iter(_version_problems(doc, firewall)), None) or next(
-            iter(_missing_aliases(doc, known_aliases)), None
-        )
+        keys[doc] = key
+        problem = None
+        if wanted:
+            problem = next(iter(_version_problems(doc, firewall)), None) or next(
+                iter(_missing_aliases(doc, known_aliases)), None
+            )
+        elif item is not None and doc.kind == "FirewallAlias" and _builtin(item):
+            problem = f"{doc.spec['name']!r} is one of the firewall's own aliases; never deleted"
         observed[doc] = Observed(desired, live_essence, problem)
+    _refuse_aliases_in_use(observed, keys, firewall)
     return Observation(observed, tuple(_unmanaged(firewall, claimed)))
+
+
+def _refuse_aliases_in_use(
+    observed: dict[Document, Observed],
+    keys: Mapping[Document, references.Key],
+    firewall: live.LiveFirewall,
+) -> None:
+    """An alias to delete that a remaining rule or alias still uses is an error of its
+    document: the firewall would refuse the delete half-way through the apply."""
+    deleting = [
+        doc
+        for doc, seen in observed.items()
+        if doc.kind == "FirewallAlias"
+        and seen.desired is None
+        and seen.live is not None
+        and seen.error is None
+    ]
+    if not deleting:
+        return
+    planned = {keys[d]: (d if present(d) else None) for d in observed}
+    holders = references.holders_after(firewall, planned)
+    for doc in deleting:
+        name = str(doc.spec["name"])
+        users = references.users_of(name, keys[doc], holders)
+        if users:
+            message = references.in_use_message(name, users)
+            observed[doc] = dataclasses.replace(observed[doc], error=message)
+
+
+def _builtin(item: Mapping[str, Any]) -> bool:
+    return essence.one(item.get("type")) in BUILTIN_TYPES
 
 
 def _version_problems(doc: Document, firewall: live.LiveFirewall) -> Iterable[str]:
@@ -158,7 +211,7 @@ def _unmanaged(firewall: live.LiveFirewall, claimed: set[tuple[str, str]]) -> It
         for uuid, item in sorted(firewall.of(kind).items()):
             if (kind, uuid) in claimed:
                 continue
-            if kind == "FirewallAlias" and essence.one(item.get("type")) in BUILTIN_TYPES:
+            if kind == "FirewallAlias" and _builtin(item):
                 continue
             label = labels[kind](item)
             yield Unmanaged(

@@ -64,6 +64,18 @@ def test_users_sysctl_and_host() -> None:
     assert answer["host"]["hostname"]
 
 
+def test_a_persisted_sysctl_the_kernel_lacks_still_reports_its_line(tmp_path: Path) -> None:
+    # An absent Sysctl must be able to take the key of an unloaded module out of the file.
+    persisted = tmp_path / "99-fazai.conf"
+    persisted.write_text("# Managed by FazAI\nno.such.key = 5  7\nkernel.ostype = Linux\n")
+    answer = gather({"sysctls": ["no.such.key", "kernel.ostype"], "sysctl_file": str(persisted)})
+    assert answer["sysctls"]["no.such.key"] == {
+        "error": "no such kernel parameter",
+        "persisted": "5 7",
+    }
+    assert answer["sysctls"]["kernel.ostype"] == {"value": "Linux", "persisted": "Linux"}
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft needs root")
 def test_nft_definition_is_canonicalized_without_touching_the_live_ruleset() -> None:
     definition = (
