@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller import providers
+from controller import events, providers
 from controller.engine.diff import Action, Change, compare
 from controller.errors import FazaiError, NodeError
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.providers.base import Observation
+from controller.source.tree import SourceTree
 
 DEFAULT_CONCURRENCY = 32
 
@@ -82,6 +84,9 @@ class Plan:
 
 
 ProgressCallback = Callable[[str, NodePlan | None], None]
+Observe = Callable[[Document, Sequence[Document], SourceTree], Awaitable[Observation]]
+"""How a node's live state is read: its provider's ``observe`` unless a caller (a review
+planning two states against one read of each node) passes its own."""
 
 
 async def build(
@@ -91,11 +96,14 @@ async def build(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: ProgressCallback | None = None,
     show_unmanaged: bool = False,
+    observe: Observe | None = None,
+    publish: events.Publish = events.discard,
 ) -> Plan:
     """Plan ``state`` against the live nodes (all, or those named in ``only``).
 
     With ``show_unmanaged``, objects found on a node that no document describes are
-    listed too (as ``unmanaged``: reported, never changed)."""
+    listed too (as ``unmanaged``: reported, never changed). ``publish`` gets a
+    ``node.read`` event as each node is read."""
     names = [n for n in sorted(state.nodes) if not only or n in only]
     limit = asyncio.Semaphore(max(1, concurrency))
 
@@ -103,7 +111,14 @@ async def build(
         async with limit:
             if progress:
                 progress(name, None)
-            result = await plan_node(state, state.nodes[name], show_unmanaged)
+            result = await plan_node(state, state.nodes[name], show_unmanaged, observe)
+            publish(
+                events.EventType.NODE_READ,
+                node=name,
+                changes=len(result.changed),
+                error=result.error,
+                seconds=round(result.seconds, 3),
+            )
             if progress:
                 progress(name, result)
             return result
@@ -112,12 +127,18 @@ async def build(
     return Plan(state.source.description, state.revision, tuple(results), tuple(state.warnings))
 
 
-async def plan_node(state: DesiredState, node: Document, show_unmanaged: bool = False) -> NodePlan:
+async def plan_node(
+    state: DesiredState,
+    node: Document,
+    show_unmanaged: bool = False,
+    observe: Observe | None = None,
+) -> NodePlan:
     started = time.monotonic()
     platform = node.spec["platform"]
     resources = state.resources_for(node.name)
     try:
-        observed = await providers.for_platform(platform).observe(node, resources, state.source)
+        read = observe or providers.for_platform(platform).observe
+        observed = await read(node, resources, state.source)
     except FazaiError as exc:
         message = exc.message if isinstance(exc, NodeError) else str(exc)
         return NodePlan(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
 from controller.engine.diff import Action
-from controller.engine.plan import Plan
+from controller.engine.plan import Plan, PlanItem
 from controller.output.summary import SYMBOLS, summary_line
 
 
@@ -17,19 +18,7 @@ def render(plan: Plan) -> str:
     lines = [f"### FazAI plan: {status}", ""]
     revision = f" at `{plan.revision[:12]}`" if plan.revision else ""
     lines += [f"Source: `{_cell(plan.source)}`{revision}", "", f"**{summary_line(plan)}**", ""]
-    lines += [
-        "| node | platform | create | update | delete | in sync | status |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for node in plan.nodes:
-        count = {a: sum(1 for i in node.items if i.action is a) for a in Action}
-        status_cell = (
-            f"⚠️ {_cell(node.error)}" if node.error else ("❗ errors" if node.failed else "ok")
-        )
-        lines.append(
-            f"| {node.node} | {node.platform} | {count[Action.CREATE]} | {count[Action.UPDATE]} "
-            f"| {count[Action.DELETE]} | {count[Action.NOOP]} | {status_cell} |"
-        )
+    lines += node_table(plan)
     lines.append("")
     for warning in plan.warnings:
         lines.append(f"> ⚠️ {_cell(str(warning))}")
@@ -39,28 +28,60 @@ def render(plan: Plan) -> str:
             continue
         lines += ["", f"<details><summary><b>{node.node}</b>: {len(items)} change(s)</summary>", ""]
         for item in items:
-            action = item.action.value
-            lines.append(f"- `{SYMBOLS[action]}` **{item.kind}/{item.name}** {action}")
-            if item.error:
-                lines.append(f"  - error: {_cell(item.error)}")
-            for change in item.changes:
-                lines.append(
-                    f"  - `{change.field}`: `{_value(change.live)}` → `{_value(change.desired)}`"
-                )
-                if change.diff:
-                    fence = "````" if "```" in change.diff else "```"
-                    lines += [
-                        f"    {fence}diff",
-                        *("    " + ln for ln in change.diff.splitlines()),
-                        f"    {fence}",
-                    ]
+            lines += item_lines(item)
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
+def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[str]:
+    """One resource's change as a markdown list item, its field changes nested under it
+    (with unified diffs unless ``diffs`` is False); ``note`` follows the action."""
+    action = item.action.value
+    subject = html.escape(_cell(f"{item.kind}/{item.name}"), quote=False)
+    lines = [f"- `{SYMBOLS[action]}` **{subject}** {action}{note}"]
+    if item.error:
+        lines.append(f"  - error: {html.escape(_cell(item.error), quote=False)}")
+    for change in item.changes:
+        lines.append(f"  - `{change.field}`: `{_value(change.live)}` → `{_value(change.desired)}`")
+        if change.diff and diffs:
+            fence = "````" if "```" in change.diff else "```"
+            lines += [
+                f"    {fence}diff",
+                *("    " + ln for ln in change.diff.splitlines()),
+                f"    {fence}",
+            ]
+    return lines
+
+
+def node_table(plan: Plan) -> list[str]:
+    """The per-node summary table."""
+    lines = [
+        "| node | platform | create | update | delete | in sync | status |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for node in plan.nodes:
+        count = {a: sum(1 for i in node.items if i.action is a) for a in Action}
+        status_cell = (
+            f"⚠️ {html.escape(_cell(node.error), quote=False)}"
+            if node.error
+            else ("❗ errors" if node.failed else "ok")
+        )
+        lines.append(
+            f"| {node.node} | {node.platform} | {count[Action.CREATE]} | {count[Action.UPDATE]} "
+            f"| {count[Action.DELETE]} | {count[Action.NOOP]} | {status_cell} |"
+        )
+    return lines
+
+
+def cell(text: str) -> str:
+    """``text`` made safe for a table cell or a one-line list item."""
+    return _cell(text)
+
+
 def _value(value: Any) -> str:
     text = "(absent)" if value is None else value if isinstance(value, str) else json.dumps(value)
-    return text.replace("`", "'")
+    # Inline code on one line: a backtick or a line break would end it early.
+    return text.replace("`", "'").replace("\r", "").replace("\n", "\\n")
 
 
 def _cell(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from controller.engine.diff import Action, Change
-from controller.engine.plan import NodePlan, Plan
+from controller.engine.plan import NodePlan, Plan, PlanItem
 from controller.output.summary import SYMBOLS, summary_line
 
 STYLES = {
@@ -23,16 +24,22 @@ STYLES = {
 }
 
 
-def render(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
+Note = Callable[[PlanItem], str]
+"""A few words after an item's action (a review's marking), or an empty string."""
+
+
+def render(
+    plan: Plan, console: Console, *, show_noop: bool = False, note: Note | None = None
+) -> None:
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(str(warning))}")
     for node in plan.nodes:
-        console.print(_node(node, show_noop))
+        console.print(_node(node, show_noop, note))
     style = "red" if plan.has_errors else ("yellow" if plan.has_changes else "green")
     console.print(Text(summary_line(plan), style=f"bold {style}"))
 
 
-def _node(node: NodePlan, show_noop: bool) -> Group:
+def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> Group:
     header = Text.assemble(
         (node.node, "bold"), f" ({node.platform}) ", (f"{node.seconds:.2f}s", "dim")
     )
@@ -50,6 +57,7 @@ def _node(node: NodePlan, show_noop: bool) -> Group:
                 f"  {SYMBOLS[action]} ",
                 (f"{item.kind}/{item.name}", STYLES[action]),
                 (f"  {action}", "dim"),
+                (note(item) if note else "", "bold"),
             )
         )
         if item.error:

@@ -1,0 +1,202 @@
+"""What merging a pull request would change on the live nodes, and what it would not.
+
+Both the base and the head are planned against the live nodes (one read of each node
+serves both, see :mod:`observe`). The head's plan is what merging would do; each of its
+changes is marked by comparing it with the base's plan of the same resource:
+
+* ``introduced``: the base would leave the resource alone; the head brings the change;
+* ``changed``: the base would change the resource too, but differently;
+* ``pending``: the base would do exactly the same: drift that exists whatever the pull
+  request says (merging it does not cause it, and not merging it does not avoid it).
+
+The base's changes the head no longer makes are listed as ``dropped``.
+
+Only the base is trusted with how to reach a node: a head that adds a node or changes a
+Node's connection (address, URL, port, user, keys, secret references, TLS) would make
+the controller connect, with its credentials, where the unmerged pull request says. Such
+a node is not read (an ``UntrustedNodeError`` in the plan) unless ``trust_head`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from controller.engine import plan as planning
+from controller.engine.diff import Action
+from controller.engine.plan import Observe, Plan, PlanItem
+from controller.errors import UntrustedNodeError
+from controller.forges.observe import SharedReads, connection
+from controller.model.document import Document
+from controller.model.state import DesiredState
+from controller.source.tree import SourceTree
+
+Key = tuple[str, str, str]  # node, kind, name
+QUIET = (Action.NOOP, Action.UNMANAGED)
+
+
+class Marking(StrEnum):
+    INTRODUCED = "introduced"
+    CHANGED = "changed"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Review:
+    head: Plan
+    base: Plan | None
+    base_source: str
+    base_revision: str | None
+    base_error: str | None = None  # the base could not be planned; nothing is marked
+    markings: Mapping[Key, Marking] = field(default_factory=dict)
+    before: Mapping[Key, PlanItem] = field(default_factory=dict)  # the base's, for changed
+    dropped: tuple[PlanItem, ...] = ()
+    reads: Mapping[str, int] = field(default_factory=dict)  # live reads per node
+
+    @property
+    def exit_code(self) -> int:
+        return self.head.exit_code
+
+    def marking(self, item: PlanItem) -> Marking | None:
+        return self.markings.get(key(item))
+
+    def counts(self) -> dict[str, int]:
+        out = {m.value: 0 for m in Marking}
+        for marking in self.markings.values():
+            out[marking.value] += 1
+        out["dropped"] = len(self.dropped)
+        return out
+
+
+def key(item: PlanItem) -> Key:
+    return (item.node, item.kind, item.name)
+
+
+def same(a: PlanItem, b: PlanItem) -> bool:
+    """The same action with the same field changes (diff texts aside: they follow)."""
+    if a.action is not b.action or a.error != b.error or len(a.changes) != len(b.changes):
+        return False
+    return all(
+        (x.field, x.live, x.desired) == (y.field, y.live, y.desired)
+        for x, y in zip(a.changes, b.changes, strict=True)
+    )
+
+
+def classify(
+    head: Plan, base: Plan
+) -> tuple[dict[Key, Marking], dict[Key, PlanItem], tuple[PlanItem, ...]]:
+    """Markings of the head's changes, the base's items behind ``changed`` ones, and the
+    base's changes the head drops. A node one side could not read is not compared."""
+    head_nodes = {n.node: n for n in head.nodes}
+    base_nodes = {n.node: n for n in base.nodes}
+    markings: dict[Key, Marking] = {}
+    before: dict[Key, PlanItem] = {}
+    for node in head.nodes:
+        other = base_nodes.get(node.node)
+        if node.error or (other is not None and other.error):
+            continue
+        theirs = {key(i): i for i in other.items} if other else {}
+        for item in node.items:
+            if item.action in QUIET:
+                continue
+            old = theirs.get(key(item))
+            if old is None or old.action in QUIET:
+                markings[key(item)] = Marking.INTRODUCED
+            elif same(old, item):
+                markings[key(item)] = Marking.PENDING
+            else:
+                markings[key(item)] = Marking.CHANGED
+                before[key(item)] = old
+    dropped: list[PlanItem] = []
+    for node in base.nodes:
+        other = head_nodes.get(node.node)
+        if node.error or (other is not None and other.error):
+            continue
+        ours = {key(i): i for i in other.items} if other else {}
+        for item in node.items:
+            if item.action in QUIET:
+                continue
+            new = ours.get(key(item))
+            if new is None or new.action in QUIET:
+                dropped.append(item)
+    return markings, before, tuple(dropped)
+
+
+def untrusted(base: DesiredState | None, head: DesiredState) -> dict[str, str]:
+    """Head nodes whose connection the base does not vouch for, with the reason."""
+    out: dict[str, str] = {}
+    for name, doc in head.nodes.items():
+        trusted = base.nodes.get(name) if base is not None else None
+        if trusted is None:
+            out[name] = "the pull request adds this node"
+            continue
+        ours, theirs = connection(doc), connection(trusted)
+        changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        if changed:
+            out[name] = f"the pull request changes how to reach this node ({', '.join(changed)})"
+    return out
+
+
+async def build(
+    base: DesiredState | None,
+    head: DesiredState,
+    *,
+    base_source: str = "",
+    base_error: str | None = None,
+    only: Sequence[str] = (),
+    concurrency: int = planning.DEFAULT_CONCURRENCY,
+    show_unmanaged: bool = False,
+    trust_head: bool = False,
+    progress: planning.ProgressCallback | None = None,
+) -> Review:
+    """Plan ``head`` and ``base`` (None: it could not be loaded, ``base_error`` says why)
+    against one read of each node, and mark the head's changes."""
+    states = [head] if base is None else [base, head]
+    shared = SharedReads(states)
+    refused = {} if trust_head else untrusted(base, head)
+    options: dict[str, Any] = {
+        "only": only,
+        "concurrency": concurrency,
+        "show_unmanaged": show_unmanaged,
+    }
+    head_run = planning.build(
+        head,
+        observe=_guarded(shared.observer(head), refused),
+        progress=progress,
+        **options,
+    )
+    if base is None:
+        head_plan = await head_run
+        return Review(head_plan, None, base_source, None, base_error, reads=dict(shared.reads))
+    base_plan, head_plan = await asyncio.gather(
+        planning.build(base, observe=shared.observer(base), **options), head_run
+    )
+    markings, before, dropped = classify(head_plan, base_plan)
+    return Review(
+        head_plan,
+        base_plan,
+        base_source or base_plan.source,
+        base_plan.revision,
+        None,
+        markings,
+        before,
+        dropped,
+        dict(shared.reads),
+    )
+
+
+def _guarded(observe: Observe, refused: Mapping[str, str]) -> Observe:
+    async def guarded(node: Document, resources: Sequence[Document], tree: SourceTree) -> Any:
+        reason = refused.get(node.name)
+        if reason is not None:
+            raise UntrustedNodeError(
+                node.name,
+                f"not read: {reason}; only the base's connection details are trusted "
+                "(--trust-head reads it as the head says)",
+            )
+        return await observe(node, resources, tree)
+
+    return guarded

@@ -1,0 +1,274 @@
+"""Push webhooks: verify a delivery came from the forge, then say which branch moved.
+
+    event = parse_push("github", request.headers, await request.body(), secret, guard=guard)
+    for url in event.location_urls: ...   # the source configured by any of them matches
+
+Verification runs on the raw body before anything is parsed:
+
+* GitHub: ``X-Hub-Signature-256: sha256=HEX``, HMAC-SHA256 of the body with the secret;
+  event ``X-GitHub-Event: push``, delivery id ``X-GitHub-Delivery``;
+* GitLab: ``X-Gitlab-Token`` is the secret itself (GitLab signs nothing), compared in
+  constant time; event ``X-Gitlab-Event: Push Hook``, delivery id ``X-Gitlab-Event-UUID``
+  (``Idempotency-Key`` where that is missing);
+* Gitea/Forgejo: ``X-Gitea-Signature`` / ``X-Forgejo-Signature``, HMAC-SHA256 hex of the
+  body (Gitea also sends GitHub's header, taken too); event ``X-Gitea-Event`` /
+  ``X-Forgejo-Event: push``, delivery id ``X-Gitea-Delivery`` / ``X-Forgejo-Delivery``.
+
+What is refused (:class:`WebhookRefused`, its ``status_code`` is the answer to give): a
+missing signature or token when a secret is configured (401), a forged one (403), a body
+over 25 MiB (413), a payload that is not a push payload (400), and, with a
+:class:`ReplayGuard`, a delivery id already received (409) or a GitHub push older than
+the guard remembers (409, from the payload's ``repository.pushed_at``; GitLab and Gitea
+payloads carry no push time, so for them the guard's memory is the limit).
+
+What is authentic but not acted on (:class:`PushIgnored`, 202, so the forge does not show
+a failed delivery): other events (ping, tag push hooks, pull requests), pushes of tags
+(``refs/tags/...``) and branch deletions (``after`` all zeros, or ``deleted: true``).
+
+With ``secret=None`` no authentication is configured and every well-formed delivery is
+taken: only for a listener on loopback.
+
+A push's ``revision`` is a hint: the reconcile loop fetches the branch and reconciles its
+tip, so a replayed or reordered delivery never rolls a node back to an older commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from controller.errors import PushIgnored, WebhookRefused
+from controller.secrets import Secret
+
+__all__ = [
+    "PushEvent",
+    "PushIgnored",
+    "ReplayGuard",
+    "WebhookRefused",
+    "parse_push",
+    "repository_key",
+]
+
+MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+ZERO_SHA = re.compile(r"^0+$")
+_URL_KEYS = {
+    "github": (("repository", ("clone_url", "ssh_url", "html_url", "git_url", "url", "svn_url")),),
+    "gitlab": (
+        ("project", ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url", "url")),
+        ("repository", ("git_http_url", "git_ssh_url", "url", "homepage")),
+    ),
+    "gitea": (("repository", ("clone_url", "ssh_url", "html_url")),),
+}
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """A branch moved. ``location_urls`` are every URL the payload gives for the
+    repository (HTTPS clone, SSH, web), so a source configured by any of them matches."""
+
+    location_urls: tuple[str, ...]
+    branch: str
+    revision: str | None
+    delivery_id: str
+    forge: str = ""  # github, gitlab, gitea
+
+
+class ReplayGuard:
+    """Remembers delivery ids for ``ttl`` (at most ``capacity`` of them, the oldest
+    forgotten first). ``seen(id)`` is True for an id it already holds, and records it
+    otherwise. Thread-safe."""
+
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        ttl: float | timedelta = timedelta(hours=24),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.ttl = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, delivery_id: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            while self._seen:
+                oldest, at = next(iter(self._seen.items()))
+                if now - at < self.ttl:
+                    break
+                del self._seen[oldest]
+            if delivery_id in self._seen:
+                return True
+            self._seen[delivery_id] = now
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+            return False
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def parse_push(
+    forge: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: Secret | None,
+    *,
+    guard: ReplayGuard | None = None,
+    now: Callable[[], float] = time.time,
+) -> PushEvent:
+    """The push a delivery announces, once it is verified; raises WebhookRefused (or its
+    PushIgnored) otherwise. Give the ``guard`` here, and do not also call its ``seen``
+    yourself: it records the delivery as it checks it."""
+    name = "gitea" if forge.lower() == "forgejo" else forge.lower()
+    if name not in _URL_KEYS:
+        raise WebhookRefused(404, f"no webhook for forge {forge!r}")
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if len(body) > MAX_BODY:
+        raise WebhookRefused(413, f"payload over {MAX_BODY} bytes", forge=name)
+    if secret is not None:
+        _verify(name, lowered, body, secret)
+    event = _event(name, lowered)
+    delivery = _delivery(name, lowered) or "sha256:" + hashlib.sha256(body).hexdigest()
+    if event != "push":
+        raise PushIgnored(f"{event or 'an unnamed'} event, not a push", forge=name)
+    payload = _payload(name, lowered, body)
+    if guard is not None:
+        _fresh(name, payload, guard, now())
+        if guard.seen(f"{name}:{delivery}"):
+            raise WebhookRefused(409, f"delivery {delivery} already received", forge=name)
+    ref = payload.get("ref")
+    if not isinstance(ref, str) or not ref.startswith("refs/"):
+        raise WebhookRefused(400, "the push payload has no ref", forge=name)
+    if not ref.startswith("refs/heads/"):
+        kind = "tag" if ref.startswith("refs/tags/") else "ref"
+        raise PushIgnored(f"push of {kind} {ref}, not of a branch", forge=name)
+    branch = ref.removeprefix("refs/heads/")
+    after = payload.get("after")
+    revision = after if isinstance(after, str) and after else None
+    if payload.get("deleted") is True or (revision is not None and ZERO_SHA.match(revision)):
+        raise PushIgnored(f"branch {branch} deleted", forge=name)
+    urls = _urls(name, payload)
+    if not urls:
+        raise WebhookRefused(400, "the push payload names no repository URL", forge=name)
+    return PushEvent(urls, branch, revision, delivery, name)
+
+
+def repository_key(url: str) -> tuple[str, str]:
+    """(host, path) of a repository URL, to tell whether two URLs name the same
+    repository: ``https://git.example/acme/infra.git``, ``git@git.example:acme/infra``
+    and ``ssh://git@git.example:22/acme/infra`` all give ``("git.example",
+    "acme/infra")``. Credentials, ports, case of the host, ``.git`` and slashes are
+    ignored; a local path gives ``("", path)``."""
+    text = url.strip()
+    scp = re.match(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$", text)
+    if scp and "://" not in text:
+        host, path = scp.group(1), scp.group(2)
+    elif "://" in text:
+        parts = urlsplit(text)
+        host, path = parts.hostname or "", parts.path
+    else:
+        return "", text.rstrip("/")
+    path = path.strip("/").removesuffix(".git").strip("/")
+    return host.lower(), path
+
+
+def _verify(forge: str, headers: Mapping[str, str], body: bytes, secret: Secret) -> None:
+    key = secret.reveal().encode()
+    if forge == "gitlab":
+        token = headers.get("x-gitlab-token")
+        if token is None:
+            raise WebhookRefused(
+                401, "no X-Gitlab-Token header; a secret token is configured", forge=forge
+            )
+        if not hmac.compare_digest(token.encode(), key):
+            raise WebhookRefused(403, "X-Gitlab-Token does not match", forge=forge)
+        return
+    digest = hmac.new(key, body, hashlib.sha256).hexdigest()
+    if forge == "github":
+        candidates = [("x-hub-signature-256", "sha256=" + digest)]
+    else:
+        candidates = [
+            ("x-forgejo-signature", digest),
+            ("x-gitea-signature", digest),
+            ("x-hub-signature-256", "sha256=" + digest),
+        ]
+    for header, expected in candidates:
+        sent = headers.get(header)
+        if sent is None:
+            continue
+        if not hmac.compare_digest(sent.strip().lower().encode(), expected.encode()):
+            raise WebhookRefused(403, f"{header} does not match the body", forge=forge)
+        return
+    names = ", ".join(h for h, _ in candidates)
+    raise WebhookRefused(401, f"no signature ({names}); a secret is configured", forge=forge)
+
+
+def _event(forge: str, headers: Mapping[str, str]) -> str:
+    if forge == "github":
+        return headers.get("x-github-event", "").strip()
+    if forge == "gitlab":
+        sent = headers.get("x-gitlab-event", "").strip()
+        return "push" if sent == "Push Hook" else sent
+    return (headers.get("x-forgejo-event") or headers.get("x-gitea-event") or "").strip()
+
+
+def _delivery(forge: str, headers: Mapping[str, str]) -> str:
+    names: tuple[str, ...]
+    if forge == "github":
+        names = ("x-github-delivery",)
+    elif forge == "gitlab":
+        names = ("x-gitlab-event-uuid", "idempotency-key")
+    else:
+        names = ("x-forgejo-delivery", "x-gitea-delivery")
+    return next((headers[n].strip() for n in names if headers.get(n, "").strip()), "")
+
+
+def _payload(forge: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
+    text = body
+    if headers.get("content-type", "").split(";")[0].strip() == "application/x-www-form-urlencoded":
+        # GitHub and Gitea can be set to send the JSON as a form field named payload.
+        fields = parse_qs(body.decode("utf-8", "replace"))
+        text = (fields.get("payload") or [""])[0].encode()
+    try:
+        payload = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WebhookRefused(400, "the payload is not JSON", forge=forge) from exc
+    if not isinstance(payload, dict):
+        raise WebhookRefused(400, "the payload is not a JSON object", forge=forge)
+    return payload
+
+
+def _fresh(forge: str, payload: Mapping[str, Any], guard: ReplayGuard, now: float) -> None:
+    repository = payload.get("repository")
+    pushed = repository.get("pushed_at") if isinstance(repository, Mapping) else None
+    if forge == "github" and isinstance(pushed, int | float) and not isinstance(pushed, bool):
+        age = now - float(pushed)
+        if age > guard.ttl:
+            raise WebhookRefused(409, f"stale delivery: pushed {age / 3600:.0f} h ago", forge=forge)
+
+
+def _urls(forge: str, payload: Mapping[str, Any]) -> tuple[str, ...]:
+    found: list[str] = []
+    for section, keys in _URL_KEYS[forge]:
+        holder = payload.get(section)
+        if not isinstance(holder, Mapping):
+            continue
+        for key in keys:
+            value = holder.get(key)
+            if isinstance(value, str) and value.strip() and value.strip() not in found:
+                found.append(value.strip())
+    return tuple(found)
