@@ -26,16 +26,16 @@ from controller.store.redact import redact
 class EventType(StrEnum):
     """Every kind of event, with the data keys it carries (besides ``source``)."""
 
-    RECONCILE_QUEUED = "reconcile.queued"  # reason, revision?
-    RUN_STARTED = "run.started"  # run_id, command, revision, trigger, mode
-    NODE_READ = "node.read"  # run_id, node, changes (count), error?
-    DRIFT_DETECTED = "drift.detected"  # node, changes (count), items [{kind,name,action}]
-    APPROVAL_PENDING = "approval.pending"  # approval_id, revision, nodes
+    RECONCILE_QUEUED = "reconcile.queued"  # reason, revision?, coalesced
+    RUN_STARTED = "run.started"  # run_id, command, revision, trigger, mode (plan runs)
+    NODE_READ = "node.read"  # run_id, node, changes (count), error, seconds
+    DRIFT_DETECTED = "drift.detected"  # run_id, node, revision, mode, changes, items (plan JSON)
+    APPROVAL_PENDING = "approval.pending"  # approval_id, revision, nodes, replaces
     CHANGE_APPLIED = "change.applied"  # run_id, node, kind, name, action
     NODE_VERIFIED = "node.verified"  # run_id, node, changes (count)
     NODE_ROLLED_BACK = "node.rolled_back"  # run_id, node, reason
     NODE_FAILED = "node.failed"  # run_id, node, reason
-    RUN_FINISHED = "run.finished"  # run_id, status, seconds
+    RUN_FINISHED = "run.finished"  # run_id, status, seconds, command, revision
     SOURCE_ERROR = "source.error"  # message, retry_in (seconds)
     SIGNATURE_REFUSED = "signature.refused"  # revision, reason
     AGENT_TOKEN = "agent.token"  # session, text

@@ -31,7 +31,9 @@ def redact(location: str) -> str:
     return re.sub(r"(://)[^/@]*@", r"\1***@", location)
 
 
-def open_repository(location: str, cache_dir: Path) -> git.Repo:
+def open_repository(location: str, cache_dir: Path, timeout: float = GIT_TIMEOUT_S) -> git.Repo:
+    """The repository at ``location``: a local one in place, a URL's mirror fetched (or
+    cloned) first, each git command killed after ``timeout`` seconds."""
     shown = redact(location)
     try:
         if not is_git_url(location):
@@ -44,11 +46,11 @@ def open_repository(location: str, cache_dir: Path) -> git.Repo:
                 "origin",
                 "+refs/heads/*:refs/heads/*",
                 "+refs/tags/*:refs/tags/*",
-                kill_after_timeout=GIT_TIMEOUT_S,
+                kill_after_timeout=timeout,
             )
             return repo
         mirror.parent.mkdir(parents=True, exist_ok=True)
-        return git.Repo.clone_from(location, mirror, mirror=True, kill_after_timeout=GIT_TIMEOUT_S)
+        return git.Repo.clone_from(location, mirror, mirror=True, kill_after_timeout=timeout)
     except git.NoSuchPathError as exc:
         raise SourceError(f"{shown}: no such repository") from exc
     except git.InvalidGitRepositoryError as exc:
@@ -58,7 +60,12 @@ def open_repository(location: str, cache_dir: Path) -> git.Repo:
 
 
 def read_git(location: str, ref: str, cache_dir: Path, subdir: str = "") -> SourceTree:
-    repo = open_repository(location, cache_dir)
+    return tree_at(open_repository(location, cache_dir), location, ref, subdir)
+
+
+def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> SourceTree:
+    """The files of ``subdir`` at ``ref`` of an opened repository, read lazily from its
+    object database."""
     try:
         commit = repo.commit(ref)
         # A full 40-hex SHA is taken on trust and only looked up when read: read the tree

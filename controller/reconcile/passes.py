@@ -1,0 +1,212 @@
+"""One reconcile of one source at one commit: plan every node, then act per node mode.
+
+The plan is a run of its own (``plan``), recorded with its plan JSON and per-node result,
+so the run log holds the drift history. Then, per node mode:
+
+* ``auto``: nodes with changes (and a clean read) are applied by the engine as one
+  ``apply`` run; what converged is in sync again.
+* ``detect``: drift is published and kept for the API; nothing is written.
+* ``manual``: the plan of those nodes waits for approval (see ``approvals``).
+
+Every node with changes gets a ``drift.detected`` event, whatever its mode. The caller
+holds the locks of every node of the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.engine import apply as applying
+from controller.engine import plan as planning
+from controller.events import EventType, Publish
+from controller.model.state import DesiredState
+from controller.output import plan_json
+from controller.reconcile.approvals import Approvals
+from controller.reconcile.config import SourceConfig
+from controller.reconcile.handle import Mode, NodeDrift
+from controller.reconcile.shared import Shared
+from controller.store import Command, NodeStatus, RunStatus, Trigger
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    plan_run: int
+    apply_run: int | None
+    problems: tuple[str, ...]  # nodes that could not be read or converged
+    drifted: tuple[str, ...]  # nodes left with changes (detect, manual, or failed)
+    pending_approval: str | None = None
+
+
+def node_items(document: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
+    """Plan JSON change items by node."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for item in document.get("changes", []):
+        out.setdefault(str(item["node"]), []).append(item)
+    return out
+
+
+def subset(plan: planning.Plan, nodes: Sequence[planning.NodePlan]) -> planning.Plan:
+    return planning.Plan(plan.source, plan.revision, tuple(nodes), plan.warnings)
+
+
+def record_applied(
+    shared: Shared, source: str, mode: Callable[[str], Mode], result: applying.ApplyResult
+) -> None:
+    """After an apply: converged nodes are in sync; the others keep their drift, with why."""
+    now = datetime.now(UTC)
+    for outcome in result.nodes:
+        before = shared.drift.get((source, outcome.node))
+        revision = before.revision if before else None
+        if outcome.status is NodeStatus.CONVERGED:
+            shared.drift[(source, outcome.node)] = NodeDrift(
+                outcome.node, source, mode(outcome.node), now, revision
+            )
+        elif before is not None:
+            shared.drift[(source, outcome.node)] = NodeDrift(
+                outcome.node, source, before.mode, now, revision, before.items, outcome.message
+            )
+
+
+async def run_pass(
+    shared: Shared,
+    approvals: Approvals,
+    source: SourceConfig,
+    state: DesiredState,
+    trigger: Trigger,
+    publish: Publish,
+    *,
+    pruning: Any = None,
+    blocked: Mapping[str, str] | None = None,
+    begin_apply: Callable[[], bool] = lambda: True,
+) -> PassOutcome:
+    """``blocked``: nodes that must not be written (an interrupted transaction still
+    open), with why. ``begin_apply`` is asked right before writing; False (the controller
+    is stopping) skips the apply."""
+    store = shared.store
+    blocked = blocked or {}
+    started = time.monotonic()
+    run_id = store.start_run(trigger, Command.PLAN, state.source.description, state.revision)
+    run_publish = _with(publish, run_id=run_id)
+    run_publish(
+        EventType.RUN_STARTED,
+        command=Command.PLAN.value,
+        revision=state.revision,
+        trigger=trigger.value,
+        mode=source.mode.value,
+    )
+    try:
+        plan = await planning.build(
+            state, concurrency=shared.config.concurrency, publish=run_publish
+        )
+    except asyncio.CancelledError:
+        store.finish_run(run_id, RunStatus.INTERRUPTED)
+        raise
+    document = plan_json.to_dict(plan)
+    store.record_plan(run_id, document)
+    items = node_items(document)
+    now = datetime.now(UTC)
+    planned = {n.node for n in plan.nodes}
+    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in planned]:
+        del shared.drift[key]  # a node no longer in this source's documents
+    for node in plan.nodes:
+        changed = len(node.changed)
+        if node.error is not None:
+            status, message = NodeStatus.FAILED, node.error
+        elif node.failed:
+            status, message = NodeStatus.FAILED, "some resources could not be compared"
+        elif changed:
+            status, message = NodeStatus.SKIPPED, f"{changed} change(s) found"
+        else:
+            status, message = NodeStatus.CONVERGED, "in sync"
+        store.record_node(run_id, node.node, status, message, node.seconds)
+        mode = source.mode_for(node.node)
+        shared.drift[(source.name, node.node)] = NodeDrift(
+            node.node,
+            source.name,
+            mode,
+            now,
+            plan.revision,
+            tuple(i for i in items.get(node.node, []) if i.get("action") != "noop"),
+            node.error,
+        )
+        if changed:
+            publish(
+                EventType.DRIFT_DETECTED,
+                node=node.node,
+                revision=plan.revision,
+                mode=mode.value,
+                changes=changed,
+                items=items.get(node.node, []),
+                run_id=run_id,
+            )
+    failed = [n for n in plan.nodes if n.failed]
+    overall = (
+        RunStatus.SUCCEEDED
+        if not failed
+        else RunStatus.FAILED
+        if len(failed) == len(plan.nodes)
+        else RunStatus.PARTIAL
+    )
+    store.finish_run(run_id, overall)
+    run_publish(
+        EventType.RUN_FINISHED,
+        status=overall.value,
+        seconds=round(time.monotonic() - started, 3),
+        command=Command.PLAN.value,
+        revision=plan.revision,
+    )
+
+    problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
+    by_mode: dict[Mode, list[planning.NodePlan]] = {m: [] for m in Mode}
+    for node in plan.nodes:
+        if node.changed and not node.failed:
+            if node.node in blocked:
+                problems.append(f"{node.node}: {blocked[node.node]}")
+                continue
+            by_mode[source.mode_for(node.node)].append(node)
+
+    pending = None
+    if by_mode[Mode.MANUAL]:
+        pending = approvals.offer(
+            source.name, state, subset(plan, by_mode[Mode.MANUAL]), pruning
+        ).id
+    else:
+        approvals.withdraw(source.name)
+
+    apply_run = None
+    drifted = {n.node for n in plan.nodes if n.changed}
+    if by_mode[Mode.AUTO] and begin_apply():
+        result = await applying.apply(
+            state,
+            subset(plan, by_mode[Mode.AUTO]),
+            store,
+            concurrency=shared.config.concurrency,
+            trigger=trigger,
+            publish=publish,
+        )
+        apply_run = result.run_id
+        record_applied(shared, source.name, source.mode_for, result)
+        converged = [o.node for o in result.nodes if o.status is NodeStatus.CONVERGED]
+        drifted -= set(converged)
+        if pruning is not None:
+            from controller.engine import prune
+
+            prune.release(store, pruning.releases, converged, result.run_id)
+        problems += [
+            f"{o.node}: {o.status.value}: {o.message}"
+            for o in result.nodes
+            if o.status not in (NodeStatus.CONVERGED, NodeStatus.SKIPPED)
+        ]
+    return PassOutcome(run_id, apply_run, tuple(problems), tuple(sorted(drifted)), pending)
+
+
+def _with(publish: Publish, **context: Any) -> Publish:
+    def inner(type: EventType, **data: Any) -> Any:
+        return publish(type, **{**context, **data})
+
+    return inner

@@ -1,0 +1,41 @@
+"""What every source worker of one controller shares: the bus, the store, the node locks,
+the drift table, the pending approvals and whether the controller is stopping."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from controller.events import EventBus, EventType, Publish
+from controller.reconcile.config import ControllerConfig
+from controller.reconcile.handle import NodeDrift
+from controller.reconcile.locks import NodeLocks
+from controller.store import StateStore
+
+if TYPE_CHECKING:
+    from controller.events import Event
+
+
+@dataclass
+class Shared:
+    config: ControllerConfig
+    events: EventBus
+    store: StateStore
+    locks: NodeLocks = field(default_factory=NodeLocks)
+    drift: dict[tuple[str, str], NodeDrift] = field(default_factory=dict)  # (source, node)
+    # Transactions found open when the controller started: a killed controller's, to be
+    # rolled back before their nodes are touched again.
+    interrupted: set[int] = field(default_factory=set)
+    # Applies in flight (source passes and approvals): shutdown waits for them.
+    applies: set[asyncio.Task[Any]] = field(default_factory=set)
+    stopping: bool = False
+
+    def publisher(self, **context: Any) -> Publish:
+        """A Publish adding ``context`` (source, run_id, trigger...) to every event; the
+        caller's own keys win."""
+
+        def publish(type: EventType, **data: Any) -> Event:
+            return self.events.publish(type, **{**context, **data})
+
+        return publish

@@ -1,0 +1,285 @@
+"""A source's worker: takes the wanted reconcile, runs it, keeps the source's status.
+
+One worker per source runs its reconciles one after the other (a source never
+reconciles concurrently with itself); nodes shared with other sources are protected by
+the node locks. A failure (git remote, node or firewall down) is shown in the status and
+published as ``source.error``, and retried with backoff; a permanent one (invalid
+documents, a refused signature) waits for the next commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.engine import apply as applying
+from controller.engine import prune
+from controller.engine.prune import Pruning
+from controller.errors import InvalidInputError, SourceError
+from controller.events import EventType
+from controller.model import loader
+from controller.model.state import DesiredState
+from controller.reconcile import passes
+from controller.reconcile.approvals import Approvals
+from controller.reconcile.backoff import Backoff
+from controller.reconcile.config import SourceConfig
+from controller.reconcile.gitsource import GitSource
+from controller.reconcile.handle import SourceStatus
+from controller.reconcile.shared import Shared
+from controller.reconcile.wanted import Request, Wanted
+from controller.source.signatures import SignaturePolicy
+from controller.store import Trigger
+
+log = logging.getLogger("fazai.reconcile")
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry = retry
+
+
+class SourceWorker:
+    def __init__(
+        self,
+        config: SourceConfig,
+        shared: Shared,
+        approvals: Approvals,
+        cache_dir: Path,
+        signatures: SignaturePolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.shared = shared
+        self.approvals = approvals
+        self.git = GitSource(config, cache_dir, signatures)
+        settings = shared.config
+        self.wanted = Wanted(settings.settle)
+        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self.publish = shared.publisher(source=config.name)
+        self.revision: str | None = None  # the last commit reconciled
+        self.head: str | None = None  # the branch's head when last fetched
+        self.accepted: str | None = None  # the last head whose signature was accepted
+        self.last_sync: datetime | None = None
+        self.error: str | None = None
+        self.refusal: str | None = None  # the head's signature refused: until a new head
+        self.retry_at: datetime | None = None
+        self.busy = False
+        self.applying = False
+        self.read_once = False
+        self.passes = 0  # reconciles run (not the skipped ones)
+        self.last_outcome: passes.PassOutcome | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._refused: set[str] = set()
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(
+            name=self.name,
+            location=self.git.shown,
+            branch=self.config.branch,
+            revision=self.revision,
+            last_sync=self.last_sync,
+            error=self.refusal or self.error,
+            retry_at=self.retry_at,
+            busy=self.busy,
+        )
+
+    @property
+    def backing_off(self) -> bool:
+        return self._retry is not None
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(self, request: Request) -> bool:
+        """Ask for a reconcile; False when merged into one already waiting, or stopping."""
+        if self.shared.stopping:
+            return False
+        fresh = self.wanted.put(request)
+        self.publish(
+            EventType.RECONCILE_QUEUED,
+            reason=request.reason,
+            revision=request.revision,
+            coalesced=not fresh,
+        )
+        return fresh
+
+    async def run(self) -> None:
+        """Reconcile what is wanted, forever (until cancelled)."""
+        while True:
+            request = await self.wanted.take()
+            await self.reconcile(request)
+
+    # -- one reconcile --------------------------------------------------------------------
+
+    async def reconcile(self, request: Request) -> passes.PassOutcome | None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.busy = True
+        try:
+            outcome = await self._reconcile(request)
+        except _Failure as failure:
+            self._failed(failure.message, failure.retry)
+            return None
+        finally:
+            self.busy = False
+            self.applying = False
+            self.read_once = True
+        if outcome is not None:
+            self.last_outcome = outcome
+            if outcome.problems:
+                self._failed("; ".join(outcome.problems), retry=True)
+            else:
+                self._succeeded()
+        return outcome
+
+    async def _reconcile(self, request: Request) -> passes.PassOutcome | None:
+        queued = time.monotonic() - request.queued_at if request.queued_at else 0.0
+        try:
+            head = await asyncio.to_thread(self.git.fetch)
+        except SourceError as exc:
+            raise _Failure(str(exc), retry=True) from exc
+        self.head = head
+        if not request.force and head == self.revision and self.error is None:
+            log.debug("%s: %s already reconciled", self.name, head[:12])
+            return None
+        target = await self._admit(head, request)
+        if target is None:
+            return None
+        log.info(
+            "%s: reconciling %s (%s x%d, queued %.3f s)",
+            self.name, target[:12], request.reason, request.count, queued,
+        )  # fmt: skip
+        try:
+            state = await asyncio.to_thread(lambda: loader.load(self.git.tree(target)))
+        except InvalidInputError as exc:
+            errors = [str(d) for d in exc.diagnostics if d.is_error]
+            shown = "; ".join(errors[:3])
+            if len(errors) > 3:
+                shown += f" (and {len(errors) - 3} more)"
+            self.revision = target
+            raise _Failure(f"commit {target[:12]} is invalid: {shown}", retry=False) from exc
+        except SourceError as exc:
+            raise _Failure(str(exc), retry=True) from exc
+        self.passes += 1
+        async with self.shared.locks.hold(state.nodes):
+            blocked = await self._recover(state)
+            pruning = self._pruning(state)
+            outcome = await passes.run_pass(
+                self.shared,
+                self.approvals,
+                self.config,
+                pruning.state if pruning is not None else state,
+                request.trigger,
+                self.publish,
+                pruning=pruning,
+                blocked=blocked,
+                begin_apply=self._begin_apply,
+            )
+        self.revision = target
+        return outcome
+
+    async def _admit(self, head: str, request: Request) -> str | None:
+        """The commit to reconcile: the head, or with a refused signature the last
+        accepted head for checks that re-plan (drift, API, retries), or nothing."""
+        try:
+            verdict = await asyncio.to_thread(self.git.verify, head)
+        except SourceError as exc:
+            raise _Failure(str(exc), retry=True) from exc
+        if verdict is None or verdict.accepted:
+            if verdict is not None:
+                log.info("%s: %s: %s", self.name, head[:12], verdict.reason)
+            self.accepted = head
+            self.refusal = None
+            return head
+        self.refusal = f"commit {head[:12]} not reconciled: {verdict.reason}"
+        if head not in self._refused:
+            self._refused.add(head)
+            self.publish(EventType.SIGNATURE_REFUSED, revision=head, reason=verdict.reason)
+            log.warning("%s: %s", self.name, self.refusal)
+        if request.force and self.accepted is not None and self.accepted != head:
+            return self.accepted
+        return None
+
+    async def applied(self) -> None:
+        """Returns once no apply of this source is in flight."""
+        while self.applying:
+            await asyncio.sleep(0.05)
+
+    def _begin_apply(self) -> bool:
+        # Checked and set with no await in between: shutdown sees either "not applying,
+        # may cancel" or "applying, must wait".
+        if self.shared.stopping:
+            return False
+        self.applying = True
+        return True
+
+    async def _recover(self, state: DesiredState) -> dict[str, str]:
+        """Roll back what a killed controller left open on these nodes (once per
+        transaction found at start); nodes still open must not be written."""
+        store = self.shared.store
+        interrupted = self.shared.interrupted
+        open_now = [t for t in store.open_transactions() if t.id in interrupted]
+        nodes = {t.node for t in open_now if t.node in state.nodes}
+        if nodes:
+            only = DesiredState(
+                state.source, {n: state.nodes[n] for n in nodes}, state.resources, state.warnings
+            )
+            for line in await applying.recover(only, store):
+                log.warning("%s: recovery: %s", self.name, line)
+            still = {t.id for t in store.open_transactions()}
+            interrupted.intersection_update(still)
+        return {
+            t.node: f"interrupted transaction {t.id} is still open; its rollback is retried"
+            for t in store.open_transactions()
+            if t.id in interrupted and t.node in state.nodes
+        }
+
+    def _pruning(self, state: DesiredState) -> Pruning | None:
+        nodes = prune.prune_nodes(state, self.config.prune)
+        if not nodes:
+            return None
+        owned = {node: self.shared.store.owned(node) for node in nodes}
+        pruning = prune.plan(state, owned, nodes)
+        for note in pruning.notes:
+            log.warning("%s: prune: %s", self.name, note)
+        return pruning
+
+    # -- results --------------------------------------------------------------------------
+
+    def _succeeded(self) -> None:
+        self.error = None
+        self.retry_at = None
+        self.backoff.reset()
+        self.last_sync = datetime.now(UTC)
+
+    def _failed(self, message: str, retry: bool) -> None:
+        self.error = message
+        delay: float | None = None
+        if retry and not self.shared.stopping:
+            delay = self.backoff.next()
+            self.retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
+        else:
+            self.retry_at = None
+        self.publish(
+            EventType.SOURCE_ERROR,
+            message=message,
+            retry_in=round(delay, 3) if delay is not None else None,
+        )
+        log.warning("%s: %s%s", self.name, message, f"; retrying in {delay:.1f} s" if delay else "")
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self.request(Request("retry", Trigger.SCHEDULE, force=True))
+
+    def cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
