@@ -23,6 +23,10 @@ from controller.source.open import open_source
 
 if TYPE_CHECKING:
     from controller.engine import plan as planning
+    from controller.engine.prune import Pruning
+    from controller.forges.review import Review
+    from controller.server.client import ApiClient
+    from controller.store import StateStore
 
 EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
@@ -114,6 +118,20 @@ def validate(path: str, ref: str | None, subdir: str) -> None:
     is_flag=True,
     help="Also list objects on the nodes that no document describes (never changed).",
 )
+@click.option(
+    "--base",
+    "base_ref",
+    metavar="REF",
+    help="With --head: plan a pull request. PATH is the repository; the head's plan is "
+    "shown, each change marked introduced, changed or pending against the base's plan.",
+)
+@click.option("--head", "head_ref", metavar="REF", help="The pull request's head (see --base).")
+@click.option(
+    "--trust-head",
+    is_flag=True,
+    help="With --base/--head: also read nodes the head adds or reaches differently "
+    "(default: only as the base says, so a pull request cannot redirect credentials).",
+)
 @prune_option
 @state_option
 def plan(
@@ -127,20 +145,174 @@ def plan(
     show_unmanaged: bool,
     prune: bool,
     state_file: Path | None,
+    base_ref: str | None = None,
+    head_ref: str | None = None,
+    trust_head: bool = False,
 ) -> None:
     """Show what applying PATH would change on the live nodes.
 
     Exit 0 when every node is in sync, 1 when there are differences, 2 on trouble
     (invalid documents, a node that cannot be read).
     """
+    if base_ref is not None or head_ref is not None:
+        if base_ref is None or head_ref is None or ref is not None:
+            _fail("give both --base and --head (and no --ref): PATH is the repository")
+            return
+        options = {"only": nodes, "concurrency": concurrency, "show_unmanaged": show_unmanaged}
+        reviewed = _plan_review(
+            path, base_ref, head_ref, subdir, prune, state_file, trust_head, options
+        )
+        emit_review(reviewed, output, show_noop)
+        sys.exit(reviewed.exit_code)
     state = _load(path, ref, subdir)
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    state = _with_prune(state, prune, state_file)
+    state = _with_prune(state, prune, state_file).state
     result = run_plan(state, nodes, concurrency, show_unmanaged)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
+
+
+def _plan_review(
+    path: str,
+    base_ref: str,
+    head_ref: str,
+    subdir: str,
+    prune: bool,
+    state_file: Path | None,
+    trust_head: bool,
+    options: dict[str, Any],
+) -> Review:
+    """`plan --base --head`: the head's plan marked against the base's (one read per node)."""
+    from controller.forges import command
+
+    pair = command.load_pair(path, base_ref, head_ref, subdir)
+    for warning in pair.head.warnings:
+        stderr.print(f"[yellow]{_escape(str(warning))}[/]")
+    if pair.base_error:
+        stderr.print(f"[yellow]base {_escape(base_ref)}: {_escape(pair.base_error)}[/]")
+    unknown = sorted(set(options["only"]) - set(pair.head.nodes))
+    if unknown:
+        _fail(f"no Node named {', '.join(unknown)} in the head's desired state")
+    result = command.plan_pair(
+        pair,
+        trust_head=trust_head,
+        prune=lambda state: _with_prune(state, prune, state_file).state,
+        **options,
+    )
+    return result
+
+
+def emit_review(result: Review, output: str, show_noop: bool = False) -> None:
+    from controller.output import review_json, review_markdown, review_text
+
+    if output == "json":
+        click.echo(review_json.render(result), nl=False)
+    elif output == "markdown":
+        click.echo(review_markdown.render(result), nl=False)
+    else:
+        review_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
+
+
+@main.command()
+@click.argument("path", default=".", metavar="[PATH]")
+@click.option(
+    "--base", "base_ref", required=True, metavar="REF", help="The target branch's commit."
+)
+@click.option("--head", "head_ref", required=True, metavar="REF", help="The pull request's.")
+@click.option("--subdir", default="", metavar="DIR", help="Folder of the documents.")
+@click.option(
+    "--forge",
+    required=True,
+    metavar="github|gitlab|gitea|NAME",
+    help="The forge's type (forgejo: gitea), or an entry's name in --config's forges.",
+)
+@click.option("--repo", required=True, metavar="OWNER/NAME|PROJECT", help="GitLab: id or path.")
+@click.option("--pr", type=click.IntRange(1), required=True, help="Pull/merge request number.")
+@click.option(
+    "--sha", metavar="REF", help="Commit to set the status on, e.g. HEAD^2 (default: --head)."
+)
+@click.option("--api-url", metavar="URL", help="Default: $GITHUB_API_URL, $CI_API_V4_URL, "
+              "api.github.com, gitlab.com.")  # fmt: skip
+@click.option(
+    "--token-ref",
+    metavar="env:NAME|file:PATH",
+    help="Where the token is (default env:GITHUB_TOKEN, env:GITLAB_TOKEN, env:GITEA_TOKEN).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A fazai.yaml whose forges section gives apiUrl, tokenRef, statusContext, tls.",
+)
+@click.option("--context", metavar="NAME", help="Commit status name (default fazai/plan).")
+@click.option("--target-url", metavar="URL", help="Link of the status (the CI job's page).")
+@click.option("--comment-key", default="", metavar="KEY", help="Tells several plan comments apart.")
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--trust-head", is_flag=True, help="Also read nodes the head reaches differently.")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
+@prune_option
+@state_option
+def review(
+    path: str,
+    base_ref: str,
+    head_ref: str,
+    subdir: str,
+    forge: str,
+    repo: str,
+    pr: int,
+    sha: str | None,
+    api_url: str | None,
+    token_ref: str | None,
+    config_file: Path | None,
+    context: str | None,
+    target_url: str | None,
+    comment_key: str,
+    nodes: Sequence[str],
+    concurrency: int,
+    trust_head: bool,
+    output: str,
+    prune: bool,
+    state_file: Path | None,
+) -> None:
+    """Plan pull request PR of the repository at PATH against the live nodes, print the
+    plan, update the one plan comment on the pull request and set a commit status on its
+    head (GitHub, GitLab, Gitea/Forgejo). Exit codes as plan.
+    """
+    from controller.forges import command
+
+    try:
+        settings = command.forge_settings(
+            forge,
+            api_url=api_url,
+            token_ref=token_ref,
+            config=config_file,
+            environ=dict(os.environ),
+        )
+        posting = command.prepare_posting(
+            settings, repo, pr, comment_key=comment_key, context=context, target_url=target_url
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    code = command.run_review(
+        path,
+        base_ref,
+        head_ref,
+        posting,
+        subdir=subdir,
+        sha=sha,
+        plan_options={
+            "only": nodes,
+            "concurrency": concurrency,
+            "trust_head": trust_head,
+            "prune": lambda state: _with_prune(state, prune, state_file).state,
+        },
+        emit=lambda result: emit_review(result, output),
+        say=lambda line: stderr.print(_escape(line)),
+    )
+    sys.exit(code)
 
 
 def run_plan(
@@ -215,13 +387,14 @@ def apply(
     no --auto-approve it refuses. Exit 0 when every node converged, 2 otherwise.
     """
     from controller.engine import apply as applying
-    from controller.store import StateStore
+    from controller.store import NodeStatus, StateStore
 
     state = _load(path, ref, subdir)
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    state = _with_prune(state, prune, state_file)
+    pruning = _with_prune(state, prune, state_file)
+    state = pruning.state
     with StateStore(state_file) as store:
         for line in asyncio.run(applying.recover(state, store)):
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
@@ -230,6 +403,7 @@ def apply(
         if result.has_errors:
             _fail("the plan has errors; nothing applied")
         if not result.has_changes:
+            _release(store, pruning, [n.node for n in result.nodes])
             stderr.print("[green]nothing to apply[/]")
             sys.exit(EXIT_OK)
         if not auto_approve:
@@ -240,6 +414,8 @@ def apply(
         outcome = asyncio.run(
             applying.apply(state, result, store, concurrency=concurrency, fail_fast=fail_fast)
         )
+        converged = [n.node for n in outcome.nodes if n.status is NodeStatus.CONVERGED]
+        _release(store, pruning, converged, outcome.run_id)
     for node in outcome.nodes:
         colour = {"converged": "green", "skipped": "dim"}.get(node.status.value, "red")
         detail = f": {node.message}" if node.message else ""
@@ -327,6 +503,54 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
             f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
             f"{revision}  {', '.join(f'{n.node}={n.status.value}' for n in r.nodes)}"
         )
+
+
+@main.command()
+@source_options
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node (repeatable).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
+    help="Also write the report to DIR as <timestamp>.{md,json,html} and latest.*.",
+)
+@click.option("--days", type=click.IntRange(1, 366), default=30, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@state_option
+def drift(
+    path: str,
+    ref: str | None,
+    subdir: str,
+    nodes: Sequence[str],
+    output: str,
+    report_dir: Path | None,
+    days: int,
+    concurrency: int,
+    state_file: Path | None,
+) -> None:
+    """Report how the live nodes differ from PATH, with the drift of the last --days.
+
+    Plans now, records the run in the state store (the history the chart draws) and prints
+    the report. Exit 0 in sync, 1 drift, 2 trouble, as plan.
+    """
+    from controller.reports import drift_cli
+
+    state = _load(path, ref, subdir)
+    unknown = sorted(set(nodes) - set(state.nodes))
+    if unknown:
+        _fail(f"no Node named {', '.join(unknown)} in the desired state")
+    result = run_plan(state, nodes, concurrency)
+    code = drift_cli.report(
+        result, output=output, report_dir=report_dir, state_file=state_file, days=days
+    )
+    sys.exit(code)
 
 
 @main.command()
@@ -424,20 +648,231 @@ def emulate_opnsense(
         _fail(str(exc))
 
 
-def _with_prune(state: DesiredState, flag: bool, state_file: Path | None) -> DesiredState:
-    """The desired state plus, on pruning nodes, the owned objects to delete."""
+def api_options(func: F) -> F:
+    """Where the running controller's API is, and the token to call it with."""
+    func = click.option(
+        "--ca-file",
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="CA bundle to verify an https URL with (default: the system's).",
+    )(func)
+    func = click.option(
+        "--token-ref",
+        envvar="FAZAI_TOKEN_REF",
+        metavar="env:NAME|file:PATH",
+        help="Where the API token is; default env:FAZAI_TOKEN when that is set.",
+    )(func)
+    func = click.option(
+        "--url",
+        envvar="FAZAI_URL",
+        default="http://127.0.0.1:8080",
+        show_default=True,
+        help="The API of `fazai serve` ($FAZAI_URL).",
+    )(func)
+    return func
+
+
+@main.command()
+@api_options
+@click.option("--since", type=click.IntRange(0), metavar="ID", help="Replay kept events after ID.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def watch(
+    url: str, token_ref: str | None, ca_file: Path | None, since: int | None, output: str
+) -> None:
+    """Show the controller's live events (runs, reads, changes, verifications, rollbacks)
+    as they happen, until Ctrl-C. A dropped connection is resumed where it stopped."""
+    from rich.console import Console
+
+    from controller.server import watchview
+
+    out = Console(highlight=False, soft_wrap=True)
+    last: int | None = since
+
+    def note(text: str) -> None:
+        stderr.print(f"[dim]{_escape(text)}[/]")
+
+    with _api_client(url, token_ref, ca_file) as client:
+        try:
+            for event in client.events(since, note):
+                if output == "json":
+                    click.echo(json.dumps(event), nl=True)
+                    sys.stdout.flush()
+                    continue
+                number = event.get("id")
+                if isinstance(number, int) and last is not None and number > last + 1:
+                    stderr.print(f"[yellow]… {number - last - 1} event(s) missed[/]")
+                last = number if isinstance(number, int) else last
+                out.print(watchview.line(event))
+        except KeyboardInterrupt:
+            sys.exit(EXIT_OK)
+
+
+@main.command()
+@click.argument("approval_id", metavar="ID")
+@click.option("--abort", "abort_it", is_flag=True, help="Drop the pending plan instead.")
+@api_options
+def approve(
+    approval_id: str, abort_it: bool, url: str, token_ref: str | None, ca_file: Path | None
+) -> None:
+    """Apply the plan waiting for approval ID (see `fazai approvals`), or drop it."""
+    with _api_client(url, token_ref, ca_file) as client:
+        if abort_it:
+            client.abort(approval_id)
+            stderr.print(f"[yellow]aborted[/] {_escape(approval_id)}")
+            return
+        run_id = client.approve(approval_id)
+    stderr.print(f"[green]approved[/] {_escape(approval_id)}: run {run_id}")
+    click.echo(run_id)
+
+
+@main.command()
+@api_options
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str) -> None:
+    """List the plans waiting for `fazai approve`."""
+    with _api_client(url, token_ref, ca_file) as client:
+        pending = client.approvals()
+    if output == "json":
+        click.echo(json.dumps(pending, indent=2))
+        return
+    if not pending:
+        stderr.print("no pending approvals")
+    for item in pending:
+        revision = (item.get("revision") or "")[:12]
+        click.echo(
+            f"{item['id']}  {item.get('created', '')}  {item.get('source', '')} {revision}"
+            f"  nodes: {', '.join(item.get('nodes', []))}"
+        )
+
+
+def _api_client(url: str, token_ref: str | None, ca_file: Path | None) -> ApiClient:
+    from controller import secrets
+    from controller.server.client import ApiClient
+    from controller.server.settings import SecretRef
+
+    if token_ref is None and os.environ.get("FAZAI_TOKEN"):
+        token_ref = "env:FAZAI_TOKEN"
+    token = None
+    if token_ref:
+        try:
+            ref = SecretRef.parse(token_ref)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--token-ref") from None
+        token = secrets.resolve(ref.as_mapping(), "api", "--token-ref")
+    return ApiClient(url, token, verify=str(ca_file) if ca_file else True)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The controller's configuration. Default: ./fazai.yaml (with --sandbox: the "
+    "sandbox's own).",
+)
+@click.option("--listen", metavar="HOST:PORT", help="Where the HTTP API listens (server.listen).")
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The state store (overrides the config's state).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "detect", "manual"]),
+    help="Every node of every source in this mode (nodeModes included): --mode detect "
+    "never writes.",
+)
+@click.option("--poll", metavar="DURATION", help="Poll interval of every source (0: off).")
+@click.option("--once", is_flag=True, help="Reconcile every source once and exit (diff(1) codes).")
+@click.option("--no-api", is_flag=True, help="Run the loop without the HTTP API.")
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Start the sandbox fleet and emulated firewall first (root needed), and remove "
+    "them at exit.",
+)
+def serve(
+    config_file: Path | None,
+    listen: str | None,
+    state_file: Path | None,
+    mode: str | None,
+    poll: str | None,
+    once: bool,
+    no_api: bool,
+    sandbox: bool,
+) -> None:
+    """Run the GitOps controller: reconcile the configured git sources on every commit
+    (webhook, poll or working-copy watch) and periodically, until SIGTERM or SIGINT.
+
+    On a signal the apply in flight finishes or rolls back first; exit 0.
+    """
+    import logging
+
+    from controller.reconcile import config as configuration
+    from controller.reconcile import durations
+    from controller.reconcile import sandbox as sandboxing
+    from controller.reconcile.handle import Mode
+    from controller.reconcile.serve import serve as serving
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "watchfiles", "asyncssh"):  # per-request chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        poll_seconds = durations.parse(poll) if poll is not None else None
+    except ValueError as exc:
+        _fail(f"--poll: {exc}")
+    overrides = configuration.Overrides(
+        listen=listen,
+        state=state_file,
+        mode=Mode(mode) if mode else None,
+        poll=poll_seconds,
+    )
+    if sandbox:
+        from controller.testing.fleet import fleet_available
+
+        reason = fleet_available()
+        if reason is not None:
+            _fail(f"cannot start the sandbox: {reason}")
+        settings = sandboxing.load_config(config_file, overrides)
+        with sandboxing.running(settings) as started:
+            stderr.print(f"[dim]sandbox: {', '.join(started)}[/]")
+            sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
+    path = config_file or Path(configuration.DEFAULT_FILE)
+    if config_file is None and not path.exists():
+        _fail("no fazai.yaml here; pass --config FILE (or --sandbox to try the sandbox)")
+    settings = configuration.load(path, overrides)
+    sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
+
+
+def _with_prune(state: DesiredState, flag: bool, state_file: Path | None) -> Pruning:
+    """The desired state plus, on pruning nodes, the owned objects to delete (and those
+    to release once the node is applied)."""
     from controller.engine import prune
     from controller.store import StateStore
 
     nodes = prune.prune_nodes(state, flag)
     if not nodes:
-        return state
+        return prune.Pruning(state)
     with StateStore(state_file) as store:
         owned = {node: store.owned(node) for node in nodes}
-    pruned, notes = prune.with_pruned(state, owned, nodes)
-    for note in notes:
+    pruning = prune.plan(state, owned, nodes)
+    for note in pruning.notes:
         stderr.print(f"[yellow]prune:[/] {_escape(note)}")
-    return pruned
+    return pruning
+
+
+def _release(
+    store: StateStore, pruning: Pruning, nodes: Sequence[str], run_id: int | None = None
+) -> None:
+    from controller.engine import prune
+
+    for line in prune.release(store, pruning.releases, nodes, run_id):
+        stderr.print(f"prune: {_escape(line)}")
 
 
 def _load(path: str, ref: str | None, subdir: str) -> DesiredState:

@@ -7,7 +7,7 @@ extras="${1:-}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in openssh-server nftables iproute2 git python3-venv; do
+  for pkg in openssh-server nftables iproute2 git python3-venv gnupg; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -48,11 +48,8 @@ class OpnsenseProvider:
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
     ) -> Observation:
-        kinds = {d.kind for d in resources if d.kind in live.MODELS} or set(live.MODELS)
-        if any(d.kind == "FirewallAlias" and not present(d) for d in resources):
-            kinds.add("FirewallRule")  # a deleted alias must be used by no remaining rule
         async with OpnsenseClient(api_target(node), self.transport) as client:
-            firewall = await live.read(client, kinds)
+            firewall = await live.read(client, kinds_for(resources))
         return compare(node.name, resources, firewall)
 
     @contextlib.asynccontextmanager
@@ -83,6 +80,15 @@ class OpnsenseProvider:
 
 def present(doc: Document) -> bool:
     return str(doc.spec.get("state", "present")) == "present"
+
+
+def kinds_for(resources: Sequence[Document]) -> set[str]:
+    """The object types a read for ``resources`` needs (all of them when no document is
+    of a firewall type: the unmanaged listing wants them)."""
+    kinds = {d.kind for d in resources if d.kind in live.MODELS} or set(live.MODELS)
+    if any(d.kind == "FirewallAlias" and not present(d) for d in resources):
+        kinds.add("FirewallRule")  # a deleted alias must be used by no remaining rule
+    return kinds
 
 
 def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewall) -> Observation:
