@@ -214,6 +214,11 @@ def main() -> int:
         action="store_true",
         help=f"manage {NO_FORWARD[0]} instead of net.ipv4.ip_forward",
     )
+    ap.add_argument(
+        "--fazai-concurrency",
+        type=int,
+        help="fazai apply --concurrency (default: the node count, the peers' parallelism)",
+    )
     ap.add_argument("--skip-pyinfra", action="store_true")
     ap.add_argument("--skip-ansible", action="store_true")
     ap.add_argument(
@@ -270,7 +275,9 @@ def main() -> int:
             want = {name: r.count() for name in fleet.nodes}
             if problem is None or before != want:
                 raise SystemExit(f"{tool}: starting state is not as meant: {before} {problem}")
+            load_before = os.getloadavg()
             run = timed(argv, run_env, args.timeout, cwd=cwd)
+            load_after = os.getloadavg()
             problem = None
             if run.timed_out:
                 problem = "timed out"
@@ -292,6 +299,9 @@ def main() -> int:
                 "seconds_until_exit": round(run.seconds, 3),
                 "changes_after": after,
                 "command": shlex.join(argv),
+                # other users of the machine show here: 1/5/15-minute load averages
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in load_after],
             }
 
         # -- fazai
@@ -304,6 +314,8 @@ def main() -> int:
                 "--auto-approve",
                 "--state",
                 str(workdir / "fazai-state" / "state.db"),
+                "--concurrency",
+                str(args.fazai_concurrency or args.nodes),
             ],
             env,
             None,
@@ -357,7 +369,7 @@ def main() -> int:
     fz = results["tools"].get("fazai", {})
     base_s = fz.get("seconds")
     labels = {
-        "fazai": "fazai apply --auto-approve",
+        "fazai": f"fazai apply --concurrency {args.fazai_concurrency or args.nodes}",
         "pyinfra": f"pyinfra -y --parallel {args.nodes}",
         "ansible": f"ansible-playbook -f {args.nodes}",
     }

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from controller.engine import apply as applying
+from controller.engine import plan as planning
 from controller.engine.diff import Action, Observed, compare
 from controller.errors import UnreachableError
 from controller.model import loader
@@ -29,7 +31,7 @@ from controller.providers.linux.apply import (
 )
 from controller.providers.linux.provider import PROVIDER
 from controller.source.open import open_source
-from controller.store import Command, StateStore, StepStatus, Trigger
+from controller.store import Command, NodeStatus, StateStore, StepStatus, Trigger
 from controller.testing.fleet import Fleet, FleetNode
 from tests.integration.statekit import node_doc, resource, write_state
 
@@ -253,10 +255,13 @@ def test_failure_at_load_time_rolls_everything_back(
     journal = MemoryJournal()
     with pytest.raises(StepFailedError) as failure:
         asyncio.run(txn.write(journal))
-    # everything up to the bad table landed; the failure stopped the run there
+    # everything before the bad table landed; the batch stopped there: the table after it
+    # was journaled with the batch (write-ahead) but never run
     assert failure.value.step.name == "bad"
-    assert [s["status"] for s in journal.steps] == ["done"] * 6 + ["failed"]
-    assert "Too many links" in journal.steps[-1]["message"]
+    assert [s["status"] for s in journal.steps] == ["done"] * 6 + ["failed", "intended"]
+    assert "Too many links" in journal.steps[6]["message"]
+    assert "the 1 step(s) after it in its batch were not run" in journal.steps[6]["message"]
+    assert web1.run("nft list table inet fzapply_ok", check=False).returncode != 0
     assert probe(web1) != before
     asyncio.run(txn.rollback(snap))
     assert probe(web1) == before
@@ -294,16 +299,182 @@ def test_file_under_a_regular_file_fails_and_rolls_back(
     assert "dir /etc/fazai-apply absent" in after
 
 
-def test_connection_lost_mid_apply_then_rollback_from_the_journal_in_a_new_process(
+def sysctls_of(probed: str) -> str:
+    return probed.split("== sysctl", 1)[1].split("== nft", 1)[0]
+
+
+def test_failing_middle_step_of_a_batch_is_journaled_and_rolled_back_wholly(
+    fleet: Fleet, web1: FleetNode, tmp_path: Path
+) -> None:
+    on = {"node": "web-1"}
+    docs = [
+        node_doc(fleet, "web-1"),
+        resource("File", "old", on, path="/etc/fazai-apply-old.conf", content="new\n"),
+        resource("File", "deep", on, path="/etc/fazai-apply/deep/er/x.conf", content="x\n"),
+        resource("File", "blocked", on, path="/etc/zz-fzapply-blocker/x", content="y\n"),
+        resource("Sysctl", "ttl", on, key="net.ipv4.ip_default_ttl", value=77),
+        resource("Sysctl", "echo", on, key="net.ipv4.icmp_echo_ignore_all", value=1),
+        resource("NftTable", "ok", on, family="inet", name="fzapply_ok", definition=GOOD_NFT),
+    ]
+    state = load(write_state(tmp_path / "s", docs))
+    txn = transaction(state, "web-1")
+    # between plan and apply, a regular file takes the place of a directory the third
+    # step needs
+    web1.run("echo blocker > /etc/zz-fzapply-blocker")
+    before = probe(web1)
+    with StateStore(tmp_path / "state.db") as store:
+        txn_id = store.begin_transaction(
+            store.start_run(Trigger.CLI, Command.APPLY, "test", None), "web-1"
+        )
+        snap = asyncio.run(txn.snapshot())
+        planned = [(s.kind, s.name) for s in txn.steps()]
+        assert planned == [
+            ("File", "old"),
+            ("File", "deep"),
+            ("File", "blocked"),
+            ("Sysctl", "echo"),
+            ("Sysctl", "ttl"),
+            ("Sysctl", "echo,ttl"),  # the persisted file
+            ("NftTable", "ok"),
+        ]
+        journaled_at_first_result: list[int] = []
+
+        def first_result(step: int) -> None:
+            if not journaled_at_first_result:
+                steps = store.transaction(txn_id).steps  # type: ignore[union-attr]
+                journaled_at_first_result.append(len(steps))
+
+        with pytest.raises(StepFailedError, match="Not a directory") as failure:
+            asyncio.run(txn.write(StoreJournal(store, txn_id, first_result)))
+        # write-ahead: the whole batch was on disk before the node answered for any step
+        assert journaled_at_first_result == [7]
+        assert failure.value.step.name == "blocked"
+        steps = store.transaction(txn_id).steps  # type: ignore[union-attr]
+        assert [(s.name, s.status) for s in steps] == [
+            ("old", StepStatus.DONE),
+            ("deep", StepStatus.DONE),
+            ("blocked", StepStatus.FAILED),
+            ("echo", StepStatus.INTENDED),
+            ("ttl", StepStatus.INTENDED),
+            ("echo,ttl", StepStatus.INTENDED),
+            ("ok", StepStatus.INTENDED),
+        ]
+        assert "Not a directory" in steps[2].message
+        assert "the 4 step(s) after it in its batch were not run" in steps[2].message
+    # the steps before it were made, the ones after it were not
+    assert web1.run("cat /etc/fazai-apply-old.conf /etc/fazai-apply/deep/er/x.conf").stdout == (
+        b"new\nx\n"
+    )
+    assert sysctls_of(probe(web1)) == sysctls_of(before)
+    assert web1.run("nft list table inet fzapply_ok", check=False).returncode != 0
+    asyncio.run(txn.rollback(snap))
+    assert probe(web1) == before
+
+
+# Drops new SSH connections to the node and keeps established ones: applied, it would lock
+# the controller out of the node from the next connection on.
+LOCKOUT_NFT = """chain input {
+  type filter hook input priority 0; policy accept;
+  ct state established,related accept
+  tcp dport 22 drop
+}"""
+
+
+def test_a_change_that_stops_new_ssh_connections_fails_verify_and_is_rolled_back(
+    fleet: Fleet, web1: FleetNode, tmp_path: Path
+) -> None:
+    """Verify reads over a new connection, so the lockout is seen; the rollback goes
+    through the connection held since the snapshot, so the node is reachable again."""
+    on = {"node": "web-1"}
+    docs = [
+        node_doc(fleet, "web-1"),
+        resource("File", "old", on, path="/etc/fazai-apply-old.conf", content="new\n"),
+        resource("NftTable", "ok", on, family="inet", name="fzapply_ok", definition=LOCKOUT_NFT),
+    ]
+    state = load(write_state(tmp_path / "s", docs))
+    before = probe(web1)
+    plan = asyncio.run(planning.build(state))
+    assert plan.has_changes and not plan.has_errors
+    with StateStore(tmp_path / "state.db") as store:
+        result = asyncio.run(applying.apply(state, plan, store))
+        (outcome,) = result.nodes
+        assert outcome.status is NodeStatus.ROLLED_BACK, outcome.message
+        # verify could not connect; the rollback could, over the held connection
+        assert f"no answer from {web1.address}:22" in outcome.message
+        assert "rolled back to the snapshot" in outcome.message
+        assert store.open_transactions() == []
+    assert probe(web1) == before
+    # and the node takes new connections again
+    assert set(actions(state, "web-1").values()) == {"update", "create"}
+
+
+def test_rollback_goes_over_a_new_connection_when_the_held_one_died(
+    fleet: Fleet, web1: FleetNode, tmp_path: Path
+) -> None:
+    state = load(write_state(tmp_path / "s", desired(fleet, "web-1")))
+    before = probe(web1)
+    txn = transaction(state, "web-1")
+
+    async def scenario() -> None:
+        async with txn:
+            snap = await txn.snapshot()
+            await txn.write(MemoryJournal())
+            assert probe(web1) != before
+            # sshd restarted: the connection held since the snapshot is gone
+            web1.stop()
+            web1.start()
+            await txn.rollback(snap)
+
+    asyncio.run(scenario())
+    assert probe(web1) == before
+
+
+# Holds the shadow-utils lock (/etc/.pwd.lock, fcntl) until /run/fzapply-lock.release
+# appears: userdel waits for it (lckpwdf waits up to 15 s), so a userdel step is certainly
+# still running when a test cuts the connection.
+LOCK_HOLDER = """
+import fcntl, os, time
+lock = open("/etc/.pwd.lock", "w")
+fcntl.lockf(lock, fcntl.LOCK_EX)
+open("/run/fzapply-lock.held", "w").close()
+deadline = time.monotonic() + 60
+while not os.path.exists("/run/fzapply-lock.release") and time.monotonic() < deadline:
+    time.sleep(0.02)
+"""
+
+
+def wait_on_node(node: FleetNode, condition: str, seconds: float = 30) -> None:
+    node.run(
+        f"i=0; until {condition}; do i=$((i+1)); [ $i -lt {int(seconds * 50)} ] || exit 1;"
+        " sleep 0.02; done",
+        timeout=seconds + 10,
+    )
+
+
+def test_connection_killed_mid_batch_then_rollback_from_the_journal_in_a_new_process(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     node = fleet.nodes["db-1"]
     node.run(SAVE)
     node.run("printf 'old\\n' > /etc/fazai-apply-old.conf && chmod 0604 /etc/fazai-apply-old.conf")
-    state = load(write_state(tmp_path / "s", desired(fleet, "db-1")))
+    node.run("useradd -u 2303 -s /bin/sh -c 'old account' fzold && useradd -u 2304 fzold2")
+    on = {"node": "db-1"}
+    docs = [
+        node_doc(fleet, "db-1"),
+        resource("File", "old", on, path="/etc/fazai-apply-old.conf", content="new\n"),
+        resource("File", "app", on, path="/etc/fazai-apply/app.conf", content="port = 8443\n"),
+        resource("Sysctl", "ttl", on, key="net.ipv4.ip_default_ttl", value=77),
+        resource("NftTable", "ok", on, family="inet", name="fzapply_ok", definition=GOOD_NFT),
+        resource("User", "fzold", on, state="absent"),
+        resource("User", "fzold2", on, state="absent"),
+    ]
+    state = load(write_state(tmp_path / "s", docs))
     before = probe(node)
     store_path = tmp_path / "state.db"
     try:
+        node.run(f"cat > /run/fzapply-lock.py <<'EOF'\n{LOCK_HOLDER}EOF")
+        node.run("python3 /run/fzapply-lock.py </dev/null >/dev/null 2>&1 &")
+        wait_on_node(node, "[ -e /run/fzapply-lock.held ]")
         with StateStore(store_path) as store:
             txn_id = store.begin_transaction(
                 store.start_run(Trigger.CLI, Command.APPLY, "test", None), "db-1"
@@ -312,20 +483,35 @@ def test_connection_lost_mid_apply_then_rollback_from_the_journal_in_a_new_proce
             snap = asyncio.run(txn.snapshot())
             for kind, name, key, prior in snapshots.journal_records(snap):
                 store.record_snapshot(txn_id, kind, name, key, prior)
+            planned = [(s.kind, s.name) for s in txn.steps()]
+            # one batch: 5 steps, then userdel fzold (waits for the lock), then fzold2
+            assert planned[-2:] == [("User", "fzold"), ("User", "fzold2")]
+            assert len(planned) == 7
 
-            def kill_after_second(step: int) -> None:
-                if len(store.transaction(txn_id).steps) == 2:  # type: ignore[union-attr]
+            def cut_while_userdel_waits(step: int) -> None:
+                done = store.transaction(txn_id).steps  # type: ignore[union-attr]
+                if sum(s.status is StepStatus.DONE for s in done) == 5:
+                    wait_on_node(node, "pgrep -x userdel >/dev/null")
                     node.stop()
 
             with pytest.raises(UnreachableError):
-                asyncio.run(txn.write(StoreJournal(store, txn_id, kill_after_second)))
+                asyncio.run(txn.write(StoreJournal(store, txn_id, cut_while_userdel_waits)))
             steps = store.transaction(txn_id).steps  # type: ignore[union-attr]
-            assert [s.status for s in steps] == [
-                StepStatus.DONE,
-                StepStatus.DONE,
+            # every step was journaled before the batch left; the one in flight is marked
+            # as unknown, and the one after it stays only intended
+            assert [s.status for s in steps] == [StepStatus.DONE] * 5 + [
                 StepStatus.FAILED,
+                StepStatus.INTENDED,
             ]
-            assert "may or may not" in steps[2].message
+            assert (steps[5].kind, steps[5].name) == ("User", "fzold")
+            assert "may or may not have been made" in steps[5].message
+            assert "the 1 step(s) after it" in steps[5].message
+        # The step in flight was not stopped by the lost connection: it lands once the lock
+        # goes. The runner, with nobody left to report to, runs nothing after it.
+        node.run("touch /run/fzapply-lock.release")
+        wait_on_node(node, "! pgrep -x userdel >/dev/null && ! id fzold >/dev/null 2>&1")
+        wait_on_node(node, "! pgrep -f 'python3 -I -S -[c]' >/dev/null")
+        assert node.run("id -u fzold2").stdout == b"2304\n"
         node.start()
         assert probe(node) != before
         # A controller restarted after the crash: only the node document and the journal.
@@ -351,9 +537,12 @@ def test_connection_lost_mid_apply_then_rollback_from_the_journal_in_a_new_proce
         )
         assert result.returncode == 0, result.stderr
         assert probe(node) == before
+        assert node.run("id -u fzold").stdout == b"2303\n"
     finally:
+        node.run("touch /run/fzapply-lock.release")
         node.start()
         node.run(RESTORE)
+        node.run("userdel fzold; userdel fzold2; rm -f /run/fzapply-lock.*; true")
 
 
 def test_user_removed_then_restored_with_its_exact_lines(

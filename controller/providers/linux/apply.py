@@ -2,19 +2,27 @@
 
 ``snapshot()`` reads the previous state of every object in one SSH round trip;
 ``write()`` computes every step first (a change that cannot be made safely is refused
-before anything is sent), then runs them over one connection, journaling each intent
-before sending it and stopping at the first failure; ``rollback()`` needs only the
-snapshot: it reads the node again, restores whatever differs (in reverse order, so it is
-idempotent and can finish the work of an interrupted rollback), checks the result, and
-raises :class:`RollbackIncompleteError` naming everything it could not put back.
+before anything is sent), journals every step of a batch as an intent, then sends the
+whole batch in one round trip (:mod:`~controller.providers.linux.batch`): the node runs
+the steps in order, stops at the first failure, and reports each step as it ends, so the
+journal marks it done (or failed, with its masked output) as it happens; ``rollback()``
+needs only the snapshot: it reads the node again, restores whatever differs in one batch
+(in reverse order, so it is idempotent and can finish the work of an interrupted
+rollback), checks the result, and raises :class:`RollbackIncompleteError` naming
+everything it could not put back.
+
+Inside ``async with`` the transaction keeps one SSH connection for snapshot, write and
+rollback, opened on first use; a connection that failed is dropped and the next phase
+opens a new one. Verify always reads over a new connection: the node must still accept
+one after the change. Outside ``async with``, each phase opens its own.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import contextlib
 import json
-import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import asyncssh
@@ -22,14 +30,12 @@ import asyncssh
 from controller.errors import FactsError, NodeError
 from controller.model.document import Document
 from controller.providers.base import Change, Observation, StepJournal
-from controller.providers.linux import essence, operations, ssh
+from controller.providers.linux import batch, essence, operations, ssh
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.operations import OperationError, Step, Target
 from controller.source.tree import SourceTree
 
 ACTIONS = ("create", "update", "delete")
-# apt-get waits up to 120 s for the dpkg lock, then downloads and unpacks.
-PACKAGE_TIMEOUT = 900.0
 
 
 class ApplyRefusedError(NodeError):
@@ -129,14 +135,16 @@ class LinuxTransaction:
         self._snapshot: dict[str, Any] | None = None
         self._answer: Mapping[str, Any] | None = None
         self._steps: list[Step] | None = None
+        self._holding = False  # inside ``async with``: keep one connection for all phases
+        self._held: asyncssh.SSHClientConnection | None = None
 
-    # The engine holds every transaction in ``async with``; SSH connections are opened per
-    # phase (snapshot, write, verify, rollback), so there is nothing to hold open here.
     async def __aenter__(self) -> LinuxTransaction:
+        self._holding = True
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        return None
+        self._holding = False
+        await self._drop()
 
     @classmethod
     def build(
@@ -153,7 +161,7 @@ class LinuxTransaction:
 
     async def snapshot(self) -> Mapping[str, Any]:
         request = snapshots.request_for(self.targets)
-        async with await ssh.connect(self._ssh) as connection:
+        async with self._connection() as connection:
             answer = await self._gather(connection, request)
         taken = snapshots.build(self.node.name, self.targets, answer)
         problems = snapshots.errors(taken)
@@ -183,27 +191,18 @@ class LinuxTransaction:
         steps = self.steps()
         if not steps:
             return
-        async with await ssh.connect(self._ssh) as connection:
-            for step in steps:
-                step_id = journal.intend(step.kind, step.name, step.action, step.payload())
-                try:
-                    result = await self._run(connection, step)
-                except NodeError as exc:
-                    # The connection dropped (or timed out) with the step sent: whether it
-                    # landed is unknown; rollback works from the snapshot either way.
-                    journal.failed(step_id, f"{exc.message}; it may or may not have been made")
-                    raise
-                if result.exit_status != 0:
-                    output = _output(result)
-                    journal.failed(step_id, f"exit {result.exit_status}: {output}")
-                    raise StepFailedError(self.node.name, step, result.exit_status, output)
-                journal.done(step_id)
+        async with self._connection() as connection:
+            for part in batch.split(steps):
+                await self._write_batch(connection, part, journal)
 
     async def verify(self) -> Observation:
         if self.tree is None:
             raise RuntimeError("verify needs the desired state's source tree")
         from controller.providers.linux.provider import PROVIDER
 
+        # Over a new connection, not the held one: a change that stops the node taking new
+        # SSH connections (its sshd configuration, a firewall table) fails verify here,
+        # and the rollback still goes through the connection held since the snapshot.
         return await PROVIDER.observe(self.node, self.resources, self.tree)
 
     async def commit(self) -> None:
@@ -217,22 +216,15 @@ class LinuxTransaction:
             raise ValueError(f"snapshot of {snapshot.get('node')!r}, not of {self.node.name!r}")
         if not objects:
             return
-        request = snapshots.request_from_objects(objects)
-        problems: list[str] = []
-        async with await ssh.connect(self._ssh) as connection:
-            current = await self._gather(connection, request)
-            plan = operations.rollback_steps(objects, current)
-            problems += plan.problems
-            for step in plan.steps:
-                # Keep going after a failure: every other object is still worth restoring.
-                result = await self._run(connection, step)
-                if result.exit_status != 0:
-                    problems.append(
-                        f"{step.kind}/{step.name}: restoring failed (exit "
-                        f"{result.exit_status}): {_output(result)}"
-                    )
-            # Read back: anything still different is reported, not assumed restored.
-            after = operations.rollback_steps(objects, await self._gather(connection, request))
+        held = self._held is not None
+        try:
+            problems, after = await self._restore(objects)
+        except NodeError:
+            if not held:
+                raise
+            # The connection held since the snapshot may be what failed (it was dropped):
+            # once more over a new one. Restoring is idempotent: it reads the node first.
+            problems, after = await self._restore(objects)
         for step in after.steps:
             message = f"{step.kind}/{step.name}: still differs from the snapshot after rollback"
             if not any(p.startswith(f"{step.kind}/{step.name}:") for p in problems):
@@ -243,13 +235,101 @@ class LinuxTransaction:
 
     # -- internals ---------------------------------------------------------------------
 
+    async def _restore(
+        self, objects: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[str], operations.RollbackPlan]:
+        """Read the node, restore in one batch whatever differs from the snapshot, read
+        it back: (the problems met, what still differs)."""
+        request = snapshots.request_from_objects(objects)
+        problems: list[str] = []
+
+        def restored(outcome: batch.Outcome) -> None:
+            # The batch keeps going after a failure: every other object is still worth
+            # restoring.
+            if not outcome.ok:
+                step = outcome.step
+                problems.append(f"{step.kind}/{step.name}: restoring failed ({outcome.describe()})")
+
+        async with self._connection() as connection:
+            current = await self._gather(connection, request)
+            plan = operations.rollback_steps(objects, current)
+            problems += plan.problems
+            for part in batch.split(plan.steps):
+                await batch.run(connection, self._ssh, part, keep_going=True, on_result=restored)
+            # Read back: anything still different is reported, not assumed restored.
+            after = operations.rollback_steps(objects, await self._gather(connection, request))
+        return problems, after
+
+    async def _write_batch(
+        self, connection: asyncssh.SSHClientConnection, steps: Sequence[Step], journal: StepJournal
+    ) -> None:
+        """Journal every step of the batch, then send it; each step is marked as the node
+        reports it. Raises StepFailedError at the first failed step (the ones before it
+        were made, the ones after it were not run) and NodeError when the node stops
+        answering (the steps not reported may or may not have been made)."""
+        # Write-ahead: every intent is on disk before any of these steps can reach the node.
+        ids = [journal.intend(s.kind, s.name, s.action, s.payload()) for s in steps]
+        reported = 0
+        failure: batch.Outcome | None = None
+
+        def record(outcome: batch.Outcome) -> None:
+            nonlocal reported, failure
+            reported += 1
+            if outcome.ok:
+                journal.done(ids[outcome.index])
+                return
+            failure = outcome
+            rest = len(steps) - outcome.index - 1
+            tail = f"; the {rest} step(s) after it in its batch were not run" if rest else ""
+            journal.failed(ids[outcome.index], outcome.describe() + tail)
+
+        try:
+            await batch.run(connection, self._ssh, steps, keep_going=False, on_result=record)
+        except NodeError as exc:
+            if failure is None and reported < len(steps):
+                rest = len(steps) - reported - 1
+                tail = (
+                    f" (nor whether the {rest} step(s) after it in its batch were)" if rest else ""
+                )
+                journal.failed(
+                    ids[reported], f"{exc.message}; it may or may not have been made{tail}"
+                )
+            raise
+        if failure is not None:
+            raise StepFailedError(self.node.name, failure.step, failure.exit_status, failure.output)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        if not self._holding:
+            async with await ssh.connect(self._ssh) as connection:
+                yield connection
+            return
+        if self._held is None:
+            self._held = await ssh.connect(self._ssh)
+        try:
+            yield self._held
+        except StepFailedError:
+            raise  # the node answered; the connection is as good as before
+        except BaseException:
+            # After any other failure the connection may be dead or mid-command: a later
+            # phase (the rollback) opens a new one.
+            await self._drop()
+            raise
+
+    async def _drop(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+            with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
+                await asyncio.wait_for(held.wait_closed(), self._ssh.connect_timeout)
+
     def _sysctl_values(self) -> dict[str, str] | None:
         if not any(t.kind == "Sysctl" for t in self.targets):
             return None
         values = {
             str(doc.spec["key"]).replace("/", "."): essence.normalize_sysctl(doc.spec["value"])
             for doc in self.resources
-            if doc.kind == "Sysctl"
+            if doc.kind == "Sysctl" and doc.spec.get("state", "present") == "present"
         }
         # a changed Sysctl is in the file even when the caller passed no resources
         for target in self.targets:
@@ -274,17 +354,6 @@ class LinuxTransaction:
         except ValueError as exc:
             raise FactsError(self.node.name, "snapshot read printed no valid JSON") from exc
         return answer
-
-    async def _run(
-        self, connection: asyncssh.SSHClientConnection, step: Step
-    ) -> asyncssh.SSHCompletedProcess:
-        target = self._ssh
-        if step.slow:
-            timeout = max(target.command_timeout, PACKAGE_TIMEOUT)
-            target = dataclasses.replace(target, command_timeout=timeout)
-        # sh -c: the script is POSIX sh whatever the login shell of the SSH user is
-        command = "sh -c " + shlex.quote(snapshots.expand(step.script))
-        return await ssh.run(connection, target, command, step.stdin or None)
 
 
 def _output(result: asyncssh.SSHCompletedProcess) -> str:

@@ -6,9 +6,10 @@ Nothing here talks to a node, so every command FazAI can send is tested as data
 (tests/data/linux_operations). An object already in the wanted state gets no step, so
 both directions are idempotent.
 
-A step is one POSIX shell script run with ``sh -c`` over SSH; data (file contents, nft
-scripts) travels base64-encoded on standard input, never in the command line, so the
-journal, which records the script, never holds the content of a sensitive file.
+A step is one POSIX shell script, run on the node with ``sh -c`` (many steps to one SSH
+round trip: see batch.py); data (file contents, nft scripts) travels base64-encoded on
+its standard input, never in a command line, so the journal, which records the script,
+never holds the content of a sensitive file.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Step:
     stdin: str = ""  # base64 text (ASCII), fed to the script's standard input
     keys: tuple[str, ...] = ()  # the objects it touches
     slow: bool = False  # package manager steps: they get a longer timeout
+    # its stdin carries a secret (a sensitive file, account lines): whatever the node
+    # prints about the step is masked of that data before it is journaled or shown
+    sensitive: bool = False
 
     def payload(self) -> dict[str, Any]:
         """What the journal records: the script, and only a digest of the data sent."""
@@ -342,7 +346,8 @@ def _file_steps(target: Target, facts: Facts) -> list[Step]:
             group if group is not None else (fact["gid"] if fact["exists"] else None),
             bool(fact.get("missingDirs")),
         )
-        return [Step("File", target.name, target.action, script, b64(data), (path,))]
+        return [Step("File", target.name, target.action, script, b64(data), (path,),
+                     sensitive=target.sensitive)]  # fmt: skip
     parts = []
     new_owner = owner if owner is not None and owner != fact["owner"] else None
     new_group = group if group is not None and group != fact["group"] else None
@@ -566,7 +571,8 @@ def _restore_file(record: Mapping[str, Any], current: Facts, plan: RollbackPlan)
             return
         script = write_file_script(path, before["mode"], before["uid"], before["gid"],
                                    bool(now.get("missingDirs")))  # fmt: skip
-        plan.steps.append(Step(kind, name, "rollback", script, content or "", (path,)))
+        plan.steps.append(Step(kind, name, "rollback", script, content or "", (path,),
+                               sensitive="secretContent" in before))  # fmt: skip
         return
     lines = []
     if now.get("exists"):
@@ -669,7 +675,7 @@ def _restore_user(record: Mapping[str, Any], current: Facts, plan: RollbackPlan)
         return
     payload = json.dumps(request, sort_keys=True).encode()
     plan.steps.append(Step("User", record["name"], "rollback", ACCOUNTS_SCRIPT, b64(payload),
-                           (user,)))  # fmt: skip
+                           (user,), sensitive=True))  # fmt: skip
 
 
 # The node-side helper (remote_snapshot.py) is spliced in where this marker stands when

@@ -6,8 +6,10 @@ turns checking off for a lab; an unknown or changed key is never accepted silent
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,68 @@ async def run(
         raise NodeError(
             target.node, f"command did not finish within {target.command_timeout:g} s"
         ) from exc
+    except (OSError, asyncssh.Error) as exc:
+        raise UnreachableError(target.node, f"connection lost: {_reason(exc)}") from exc
+
+
+class Stream:
+    """A command running on the node whose standard output is read line by line as it
+    comes (see :func:`start`); standard error is collected for the end."""
+
+    def __init__(self, target: SshTarget, process: asyncssh.SSHClientProcess[str]) -> None:
+        self.target = target
+        self.process = process
+        self._stderr: asyncio.Task[str] = asyncio.ensure_future(process.stderr.read())
+
+    async def readline(self, timeout: float) -> str:
+        """The next line of standard output, or "" once it has ended."""
+        with _mapped(self.target, timeout):
+            line: str = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        return line
+
+    async def finish(self, timeout: float) -> tuple[int | None, str]:
+        """The exit status (None when killed by a signal) and standard error, once the
+        command has ended."""
+        with _mapped(self.target, timeout):
+            await asyncio.wait_for(self.process.wait_closed(), timeout)
+            stderr = await asyncio.wait_for(self._stderr, timeout)
+        status: int | None = self.process.exit_status
+        if status is None and self.process.exit_signal is None:
+            # the channel closed without saying how the command ended: the connection
+            raise UnreachableError(
+                self.target.node, "connection lost before the command reported its end"
+            )
+        return status, stderr
+
+    def close(self) -> None:
+        if self._stderr.done() and not self._stderr.cancelled():
+            self._stderr.exception()  # retrieved: a lost connection is reported elsewhere
+        self._stderr.cancel()
+        self.process.close()
+
+
+async def start(
+    connection: asyncssh.SSHClientConnection, target: SshTarget, command: str, stdin: str
+) -> Stream:
+    """Start ``command`` with ``stdin`` as its whole standard input (sent, then closed)."""
+    with _mapped(target, target.command_timeout):
+        process = await asyncio.wait_for(connection.create_process(command), target.command_timeout)
+        try:
+            process.stdin.write(stdin)
+            process.stdin.write_eof()
+            await asyncio.wait_for(process.stdin.drain(), target.command_timeout)
+        except BaseException:
+            process.close()
+            raise
+    return Stream(target, process)
+
+
+@contextlib.contextmanager
+def _mapped(target: SshTarget, timeout: float) -> Iterator[None]:
+    try:
+        yield
+    except TimeoutError as exc:
+        raise NodeError(target.node, f"no answer from the node within {timeout:g} s") from exc
     except (OSError, asyncssh.Error) as exc:
         raise UnreachableError(target.node, f"connection lost: {_reason(exc)}") from exc
 

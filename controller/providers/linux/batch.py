@@ -1,0 +1,187 @@
+"""Steps sent to a node in batches: one SSH exec runs many steps, each reported as it ends.
+
+A batch is one run of ``remote_batch.py`` on the node: the steps' scripts and their
+standard input travel as JSON on its standard input (never on a command line, where
+``ps`` on the node would show them), and one result line per step comes back as soon as
+the step ends, so the caller can journal it as done while later steps still run. A
+forward batch stops at its first failing step; a rollback batch (``keep_going``) runs
+every step. What the node prints for a failed step is masked before it goes anywhere:
+the data a sensitive step carried, and anything shaped like a password hash.
+
+Batches are cut by payload size (``MAX_BATCH_BYTES``), so a transaction writing many
+large files still sends bounded requests; the caller journals each batch's steps before
+sending it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import asyncssh
+
+from controller.errors import NodeError
+from controller.providers.linux import snapshot as snapshots
+from controller.providers.linux import ssh
+from controller.providers.linux.operations import Step
+from controller.store.redact import MASK
+
+# apt-get waits up to 120 s for the dpkg lock, then downloads and unpacks.
+PACKAGE_TIMEOUT = 900.0
+# On top of a step's own timeout (which the node enforces): the time for its result line
+# to come back, and for the runner to start and read its request before the first step.
+GRACE = 30.0
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+# crypt(3) hashes: $1$ md5, $5$/$6$ sha-crypt, $2b$ bcrypt, $y$/$gy$ yescrypt, $7$ scrypt
+_HASH = re.compile(r"\$(?:1|2[abxy]?|5|6|7|y|gy|sha1|md5)\$[./A-Za-z0-9$,=]{8,}")
+_MIN_SECRET = 4  # shorter lines of a secret are too common to mask in a message
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one step of a batch ended, as the node reported it (output already masked)."""
+
+    index: int
+    step: Step
+    exit_status: int | None  # None: killed at its timeout
+    output: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return self.output
+        return f"exit {self.exit_status}: {self.output or '(no output)'}"
+
+
+class BatchError(NodeError):
+    """The runner on the node misbehaved (no python3, a malformed answer, an early end)."""
+
+
+@cache
+def runner_command() -> str:
+    source = resources.files("controller.providers.linux").joinpath("remote_batch.py").read_text()
+    # -I -S: no user site or .pth files on the node; the runner is standard library only
+    return "python3 -I -S -c " + shlex.quote(source)
+
+
+def step_timeout(step: Step, target: ssh.SshTarget) -> float:
+    return max(target.command_timeout, PACKAGE_TIMEOUT) if step.slow else target.command_timeout
+
+
+def split(steps: Sequence[Step], limit: int = MAX_BATCH_BYTES) -> list[list[Step]]:
+    """Consecutive batches of at most ``limit`` bytes of script and data (a bigger single
+    step goes alone), in order."""
+    out: list[list[Step]] = []
+    size = 0
+    for step in steps:
+        weight = len(step.script) + len(step.stdin)
+        if not out or (size + weight > limit and out[-1]):
+            out.append([])
+            size = 0
+        out[-1].append(step)
+        size += weight
+    return out
+
+
+def request(steps: Sequence[Step], target: ssh.SshTarget, keep_going: bool) -> str:
+    return json.dumps(
+        {
+            "keepGoing": keep_going,
+            "steps": [
+                {
+                    "script": snapshots.expand(step.script),
+                    "stdin": step.stdin,
+                    "timeout": step_timeout(step, target),
+                }
+                for step in steps
+            ],
+        }
+    )
+
+
+def mask(text: str, step: Step) -> str:
+    """``text`` without the data a sensitive step carried, nor password hashes."""
+    if step.sensitive and step.stdin:
+        secrets = {step.stdin}
+        try:
+            decoded = base64.b64decode(step.stdin).decode("utf-8", "replace")
+        except ValueError:
+            decoded = ""
+        secrets.update(line.strip() for line in decoded.splitlines())
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= _MIN_SECRET:
+                text = text.replace(secret, MASK)
+    return _HASH.sub(MASK, text)
+
+
+async def run(
+    connection: asyncssh.SSHClientConnection,
+    target: ssh.SshTarget,
+    steps: Sequence[Step],
+    *,
+    keep_going: bool,
+    on_result: Callable[[Outcome], None],
+) -> None:
+    """Run ``steps`` as one batch; ``on_result`` gets each outcome as soon as the node
+    reports it, in order. Returns when the runner has ended: after every step, or (without
+    ``keep_going``) after the first failure. Raises NodeError when the node stops answering
+    (the steps not yet reported may or may not have been made) and BatchError when the
+    runner ends without reporting a step it should have run."""
+    if not steps:
+        return
+    payload = request(steps, target, keep_going)
+    stream = await ssh.start(connection, target, runner_command(), payload)
+    expected = 0
+    stopped = False  # at a failed step, without keep_going
+    try:
+        while expected < len(steps):
+            step = steps[expected]
+            line = await stream.readline(step_timeout(step, target) + GRACE)
+            if not line:
+                break
+            outcome = _parse(target.node, line, expected, step)
+            expected += 1
+            on_result(outcome)
+            if not outcome.ok and not keep_going:
+                stopped = True
+                break
+        status, stderr = await stream.finish(GRACE)
+    finally:
+        stream.close()
+    ended = expected == len(steps) or stopped
+    if status == 127 and expected == 0:
+        raise BatchError(target.node, "python3 is not installed on the node; apply needs it")
+    if not ended or status != 0:
+        reason = _HASH.sub(MASK, stderr.strip()[-500:]) or f"exit {status}"
+        raise BatchError(
+            target.node,
+            f"the batch runner ended after {expected} of {len(steps)} steps: {reason}",
+        )
+
+
+def _parse(node: str, line: str, index: int, step: Step) -> Outcome:
+    try:
+        data = json.loads(line)
+        if data["step"] != index:
+            raise ValueError(f"step {data['step']} reported where {index} was expected")
+        status = data["exit"]
+        output = str(data.get("output", ""))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BatchError(node, f"the batch runner answered something unexpected: {exc}") from exc
+    return Outcome(
+        index,
+        step,
+        None if status is None else int(status),
+        mask(output, step)[-1000:],
+        bool(data.get("timeout")),
+    )
