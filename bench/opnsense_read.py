@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import datetime as dt
 import io
 import json
 import os
-import platform
 import pstats
 import shutil
 import subprocess
@@ -38,188 +36,38 @@ import sys
 import tempfile
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+# bench/ on the path for the shared module, which puts the repository there in turn.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from controller.engine import plan as planning  # noqa: E402
-from controller.engine.diff import Action  # noqa: E402
-from controller.model import loader  # noqa: E402
-from controller.providers.opnsense import payload  # noqa: E402
-from controller.providers.opnsense.identity import object_uuid  # noqa: E402
-from controller.source.open import open_source  # noqa: E402
-from controller.testing.opnsense import (  # noqa: E402
-    Drift,
-    EmulatorServer,
-    RequestRecord,
-    crud,
+from _opnsense import (
+    RESULTS_DIR,
+    Obj,
+    Objects,
+    body,
+    build_objects,
+    emulator,
+    machine,
+    oxl_client_for,
+    oxl_params,
+    oxl_version,
+    quiet,
+    server_seconds,
+    write_fazai,
 )
 
-RESULTS = REPO / "bench" / "results" / "opnsense_read.json"
-NODE = "bench-fw"
-SECRET_ENV = "FAZAI_BENCH_FW_SECRET"
-DOMAIN = "bench.example.net"
+from controller.engine import plan as planning
+from controller.engine.diff import Action
+from controller.model import loader
+from controller.source.open import open_source
+from controller.testing.opnsense import Drift, EmulatorServer, crud
 
-# --------------------------------------------------------------------------
-# the objects: one list, rendered for the emulator, for FazAI and for oxl
-
-
-@dataclass
-class Obj:
-    kind: str  # FirewallAlias | FirewallRule | HostOverride
-    name: str  # metadata.name of FazAI's document
-    spec: dict[str, Any]  # the document's spec (target left out)
-    managed: bool  # FazAI's: a document describes it
-    drift: str | None = None  # None (in sync), "changed" or "missing" (managed only)
-    uuid: str = ""  # where it sits on the firewall ("" for aliases: found by name)
-
-    @property
-    def emu_kind(self) -> str:
-        return {"FirewallAlias": "alias", "FirewallRule": "rule", "HostOverride": "host"}[self.kind]
-
-
-@dataclass
-class Objects:
-    aliases: list[Obj] = field(default_factory=list)
-    rules: list[Obj] = field(default_factory=list)
-    hosts: list[Obj] = field(default_factory=list)
-
-    def all(self) -> list[Obj]:
-        return self.aliases + self.rules + self.hosts
-
-    def managed(self) -> list[Obj]:
-        return [o for o in self.all() if o.managed]
-
-    def expected_changes(self) -> dict[tuple[str, str], Action]:
-        return {
-            (o.kind, o.name): Action.UPDATE if o.drift == "changed" else Action.CREATE
-            for o in self.managed()
-            if o.drift
-        }
-
-
-ALIAS_TYPES = ("host", "network", "port")
-
-
-def alias_spec(i: int) -> dict[str, Any]:
-    kind = ALIAS_TYPES[i % 3]
-    if kind == "host":
-        content = [f"10.{1 + i // 250}.{i % 250}.1", f"10.{1 + i // 250}.{i % 250}.2"]
-    elif kind == "network":
-        content = [f"10.{100 + i // 250}.{i % 250}.0/24"]
-    else:
-        content = [str(1000 + i), str(20000 + i)]
-    return {
-        "name": f"bench_a{i:03d}",
-        "type": kind,
-        "content": content,
-        "description": f"bench alias {i}",
-        "enabled": True,
-    }
-
-
-def build_objects(n_aliases: int, n_rules: int, n_hosts: int) -> Objects:
-    objs = Objects()
-    half_a, half_r, half_h = n_aliases // 2, n_rules // 2, n_hosts // 2
-    for i in range(n_aliases):
-        managed = i < half_a
-        drift = None
-        if managed and i % 50 == 3:
-            drift = "missing"
-        elif managed and i % 25 == 1:
-            drift = "changed"
-        objs.aliases.append(Obj("FirewallAlias", f"a{i:03d}", alias_spec(i), managed, drift))
-
-    # Rules refer only to aliases that are on the firewall (the emulator validates
-    # references like the real one does).
-    live = [o.spec for o in objs.aliases if o.drift != "missing"]
-    nets = [a["name"] for a in live if a["type"] != "port"]
-    ports = [a["name"] for a in live if a["type"] == "port"]
-    for i in range(n_rules):
-        managed = i < half_r
-        drift = None
-        if managed and i % 100 == 11:
-            drift = "missing"
-        elif managed and i % 50 == 7:
-            drift = "changed"
-        interface: str | list[str] = ["lan", "lan", "wan", ["lan", "wan"], "lan"][i % 5]
-        protocol = "any" if i % 10 == 9 else ("UDP" if i % 4 == 1 else "TCP")
-        source: dict[str, Any] = {
-            "net": [nets[(i * 7) % len(nets)], "lan", f"192.168.{i % 250}.0/24"][i % 3]
-            if nets
-            else "any"
-        }
-        if i % 11 == 5:
-            source["not"] = True
-        destination: dict[str, Any] = {
-            "net": nets[(i * 13 + 1) % len(nets)]
-            if nets and i % 2 == 0
-            else f"10.200.{i % 250}.{1 + i // 250}"
-        }
-        if protocol != "any":
-            destination["port"] = (
-                ports[(i * 3) % len(ports)] if ports and i % 2 == 0 else str(1 + i % 1000)
-            )
-        spec = {
-            "action": "block" if i % 7 == 0 else "pass",
-            "quick": True,
-            "interface": interface,
-            "direction": "in",
-            "ipprotocol": "inet",
-            "protocol": protocol,
-            "source": source,
-            "destination": destination,
-            "log": i % 4 == 0,
-            "sequence": 100 + i,
-            "description": f"bench rule {i:04d}",
-            "enabled": True,
-        }
-        name = f"rule-{i:04d}"
-        rid = object_uuid(NODE, "FirewallRule", name) if managed else str(uuidlib.uuid4())
-        objs.rules.append(Obj("FirewallRule", name, spec, managed, drift, rid))
-
-    for i in range(n_hosts):
-        managed = i < half_h
-        drift = None
-        if managed and i % 20 == 9:
-            drift = "missing"
-        elif managed and i % 20 == 5:
-            drift = "changed"
-        spec = {
-            "hostname": f"h{i:03d}",
-            "domain": DOMAIN,
-            "rr": "A",
-            "server": f"10.50.{i // 250}.{i % 250 + 1}",
-            "description": f"bench host {i}",
-            "enabled": True,
-        }
-        name = f"host-{i:03d}"
-        hid = object_uuid(NODE, "HostOverride", name) if managed else str(uuidlib.uuid4())
-        objs.hosts.append(Obj("HostOverride", name, spec, managed, drift, hid))
-    return objs
-
+RESULTS = RESULTS_DIR / "opnsense_read.json"
 
 # --------------------------------------------------------------------------
 # the emulator
-
-
-# Filter.xml fields the emulator leaves out (it keeps only what FazAI sends), which a
-# real 26.1 firewall returns in every rule and which oxl-opnsense-client's Rule module
-# requires when it reads rules (it stops with "Failed to translate API entry" without
-# them). Their defaults are upstream's: empty, "0" for the booleans, nothing selected.
-def body(o: Obj) -> dict[str, Any]:
-    """The object's write body, as an apply sends it (inner dict)."""
-    if o.kind == "FirewallAlias":
-        return payload.alias(o.spec)["alias"]
-    if o.kind == "FirewallRule":
-        return payload.rule(o.spec)["rule"]
-    return payload.host_override(o.spec)["host"]
 
 
 def fill(emu: EmulatorServer, objs: Objects) -> None:
@@ -267,44 +115,6 @@ def _extra_content(spec: dict[str, Any]) -> str:
 # FazAI
 
 
-def write_fazai(emu: EmulatorServer, objs: Objects, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    key_file = folder / "fw.key"
-    key_file.write_text(emu.api_key + "\n")
-    state_dir = folder / "state"
-    state_dir.mkdir(exist_ok=True)
-    node = {
-        "apiVersion": "fazai.dev/v1alpha1",
-        "kind": "Node",
-        "metadata": {"name": NODE},
-        "spec": {
-            "platform": "opnsense",
-            "url": emu.url,
-            "apiKeyRef": {"file": str(key_file)},
-            "apiSecretRef": {"env": SECRET_ENV},
-            "tls": {"caBundle": str(emu.certificate)},
-        },
-    }
-    (state_dir / "node.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
-    for fname, group in (
-        ("aliases.yaml", objs.aliases),
-        ("rules.yaml", objs.rules),
-        ("hosts.yaml", objs.hosts),
-    ):
-        docs = [
-            {
-                "apiVersion": "fazai.dev/v1alpha1",
-                "kind": o.kind,
-                "metadata": {"name": o.name},
-                "spec": {"target": {"node": NODE}, **o.spec},
-            }
-            for o in group
-            if o.managed
-        ]
-        (state_dir / fname).write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    return state_dir
-
-
 def check_plan(result: planning.Plan, objs: Objects) -> str | None:
     if len(result.nodes) != 1:
         return f"{len(result.nodes)} nodes in the plan"
@@ -323,10 +133,6 @@ def check_plan(result: planning.Plan, objs: Objects) -> str | None:
         extra = sorted(set(got) - set(want))[:3]
         return f"{len(got)} changes, expected {len(want)}; missed {missed}, unexpected {extra}"
     return None
-
-
-def server_seconds(records: list[RequestRecord]) -> float:
-    return round(sum(r.duration for r in records), 3)
 
 
 def fazai_run(emu: EmulatorServer, state_dir: Path, objs: Objects) -> dict[str, Any]:
@@ -398,79 +204,12 @@ def fazai_cli(
 # oxl-opnsense-client
 
 
-def oxl_params(o: Obj) -> tuple[str, dict[str, Any]]:
-    """The module and its arguments for one object, as an Ansible task would give them."""
-    s = o.spec
-    if o.kind == "FirewallAlias":
-        return "alias", {
-            "name": s["name"],
-            "type": s["type"],
-            "content": [str(c) for c in s["content"]],
-            "description": s["description"],
-            "enabled": s["enabled"],
-        }
-    if o.kind == "FirewallRule":
-        src, dst = s["source"], s["destination"]
-        iface = s["interface"] if isinstance(s["interface"], list) else [s["interface"]]
-        return "rule", {
-            "match_fields": ["description"],
-            "description": s["description"],
-            "sequence": s["sequence"],
-            "action": s["action"],
-            "quick": s["quick"],
-            "interface": iface,
-            "direction": s["direction"],
-            "ip_protocol": s["ipprotocol"],
-            "protocol": s["protocol"],
-            "source_net": src.get("net", "any"),
-            "source_port": str(src.get("port", "")),
-            "source_invert": src.get("not", False),
-            "destination_net": dst.get("net", "any"),
-            "destination_port": str(dst.get("port", "")),
-            "destination_invert": dst.get("not", False),
-            "log": s["log"],
-            "enabled": s["enabled"],
-        }
-    return "unbound_host", {
-        "hostname": s["hostname"],
-        "domain": s["domain"],
-        "record_type": s["rr"],
-        "value": s["server"],
-        "description": s["description"],
-        "enabled": s["enabled"],
-        "match_fields": ["hostname", "domain"],
-    }
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
-    """oxl prints its warnings to stdout; keep them out of the table."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        yield buf
-
-
-def oxl_client(emu: EmulatorServer, timeout: float) -> Any:
-    from oxl_opnsense_client import Client
-
-    return Client(
-        firewall="127.0.0.1",
-        port=emu.port,
-        token=emu.api_key,
-        secret=emu.api_secret,
-        ssl_verify=True,
-        ssl_ca_file=str(emu.certificate),
-        api_timeout=timeout,
-        shell=False,  # errors come back as {'error': ...} instead of raising
-    )
-
-
 def oxl_read_all(emu: EmulatorServer, objs: Objects, timeout: float) -> dict[str, Any]:
     emu.requests.clear()
     counts: dict[str, int] = {}
     problem = None
     t0 = time.perf_counter()
-    with quiet() as said, oxl_client(emu, timeout) as client:
+    with quiet() as said, oxl_client_for(emu, timeout) as client:
         for target in ("alias", "rule", "unbound_host"):
             answer = client.run_module("list", params={"target": target})
             if answer["error"]:
@@ -523,7 +262,7 @@ def oxl_check(emu: EmulatorServer, objs: Objects, sample: int, timeout: float) -
     errors: list[str] = []
     emu.requests.clear()
     t0 = time.perf_counter()
-    with quiet(), oxl_client(emu, timeout) as client:
+    with quiet(), oxl_client_for(emu, timeout) as client:
         setup_seconds = time.perf_counter() - t0
         setup_requests = len(emu.requests)
         for kind, group in (
@@ -608,11 +347,6 @@ def main() -> int:
     ap.add_argument("--skip-oxl", action="store_true")
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile one in-process plan")
-    ap.add_argument(
-        "--no-rule-fields",
-        action="store_true",
-        help="serve rules with the emulator's own field set (oxl cannot read them then)",
-    )
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -620,11 +354,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fazai-bench-opn-"))
     results: dict[str, Any] = {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "opnsense_version": args.version,
         "objects": {
             "aliases": len(objs.aliases),
@@ -635,10 +365,8 @@ def main() -> int:
         },
         "tools": {},
     }
-    os.environ[SECRET_ENV] = ""
     try:
-        with EmulatorServer(version=args.version, tls=True) as emu:
-            os.environ[SECRET_ENV] = emu.api_secret
+        with emulator(args.version) as emu:
             t0 = time.perf_counter()
             fill(emu, objs)
             make_drift(emu, objs)
@@ -696,13 +424,8 @@ def main() -> int:
 
             # -- oxl-opnsense-client
             if not args.skip_oxl:
-                try:
-                    from importlib.metadata import version
-
-                    import oxl_opnsense_client  # noqa: F401
-
-                    results["oxl_version"] = version("oxl-opnsense-client")
-                except ImportError:
+                results["oxl_version"] = oxl_version()
+                if results["oxl_version"] is None:
                     print("oxl-opnsense-client is not installed: skipped", file=sys.stderr)
                 else:
                     read = oxl_read_all(emu, objs, args.api_timeout)
