@@ -20,11 +20,10 @@ from typing import Any
 
 from controller.engine import apply as applying
 from controller.engine.plan import Plan
-from controller.errors import FazaiError
 from controller.events import Event, EventType
 from controller.model.state import DesiredState
 from controller.output import plan_json
-from controller.reconcile.handle import PendingApproval, UnknownApproval
+from controller.reconcile.handle import ControllerStopping, PendingApproval, UnknownApproval
 from controller.reconcile.shared import Shared
 from controller.store import Trigger
 
@@ -101,7 +100,7 @@ class Approvals:
         """Start applying the approved plan; the run id once the run is recorded (the
         apply goes on in the background, holding its nodes' locks)."""
         if self.shared.stopping:
-            raise FazaiError("the controller is stopping; approve again after it restarts")
+            raise ControllerStopping("the controller is stopping; approve again after it restarts")
         entry = self._entries.pop(approval_id, None)
         if entry is None:
             raise UnknownApproval(approval_id)

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from controller.errors import FazaiError
 from controller.events import EventBus
 from controller.store import StateStore
 
@@ -69,6 +70,13 @@ class UnknownApproval(LookupError):
     pass
 
 
+class ControllerStopping(FazaiError):
+    """The controller is shutting down and starts no new apply; the same request can
+    succeed once it runs again (the HTTP API answers 503)."""
+
+    retryable = True
+
+
 class ControllerHandle(Protocol):
     events: EventBus
     store: StateStore
@@ -91,7 +99,9 @@ class ControllerHandle(Protocol):
         source matches."""
 
     async def approve(self, approval_id: str) -> int:
-        """Apply a pending plan; returns the run id. Raises UnknownApproval."""
+        """Apply a pending plan; returns the run id. Raises UnknownApproval,
+        ControllerStopping while shutting down, or the FazaiError the apply failed with
+        before its run was recorded."""
 
     async def abort(self, approval_id: str) -> None:
         """Drop a pending plan. Raises UnknownApproval."""

@@ -33,12 +33,17 @@ def default_config_text() -> bytes:
     return resources.files("controller.reconcile").joinpath("sandbox.fazai.yaml").read_bytes()
 
 
-def load_config(path: Path | None, overrides: Overrides) -> ControllerConfig:
-    """The given config, or the sandbox's own (``sandbox.fazai.yaml`` beside this module)."""
+def load_config(
+    path: Path | None, overrides: Overrides, workdir: Path = WORKDIR
+) -> ControllerConfig:
+    """The given config, or the sandbox's own (``sandbox.fazai.yaml`` beside this module).
+
+    The working copy is seeded first either way: a copy of the sandbox's file (which
+    watches it) must load on a first start too, and the loader checks ``watch``."""
+    seed_working_copy(workdir / "infra")
     if path is not None:
         return configuration.load(path, overrides)
-    seed_working_copy(WORKDIR / "infra")
-    return configuration.parse(default_config_text(), "sandbox.fazai.yaml", WORKDIR, overrides)
+    return configuration.parse(default_config_text(), "sandbox.fazai.yaml", workdir, overrides)
 
 
 def seed_working_copy(folder: Path, example: Path | None = None) -> bool:

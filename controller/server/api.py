@@ -8,8 +8,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from controller.errors import StoreError
-from controller.reconcile.handle import ControllerHandle, UnknownApproval
+from controller.errors import FazaiError, StoreError
+from controller.reconcile.handle import ControllerHandle, ControllerStopping, UnknownApproval
 from controller.server import views
 from controller.server.auth import require
 from controller.server.replies import error, log, read_json_object, reply
@@ -104,6 +104,8 @@ async def approve(request: Request) -> Response:
         run_id = await asyncio.shield(task)
     except UnknownApproval:
         return error(404, f"no pending approval {approval_id!r}")
+    except FazaiError as exc:
+        return _refused(exc)
     log.info("approval %s approved by %s: run %s", approval_id, _caller(request), run_id)
     return reply({"run_id": run_id, "approval": approval_id})
 
@@ -115,6 +117,8 @@ async def abort(request: Request) -> Response:
         await _handle(request).abort(approval_id)
     except UnknownApproval:
         return error(404, f"no pending approval {approval_id!r}")
+    except FazaiError as exc:
+        return _refused(exc)
     log.info("approval %s aborted by %s", approval_id, _caller(request))
     return reply({"aborted": approval_id})
 
@@ -131,8 +135,21 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int | 
 
 def _log_failure(task: asyncio.Future[int]) -> None:
     failure = None if task.cancelled() else task.exception()
-    if isinstance(failure, Exception) and not isinstance(failure, UnknownApproval):
+    if isinstance(failure, FazaiError):
+        log.warning("approval refused: %s", failure)  # the client is told; no traceback
+    elif isinstance(failure, Exception) and not isinstance(failure, UnknownApproval):
         log.error("approved apply failed", exc_info=failure)
+
+
+def _refused(exc: FazaiError) -> Response:
+    """A FazAI error from approve or abort: 503 while the controller stops or its store
+    fails (the same request can succeed later), else 409 (the approval cannot be acted on
+    as asked). FazAI errors carry no secret, so the message is the answer."""
+    if isinstance(exc, StoreError):
+        return _store_failed(exc)
+    if isinstance(exc, ControllerStopping):
+        return error(503, str(exc), {"Retry-After": "5"})
+    return error(409, str(exc))
 
 
 def _store_failed(exc: StoreError) -> Response:
