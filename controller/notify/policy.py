@@ -86,6 +86,10 @@ class Policy:
             )
         )
         mode = data.get("mode")
+        if mode == "auto":
+            # The apply that follows says what changed (or why it failed) in one notice;
+            # a "drift" notice before it would be noise at every commit.
+            return []
         counts = _counts(resources)
         verb = "Drift changed" if before is not None else "Drift"
         title = f"{verb} on {node}: {counts}"

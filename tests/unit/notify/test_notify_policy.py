@@ -40,13 +40,15 @@ def items(plan: str, node: str) -> list[dict[str, Any]]:
     return [c for c in recorded(plan)["changes"] if c["node"] == node]
 
 
-def drift_event(handle: FakeHandle, node: str, found: list[dict[str, Any]]) -> Any:
+def drift_event(
+    handle: FakeHandle, node: str, found: list[dict[str, Any]], mode: str = "detect"
+) -> Any:
     return handle.events.publish(
         EventType.DRIFT_DETECTED,
         source="infra",
         node=node,
         revision=REV,
-        mode="detect",
+        mode=mode,
         changes=len(found),
         items=found,
         run_id=1,
@@ -180,6 +182,21 @@ async def test_an_apply_says_what_changed_and_closes_the_drift_it_healed(
     # An apply with nothing to do is not news.
     empty = record_apply(store, {**plan, "changes": []}, {"rep-web-1": NodeStatus.CONVERGED})
     assert await rules.notices(finished(handle, "apply", empty)) == []
+
+
+async def test_in_auto_mode_only_the_apply_is_notified_not_the_drift_before_it(
+    handle: FakeHandle, store: StateStore
+) -> None:
+    rules = policy(handle)
+    found = items("plan_1_drift", "rep-web-1")
+    assert await rules.notices(drift_event(handle, "rep-web-1", found, mode="auto")) == []
+    plan = {**recorded("plan_1_drift"), "changes": found}
+    run_id = record_apply(store, plan, {"rep-web-1": NodeStatus.CONVERGED})
+    (applied,) = await rules.notices(finished(handle, "apply", run_id))
+    assert applied.kind is NoticeKind.APPLIED
+    # The same drift seen again in detect mode is news: auto kept it out of the dedup.
+    (drift,) = await rules.notices(drift_event(handle, "rep-web-1", found))
+    assert drift.kind is NoticeKind.DRIFT
 
 
 async def test_failures_are_said_once_per_reason_until_the_node_converges(
