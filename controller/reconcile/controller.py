@@ -22,7 +22,7 @@ from controller.model.state import DesiredState
 from controller.reconcile import passes, triggers
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import ControllerConfig
-from controller.reconcile.handle import NodeDrift, PendingApproval, SourceStatus
+from controller.reconcile.handle import ControllerStopping, NodeDrift, PendingApproval, SourceStatus
 from controller.reconcile.matching import branch_name, same_repository
 from controller.reconcile.shared import Shared
 from controller.reconcile.wanted import Request
@@ -179,6 +179,8 @@ class Controller:
     async def trigger(self, source: str | None = None, reason: str = "api") -> None:
         if source is not None and source not in self.workers:
             raise KeyError(source)
+        if self.shared.stopping:
+            raise ControllerStopping("the controller is stopping; nothing new is queued")
         for name, worker in self.workers.items():
             if source is None or name == source:
                 worker.request(Request(reason, Trigger.API, force=True))

@@ -92,7 +92,8 @@ class ControllerHandle(Protocol):
 
     async def trigger(self, source: str | None = None, reason: str = "api") -> None:
         """Queue a reconcile of ``source`` (every source when None); returns at once.
-        Requests that arrive while one is queued are coalesced into it."""
+        Requests that arrive while one is queued are coalesced into it. Raises
+        ControllerStopping while the controller stops, KeyError for an unknown source."""
 
     async def notify_push(self, location: str, branch: str, revision: str | None) -> bool:
         """A push webhook said ``branch`` of ``location`` moved; False when no configured

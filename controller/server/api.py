@@ -83,7 +83,10 @@ async def reconcile(request: Request) -> Response:
     handle = _handle(request)
     if source is not None and source not in {s.name for s in handle.sources()}:
         return error(404, f"no source named {source!r}")
-    await handle.trigger(source, reason="api")
+    try:
+        await handle.trigger(source, reason="api")
+    except ControllerStopping as exc:
+        return error(503, str(exc), {"Retry-After": "5"})
     log.info("reconcile of %s requested by %s", source or "every source", _caller(request))
     return reply({"queued": True, "source": source}, 202)
 

@@ -30,6 +30,19 @@ async def test_approving_while_the_real_controller_stops_is_a_503(
     assert (unknown.status_code, unknown.json()) == (404, {"error": "no pending approval 'a1b2c3'"})
 
 
+async def test_a_reconcile_asked_while_the_real_controller_stops_is_a_503_not_queued(
+    store: StateStore, tmp_path: Path
+) -> None:
+    controller = Controller(ControllerConfig(sources=(), cache_dir=tmp_path / "cache"), store)
+    await controller.start()
+    await controller.stop(grace=1)
+    async with asgi_client(controller, OPEN, raise_app_exceptions=False) as client:  # type: ignore[arg-type]
+        answer = await client.post("/api/v1/reconcile", json={})
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert "stopping" in answer.json()["error"]
+
+
 async def test_other_fazai_errors_of_approve_and_abort_are_a_409_with_the_message(
     handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
