@@ -32,7 +32,7 @@ from controller.errors import FazaiError
 from controller.model import kinds
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.providers.base import Change, NodeTransaction, Observation
+from controller.providers.base import Change, Intent, NodeTransaction, Observation, PlatformIds
 from controller.source.tree import SourceTree
 from controller.store import (
     Command,
@@ -118,17 +118,31 @@ class StoreJournal:
         self._steps: dict[int, tuple[str, str, str]] = {}
 
     def intend(self, kind: str, name: str, action: str, payload: Mapping[str, Any]) -> int:
-        self._seq += 1
-        step = self.store.intend(self.txn_id, self._seq, kind, name, action, payload)
-        self._steps[step] = (kind, name, action)
+        (step,) = self.intend_many([Intent(kind, name, action, payload)])
         return step
 
+    def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        steps = self.store.intend_many(self.txn_id, self._seq + 1, intents)
+        self._seq += len(intents)
+        for step, intent in zip(steps, intents, strict=True):
+            self._steps[step] = (intent.kind, intent.name, intent.action)
+        return steps
+
     def done(self, step: int) -> None:
-        self.store.mark_done(step)
-        kind, name, action = self._steps.pop(step, ("", "", ""))
-        self._publish(
-            events.EventType.CHANGE_APPLIED, **self._context, kind=kind, name=name, action=action
-        )
+        self.done_many([step])
+
+    def done_many(self, steps: Sequence[int]) -> None:
+        self.store.mark_done_many(steps)
+        # One event per step, however many one commit marked.
+        for step in steps:
+            kind, name, action = self._steps.pop(step, ("", "", ""))
+            self._publish(
+                events.EventType.CHANGE_APPLIED,
+                **self._context,
+                kind=kind,
+                name=name,
+                action=action,
+            )
 
     def failed(self, step: int, message: str) -> None:
         self.store.mark_failed(step, message)
@@ -206,9 +220,7 @@ async def apply_node(
         if not changes:
             return outcome(NodeStatus.CONVERGED, "already in sync")
         async with provider.transaction(node, changes, resources, state.source) as txn:
-            return await _transact(
-                txn, node, resources, changes, store, run_id, outcome, publish
-            )
+            return await _transact(txn, node, resources, changes, store, run_id, outcome, publish)
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
 
@@ -248,7 +260,8 @@ async def _transact(
     except (FazaiError, OSError, TimeoutError) as exc:
         return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
     store.commit(txn_id)
-    _record_ownership(store, run_id, node.name, changes)
+    ids = txn.platform_ids() if isinstance(txn, PlatformIds) else {}
+    _record_ownership(store, run_id, node.name, changes, ids)
     return outcome(NodeStatus.CONVERGED, "", len(changes))
 
 
@@ -276,17 +289,28 @@ def _secrets_note(failures: Sequence[EscrowFailure]) -> str:
     return "".join(f"; {failure}" for failure in failures)
 
 
-def _record_ownership(store: StateStore, run_id: int, node: str, changes: Sequence[Change]) -> None:
+def _record_ownership(
+    store: StateStore,
+    run_id: int,
+    node: str,
+    changes: Sequence[Change],
+    platform_ids: Mapping[tuple[str, str], str],
+) -> None:
     """What FazAI wrote it owns (and only that may it ever prune); what it deleted it
-    owns no more."""
+    owns no more. Each object is recorded by the platform's id where the transaction
+    reports one (an OPNsense uuid: prune then reaches that object and no other), else by
+    its kind's instance key (a path, a package name), all in one commit."""
+    owned: dict[tuple[str, str], str] = {}
+    disowned: list[tuple[str, str]] = []
     for change in changes:
         if change.action == Action.DELETE.value:
-            store.disown(node, change.kind, change.name)
+            disowned.append((change.kind, change.name))
             continue
         kind = kinds.get(change.kind)
         spec = change.document.spec if change.document is not None else {}
         key = kind.instance_key(spec) if kind and kind.instance_key else change.name
-        store.own(node, change.kind, change.name, key, run_id)
+        owned[(change.kind, change.name)] = platform_ids.get((change.kind, change.name), key)
+    store.record_inventory(node, run_id, owned, disowned)
 
 
 async def _roll_back(

@@ -24,7 +24,7 @@ from controller.model import kinds
 from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.providers.opnsense.identity import object_uuid
+from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.store import OwnedObject
 
 # The inventory entry -> the fields that make an absent document resolve to the same
@@ -43,11 +43,21 @@ def _nft(obj: OwnedObject) -> dict[str, Any]:
 
 def _by_identity(obj: OwnedObject) -> dict[str, Any] | None:
     """Rules and host overrides live at the uuid FazAI derives from (node, kind, name),
-    so the document's name is all an absent document needs. The entry holds that name or
-    that uuid; anything else is an object no absent document would reach: not guessed."""
+    so the document's name is all an absent document needs. The entry holds that uuid
+    (or, written before, that name); anything else is an object no absent document would
+    reach: not guessed."""
     if obj.platform_id in (obj.name, object_uuid(obj.node, obj.kind, obj.name)):
         return {}
     return None
+
+
+def _alias(obj: OwnedObject) -> dict[str, Any]:
+    """An alias is found by its unique name; with the uuid the firewall gave the alias
+    FazAI created (entries written before hold the name alone), the absent document
+    reaches that alias only: one a person deleted and made again under the same name is
+    another object, and is left alone."""
+    name, uuid = parse_alias_record(obj.platform_id)
+    return {"name": name, "uuid": uuid} if uuid else {"name": name}
 
 
 # Kinds whose "absent" state removes the object.
@@ -57,7 +67,7 @@ PRUNABLE: Mapping[str, Identify] = {
     "User": _by_field("name"),
     "NftTable": _nft,
     "Sysctl": _by_field("key"),  # leaves the persisted file; the running value stays
-    "FirewallAlias": _by_field("name"),  # aliases are found by their unique name
+    "FirewallAlias": _alias,
     "FirewallRule": _by_identity,
     "HostOverride": _by_identity,
 }
@@ -94,6 +104,8 @@ class Inventory(Protocol):
     ) -> None: ...
 
     def disown(self, node: str, kind: str, name: str) -> bool: ...
+
+    def is_owned(self, node: str, kind: str, name: str) -> bool: ...
 
 
 def plan(
@@ -193,7 +205,11 @@ def release(
         if item.node not in succeeded:
             continue
         inventory.disown(item.node, item.kind, item.name)
-        if item.successor is not None:
+        # A record the successor has already (this apply wrote the object for it) names
+        # the object as it is now, not as the old record last saw it: it wins.
+        if item.successor is not None and not inventory.is_owned(
+            item.node, item.kind, item.successor
+        ):
             inventory.own(item.node, item.kind, item.successor, item.platform_id, run_id)
         done.append(f"{item.node}: {item.kind}/{item.name} {item.outcome}")
     return done

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from controller.engine.diff import Observed
 from controller.model.document import Document
 from controller.source.tree import SourceTree
+from controller.store.records import Intent
+
+__all__ = [
+    "Change",
+    "Intent",
+    "NodeTransaction",
+    "Observation",
+    "PlatformIds",
+    "Provider",
+    "StepJournal",
+    "Unmanaged",
+]
 
 
 @dataclass(frozen=True)
@@ -56,11 +68,23 @@ class Change:
 
 class StepJournal(Protocol):
     """Write-ahead journal of one node's transaction (the engine backs it with the state
-    store). ``intend`` is on disk before the change is sent."""
+    store, where each call is one commit, one fsync).
+
+    A step's intent is on disk when ``intend`` (or ``intend_many``) returns, and must be
+    before the change can reach the node: intend a batch of changes together, before
+    sending any of it. ``done`` may come later than the node's report (a crash in between
+    leaves the step intended, which rollback from the snapshot covers): mark the steps
+    reported together with one ``done_many``."""
 
     def intend(self, kind: str, name: str, action: str, payload: Mapping[str, Any]) -> int: ...
 
+    def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        """The steps' ids, in order; all on disk, in one commit, when this returns."""
+        ...
+
     def done(self, step: int) -> None: ...
+
+    def done_many(self, steps: Sequence[int]) -> None: ...
 
     def failed(self, step: int, message: str) -> None: ...
 
@@ -84,3 +108,14 @@ class NodeTransaction(Protocol):
     async def commit(self) -> None: ...
 
     async def rollback(self, snapshot: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class PlatformIds(Protocol):
+    """A NodeTransaction that can say which object on the platform each change wrote, for
+    the inventory that decides prune (where the document's name or key does not say it:
+    an OPNsense uuid). The engine asks after a clean verify."""
+
+    def platform_ids(self) -> Mapping[tuple[str, str], str]:
+        """(kind, document name) -> the platform's id of the object written."""
+        ...

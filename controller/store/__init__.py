@@ -22,6 +22,7 @@ from controller.store.escrow import EscrowFailure, KeyRef, Revealed, key_ref
 from controller.store.paths import default_escrow_key_path, default_path
 from controller.store.records import (
     Command,
+    Intent,
     NodeResult,
     NodeStatus,
     OwnedObject,
@@ -45,6 +46,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Command",
     "EscrowFailure",
+    "Intent",
     "KeyRef",
     "NodeResult",
     "NodeStatus",

@@ -7,7 +7,7 @@ left alone, whatever its name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 
 from controller.store.database import Database, iso, parse_time
@@ -21,13 +21,31 @@ class Inventory:
     def own(self, node: str, kind: str, name: str, platform_id: str, run_id: int | None) -> None:
         """Record that ``run_id`` created the object; a re-creation (a new uuid) replaces
         the earlier record."""
-        with self._db.write(f"recording ownership of {kind}/{name} on {node}") as cur:
-            cur.execute(
+        self.record_inventory(node, run_id, {(kind, name): platform_id}, ())
+
+    def record_inventory(
+        self,
+        node: str,
+        run_id: int | None,
+        owned: Mapping[tuple[str, str], str],
+        disowned: Collection[tuple[str, str]],
+    ) -> None:
+        """What one apply of ``node`` wrote and deleted, in one commit: ``owned`` maps
+        (kind, name) to the platform's id (as :meth:`own`), ``disowned`` is forgotten."""
+        if not owned and not disowned:
+            return
+        with self._db.write(f"recording what is owned on {node}") as cur:
+            when = iso(self._now())
+            cur.executemany(
                 "INSERT INTO owned (node, kind, name, platform_id, run_id, created)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, kind, name) DO UPDATE SET"
                 " platform_id = excluded.platform_id, run_id = excluded.run_id,"
                 " created = excluded.created",
-                (node, kind, name, platform_id, run_id, iso(self._now())),
+                [(node, k, n, pid, run_id, when) for (k, n), pid in owned.items()],
+            )
+            cur.executemany(
+                "DELETE FROM owned WHERE node = ? AND kind = ? AND name = ?",
+                [(node, k, n) for k, n in disowned],
             )
 
     def disown(self, node: str, kind: str, name: str) -> bool:

@@ -8,7 +8,12 @@ The protocol a transaction follows, and what each record lets a restarted contro
 3. For each change: :meth:`Journal.intend` *before* sending it (durable when it returns),
    then :meth:`Journal.mark_done` or :meth:`Journal.mark_failed` after. A step still
    ``intended`` after a crash may or may not have reached the node; the snapshots, not
-   the steps, say what to restore, so rollback does not need to know.
+   the steps, say what to restore, so rollback does not need to know. Changes sent
+   together (a batch of steps) are intended together, :meth:`Journal.intend_many`, and
+   steps reported together are marked together, :meth:`Journal.mark_done_many`: one
+   commit, one fsync, for all of them. Marking a step done later than the node reported
+   it is safe (a crash in between leaves it ``intended``, which rollback handles);
+   intending it later than sending it never is.
 4. :meth:`Journal.commit` once verified, or :meth:`Journal.mark_rolled_back` once undone.
 
 A controller killed anywhere in between finds the transaction in
@@ -27,7 +32,7 @@ long as ``fazai rollback`` can use the snapshot.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +40,7 @@ from controller.errors import StoreError
 from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
 from controller.store.escrow import Escrow, Revealed, label
 from controller.store.records import (
+    Intent,
     Snapshot,
     Step,
     StepStatus,
@@ -100,33 +106,63 @@ class Journal:
         self, txn_id: int, seq: int, kind: str, name: str, action: str, payload: Mapping[str, Any]
     ) -> int:
         """Record a change about to be sent; on disk when this returns. Returns the step id."""
-        text = to_json(payload, f"the payload of step {seq}", self._db.path)
-        with self._db.write(f"recording step {seq} of transaction {txn_id}") as cur:
+        (step,) = self.intend_many(txn_id, seq, [Intent(kind, name, action, payload)])
+        return step
+
+    def intend_many(self, txn_id: int, seq: int, intents: Sequence[Intent]) -> list[int]:
+        """Record changes about to be sent, as steps ``seq``, ``seq + 1``...: all of them on
+        disk, in one commit, when this returns; none if it raises. Returns the step ids."""
+        if not intents:
+            return []
+        texts = [
+            to_json(intent.payload, f"the payload of step {seq + i}", self._db.path)
+            for i, intent in enumerate(intents)
+        ]
+        last = seq + len(intents) - 1
+        span = f"step {seq}" if last == seq else f"steps {seq}-{last}"
+        with self._db.write(f"recording {span} of transaction {txn_id}") as cur:
             self._require_open(cur, txn_id)
-            try:
-                cur.execute(
-                    "INSERT INTO steps (txn_id, seq, kind, name, action, payload, status, intended)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        txn_id,
-                        seq,
-                        kind,
-                        name,
-                        action,
-                        text,
-                        StepStatus.INTENDED.value,
-                        iso(self._now()),
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise self._fail(f"transaction {txn_id} already has a step {seq}") from exc
-            return last_id(cur)
+            when = iso(self._now())
+            ids = []
+            for i, (intent, text) in enumerate(zip(intents, texts, strict=True)):
+                try:
+                    cur.execute(
+                        "INSERT INTO steps"
+                        " (txn_id, seq, kind, name, action, payload, status, intended)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            txn_id,
+                            seq + i,
+                            intent.kind,
+                            intent.name,
+                            intent.action,
+                            text,
+                            StepStatus.INTENDED.value,
+                            when,
+                        ),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise self._fail(f"transaction {txn_id} already has a step {seq + i}") from exc
+                ids.append(last_id(cur))
+            return ids
 
     def mark_done(self, step_id: int) -> None:
-        self._finish_step(step_id, StepStatus.DONE, "")
+        self.mark_done_many([step_id])
+
+    def mark_done_many(self, step_ids: Sequence[int]) -> None:
+        """Mark steps the node reported as made, in one commit; none if one of them cannot
+        be (unknown, already marked, its transaction closed)."""
+        if not step_ids:
+            return
+        span = ", ".join(str(s) for s in step_ids)
+        with self._db.write(f"marking step(s) {span} done") as cur:
+            when = iso(self._now())
+            for step_id in step_ids:
+                self._finish_step(cur, step_id, StepStatus.DONE, "", when)
 
     def mark_failed(self, step_id: int, message: str) -> None:
-        self._finish_step(step_id, StepStatus.FAILED, message)
+        with self._db.write(f"marking step {step_id} failed") as cur:
+            self._finish_step(cur, step_id, StepStatus.FAILED, message, iso(self._now()))
 
     def commit(self, txn_id: int) -> None:
         """Close the transaction as applied. Refused while a step is still only intended:
@@ -193,26 +229,27 @@ class Journal:
         where = label(snapshot.kind, snapshot.name, snapshot.key)
         return self._escrow.reveal(snapshot.before, context, where)
 
-    def _finish_step(self, step_id: int, status: StepStatus, message: str) -> None:
-        with self._db.write(f"marking step {step_id} {status.value}") as cur:
-            row = cur.execute(
-                "SELECT s.status, t.id, t.status FROM steps s"
-                " JOIN transactions t ON t.id = s.txn_id WHERE s.id = ?",
-                (step_id,),
-            ).fetchone()
-            if row is None:
-                raise StoreError(str(self._db.path), f"no journal step {step_id}")
-            step_status, txn_id, txn_status = row
-            if txn_status != TransactionStatus.OPEN.value:
-                raise StoreError(
-                    str(self._db.path), f"step {step_id}: transaction {txn_id} is {txn_status}"
-                )
-            if step_status != StepStatus.INTENDED.value:
-                raise StoreError(str(self._db.path), f"step {step_id} is already {step_status}")
-            cur.execute(
-                "UPDATE steps SET status = ?, message = ?, finished = ? WHERE id = ?",
-                (status.value, message, iso(self._now()), step_id),
+    def _finish_step(
+        self, cur: sqlite3.Cursor, step_id: int, status: StepStatus, message: str, when: str
+    ) -> None:
+        row = cur.execute(
+            "SELECT s.status, t.id, t.status FROM steps s"
+            " JOIN transactions t ON t.id = s.txn_id WHERE s.id = ?",
+            (step_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(str(self._db.path), f"no journal step {step_id}")
+        step_status, txn_id, txn_status = row
+        if txn_status != TransactionStatus.OPEN.value:
+            raise StoreError(
+                str(self._db.path), f"step {step_id}: transaction {txn_id} is {txn_status}"
             )
+        if step_status != StepStatus.INTENDED.value:
+            raise StoreError(str(self._db.path), f"step {step_id} is already {step_status}")
+        cur.execute(
+            "UPDATE steps SET status = ?, message = ?, finished = ? WHERE id = ?",
+            (status.value, message, when, step_id),
+        )
 
     def _require_open(self, cur: sqlite3.Cursor, txn_id: int) -> None:
         row = cur.execute("SELECT status FROM transactions WHERE id = ?", (txn_id,)).fetchone()

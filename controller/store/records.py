@@ -111,6 +111,16 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """A change about to be sent, as the journal records it before sending it."""
+
+    kind: str
+    name: str
+    action: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Step:
     id: int
     seq: int

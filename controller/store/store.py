@@ -41,6 +41,11 @@ class StateStore(RunLog, Journal, Inventory):
         self._escrow = Escrow(self.escrow_key, self.path)
         self._db = Database(self.path, busy_timeout=busy_timeout)
 
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far through this store (each one fsync)."""
+        return self._db.commits
+
     def close(self) -> None:
         self._db.close()
 

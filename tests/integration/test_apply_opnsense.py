@@ -23,7 +23,7 @@ from controller.engine.diff import Action, Observed, compare
 from controller.errors import ApiError, NodeError, ServerError, UnreachableError
 from controller.model import loader
 from controller.model.state import DesiredState
-from controller.providers.base import Change, Observation
+from controller.providers.base import Change, Intent, Observation
 from controller.providers.opnsense.apply import (
     LockoutError,
     OpnsenseTransaction,
@@ -59,6 +59,13 @@ class MemoryJournal:
     def done(self, step: int) -> None:
         assert self.steps[step]["status"] == "intended"
         self.steps[step]["status"] = "done"
+
+    def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        return [self.intend(i.kind, i.name, i.action, i.payload) for i in intents]
+
+    def done_many(self, steps: Sequence[int]) -> None:
+        for step in steps:
+            self.done(step)
 
     def failed(self, step: int, message: str) -> None:
         assert self.steps[step]["status"] == "intended"
@@ -296,8 +303,15 @@ async def _fail_midway(fw: Firewall, inject: str) -> tuple[dict[str, Any], Excep
         snapshot = await txn.snapshot()
         with pytest.raises((ServerError, UnreachableError)) as caught:
             await txn.write(journal)
-        assert journal.steps[-1]["status"] == "failed"
-        assert all(s["status"] == "done" for s in journal.steps[:-1])
+        # Every call was journaled before the first was sent (the reloads too): the ones
+        # before the failure are done, the ones after it never sent, still only intended.
+        statuses = [s["status"] for s in journal.steps]
+        failed = statuses.index("failed")
+        assert failed > 0
+        assert statuses == ["done"] * failed + ["failed"] + ["intended"] * (
+            len(statuses) - failed - 1
+        )
+        assert journal.steps[-1]["kind"] == "OPNsense"  # a reload, intended, never sent
         # Some writes landed: the firewall is half-changed now.
         assert fw.items()["items"] != before["items"]
         await txn.rollback(snapshot)

@@ -29,7 +29,7 @@ from controller.engine.diff import Action, compare
 from controller.model import loader
 from controller.model.state import DesiredState
 from controller.providers.base import Change
-from controller.providers.opnsense.apply import AliasInUseError
+from controller.providers.opnsense.apply import AliasInUseError, StalePlanError
 from controller.providers.opnsense.identity import object_uuid
 from controller.providers.opnsense.provider import OpnsenseProvider
 from controller.source.open import open_source
@@ -60,6 +60,8 @@ GONE: list[dict[str, Any]] = [
     doc("FirewallRule", "block-old", action="block", interface="wan",
         source={"net": "old_hosts"}, sequence=200),
 ]  # fmt: skip
+# An alias no rule uses, so that a person can delete it by hand.
+LONE_ALIAS = doc("FirewallAlias", "old-hosts", name="old_hosts", type="host", content=["192.0.2.7"])
 BLOCK_OLD = object_uuid(NODE, "FirewallRule", "block-old")
 ALLOW_WEB = object_uuid(NODE, "FirewallRule", "allow-web")
 
@@ -110,6 +112,15 @@ class Firewall:
     def owned(self) -> set[tuple[str, str]]:
         with StateStore(self.db) as store:
             return {(o.kind, o.name) for o in store.owned(NODE)}
+
+    def records(self) -> dict[tuple[str, str], str]:
+        """The inventory: (kind, name) -> the platform id apply recorded."""
+        with StateStore(self.db) as store:
+            return {(o.kind, o.name): o.platform_id for o in store.owned(NODE)}
+
+    def alias_uuid(self, name: str) -> str:
+        (uuid,) = [u for u, i in self.emu.state.list("alias").items() if i["name"] == name]
+        return uuid
 
 
 @contextlib.contextmanager
@@ -312,6 +323,104 @@ def test_the_cli_prunes_and_lists_hand_made_objects_only_on_request(
         assert fw.aliases() == {"web_servers", "hand_made"}
         assert BLOCK_OLD not in fw.emu.state.list("rule")
         assert len(fw.emu.state.list("rule")) == 2
+
+
+# -- what the inventory records, and what prune reaches by it ---------------------------
+
+
+@pytest.mark.parametrize("version", ["24.7", "26.7"])
+def test_apply_records_the_uuid_of_each_object_it_wrote(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with emulated(version, tmp_path, monkeypatch) as fw:
+        assert converged(fw.apply(fw.state([*KEEP, *GONE])))
+        web, old = fw.alias_uuid("web_servers"), fw.alias_uuid("old_hosts")
+        assert fw.records() == {
+            ("FirewallAlias", "web-servers"): f"web_servers@{web}",
+            ("FirewallAlias", "old-hosts"): f"old_hosts@{old}",
+            ("FirewallRule", "allow-web"): ALLOW_WEB,
+            ("FirewallRule", "block-old"): BLOCK_OLD,
+        }
+        # An update (setItem at the uuid it has) records the same object again.
+        changed = [doc("FirewallAlias", "web-servers", name="web_servers", type="host",
+                       content=["10.0.10.11"]), *KEEP[1:], *GONE]  # fmt: skip
+        assert converged(fw.apply(fw.state(changed)))
+        assert fw.records()[("FirewallAlias", "web-servers")] == f"web_servers@{web}"
+
+
+def test_an_alias_made_again_by_hand_under_its_name_is_not_pruned(firewall: Firewall) -> None:
+    fw = firewall
+    assert converged(fw.apply(fw.state([*KEEP, LONE_ALIAS])))
+    ours = fw.alias_uuid("old_hosts")
+    # A person deletes FazAI's alias, then makes one of their own under the same name.
+    hand = Drift(fw.emu.state)
+    hand.remove("alias", ours)
+    theirs = hand.add("alias", {"name": "old_hosts", "type": "network", "content": "10.66.0.0/16"})
+    fw.emu.state.mark_applied(["alias"])
+    theirs_before = fw.emu.state.list("alias")[theirs]
+
+    state, pruning = fw.pruned(KEEP)
+    assert pruning.notes == ()
+    plan = fw.plan(state)
+    assert not plan.has_changes and not plan.has_errors  # FazAI's alias is gone already
+    listed = fw.plan(state, unmanaged=True)
+    unmanaged = {
+        (i.kind, i.name) for n in listed.nodes for i in n.items if i.action is Action.UNMANAGED
+    }
+    assert ("FirewallAlias", "old_hosts") in unmanaged  # theirs: listed, never touched
+
+    fw.emu.requests.clear()
+    assert converged(fw.apply(state))
+    assert not any(p.startswith("firewall/alias/delItem/") for p in fw.posts())
+    assert fw.emu.state.list("alias")[theirs] == theirs_before
+
+
+@pytest.mark.parametrize("version", ["26.1"])
+async def test_an_alias_replaced_between_plan_and_apply_is_not_deleted(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with emulated(version, tmp_path, monkeypatch) as fw:
+        await asyncio.to_thread(lambda: converged(fw.apply(fw.state([*KEEP, LONE_ALIAS]))))
+        state, _ = fw.pruned(KEEP)
+        provider = OpnsenseProvider()
+        resources = state.resources_for(NODE)
+        observed = await provider.observe(state.nodes[NODE], resources, state.source)
+        changes = [
+            Change(d.kind, d.name, action.value, d, observed.resources[d])
+            for d in resources
+            for action in [compare(observed.resources[d])[0]]
+            if action is not Action.NOOP
+        ]
+        assert [(c.name, c.action) for c in changes] == [("old-hosts", "delete")]
+        # Between the plan and the apply, the alias is deleted and made again, with the
+        # same content even: the plan's delete must not reach the new one.
+        hand = Drift(fw.emu.state)
+        hand.remove("alias", fw.alias_uuid("old_hosts"))
+        theirs = hand.add("alias", {"name": "old_hosts", "type": "host", "content": "192.0.2.7"})
+        fw.emu.requests.clear()
+        async with provider.transaction(state.nodes[NODE], changes) as txn:
+            with pytest.raises(StalePlanError, match="FirewallAlias/old-hosts"):
+                await txn.snapshot()
+        assert fw.emu.requests.count("POST") == 0
+        assert theirs in fw.emu.state.list("alias")
+
+
+def test_records_of_before_holding_names_only_still_prune(firewall: Firewall) -> None:
+    fw = firewall
+    assert converged(fw.apply(fw.state([*KEEP, *GONE])))
+    with StateStore(fw.db) as store:  # as an earlier FazAI recorded them
+        store.own(NODE, "FirewallAlias", "old-hosts", "old_hosts", None)
+        store.own(NODE, "FirewallRule", "block-old", "block-old", None)
+    state, pruning = fw.pruned(KEEP)
+    assert pruning.notes == ()
+    plan = fw.plan(state)
+    assert sorted((i.kind, i.name, i.action) for n in plan.nodes for i in n.changed) == [
+        ("FirewallAlias", "old-hosts", Action.DELETE),
+        ("FirewallRule", "block-old", Action.DELETE),
+    ]
+    assert converged(fw.apply(state))
+    assert fw.aliases() == {"web_servers", "hand_made"}
+    assert BLOCK_OLD not in fw.emu.state.list("rule")
 
 
 def fazai(*args: str) -> subprocess.CompletedProcess[str]:

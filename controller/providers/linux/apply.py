@@ -5,7 +5,8 @@
 before anything is sent), journals every step of a batch as an intent, then sends the
 whole batch in one round trip (:mod:`~controller.providers.linux.batch`): the node runs
 the steps in order, stops at the first failure, and reports each step as it ends, so the
-journal marks it done (or failed, with its masked output) as it happens; ``rollback()``
+journal marks it done (or failed, with its masked output) as it happens (the intents of a
+batch in one journal commit, the steps reported together in one more); ``rollback()``
 needs only the snapshot: it reads the node again, restores whatever differs in one batch
 (in reverse order, so it is idempotent and can finish the work of an interrupted
 rollback), checks the result, and raises :class:`RollbackIncompleteError` naming
@@ -29,7 +30,7 @@ import asyncssh
 
 from controller.errors import FactsError, NodeError
 from controller.model.document import Document
-from controller.providers.base import Change, Observation, StepJournal
+from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.linux import batch, essence, operations, ssh
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.operations import OperationError, Step, Target
@@ -243,19 +244,22 @@ class LinuxTransaction:
         request = snapshots.request_from_objects(objects)
         problems: list[str] = []
 
-        def restored(outcome: batch.Outcome) -> None:
+        def restored(outcomes: Sequence[batch.Outcome]) -> None:
             # The batch keeps going after a failure: every other object is still worth
             # restoring.
-            if not outcome.ok:
-                step = outcome.step
-                problems.append(f"{step.kind}/{step.name}: restoring failed ({outcome.describe()})")
+            for outcome in outcomes:
+                if not outcome.ok:
+                    step = outcome.step
+                    problems.append(
+                        f"{step.kind}/{step.name}: restoring failed ({outcome.describe()})"
+                    )
 
         async with self._connection() as connection:
             current = await self._gather(connection, request)
             plan = operations.rollback_steps(objects, current)
             problems += plan.problems
             for part in batch.split(plan.steps):
-                await batch.run(connection, self._ssh, part, keep_going=True, on_result=restored)
+                await batch.run(connection, self._ssh, part, keep_going=True, on_results=restored)
             # Read back: anything still different is reported, not assumed restored.
             after = operations.rollback_steps(objects, await self._gather(connection, request))
         return problems, after
@@ -263,28 +267,33 @@ class LinuxTransaction:
     async def _write_batch(
         self, connection: asyncssh.SSHClientConnection, steps: Sequence[Step], journal: StepJournal
     ) -> None:
-        """Journal every step of the batch, then send it; each step is marked as the node
-        reports it. Raises StepFailedError at the first failed step (the ones before it
-        were made, the ones after it were not run) and NodeError when the node stops
-        answering (the steps not reported may or may not have been made)."""
-        # Write-ahead: every intent is on disk before any of these steps can reach the node.
-        ids = [journal.intend(s.kind, s.name, s.action, s.payload()) for s in steps]
+        """Journal every step of the batch, then send it; steps are marked as the node
+        reports them, those reported together in one commit. Raises StepFailedError at the
+        first failed step (the ones before it were made, the ones after it were not run)
+        and NodeError when the node stops answering (the steps not reported may or may not
+        have been made)."""
+        # Write-ahead: every intent is on disk, in one commit, before any of these steps
+        # can reach the node.
+        ids = journal.intend_many([Intent(s.kind, s.name, s.action, s.payload()) for s in steps])
         reported = 0
         failure: batch.Outcome | None = None
 
-        def record(outcome: batch.Outcome) -> None:
+        def record(outcomes: Sequence[batch.Outcome]) -> None:
             nonlocal reported, failure
-            reported += 1
-            if outcome.ok:
-                journal.done(ids[outcome.index])
-                return
-            failure = outcome
-            rest = len(steps) - outcome.index - 1
-            tail = f"; the {rest} step(s) after it in its batch were not run" if rest else ""
-            journal.failed(ids[outcome.index], outcome.describe() + tail)
+            reported += len(outcomes)
+            made = [ids[o.index] for o in outcomes if o.ok]
+            if made:
+                journal.done_many(made)
+            for outcome in outcomes:
+                if outcome.ok:
+                    continue
+                failure = outcome
+                rest = len(steps) - outcome.index - 1
+                tail = f"; the {rest} step(s) after it in its batch were not run" if rest else ""
+                journal.failed(ids[outcome.index], outcome.describe() + tail)
 
         try:
-            await batch.run(connection, self._ssh, steps, keep_going=False, on_result=record)
+            await batch.run(connection, self._ssh, steps, keep_going=False, on_results=record)
         except NodeError as exc:
             if failure is None and reported < len(steps):
                 rest = len(steps) - reported - 1

@@ -3,7 +3,9 @@
 A batch is one run of ``remote_batch.py`` on the node: the steps' scripts and their
 standard input travel as JSON on its standard input (never on a command line, where
 ``ps`` on the node would show them), and one result line per step comes back as soon as
-the step ends, so the caller can journal it as done while later steps still run. A
+the step ends, so the caller can journal it as done while later steps still run; result
+lines that come within ``REPORT_LINGER`` of each other (fast steps, a busy controller) are
+handed over together, so that one journal commit marks them all. A
 forward batch stops at its first failing step; a rollback batch (``keep_going``) runs
 every step. What the node prints for a failed step is masked before it goes anywhere:
 the data a sensitive step carried, and anything shaped like a password hash.
@@ -38,6 +40,10 @@ PACKAGE_TIMEOUT = 900.0
 # to come back, and for the runner to start and read its request before the first step.
 GRACE = 30.0
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+# How long a reported step waits for the reports that follow it, so that the journal marks
+# them done in one commit (an fsync each) rather than one by one. The node does not wait
+# for it; only the journal's done marks and their events come up to this much later.
+REPORT_LINGER = 0.2
 # crypt(3) hashes: $1$ md5, $5$/$6$ sha-crypt, $2b$ bcrypt, $y$/$gy$ yescrypt, $7$ scrypt
 _HASH = re.compile(r"\$(?:1|2[abxy]?|5|6|7|y|gy|sha1|md5)\$[./A-Za-z0-9$,=]{8,}")
 _MIN_SECRET = 4  # shorter lines of a secret are too common to mask in a message
@@ -130,13 +136,15 @@ async def run(
     steps: Sequence[Step],
     *,
     keep_going: bool,
-    on_result: Callable[[Outcome], None],
+    on_results: Callable[[Sequence[Outcome]], None],
 ) -> None:
-    """Run ``steps`` as one batch; ``on_result`` gets each outcome as soon as the node
-    reports it, in order. Returns when the runner has ended: after every step, or (without
-    ``keep_going``) after the first failure. Raises NodeError when the node stops answering
-    (the steps not yet reported may or may not have been made) and BatchError when the
-    runner ends without reporting a step it should have run."""
+    """Run ``steps`` as one batch; ``on_results`` gets the outcomes in order, as the node
+    reports them: those that come within ``REPORT_LINGER`` of the first at once (so the
+    journal marks them in one commit). Returns when the
+    runner has ended: after every step, or (without ``keep_going``) after the first
+    failure. Raises NodeError when the node stops answering (the steps not yet reported may
+    or may not have been made) and BatchError when the runner ends without reporting a
+    step it should have run."""
     if not steps:
         return
     payload = request(steps, target, keep_going)
@@ -144,17 +152,31 @@ async def run(
     expected = 0
     stopped = False  # at a failed step, without keep_going
     try:
-        while expected < len(steps):
+        while expected < len(steps) and not stopped:
             step = steps[expected]
-            line = await stream.readline(step_timeout(step, target) + GRACE)
-            if not line:
+            lines = await stream.read_lines(step_timeout(step, target) + GRACE, REPORT_LINGER)
+            if not lines:
                 break
-            outcome = _parse(target.node, line, expected, step)
-            expected += 1
-            on_result(outcome)
-            if not outcome.ok and not keep_going:
-                stopped = True
-                break
+            outcomes: list[Outcome] = []
+            problem: BatchError | None = None
+            for line in lines:
+                if expected == len(steps):
+                    problem = BatchError(target.node, "the batch runner reported an extra step")
+                    break
+                try:
+                    outcome = _parse(target.node, line, expected, steps[expected])
+                except BatchError as exc:
+                    problem = exc
+                    break
+                outcomes.append(outcome)
+                expected += 1
+                if not outcome.ok and not keep_going:
+                    stopped = True
+                    break
+            if outcomes:
+                on_results(outcomes)  # what was reported is journaled, even before a problem
+            if problem is not None:
+                raise problem
         status, stderr = await stream.finish(GRACE)
     finally:
         stream.close()

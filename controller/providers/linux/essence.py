@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +69,23 @@ def normalize_mode(mode: str) -> str:
     return f"{int(mode, 8):04o}"
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+# The key of the fingerprints that stand for the content of a secret file in essences,
+# and so in plans (which a pull request comment shows), reports and the run log: drawn at
+# random by each process and written nowhere. A plain digest of a short secret lets anyone
+# who reads it confirm guesses offline; a keyed one does not. Within one process equal
+# contents have equal fingerprints, so a change still shows; across processes they differ.
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+FINGERPRINT = "fingerprint:"
+
+
+def fingerprint(sha256_hex: str) -> str:
+    """A secret content's stand-in, from its SHA-256 (hex): a keyed, truncated digest."""
+    mac = hmac.new(_FINGERPRINT_KEY, sha256_hex.encode(), hashlib.sha256).hexdigest()
+    return FINGERPRINT + mac[:24]
+
+
+def _content(sha256_hex: str, hidden: bool) -> str:
+    return fingerprint(sha256_hex) if hidden else "sha256:" + sha256_hex
 
 
 def _text(data: bytes) -> str | None:
@@ -101,11 +118,14 @@ def _package(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
 def _file(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     spec = doc.spec
     sensitive = bool(spec.get("sensitive"))
+    # What a file to delete holds nobody declared: it may be a secret. Either way its
+    # content shows only as a fingerprint.
+    hidden = sensitive or spec["state"] != "present"
     desired: dict[str, Any] | None = None
     content = b""
     if spec["state"] == "present":
         content = desired_file_bytes(doc, tree)
-        desired = {"type": "file", "content": _sha(content)}
+        desired = {"type": "file", "content": _content(hashlib.sha256(content).hexdigest(), hidden)}
         if "mode" in spec:
             desired["mode"] = normalize_mode(spec["mode"])
         for key in ("owner", "group"):
@@ -130,7 +150,7 @@ def _file(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
             return Observed(desired, None, texts=texts)
         live: dict[str, Any] = {k: fact[k] for k in ("type", "mode", "owner", "group")}
         if "sha256" in fact:
-            live["content"] = "sha256:" + fact["sha256"]
+            live["content"] = _content(fact["sha256"], hidden)
         texts = {}
         if desired_text is not None and "content_b64" in fact:
             live_text = _text(base64.b64decode(fact["content_b64"]))
@@ -221,7 +241,7 @@ def nft_essence(ruleset: Any) -> str:
         return value
 
     canonical = json.dumps(strip(ruleset), sort_keys=True).encode()
-    return _sha(canonical)
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
 def _nft_table(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:

@@ -73,9 +73,13 @@ class Step:
     sensitive: bool = False
 
     def payload(self) -> dict[str, Any]:
-        """What the journal records: the script, and only a digest of the data sent."""
+        """What the journal records: the script, and only a digest of the data sent; for
+        data holding a secret not even that (a plain digest of a short secret lets it be
+        guessed offline from the state file), only that there was some."""
         out: dict[str, Any] = {"script": self.script, "objects": list(self.keys)}
-        if self.stdin:
+        if self.stdin and self.sensitive:
+            out["stdin"] = MASK
+        elif self.stdin:
             out["stdinSha256"] = hashlib.sha256(self.stdin.encode()).hexdigest()
         return out
 

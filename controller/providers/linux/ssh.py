@@ -126,19 +126,58 @@ async def run(
 
 
 class Stream:
-    """A command running on the node whose standard output is read line by line as it
-    comes (see :func:`start`); standard error is collected for the end."""
+    """A command running on the node whose standard output is read in lines as they come
+    (see :func:`start`); standard error is collected for the end."""
+
+    READ_SIZE = 65536
 
     def __init__(self, target: SshTarget, process: asyncssh.SSHClientProcess[str]) -> None:
         self.target = target
         self.process = process
         self._stderr: asyncio.Task[str] = asyncio.ensure_future(process.stderr.read())
+        self._pending = ""  # output read but not yet handed out: a line's beginning
+        self._failure: NodeError | None = None  # met while lingering: for the next read
 
-    async def readline(self, timeout: float) -> str:
-        """The next line of standard output, or "" once it has ended."""
+    async def read_lines(self, timeout: float, linger: float = 0.0) -> list[str]:
+        """The whole lines of standard output that have come, waiting up to ``timeout`` for
+        the first; [] once the output has ended (an unfinished last line comes back as a
+        line of its own first). With ``linger``, the lines that follow the first within
+        ``linger`` seconds come with it (not past the end of the output), so that the
+        caller can act on them together; a failure met meanwhile is raised by the next
+        call, after the lines that came before it."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         with _mapped(self.target, timeout):
-            line: str = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        return line
+            lines = await self._lines(timeout)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + linger
+        while lines and (left := until - loop.time()) > 0:
+            try:
+                more = await self._lines(left)
+            except TimeoutError:
+                break
+            except (OSError, asyncssh.Error) as exc:
+                self._failure = _node_error(self.target, exc, timeout)
+                break
+            if not more:
+                break  # the end: the next call says so
+            lines += more
+        return lines
+
+    async def _lines(self, timeout: float) -> list[str]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while "\n" not in self._pending:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            # read(n) hands over whatever is buffered, waiting only when nothing is; a read
+            # cancelled at the timeout takes nothing from the buffer.
+            chunk: str = await asyncio.wait_for(self.process.stdout.read(self.READ_SIZE), left)
+            if not chunk:
+                rest, self._pending = self._pending, ""
+                return [rest] if rest else []
+            self._pending += chunk
+        *lines, self._pending = self._pending.split("\n")
+        return [line + "\n" for line in lines]
 
     async def finish(self, timeout: float) -> tuple[int | None, str]:
         """The exit status (None when killed by a signal) and standard error, once the
@@ -181,10 +220,17 @@ async def start(
 def _mapped(target: SshTarget, timeout: float) -> Iterator[None]:
     try:
         yield
-    except TimeoutError as exc:
-        raise NodeError(target.node, f"no answer from the node within {timeout:g} s") from exc
-    except (OSError, asyncssh.Error) as exc:
-        raise UnreachableError(target.node, f"connection lost: {_reason(exc)}") from exc
+    except (TimeoutError, OSError, asyncssh.Error) as exc:
+        raise _node_error(target, exc, timeout) from exc
+
+
+def _node_error(target: SshTarget, exc: BaseException, timeout: float) -> NodeError:
+    if isinstance(exc, TimeoutError):
+        error = NodeError(target.node, f"no answer from the node within {timeout:g} s")
+    else:
+        error = UnreachableError(target.node, f"connection lost: {_reason(exc)}")
+    error.__cause__ = exc
+    return error
 
 
 def _reason(exc: BaseException) -> str:

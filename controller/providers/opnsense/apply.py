@@ -55,7 +55,7 @@ from controller.errors import (
 )
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
-from controller.providers.base import Change, Observation, StepJournal
+from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.opnsense import (
     essence,
     live,
@@ -65,7 +65,7 @@ from controller.providers.opnsense import (
     validations,
 )
 from controller.providers.opnsense.client import OpnsenseClient
-from controller.providers.opnsense.identity import object_uuid
+from controller.providers.opnsense.identity import alias_record, object_uuid
 from controller.store.redact import is_secret_key
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,8 @@ class OpnsenseTransaction:
         self._snapshot: dict[str, Any] | None = None
         self._armed: str | None = None  # the savepoint whose dead-man timer was armed
         self._verified = False
+        self._verified_read: live.LiveFirewall | None = None
+        self._created: dict[str, str] = {}  # alias name -> the uuid addItem answered
 
     @property
     def name(self) -> str:
@@ -299,10 +301,12 @@ class OpnsenseTransaction:
     ) -> tuple[str | None, Mapping[str, Any] | None]:
         """The live (uuid, raw item) a change concerns, (None, None) when absent."""
         if change.kind == "FirewallAlias":
-            wanted = _alias_name(change)
+            wanted, expected = _alias_name(change), _owned_uuid(change)
             for uuid, item in firewall.of("FirewallAlias").items():
                 if str(item.get("name")) == wanted:
-                    return uuid, item
+                    # A prune reaches only the alias FazAI created: one made since under
+                    # the same name is another object.
+                    return (uuid, item) if expected in (None, uuid) else (None, None)
             return None, None
         uuid = object_uuid(self.name, change.kind, change.name)
         return uuid, firewall.of(change.kind).get(uuid)
@@ -505,25 +509,61 @@ class OpnsenseTransaction:
     async def write(self, journal: StepJournal) -> None:
         if self._snapshot is None or self._firewall is None:
             raise RuntimeError("OpnsenseTransaction.write() before snapshot()")
+        reloads = self._reloads()
+        # Every call this transaction makes is known now: all intended in one journal
+        # commit, before the first of them is sent.
+        calls = [Intent(w.kind, w.name, w.action, _post_payload(w)) for w in self._writes]
+        calls += [Intent("OPNsense", sub, "reconfigure", {"path": path}) for sub, path in reloads]
+        steps = journal.intend_many(calls)
+        writes = len(self._writes)
+        # Steps the firewall answered for are marked done in one commit when the writes
+        # are over (or before a failure is recorded): a crash before that leaves them
+        # intended, which the rollback from the snapshot covers.
+        made: list[int] = []
+        try:
+            for write, step in zip(self._writes, steps[:writes], strict=True):
+                await self._post(write, step, journal)
+                made.append(step)
+        finally:
+            journal.done_many(made)
+        await self._apply(journal, reloads, steps[writes:])
+
+    async def _post(self, write: Write, step: int, journal: StepJournal) -> None:
+        try:
+            answer = await self.client.post(write.path, write.body)
+            _expect_result(self.name, write, answer)
+        except ValidationFailedError as exc:
+            error = self._refused(write, exc)
+            journal.failed(step, error.message)
+            raise error from exc
+        except FazaiError as exc:
+            journal.failed(step, exc.message if isinstance(exc, NodeError) else str(exc))
+            raise
+        if write.kind == "FirewallAlias" and write.uuid is None and isinstance(answer, Mapping):
+            # addItem answers the new alias's uuid: the inventory records it with the name.
+            self._created[write.alias] = str(answer.get("uuid") or "")
+
+    def platform_ids(self) -> Mapping[tuple[str, str], str]:
+        """The object each change wrote: a rule's or host override's uuid; an alias's name
+        and uuid (the one addItem answered, else the one verify read under its name)."""
+        out: dict[tuple[str, str], str] = {}
         for write in self._writes:
-            step = journal.intend(
-                write.kind,
-                write.name,
-                write.action,
-                {"method": "POST", "path": write.path, "body": dict(write.body)},
-            )
-            try:
-                answer = await self.client.post(write.path, write.body)
-                _expect_result(self.name, write, answer)
-            except ValidationFailedError as exc:
-                error = self._refused(write, exc)
-                journal.failed(step, error.message)
-                raise error from exc
-            except FazaiError as exc:
-                journal.failed(step, exc.message if isinstance(exc, NodeError) else str(exc))
-                raise
-            journal.done(step)
-        await self._apply(journal)
+            if write.action == "delete":
+                continue
+            if write.kind != "FirewallAlias":
+                out[(write.kind, write.name)] = str(write.uuid)
+                continue
+            uuid = write.uuid or self._created.get(write.alias) or self._verified_uuid(write)
+            out[(write.kind, write.name)] = alias_record(write.alias, uuid or "")
+        return out
+
+    def _verified_uuid(self, write: Write) -> str:
+        if self._verified_read is None:
+            return ""
+        for uuid, item in self._verified_read.of("FirewallAlias").items():
+            if str(item.get("name")) == write.alias:
+                return uuid
+        return ""
 
     def _refused(self, write: Write, exc: ValidationFailedError) -> RefusedByFirewallError:
         document = write.change.document
@@ -537,10 +577,11 @@ class OpnsenseTransaction:
             path=exc.path,
         )
 
-    async def _apply(self, journal: StepJournal) -> None:
-        """One reload per subsystem touched. With a savepoint the filter goes first with
-        apply/{revision}: up to 26.1 an alias reconfigure reloads the filter too, and it
-        must not make the new rules live before the dead-man timer is armed."""
+    def _reloads(self) -> list[tuple[str, str]]:
+        """One reload per subsystem touched, as (subsystem, path). With a savepoint the
+        filter goes first with apply/{revision}: up to 26.1 an alias reconfigure reloads the
+        filter too, and it must not make the new rules live before the dead-man timer is
+        armed."""
         subsystems = sorted({w.subsystem for w in self._writes})
         savepoint = self._snapshot.get("savepoint") if self._snapshot else None
         calls: list[tuple[str, str]] = []
@@ -552,17 +593,26 @@ class OpnsenseTransaction:
             calls.append(("filter", "firewall/filter/apply"))
         if "unbound" in subsystems:
             calls.append(("unbound", "unbound/service/reconfigure"))
-        for subsystem, path in calls:
-            step = journal.intend("OPNsense", subsystem, "reconfigure", {"path": path})
-            try:
-                answer = await self.client.post(path)
-                _expect_status(self.name, path, answer)
-            except FazaiError as exc:
-                journal.failed(step, exc.message if isinstance(exc, NodeError) else str(exc))
-                raise
-            if path.startswith("firewall/filter/apply/"):
-                self._armed = str(savepoint)
-            journal.done(step)
+        return calls
+
+    async def _apply(
+        self, journal: StepJournal, reloads: Sequence[tuple[str, str]], steps: Sequence[int]
+    ) -> None:
+        """The reloads, each already intended as its step."""
+        made: list[int] = []
+        try:
+            for (_, path), step in zip(reloads, steps, strict=True):
+                try:
+                    answer = await self.client.post(path)
+                    _expect_status(self.name, path, answer)
+                except FazaiError as exc:
+                    journal.failed(step, exc.message if isinstance(exc, NodeError) else str(exc))
+                    raise
+                if path.startswith("firewall/filter/apply/"):
+                    self._armed = path.rsplit("/", 1)[1]
+                made.append(step)
+        finally:
+            journal.done_many(made)
 
     # -- verify and commit ---------------------------------------------------------------
 
@@ -570,6 +620,7 @@ class OpnsenseTransaction:
         from controller.providers.opnsense.provider import compare
 
         firewall = await live.read(self.client, set(KINDS))
+        self._verified_read = firewall
         documents = [c.document for c in self.changes if c.document is not None]
         observation = compare(self.name, documents, firewall)
         resources: dict[Document, Observed] = dict(observation.resources)
@@ -681,6 +732,16 @@ def _key(write: Write) -> references.Key:
     if write.kind == "FirewallAlias":
         return references.alias_key(write.uuid, write.alias)
     return (write.kind, str(write.uuid))
+
+
+def _post_payload(write: Write) -> dict[str, Any]:
+    return {"method": "POST", "path": write.path, "body": dict(write.body)}
+
+
+def _owned_uuid(change: Change) -> str | None:
+    """The uuid a pruned alias had when FazAI recorded it (None: any alias of its name)."""
+    uuid = change.document.spec.get("uuid") if change.document is not None else None
+    return str(uuid) if uuid else None
 
 
 def _alias_name(change: Change) -> str:

@@ -18,3 +18,20 @@ NAMESPACE = "fazai.dev/v1alpha1"
 def object_uuid(node: str, kind: str, name: str) -> str:
     digest = hashlib.sha256(f"{NAMESPACE}/{node}/{kind}/{name}".encode()).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+# An alias FazAI wrote is recorded in the inventory as NAME@UUID: the name finds it, the
+# uuid the firewall gave it tells it apart from another alias a person later made under
+# the same name. (Alias names are letters, digits and "_", so "@" cannot be part of one.)
+# Records from before carry the name alone.
+ALIAS_RECORD_SEPARATOR = "@"
+
+
+def alias_record(name: str, uuid: str) -> str:
+    return f"{name}{ALIAS_RECORD_SEPARATOR}{uuid}" if uuid else name
+
+
+def parse_alias_record(record: str) -> tuple[str, str | None]:
+    """(alias name, uuid or None for a record that holds the name alone)."""
+    name, separator, uuid = record.partition(ALIAS_RECORD_SEPARATOR)
+    return (name, uuid) if separator and uuid else (name, None)

@@ -108,6 +108,9 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
         wanted = present(doc)
         if doc.kind == "FirewallAlias":
             uuid, item = aliases_by_name.get(doc.spec["name"], ("", None))
+            owned = doc.spec.get("uuid")  # a prune's: the alias FazAI created, and no other
+            if owned and uuid != owned:
+                uuid, item = str(owned), None
             live_essence = essence.live_alias(item) if item is not None else None
             desired = essence.desired_alias(doc.spec) if wanted else None
             key = references.alias_key(uuid, doc.spec["name"])

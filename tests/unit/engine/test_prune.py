@@ -18,7 +18,7 @@ from controller.engine import prune
 from controller.model import kinds, loader
 from controller.model.diagnostics import Severity
 from controller.model.state import DesiredState
-from controller.providers.opnsense.identity import object_uuid
+from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.source.open import open_source
 from controller.store import OwnedObject, StateStore
 
@@ -40,6 +40,8 @@ WEB = {
     "spec": {"platform": "linux", "address": "192.0.2.10"},
 }
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+UUID = "3f1f0a54-8d1c-4a52-9a8e-2f0b8e7c1d11"
+OWNED_ALIAS = f"old_hosts@{UUID}"
 
 
 def doc(kind: str, doc_name: str, /, node: str = "fw", **spec: Any) -> dict[str, Any]:
@@ -73,7 +75,11 @@ def absent_specs(pruning: prune.Pruning, before: DesiredState) -> dict[tuple[str
         ("web-1", "User", "deploy", "deploy", {"name": "deploy"}),
         ("web-1", "NftTable", "filter", "inet fazai", {"family": "inet", "name": "fazai"}),
         ("web-1", "Sysctl", "fwd", "net.ipv4.ip_forward", {"key": "net.ipv4.ip_forward"}),
-        ("fw", "FirewallAlias", "old-hosts", "old_hosts", {"name": "old_hosts"}),
+        # An alias as apply records it: its name and the uuid the firewall gave it (the
+        # absent document reaches that alias only)...
+        ("fw", "FirewallAlias", "old-hosts", OWNED_ALIAS, {"name": "old_hosts", "uuid": UUID}),
+        # ...or, recorded by an earlier FazAI, its name alone (any alias of that name).
+        ("fw", "FirewallAlias", "older", "older_hosts", {"name": "older_hosts", "uuid": None}),
         # What apply records for rules and host overrides today: metadata.name...
         ("fw", "FirewallRule", "block-old", "block-old", {}),
         ("fw", "HostOverride", "mail", "mail", {}),
@@ -88,7 +94,7 @@ def test_each_prunable_kind_becomes_an_absent_document_for_the_same_object(
     state = load(tmp_path)
     pruning = prune.plan(state, {node: [owned(node, kind, name, platform_id)]}, [node])
     (spec,) = absent_specs(pruning, state).values()
-    assert {k: spec[k] for k in identity} == identity
+    assert {k: spec.get(k) for k in identity} == identity
     assert spec["state"] == "absent" and spec["target"] == {"node": node}
     assert pruning.notes == () and pruning.releases == ()
     document = pruning.state.resources[-1]
@@ -97,7 +103,8 @@ def test_each_prunable_kind_becomes_an_absent_document_for_the_same_object(
     assert registered is not None
     if registered.instance_key is not None:
         # The absent document claims exactly the object the inventory recorded.
-        assert registered.instance_key(document.spec) == platform_id
+        key = parse_alias_record(platform_id)[0] if kind == "FirewallAlias" else platform_id
+        assert registered.instance_key(document.spec) == key
     assert pruning.state.resources_for(node)[-1] is document
 
 
@@ -225,6 +232,19 @@ def test_release_touches_only_nodes_that_converged(tmp_path: Path) -> None:
             ("File", "banner", "/etc/motd")
         ]
         assert [(o.kind, o.name) for o in store.owned("web-2")] == [("Service", "cron")]
+
+
+def test_a_handover_keeps_the_record_the_successor_already_has(tmp_path: Path) -> None:
+    # The renamed document's alias was written by this very apply (someone had replaced
+    # FazAI's alias, so its record named a uuid that is gone): the fresh record wins.
+    old = "web@11111111-1111-4111-8111-111111111111"
+    fresh = "web@22222222-2222-4222-8222-222222222222"
+    releases = [prune.Release("fw", "FirewallAlias", "web-old", old, "web", "handed over")]
+    with StateStore(tmp_path / "state.db") as store:
+        store.own("fw", "FirewallAlias", "web-old", old, None)
+        store.own("fw", "FirewallAlias", "web", fresh, None)
+        prune.release(store, releases, ["fw"])
+        assert [(o.name, o.platform_id) for o in store.owned("fw")] == [("web", fresh)]
 
 
 def test_prune_nodes_follow_the_flag_or_the_node_setting(tmp_path: Path) -> None:

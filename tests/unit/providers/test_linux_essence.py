@@ -1,7 +1,9 @@
 """Linux plans from recorded fact answers: state + desired documents -> plan items.
 
 Each case under tests/data/linux_plans holds the documents, the answer remote_facts.py
-gave (recorded), and the plan items expected; resources not listed must be in sync.
+gave (recorded), and the plan items expected; resources not listed must be in sync. An
+expected ``{fingerprint-of: SHA256}`` is the keyed fingerprint this process gives that
+digest (the key is drawn anew by every process, so no file can hold the value itself).
 """
 
 from __future__ import annotations
@@ -65,7 +67,17 @@ def test_recorded_answers_plan_as_expected(path: Path, tmp_path: Path) -> None:
     items = plan_items(case, tmp_path)
     changed = [i for i in items if i["action"] != Action.NOOP.value]
     key = lambda i: (i["kind"], i["name"])  # noqa: E731
-    assert sorted(changed, key=key) == sorted(case["expect"], key=key)
+    assert sorted(changed, key=key) == sorted(_fingerprinted(case["expect"]), key=key)
+
+
+def _fingerprinted(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"fingerprint-of"}:
+        return essence.fingerprint(value["fingerprint-of"])
+    if isinstance(value, dict):
+        return {k: _fingerprinted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fingerprinted(v) for v in value]
+    return value
 
 
 def test_sensitive_file_content_never_travels_or_shows(tmp_path: Path) -> None:

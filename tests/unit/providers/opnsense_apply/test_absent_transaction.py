@@ -6,14 +6,14 @@ carry no content), and verify reads every deleted object back as gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from controller.engine.diff import Action, compare
 from controller.model.document import Document
-from controller.providers.base import Change
+from controller.providers.base import Change, Intent
 from controller.providers.opnsense import live
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
@@ -49,6 +49,13 @@ class Journal:
 
     def done(self, step: int) -> None:
         pass
+
+    def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        return [self.intend(i.kind, i.name, i.action, i.payload) for i in intents]
+
+    def done_many(self, steps: Sequence[int]) -> None:
+        for step in steps:
+            self.done(step)
 
     def failed(self, step: int, message: str) -> None:
         raise AssertionError(message)

@@ -4,7 +4,7 @@ state store, and snapshots that survive it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,13 @@ import httpx
 import pytest
 
 from controller.engine.diff import Action, Observed, compare
+from controller.model import kinds
 from controller.model.document import Document
-from controller.providers.base import Change
+from controller.providers.base import Change, Intent
 from controller.providers.opnsense import essence
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
+from controller.providers.opnsense.identity import object_uuid
 from controller.secrets import Secret
 from controller.store.records import Command, StepStatus, Trigger
 from controller.store.store import StateStore
@@ -56,6 +58,14 @@ class StoreJournal:
 
     def done(self, step: int) -> None:
         self.store.mark_done(step)
+
+    def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        steps = self.store.intend_many(self.txn, self.seq + 1, intents)
+        self.seq += len(intents)
+        return steps
+
+    def done_many(self, steps: Sequence[int]) -> None:
+        self.store.mark_done_many(steps)
 
     def failed(self, step: int, message: str) -> None:
         self.store.mark_failed(step, message)
@@ -125,6 +135,13 @@ class ListJournal:
     def done(self, step: int) -> None:
         pass
 
+    def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        return [self.intend(i.kind, i.name, i.action, i.payload) for i in intents]
+
+    def done_many(self, steps: Sequence[int]) -> None:
+        for step in steps:
+            self.done(step)
+
     def failed(self, step: int, message: str) -> None:
         raise AssertionError(message)
 
@@ -153,3 +170,37 @@ async def test_snapshot_of_a_url_alias_holds_no_credentials(tmp_path: Path) -> N
         assert snapshot["objects"][0]["before"]["username"] == "u"
         assert snapshot["savepoint"] is None  # no rule changes: no timer to arm
         assert emu.requests.count("POST") == 0
+
+
+@pytest.mark.parametrize("answers_uuid", [True, False])
+async def test_the_ids_for_the_inventory_are_the_firewalls(
+    emu: EmulatorServer, answers_uuid: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alias is recorded as name@uuid: the uuid addItem answered or, where the answer
+    carries none, the one the verify read finds under its name; a rule at its uuid."""
+    web = alias("web", ["10.0.0.1"])
+    spec = {"target": {"node": "fw"}, "interface": "lan", "protocol": "TCP",
+            "destination": {"net": "web", "port": 443}}  # fmt: skip
+    registered = kinds.get("FirewallRule")
+    assert registered is not None
+    rule = Document("FirewallRule", "allow-web", kinds.apply_defaults(registered, "x", spec))
+    changes = [create(web), create(rule)]
+    async with OpnsenseClient(target(emu)) as client:
+        if not answers_uuid:
+            post = client.post
+
+            async def without_uuid(path: str, body: Any = None) -> Any:
+                answer = await post(path, body)
+                return {k: v for k, v in answer.items() if k != "uuid"}
+
+            monkeypatch.setattr(client, "post", without_uuid)
+        txn = OpnsenseTransaction(NODE, changes, client, controller_address="192.0.2.99")
+        await txn.snapshot()
+        await txn.write(ListJournal())
+        await txn.verify()
+        ids = txn.platform_ids()
+    (web_uuid,) = [u for u, i in emu.state.list("alias").items() if i["name"] == "web"]
+    assert ids == {
+        ("FirewallAlias", "web"): f"web@{web_uuid}",
+        ("FirewallRule", "allow-web"): object_uuid("fw", "FirewallRule", "allow-web"),
+    }
