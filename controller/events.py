@@ -5,7 +5,10 @@ The reconcile loop and the engine publish; the HTTP API's server-sent-events str
 blocks and never fails: a subscriber that cannot keep up loses its oldest events (its
 next event's id tells it so), it never slows an apply down.
 
-Event data is plain JSON-able values and is redacted of secrets before it is kept.
+Event data is plain JSON-able values and is redacted of secrets before it is kept. A big
+value (a plan's items) is redacted in a thread first (:func:`redact_in_thread`) and
+published wrapped in :class:`Redacted`, so that the event loop, which publishes, is not
+held up walking it; publishing itself stays on the loop (the queues are not thread-safe).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from controller.store.redact import redact
+from controller.store.redact import MASK, is_secret_key, redact
 
 
 class EventType(StrEnum):
@@ -57,6 +60,32 @@ class Event:
         }
 
 
+@dataclass(frozen=True)
+class Redacted:
+    """An event value that has already been through :func:`redact` (make one with
+    :func:`redact_in_thread`): :meth:`EventBus.publish` keeps it as it is."""
+
+    value: Any
+
+
+async def redact_in_thread(value: Any) -> Redacted:
+    """``value`` redacted in a worker thread: for values big enough that walking them
+    would stall the event loop."""
+    return Redacted(await asyncio.to_thread(redact, value))
+
+
+def _redacted(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(value, Redacted):
+            out.update(redact({key: value}))
+        elif is_secret_key(key) and value.value is not None:
+            out[key] = MASK  # as redact() would: the name alone makes it a secret
+        else:
+            out[key] = value.value
+    return out
+
+
 Publish = Callable[..., Event]
 """``publish(EventType.X, key=value, ...)``: the seam the engine takes, so it does not
 depend on the bus."""
@@ -73,7 +102,9 @@ class EventBus:
         self._queue_size = queue_size
 
     def publish(self, type: EventType, **data: Any) -> Event:
-        event = Event(next(self._ids), EventType(type), datetime.now(UTC), redact(data))
+        """Keep and deliver an event; on the loop's thread only. ``data`` is redacted
+        here, except values wrapped in :class:`Redacted` (already redacted)."""
+        event = Event(next(self._ids), EventType(type), datetime.now(UTC), _redacted(data))
         self._history.append(event)
         for queue in self._subscribers:
             if queue.full():

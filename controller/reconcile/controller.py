@@ -159,6 +159,8 @@ class Controller:
         self._close()
 
     def _close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
         for policy in self._policies:
             policy.close()
 

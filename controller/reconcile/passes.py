@@ -23,14 +23,15 @@ from typing import Any
 
 from controller.engine import apply as applying
 from controller.engine import plan as planning
-from controller.events import EventType, Publish
+from controller.events import EventType, Publish, redact_in_thread
 from controller.model.state import DesiredState
 from controller.output import plan_json
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.handle import Mode, NodeDrift
 from controller.reconcile.shared import Shared
-from controller.store import Command, NodeStatus, RunStatus, Trigger
+from controller.reconcile.storethread import StoreThread
+from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,18 @@ async def run_pass(
     pruning: Any = None,
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
+    writer: StoreThread,
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
     open), with why. ``begin_apply`` is asked right before writing; False (the controller
-    is stopping) skips the apply."""
+    is stopping) skips the apply. ``writer``: the source's store thread, which the plan
+    run is recorded through, off the event loop."""
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
-    run_id = store.start_run(trigger, Command.PLAN, state.source.description, state.revision)
+    run_id = await writer.call(
+        store.start_run, trigger, Command.PLAN, state.source.description, state.revision
+    )
     run_publish = _with(publish, run_id=run_id)
     run_publish(
         EventType.RUN_STARTED,
@@ -103,56 +108,10 @@ async def run_pass(
         plan = await planning.build(
             state, concurrency=shared.config.concurrency, publish=run_publish
         )
+        overall = await _record(shared, source, plan, run_id, publish, writer)
     except asyncio.CancelledError:
-        store.finish_run(run_id, RunStatus.INTERRUPTED)
+        await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
         raise
-    document = plan_json.to_dict(plan)
-    store.record_plan(run_id, document)
-    items = node_items(document)
-    now = datetime.now(UTC)
-    planned = {n.node for n in plan.nodes}
-    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in planned]:
-        del shared.drift[key]  # a node no longer in this source's documents
-    for node in plan.nodes:
-        changed = len(node.changed)
-        if node.error is not None:
-            status, message = NodeStatus.FAILED, node.error
-        elif node.failed:
-            status, message = NodeStatus.FAILED, "some resources could not be compared"
-        elif changed:
-            status, message = NodeStatus.SKIPPED, f"{changed} change(s) found"
-        else:
-            status, message = NodeStatus.CONVERGED, "in sync"
-        store.record_node(run_id, node.node, status, message, node.seconds)
-        mode = source.mode_for(node.node)
-        shared.drift[(source.name, node.node)] = NodeDrift(
-            node.node,
-            source.name,
-            mode,
-            now,
-            plan.revision,
-            tuple(i for i in items.get(node.node, []) if i.get("action") != "noop"),
-            node.error,
-        )
-        if changed:
-            publish(
-                EventType.DRIFT_DETECTED,
-                node=node.node,
-                revision=plan.revision,
-                mode=mode.value,
-                changes=changed,
-                items=items.get(node.node, []),
-                run_id=run_id,
-            )
-    failed = [n for n in plan.nodes if n.failed]
-    overall = (
-        RunStatus.SUCCEEDED
-        if not failed
-        else RunStatus.FAILED
-        if len(failed) == len(plan.nodes)
-        else RunStatus.PARTIAL
-    )
-    store.finish_run(run_id, overall)
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,
@@ -161,6 +120,7 @@ async def run_pass(
         revision=plan.revision,
     )
 
+    failed = [n for n in plan.nodes if n.failed]
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
     by_mode: dict[Mode, list[planning.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
@@ -196,13 +156,93 @@ async def run_pass(
         if pruning is not None:
             from controller.engine import prune
 
-            prune.release(store, pruning.releases, converged, result.run_id)
+            await writer.call(prune.release, store, pruning.releases, converged, result.run_id)
         problems += [
             f"{o.node}: {o.status.value}: {o.message}"
             for o in result.nodes
             if o.status not in (NodeStatus.CONVERGED, NodeStatus.SKIPPED)
         ]
     return PassOutcome(run_id, apply_run, tuple(problems), tuple(sorted(drifted)), pending)
+
+
+async def _record(
+    shared: Shared,
+    source: SourceConfig,
+    plan: planning.Plan,
+    run_id: int,
+    publish: Publish,
+    writer: StoreThread,
+) -> RunStatus:
+    """Record the plan run (plan JSON, node results, status), keep the drift and publish
+    it; returns the run's status. The big work (the plan's JSON, its redaction, the
+    commits) runs in threads; the drift table and the events change together on the loop,
+    with no await in between."""
+    store = shared.store
+    document = await asyncio.to_thread(plan_json.to_dict, plan)
+    await writer.call(store.record_plan, run_id, document)
+    items = node_items(document)
+    results = []
+    for node in plan.nodes:
+        changed = len(node.changed)
+        if node.error is not None:
+            status, message = NodeStatus.FAILED, node.error
+        elif node.failed:
+            status, message = NodeStatus.FAILED, "some resources could not be compared"
+        elif changed:
+            status, message = NodeStatus.SKIPPED, f"{changed} change(s) found"
+        else:
+            status, message = NodeStatus.CONVERGED, "in sync"
+        results.append((node.node, status, message, node.seconds))
+    await writer.call(_record_nodes, store, run_id, results)
+    # The drift events carry every planned item of their node: redacted here, in a thread.
+    shown = {
+        node.node: await redact_in_thread(items.get(node.node, []))
+        for node in plan.nodes
+        if node.changed
+    }
+
+    now = datetime.now(UTC)
+    planned = {n.node for n in plan.nodes}
+    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in planned]:
+        del shared.drift[key]  # a node no longer in this source's documents
+    for node in plan.nodes:
+        mode = source.mode_for(node.node)
+        shared.drift[(source.name, node.node)] = NodeDrift(
+            node.node,
+            source.name,
+            mode,
+            now,
+            plan.revision,
+            tuple(i for i in items.get(node.node, []) if i.get("action") != "noop"),
+            node.error,
+        )
+        if node.node in shown:
+            publish(
+                EventType.DRIFT_DETECTED,
+                node=node.node,
+                revision=plan.revision,
+                mode=mode.value,
+                changes=len(node.changed),
+                items=shown[node.node],
+                run_id=run_id,
+            )
+    failed = [n for n in plan.nodes if n.failed]
+    overall = (
+        RunStatus.SUCCEEDED
+        if not failed
+        else RunStatus.FAILED
+        if len(failed) == len(plan.nodes)
+        else RunStatus.PARTIAL
+    )
+    await writer.call(store.finish_run, run_id, overall)
+    return overall
+
+
+def _record_nodes(
+    store: StateStore, run_id: int, results: Sequence[tuple[str, NodeStatus, str, float]]
+) -> None:
+    for node, status, message, seconds in results:
+        store.record_node(run_id, node, status, message, seconds)
 
 
 def _with(publish: Publish, **context: Any) -> Publish:

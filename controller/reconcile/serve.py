@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from controller import providers
 from controller.reconcile import sections
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.controller import Controller
@@ -25,6 +26,24 @@ from controller.store import StateStore
 log = logging.getLogger("fazai.serve")
 
 SERVICE_STOP_S = 10.0
+
+# Imported by the first plan or apply of a node of their platform. asyncssh's import runs
+# gcc and ldconfig (ctypes.util.find_library): a third of a second during which the event
+# loop, and with it the HTTP API, would stand still if it happened at the first plan.
+WARM_UP = tuple(
+    f"controller.providers.{platform}.{module}"
+    for platform in providers.PLATFORMS
+    for module in ("provider", "apply")
+)
+
+
+def warm_up() -> None:
+    """Import what the first reconcile would, before anything is served."""
+    for module in WARM_UP:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # the first plan of that platform reports it
+            log.warning("cannot import %s: %s", module, exc)
 
 
 def _importable(module: str) -> bool:
@@ -107,6 +126,7 @@ async def _run(controller: Controller, config: ControllerConfig, api: bool) -> i
         loop.add_signal_handler(number, on_signal, number)
     code = 0
     try:
+        await asyncio.to_thread(warm_up)  # nothing else imports yet: no lock contention
         await controller.start()
         tasks: dict[asyncio.Task[Any], str] = {
             asyncio.create_task(coroutine, name=name): name

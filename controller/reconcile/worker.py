@@ -29,6 +29,7 @@ from controller.reconcile.config import SourceConfig
 from controller.reconcile.gitsource import GitSource
 from controller.reconcile.handle import SourceStatus
 from controller.reconcile.shared import Shared
+from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
 from controller.source.signatures import SignaturePolicy
 from controller.store import Trigger
@@ -61,6 +62,8 @@ class SourceWorker:
         self.wanted = Wanted(settings.settle)
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self.publish = shared.publisher(source=config.name)
+        # The source's store calls, in order, off the event loop (see storethread).
+        self.writer = StoreThread(config.name)
         self.revision: str | None = None  # the last commit reconciled
         self.head: str | None = None  # the branch's head when last fetched
         self.accepted: str | None = None  # the last head whose signature was accepted
@@ -170,7 +173,7 @@ class SourceWorker:
         self.passes += 1
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
-            pruning = self._pruning(state)
+            pruning = await self._pruning(state)
             outcome = await passes.run_pass(
                 self.shared,
                 self.approvals,
@@ -181,6 +184,7 @@ class SourceWorker:
                 pruning=pruning,
                 blocked=blocked,
                 begin_apply=self._begin_apply,
+                writer=self.writer,
             )
         self.revision = target
         return outcome
@@ -241,11 +245,12 @@ class SourceWorker:
             if t.id in interrupted and t.node in state.nodes
         }
 
-    def _pruning(self, state: DesiredState) -> Pruning | None:
+    async def _pruning(self, state: DesiredState) -> Pruning | None:
         nodes = prune.prune_nodes(state, self.config.prune)
         if not nodes:
             return None
-        owned = {node: self.shared.store.owned(node) for node in nodes}
+        store = self.shared.store
+        owned = await self.writer.call(lambda: {node: store.owned(node) for node in nodes})
         pruning = prune.plan(state, owned, nodes)
         for note in pruning.notes:
             log.warning("%s: prune: %s", self.name, note)
@@ -278,6 +283,10 @@ class SourceWorker:
     def _retry_now(self) -> None:
         self._retry = None
         self.request(Request("retry", Trigger.SCHEDULE, force=True))
+
+    def close(self) -> None:
+        """Once its task is done: waits for its store calls still queued."""
+        self.writer.close()
 
     def cancel_retry(self) -> None:
         if self._retry is not None:
