@@ -347,8 +347,16 @@ async def apply(
     from controller.output import plan_json
 
     started = time.monotonic()
-    run_id = store.start_run(
-        trigger, Command.APPLY, state.source.description, state.revision, plan_json.to_dict(plan)
+    # Encoding and redacting a large plan takes a while: off the event loop, so a server
+    # sharing it keeps answering.
+    run_id = await asyncio.to_thread(
+        lambda: store.start_run(
+            trigger,
+            Command.APPLY,
+            state.source.description,
+            state.revision,
+            plan_json.to_dict(plan),
+        )
     )
     publish(
         events.EventType.RUN_STARTED,
