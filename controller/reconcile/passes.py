@@ -201,6 +201,14 @@ async def _record(
         if node.changed
     }
 
+    # The drift table is read by reports and notifications: it keeps a redacted copy too.
+    kept = {
+        node.node: await redact_in_thread(
+            tuple(i for i in items.get(node.node, []) if i.get("action") != "noop")
+        )
+        for node in plan.nodes
+    }
+
     now = datetime.now(UTC)
     planned = {n.node for n in plan.nodes}
     for key in [k for k in shared.drift if k[0] == source.name and k[1] not in planned]:
@@ -213,7 +221,7 @@ async def _record(
             mode,
             now,
             plan.revision,
-            tuple(i for i in items.get(node.node, []) if i.get("action") != "noop"),
+            tuple(kept[node.node].value),
             node.error,
         )
         if node.node in shown:

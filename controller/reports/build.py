@@ -21,6 +21,7 @@ from controller.reports.model import (
     SeriesPoint,
     SourceRef,
 )
+from controller.store.redact import redact
 
 _REPORTED = (*DRIFT_ACTIONS, "error")  # noop and unmanaged are not drift
 
@@ -120,7 +121,9 @@ def from_drift(
     nodes = []
     resources: list[DriftedResource] = []
     for entry in sorted(drift, key=lambda d: (d.node, d.source)):
-        found = drifted_resources(entry.node, entry.source, entry.items)
+        # Redacted again here: the report is written to files and maybe a git branch,
+        # so it does not trust its caller to have done it.
+        found = drifted_resources(entry.node, entry.source, redact(list(entry.items)))
         resources.extend(found)
         nodes.append(
             summarize(

@@ -98,3 +98,25 @@ def test_noop_and_unmanaged_items_are_not_drift_and_path_old_new_changes_are_rea
         error=None,
     )
     assert (summary.update, summary.errors, summary.drifted, summary.in_sync) == (1, 1, 1, False)
+
+
+def test_a_secret_in_the_drift_table_never_reaches_the_report() -> None:
+    # The drift table is in memory; the report goes to files and maybe a git branch, so
+    # it redacts again whatever it is handed.
+    secret = "s3cr3t-api-value"
+    item = {
+        "node": "n1",
+        "kind": "File",
+        "name": "app",
+        "action": "update",
+        "changes": [
+            {"field": "content", "live": {"apiKey": secret}, "desired": {"apiKey": "x"}},
+        ],
+    }
+    drift = [NodeDrift("n1", "infra", Mode.DETECT, START, None, (item,))]
+    report = build.from_drift(
+        drift, default_sources(), title="daily", generated=START, window_days=1
+    )
+    (resource,) = report.resources
+    assert secret not in repr(resource)
+    assert resource.changes[0].live == {"apiKey": "***"}
