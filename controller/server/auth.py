@@ -96,6 +96,10 @@ def require(scope: Scope) -> Callable[[Endpoint], Endpoint]:
         @functools.wraps(endpoint)
         async def guarded(request: Request) -> Response:
             table: TokenTable = request.app.state.tokens
+            if table.open:
+                refused = _refused_while_open(request, scope)
+                if refused is not None:
+                    return refused
             header = request.headers.get("authorization")
             caller = table.authenticate(header)
             if caller is None:
@@ -116,6 +120,26 @@ def require(scope: Scope) -> Callable[[Endpoint], Endpoint]:
         return guarded
 
     return wrap
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _refused_while_open(request: Request, scope: Scope) -> Response | None:
+    """Without tokens any local process may call the API, and so may a web page the
+    operator's browser shows: a page can POST cross-site without a preflight only as a
+    form or plain text, and reach a loopback API under its own name by DNS rebinding.
+    So an open API answers only requests addressed to a loopback host, and writes only
+    as JSON (which a browser sends cross-site only after a preflight FazAI never grants)."""
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if name.lower() not in _LOOPBACK_HOSTS:
+        return error(403, "this API has no token configured: it answers only loopback hosts")
+    if scope is Scope.WRITE:
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            return error(415, "this API has no token configured: write requests must be JSON")
+    return None
 
 
 def _digest(token: str) -> bytes:

@@ -64,7 +64,8 @@ class ApiClient:
 
     def post(self, path: str, body: Any = None, read_timeout: float = REQUEST_TIMEOUT) -> Any:
         timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, read=read_timeout)
-        return self._call("POST", path, json=body, timeout=timeout)
+        # Always JSON, even empty: an API without tokens takes writes only as JSON.
+        return self._call("POST", path, json={} if body is None else body, timeout=timeout)
 
     def approve(self, approval_id: str) -> int:
         path = f"/api/v1/approvals/{_segment(approval_id)}/approve"

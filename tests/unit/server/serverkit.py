@@ -137,7 +137,12 @@ async def asgi_client(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+        # As FazAI's own client: JSON bodies (an API without tokens takes writes only so).
+        httpx.AsyncClient(
+            transport=transport,
+            base_url="http://127.0.0.1",
+            headers={"content-type": "application/json"},
+        ) as client,
     ):
         yield client
 
