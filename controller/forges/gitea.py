@@ -1,78 +1,29 @@
-"""Gitea's and Forgejo's REST API (``https://HOST/api/v1``).
+"""Gitea's and Forgejo's REST API (``https://HOST/api/v1``): GitHub's shape for what FazAI
+uses, so :class:`GiteaClient` is the GitHub client with these differences:
 
 * comments: ``GET /repos/{owner}/{repo}/issues/{index}/comments`` answers every comment
   at once (the endpoint takes no ``page``/``limit``, and says how many in
-  ``X-Total-Count``; a ``Link: rel="next"`` would still be followed),
-  ``POST`` the same path, and ``PATCH /repos/{owner}/{repo}/issues/comments/{id}``;
-* statuses: ``POST /repos/{owner}/{repo}/statuses/{sha}`` with ``state`` (pending,
-  success, error, failure, warning), ``context``, ``description``, ``target_url``;
+  ``X-Total-Count``; a ``Link: rel="next"`` would still be followed);
+* statuses: the same call, with one more ``state`` (warning) FazAI does not send;
 * auth: ``Authorization: token TOKEN`` (an access token with the repository scope).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any
-from urllib.parse import quote
+from collections.abc import AsyncGenerator
 
-from controller.errors import ForgeApiError
-from controller.forges.base import Comment, ForgeClient, StatusSet
+from controller.forges.base import Comment
+from controller.forges.github import GitHubClient
 from controller.forges.http import ForgeTarget
 
-_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
-
-class GiteaClient(ForgeClient):
+class GiteaClient(GitHubClient):
     name = "gitea"
     max_comment_chars = 65_536  # Gitea stores LONGTEXT; kept at GitHub's size for readability
-
-    @classmethod
-    def check_repo(cls, repo: str) -> str:
-        if not _REPO.match(repo) or any(p in (".", "..") for p in repo.split("/")):
-            raise ValueError(f"gitea: repository {repo!r}: give OWNER/NAME")
-        return repo
 
     def auth_headers(self, target: ForgeTarget) -> dict[str, str]:
         return {"Authorization": f"token {target.token.reveal()}"}
 
-    def _repo_path(self) -> str:
-        owner, name = self.repo.split("/")
-        return f"repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-
     async def comments(self, pr: int) -> AsyncGenerator[Comment, None]:
         async for item in self.http.paginate(f"{self._repo_path()}/issues/{int(pr)}/comments"):
             yield self._comment(item)
-
-    async def create_comment(self, pr: int, body: str) -> Comment:
-        path = f"{self._repo_path()}/issues/{int(pr)}/comments"
-        item = await self.http.json("POST", path, json={"body": body}, expect=(201,))
-        return self._comment(item)
-
-    async def update_comment(self, pr: int, comment_id: int, body: str) -> Comment:
-        path = f"{self._repo_path()}/issues/comments/{int(comment_id)}"
-        item = await self.http.json("PATCH", path, json={"body": body})
-        return self._comment(item)
-
-    async def post_status(self, status: StatusSet) -> None:
-        body: dict[str, Any] = {
-            "state": status.state.value,
-            "context": status.context,
-            "description": status.description,
-        }
-        if status.target_url:
-            body["target_url"] = status.target_url
-        await self.http.request(
-            "POST",
-            f"{self._repo_path()}/statuses/{status.sha}",
-            json=body,
-            expect=(201,),
-            idempotent=True,
-        )
-
-    def _comment(self, item: Any) -> Comment:
-        if not isinstance(item, Mapping) or not isinstance(item.get("id"), int):
-            raise ForgeApiError(self.name, "a comment came back without an id")
-        user = item.get("user")
-        author = user.get("login") if isinstance(user, Mapping) else None
-        return Comment(item["id"], str(item.get("body") or ""), item.get("html_url"), author)

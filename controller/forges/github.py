@@ -33,7 +33,7 @@ class GitHubClient(ForgeClient):
     @classmethod
     def check_repo(cls, repo: str) -> str:
         if not _REPO.match(repo) or any(p in (".", "..") for p in repo.split("/")):
-            raise ValueError(f"github: repository {repo!r}: give OWNER/NAME")
+            raise ValueError(f"{cls.name}: repository {repo!r}: give OWNER/NAME")
         return repo
 
     def auth_headers(self, target: ForgeTarget) -> dict[str, str]:
