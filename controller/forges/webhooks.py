@@ -17,9 +17,11 @@ Verification runs on the raw body before anything is parsed:
 What is refused (:class:`WebhookRefused`, its ``status_code`` is the answer to give): a
 missing signature or token when a secret is configured (401), a forged one (403), a body
 over 25 MiB (413), a payload that is not a push payload (400), and, with a
-:class:`ReplayGuard`, a delivery id already received (409) or a GitHub push older than
-the guard remembers (409, from the payload's ``repository.pushed_at``; GitLab and Gitea
-payloads carry no push time, so for them the guard's memory is the limit).
+:class:`ReplayGuard`, a delivery id or a signed body already received (409: a captured
+delivery replayed under a new id is the same signed content), or a GitHub push older
+than the guard's ``ttl`` (409, from the payload's ``repository.pushed_at``; GitLab and
+Gitea payloads carry no push time, so the guard remembers their digests for
+``untimed_ttl``, 30 days, from first sight).
 
 What is authentic but not acted on (:class:`PushIgnored`, 202, so the forge does not show
 a failed delivery): other events (ping, tag push hooks, pull requests), pushes of tags
@@ -84,41 +86,61 @@ class PushEvent:
 
 
 class ReplayGuard:
-    """Remembers delivery ids for ``ttl`` (at most ``capacity`` of them, the oldest
-    forgotten first). ``seen(id)`` is True for an id it already holds, and records it
-    otherwise. Thread-safe."""
+    """Remembers what it was shown for ``ttl`` from first sight (at most ``capacity``
+    entries, the oldest forgotten first). ``seen(key)`` is True for a key it holds, and
+    records it otherwise; :meth:`first_sight` does that for several keys at once.
+    Thread-safe.
+
+    :func:`parse_push` records both the delivery id and a digest of the signed body: a
+    captured delivery sent again under a new id is still the same signed content. A
+    payload that carries no push time (GitLab, Gitea) cannot be judged stale by its own
+    date, so its digest is kept for ``untimed_ttl`` (default 30 days) instead."""
 
     def __init__(
         self,
         capacity: int = 10_000,
         ttl: float | timedelta = timedelta(hours=24),
         clock: Callable[[], float] = time.monotonic,
+        untimed_ttl: float | timedelta = timedelta(days=30),
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.ttl = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+        self.ttl = _seconds(ttl)
+        self.untimed_ttl = max(self.ttl, _seconds(untimed_ttl))
         self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> when it is forgotten
         self._lock = threading.Lock()
 
-    def seen(self, delivery_id: str) -> bool:
+    def seen(self, key: str) -> bool:
+        return self.first_sight({key: self.ttl}) is not None
+
+    def first_sight(self, keys: Mapping[str, float]) -> str | None:
+        """The first of ``keys`` already held, or None after recording every one of them
+        for its number of seconds."""
         now = self._clock()
         with self._lock:
             while self._seen:
-                oldest, at = next(iter(self._seen.items()))
-                if now - at < self.ttl:
+                oldest, until = next(iter(self._seen.items()))
+                if until > now:
                     break
                 del self._seen[oldest]
-            if delivery_id in self._seen:
-                return True
-            self._seen[delivery_id] = now
+            held = next((k for k in keys if self._seen.get(k, now) > now), None)
+            if held is not None:
+                return held
+            for key, seconds in keys.items():
+                self._seen[key] = now + seconds
+                self._seen.move_to_end(key)
             while len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
-            return False
+            return None
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def parse_push(
@@ -147,8 +169,18 @@ def parse_push(
         raise PushIgnored(f"{event or 'an unnamed'} event, not a push", forge=name)
     payload = _payload(name, lowered, body)
     if guard is not None:
-        _fresh(name, payload, guard, now())
-        if guard.seen(f"{name}:{delivery}"):
+        timed = _fresh(name, payload, guard, now())
+        content = f"{name}:body:{hashlib.sha256(body).hexdigest()}"
+        held = guard.first_sight(
+            {f"{name}:{delivery}": guard.ttl, content: guard.ttl if timed else guard.untimed_ttl}
+        )
+        if held == content:
+            raise WebhookRefused(
+                409,
+                "this signed payload was already received (under another delivery id)",
+                forge=name,
+            )
+        if held is not None:
             raise WebhookRefused(409, f"delivery {delivery} already received", forge=name)
     ref = payload.get("ref")
     if not isinstance(ref, str) or not ref.startswith("refs/"):
@@ -245,20 +277,25 @@ def _payload(forge: str, headers: Mapping[str, str], body: bytes) -> Mapping[str
         text = (fields.get("payload") or [""])[0].encode()
     try:
         payload = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # ValueError covers integers of thousands of digits; RecursionError, deep nesting.
         raise WebhookRefused(400, "the payload is not JSON", forge=forge) from exc
     if not isinstance(payload, dict):
         raise WebhookRefused(400, "the payload is not a JSON object", forge=forge)
     return payload
 
 
-def _fresh(forge: str, payload: Mapping[str, Any], guard: ReplayGuard, now: float) -> None:
+def _fresh(forge: str, payload: Mapping[str, Any], guard: ReplayGuard, now: float) -> bool:
+    """Refuses a push older than the guard's ``ttl``; False when the payload carries no
+    push time to judge by (the guard then keeps its digest longer)."""
     repository = payload.get("repository")
     pushed = repository.get("pushed_at") if isinstance(repository, Mapping) else None
-    if forge == "github" and isinstance(pushed, int | float) and not isinstance(pushed, bool):
-        age = now - float(pushed)
-        if age > guard.ttl:
-            raise WebhookRefused(409, f"stale delivery: pushed {age / 3600:.0f} h ago", forge=forge)
+    if forge != "github" or not isinstance(pushed, int | float) or isinstance(pushed, bool):
+        return False
+    age = now - float(pushed)
+    if age > guard.ttl:
+        raise WebhookRefused(409, f"stale delivery: pushed {age / 3600:.0f} h ago", forge=forge)
+    return True
 
 
 def _urls(forge: str, payload: Mapping[str, Any]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from controller.errors import FazaiError, StoreError
 from controller.reconcile.handle import ControllerHandle, ControllerStopping, UnknownApproval
 from controller.server import views
 from controller.server.auth import require
-from controller.server.replies import error, log, read_json_object, reply
+from controller.server.replies import MAX_ID, error, log, read_json_object, reply, whole_number
 from controller.server.settings import Scope
 
 MAX_RUNS_PAGE = 1000
@@ -56,9 +56,12 @@ async def runs(request: Request) -> Response:
 async def run(request: Request) -> Response:
     text = request.path_params["run_id"]
     if not text.isdigit():
-        return error(404, f"no run {text}")
+        return error(404, f"no run {text[:40]}")
+    run_id = whole_number(text, 1)
+    if run_id is None:
+        return error(400, f"a run id is a whole number from 1 to {MAX_ID}")
     try:
-        found = await asyncio.to_thread(_handle(request).store.get_run, int(text))
+        found = await asyncio.to_thread(_handle(request).store.get_run, run_id)
     except StoreError as exc:
         return _store_failed(exc)
     if found is None:
@@ -130,10 +133,11 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int | 
     text = request.query_params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+    value = whole_number(text, low, MAX_ID if high is None else high)
+    if value is None:
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise HTTPException(400, f"{name} must be a whole number {bounds}")
-    return int(text)
+    return value
 
 
 def _log_failure(task: asyncio.Future[int]) -> None:

@@ -111,7 +111,11 @@ class ApiClient:
                         delay = RECONNECT_FIRST
                         for message in parser.feed(response.iter_lines()):
                             event = json.loads(message.data)
-                            if message.id is not None and message.id.isdigit():
+                            if (
+                                message.id is not None
+                                and message.id.isascii()
+                                and message.id.isdigit()
+                            ):
                                 last_id = int(message.id)
                             yield event
                         reason = "the server closed the stream"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import ssl
 from collections.abc import Callable, Generator
@@ -18,7 +19,9 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.applications import Starlette
 
+from controller.server import logfilter
 from controller.server.errors import ServerBindError, ServerConfigError
+from controller.server.protocol import Limits, guarded
 from controller.server.settings import ServerSettings, check_exposure
 
 log = logging.getLogger("fazai.server")
@@ -45,8 +48,11 @@ async def serve_http(
     ServerBindError when the address cannot be bound. ``on_listen(host, port)`` is called
     once the socket listens (with the port chosen when ``settings.port`` is 0)."""
     check_exposure(settings)
+    logfilter.install()
+    limits = Limits(settings.head_timeout, connection_cap(settings.max_connections))
     config = uvicorn.Config(
         app,
+        http=guarded(limits),
         log_config=None,
         access_log=True,
         server_header=False,
@@ -78,6 +84,15 @@ async def serve_http(
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         sock.close()
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, or fewer when the process may not open twice as many files: the loop's
+    SSH sessions, git and the state store need descriptors too."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(8, min(wanted, soft // 2))
 
 
 async def _stop_when_set(stop: asyncio.Event, server: uvicorn.Server, app: Starlette) -> None:

@@ -82,6 +82,12 @@ class ServerSettings:
     tls: TlsSetting | None = None
     keepalive: float = 15.0  # seconds between SSE keep-alive comments
     max_streams: int = 64  # concurrent event-stream clients
+    # Against slow clients (controller.server.protocol): a request head must arrive within
+    # head_timeout seconds, a body within body_timeout; at most max_connections are open
+    # (fewer when the process may open fewer than twice as many files).
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 500
 
     @property
     def listen(self) -> str:

@@ -65,7 +65,7 @@ class Parser:
             self._event = value
         elif name == "id" and "\0" not in value:
             self.last_id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit() and len(value) < 10:
             self.retry = int(value)
         return None
 

@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from controller.events import Event, EventBus
 from controller.server import sse
 from controller.server.auth import require
-from controller.server.replies import error
+from controller.server.replies import error, whole_number
 from controller.server.settings import Scope
 
 RETRY_MS = 2000  # the reconnection delay clients are asked to wait
@@ -44,9 +44,10 @@ def _after(request: Request) -> int | Response | None:
     text = request.headers.get("last-event-id") or request.query_params.get("since")
     if text is None or text == "":
         return None
-    if not text.isdigit():
+    after = whole_number(text)
+    if after is None:
         return error(400, "Last-Event-ID must be an event id (a whole number)")
-    return int(text)
+    return after
 
 
 async def _stream(request: Request, bus: EventBus, after: int | None) -> AsyncIterator[bytes]:

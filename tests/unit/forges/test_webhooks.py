@@ -136,9 +136,31 @@ def test_replayed_delivery_is_refused() -> None:
         parse_push("github", headers, body, Secret(SECRET), guard=guard, now=clock)
     assert caught.value.status_code == 409
     assert "d-1" in caught.value.reason
-    # A new delivery of the same payload (another id) is a new push notification.
+    # The same signed payload under a new delivery id is a replay too (issue 9: the
+    # guard keyed on the unsigned header alone and took it).
     other = webhook_headers("github", body, SECRET, delivery="d-2")
-    assert parse_push("github", other, body, Secret(SECRET), guard=guard, now=clock)
+    with pytest.raises(WebhookRefused) as caught:
+        parse_push("github", other, body, Secret(SECRET), guard=guard, now=clock)
+    assert caught.value.status_code == 409 and "signed payload" in caught.value.reason
+
+
+@pytest.mark.parametrize("forge", ["gitlab", "gitea"])
+def test_an_untimed_payload_replayed_a_day_later_is_refused(forge: str) -> None:
+    """GitLab and Gitea payloads carry no push time: a captured delivery replayed under a
+    new id after the 24 h delivery-id window is still refused, for 30 days from first
+    sight; the guard then forgets it (its memory is bounded)."""
+    body = sample(f"{forge}-push.json")
+    now = [1000.0]
+    guard = ReplayGuard(clock=lambda: now[0])
+    first = webhook_headers(forge, body, SECRET, delivery="first")
+    assert parse_push(forge, first, body, Secret(SECRET), guard=guard).branch
+    now[0] += 25 * 3600
+    replay = webhook_headers(forge, body, SECRET, delivery="second")
+    with pytest.raises(WebhookRefused) as caught:
+        parse_push(forge, replay, body, Secret(SECRET), guard=guard)
+    assert caught.value.status_code == 409
+    now[0] += 30 * 86400
+    assert parse_push(forge, replay, body, Secret(SECRET), guard=guard).branch
 
 
 def test_forged_delivery_does_not_poison_the_guard() -> None:

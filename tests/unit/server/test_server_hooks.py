@@ -100,15 +100,19 @@ async def test_a_replayed_delivery_is_409(handle: FakeHandle, settings: ServerSe
     async with asgi_client(handle, settings) as client:
         first = await client.post("/hooks/github", content=body, headers=headers)
         again = await client.post("/hooks/github", content=body, headers=headers)
+        # The captured body under a fresh delivery id: the same signed content, refused.
+        renamed = await client.post("/hooks/github", content=body, headers=github(body))
         # A forged request reusing a future delivery's id does not burn that id.
         next_id = str(uuid.uuid4())
+        later = body.replace(SHA.encode(), b"a" * 40)
         forged = await client.post(
-            "/hooks/github", content=body, headers=github(body, delivery=next_id, key="nope")
+            "/hooks/github", content=later, headers=github(later, delivery=next_id, key="nope")
         )
         genuine = await client.post(
-            "/hooks/github", content=body, headers=github(body, delivery=next_id)
+            "/hooks/github", content=later, headers=github(later, delivery=next_id)
         )
     assert first.status_code == 202 and again.status_code == 409
+    assert renamed.status_code == 409 and "signed payload" in renamed.json()["error"]
     assert forged.status_code == 401 and genuine.status_code == 202
     assert len(handle.pushes) == 2
 

@@ -1,0 +1,99 @@
+"""uvicorn's h11 protocol with a deadline on each request head and a cap on connections.
+
+uvicorn has no timeout covering the receipt of a request: ``timeout_keep_alive`` is reset
+by every byte received (``data_received`` starts by cancelling it), and
+``limit_concurrency`` is only checked once a whole request head has arrived. A client
+sending one header byte a second therefore holds a connection (a file descriptor) for
+ever, and enough of them stop the health checks and the loop's own sockets. Here:
+
+* every connection must deliver a complete request head (request line and headers)
+  within ``head_timeout`` seconds of opening, or of its previous response, else it is
+  closed; a request in progress (a long apply, an event stream) is never cut;
+* at most ``max_connections`` are open: a new connection beyond that closes the one that
+  has waited longest for its request head, so a crowd of slow clients cannot lock out a
+  prompt one (a health probe); when none is waiting, the newcomer is closed instead.
+
+Body reads have their own deadline, in :func:`controller.server.replies.read_body`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+@dataclass(frozen=True)
+class Limits:
+    head_timeout: float
+    max_connections: int
+
+
+class _Waiting:
+    """The connections still waiting for a request head, oldest first."""
+
+    def __init__(self) -> None:
+        self.order: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
+        self.closed = 0  # connections closed for a late head or to make room (tests, logs)
+
+
+class GuardedH11Protocol(H11Protocol):
+    limits: Limits = Limits(head_timeout=10.0, max_connections=500)
+    waiting: _Waiting = _Waiting()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._armed_for: object = None  # the request cycle in place when the deadline was set
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            victim = next(iter(self.waiting.order), None)
+            if victim is None:
+                self._close()
+                return
+            victim._close()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._deadline is not None and self.cycle is not self._armed_for:
+            self._disarm()  # a request head arrived: uvicorn started a new cycle for it
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # the next request's head has the same deadline
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._armed_for = self.cycle
+        self._deadline = self.loop.call_later(self.limits.head_timeout, self._close)
+        self.waiting.order[self] = None
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.waiting.order.pop(self, None)
+
+    def _close(self) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.waiting.closed += 1
+            self.transport.close()
+
+
+def guarded(limits: Limits) -> type[GuardedH11Protocol]:
+    """A protocol class for one server: its own limits and its own waiting list."""
+    return type(
+        "GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits, "waiting": _Waiting()}
+    )

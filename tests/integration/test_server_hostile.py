@@ -1,0 +1,215 @@
+"""The HTTP API on real uvicorn against hostile clients (issue 9): malformed numbers and
+JSON are 400s, slow clients are dropped without starving the health checks, a token in a
+query string never reaches the access log, floods of one log line are held back, and a
+captured webhook replayed under a new delivery id is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.server.settings import SecretRef, ServerSettings, WebhookSetting
+from controller.store import StateStore
+from tests.unit.server.serverkit import FakeHandle, serving
+
+HUGE = "9" * 5000  # past int()'s 4300-digit limit: ValueError, not a number
+
+
+@pytest.fixture
+def handle(tmp_path: Path) -> Iterator[FakeHandle]:
+    with StateStore(tmp_path / "state.db") as store:
+        yield FakeHandle(store)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body", "headers"),
+    [
+        ("POST", "/api/v1/reconcile", b"[" * 30_000 + b"]" * 30_000, {}),
+        ("POST", "/api/v1/reconcile", b'{"source": ' + HUGE.encode() + b"}", {}),
+        ("GET", f"/api/v1/runs/{HUGE}", b"", {}),
+        ("GET", f"/api/v1/runs/{2**64}", b"", {}),
+        ("GET", f"/api/v1/runs?limit={HUGE}", b"", {}),
+        ("GET", f"/api/v1/runs?offset={2**70}", b"", {}),
+        ("GET", f"/api/v1/events?since={HUGE}", b"", {}),
+        ("GET", "/api/v1/events", b"", {"Last-Event-ID": str(2**64)}),
+        ("GET", "/api/v1/runs?limit=%C2%B2", b"", {}),  # "²": str.isdigit() says yes
+    ],
+)
+async def test_hostile_numbers_and_json_are_400_with_a_json_error(
+    handle: FakeHandle, method: str, target: str, body: bytes, headers: dict[str, str]
+) -> None:
+    async with serving(handle, ServerSettings()) as url, httpx.AsyncClient(base_url=url) as client:
+        answer = await client.request(
+            method, target, content=body, headers={"Content-Type": "application/json", **headers}
+        )
+    assert answer.status_code == 400, answer.text
+    assert isinstance(answer.json()["error"], str)
+
+
+async def test_a_body_over_the_limit_is_413(handle: FakeHandle) -> None:
+    async with serving(handle, ServerSettings()) as url, httpx.AsyncClient(base_url=url) as client:
+        declared = await client.post(
+            "/api/v1/reconcile",
+            content=b" " * 100_000,
+            headers={"Content-Type": "application/json"},
+        )
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+            for _ in range(100):
+                yield b" " * 1024
+
+        streamed = await client.post(
+            "/api/v1/reconcile", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+    assert declared.status_code == 413 and "error" in declared.json()
+    assert streamed.status_code == 413
+
+
+async def _open(port: int, first: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(first)
+    await writer.drain()
+    return reader, writer
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    try:
+        await asyncio.wait_for(reader.read(), within)
+    except TimeoutError:
+        return False
+    except ConnectionError:  # closed with our unread bytes still queued: a reset
+        pass
+    return True
+
+
+async def test_slow_clients_are_dropped_and_health_checks_still_answer(
+    handle: FakeHandle,
+) -> None:
+    """300 clients trickling a request head one byte at a time, against a cap of 100
+    connections and a 1.5 s head deadline: every health check answers promptly, and every
+    slow connection is closed by the server (the fix's reason: before, uvicorn held them
+    all for ever and the health checks queued behind them)."""
+    settings = ServerSettings(head_timeout=1.5, max_connections=100)
+    slow: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = list(await asyncio.gather(*(_open(port, b"G") for _ in range(300))))
+
+        async def trickle() -> None:
+            for byte in b"ET /healthz HTTP/1.1\r\nHost: x\r\n":
+                for _, writer in slow:
+                    if not writer.is_closing():
+                        writer.write(bytes([byte]))
+                await asyncio.sleep(0.2)
+
+        trickler = asyncio.create_task(trickle())
+        slowest = 0.0
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            for _ in range(10):
+                started = time.monotonic()
+                answer = await client.get("/healthz", headers={"Connection": "close"})
+                slowest = max(slowest, time.monotonic() - started)
+                assert answer.status_code == 200
+                await asyncio.sleep(0.2)
+        closed = await asyncio.gather(*(_closed_by_server(r, 4.0) for r, _ in slow))
+        trickler.cancel()
+        for _, writer in slow:
+            writer.close()
+    assert slowest < 1.0
+    assert all(closed), f"{closed.count(False)} slow connections still open"
+
+
+async def test_a_slow_body_is_408(handle: FakeHandle) -> None:
+    settings = ServerSettings(body_timeout=0.5)
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        head = (
+            b"POST /api/v1/reconcile HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        reader, writer = await _open(port, head)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert time.monotonic() - started < 3
+    assert handle.triggers == []
+
+
+async def test_a_query_string_token_never_reaches_the_access_log(
+    handle: FakeHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "tok-" + uuid.uuid4().hex
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    async with serving(handle, ServerSettings()) as url, httpx.AsyncClient(base_url=url) as client:
+        await client.get(f"/api/v1/runs?limit=5&token={secret}&access_token={secret}")
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("/api/v1/runs?limit=5&token=***&access_token=***" in line for line in lines), lines
+    assert secret not in caplog.text
+
+
+async def test_a_flood_of_one_log_line_is_held_back(
+    handle: FakeHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serving(handle, ServerSettings()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(200):  # each is uvicorn's "Invalid HTTP request received." warning
+            reader, writer = await _open(port, b"\x00\x01 garbage\r\n\r\n")
+            await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+    invalid = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert 1 <= len(invalid) <= 25, len(invalid)
+
+
+SECRET = "webhook-secret-0123456789"
+
+
+def _push(after: str) -> bytes:
+    return json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "after": after,
+            "project": {"git_http_url": "https://git.example/acme/infra.git"},
+        }
+    ).encode()
+
+
+async def test_a_captured_webhook_replayed_under_a_new_id_is_refused(
+    handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab signs nothing and its payload has no push time: the replay guard keys on
+    the delivered content, so the same body under a fresh X-Gitlab-Event-UUID is a 409."""
+    monkeypatch.setenv("FAZAI_TEST_HOOK_SECRET", SECRET)
+    settings = ServerSettings(
+        webhooks=(WebhookSetting("gitlab", SecretRef(env="FAZAI_TEST_HOOK_SECRET")),)
+    )
+    handle.followed.add(("https://git.example/acme/infra.git", "main"))
+    body = _push("a" * 40)
+
+    def headers() -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-Gitlab-Event": "Push Hook",
+            "X-Gitlab-Token": SECRET,
+            "X-Gitlab-Event-UUID": str(uuid.uuid4()),
+        }
+
+    async with serving(handle, settings) as url, httpx.AsyncClient(base_url=url) as client:
+        first = await client.post("/hooks/gitlab", content=body, headers=headers())
+        replay = await client.post("/hooks/gitlab", content=body, headers=headers())
+        deep = await client.post("/hooks/gitlab", content=b"[" * 30_000, headers=headers())
+        nxt = await client.post("/hooks/gitlab", content=_push("b" * 40), headers=headers())
+    assert first.status_code == 202
+    assert replay.status_code == 409 and "signed payload" in replay.json()["error"]
+    assert deep.status_code == 400
+    assert nxt.status_code == 202
+    assert len(handle.pushes) == 2
