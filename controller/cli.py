@@ -792,6 +792,15 @@ def _api_client(url: str, token_ref: str | None, ca_file: Path | None) -> ApiCli
     help="Start the sandbox fleet and emulated firewall first (root needed), and remove "
     "them at exit.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="FAZAI_LOG_FORMAT",
+    show_default=True,
+    help="json: one JSON object per line, outcome lines carrying run_id, source and node "
+    "(also $FAZAI_LOG_FORMAT).",
+)
 def serve(
     config_file: Path | None,
     listen: str | None,
@@ -801,6 +810,7 @@ def serve(
     once: bool,
     no_api: bool,
     sandbox: bool,
+    log_format: str,
 ) -> None:
     """Run the GitOps controller: reconcile the configured git sources on every commit
     (webhook, poll or working-copy watch) and periodically, until SIGTERM or SIGINT.
@@ -809,17 +819,14 @@ def serve(
     """
     import logging
 
+    from controller import logformat
     from controller.reconcile import config as configuration
     from controller.reconcile import durations
     from controller.reconcile import sandbox as sandboxing
     from controller.reconcile.handle import Mode
     from controller.reconcile.serve import serve as serving
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logformat.configure(log_format)
     for noisy in ("httpx", "watchfiles", "asyncssh"):  # per-request chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -91,12 +92,32 @@ Publish = Callable[..., Event]
 depend on the bus."""
 
 
+def first_id() -> int:
+    """The first event id of a process: the time in microseconds since the epoch.
+
+    Ids must keep increasing across restarts of ``fazai serve``: a client resuming with
+    the ``Last-Event-ID`` of the previous process must get the new process's events, not
+    wait until a counter restarted at 1 passes its id. A process would have to publish
+    more than one event per microsecond of its life for the next one to start below its
+    last id. The value (about 1.8e15) stays under 2**53, exact in JavaScript's numbers."""
+    return time.time_ns() // 1000
+
+
 class EventBus:
     """In-process publish/subscribe with a short history for late or reconnecting
-    subscribers (SSE ``Last-Event-ID``)."""
+    subscribers (SSE ``Last-Event-ID``).
 
-    def __init__(self, history: int = 1000, queue_size: int = 1000) -> None:
-        self._ids = itertools.count(1)
+    Ids increase by one per event from ``start`` (default :func:`first_id`), so they are
+    unique and increasing across restarts too, and a gap tells a subscriber it missed
+    some. An ``after`` id above any this bus has given cannot be one of its own (the
+    clock of an earlier process was ahead): such a subscriber gets everything kept."""
+
+    def __init__(
+        self, history: int = 1000, queue_size: int = 1000, start: int | None = None
+    ) -> None:
+        self.start = first_id() if start is None else start
+        self._ids = itertools.count(self.start)
+        self._last = self.start - 1  # the newest id given
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._queue_size = queue_size
@@ -105,6 +126,7 @@ class EventBus:
         """Keep and deliver an event; on the loop's thread only. ``data`` is redacted
         here, except values wrapped in :class:`Redacted` (already redacted)."""
         event = Event(next(self._ids), EventType(type), datetime.now(UTC), _redacted(data))
+        self._last = event.id
         self._history.append(event)
         for queue in self._subscribers:
             if queue.full():
@@ -113,6 +135,8 @@ class EventBus:
         return event
 
     def history(self, after: int = 0) -> list[Event]:
+        if after > self._last:
+            after = 0  # not an id of this bus: see the class's docstring
         return [e for e in self._history if e.id > after]
 
     @asynccontextmanager

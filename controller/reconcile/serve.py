@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from controller import providers
-from controller.reconcile import sections
+from controller.reconcile import outcomes, sections
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.controller import Controller
 from controller.store import StateStore
@@ -98,9 +98,17 @@ async def serve(config: ControllerConfig, *, api: bool = True, once: bool = Fals
     code); 2 when a service cannot start."""
     with StateStore(config.state) as store:
         controller = Controller(config, store)
-        if once:
-            return await controller.run_once()
-        return await _run(controller, config, api)
+        # The log says what each reconcile did (applied, drift, failed), from the events.
+        subscribed = asyncio.Event()
+        outcome_log = asyncio.create_task(outcomes.follow(controller.events, subscribed))
+        await subscribed.wait()
+        try:
+            if once:
+                return await controller.run_once()
+            return await _run(controller, config, api)
+        finally:
+            outcome_log.cancel()
+            await asyncio.gather(outcome_log, return_exceptions=True)
 
 
 async def _run(controller: Controller, config: ControllerConfig, api: bool) -> int:
