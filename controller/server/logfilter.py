@@ -20,7 +20,9 @@ from urllib.parse import unquote
 
 SHOWN_PARAMETERS = frozenset({"limit", "offset", "since"})
 MASK = "***"
-SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "fazai.server")
+# asyncio's: "socket.accept() out of system resource", with a traceback, per attempt.
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "fazai.server", "asyncio")
+ACCESS_BURST = 100  # access lines are all one template: let a busy API's through
 
 
 def redact_target(target: str) -> str:
@@ -95,4 +97,6 @@ def install() -> None:
             continue
         if name == "uvicorn.access":
             logger.addFilter(RedactQuery())  # first: the limiter may format the message
-        logger.addFilter(RateLimit())
+            logger.addFilter(RateLimit(burst=ACCESS_BURST))
+        else:
+            logger.addFilter(RateLimit())
