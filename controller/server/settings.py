@@ -179,7 +179,18 @@ def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
             Path(section["tls"]["certFile"]).expanduser(),
             Path(section["tls"]["keyFile"]).expanduser(),
         )
-    settings = ServerSettings(host, port, tuple(tokens), webhooks, tls)
+    limits = section.get("limits", {})
+    defaults = ServerSettings()
+    settings = ServerSettings(
+        host,
+        port,
+        tuple(tokens),
+        webhooks,
+        tls,
+        head_timeout=float(limits.get("headTimeout", defaults.head_timeout)),
+        body_timeout=float(limits.get("bodyTimeout", defaults.body_timeout)),
+        max_connections=int(limits.get("maxConnections", defaults.max_connections)),
+    )
     check_exposure(settings)
     return settings
 

@@ -143,3 +143,22 @@ def test_secret_ref_parsing_for_cli_options() -> None:
     for bad in ("FAZAI_TOKEN", "env:", "vault:x"):
         with pytest.raises(ValueError):
             SecretRef.parse(bad)
+
+
+def test_slow_client_limits_have_defaults_and_can_be_set() -> None:
+    defaults = from_config({})
+    assert (defaults.head_timeout, defaults.body_timeout, defaults.max_connections) == (
+        10.0,
+        30.0,
+        500,
+    )
+    limits = {"headTimeout": 2.5, "bodyTimeout": 60, "maxConnections": 2000}
+    settings = from_config({"limits": limits})
+    assert (settings.head_timeout, settings.body_timeout, settings.max_connections) == (
+        2.5,
+        60.0,
+        2000,
+    )
+    with pytest.raises(ServerConfigError) as caught:
+        from_config({"limits": {"headTimeout": 0}})
+    assert caught.value.path == ("limits", "headTimeout")
