@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller import providers
-from controller.errors import InvalidInputError
+from controller.errors import InvalidInputError, SourceError
 from controller.model import crosscheck, validate
 from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
@@ -25,6 +25,8 @@ def load(tree: SourceTree) -> DesiredState:
         problems.append(
             Diagnostic(Location(tree.description), "no YAML documents found (*.yaml, *.yml)")
         )
+    for path, why in tree.refused_documents():
+        problems.append(Diagnostic(Location(path), f"{why}; FazAI reads only files of the source"))
     for path in paths:
         if tree.size(path) > MAX_FILE_BYTES:
             problems.append(
@@ -35,6 +37,9 @@ def load(tree: SourceTree) -> DesiredState:
             data = tree.read(path)
         except OSError as exc:
             problems.append(Diagnostic(Location(path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        except SourceError as exc:  # a file replaced by a link leading out since listed
+            problems.append(Diagnostic(Location(path), str(exc)))
             continue
         raws, found = read_documents(path, data)
         problems.extend(found)

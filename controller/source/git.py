@@ -15,7 +15,7 @@ from pathlib import Path
 import git
 
 from controller.errors import SourceError
-from controller.source.tree import SourceTree
+from controller.source.tree import SourceTree, resolve_relative
 
 GIT_TIMEOUT_S = 120
 
@@ -80,17 +80,55 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
             raise SourceError(f"{redact(location)}@{ref}: no folder {subdir!r}") from exc
     files: dict[str, Callable[[], bytes]] = {}
     sizes: dict[str, int] = {}
+    links: dict[str, str] = {}
     # GitPython types paths as str | PathLike; they are always str for tree entries.
     prefix = len(str(tree.path)) + 1 if tree.path else 0
     for item in tree.traverse():
-        if not isinstance(item, git.Blob) or item.mode == git.Blob.link_mode:
+        if not isinstance(item, git.Blob):
             continue
         rel = str(item.path)[prefix:]
         if any(part.startswith(".") for part in rel.split("/")):
             continue
+        if item.mode == git.Blob.link_mode:
+            links[rel] = item.data_stream.read().decode("utf-8", "replace")
+            continue
         files[rel] = _reader(item)
         sizes[rel] = item.size
-    return SourceTree(f"{redact(location)}@{ref}", commit.hexsha, files, sizes)
+    refused = _follow_links(links, files, sizes)
+    return SourceTree(f"{redact(location)}@{ref}", commit.hexsha, files, sizes, refused)
+
+
+MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+
+
+def _follow_links(
+    links: dict[str, str], files: dict[str, Callable[[], bytes]], sizes: dict[str, int]
+) -> dict[str, str]:
+    """Give each committed symbolic link that leads to a file of the tree that file's
+    content, as a checkout would; refuse the others (outside the tree, into a hidden
+    folder, or to nothing), with why. Nothing outside the object database is ever read."""
+    refused: dict[str, str] = {}
+    for link, target in links.items():
+        where: str | None = link
+        for _ in range(MAX_LINK_HOPS):
+            assert where is not None
+            step = links.get(where)
+            if step is None:
+                break
+            where = resolve_relative(where, step)
+            if where is None:
+                break
+        if where is None:
+            refused[link] = f"is a symbolic link to {target!r}, outside the source"
+        elif where in links:
+            refused[link] = f"is a symbolic link to {target!r}, in a loop of links"
+        elif where in files:
+            files[link], sizes[link] = files[where], sizes[where]
+        elif any(part.startswith(".") for part in where.split("/")):
+            refused[link] = f"is a symbolic link to {target!r}, into a hidden folder of the source"
+        else:
+            refused[link] = f"is a symbolic link to {target!r}, which is not a file of the source"
+    return refused
 
 
 def head_revision(path: Path) -> str | None:
