@@ -19,6 +19,7 @@ from controller import providers
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
+from controller.source import revision as revisions
 from controller.source.open import open_source
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def validate(path: str, ref: str | None, subdir: str) -> None:
     resources = len(state.resources)
     stderr.print(
         f"[green]valid[/]: {len(state.nodes)} node(s), {resources} resource(s)"
-        + (f" at {state.revision[:12]}" if state.revision else "")
+        + (f" at {revisions.short(state.revision)}" if state.revision else "")
     )
     sys.exit(EXIT_OK)
 
@@ -498,7 +499,7 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
         )
         return
     for r in runs:
-        revision = f" {r.revision[:12]}" if r.revision else ""
+        revision = f" {revisions.short(r.revision)}" if r.revision else ""
         click.echo(
             f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
             f"{revision}  {', '.join(f'{n.node}={n.status.value}' for n in r.nodes)}"
@@ -737,7 +738,7 @@ def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str
     if not pending:
         stderr.print("no pending approvals")
     for item in pending:
-        revision = (item.get("revision") or "")[:12]
+        revision = revisions.short(item.get("revision") or "")
         click.echo(
             f"{item['id']}  {item.get('created', '')}  {item.get('source', '')} {revision}"
             f"  nodes: {', '.join(item.get('nodes', []))}"

@@ -13,6 +13,7 @@ from rich.text import Text
 from controller.engine.diff import Action, Change
 from controller.engine.plan import NodePlan, Plan, PlanItem
 from controller.output.summary import SYMBOLS, summary_line
+from controller.source import revision as revisions
 
 STYLES = {
     "create": "green",
@@ -31,6 +32,14 @@ Note = Callable[[PlanItem], str]
 def render(
     plan: Plan, console: Console, *, show_noop: bool = False, note: Note | None = None
 ) -> None:
+    if revisions.is_dirty(plan.revision):
+        console.print(
+            Text(
+                f"source {plan.source} at {revisions.short(plan.revision)}: "
+                "planned with uncommitted changes, not as any commit",
+                style="yellow",
+            )
+        )
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(str(warning))}")
     for node in plan.nodes:

@@ -15,6 +15,7 @@ from controller.forges.review import Marking, Review, key
 from controller.model.diagnostics import Diagnostic
 from controller.output.plan_markdown import cell, item_lines, node_table
 from controller.output.summary import summary_line
+from controller.source import revision as revisions
 
 TITLE = "FazAI plan for this pull request"
 MAX_DIAGNOSTICS = 50
@@ -100,10 +101,10 @@ def _render(review: Review, *, diffs: bool, limit: int | None) -> str:
 
 def _sources(review: Review) -> str:
     head = review.head
-    at = f" at `{head.revision[:12]}`" if head.revision else ""
+    at = f" at `{revisions.short(head.revision)}`" if head.revision else ""
     text = f"Head: `{cell(head.source)}`{at}, against the live nodes"
     if review.base_source:
-        base_at = f" at `{review.base_revision[:12]}`" if review.base_revision else ""
+        base_at = f" at `{revisions.short(review.base_revision)}`" if review.base_revision else ""
         text += f"; base: `{cell(review.base_source)}`{base_at}"
     return text
 

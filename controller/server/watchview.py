@@ -13,6 +13,7 @@ from typing import Any
 from rich.text import Text
 
 from controller.events import EventType
+from controller.source import revision as revisions
 
 STYLES: dict[str, str] = {
     EventType.RECONCILE_QUEUED: "dim",
@@ -72,7 +73,7 @@ def _details(kind: str, data: Mapping[str, Any]) -> list[str]:
     if data.get("command"):
         parts.append(str(data["command"]))
     if data.get("revision"):
-        parts.append(str(data["revision"])[:12])
+        parts.append(revisions.short(str(data["revision"])))
     if data.get("trigger"):
         parts.append(f"({data['trigger']})")
     if data.get("mode"):

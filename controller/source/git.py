@@ -15,6 +15,7 @@ from pathlib import Path
 import git
 
 from controller.errors import SourceError
+from controller.source import revision as revisions
 from controller.source.tree import SourceTree, resolve_relative
 
 GIT_TIMEOUT_S = 120
@@ -132,11 +133,22 @@ def _follow_links(
 
 
 def head_revision(path: Path) -> str | None:
-    """The HEAD commit of the repository holding ``path``, if any (recorded, never required)."""
+    """The HEAD commit of the repository holding ``path``, marked ``+dirty`` when a file
+    under ``path`` is modified, staged or untracked (not ignored): the files read are then
+    not that commit's. None outside a repository (recorded, never required)."""
     try:
-        return str(git.Repo(path, search_parent_directories=True).head.commit.hexsha)
+        repo = git.Repo(path, search_parent_directories=True)
+        sha = str(repo.head.commit.hexsha)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
         return None
+    try:
+        # Only what is under the source counts: an edited README beside it changes nothing.
+        changed = repo.is_dirty(
+            index=True, working_tree=True, untracked_files=True, path=str(path.resolve())
+        )
+    except git.GitCommandError:
+        changed = True  # git cannot tell (a damaged index): never vouch for the commit
+    return revisions.dirty(sha) if changed else sha
 
 
 def _reader(blob: git.Blob) -> Callable[[], bytes]:

@@ -28,5 +28,5 @@ def open_source(
     revision = git.head_revision(root) if root.is_dir() else None
     if revision is None:
         return tree
-    # A working copy: record HEAD for the journal, though the files may be uncommitted.
+    # A working copy: HEAD, marked +dirty when the files read are not HEAD's.
     return tree.at_revision(revision)
