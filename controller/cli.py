@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import controller
@@ -19,6 +18,8 @@ from controller import providers
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
+from controller.output import terminal
+from controller.output.terminal import SafeConsole
 from controller.source import revision as revisions
 from controller.source.open import open_source
 
@@ -33,7 +34,7 @@ EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def source_options(func: F) -> F:
@@ -211,9 +212,11 @@ def emit_review(result: Review, output: str, show_noop: bool = False) -> None:
     if output == "json":
         click.echo(review_json.render(result), nl=False)
     elif output == "markdown":
-        click.echo(review_markdown.render(result), nl=False)
+        terminal.echo(review_markdown.render(result), nl=False)
     else:
-        review_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
+        review_text.render(
+            result, SafeConsole(highlight=False, soft_wrap=True), show_noop=show_noop
+        )
 
 
 @main.command()
@@ -355,9 +358,9 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
     if output == "json":
         click.echo(plan_json.render(result), nl=False)
     elif output == "markdown":
-        click.echo(plan_markdown.render(result), nl=False)
+        terminal.echo(plan_markdown.render(result), nl=False)
     else:
-        plan_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
+        plan_text.render(result, SafeConsole(highlight=False, soft_wrap=True), show_noop=show_noop)
 
 
 @main.command()
@@ -500,7 +503,7 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
         return
     for r in runs:
         revision = f" {revisions.short(r.revision)}" if r.revision else ""
-        click.echo(
+        terminal.echo(
             f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
             f"{revision}  {', '.join(f'{n.node}={n.status.value}' for n in r.nodes)}"
         )
@@ -681,11 +684,9 @@ def watch(
 ) -> None:
     """Show the controller's live events (runs, reads, changes, verifications, rollbacks)
     as they happen, until Ctrl-C. A dropped connection is resumed where it stopped."""
-    from rich.console import Console
-
     from controller.server import watchview
 
-    out = Console(highlight=False, soft_wrap=True)
+    out = SafeConsole(highlight=False, soft_wrap=True)
     last: int | None = since
 
     def note(text: str) -> None:
@@ -739,7 +740,7 @@ def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str
         stderr.print("no pending approvals")
     for item in pending:
         revision = revisions.short(item.get("revision") or "")
-        click.echo(
+        terminal.echo(
             f"{item['id']}  {item.get('created', '')}  {item.get('source', '')} {revision}"
             f"  nodes: {', '.join(item.get('nodes', []))}"
         )
@@ -816,11 +817,9 @@ def serve(
     from controller.reconcile.handle import Mode
     from controller.reconcile.serve import serve as serving
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(terminal.SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for noisy in ("httpx", "watchfiles", "asyncssh"):  # per-request chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

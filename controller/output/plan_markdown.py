@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.engine.diff import Action
 from controller.engine.plan import Plan, PlanItem
+from controller.output import terminal
 from controller.output.summary import SYMBOLS, summary_line
 from controller.source import revision as revisions
 
@@ -31,7 +32,7 @@ def render(plan: Plan) -> str:
         for item in items:
             lines += item_lines(item)
         lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"
+    return terminal.clean("\n".join(lines) + "\n")
 
 
 def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 from rich.text import Text
 
 from controller.events import EventType
+from controller.output import terminal
 from controller.source import revision as revisions
 
 STYLES: dict[str, str] = {
@@ -46,7 +47,9 @@ def line(event: Mapping[str, Any]) -> Text:
     text = Text()
     text.append(_clock(event.get("time")) + "  ", style="dim")
     text.append(f"{event.get('type', '?'):<{_TYPE_WIDTH}}", style=style(event) or None)
-    text.append("  " + "  ".join(_subject(data) + _details(str(event.get("type")), data)))
+    # One line per event: a newline in a message must not pose as another event.
+    details = "  ".join(_subject(data) + _details(str(event.get("type")), data))
+    text.append("  " + terminal.clean(details, one_line=True))
     return text
 
 
