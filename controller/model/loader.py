@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from controller import providers
 from controller.errors import InvalidInputError, SourceError
-from controller.model import crosscheck, validate
+from controller.model import crosscheck, foreign, validate
 from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -20,6 +21,7 @@ def load(tree: SourceTree) -> DesiredState:
     documents: list[Document] = []
     problems: list[Diagnostic] = []
     broken_nodes: set[str] = set()
+    skipped: list[Location] = []  # other tools' documents (foreign.py)
     paths = tree.document_paths()
     if not paths:
         problems.append(
@@ -41,7 +43,7 @@ def load(tree: SourceTree) -> DesiredState:
         except SourceError as exc:  # a file replaced by a link leading out since listed
             problems.append(Diagnostic(Location(path), str(exc)))
             continue
-        raws, found = read_documents(path, data)
+        raws, found = read_documents(path, data, skip=foreign.is_foreign, skipped=skipped)
         problems.extend(found)
         for raw in raws:
             document, found = validate.to_document(raw)
@@ -50,6 +52,13 @@ def load(tree: SourceTree) -> DesiredState:
                 documents.append(document)
             elif _is_node(raw.value):
                 broken_nodes.add(raw.value["metadata"]["name"])
+    if skipped and not documents and not problems:
+        problems.append(
+            Diagnostic(
+                Location(tree.description),
+                f"no FazAI documents found (apiVersion: fazai.dev/v1alpha1); {skip_note(skipped)}",
+            )
+        )
     problems.extend(crosscheck.check(documents, tree, frozenset(broken_nodes)))
     problems.sort()
     errors = [p for p in problems if p.is_error]
@@ -57,7 +66,16 @@ def load(tree: SourceTree) -> DesiredState:
         raise InvalidInputError(problems)
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node"]
-    return DesiredState(tree, nodes, resources, tuple(problems))
+    return DesiredState(tree, nodes, resources, tuple(problems), tuple(skipped))
+
+
+def skip_note(skipped: Sequence[Location]) -> str:
+    """How many documents were skipped as not FazAI's, and where the first one is."""
+    files = len({s.file for s in skipped})
+    return (
+        f"skipped {len(skipped)} YAML document(s) in {files} file(s) that are not FazAI's "
+        f"(another apiVersion, or neither apiVersion nor kind), first {skipped[0]}"
+    )
 
 
 def _is_node(value: Any) -> bool:

@@ -62,7 +62,9 @@ def read_directory(root: Path) -> SourceTree:
                 sizes[rel] = path.stat().st_size
     except OSError as exc:
         raise SourceError(f"{root}: cannot read: {exc.strerror or exc}") from exc
-    return SourceTree(str(root), None, files, sizes, refused)
+    # Absolute: the description is recorded with each run, and `fazai rollback` reads the
+    # run's source again from wherever it is started.
+    return SourceTree(str(root.absolute()), None, files, sizes, refused)
 
 
 def _escapes(link: Path, real_root: Path) -> str | None:

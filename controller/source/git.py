@@ -8,6 +8,7 @@ tree of the resolved commit is read blob by blob, and the commit SHA is recorded
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,29 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
         files[rel] = _reader(item)
         sizes[rel] = item.size
     refused = _follow_links(links, files, sizes)
-    return SourceTree(f"{redact(location)}@{ref}", commit.hexsha, files, sizes, refused)
+    return SourceTree(describe(location, ref, subdir), commit.hexsha, files, sizes, refused)
+
+
+def describe(location: str, ref: str, subdir: str = "") -> str:
+    """``LOCATION[//SUBDIR]@REF``, the way runs record a git source (go-getter's ``//``
+    for the folder): a local path absolute and a URL's credentials masked, so that
+    :func:`parse_description` can find the repository again."""
+    shown = redact(location) if is_git_url(location) else os.path.abspath(location)
+    folder = subdir.strip("/")
+    return f"{shown}//{folder}@{ref}" if folder else f"{shown}@{ref}"
+
+
+def parse_description(description: str) -> tuple[str, str, str] | None:
+    """(location, ref, subdir) of a :func:`describe` text; None when it is not one."""
+    location, at, ref = description.rpartition("@")
+    if not at or not location or not ref:
+        return None
+    scheme = location.find("://")
+    start = scheme + 3 if scheme >= 0 else 0
+    cut = location.find("//", start)
+    if cut < 0:
+        return location, ref, ""
+    return location[:cut], ref, location[cut + 2 :]
 
 
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
