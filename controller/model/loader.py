@@ -8,7 +8,7 @@ from typing import Any
 from controller import providers
 from controller.errors import InvalidInputError, SourceError
 from controller.model import crosscheck, foreign, validate
-from controller.model.diagnostics import Diagnostic, Location
+from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.model.yamlsource import MAX_FILE_BYTES, read_documents
@@ -63,6 +63,12 @@ def load(tree: SourceTree) -> DesiredState:
     problems.sort()
     errors = [p for p in problems if p.is_error]
     if errors:
+        if skipped and documents:
+            # Said with the errors too: the count tells what was not even looked at.
+            note = Diagnostic(
+                Location(tree.description), skip_note(skipped), severity=Severity.WARNING
+            )
+            problems.append(note)
         raise InvalidInputError(problems)
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node"]

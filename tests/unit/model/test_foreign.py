@@ -84,6 +84,8 @@ def test_a_fazai_document_with_a_typo_is_still_an_error(
     errors = [str(d) for d in caught.value.diagnostics if d.is_error]
     assert len(errors) == 1 and errors[0].startswith("typo.yaml:1:1: ")
     assert expected in errors[0]
+    (note,) = [str(d) for d in caught.value.diagnostics if not d.is_error]
+    assert "warning: skipped 7 YAML document(s) in 6 file(s)" in note
 
 
 def test_only_foreign_yaml_is_an_error_that_says_so(tmp_path: Path) -> None:

@@ -43,3 +43,19 @@ def test_watch_keeps_one_line_per_event() -> None:
     plain = watchview.line(event).plain
     assert "\n" not in plain and "\x1b" not in plain
     assert "message: x\\n12:00 ok\\x1b[2J" in plain
+
+
+def test_text_plan_diffs_are_escaped() -> None:
+    from controller.engine.diff import Action, Change
+    from controller.engine.plan import NodePlan, Plan, PlanItem
+    from controller.output import plan_text
+
+    diff = "--- live\n+++ desired\n@@ -1 +1 @@\n-old\n+\x1b]0;owned\x07new\u202e\n"
+    item = PlanItem("w", "NftTable", "t", Action.UPDATE, (Change("definition", "a", "b", diff),))
+    buffer = io.StringIO()
+    console = SafeConsole(file=buffer, force_terminal=True, color_system="standard")
+    plan_text.render(Plan("s", None, (NodePlan("w", "linux", (item,)),)), console)
+    out = buffer.getvalue()
+    assert "\x1b]0;" not in out and "\u202e" not in out
+    # (rich itself drops BEL; what it keeps is escaped)
+    assert "+\\x1b]0;owned" in out and "new\\u202e" in out
