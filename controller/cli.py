@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import controller
@@ -19,7 +18,11 @@ from controller import providers
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
+from controller.output import terminal
+from controller.output.terminal import SafeConsole
+from controller.source import revision as revisions
 from controller.source.open import open_source
+from controller.source.tree import SourceTree
 
 if TYPE_CHECKING:
     from controller.engine import plan as planning
@@ -32,10 +35,10 @@ EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
-def source_options(func: F) -> F:
+def source_options(func: F, default: str = "the current directory") -> F:
     func = click.option(
         "--subdir",
         default="",
@@ -47,7 +50,13 @@ def source_options(func: F) -> F:
         metavar="REF",
         help="Read PATH as a git repository (path or URL) at this branch, tag or commit.",
     )(func)
-    func = click.argument("path", default=".", metavar="[PATH]")(func)
+    func = click.argument("path", required=False, metavar="[PATH]")(func)
+    # Arguments have no help of their own in click: say it in the command's.
+    func.__doc__ = (func.__doc__ or "") + (
+        "\n\n    PATH: a folder of documents or, with --ref, a git repository (default: "
+        f"{default}). YAML that is plainly another tool's (another apiVersion, or "
+        "neither apiVersion nor kind) is skipped and counted."
+    )
     return func
 
 
@@ -82,13 +91,14 @@ def main() -> None:
 
 @main.command()
 @source_options
-def validate(path: str, ref: str | None, subdir: str) -> None:
+def validate(path: str | None, ref: str | None, subdir: str) -> None:
     """Check the documents in PATH: schema, references, conflicts. Reads no node."""
     state = _load(path, ref, subdir)
     resources = len(state.resources)
     stderr.print(
         f"[green]valid[/]: {len(state.nodes)} node(s), {resources} resource(s)"
-        + (f" at {state.revision[:12]}" if state.revision else "")
+        + (f" at {revisions.short(state.revision)}" if state.revision else "")
+        + (f"; {len(state.skipped)} YAML document(s) skipped" if state.skipped else "")
     )
     sys.exit(EXIT_OK)
 
@@ -135,7 +145,7 @@ def validate(path: str, ref: str | None, subdir: str) -> None:
 @prune_option
 @state_option
 def plan(
-    path: str,
+    path: str | None,
     ref: str | None,
     subdir: str,
     nodes: Sequence[str],
@@ -160,7 +170,7 @@ def plan(
             return
         options = {"only": nodes, "concurrency": concurrency, "show_unmanaged": show_unmanaged}
         reviewed = _plan_review(
-            path, base_ref, head_ref, subdir, prune, state_file, trust_head, options
+            path or ".", base_ref, head_ref, subdir, prune, state_file, trust_head, options
         )
         emit_review(reviewed, output, show_noop)
         sys.exit(reviewed.exit_code)
@@ -210,9 +220,11 @@ def emit_review(result: Review, output: str, show_noop: bool = False) -> None:
     if output == "json":
         click.echo(review_json.render(result), nl=False)
     elif output == "markdown":
-        click.echo(review_markdown.render(result), nl=False)
+        terminal.echo(review_markdown.render(result), nl=False)
     else:
-        review_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
+        review_text.render(
+            result, SafeConsole(highlight=False, soft_wrap=True), show_noop=show_noop
+        )
 
 
 @main.command()
@@ -354,9 +366,9 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
     if output == "json":
         click.echo(plan_json.render(result), nl=False)
     elif output == "markdown":
-        click.echo(plan_markdown.render(result), nl=False)
+        terminal.echo(plan_markdown.render(result), nl=False)
     else:
-        plan_text.render(result, Console(highlight=False, soft_wrap=True), show_noop=show_noop)
+        plan_text.render(result, SafeConsole(highlight=False, soft_wrap=True), show_noop=show_noop)
 
 
 @main.command()
@@ -369,7 +381,7 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
 @prune_option
 @state_option
 def apply(
-    path: str,
+    path: str | None,
     ref: str | None,
     subdir: str,
     nodes: Sequence[str],
@@ -424,15 +436,19 @@ def apply(
     sys.exit(outcome.exit_code)
 
 
+def _recorded_source_options(func: F) -> F:
+    return source_options(func, "the source the run recorded, at the commit it recorded")
+
+
 @main.command()
 @click.argument("run_id", type=int)
-@source_options
+@_recorded_source_options
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node.")
 @click.option("--auto-approve", is_flag=True, help="Restore without asking for confirmation.")
 @state_option
 def rollback(
     run_id: int,
-    path: str,
+    path: str | None,
     ref: str | None,
     subdir: str,
     nodes: Sequence[str],
@@ -446,7 +462,10 @@ def rollback(
     from controller.engine import apply as applying
     from controller.store import StateStore
 
-    state = _load(path, ref, subdir)
+    if path is None and ref is None and not subdir:
+        state = _load_recorded(run_id, state_file)
+    else:
+        state = _load(path, ref, subdir)
     if not auto_approve:
         if not sys.stdin.isatty():
             _fail("no terminal to confirm on; pass --auto-approve to roll back unattended")
@@ -498,8 +517,8 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
         )
         return
     for r in runs:
-        revision = f" {r.revision[:12]}" if r.revision else ""
-        click.echo(
+        revision = f" {revisions.short(r.revision)}" if r.revision else ""
+        terminal.echo(
             f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
             f"{revision}  {', '.join(f'{n.node}={n.status.value}' for n in r.nodes)}"
         )
@@ -525,7 +544,7 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
 @state_option
 def drift(
-    path: str,
+    path: str | None,
     ref: str | None,
     subdir: str,
     nodes: Sequence[str],
@@ -680,11 +699,9 @@ def watch(
 ) -> None:
     """Show the controller's live events (runs, reads, changes, verifications, rollbacks)
     as they happen, until Ctrl-C. A dropped connection is resumed where it stopped."""
-    from rich.console import Console
-
     from controller.server import watchview
 
-    out = Console(highlight=False, soft_wrap=True)
+    out = SafeConsole(highlight=False, soft_wrap=True)
     last: int | None = since
 
     def note(text: str) -> None:
@@ -737,8 +754,8 @@ def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str
     if not pending:
         stderr.print("no pending approvals")
     for item in pending:
-        revision = (item.get("revision") or "")[:12]
-        click.echo(
+        revision = revisions.short(item.get("revision") or "")
+        terminal.echo(
             f"{item['id']}  {item.get('created', '')}  {item.get('source', '')} {revision}"
             f"  nodes: {', '.join(item.get('nodes', []))}"
         )
@@ -882,12 +899,44 @@ def _release(
         stderr.print(f"prune: {_escape(line)}")
 
 
-def _load(path: str, ref: str | None, subdir: str) -> DesiredState:
-    tree = open_source(path, ref, subdir)
+def _load(path: str | None, ref: str | None, subdir: str) -> DesiredState:
+    if path is None:
+        # Said once, so that 0 nodes or a flood of errors is not a mystery in a folder
+        # the user did not mean.
+        stderr.print("[dim]reading the desired state in the current directory (.); give PATH "
+                     "to read another[/]")  # fmt: skip
+    return _loaded(open_source(path or ".", ref, subdir))
+
+
+def _loaded(tree: SourceTree) -> DesiredState:
     state = loader.load(tree)
     for warning in state.warnings:
         stderr.print(f"[yellow]{_escape(str(warning))}[/]")
+    if state.skipped:
+        stderr.print(f"[dim]{_escape(loader.skip_note(state.skipped))}[/]")
     return state
+
+
+def _load_recorded(run_id: int, state_file: Path | None) -> DesiredState:
+    """The desired state run ``run_id`` was made from: its recorded source, a git source
+    at its recorded commit, so the nodes are reached as that run reached them."""
+    from controller.errors import SourceError
+    from controller.source.open import reopen
+    from controller.store import StateStore
+
+    with StateStore(state_file) as store:
+        run = store.get_run(run_id)
+    if run is None:
+        _fail(f"no run {run_id} in the state store")
+    assert run is not None
+    at = f" at {revisions.short(run.revision)}" if run.revision else ""
+    try:
+        tree = reopen(run.source, run.revision)
+    except SourceError as exc:
+        _fail(f"{exc}; give PATH, the documents with the nodes' connection details")
+    now = " as it is now" if tree.revision != run.revision else ""
+    stderr.print(f"[dim]reading run {run_id}'s source {_escape(run.source)}{at}{now}[/]")
+    return _loaded(tree)
 
 
 def _escape(text: str) -> str:

@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.output import terminal
+
 FORMATS = ("text", "json")
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FIELDS = "fazai"  # the attribute of a record holding its structured fields
@@ -33,13 +35,13 @@ class JsonLines(logging.Formatter):
             line.update({k: v for k, v in fields.items() if k not in line})
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json.dumps(line, default=str)  # ASCII: no raw C1/bidi reaches a terminal
 
 
 def configure(format: str = "text", level: int = logging.INFO) -> None:
     """The root logger writes to stderr in ``format`` (text or json)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines() if format == "json" else logging.Formatter(TEXT))
+    handler.setFormatter(JsonLines() if format == "json" else terminal.SafeFormatter(TEXT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

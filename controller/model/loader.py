@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from controller import providers
-from controller.errors import InvalidInputError
-from controller.model import crosscheck, validate
-from controller.model.diagnostics import Diagnostic, Location
+from controller.errors import InvalidInputError, SourceError
+from controller.model import crosscheck, foreign, validate
+from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.model.yamlsource import MAX_FILE_BYTES, read_documents
@@ -20,11 +21,14 @@ def load(tree: SourceTree) -> DesiredState:
     documents: list[Document] = []
     problems: list[Diagnostic] = []
     broken_nodes: set[str] = set()
+    skipped: list[Location] = []  # other tools' documents (foreign.py)
     paths = tree.document_paths()
     if not paths:
         problems.append(
             Diagnostic(Location(tree.description), "no YAML documents found (*.yaml, *.yml)")
         )
+    for path, why in tree.refused_documents():
+        problems.append(Diagnostic(Location(path), f"{why}; FazAI reads only files of the source"))
     for path in paths:
         if tree.size(path) > MAX_FILE_BYTES:
             problems.append(
@@ -36,7 +40,10 @@ def load(tree: SourceTree) -> DesiredState:
         except OSError as exc:
             problems.append(Diagnostic(Location(path), f"cannot read: {exc.strerror or exc}"))
             continue
-        raws, found = read_documents(path, data)
+        except SourceError as exc:  # a file replaced by a link leading out since listed
+            problems.append(Diagnostic(Location(path), str(exc)))
+            continue
+        raws, found = read_documents(path, data, skip=foreign.is_foreign, skipped=skipped)
         problems.extend(found)
         for raw in raws:
             document, found = validate.to_document(raw)
@@ -45,14 +52,36 @@ def load(tree: SourceTree) -> DesiredState:
                 documents.append(document)
             elif _is_node(raw.value):
                 broken_nodes.add(raw.value["metadata"]["name"])
+    if skipped and not documents and not problems:
+        problems.append(
+            Diagnostic(
+                Location(tree.description),
+                f"no FazAI documents found (apiVersion: fazai.dev/v1alpha1); {skip_note(skipped)}",
+            )
+        )
     problems.extend(crosscheck.check(documents, tree, frozenset(broken_nodes)))
     problems.sort()
     errors = [p for p in problems if p.is_error]
     if errors:
+        if skipped and documents:
+            # Said with the errors too: the count tells what was not even looked at.
+            note = Diagnostic(
+                Location(tree.description), skip_note(skipped), severity=Severity.WARNING
+            )
+            problems.append(note)
         raise InvalidInputError(problems)
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node"]
-    return DesiredState(tree, nodes, resources, tuple(problems))
+    return DesiredState(tree, nodes, resources, tuple(problems), tuple(skipped))
+
+
+def skip_note(skipped: Sequence[Location]) -> str:
+    """How many documents were skipped as not FazAI's, and where the first one is."""
+    files = len({s.file for s in skipped})
+    return (
+        f"skipped {len(skipped)} YAML document(s) in {files} file(s) that are not FazAI's "
+        f"(another apiVersion, or neither apiVersion nor kind), first {skipped[0]}"
+    )
 
 
 def _is_node(value: Any) -> bool:

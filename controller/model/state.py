@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.model import kinds
-from controller.model.diagnostics import Diagnostic
+from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
 from controller.source.tree import SourceTree
 
@@ -37,6 +37,7 @@ class DesiredState:
     nodes: Mapping[str, Document]
     resources: Sequence[Document]
     warnings: Sequence[Diagnostic] = ()
+    skipped: Sequence[Location] = ()  # YAML documents that are not FazAI's (model/foreign.py)
 
     @property
     def revision(self) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,8 +201,19 @@ class _Builder:
         self.problems.append(Diagnostic(self.where(node), message, path=format_path(path)))
 
 
-def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diagnostic]]:
-    """Parse every YAML document of ``data``; never raises for bad input."""
+def read_documents(
+    file: str,
+    data: bytes,
+    *,
+    skip: Callable[[Any], bool] | None = None,
+    skipped: list[Location] | None = None,
+) -> tuple[list[RawDocument], list[Diagnostic]]:
+    """Parse every YAML document of ``data``; never raises for bad input.
+
+    A document for which ``skip`` is true (another tool's) is left out with its
+    problems, and its position appended to ``skipped``."""
+    passed: list[Location] = [] if skipped is None else skipped
+    already = len(passed)
     whole = Location(file)
     if len(data) > MAX_FILE_BYTES:
         return [], [Diagnostic(whole, f"file is larger than {MAX_FILE_BYTES} bytes; refusing")]
@@ -229,6 +240,9 @@ def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diag
             except _TooBig as exc:
                 problems.append(Diagnostic(_mark_location(file, exc.mark), str(exc)))
                 continue
+            if skip is not None and skip(value):
+                passed.append(_mark_location(file, node.start_mark))
+                continue
             subject = _subject(value)
             problems.extend(dataclasses.replace(p, subject=subject) for p in builder.problems)
             if value is None or builder.broken:
@@ -251,7 +265,7 @@ def read_documents(file: str, data: bytes) -> tuple[list[RawDocument], list[Diag
         problems.append(Diagnostic(whole, f"YAML error: {exc}"))
     except RecursionError:
         problems.append(Diagnostic(whole, f"nested deeper than {MAX_DEPTH} levels"))
-    if not docs and not problems:
+    if not docs and not problems and len(passed) == already:
         problems.append(Diagnostic(whole, "file holds no YAML documents"))
     return docs, problems
 

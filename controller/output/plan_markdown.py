@@ -8,7 +8,9 @@ from typing import Any
 
 from controller.engine.diff import Action
 from controller.engine.plan import Plan, PlanItem
+from controller.output import terminal
 from controller.output.summary import SYMBOLS, summary_line
+from controller.source import revision as revisions
 
 
 def render(plan: Plan) -> str:
@@ -16,7 +18,7 @@ def render(plan: Plan) -> str:
         "❌ trouble" if plan.has_errors else ("📝 changes" if plan.has_changes else "✅ in sync")
     )
     lines = [f"### FazAI plan: {status}", ""]
-    revision = f" at `{plan.revision[:12]}`" if plan.revision else ""
+    revision = f" at `{revisions.short(plan.revision)}`" if plan.revision else ""
     lines += [f"Source: `{_cell(plan.source)}`{revision}", "", f"**{summary_line(plan)}**", ""]
     lines += node_table(plan)
     lines.append("")
@@ -30,7 +32,7 @@ def render(plan: Plan) -> str:
         for item in items:
             lines += item_lines(item)
         lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"
+    return terminal.clean("\n".join(lines) + "\n")
 
 
 def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[str]:

@@ -12,7 +12,9 @@ from rich.text import Text
 
 from controller.engine.diff import Action, Change
 from controller.engine.plan import NodePlan, Plan, PlanItem
+from controller.output import terminal
 from controller.output.summary import SYMBOLS, summary_line
+from controller.source import revision as revisions
 
 STYLES = {
     "create": "green",
@@ -31,6 +33,14 @@ Note = Callable[[PlanItem], str]
 def render(
     plan: Plan, console: Console, *, show_noop: bool = False, note: Note | None = None
 ) -> None:
+    if revisions.is_dirty(plan.revision):
+        console.print(
+            Text(
+                f"source {plan.source} at {revisions.short(plan.revision)}: "
+                "planned with uncommitted changes, not as any commit",
+                style="yellow",
+            )
+        )
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(str(warning))}")
     for node in plan.nodes:
@@ -98,5 +108,10 @@ def _value(value: Any) -> str:
         return "(absent)"
     if isinstance(value, str):
         # Digests identify contents; a prefix is enough to tell them apart on screen.
-        return value[:19] + "…" if value.startswith("sha256:") else value
-    return json.dumps(value)
+        # One line: a newline in a value could pose as a line of the plan.
+        return (
+            value[:19] + "…"
+            if value.startswith("sha256:")
+            else terminal.clean(value, one_line=True)
+        )
+    return terminal.clean(json.dumps(value, ensure_ascii=False), one_line=True)

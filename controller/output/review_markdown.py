@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from controller.engine.plan import PlanItem
 from controller.forges.review import Marking, Review, key
 from controller.model.diagnostics import Diagnostic
+from controller.output import terminal
 from controller.output.plan_markdown import cell, item_lines, node_table
 from controller.output.summary import summary_line
+from controller.source import revision as revisions
 
 TITLE = "FazAI plan for this pull request"
 MAX_DIAGNOSTICS = 50
@@ -95,15 +97,15 @@ def _render(review: Review, *, diffs: bool, limit: int | None) -> str:
     elif not diffs:
         lines += ["", "> ✂️ Unified diffs left out to fit the forge's comment limit; the CI "
                   "job's log has them."]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return terminal.clean("\n".join(lines) + "\n")
 
 
 def _sources(review: Review) -> str:
     head = review.head
-    at = f" at `{head.revision[:12]}`" if head.revision else ""
+    at = f" at `{revisions.short(head.revision)}`" if head.revision else ""
     text = f"Head: `{cell(head.source)}`{at}, against the live nodes"
     if review.base_source:
-        base_at = f" at `{review.base_revision[:12]}`" if review.base_revision else ""
+        base_at = f" at `{revisions.short(review.base_revision)}`" if review.base_revision else ""
         text += f"; base: `{cell(review.base_source)}`{base_at}"
     return text
 
@@ -191,4 +193,4 @@ def render_invalid(diagnostics: Sequence[Diagnostic], source: str) -> str:
     lines += [fence, *(str(d).replace(fence, "'") for d in shown), fence]
     if len(diagnostics) > MAX_DIAGNOSTICS:
         lines += ["", f"> … and {len(diagnostics) - MAX_DIAGNOSTICS} more; run `fazai validate`."]
-    return "\n".join(lines) + "\n"
+    return terminal.clean("\n".join(lines) + "\n")

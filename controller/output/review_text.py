@@ -11,6 +11,7 @@ from controller.forges.review import Marking, Review
 from controller.output import plan_text
 from controller.output.review_markdown import summary
 from controller.output.summary import SYMBOLS
+from controller.source import revision as revisions
 
 STYLES = {Marking.INTRODUCED: "bold cyan", Marking.CHANGED: "bold magenta", Marking.PENDING: "dim"}
 
@@ -21,7 +22,7 @@ def render(review: Review, console: Console, *, show_noop: bool = False) -> None
         return f"  [{marking.value}]" if marking is not None else ""
 
     base = review.base_source or "the base"
-    at = f" at {review.base_revision[:12]}" if review.base_revision else ""
+    at = f" at {revisions.short(review.base_revision)}" if review.base_revision else ""
     console.print(Text(f"review: head against the live nodes; base {base}{at}", style="dim"))
     if review.base_error:
         console.print(

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from controller.engine.plan import Plan
 from controller.errors import StoreError
-from controller.output import plan_json
+from controller.output import plan_json, terminal
 from controller.reports import build, files, history, render
 from controller.reports.model import DriftReport, SeriesPoint
 from controller.reports.values import stamp
@@ -69,7 +69,7 @@ def report(
             record(store, plan)
             series = history.drift_series(store, generated - timedelta(days=days))
     except StoreError as exc:
-        print(f"warning: no history: {exc}", file=err)
+        print(terminal.clean(f"warning: no history: {exc}"), file=err)
     result = build.from_plan(
         plan_json.to_dict(plan),
         title=TITLE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from controller.output import terminal
 from controller.reports.model import DriftedResource, DriftReport, SeriesPoint
 from controller.reports.values import short, show, when
 
@@ -64,7 +65,7 @@ def render(report: DriftReport) -> str:
     lines += _nodes(report)
     lines += _history(report.series, report.window_days)
     lines += _resources(report.resources)
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return terminal.clean("\n".join(lines).rstrip("\n") + "\n")
 
 
 def _nodes(report: DriftReport) -> list[str]:

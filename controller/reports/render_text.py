@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controller.output import terminal
 from controller.reports.model import DriftReport
 from controller.reports.render_markdown import sparkline
 from controller.reports.values import short, show, when
@@ -44,4 +45,4 @@ def render(report: DriftReport) -> str:
                 )
     if report.series:
         lines += ["", f"last {report.window_days} day(s): {sparkline(report.series)}"]
-    return "\n".join(lines) + "\n"
+    return terminal.clean("\n".join(lines) + "\n")

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.source import revision as revisions
+
 ABSENT = "(absent)"
 
 
@@ -23,7 +25,7 @@ def show(value: Any, limit: int | None = None) -> str:
 
 
 def short(revision: str | None) -> str:
-    return revision[:12] if revision else "-"
+    return revisions.short(revision) if revision else "-"
 
 
 def when(moment: datetime | None) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 from rich.text import Text
 
 from controller.events import EventType
+from controller.output import terminal
+from controller.source import revision as revisions
 
 STYLES: dict[str, str] = {
     EventType.RECONCILE_QUEUED: "dim",
@@ -45,7 +47,9 @@ def line(event: Mapping[str, Any]) -> Text:
     text = Text()
     text.append(_clock(event.get("time")) + "  ", style="dim")
     text.append(f"{event.get('type', '?'):<{_TYPE_WIDTH}}", style=style(event) or None)
-    text.append("  " + "  ".join(_subject(data) + _details(str(event.get("type")), data)))
+    # One line per event: a newline in a message must not pose as another event.
+    details = "  ".join(_subject(data) + _details(str(event.get("type")), data))
+    text.append("  " + terminal.clean(details, one_line=True))
     return text
 
 
@@ -72,7 +76,7 @@ def _details(kind: str, data: Mapping[str, Any]) -> list[str]:
     if data.get("command"):
         parts.append(str(data["command"]))
     if data.get("revision"):
-        parts.append(str(data["revision"])[:12])
+        parts.append(revisions.short(str(data["revision"])))
     if data.get("trigger"):
         parts.append(f"({data['trigger']})")
     if data.get("mode"):

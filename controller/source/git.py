@@ -8,6 +8,7 @@ tree of the resolved commit is read blob by blob, and the commit SHA is recorded
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import git
 
 from controller.errors import SourceError
-from controller.source.tree import SourceTree
+from controller.source import revision as revisions
+from controller.source.tree import SourceTree, resolve_relative
 
 GIT_TIMEOUT_S = 120
 
@@ -80,25 +82,96 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
             raise SourceError(f"{redact(location)}@{ref}: no folder {subdir!r}") from exc
     files: dict[str, Callable[[], bytes]] = {}
     sizes: dict[str, int] = {}
+    links: dict[str, str] = {}
     # GitPython types paths as str | PathLike; they are always str for tree entries.
     prefix = len(str(tree.path)) + 1 if tree.path else 0
     for item in tree.traverse():
-        if not isinstance(item, git.Blob) or item.mode == git.Blob.link_mode:
+        if not isinstance(item, git.Blob):
             continue
         rel = str(item.path)[prefix:]
         if any(part.startswith(".") for part in rel.split("/")):
             continue
+        if item.mode == git.Blob.link_mode:
+            links[rel] = item.data_stream.read().decode("utf-8", "replace")
+            continue
         files[rel] = _reader(item)
         sizes[rel] = item.size
-    return SourceTree(f"{redact(location)}@{ref}", commit.hexsha, files, sizes)
+    refused = _follow_links(links, files, sizes)
+    return SourceTree(describe(location, ref, subdir), commit.hexsha, files, sizes, refused)
+
+
+def describe(location: str, ref: str, subdir: str = "") -> str:
+    """``LOCATION[//SUBDIR]@REF``, the way runs record a git source (go-getter's ``//``
+    for the folder): a local path absolute and a URL's credentials masked, so that
+    :func:`parse_description` can find the repository again."""
+    shown = redact(location) if is_git_url(location) else os.path.abspath(location)
+    folder = subdir.strip("/")
+    return f"{shown}//{folder}@{ref}" if folder else f"{shown}@{ref}"
+
+
+def parse_description(description: str) -> tuple[str, str, str] | None:
+    """(location, ref, subdir) of a :func:`describe` text; None when it is not one."""
+    location, at, ref = description.rpartition("@")
+    if not at or not location or not ref:
+        return None
+    scheme = location.find("://")
+    start = scheme + 3 if scheme >= 0 else 0
+    cut = location.find("//", start)
+    if cut < 0:
+        return location, ref, ""
+    return location[:cut], ref, location[cut + 2 :]
+
+
+MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+
+
+def _follow_links(
+    links: dict[str, str], files: dict[str, Callable[[], bytes]], sizes: dict[str, int]
+) -> dict[str, str]:
+    """Give each committed symbolic link that leads to a file of the tree that file's
+    content, as a checkout would; refuse the others (outside the tree, into a hidden
+    folder, or to nothing), with why. Nothing outside the object database is ever read."""
+    refused: dict[str, str] = {}
+    for link, target in links.items():
+        where: str | None = link
+        for _ in range(MAX_LINK_HOPS):
+            assert where is not None
+            step = links.get(where)
+            if step is None:
+                break
+            where = resolve_relative(where, step)
+            if where is None:
+                break
+        if where is None:
+            refused[link] = f"is a symbolic link to {target!r}, outside the source"
+        elif where in links:
+            refused[link] = f"is a symbolic link to {target!r}, in a loop of links"
+        elif where in files:
+            files[link], sizes[link] = files[where], sizes[where]
+        elif any(part.startswith(".") for part in where.split("/")):
+            refused[link] = f"is a symbolic link to {target!r}, into a hidden folder of the source"
+        else:
+            refused[link] = f"is a symbolic link to {target!r}, which is not a file of the source"
+    return refused
 
 
 def head_revision(path: Path) -> str | None:
-    """The HEAD commit of the repository holding ``path``, if any (recorded, never required)."""
+    """The HEAD commit of the repository holding ``path``, marked ``+dirty`` when a file
+    under ``path`` is modified, staged or untracked (not ignored): the files read are then
+    not that commit's. None outside a repository (recorded, never required)."""
     try:
-        return str(git.Repo(path, search_parent_directories=True).head.commit.hexsha)
+        repo = git.Repo(path, search_parent_directories=True)
+        sha = str(repo.head.commit.hexsha)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
         return None
+    try:
+        # Only what is under the source counts: an edited README beside it changes nothing.
+        changed = repo.is_dirty(
+            index=True, working_tree=True, untracked_files=True, path=str(path.resolve())
+        )
+    except git.GitCommandError:
+        changed = True  # git cannot tell (a damaged index): never vouch for the commit
+    return revisions.dirty(sha) if changed else sha
 
 
 def _reader(blob: git.Blob) -> Callable[[], bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from controller.errors import SourceError
 from controller.source import directory
 from controller.source.tree import SourceTree
 
@@ -28,5 +29,26 @@ def open_source(
     revision = git.head_revision(root) if root.is_dir() else None
     if revision is None:
         return tree
-    # A working copy: record HEAD for the journal, though the files may be uncommitted.
+    # A working copy: HEAD, marked +dirty when the files read are not HEAD's.
     return tree.at_revision(revision)
+
+
+def reopen(source: str, revision: str | None, cache_dir: Path | None = None) -> SourceTree:
+    """The source a run recorded (its description and revision), read again: a folder at
+    its path, a git source at the run's very commit (not its branch, which has moved on).
+
+    SourceError when it cannot be found from here (a relative path recorded by an older
+    FazAI, a source named by ``serve``'s configuration, a URL whose credentials were
+    masked): the caller then asks for PATH."""
+    from controller.source import git
+    from controller.source import revision as revisions
+
+    if Path(source).is_absolute() and Path(source).exists():
+        return open_source(source)
+    parsed = git.parse_description(source)
+    commit = revisions.commit_of(revision) if revision else None
+    if parsed is not None and commit is not None:
+        location, _, subdir = parsed
+        if "***@" not in location and (git.is_git_url(location) or Path(location).is_dir()):
+            return git.read_git(location, commit, cache_dir or default_cache_dir(), subdir)
+    raise SourceError(f"the run's source {source!r} cannot be read from here")

@@ -25,6 +25,9 @@ class SourceTree:
     revision: str | None  # the git commit SHA, when the source is a git commit
     _files: Mapping[str, Callable[[], bytes]] = field(repr=False)
     _sizes: Mapping[str, int] = field(repr=False)
+    # Paths (folders end in "/") that exist but are not read, with why: symbolic links
+    # that lead outside the source root.
+    _refused: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def at_revision(self, revision: str | None) -> SourceTree:
         """The same files, recorded as being at ``revision``."""
@@ -39,6 +42,28 @@ class SourceTree:
             for p in sorted(self._files)
             if p.endswith(DOCUMENT_SUFFIXES) and DATA_FOLDER not in p.split("/")[:-1]
         ]
+
+    def refusal(self, path: str) -> str | None:
+        """Why ``path`` (or a folder above it) is not read, or None when it is not refused."""
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            why = self._refused.get("/".join(parts[:end]) + "/")
+            if why:
+                return why
+        return self._refused.get(path)
+
+    def refused_documents(self) -> list[tuple[str, str]]:
+        """Refused paths that would have held documents: links named like a document file,
+        and linked folders, outside data folders; with why each is refused."""
+        out = []
+        for path, why in sorted(self._refused.items()):
+            folder = path.endswith("/")
+            parts = path.rstrip("/").split("/")
+            if DATA_FOLDER in parts[:-1] or (folder and parts[-1] == DATA_FOLDER):
+                continue
+            if folder or path.endswith(DOCUMENT_SUFFIXES):
+                out.append((path, why))
+        return out
 
     def exists(self, path: str) -> bool:
         return path in self._files

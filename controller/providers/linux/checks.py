@@ -78,8 +78,13 @@ def check_file(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
     source = spec.get("source")
     if isinstance(source, str):
         resolved = resolve_relative(doc.file, source)
+        refusal = context.tree.refusal(resolved) if resolved is not None else None
         if resolved is None:
             message = f"source {source!r} points outside the repository"
+        elif refusal is not None:
+            message = (
+                f"source file {resolved!r} {refusal}; a source must be a file of the repository"
+            )
         elif not context.tree.exists(resolved):
             message = f"source file {resolved!r} does not exist in the repository"
         else:

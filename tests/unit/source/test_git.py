@@ -127,13 +127,18 @@ def test_subdir_of_a_commit(history: History, tmp_path: Path) -> None:
         open_source(str(history.root), "main", subdir="windows", cache_dir=tmp_path)
 
 
-def test_hidden_files_and_symlinks_are_skipped(history: History, tmp_path: Path) -> None:
+def test_hidden_files_are_skipped_and_links_read_as_a_checkout(
+    history: History, tmp_path: Path
+) -> None:
+    # A link inside the tree reads as its target, as in the working copy (the directory
+    # source), so both plan the same commit alike; links leading out: test_symlinks.py.
     (history.root / "link.yaml").symlink_to("nodes.yaml")
     _commit(history.repo, {".github/ci.yaml": "x: 1\n", ".hidden.yaml": "x: 1\n"}, "noise")
     history.repo.index.add(["link.yaml"])
     history.repo.index.commit("link", author=AUTHOR, committer=AUTHOR)
     tree = open_source(str(history.root), "main", cache_dir=tmp_path)
-    assert tree.document_paths() == ["linux/pkg.yaml", "nodes.yaml"]
+    assert tree.document_paths() == ["link.yaml", "linux/pkg.yaml", "nodes.yaml"]
+    assert tree.read("link.yaml") == tree.read("nodes.yaml")
 
 
 def test_bare_remote_is_mirrored_and_refetched(history: History, tmp_path: Path) -> None:
@@ -180,9 +185,11 @@ def test_credentials_never_appear_in_errors(tmp_path: Path, url: str) -> None:
 
 
 def test_working_directory_records_head(history: History) -> None:
+    assert open_source(str(history.root)).revision == history.v2.hexsha
     (history.root / "linux" / "pkg.yaml").write_text(_package("absent").replace("curl", "wget"))
     state = loader.load(open_source(str(history.root)))
-    assert state.revision == history.v2.hexsha
+    # Edited: the files are not v2's (test_dirty.py has the cases).
+    assert state.revision == history.v2.hexsha + "+dirty"
     # A working copy is read as it is on disk, uncommitted edits included.
     assert [r.name for r in state.resources] == ["wget"]
 

@@ -1,0 +1,122 @@
+"""Other tools' YAML beside FazAI's is skipped and counted; FazAI documents with a
+mistake are still reported. Through the loader and the real command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.errors import InvalidInputError
+from controller.model import loader
+from controller.source.open import open_source
+
+NODE = """\
+apiVersion: fazai.dev/v1alpha1
+kind: Node
+metadata: {name: web-1}
+spec: {platform: linux, address: 10.0.0.1}
+"""
+
+FOREIGN = {
+    "k8s/deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
+    "spec: {replicas: 'two', template: {spec: {containers: []}}}\n---\n"
+    "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+    "k8s/node.yaml": "apiVersion: v1\nkind: Node\nmetadata: {name: worker-1}\n",
+    "compose.yaml": "services:\n  web: {image: nginx, ports: ['80:80']}\n",
+    "playbook.yml": "- hosts: all\n  tasks:\n    - name: ping\n      ping: {}\n",
+    "argo/app.yaml": "apiVersion: argoproj.io/v1alpha1\nkind: Application\n"
+    "metadata: {name: x}\nspec: {project: default, source: {repoURL: x}}\n",
+    "cfn/stack.yaml": "AWSTemplateFormatVersion: '2010-09-09'\n"
+    "Resources:\n  B: {Type: 'AWS::S3::Bucket', Properties: {BucketName: !Ref Name}}\n",
+}
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_other_tools_yaml_is_skipped_and_counted(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "repo", {"nodes.yaml": NODE, **FOREIGN})
+    state = loader.load(open_source(str(root)))
+    assert list(state.nodes) == ["web-1"]
+    assert [str(s) for s in state.skipped] == [
+        "argo/app.yaml:1:1",
+        "cfn/stack.yaml:1:1",
+        "compose.yaml:1:1",
+        "k8s/deploy.yaml:1:1",
+        "k8s/deploy.yaml:6:1",
+        "k8s/node.yaml:1:1",
+        "playbook.yml:1:1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "apiVersion: fazia.dev/v1alpha1\nkind: Node\n",
+            "unsupported apiVersion 'fazia.dev/v1alpha1'",
+        ),
+        ("apiVersion: fazai.dev/v1\nkind: Node\n", "unsupported apiVersion 'fazai.dev/v1'"),
+        (
+            "apiVersion: fazai.io/v1alpha1\nkind: Node\n",
+            "unsupported apiVersion 'fazai.io/v1alpha1'",
+        ),
+        ("apiVersion: v1alpha1\nkind: File\n", "unsupported apiVersion 'v1alpha1'"),
+        ("kind: Package\nmetadata: {name: curl}\n", "apiVersion: missing"),
+        ("metadata: {name: curl}\nspec: {}\n", "apiVersion: missing"),
+    ],
+)
+def test_a_fazai_document_with_a_typo_is_still_an_error(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    root = _tree(tmp_path / "repo", {"nodes.yaml": NODE, "typo.yaml": text, **FOREIGN})
+    with pytest.raises(InvalidInputError) as caught:
+        loader.load(open_source(str(root)))
+    errors = [str(d) for d in caught.value.diagnostics if d.is_error]
+    assert len(errors) == 1 and errors[0].startswith("typo.yaml:1:1: ")
+    assert expected in errors[0]
+    (note,) = [str(d) for d in caught.value.diagnostics if not d.is_error]
+    assert "warning: skipped 7 YAML document(s) in 6 file(s)" in note
+
+
+def test_only_foreign_yaml_is_an_error_that_says_so(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "repo", FOREIGN)
+    with pytest.raises(InvalidInputError) as caught:
+        loader.load(open_source(str(root)))
+    (error,) = [str(d) for d in caught.value.diagnostics]
+    assert (
+        "no FazAI documents found" in error and "skipped 7 YAML document(s) in 6 file(s)" in error
+    )
+
+
+def _fazai(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", "from controller.cli import run; run()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_validate_without_path_says_the_default_and_the_count(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "repo", {"nodes.yaml": NODE, **FOREIGN})
+    result = _fazai(root, "validate")
+    assert result.returncode == 0, result.stderr
+    assert "current directory (.)" in result.stderr
+    assert "valid: 1 node(s), 0 resource(s); 7 YAML document(s) skipped" in result.stderr
+    assert "skipped 7 YAML document(s) in 6 file(s) that are not FazAI's" in result.stderr
+    helped = _fazai(root, "plan", "--help")
+    assert "(default: the current directory)" in " ".join(helped.stdout.split())
