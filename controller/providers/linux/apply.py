@@ -55,6 +55,10 @@ class StepFailedError(NodeError):
         )
 
 
+class OutsideChangeError(NodeError):
+    """The write changed something outside its objects (another nft table)."""
+
+
 class RollbackIncompleteError(NodeError):
     """Rollback restored what it could; ``problems`` lists what is not as it was."""
 
@@ -195,6 +199,26 @@ class LinuxTransaction:
         async with self._connection() as connection:
             for part in batch.split(steps):
                 await self._write_batch(connection, part, journal)
+            await self._check_other_tables(connection)
+
+    async def _check_other_tables(self, connection: asyncssh.SSHClientConnection) -> None:
+        """An nft load runs in the node's whole ruleset: if a table this transaction does
+        not manage changed, fail, so that the engine rolls back (which restores it)."""
+        assert self._snapshot is not None
+        record = next(
+            (o for o in self._snapshot["objects"] if o["key"] == operations.RULESET_KEY
+             and o["kind"] == "NftTable"),
+            None,
+        )  # fmt: skip
+        if record is None:
+            return
+        answer = await self._gather(connection, {"nftRuleset": True})
+        changed = operations.ruleset_changes(record["before"], answer.get("nftRuleset"))
+        if changed:
+            raise OutsideChangeError(
+                self.node.name,
+                "nft tables this transaction does not manage changed: " + "; ".join(changed),
+            )
 
     async def verify(self) -> Observation:
         if self.tree is None:

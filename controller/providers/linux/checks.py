@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from controller.model.crosscheck import CheckContext
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
+from controller.providers.linux import nftbody
 from controller.source.tree import resolve_relative
 
 
@@ -101,4 +102,25 @@ def check_sysctl(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
             "/etc/sysctl.d/99-fazai.conf and leaves its running value as it is",
             doc.subject,
             "spec.value",
+        )
+
+
+def check_nft_table(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    """The definition must be one table's body: nft loads it inside FazAI's own
+    ``table FAMILY NAME { }``, and anything that escapes it acts on the whole ruleset."""
+    definition = doc.spec.get("definition")
+    if doc.spec.get("state", "present") == "present" and not isinstance(definition, str):
+        yield Diagnostic(
+            doc.location(("spec",)),
+            "a present NftTable needs 'definition'",
+            doc.subject,
+            "spec",
+        )
+        return
+    if not isinstance(definition, str):
+        return
+    problem = nftbody.check(definition)
+    if problem is not None:
+        yield Diagnostic(
+            doc.location(("spec", "definition")), str(problem), doc.subject, "spec.definition"
         )

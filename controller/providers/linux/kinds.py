@@ -14,4 +14,11 @@ USER = register(Kind("User", lambda s: str(s["name"]), name_field="name", check=
 SYSCTL = register(
     Kind("Sysctl", lambda s: str(s["key"]).replace("/", "."), check=checks.check_sysctl)
 )
-NFT_TABLE = register(Kind("NftTable", lambda s: f"{s['family']} {s['name']}", name_field="name"))
+NFT_TABLE = register(
+    Kind(
+        "NftTable",
+        lambda s: f"{s['family']} {s['name']}",
+        name_field="name",
+        check=checks.check_nft_table,
+    )
+)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.providers.linux import nftbody
 from controller.store.redact import MASK
 
 SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
@@ -410,9 +411,15 @@ def _nft_steps(target: Target, facts: Facts) -> list[Step]:
             return []
         body = None
     else:
+        definition = str(target.spec["definition"])
+        # Checked at validate already; again here, because this text is about to be
+        # loaded into the node's live ruleset, where an escape acts on every table.
+        problem = nftbody.check(definition)
+        if problem is not None:
+            raise OperationError(f"NftTable/{target.name}: {problem}")
         # The plan compared nft's own rendering of both sides and found a difference;
         # the snapshot's text cannot tell, so a create/update always replaces the table.
-        body = f"table {family} {name} {{\n{target.spec['definition'].rstrip()}\n}}\n"
+        body = f"table {family} {name} {{\n{definition.rstrip()}\n}}\n"
     script = nft_replace_script(family, name, body)
     action = target.action if target.present else "delete"
     return [Step("NftTable", target.name, action, NFT_LOAD, b64(script.encode()), (target.key,))]
@@ -610,8 +617,53 @@ def _restore_sysctl(record: Mapping[str, Any], current: Facts, plan: RollbackPla
         plan.steps.append(Step("Sysctl", record["name"], "rollback", script, keys=(key,)))
 
 
+# The snapshot record of the tables an NftTable transaction does not manage.
+RULESET_KEY = "ruleset"
+RULESET_NAME = "(other tables)"
+
+
+def ruleset_changes(before: Mapping[str, Any], now: Mapping[str, Any] | None) -> list[str]:
+    """The tables outside the transaction that differ from the snapshot ("inet x": how)."""
+    if now is None or "error" in now:
+        return [f"the ruleset cannot be read: {now['error'] if now else 'not read'}"]
+    managed = set(before.get("managed", []))
+    tables_now: Mapping[str, str] = now.get("tables", {})
+    out = []
+    for table, text in sorted(before["tables"].items()):
+        if table not in tables_now:
+            out.append(f"table {table} is gone")
+        elif tables_now[table] != text:
+            out.append(f"table {table} changed")
+    for table in sorted(set(tables_now) - set(before["tables"]) - managed):
+        out.append(f"table {table} appeared")
+    return out
+
+
+def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+    before = record["before"]
+    now = current.get("nftRuleset")
+    if now is None or "error" in now:
+        plan.problems.append(f"NftTable {RULESET_NAME}: {ruleset_changes(before, now)[0]}")
+        return
+    tables_now = now.get("tables", {})
+    for table, text in sorted(before["tables"].items()):
+        if tables_now.get(table) == text:
+            continue
+        family, name = table.split(" ", 1)
+        script = nft_replace_script(family, name, text)
+        plan.steps.append(Step("NftTable", RULESET_NAME, "rollback", NFT_LOAD,
+                               b64(script.encode()), (table,)))  # fmt: skip
+    managed = set(before.get("managed", []))
+    for table in sorted(set(tables_now) - set(before["tables"]) - managed):
+        # Not FazAI's and not there at the snapshot: someone else may have made it since.
+        plan.problems.append(f"NftTable {table}: appeared during the transaction; left as it is")
+
+
 def _restore_nft(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
     key, before = record["key"], record["before"]
+    if key == RULESET_KEY:
+        _restore_ruleset(record, current, plan)
+        return
     now = current.get("nft", {}).get(key, {})
     if "error" in now:
         plan.problems.append(f"NftTable {key}: {now['error']}")

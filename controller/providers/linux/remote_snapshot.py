@@ -235,6 +235,27 @@ def nft_state(family, name, have_nft):
     return {"error": "nft failed: " + err[:500]}
 
 
+def ruleset_state(have_nft):
+    # type: (bool) -> dict[str, Any]
+    """The text of every table: what an NftTable apply could touch beyond its own."""
+    if not have_nft:
+        return {"error": "nft is not installed on this node"}
+    code, out, err = run(["nft", "list", "tables"])
+    if code != 0:
+        return {"error": "nft failed: " + err[:500]}
+    tables = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "table":
+            continue
+        # -s: without counter values, which change all the time and are no configuration
+        code, text, err = run(["nft", "-s", "list", "table", parts[1], parts[2]])
+        if code != 0:
+            return {"error": "nft failed: " + err[:500]}
+        tables["%s %s" % (parts[1], parts[2])] = text
+    return {"exists": True, "tables": tables}
+
+
 def service_states(names, manager):
     # type: (list[Any], str | None) -> dict[str, Any]
     if not names:
@@ -270,6 +291,7 @@ def gather(request):
         "sysctls": {k: sysctl_state(k) for k in request.get("sysctls", [])},
         "nft": {"%s %s" % (f, n): nft_state(f, n, host["nft"]) for f, n in request.get("nft", [])},
         "services": service_states(request.get("services", []), host["serviceManager"]),
+        "nftRuleset": ruleset_state(host["nft"]) if request.get("nftRuleset") else None,
     }
 
 

@@ -85,6 +85,8 @@ def request_for(targets: Sequence[Target]) -> dict[str, Any]:
             request["services"].append(target.key)
     if any(t.kind == "Sysctl" for t in targets):
         request["files"].append(SYSCTL_FILE)
+    if any(t.kind == "NftTable" for t in targets):
+        request["nftRuleset"] = True
     return request
 
 
@@ -109,6 +111,8 @@ def request_from_objects(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]
             request["users"].append({"name": key, "groups": groups})
         elif kind == "Sysctl":
             request["sysctls"].append(key)
+        elif kind == "NftTable" and key == operations.RULESET_KEY:
+            request["nftRuleset"] = True
         elif kind == "NftTable":
             request["nft"].append(key.split(" ", 1))
         elif kind == "Service":
@@ -151,7 +155,26 @@ def build(node: str, targets: Sequence[Target], answer: Mapping[str, Any]) -> di
             "key": SYSCTL_FILE,
             "before": dict(fact) if fact is not None else {"error": "not read"},
         })  # fmt: skip
+    tables = [t.key for t in targets if t.kind == "NftTable"]
+    if tables:
+        # First, so that rollback (in reverse) restores it last, after the tables
+        # themselves.
+        objects.insert(0, _ruleset_record(tables, answer.get("nftRuleset")))
     return {"format": FORMAT, "node": node, "escrow": list(ESCROW), "objects": objects}
+
+
+def _ruleset_record(tables: Sequence[str], fact: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every other table as it was: an NftTable load runs in the node's whole ruleset, so
+    what it could touch beyond its own table is snapshotted too (and verified after the
+    write, and restored by rollback)."""
+    before: dict[str, Any]
+    if fact is None or "error" in fact:
+        before = {"error": fact["error"] if fact else "not read"}
+    else:
+        others = {k: v for k, v in fact["tables"].items() if k not in tables}
+        before = {"exists": True, "tables": others, "managed": sorted(tables)}
+    return {"kind": "NftTable", "name": operations.RULESET_NAME, "key": operations.RULESET_KEY,
+            "before": before}  # fmt: skip
 
 
 def _user_before(fact: dict[str, Any]) -> dict[str, Any]:
