@@ -124,3 +124,37 @@ def check_nft_table(doc: Document, context: CheckContext) -> Iterator[Diagnostic
         yield Diagnostic(
             doc.location(("spec", "definition")), str(problem), doc.subject, "spec.definition"
         )
+
+
+# systemd's unit types (systemd.unit(5)): a name with a '.' must end in one of them.
+UNIT_TYPES = frozenset(
+    {"service", "socket", "device", "mount", "automount", "swap", "target", "path",
+     "timer", "slice", "scope"}
+)  # fmt: skip
+
+
+def check_service(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    """A unit name by systemd's own rules (unit_name_is_valid): the schema's pattern says
+    which characters; this says how they go together."""
+    name = doc.spec.get("name")
+    if not isinstance(name, str) or name.startswith("-"):
+        return  # the schema already refused it
+    stem, dot, suffix = name.rpartition(".")
+    problem = None
+    if dot and suffix not in UNIT_TYPES:
+        problem = f"'.{suffix}' is not a unit type ({', '.join(sorted(UNIT_TYPES))})"
+    elif dot and not stem:
+        problem = "the unit name before its type is empty"
+    elif name.count("@") > 1:
+        problem = "a unit name holds at most one '@' (template@instance)"
+    elif (stem if dot else name).startswith("@"):
+        problem = "a unit name cannot start with '@'"
+    elif len(name if dot else name + ".service") > 255:
+        problem = "a unit name is at most 255 characters long"
+    if problem is not None:
+        yield Diagnostic(
+            doc.location(("spec", "name")),
+            f"{name!r} is not a valid unit name: {problem}",
+            doc.subject,
+            "spec.name",
+        )

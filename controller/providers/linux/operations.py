@@ -184,12 +184,12 @@ NFT_LOAD = "\n".join(
 def apt_install(specs: Iterable[str], downgrades: bool = False) -> str:
     extra = " --allow-downgrades" if downgrades else ""
     names = " ".join(q(s) for s in specs)
-    return f"{APT_ENV} apt-get install -y {APT_LOCK}{extra} {names}"
+    return f"{APT_ENV} apt-get install -y {APT_LOCK}{extra} -- {names}"
 
 
 def apt_remove(names: Iterable[str], purge: bool = False) -> str:
     verb = "purge" if purge else "remove"
-    return f"{APT_ENV} apt-get {verb} -y {APT_LOCK} {' '.join(q(n) for n in names)}"
+    return f"{APT_ENV} apt-get {verb} -y {APT_LOCK} -- {' '.join(q(n) for n in names)}"
 
 
 # -- forward --------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def _user_steps(target: Target, facts: Facts) -> list[Step]:
         if not fact["exists"]:
             return []
         # never -r: the home directory holds data no snapshot keeps
-        return [Step("User", target.name, "delete", f"userdel {q(name)}", keys=(name,))]
+        return [Step("User", target.name, "delete", f"userdel -- {q(name)}", keys=(name,))]
     args: list[str] = []
     if "uid" in spec and (not fact["exists"] or fact.get("uid") != spec["uid"]):
         args += ["-u", str(int(spec["uid"]))]
@@ -318,12 +318,12 @@ def _user_steps(target: Target, facts: Facts) -> list[Step]:
             args += ["-G", q(",".join(wanted))]
     if not fact["exists"]:
         # no -m: FazAI manages the account, not a home directory it could not snapshot
-        script = " ".join(["useradd", *args, q(name)])
+        script = " ".join(["useradd", *args, "--", q(name)])
         return [Step("User", target.name, target.action, script, keys=(name,))]
     if not args:
         return []
     # usermod -d without -m: the account points elsewhere, no data is moved
-    script = " ".join(["usermod", *args, q(name)])
+    script = " ".join(["usermod", *args, "--", q(name)])
     return [Step("User", target.name, "update", script, keys=(name,))]
 
 
@@ -379,7 +379,7 @@ def _sysctl_steps(
         fact = _fact(facts, "sysctls", target.key, target)
         value = " ".join(str(target.spec["value"]).split())
         if fact["value"] != value:
-            script = f"sysctl -w {q(f'{target.key}={value}')}"
+            script = f"sysctl -w -- {q(f'{target.key}={value}')}"
             steps.append(Step("Sysctl", target.name, target.action, script, keys=(target.key,)))
     if values is None:
         values = {t.key: " ".join(str(t.spec["value"]).split()) for t in targets if t.present}
@@ -441,9 +441,11 @@ def _service_commands(
 ) -> list[Step]:
     parts = []
     if "enabled" in want and want["enabled"] != fact["enabled"]:
-        parts.append(f"systemctl {'enable' if want['enabled'] else 'disable'} {q(unit_name(unit))}")
+        verb = "enable" if want["enabled"] else "disable"
+        parts.append(f"systemctl {verb} -- {q(unit_name(unit))}")
     if "running" in want and want["running"] != fact["running"]:
-        parts.append(f"systemctl {'start' if want['running'] else 'stop'} {q(unit_name(unit))}")
+        verb = "start" if want["running"] else "stop"
+        parts.append(f"systemctl {verb} -- {q(unit_name(unit))}")
     if not parts:
         return []
     return [Step(kind, name, "update", " && ".join(parts), keys=(unit,))]
@@ -613,7 +615,7 @@ def _restore_sysctl(record: Mapping[str, Any], current: Facts, plan: RollbackPla
     now = current.get("sysctls", {}).get(key, {})
     if now.get("value") != before["value"]:
         setting = f"{key}={before['value']}"
-        script = f"sysctl -w {q(setting)}"
+        script = f"sysctl -w -- {q(setting)}"
         plan.steps.append(Step("Sysctl", record["name"], "rollback", script, keys=(key,)))
 
 

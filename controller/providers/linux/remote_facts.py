@@ -291,7 +291,15 @@ def services(names: List[str], manager: Optional[str]) -> Fact:
         return {"error": "no systemd on this node: services are unsupported here"}
     units = [n if "." in n else n + ".service" for n in names]
     code, out, err = run(
-        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState", *units]
+        [
+            "systemctl",
+            "show",
+            "--no-pager",
+            "-p",
+            "Id,LoadState,ActiveState,UnitFileState",
+            "--",
+            *units,
+        ]
     )
     if code != 0:
         return {"error": "systemctl failed: " + err[:500]}

@@ -264,7 +264,8 @@ def service_states(names, manager):
         return {n: {"error": "unsupported on this node: no systemd"} for n in names}
     units = [n if "." in n else n + ".service" for n in names]
     code, out, err = run(
-        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"] + units
+        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState", "--"]
+        + units
     )
     if code != 0:
         return {n: {"error": "systemctl failed: " + err[:300]} for n in names}

@@ -88,7 +88,21 @@ def _huge_and_valid(root: Path) -> list[str]:
     ]
 
 
+def _huge_sysctl_value(root: Path) -> list[str]:
+    # 100 kB of a valid-looking value: refused by length, and the value is not echoed.
+    (root / "nodes.yaml").write_text(
+        NODE
+        + "---\napiVersion: fazai.dev/v1alpha1\nkind: Sysctl\nmetadata: {name: rmem}\n"
+        + "spec:\n  target: {node: web-1}\n  key: net.ipv4.tcp_rmem\n"
+        + f"  value: '{'1 ' * 50000}'\n"
+    )
+    return [
+        "nodes.yaml:12:3: Sysctl/rmem: spec.value: is 100000 characters long; at most 4096 allowed"
+    ]
+
+
 GENERATED: dict[str, Callable[[Path], list[str]]] = {
+    "huge-sysctl-value": _huge_sysctl_value,
     "huge-file": _huge,
     "huge-file-beside-others": _huge_and_valid,
     "deep-nesting": _deep,
