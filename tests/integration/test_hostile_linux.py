@@ -129,3 +129,32 @@ def test_include_is_refused_and_never_echoes_node_files(
     error = observed.resources[doc].error or ""
     assert error.startswith("nft rejects the definition")
     assert "root:" not in error and "$6$" not in error and "19000" not in error
+
+
+def test_rollback_removes_the_temp_files_a_killed_write_left(
+    fleet: Fleet, web1: FleetNode, tmp_path: Path
+) -> None:
+    web1.run("mkdir -p /etc/fzh3 && printf 'old\\n' > /etc/fzh3/app.conf")
+    try:
+        docs = [
+            node_doc(fleet, "web-1"),
+            resource("File", "app", {"node": "web-1"}, path="/etc/fzh3/app.conf",
+                     content="new\n"),
+        ]  # fmt: skip
+        state = loader.load(open_source(str(write_state(tmp_path / "s", docs))))
+        (doc,) = state.resources_for("web-1")
+        change = Change("File", "app", "update", doc, Observed(None, None))
+        txn = PROVIDER.transaction(state.nodes["web-1"], [change], [doc], state.source)
+        snap = asyncio.run(txn.snapshot())
+        # A write step killed between its mktemp and its rename (the connection dropped, a
+        # timeout's SIGKILL: no trap runs) leaves its temp file with the new content; a
+        # file that only looks alike is not FazAI's.
+        web1.run(
+            "t=$(mktemp /etc/fzh3/.fazai-XXXXXXXX) && printf 'new\\n' > \"$t\" && "
+            "printf 'mine\\n' > /etc/fzh3/.fazai-not-a-temp"
+        )
+        asyncio.run(txn.rollback(snap))
+        listing = web1.run("ls -A /etc/fzh3 && cat /etc/fzh3/app.conf").stdout.decode()
+        assert listing == ".fazai-not-a-temp\napp.conf\nold\n"
+    finally:
+        web1.run("rm -rf /etc/fzh3")

@@ -8,8 +8,12 @@ from collections.abc import Iterator
 from controller.model.crosscheck import CheckContext
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
+from controller.model.state import target_nodes
 from controller.providers.linux import nftbody
 from controller.source.tree import resolve_relative
+
+# Also the largest file the node-side snapshot reads by default (remote_snapshot.py).
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 def check_node(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
@@ -84,8 +88,34 @@ def check_file(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         elif not context.tree.exists(resolved):
             message = f"source file {resolved!r} does not exist in the repository"
         else:
+            if spec["state"] == "present" and "content" not in spec:
+                yield from _size(doc, context, context.tree.size(resolved), "source")
             return
         yield Diagnostic(doc.location(("spec", "source")), message, doc.subject, "spec.source")
+    elif spec["state"] == "present" and isinstance(spec.get("content"), str):
+        yield from _size(doc, context, len(spec["content"].encode()), "content")
+
+
+def max_file_bytes(node: Document) -> int:
+    return int(node.spec.get("maxFileBytes", DEFAULT_MAX_FILE_BYTES))
+
+
+def _size(doc: Document, context: CheckContext, size: int, field: str) -> Iterator[Diagnostic]:
+    """A file larger than its node allows: every later change of it needs a snapshot of
+    it, carried in one batch and kept in the journal."""
+    nodes = [context.nodes[n] for n in target_nodes(doc, context.nodes)]
+    if not nodes:
+        return
+    strictest = min(nodes, key=lambda n: (max_file_bytes(n), n.name))
+    limit = max_file_bytes(strictest)
+    if size > limit:
+        yield Diagnostic(
+            doc.location(("spec", field)),
+            f"the file is {size} bytes; Node/{strictest.name} takes files of at most {limit} "
+            "bytes (its spec.maxFileBytes)",
+            doc.subject,
+            f"spec.{field}",
+        )
 
 
 def check_sysctl(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:

@@ -540,6 +540,12 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
             continue
         handlers[kind](record, current, plan)
     steps = plan.steps
+    temps = sorted(str(p) for p in current.get("temps", []))
+    if temps:
+        # A step killed before its rename (a dropped connection) leaves its temp file,
+        # holding the new content: nothing of the transaction may stay behind.
+        script = "rm -f -- " + " ".join(q(p) for p in temps)
+        steps.append(Step("File", TEMP_FILES, "rollback", script, keys=tuple(temps)))
     if reinstall:
         # reverse of "removals last": reinstall first. May fail offline: reported.
         steps.insert(0, Step("Package", ",".join(sorted(reinstall)), "rollback",
@@ -619,6 +625,8 @@ def _restore_sysctl(record: Mapping[str, Any], current: Facts, plan: RollbackPla
         plan.steps.append(Step("Sysctl", record["name"], "rollback", script, keys=(key,)))
 
 
+# The name of the rollback step that removes FazAI's leftover temp files.
+TEMP_FILES = "(temp files)"
 # The snapshot record of the tables an NftTable transaction does not manage.
 RULESET_KEY = "ruleset"
 RULESET_NAME = "(other tables)"

@@ -24,6 +24,7 @@ restored locked when it is gone), the file keeps its content; rollback says so.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -117,6 +118,12 @@ def request_from_objects(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]
             request["nft"].append(key.split(" ", 1))
         elif kind == "Service":
             request["services"].append(key)
+    # Where a killed write may have left its temp file: the directory of each file, and
+    # /etc for the account files.
+    dirs = {posixpath.dirname(k) for k in request["files"]}
+    if request["users"]:
+        dirs.add("/etc")
+    request["tempDirs"] = sorted(dirs)
     return request
 
 
