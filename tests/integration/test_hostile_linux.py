@@ -24,6 +24,7 @@ from controller.providers.base import Change
 from controller.providers.linux.apply import ApplyRefusedError, OutsideChangeError
 from controller.providers.linux.provider import PROVIDER
 from controller.source.open import open_source
+from controller.store.redact import redact
 from controller.testing.fleet import Fleet, FleetNode
 from tests.integration.statekit import node_doc, resource, write_state
 from tests.integration.test_apply_linux import MemoryJournal
@@ -31,8 +32,8 @@ from tests.integration.test_apply_linux import MemoryJournal
 # The exploit of issue 9: close FazAI's table, wipe the ruleset, open another table.
 EXPLOIT = "chain input { type filter hook input priority 0; }\n}\nflush ruleset\ntable inet x {"
 HASH = "$6$saltsalt$Qm9vYmFyYmF6cXV4cXV1eGZyb2JuaWNhdGVkMTIzNDU2Nzg5MA"
-KEEP = "table inet fzkeep {\n chain c {\n  type filter hook output priority 0\n  counter\n }\n}"
-CLEAN = "for t in fzkeep fzhost x; do nft delete table inet $t 2>/dev/null; done"
+KEEP = "table inet fzsecrets {\n chain c {\n  type filter hook output priority 0\n  counter\n }\n}"
+CLEAN = "for t in fzsecrets fzhost x; do nft delete table inet $t 2>/dev/null; done"
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_table_escape_is_refused_at_validate_plan_and_apply(
     with pytest.raises(ApplyRefusedError, match="closes the table itself"):
         asyncio.run(txn.write(MemoryJournal()))
     assert _tables(web1) == before
-    assert "table inet fzkeep" in before
+    assert "table inet fzsecrets" in before
 
 
 def test_other_tables_changed_during_the_write_fail_it_and_rollback_restores_them(
@@ -106,10 +107,13 @@ def test_other_tables_changed_during_the_write_fail_it_and_rollback_restores_the
         web1.run("nft flush ruleset")
 
     journal = MemoryJournal(after_done=wipe)
-    with pytest.raises(OutsideChangeError, match="table inet fzkeep is gone"):
+    with pytest.raises(OutsideChangeError, match="table inet fzsecrets is gone"):
         asyncio.run(txn.write(journal))
-    assert "fzkeep" not in _tables(web1)
-    asyncio.run(txn.rollback(snap))
+    assert "fzsecrets" not in _tables(web1)
+    # As the journal keeps it: masked where a key is named like a secret, and this
+    # table's name is.
+    kept = redact(snap)
+    asyncio.run(txn.rollback(kept))
     assert _tables(web1) == before
 
 

@@ -638,15 +638,21 @@ def ruleset_changes(before: Mapping[str, Any], now: Mapping[str, Any] | None) ->
         return [f"the ruleset cannot be read: {now['error'] if now else 'not read'}"]
     managed = set(before.get("managed", []))
     tables_now: Mapping[str, str] = now.get("tables", {})
+    tables_before = _tables(before)
     out = []
-    for table, text in sorted(before["tables"].items()):
+    for table, text in sorted(tables_before.items()):
         if table not in tables_now:
             out.append(f"table {table} is gone")
         elif tables_now[table] != text:
             out.append(f"table {table} changed")
-    for table in sorted(set(tables_now) - set(before["tables"]) - managed):
+    for table in sorted(set(tables_now) - set(tables_before) - managed):
         out.append(f"table {table} appeared")
     return out
+
+
+def _tables(before: Mapping[str, Any]) -> dict[str, str]:
+    """The snapshot's other tables (kept as [table, text] pairs), by table."""
+    return {str(table): str(text) for table, text in before.get("tables", [])}
 
 
 def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
@@ -656,7 +662,8 @@ def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPl
         plan.problems.append(f"NftTable {RULESET_NAME}: {ruleset_changes(before, now)[0]}")
         return
     tables_now = now.get("tables", {})
-    for table, text in sorted(before["tables"].items()):
+    tables_before = _tables(before)
+    for table, text in sorted(tables_before.items()):
         if tables_now.get(table) == text:
             continue
         family, name = table.split(" ", 1)
@@ -664,7 +671,7 @@ def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPl
         plan.steps.append(Step("NftTable", RULESET_NAME, "rollback", NFT_LOAD,
                                b64(script.encode()), (table,)))  # fmt: skip
     managed = set(before.get("managed", []))
-    for table in sorted(set(tables_now) - set(before["tables"]) - managed):
+    for table in sorted(set(tables_now) - set(tables_before) - managed):
         # Not FazAI's and not there at the snapshot: someone else may have made it since.
         plan.problems.append(f"NftTable {table}: appeared during the transaction; left as it is")
 

@@ -178,7 +178,9 @@ def _ruleset_record(tables: Sequence[str], fact: Mapping[str, Any] | None) -> di
     if fact is None or "error" in fact:
         before = {"error": fact["error"] if fact else "not read"}
     else:
-        others = {k: v for k, v in fact["tables"].items() if k not in tables}
+        # [table, text] pairs, not a mapping: the journal masks values under keys named
+        # like secrets, and a table may well be called "inet tokens".
+        others = [[k, v] for k, v in sorted(fact["tables"].items()) if k not in tables]
         before = {"exists": True, "tables": others, "managed": sorted(tables)}
     return {"kind": "NftTable", "name": operations.RULESET_NAME, "key": operations.RULESET_KEY,
             "before": before}  # fmt: skip
