@@ -41,6 +41,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from controller.hashes import mask_hashes
+
 if TYPE_CHECKING:
     from controller.model.diagnostics import Diagnostic
 
@@ -65,12 +67,13 @@ class SourceError(FazaiError):
 
 
 class NodeError(FazaiError):
-    """A node could not be read or changed. ``node`` names it."""
+    """A node could not be read or changed. ``node`` names it. The message may quote
+    what the node printed: anything shaped like a password hash in it is masked."""
 
     def __init__(self, node: str, message: str) -> None:
         self.node = node
-        self.message = message
-        super().__init__(f"{node}: {message}")
+        self.message = mask_hashes(message)
+        super().__init__(f"{node}: {self.message}")
 
 
 class UnreachableError(NodeError):

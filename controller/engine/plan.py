@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from controller import events, providers
 from controller.engine.diff import Action, Change, compare
 from controller.errors import FazaiError, NodeError
+from controller.hashes import mask_hashes
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -140,7 +141,7 @@ async def plan_node(
         read = observe or providers.for_platform(platform).observe
         observed = await read(node, resources, state.source)
     except FazaiError as exc:
-        message = exc.message if isinstance(exc, NodeError) else str(exc)
+        message = mask_hashes(exc.message if isinstance(exc, NodeError) else str(exc))
         return NodePlan(
             node.name,
             platform,
@@ -152,7 +153,9 @@ async def plan_node(
     for doc in resources:
         seen = observed.resources[doc]
         action, changes = compare(seen, _label(doc))
-        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, seen.error))
+        # A node's error can quote its files (nft quotes lines it read): no hash goes further.
+        error = None if seen.error is None else mask_hashes(seen.error)
+        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, error))
     if show_unmanaged:
         for extra in observed.unmanaged:
             changes = tuple(Change(k, v, None) for k, v in sorted(extra.live.items()))

@@ -133,7 +133,12 @@ def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[Fie
         yield path, f"must be {error.validator_value!r}, got {error.instance!r}"
         return
     if v == "pattern":
-        yield path, f"{error.instance!r} is not a valid {_field_noun(path, kind)}"
+        yield path, f"{error.instance!r} is not a valid {_field_noun(path, kind)}{_why(error)}"
+        return
+    if v == "maxLength":
+        # Never the value itself: it is what is too long.
+        length = len(error.instance) if isinstance(error.instance, str) else 0
+        yield path, f"is {length} characters long; at most {error.validator_value} allowed"
         return
     if v in ("minProperties", "maxProperties") and path and path[-1] == "target":
         yield path, "target needs exactly one of 'node' or 'matchLabels'"
@@ -191,6 +196,10 @@ _NOUNS = {
     "home": "absolute path",
     "source": "relative path",
     "address": "address",
+    "value": "sysctl value",
+    "txtdata": "TXT record text",
+    "gateway": "gateway name",
+    "content": "alias entry",
 }
 
 
@@ -200,6 +209,24 @@ _NAME_NOUNS = {
     "Service": "unit name",
     "NftTable": "nftables table name",
 }
+
+
+def _why(error: jsonschema.ValidationError) -> str:
+    """What in a refused value breaks a rule of the layer below: a control character (a
+    newline splits a line-based file, a NUL ends a C string), a ':' (the field separator
+    of /etc/passwd), a leading '-' (an option to the command that gets the value)."""
+    value = error.instance
+    if not isinstance(value, str):
+        return ""
+    control = next((c for c in value if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F), None)
+    if control is not None:
+        return f": control character U+{ord(control):04X} is not allowed"
+    field = next((p for p in reversed(error.absolute_path) if isinstance(p, str)), "")
+    if ":" in value and field in ("shell", "home"):
+        return ": ':' separates the fields of /etc/passwd"
+    if value.startswith("-"):
+        return ": it must not start with '-' (a command would read it as an option)"
+    return ""
 
 
 def _key_noun(path: FieldPath) -> str:

@@ -72,7 +72,7 @@ class SignaturePolicy:
     def _import(self, key: Path) -> None:
         try:
             result = subprocess.run(
-                ["gpg", "--batch", "--no-tty", "--quiet", "--import", str(key)],
+                ["gpg", "--batch", "--no-tty", "--quiet", "--import", "--", str(key)],
                 env=self._env(),
                 capture_output=True,
                 text=True,
@@ -138,6 +138,7 @@ class SignaturePolicy:
             "gpg.minTrustLevel=undefined",
             "verify-commit",
             "--raw",
+            "--",  # a revision is an operand, never an option
             revision,
         ]
         try:

@@ -31,7 +31,7 @@ import asyncssh
 from controller.errors import FactsError, NodeError
 from controller.model.document import Document
 from controller.providers.base import Change, Intent, Observation, StepJournal
-from controller.providers.linux import batch, essence, operations, ssh
+from controller.providers.linux import batch, checks, essence, operations, ssh
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.operations import OperationError, Step, Target
 from controller.source.tree import SourceTree
@@ -53,6 +53,10 @@ class StepFailedError(NodeError):
         super().__init__(
             node, f"{step.kind}/{step.name} ({step.action}) failed (exit {exit_status}): {output}"
         )
+
+
+class OutsideChangeError(NodeError):
+    """The write changed something outside its objects (another nft table)."""
 
 
 class RollbackIncompleteError(NodeError):
@@ -161,7 +165,7 @@ class LinuxTransaction:
     # -- NodeTransaction ---------------------------------------------------------------
 
     async def snapshot(self) -> Mapping[str, Any]:
-        request = snapshots.request_for(self.targets)
+        request = {**snapshots.request_for(self.targets), "maxContent": self._max_content()}
         async with self._connection() as connection:
             answer = await self._gather(connection, request)
         taken = snapshots.build(self.node.name, self.targets, answer)
@@ -195,6 +199,26 @@ class LinuxTransaction:
         async with self._connection() as connection:
             for part in batch.split(steps):
                 await self._write_batch(connection, part, journal)
+            await self._check_other_tables(connection)
+
+    async def _check_other_tables(self, connection: asyncssh.SSHClientConnection) -> None:
+        """An nft load runs in the node's whole ruleset: if a table this transaction does
+        not manage changed, fail, so that the engine rolls back (which restores it)."""
+        assert self._snapshot is not None
+        record = next(
+            (o for o in self._snapshot["objects"] if o["key"] == operations.RULESET_KEY
+             and o["kind"] == "NftTable"),
+            None,
+        )  # fmt: skip
+        if record is None:
+            return
+        answer = await self._gather(connection, {"nftRuleset": True})
+        changed = operations.ruleset_changes(record["before"], answer.get("nftRuleset"))
+        if changed:
+            raise OutsideChangeError(
+                self.node.name,
+                "nft tables this transaction does not manage changed: " + "; ".join(changed),
+            )
 
     async def verify(self) -> Observation:
         if self.tree is None:
@@ -241,7 +265,7 @@ class LinuxTransaction:
     ) -> tuple[list[str], operations.RollbackPlan]:
         """Read the node, restore in one batch whatever differs from the snapshot, read
         it back: (the problems met, what still differs)."""
-        request = snapshots.request_from_objects(objects)
+        request = {**snapshots.request_from_objects(objects), "maxContent": self._max_content()}
         problems: list[str] = []
 
         def restored(outcomes: Sequence[batch.Outcome]) -> None:
@@ -331,6 +355,11 @@ class LinuxTransaction:
             held.close()
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
                 await asyncio.wait_for(held.wait_closed(), self._ssh.connect_timeout)
+
+    def _max_content(self) -> int:
+        # At least the default: a file written under an earlier, higher setting must
+        # still be snapshotted to be changed or put back.
+        return max(checks.max_file_bytes(self.node), checks.DEFAULT_MAX_FILE_BYTES)
 
     def _sysctl_values(self) -> dict[str, str] | None:
         if not any(t.kind == "Sysctl" for t in self.targets):

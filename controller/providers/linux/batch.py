@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from importlib import resources
 import asyncssh
 
 from controller.errors import NodeError
+from controller.hashes import mask_hashes
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux import ssh
 from controller.providers.linux.operations import Step
@@ -44,8 +44,6 @@ MAX_BATCH_BYTES = 32 * 1024 * 1024
 # them done in one commit (an fsync each) rather than one by one. The node does not wait
 # for it; only the journal's done marks and their events come up to this much later.
 REPORT_LINGER = 0.2
-# crypt(3) hashes: $1$ md5, $5$/$6$ sha-crypt, $2b$ bcrypt, $y$/$gy$ yescrypt, $7$ scrypt
-_HASH = re.compile(r"\$(?:1|2[abxy]?|5|6|7|y|gy|sha1|md5)\$[./A-Za-z0-9$,=]{8,}")
 _MIN_SECRET = 4  # shorter lines of a secret are too common to mask in a message
 
 
@@ -127,7 +125,7 @@ def mask(text: str, step: Step) -> str:
         for secret in sorted(secrets, key=len, reverse=True):
             if len(secret) >= _MIN_SECRET:
                 text = text.replace(secret, MASK)
-    return _HASH.sub(MASK, text)
+    return mask_hashes(text)
 
 
 async def run(
@@ -184,7 +182,7 @@ async def run(
     if status == 127 and expected == 0:
         raise BatchError(target.node, "python3 is not installed on the node; apply needs it")
     if not ended or status != 0:
-        reason = _HASH.sub(MASK, stderr.strip()[-500:]) or f"exit {status}"
+        reason = mask_hashes(stderr.strip()[-500:]) or f"exit {status}"
         raise BatchError(
             target.node,
             f"the batch runner ended after {expected} of {len(steps)} steps: {reason}",

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 from controller.model.crosscheck import CheckContext
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
+from controller.model.state import target_nodes
+from controller.providers.linux import nftbody
 from controller.source.tree import resolve_relative
+
+# Also the largest file the node-side snapshot reads by default (remote_snapshot.py).
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 def check_node(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
@@ -88,8 +93,34 @@ def check_file(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         elif not context.tree.exists(resolved):
             message = f"source file {resolved!r} does not exist in the repository"
         else:
+            if spec["state"] == "present" and "content" not in spec:
+                yield from _size(doc, context, context.tree.size(resolved), "source")
             return
         yield Diagnostic(doc.location(("spec", "source")), message, doc.subject, "spec.source")
+    elif spec["state"] == "present" and isinstance(spec.get("content"), str):
+        yield from _size(doc, context, len(spec["content"].encode()), "content")
+
+
+def max_file_bytes(node: Document) -> int:
+    return int(node.spec.get("maxFileBytes", DEFAULT_MAX_FILE_BYTES))
+
+
+def _size(doc: Document, context: CheckContext, size: int, field: str) -> Iterator[Diagnostic]:
+    """A file larger than its node allows: every later change of it needs a snapshot of
+    it, carried in one batch and kept in the journal."""
+    nodes = [context.nodes[n] for n in target_nodes(doc, context.nodes)]
+    if not nodes:
+        return
+    strictest = min(nodes, key=lambda n: (max_file_bytes(n), n.name))
+    limit = max_file_bytes(strictest)
+    if size > limit:
+        yield Diagnostic(
+            doc.location(("spec", field)),
+            f"the file is {size} bytes; Node/{strictest.name} takes files of at most {limit} "
+            "bytes (its spec.maxFileBytes)",
+            doc.subject,
+            f"spec.{field}",
+        )
 
 
 def check_sysctl(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
@@ -106,4 +137,59 @@ def check_sysctl(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
             "/etc/sysctl.d/99-fazai.conf and leaves its running value as it is",
             doc.subject,
             "spec.value",
+        )
+
+
+def check_nft_table(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    """The definition must be one table's body: nft loads it inside FazAI's own
+    ``table FAMILY NAME { }``, and anything that escapes it acts on the whole ruleset."""
+    definition = doc.spec.get("definition")
+    if doc.spec.get("state", "present") == "present" and not isinstance(definition, str):
+        yield Diagnostic(
+            doc.location(("spec",)),
+            "a present NftTable needs 'definition'",
+            doc.subject,
+            "spec",
+        )
+        return
+    if not isinstance(definition, str):
+        return
+    problem = nftbody.check(definition)
+    if problem is not None:
+        yield Diagnostic(
+            doc.location(("spec", "definition")), str(problem), doc.subject, "spec.definition"
+        )
+
+
+# systemd's unit types (systemd.unit(5)): a name with a '.' must end in one of them.
+UNIT_TYPES = frozenset(
+    {"service", "socket", "device", "mount", "automount", "swap", "target", "path",
+     "timer", "slice", "scope"}
+)  # fmt: skip
+
+
+def check_service(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    """A unit name by systemd's own rules (unit_name_is_valid): the schema's pattern says
+    which characters; this says how they go together."""
+    name = doc.spec.get("name")
+    if not isinstance(name, str) or name.startswith("-"):
+        return  # the schema already refused it
+    stem, dot, suffix = name.rpartition(".")
+    problem = None
+    if dot and suffix not in UNIT_TYPES:
+        problem = f"'.{suffix}' is not a unit type ({', '.join(sorted(UNIT_TYPES))})"
+    elif dot and not stem:
+        problem = "the unit name before its type is empty"
+    elif name.count("@") > 1:
+        problem = "a unit name holds at most one '@' (template@instance)"
+    elif (stem if dot else name).startswith("@"):
+        problem = "a unit name cannot start with '@'"
+    elif len(name if dot else name + ".service") > 255:
+        problem = "a unit name is at most 255 characters long"
+    if problem is not None:
+        yield Diagnostic(
+            doc.location(("spec", "name")),
+            f"{name!r} is not a valid unit name: {problem}",
+            doc.subject,
+            "spec.name",
         )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.providers.linux import nftbody
 from controller.store.redact import MASK
 
 SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
@@ -183,12 +184,12 @@ NFT_LOAD = "\n".join(
 def apt_install(specs: Iterable[str], downgrades: bool = False) -> str:
     extra = " --allow-downgrades" if downgrades else ""
     names = " ".join(q(s) for s in specs)
-    return f"{APT_ENV} apt-get install -y {APT_LOCK}{extra} {names}"
+    return f"{APT_ENV} apt-get install -y {APT_LOCK}{extra} -- {names}"
 
 
 def apt_remove(names: Iterable[str], purge: bool = False) -> str:
     verb = "purge" if purge else "remove"
-    return f"{APT_ENV} apt-get {verb} -y {APT_LOCK} {' '.join(q(n) for n in names)}"
+    return f"{APT_ENV} apt-get {verb} -y {APT_LOCK} -- {' '.join(q(n) for n in names)}"
 
 
 # -- forward --------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def _user_steps(target: Target, facts: Facts) -> list[Step]:
         if not fact["exists"]:
             return []
         # never -r: the home directory holds data no snapshot keeps
-        return [Step("User", target.name, "delete", f"userdel {q(name)}", keys=(name,))]
+        return [Step("User", target.name, "delete", f"userdel -- {q(name)}", keys=(name,))]
     args: list[str] = []
     if "uid" in spec and (not fact["exists"] or fact.get("uid") != spec["uid"]):
         args += ["-u", str(int(spec["uid"]))]
@@ -317,12 +318,12 @@ def _user_steps(target: Target, facts: Facts) -> list[Step]:
             args += ["-G", q(",".join(wanted))]
     if not fact["exists"]:
         # no -m: FazAI manages the account, not a home directory it could not snapshot
-        script = " ".join(["useradd", *args, q(name)])
+        script = " ".join(["useradd", *args, "--", q(name)])
         return [Step("User", target.name, target.action, script, keys=(name,))]
     if not args:
         return []
     # usermod -d without -m: the account points elsewhere, no data is moved
-    script = " ".join(["usermod", *args, q(name)])
+    script = " ".join(["usermod", *args, "--", q(name)])
     return [Step("User", target.name, "update", script, keys=(name,))]
 
 
@@ -378,7 +379,7 @@ def _sysctl_steps(
         fact = _fact(facts, "sysctls", target.key, target)
         value = " ".join(str(target.spec["value"]).split())
         if fact["value"] != value:
-            script = f"sysctl -w {q(f'{target.key}={value}')}"
+            script = f"sysctl -w -- {q(f'{target.key}={value}')}"
             steps.append(Step("Sysctl", target.name, target.action, script, keys=(target.key,)))
     if values is None:
         values = {t.key: " ".join(str(t.spec["value"]).split()) for t in targets if t.present}
@@ -410,9 +411,15 @@ def _nft_steps(target: Target, facts: Facts) -> list[Step]:
             return []
         body = None
     else:
+        definition = str(target.spec["definition"])
+        # Checked at validate already; again here, because this text is about to be
+        # loaded into the node's live ruleset, where an escape acts on every table.
+        problem = nftbody.check(definition)
+        if problem is not None:
+            raise OperationError(f"NftTable/{target.name}: {problem}")
         # The plan compared nft's own rendering of both sides and found a difference;
         # the snapshot's text cannot tell, so a create/update always replaces the table.
-        body = f"table {family} {name} {{\n{target.spec['definition'].rstrip()}\n}}\n"
+        body = f"table {family} {name} {{\n{definition.rstrip()}\n}}\n"
     script = nft_replace_script(family, name, body)
     action = target.action if target.present else "delete"
     return [Step("NftTable", target.name, action, NFT_LOAD, b64(script.encode()), (target.key,))]
@@ -434,9 +441,11 @@ def _service_commands(
 ) -> list[Step]:
     parts = []
     if "enabled" in want and want["enabled"] != fact["enabled"]:
-        parts.append(f"systemctl {'enable' if want['enabled'] else 'disable'} {q(unit_name(unit))}")
+        verb = "enable" if want["enabled"] else "disable"
+        parts.append(f"systemctl {verb} -- {q(unit_name(unit))}")
     if "running" in want and want["running"] != fact["running"]:
-        parts.append(f"systemctl {'start' if want['running'] else 'stop'} {q(unit_name(unit))}")
+        verb = "start" if want["running"] else "stop"
+        parts.append(f"systemctl {verb} -- {q(unit_name(unit))}")
     if not parts:
         return []
     return [Step(kind, name, "update", " && ".join(parts), keys=(unit,))]
@@ -531,6 +540,12 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
             continue
         handlers[kind](record, current, plan)
     steps = plan.steps
+    temps = sorted(str(p) for p in current.get("temps", []))
+    if temps:
+        # A step killed before its rename (a dropped connection) leaves its temp file,
+        # holding the new content: nothing of the transaction may stay behind.
+        script = "rm -f -- " + " ".join(q(p) for p in temps)
+        steps.append(Step("File", TEMP_FILES, "rollback", script, keys=tuple(temps)))
     if reinstall:
         # reverse of "removals last": reinstall first. May fail offline: reported.
         steps.insert(0, Step("Package", ",".join(sorted(reinstall)), "rollback",
@@ -606,12 +621,66 @@ def _restore_sysctl(record: Mapping[str, Any], current: Facts, plan: RollbackPla
     now = current.get("sysctls", {}).get(key, {})
     if now.get("value") != before["value"]:
         setting = f"{key}={before['value']}"
-        script = f"sysctl -w {q(setting)}"
+        script = f"sysctl -w -- {q(setting)}"
         plan.steps.append(Step("Sysctl", record["name"], "rollback", script, keys=(key,)))
+
+
+# The name of the rollback step that removes FazAI's leftover temp files.
+TEMP_FILES = "(temp files)"
+# The snapshot record of the tables an NftTable transaction does not manage.
+RULESET_KEY = "ruleset"
+RULESET_NAME = "(other tables)"
+
+
+def ruleset_changes(before: Mapping[str, Any], now: Mapping[str, Any] | None) -> list[str]:
+    """The tables outside the transaction that differ from the snapshot ("inet x": how)."""
+    if now is None or "error" in now:
+        return [f"the ruleset cannot be read: {now['error'] if now else 'not read'}"]
+    managed = set(before.get("managed", []))
+    tables_now: Mapping[str, str] = now.get("tables", {})
+    tables_before = _tables(before)
+    out = []
+    for table, text in sorted(tables_before.items()):
+        if table not in tables_now:
+            out.append(f"table {table} is gone")
+        elif tables_now[table] != text:
+            out.append(f"table {table} changed")
+    for table in sorted(set(tables_now) - set(tables_before) - managed):
+        out.append(f"table {table} appeared")
+    return out
+
+
+def _tables(before: Mapping[str, Any]) -> dict[str, str]:
+    """The snapshot's other tables (kept as [table, text] pairs), by table."""
+    return {str(table): str(text) for table, text in before.get("tables", [])}
+
+
+def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+    before = record["before"]
+    now = current.get("nftRuleset")
+    if now is None or "error" in now:
+        plan.problems.append(f"NftTable {RULESET_NAME}: {ruleset_changes(before, now)[0]}")
+        return
+    tables_now = now.get("tables", {})
+    tables_before = _tables(before)
+    for table, text in sorted(tables_before.items()):
+        if tables_now.get(table) == text:
+            continue
+        family, name = table.split(" ", 1)
+        script = nft_replace_script(family, name, text)
+        plan.steps.append(Step("NftTable", RULESET_NAME, "rollback", NFT_LOAD,
+                               b64(script.encode()), (table,)))  # fmt: skip
+    managed = set(before.get("managed", []))
+    for table in sorted(set(tables_now) - set(tables_before) - managed):
+        # Not FazAI's and not there at the snapshot: someone else may have made it since.
+        plan.problems.append(f"NftTable {table}: appeared during the transaction; left as it is")
 
 
 def _restore_nft(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
     key, before = record["key"], record["before"]
+    if key == RULESET_KEY:
+        _restore_ruleset(record, current, plan)
+        return
     now = current.get("nft", {}).get(key, {})
     if "error" in now:
         plan.problems.append(f"NftTable {key}: {now['error']}")

@@ -226,23 +226,64 @@ def canonical_table(family: str, name: str, definition: str) -> Fact:
 
     Comparing nft's own rendering of both sides makes formatting, comments and
     ordering of the source irrelevant, and it checks the syntax without touching the
-    node's live ruleset.
+    node's live ruleset. The namespace starts empty, so after the load it must hold
+    exactly this one table: a definition that closed the table and went on (another
+    table, ``flush ruleset``) is refused here even if the controller's own check missed it.
     """
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as handle:
         handle.write("table %s %s {\n%s\n}\n" % (family, name, definition))
         source = handle.name
     try:
         script = (
-            'nft -f "$1" && nft list table "$2" "$3"'
-            ' && echo "@@json@@" && nft -j list table "$2" "$3"'
+            'nft -f "$1" || exit 1; nft list tables && echo "@@text@@"'
+            ' && nft list table "$2" "$3" && echo "@@json@@" && nft -j list table "$2" "$3"'
         )
         code, out, err = run(["unshare", "--net", "sh", "-c", script, "sh", source, family, name])
     finally:
         os.unlink(source)
+    tables, marked, rest = out.partition("@@text@@\n")
+    loaded = [line.split(None, 1)[-1] for line in tables.splitlines() if line.strip()]
+    if marked and loaded != ["%s %s" % (family, name)]:
+        return {
+            "error": "the definition is not one table's body: loading it leaves the tables "
+            + (", ".join(loaded) or "(none)")
+        }
     if code != 0:
-        return {"error": "nft rejects the definition: " + err.replace(source, "definition")[:1000]}
-    text, _, body = out.partition("@@json@@\n")
+        return {"error": "nft rejects the definition: " + nft_errors(err, source)[:1000]}
+    text, _, body = rest.partition("@@json@@\n")
     return {"text": text, "json": json.loads(body) if body.strip() else None}
+
+
+def nft_errors(err: str, source: str) -> str:
+    """nft's complaints about the definition, without what it quotes from other files.
+
+    nft follows each error with the offending input line and a caret line. Lines of the
+    definition itself are the user's own text; lines of any other file (an ``include``
+    the controller's check did not stop) are the node's, possibly a secret: dropped.
+    """
+    out = []  # type: List[str]
+    quoting = False  # the lines after an error header belong to its location
+    for line in err.splitlines():
+        if line.startswith("Error: "):
+            out.append(line)  # nft's own words, no input quoted
+            quoting = False
+            continue
+        if line.startswith("In file included from"):
+            out.append("(included from a file on the node)")
+            quoting = False
+            continue
+        header = ": Error: " in line or ": Warning: " in line
+        if header:
+            location, _, message = line.partition(": ")
+            quoting = location.startswith(source + ":")
+            if quoting:
+                out.append("definition" + location[len(source) :] + ": " + message)
+            else:
+                out.append("(a file on the node): " + message.split(": ", 1)[0] + ": not shown")
+            continue
+        if quoting:
+            out.append(line)
+    return "\n".join(out) if out else "(no message)"
 
 
 def services(names: List[str], manager: Optional[str]) -> Fact:
@@ -250,7 +291,15 @@ def services(names: List[str], manager: Optional[str]) -> Fact:
         return {"error": "no systemd on this node: services are unsupported here"}
     units = [n if "." in n else n + ".service" for n in names]
     code, out, err = run(
-        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState", *units]
+        [
+            "systemctl",
+            "show",
+            "--no-pager",
+            "-p",
+            "Id,LoadState,ActiveState,UnitFileState",
+            "--",
+            *units,
+        ]
     )
     if code != 0:
         return {"error": "systemctl failed: " + err[:500]}

@@ -26,6 +26,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -33,7 +34,9 @@ import sys
 import tempfile
 from typing import Any  # noqa: F401 (used in type comments)
 
-MAX_CONTENT = 16 * 1024 * 1024  # larger files cannot be snapshotted: apply refuses them
+# Larger files cannot be snapshotted (apply refuses them); a request's "maxContent" (the
+# node's maxFileBytes) raises or lowers it.
+MAX_CONTENT = 16 * 1024 * 1024
 ACCOUNT_FILES = ("/etc/group", "/etc/gshadow", "/etc/passwd", "/etc/shadow")
 
 
@@ -118,8 +121,8 @@ def missing_dirs(path):
     return out
 
 
-def file_state(path):
-    # type: (str) -> dict[str, Any]
+def file_state(path, max_content=MAX_CONTENT):
+    # type: (str, int) -> dict[str, Any]
     missing = missing_dirs(path)
     try:
         info = os.lstat(path)
@@ -147,8 +150,8 @@ def file_state(path):
     }
     if kind != "file":
         return fact
-    if info.st_size > MAX_CONTENT:
-        fact["error"] = "%s is larger than %d bytes: too large to snapshot" % (path, MAX_CONTENT)
+    if info.st_size > max_content:
+        fact["error"] = "%s is larger than %d bytes: too large to snapshot" % (path, max_content)
         return fact
     try:
         with open(path, "rb") as handle:
@@ -235,6 +238,47 @@ def nft_state(family, name, have_nft):
     return {"error": "nft failed: " + err[:500]}
 
 
+# What write_file_script's mktemp and replace_lines' mkstemp name their temp files.
+TEMP_NAME = re.compile(r"^\.fazai-[A-Za-z0-9_]{8}$")
+
+
+def temp_files(directory):
+    # type: (str) -> list[Any]
+    """FazAI's temp files left in ``directory`` by a step that was killed (a dropped
+    connection, a timeout): they hold new content, and rollback removes them."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if TEMP_NAME.match(name) and stat.S_ISREG(os.lstat(path).st_mode):
+            out.append(path)
+    return out
+
+
+def ruleset_state(have_nft):
+    # type: (bool) -> dict[str, Any]
+    """The text of every table: what an NftTable apply could touch beyond its own."""
+    if not have_nft:
+        return {"error": "nft is not installed on this node"}
+    code, out, err = run(["nft", "list", "tables"])
+    if code != 0:
+        return {"error": "nft failed: " + err[:500]}
+    tables = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "table":
+            continue
+        # -s: without counter values, which change all the time and are no configuration
+        code, text, err = run(["nft", "-s", "list", "table", parts[1], parts[2]])
+        if code != 0:
+            return {"error": "nft failed: " + err[:500]}
+        tables["%s %s" % (parts[1], parts[2])] = text
+    return {"exists": True, "tables": tables}
+
+
 def service_states(names, manager):
     # type: (list[Any], str | None) -> dict[str, Any]
     if not names:
@@ -243,7 +287,8 @@ def service_states(names, manager):
         return {n: {"error": "unsupported on this node: no systemd"} for n in names}
     units = [n if "." in n else n + ".service" for n in names]
     code, out, err = run(
-        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState"] + units
+        ["systemctl", "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState", "--"]
+        + units
     )
     if code != 0:
         return {n: {"error": "systemctl failed: " + err[:300]} for n in names}
@@ -262,14 +307,17 @@ def gather(request):
     # type: (dict[str, Any]) -> dict[str, Any]
     host = host_facts()
     tables = {path: read_lines(path) for path in ACCOUNT_FILES} if request.get("users") else {}
+    limit = int(request.get("maxContent") or MAX_CONTENT)
     return {
         "host": host,
         "packages": packages(request.get("packages", []), host["packageManager"]),
-        "files": {p: file_state(p) for p in request.get("files", [])},
+        "files": {p: file_state(p, limit) for p in request.get("files", [])},
         "users": {u["name"]: user_state(u, tables) for u in request.get("users", [])},
         "sysctls": {k: sysctl_state(k) for k in request.get("sysctls", [])},
         "nft": {"%s %s" % (f, n): nft_state(f, n, host["nft"]) for f, n in request.get("nft", [])},
         "services": service_states(request.get("services", []), host["serviceManager"]),
+        "nftRuleset": ruleset_state(host["nft"]) if request.get("nftRuleset") else None,
+        "temps": [p for d in request.get("tempDirs", []) for p in temp_files(d)],
     }
 
 

@@ -24,6 +24,7 @@ restored locked when it is gone), the file keeps its content; rollback says so.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -85,6 +86,8 @@ def request_for(targets: Sequence[Target]) -> dict[str, Any]:
             request["services"].append(target.key)
     if any(t.kind == "Sysctl" for t in targets):
         request["files"].append(SYSCTL_FILE)
+    if any(t.kind == "NftTable" for t in targets):
+        request["nftRuleset"] = True
     return request
 
 
@@ -109,10 +112,18 @@ def request_from_objects(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]
             request["users"].append({"name": key, "groups": groups})
         elif kind == "Sysctl":
             request["sysctls"].append(key)
+        elif kind == "NftTable" and key == operations.RULESET_KEY:
+            request["nftRuleset"] = True
         elif kind == "NftTable":
             request["nft"].append(key.split(" ", 1))
         elif kind == "Service":
             request["services"].append(key)
+    # Where a killed write may have left its temp file: the directory of each file, and
+    # /etc for the account files.
+    dirs = {posixpath.dirname(k) for k in request["files"]}
+    if request["users"]:
+        dirs.add("/etc")
+    request["tempDirs"] = sorted(dirs)
     return request
 
 
@@ -151,7 +162,28 @@ def build(node: str, targets: Sequence[Target], answer: Mapping[str, Any]) -> di
             "key": SYSCTL_FILE,
             "before": dict(fact) if fact is not None else {"error": "not read"},
         })  # fmt: skip
+    tables = [t.key for t in targets if t.kind == "NftTable"]
+    if tables:
+        # First, so that rollback (in reverse) restores it last, after the tables
+        # themselves.
+        objects.insert(0, _ruleset_record(tables, answer.get("nftRuleset")))
     return {"format": FORMAT, "node": node, "escrow": list(ESCROW), "objects": objects}
+
+
+def _ruleset_record(tables: Sequence[str], fact: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every other table as it was: an NftTable load runs in the node's whole ruleset, so
+    what it could touch beyond its own table is snapshotted too (and verified after the
+    write, and restored by rollback)."""
+    before: dict[str, Any]
+    if fact is None or "error" in fact:
+        before = {"error": fact["error"] if fact else "not read"}
+    else:
+        # [table, text] pairs, not a mapping: the journal masks values under keys named
+        # like secrets, and a table may well be called "inet tokens".
+        others = [[k, v] for k, v in sorted(fact["tables"].items()) if k not in tables]
+        before = {"exists": True, "tables": others, "managed": sorted(tables)}
+    return {"kind": "NftTable", "name": operations.RULESET_NAME, "key": operations.RULESET_KEY,
+            "before": before}  # fmt: skip
 
 
 def _user_before(fact: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ LINUX_ONLY = (
     "knownHostsFile",
     "hostKeyChecking",
     "commandTimeout",
+    "maxFileBytes",
 )
 
 

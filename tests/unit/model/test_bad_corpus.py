@@ -22,6 +22,7 @@ import pytest
 from controller.errors import InvalidInputError
 from controller.model import loader
 from controller.model.yamlsource import MAX_DEPTH, MAX_FILE_BYTES
+from controller.providers.linux.checks import DEFAULT_MAX_FILE_BYTES
 from controller.source.open import open_source
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "bad"
@@ -88,7 +89,38 @@ def _huge_and_valid(root: Path) -> list[str]:
     ]
 
 
+def _huge_sysctl_value(root: Path) -> list[str]:
+    # 100 kB of a valid-looking value: refused by length, and the value is not echoed.
+    (root / "nodes.yaml").write_text(
+        NODE
+        + "---\napiVersion: fazai.dev/v1alpha1\nkind: Sysctl\nmetadata: {name: rmem}\n"
+        + "spec:\n  target: {node: web-1}\n  key: net.ipv4.tcp_rmem\n"
+        + f"  value: '{'1 ' * 50000}'\n"
+    )
+    return [
+        "nodes.yaml:12:3: Sysctl/rmem: spec.value: is 100000 characters long; at most 4096 allowed"
+    ]
+
+
+def _file_over_default_limit(root: Path) -> list[str]:
+    # One byte over the default limit, sparse: the size is what counts, not a read.
+    (root / "nodes.yaml").write_text(
+        NODE
+        + "---\napiVersion: fazai.dev/v1alpha1\nkind: File\nmetadata: {name: blob}\n"
+        + "spec:\n  target: {node: web-1}\n  path: /srv/blob\n  source: blob.bin\n"
+    )
+    with open(root / "blob.bin", "wb") as handle:
+        handle.truncate(DEFAULT_MAX_FILE_BYTES + 1)
+    return [
+        f"nodes.yaml:12:3: File/blob: spec.source: the file is {DEFAULT_MAX_FILE_BYTES + 1} "
+        f"bytes; Node/web-1 takes files of at most {DEFAULT_MAX_FILE_BYTES} bytes (its "
+        "spec.maxFileBytes)"
+    ]
+
+
 GENERATED: dict[str, Callable[[Path], list[str]]] = {
+    "file-over-default-limit": _file_over_default_limit,
+    "huge-sysctl-value": _huge_sysctl_value,
     "huge-file": _huge,
     "huge-file-beside-others": _huge_and_valid,
     "deep-nesting": _deep,
