@@ -19,6 +19,8 @@ git, YAML, OS errors) are mapped into it at the boundary where they happen, chai
     │       ├── EndpointMissingError  this firmware has no such endpoint         (404)
     │       ├── ValidationFailedError the firewall refused the values; see .validations
     │       └── ServerError           the firewall failed (5xx)                  (retryable)
+    ├── SandboxError          the sandbox (demo, serve --sandbox) cannot start: a subnet or
+    │                         port already in use, no root; says how to fix it
     ├── StoreError            the state store (runs, journal, inventory) is unusable
     │   ├── StoreLockedError      another process held the write lock too long (retryable)
     │   └── EscrowError           the escrow key is missing, unreadable or malformed
@@ -129,6 +131,11 @@ class ValidationFailedError(ApiError):
 
 class ServerError(ApiError):
     retryable = True
+
+
+class SandboxError(FazaiError):
+    """The sandbox behind ``fazai demo`` and ``serve --sandbox`` cannot start for a reason
+    of the machine, not a bug: the message says what is in the way and how to clear it."""
 
 
 class StoreError(FazaiError):
