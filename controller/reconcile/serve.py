@@ -97,6 +97,7 @@ async def serve(config: ControllerConfig, *, api: bool = True, once: bool = Fals
     """Run until a signal (0), or once over every source with ``once`` (diff(1)-style
     code); 2 when a service cannot start."""
     with StateStore(config.state) as store:
+        log.info("state store: %s", store.path)
         controller = Controller(config, store)
         if once:
             return await controller.run_once()
