@@ -202,6 +202,12 @@ def run_demo(
         console.print(f"[bold red]error:[/] cannot start the sandbox: {reason}")
         return 2
     folder = desired or example_state_dir()
+    if not folder.is_dir():
+        # A wheel carries no example (it lives beside the package in a checkout).
+        raise SandboxError(
+            f"no desired state at {folder}: pass --desired-state DIR (the desired_state/ "
+            "folder of a FazAI checkout is the example the demo is made for)"
+        )
     state = loader.load(open_source(str(folder)))
     try:
         fleet = fleet_for(state, workdir)

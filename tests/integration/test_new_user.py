@@ -234,3 +234,13 @@ def test_answering_no_cancels_apply_without_an_error_and_drift_names_its_files(
         files = [Path(p) for p in written.split(", ")]
         assert [p.suffix for p in files] == [".md", ".json", ".html"]
         assert all(p.is_file() for p in files)
+
+
+@needs_fleet
+def test_a_demo_without_its_example_says_where_to_find_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere"
+    done = fazai(env, "demo", "--desired-state", str(missing), "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 2 and "internal error" not in done.stderr
+    assert f"no desired state at {missing}: pass --desired-state DIR" in done.stderr
