@@ -17,7 +17,6 @@ import ipaddress
 import os
 import shlex
 import shutil
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from controller.providers.opnsense.identity import object_uuid
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import Drift, EmulatorServer
+from controller.testing.opnsense.server import bind_error
 from controller.words import count
 
 DEFAULT_WORKDIR = Path("/var/lib/fazai/sandbox")
@@ -149,17 +149,14 @@ def _start_firewall(node: Document) -> EmulatorServer:
 def _check_port_free(node: str, port: int) -> None:
     """Refuse a port something already listens on, naming it: the emulator would
     otherwise fail deep inside uvicorn's thread with no word of why."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise SandboxError(
-                f"Node/{node}: 127.0.0.1:{port} is already in use ({exc.strerror}): stop what "
-                f"listens there (another `fazai demo`, `fazai serve --sandbox` or "
-                f"`fazai emulate opnsense`; `ss -ltnp 'sport = :{port}'` names it), or give "
-                f"the Node another port in its url"
-            ) from None
+    busy = bind_error("127.0.0.1", port)
+    if busy is not None:
+        raise SandboxError(
+            f"Node/{node}: 127.0.0.1:{port} is already in use ({busy}): stop what listens "
+            f"there (another `fazai demo`, `fazai serve --sandbox` or `fazai emulate "
+            f"opnsense`; `ss -ltnp 'sport = :{port}'` names it), or give the Node another "
+            f"port in its url"
+        )
 
 
 def seed_firewall(emulator: EmulatorServer, state: DesiredState, node: str) -> None:

@@ -244,3 +244,12 @@ def test_a_demo_without_its_example_says_where_to_find_one(
     done = fazai(env, "demo", "--desired-state", str(missing), "--workdir", str(tmp_path / "w"))
     assert done.returncode == 2 and "internal error" not in done.stderr
     assert f"no desired state at {missing}: pass --desired-state DIR" in done.stderr
+
+
+def test_an_emulator_port_in_use_is_refused_before_printing_its_secret(
+    env: dict[str, str], busy_port: int
+) -> None:
+    done = fazai(env, "emulate", "opnsense", "--listen", f"127.0.0.1:{busy_port}")
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
+    assert "pass another --listen" in done.stderr and "api secret" not in done.stderr
