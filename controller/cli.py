@@ -743,7 +743,7 @@ def watch(
                     continue
                 number = event.get("id")
                 if isinstance(number, int) and last is not None and number > last + 1:
-                    stderr.print(f"[yellow]… {number - last - 1} event(s) missed[/]")
+                    stderr.print(f"[yellow]… {count(number - last - 1, 'event')} missed[/]")
                 last = number if isinstance(number, int) else last
                 out.print(watchview.line(event))
         except KeyboardInterrupt:

@@ -59,7 +59,8 @@ class InvalidInputError(FazaiError):
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
         errors = [d for d in self.diagnostics if d.is_error]
-        super().__init__(f"{len(errors)} error(s) in the desired state")
+        word = "error" if len(errors) == 1 else "errors"
+        super().__init__(f"{len(errors)} {word} in the desired state")
 
 
 class SourceError(FazaiError):

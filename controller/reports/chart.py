@@ -18,6 +18,7 @@ from html import escape
 
 from controller.reports.model import SeriesPoint
 from controller.reports.values import short, when
+from controller.words import count
 
 WIDTH, HEIGHT = 880, 280
 LEFT, RIGHT, TOP, BOTTOM = 52, 16, 16, 58
@@ -221,7 +222,7 @@ def _marker(p: Plotted, colour: str) -> str:
     tip = (
         f"run {point.run_id} ({point.command}, {point.trigger}) {when(point.time)}\n"
         f"{point.source} at {short(point.revision)}: {point.drifted} drifted"
-        + (f", {point.errors} error(s)" if point.errors else "")
+        + (f", {count(point.errors, 'error')}" if point.errors else "")
         + "".join(f"\n  {node}: {count}" for node, count in point.nodes[:12])
     )
     ring = f' stroke="{ERROR}" stroke-width="2"' if point.errors else ""

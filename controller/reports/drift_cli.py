@@ -19,6 +19,7 @@ from controller.reports import build, files, history, render
 from controller.reports.model import DriftReport, SeriesPoint
 from controller.reports.values import stamp
 from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
+from controller.words import count
 
 TITLE = "fazai drift"
 FORMATS = ("markdown", "json", "html")
@@ -34,7 +35,7 @@ def record(store: StateStore, plan: Plan) -> int:
         elif node.failed:
             status, message = NodeStatus.FAILED, "some resources could not be compared"
         elif node.changed:
-            status, message = NodeStatus.SKIPPED, f"{len(node.changed)} change(s) found"
+            status, message = NodeStatus.SKIPPED, f"{count(len(node.changed), 'change')} found"
         else:
             status, message = NodeStatus.CONVERGED, "in sync"
         store.record_node(run_id, node.node, status, message, node.seconds)

@@ -84,7 +84,7 @@ def drift_report(series: tuple[SeriesPoint, ...] = ()) -> DriftReport:
 def test_markdown_has_the_node_table_the_changes_and_the_diff() -> None:
     text = render_markdown.render(drift_report())
     assert text.startswith("# FazAI drift report: daily\n")
-    assert "**❌ trouble**: 6 drifted resource(s) on 3 of 4 node(s), 1 node(s) unreadable." in text
+    assert "**❌ trouble**: 6 drifted resources on 3 of 4 nodes, 1 node unreadable." in text
     assert "| `rep-db-1` | linux | - | 1 | 1 | 0 | 0 |" in text
     assert "⚠️ no answer from 10.231.23.99:22 within 2 s" in text
     assert "- `~` `File/motd-web` update" in text
