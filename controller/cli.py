@@ -624,7 +624,7 @@ def schema(kind: str | None, plan_schema: bool) -> None:
     type=click.Path(path_type=Path),
     default=Path("/var/lib/fazai/sandbox"),
     show_default=True,
-    help="Where the sandbox keeps its keys and known_hosts.",
+    help="Where the sandbox keeps its keys, known_hosts and state store (state.db).",
 )
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
 @click.option(

@@ -50,8 +50,11 @@ def claimed(workdir: Path) -> Iterator[Path]:
     """Mark ``workdir`` as a sandbox's folder and hold it for the sandbox's lifetime, so
     ``--clean`` never removes a folder a running demo or ``serve --sandbox`` uses (the
     kernel drops the lock if the process dies)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o700)  # it holds an SSH private key and the firewall's API secret
+    if not workdir.exists():
+        # It will hold an SSH private key and the firewall's API secret. An existing
+        # folder keeps its mode: --workdir may name one that is not only the sandbox's.
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700)
     fd = os.open(workdir / MARKER, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

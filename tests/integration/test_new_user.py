@@ -253,3 +253,14 @@ def test_an_emulator_port_in_use_is_refused_before_printing_its_secret(
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
     assert "pass another --listen" in done.stderr and "api secret" not in done.stderr
+
+
+def test_the_sandbox_folder_is_private_and_an_existing_one_keeps_its_mode(tmp_path: Path) -> None:
+    fresh = tmp_path / "made" / "sandbox"
+    with sandbox.claimed(fresh):
+        assert fresh.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with sandbox.claimed(shared):
+        assert shared.stat().st_mode & 0o777 == 0o755
