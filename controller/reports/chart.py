@@ -24,7 +24,7 @@ WIDTH, HEIGHT = 880, 280
 LEFT, RIGHT, TOP, BOTTOM = 52, 16, 16, 58
 COLOURS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d")
 ERROR = "#dc2626"
-DASHES = ("6 3", "2 2", "8 3 2 3")
+DASHES = ("4 2", "1 2", "6 2 1 2")
 COLUMN_PX = 2.0  # at most one marker per source in this many pixels
 LEGEND_CHARS = 48  # a longer source name is shortened in its middle
 LEGEND_ROW = 16  # pixels per legend row; rows beyond the first make the chart taller
@@ -135,9 +135,11 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
     ticks, pattern = time_ticks(low, high)
     for tick in ticks:
         x = x_of(tick)
+        # A label at either end of the axis is anchored inward, so it is not cut off.
+        anchor = "start" if x < LEFT + 24 else "end" if x > WIDTH - RIGHT - 24 else "middle"
         out.append(
             f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{TOP + plot_h}" class="grid"/>'
-            f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">'
+            f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="{anchor}">'
             f"{tick.astimezone(UTC).strftime(pattern)}</text>"
         )
     out.append(
@@ -150,14 +152,9 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
             'text-anchor="middle" class="empty">no run recorded in this period</text>'
         )
     colours = {key: COLOURS[index % len(COLOURS)] for index, key in enumerate(keys)}
-    for index, key in enumerate(keys):
-        colour = colours[key]
-        # Past the palette colours repeat; a dash pattern keeps those lines apart.
-        dash = (
-            f' stroke-dasharray="{DASHES[index // len(COLOURS) % len(DASHES)]}"'
-            if index >= len(COLOURS)
-            else ""
-        )
+    dashes = {key: _dash(index) for index, key in enumerate(keys)}
+    for key in keys:
+        colour, dash = colours[key], dashes[key]
         plotted = thin(
             [
                 Plotted(x_of(p.time), y_of(p.drifted), p)
@@ -176,14 +173,23 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
     for row_index, row in enumerate(rows):
         y = legend_top + LEGEND_ROW * row_index
         for x, index in row:
-            colour = colours[keys[index]]
+            colour, dash = colours[keys[index]], dashes[keys[index]]
             out.append(
-                f'<rect x="{x:.0f}" y="{y - 9}" width="10" height="10" fill="{colour}"/>'
+                f'<line x1="{x:.0f}" y1="{y - 4}" x2="{x + 11:.0f}" y2="{y - 4}" '
+                f'stroke="{colour}" stroke-width="3"{dash}/>'
                 f'<text x="{x + 14:.0f}" y="{y}" class="legend">{escape(labels[index])}'
                 f"<title>{escape(keys[index])}</title></text>"
             )
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _dash(index: int) -> str:
+    """Past the palette colours repeat; a dash pattern keeps those lines (and their
+    legend swatches) apart."""
+    if index < len(COLOURS):
+        return ""
+    return f' stroke-dasharray="{DASHES[(index // len(COLOURS) - 1) % len(DASHES)]}"'
 
 
 def _time_domain(
@@ -235,7 +241,7 @@ def _marker(p: Plotted, colour: str) -> str:
 _STEPS = (
     timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
     timedelta(hours=1), timedelta(hours=3), timedelta(hours=6), timedelta(hours=12),
-    timedelta(days=1), timedelta(days=2), timedelta(days=7), timedelta(days=14),
+    timedelta(days=1), timedelta(days=2), timedelta(days=3), timedelta(days=7), timedelta(days=14),
     timedelta(days=30),
 )  # fmt: skip
 MAX_TICKS = 8
