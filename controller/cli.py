@@ -170,7 +170,7 @@ def plan(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    state = _with_prune(state, prune, state_file).state
+    state = _with_prune(state, prune, state_file, read_only=True).state
     result = run_plan(state, nodes, concurrency, show_unmanaged)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
@@ -200,7 +200,7 @@ def _plan_review(
     result = command.plan_pair(
         pair,
         trust_head=trust_head,
-        prune=lambda state: _with_prune(state, prune, state_file).state,
+        prune=lambda state: _with_prune(state, prune, state_file, read_only=True).state,
         **options,
     )
     return result
@@ -309,7 +309,7 @@ def review(
             "only": nodes,
             "concurrency": concurrency,
             "trust_head": trust_head,
-            "prune": lambda state: _with_prune(state, prune, state_file).state,
+            "prune": lambda state: _with_prune(state, prune, state_file, read_only=True).state,
         },
         emit=lambda result: emit_review(result, output),
         say=lambda line: stderr.print(_escape(line)),
@@ -922,17 +922,23 @@ def serve(
     sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
 
 
-def _with_prune(state: DesiredState, flag: bool, state_file: Path | None) -> Pruning:
+def _with_prune(
+    state: DesiredState, flag: bool, state_file: Path | None, *, read_only: bool = False
+) -> Pruning:
     """The desired state plus, on pruning nodes, the owned objects to delete (and those
-    to release once the node is applied)."""
+    to release once the node is applied). ``read_only`` (plan, review): the store is not
+    created, and a named one that does not exist is refused."""
     from controller.engine import prune
-    from controller.store import StateStore
+    from controller.store import OwnedObject, StateStore
 
     nodes = prune.prune_nodes(state, flag)
     if not nodes:
         return prune.Pruning(state)
-    with StateStore(state_file) as store:
-        owned = {node: store.owned(node) for node in nodes}
+    path = _existing_state(state_file) if read_only else state_file
+    owned: dict[str, list[OwnedObject]] = {node: [] for node in nodes}
+    if path is not None or not read_only:  # else nothing ever ran here: nothing owned yet
+        with StateStore(path) as store:
+            owned = {node: store.owned(node) for node in nodes}
     pruning = prune.plan(state, owned, nodes)
     for note in pruning.notes:
         stderr.print(f"[yellow]prune:[/] {_escape(note)}")

@@ -264,3 +264,17 @@ def test_the_sandbox_folder_is_private_and_an_existing_one_keeps_its_mode(tmp_pa
     shared.chmod(0o755)
     with sandbox.claimed(shared):
         assert shared.stat().st_mode & 0o777 == 0o755
+
+
+def test_plan_prune_reads_the_inventory_without_creating_a_store(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    desired = _write(tmp_path / "desired", [_firewall(tmp_path, 1)])  # nothing listens on 1
+    (tmp_path / "fw.key").write_text("k\n")
+    (tmp_path / "fw.secret").write_text("s\n")
+    typo = tmp_path / "stat.db"
+    done = fazai(env, "plan", str(desired), "--prune", "--state", str(typo))
+    assert done.returncode == 2 and f"state store {typo} does not exist" in done.stderr
+    assert not typo.exists()
+    fazai(env, "plan", str(desired), "--prune")  # the node is unreachable: exit 2 either way
+    assert not (tmp_path / "xdg").exists()  # the default store was not made by reading it
