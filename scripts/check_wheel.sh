@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-.venv/bin/python -m build --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1 \
+# Built from a copy of the files git knows (tracked, or new and not ignored): a stale
+# build/ left in the checkout cannot slip deleted modules into the wheel.
+mkdir "$work/src"
+git ls-files -z --cached --others --exclude-standard | xargs -0 tar --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$work/src"
+.venv/bin/python -m build --wheel --outdir "$work/dist" "$work/src" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log"; exit 1; }
 wheel="$(ls "$work"/dist/fazai-*.whl)"
 
