@@ -23,6 +23,7 @@ from controller.output.terminal import SafeConsole
 from controller.source import revision as revisions
 from controller.source.open import open_source
 from controller.source.tree import SourceTree
+from controller.words import count
 
 if TYPE_CHECKING:
     from controller.engine import plan as planning
@@ -66,8 +67,9 @@ def state_option(func: F) -> F:
         "state_file",
         type=click.Path(path_type=Path, dir_okay=False),
         envvar="FAZAI_STATE",
-        help="The state store (runs, journal, owned objects). "
-        "Default: $XDG_STATE_HOME/fazai/state.db.",
+        help="The state store (runs, journal, owned objects). Default: $FAZAI_STATE, else "
+        "$XDG_STATE_HOME/fazai/state.db (~/.local/state/fazai/state.db). Commands that only "
+        "read it refuse one that does not exist.",
     )(func)
 
 
@@ -96,9 +98,9 @@ def validate(path: str | None, ref: str | None, subdir: str) -> None:
     state = _load(path, ref, subdir)
     resources = len(state.resources)
     stderr.print(
-        f"[green]valid[/]: {len(state.nodes)} node(s), {resources} resource(s)"
+        f"[green]valid[/]: {count(len(state.nodes), 'node')}, {count(resources, 'resource')}"
         + (f" at {revisions.short(state.revision)}" if state.revision else "")
-        + (f"; {len(state.skipped)} YAML document(s) skipped" if state.skipped else "")
+        + (f"; {count(len(state.skipped), 'YAML document')} skipped" if state.skipped else "")
     )
     sys.exit(EXIT_OK)
 
@@ -178,7 +180,7 @@ def plan(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    state = _with_prune(state, prune, state_file).state
+    state = _with_prune(state, prune, state_file, read_only=True).state
     result = run_plan(state, nodes, concurrency, show_unmanaged)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
@@ -208,7 +210,7 @@ def _plan_review(
     result = command.plan_pair(
         pair,
         trust_head=trust_head,
-        prune=lambda state: _with_prune(state, prune, state_file).state,
+        prune=lambda state: _with_prune(state, prune, state_file, read_only=True).state,
         **options,
     )
     return result
@@ -319,7 +321,7 @@ def review(
             "only": nodes,
             "concurrency": concurrency,
             "trust_head": trust_head,
-            "prune": lambda state: _with_prune(state, prune, state_file).state,
+            "prune": lambda state: _with_prune(state, prune, state_file, read_only=True).state,
         },
         emit=lambda result: emit_review(result, output),
         say=lambda line: stderr.print(_escape(line)),
@@ -377,7 +379,13 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--fail-fast", is_flag=True, help="Stop starting nodes after the first failure.")
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    help="Nodes read and applied at once.",
+)
 @prune_option
 @state_option
 def apply(
@@ -396,7 +404,8 @@ def apply(
     back to its snapshot on any failure.
 
     Shows the plan and asks for confirmation unless --auto-approve; with no terminal and
-    no --auto-approve it refuses. Exit 0 when every node converged, 2 otherwise.
+    no --auto-approve it refuses; answering no cancels it (exit 0, nothing applied).
+    Exit 0 when every node converged, 2 otherwise.
     """
     from controller.engine import apply as applying
     from controller.store import NodeStatus, StateStore
@@ -408,6 +417,7 @@ def apply(
     pruning = _with_prune(state, prune, state_file)
     state = pruning.state
     with StateStore(state_file) as store:
+        _say_state(store.path)
         for line in asyncio.run(applying.recover(state, store)):
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
         result = run_plan(state, nodes, concurrency)
@@ -422,7 +432,7 @@ def apply(
             if not sys.stdin.isatty():
                 _fail("no terminal to confirm on; pass --auto-approve to apply unattended")
             if not click.confirm("Apply these changes?", default=False, err=True):
-                _fail("not applied")
+                _cancelled("Apply cancelled: nothing applied.")
         outcome = asyncio.run(
             applying.apply(state, result, store, concurrency=concurrency, fail_fast=fail_fast)
         )
@@ -462,16 +472,21 @@ def rollback(
     from controller.engine import apply as applying
     from controller.store import StateStore
 
+    store_path = _existing_state(state_file)
+    if store_path is None:
+        _fail(f"no run {run_id}: no state store at {default_state_path()} yet")
+        return
+    _say_state(store_path)
     if path is None and ref is None and not subdir:
-        state = _load_recorded(run_id, state_file)
+        state = _load_recorded(run_id, store_path)
     else:
         state = _load(path, ref, subdir)
     if not auto_approve:
         if not sys.stdin.isatty():
             _fail("no terminal to confirm on; pass --auto-approve to roll back unattended")
         if not click.confirm(f"Restore the snapshots of run {run_id}?", default=False, err=True):
-            _fail("not rolled back")
-    with StateStore(state_file) as store:
+            _cancelled("Rollback cancelled: nothing restored.")
+    with StateStore(store_path) as store:
         outcome = asyncio.run(applying.roll_back_run(state, store, run_id, only=nodes))
     if not outcome.nodes:
         _fail(f"run {run_id} changed no node{' of those named' if nodes else ''}")
@@ -487,11 +502,18 @@ def rollback(
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 @state_option
 def history(limit: int, output: str, state_file: Path | None) -> None:
-    """List recorded runs, newest first, with their ids."""
+    """List recorded runs, newest first, with their ids.
+
+    A plan or drift run's nodes read "in-sync" or "drift" (they change nothing); an apply's
+    "converged", "rolled_back", "failed" or "skipped"."""
     from controller.store import StateStore
 
-    with StateStore(state_file) as store:
-        runs = store.list_runs(limit)
+    store_path = _existing_state(state_file)
+    _say_state(store_path or default_state_path())
+    runs = []
+    if store_path is not None:
+        with StateStore(store_path) as store:
+            runs = store.list_runs(limit)
     if output == "json":
         click.echo(
             json.dumps(
@@ -516,11 +538,21 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
             )
         )
         return
+    if not runs:
+        where = store_path or default_state_path()
+        stderr.print(
+            f"no runs recorded in {_escape(str(where))}"
+            + ("" if store_path else " (it does not exist yet: no apply, plan or drift ran)")
+        )
+        return
     for r in runs:
         revision = f" {revisions.short(r.revision)}" if r.revision else ""
+        nodes = ", ".join(
+            f"{n.node}={_node_word(r.command.value, n.status.value)}" for n in r.nodes
+        )
         terminal.echo(
             f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
-            f"{revision}  {', '.join(f'{n.node}={n.status.value}' for n in r.nodes)}"
+            f"{revision}  {nodes}"
         )
 
 
@@ -538,7 +570,8 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
     "--report-dir",
     type=click.Path(path_type=Path, file_okay=False),
     metavar="DIR",
-    help="Also write the report to DIR as <timestamp>.{md,json,html} and latest.*.",
+    help="Also write the report to DIR, in three files: <timestamp>.md, <timestamp>.json "
+    "and <timestamp>.html, each also copied to latest.md, latest.json, latest.html.",
 )
 @click.option("--days", type=click.IntRange(1, 366), default=30, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
@@ -610,15 +643,26 @@ def schema(kind: str | None, plan_schema: bool) -> None:
     type=click.Path(path_type=Path),
     default=Path("/var/lib/fazai/sandbox"),
     show_default=True,
-    help="Where the sandbox keeps its keys and known_hosts.",
+    help="Where the sandbox keeps its keys, known_hosts and state store (state.db).",
 )
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
-def demo(desired: Path | None, workdir: Path, output: str) -> None:
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="Run nothing: remove the sandbox's folder (its SSH key, the firewall's API key "
+    "and secret, its state store) and exit.",
+)
+def demo(desired: Path | None, workdir: Path, output: str, clean: bool) -> None:
     """Run the main job on a sandbox (root needed): real Linux nodes and an emulated
     OPNsense firewall; plan, apply, drift made by hand, plan, apply that heals it, plan in
-    sync; then tear the sandbox down."""
+    sync; then tear the sandbox down. Its folder (--workdir) stays, with the runs in its
+    state.db for `fazai history --state`; `fazai demo --clean` removes it."""
     from controller.testing import sandbox
 
+    if clean:
+        for line in sandbox.clean(workdir):
+            stderr.print(_escape(line))
+        sys.exit(EXIT_OK)
     code = sandbox.run_demo(desired, workdir, lambda result: emit_plan(result, output), stderr)
     sys.exit(code)
 
@@ -716,7 +760,7 @@ def watch(
                     continue
                 number = event.get("id")
                 if isinstance(number, int) and last is not None and number > last + 1:
-                    stderr.print(f"[yellow]… {number - last - 1} event(s) missed[/]")
+                    stderr.print(f"[yellow]… {count(number - last - 1, 'event')} missed[/]")
                 last = number if isinstance(number, int) else last
                 out.print(watchview.line(event))
         except KeyboardInterrupt:
@@ -726,16 +770,37 @@ def watch(
 @main.command()
 @click.argument("approval_id", metavar="ID")
 @click.option("--abort", "abort_it", is_flag=True, help="Drop the pending plan instead.")
+@click.option("--yes", "-y", is_flag=True, help="Approve without showing the plan and asking.")
 @api_options
 def approve(
-    approval_id: str, abort_it: bool, url: str, token_ref: str | None, ca_file: Path | None
+    approval_id: str,
+    abort_it: bool,
+    yes: bool,
+    url: str,
+    token_ref: str | None,
+    ca_file: Path | None,
 ) -> None:
-    """Apply the plan waiting for approval ID (see `fazai approvals`), or drop it."""
+    """Apply the plan waiting for approval ID (see `fazai approvals`), or drop it.
+
+    Shows the plan's changes and asks first unless --yes; with no terminal and no --yes
+    it refuses. Answering no leaves the approval pending (exit 0)."""
+    from controller.output import approval_text
+
     with _api_client(url, token_ref, ca_file) as client:
         if abort_it:
             client.abort(approval_id)
             stderr.print(f"[yellow]aborted[/] {_escape(approval_id)}")
             return
+        if not yes:
+            found = [a for a in client.approvals() if a.get("id") == approval_id]
+            if not found:
+                _fail(f"no pending approval {approval_id!r}; `fazai approvals` lists them")
+            for line in approval_text.lines(found[0]):
+                stderr.print(_escape(line), highlight=False)
+            if not sys.stdin.isatty():
+                _fail("no terminal to confirm on; pass --yes to approve unattended")
+            if not click.confirm("Apply this plan?", default=False, err=True):
+                _cancelled(f"Approval cancelled: nothing applied; {approval_id} stays pending.")
         run_id = client.approve(approval_id)
     stderr.print(f"[green]approved[/] {_escape(approval_id)}: run {run_id}")
     click.echo(run_id)
@@ -745,7 +810,10 @@ def approve(
 @api_options
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str) -> None:
-    """List the plans waiting for `fazai approve`."""
+    """List the plans waiting for `fazai approve`, with per node the changes each would
+    make (+create ~update -delete)."""
+    from controller.output import approval_text
+
     with _api_client(url, token_ref, ca_file) as client:
         pending = client.approvals()
     if output == "json":
@@ -755,9 +823,12 @@ def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str
         stderr.print("no pending approvals")
     for item in pending:
         revision = revisions.short(item.get("revision") or "")
+        per_node = approval_text.counts(item.get("plan") or {})
+        for node in item.get("nodes", []):
+            per_node.setdefault(str(node), dict.fromkeys(approval_text.ACTIONS, 0))
         terminal.echo(
             f"{item['id']}  {item.get('created', '')}  {item.get('source', '')} {revision}"
-            f"  nodes: {', '.join(item.get('nodes', []))}"
+            f"  {approval_text.counts_text(per_node)}"
         )
 
 
@@ -873,17 +944,23 @@ def serve(
     sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
 
 
-def _with_prune(state: DesiredState, flag: bool, state_file: Path | None) -> Pruning:
+def _with_prune(
+    state: DesiredState, flag: bool, state_file: Path | None, *, read_only: bool = False
+) -> Pruning:
     """The desired state plus, on pruning nodes, the owned objects to delete (and those
-    to release once the node is applied)."""
+    to release once the node is applied). ``read_only`` (plan, review): the store is not
+    created, and a named one that does not exist is refused."""
     from controller.engine import prune
-    from controller.store import StateStore
+    from controller.store import OwnedObject, StateStore
 
     nodes = prune.prune_nodes(state, flag)
     if not nodes:
         return prune.Pruning(state)
-    with StateStore(state_file) as store:
-        owned = {node: store.owned(node) for node in nodes}
+    path = _existing_state(state_file) if read_only else state_file
+    owned: dict[str, list[OwnedObject]] = {node: [] for node in nodes}
+    if path is not None or not read_only:  # else nothing ever ran here: nothing owned yet
+        with StateStore(path) as store:
+            owned = {node: store.owned(node) for node in nodes}
     pruning = prune.plan(state, owned, nodes)
     for note in pruning.notes:
         stderr.print(f"[yellow]prune:[/] {_escape(note)}")
@@ -897,6 +974,51 @@ def _release(
 
     for line in prune.release(store, pruning.releases, nodes, run_id):
         stderr.print(f"prune: {_escape(line)}")
+
+
+def default_state_path() -> Path:
+    from controller.store.paths import default_path
+
+    return default_path()
+
+
+def _existing_state(state_file: Path | None) -> Path | None:
+    """The state file a command that only reads it opens: never created here. None when
+    the default one does not exist yet (nothing ran); a named one (--state, $FAZAI_STATE)
+    that does not exist is refused, so a typo cannot pass for an empty history."""
+    path = state_file.expanduser() if state_file is not None else default_state_path()
+    if path.is_file():
+        return path
+    if state_file is None and not path.exists():
+        return None
+    if path.exists():
+        _fail(f"state store {path} is not a file")
+    _fail(
+        f"state store {path} does not exist (mistyped --state or $FAZAI_STATE?); nothing "
+        f"was created. The default is {default_state_path()}"
+    )
+    return None
+
+
+def _say_state(path: Path) -> None:
+    """One line naming the state file in use: the demo, serve and the CLI can each be
+    pointed at another, and a history that looks empty is often the wrong file."""
+    stderr.print(f"[dim]state: {_escape(str(path))}[/]")
+
+
+def _node_word(command: str, status: str) -> str:
+    """A node's status as history shows it: a plan or drift run changes nothing, so its
+    "converged" means in sync and its "skipped" means drift found."""
+    if command in ("plan", "drift"):
+        return {"converged": "in-sync", "skipped": "drift"}.get(status, status)
+    return status
+
+
+def _cancelled(message: str) -> Any:
+    """The person answered no: not an error, so exit 0 (as Terraform's "Apply
+    cancelled")."""
+    stderr.print(f"[yellow]{_escape(message)}[/]")
+    sys.exit(EXIT_OK)
 
 
 def _load(path: str | None, ref: str | None, subdir: str) -> DesiredState:

@@ -19,6 +19,8 @@ git, YAML, OS errors) are mapped into it at the boundary where they happen, chai
     │       ├── EndpointMissingError  this firmware has no such endpoint         (404)
     │       ├── ValidationFailedError the firewall refused the values; see .validations
     │       └── ServerError           the firewall failed (5xx)                  (retryable)
+    ├── SandboxError          the sandbox (demo, serve --sandbox) cannot start: a subnet or
+    │                         port already in use, no root; says how to fix it
     ├── StoreError            the state store (runs, journal, inventory) is unusable
     │   ├── StoreLockedError      another process held the write lock too long (retryable)
     │   └── EscrowError           the escrow key is missing, unreadable or malformed
@@ -59,7 +61,8 @@ class InvalidInputError(FazaiError):
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
         errors = [d for d in self.diagnostics if d.is_error]
-        super().__init__(f"{len(errors)} error(s) in the desired state")
+        word = "error" if len(errors) == 1 else "errors"
+        super().__init__(f"{len(errors)} {word} in the desired state")
 
 
 class SourceError(FazaiError):
@@ -132,6 +135,11 @@ class ValidationFailedError(ApiError):
 
 class ServerError(ApiError):
     retryable = True
+
+
+class SandboxError(FazaiError):
+    """The sandbox behind ``fazai demo`` and ``serve --sandbox`` cannot start for a reason
+    of the machine, not a bug: the message says what is in the way and how to clear it."""
 
 
 class StoreError(FazaiError):

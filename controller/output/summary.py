@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.engine.plan import Plan
+from controller.words import count
 
 
 def summary_line(plan: Plan) -> str:
@@ -18,9 +19,9 @@ def summary_line(plan: Plan) -> str:
         parts.append(f"{counts['error']} not comparable")
     if counts["unmanaged"]:
         parts.append(f"{counts['unmanaged']} unmanaged")
-    text = f"Plan: {', '.join(parts)} on {len(plan.nodes)} node(s)"
+    text = f"Plan: {', '.join(parts)} on {count(len(plan.nodes), 'node')}"
     if failed:
-        text += f"; {len(failed)} node(s) could not be read"
+        text += f"; {count(len(failed), 'node')} could not be read"
     return text + "."
 
 

@@ -32,6 +32,7 @@ from controller.reconcile.handle import Mode, NodeDrift
 from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
+from controller.words import count
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ async def _record(
         elif node.failed:
             status, message = NodeStatus.FAILED, "some resources could not be compared"
         elif changed:
-            status, message = NodeStatus.SKIPPED, f"{changed} change(s) found"
+            status, message = NodeStatus.SKIPPED, f"{count(changed, 'change')} found"
         else:
             status, message = NodeStatus.CONVERGED, "in sync"
         results.append((node.node, status, message, node.seconds))

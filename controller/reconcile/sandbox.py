@@ -85,6 +85,7 @@ def running(config: ControllerConfig, workdir: Path = WORKDIR) -> Iterator[list[
     except ValueError as exc:
         raise FazaiError(str(exc)) from exc
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sandbox.claimed(workdir))
         if fleet is not None:
             fleet.start()
             stack.callback(fleet.stop)

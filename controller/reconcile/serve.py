@@ -97,6 +97,7 @@ async def serve(config: ControllerConfig, *, api: bool = True, once: bool = Fals
     """Run until a signal (0), or once over every source with ``once`` (diff(1)-style
     code); 2 when a service cannot start."""
     with StateStore(config.state) as store:
+        log.info("state store: %s", store.path)
         controller = Controller(config, store)
         # The log says what each reconcile did (applied, drift, failed), from the events.
         subscribed = asyncio.Event()

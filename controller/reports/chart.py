@@ -1,6 +1,7 @@
 """The chart of drift over time as an inline SVG, drawn here so the HTML report needs no
-script and no asset: one line per source (drifted resources per run), a marker per run
-with its details as a tooltip, runs that met errors ringed in red.
+script and no asset: one line per source (its runs at any ref; drifted resources per run), a
+marker per run with its details as a tooltip, runs that met errors ringed in red. The
+time axis spans the runs drawn, the legend names every line distinctly.
 
 Every text that reaches the SVG (source names, revisions) is escaped; nothing in it is
 executable. Thousands of runs are thinned to the highest point per pixel column, so the
@@ -17,12 +18,18 @@ from html import escape
 
 from controller.reports.model import SeriesPoint
 from controller.reports.values import short, when
+from controller.words import count
 
 WIDTH, HEIGHT = 880, 280
 LEFT, RIGHT, TOP, BOTTOM = 52, 16, 16, 58
 COLOURS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d")
 ERROR = "#dc2626"
+DASHES = ("4 2", "1 2", "6 2 1 2")
 COLUMN_PX = 2.0  # at most one marker per source in this many pixels
+LEGEND_CHARS = 48  # a longer source name is shortened in its middle
+LEGEND_ROW = 16  # pixels per legend row; rows beyond the first make the chart taller
+CHAR_PX = 6.8  # width of a legend character at the chart's 11px font, roughly
+MIN_SPAN = timedelta(minutes=10)  # the narrowest time axis, for one run or a burst
 
 
 @dataclass(frozen=True)
@@ -60,22 +67,62 @@ def thin(points: Sequence[Plotted], column: float = COLUMN_PX) -> list[Plotted]:
     return [kept[k] for k in sorted(kept)]
 
 
+def series_key(source: str) -> str:
+    """The series a run belongs to: its source without the ``@ref`` a git source's
+    description ends with (``/srv/infra@3f2a…`` and ``/srv/infra@main`` are one repository,
+    one line).
+
+    A git ref cannot hold ``:``, so an ``@`` followed by one is the user of an scp-like URL
+    (``git@host:repo``), not a ref, and the source is kept whole."""
+    head, sep, tail = source.rpartition("@")
+    if sep and head and tail and ":" not in tail:
+        return head
+    return source
+
+
+def legend_labels(keys: Sequence[str], limit: int = LEGEND_CHARS) -> list[str]:
+    """Labels that tell the series apart: a long name keeps its start and its end (where
+    paths differ) around an ellipsis, and labels still alike get a number."""
+    labels = [_middle_clip(key, limit) for key in keys]
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    numbered: dict[str, int] = {}
+    out = []
+    for label in labels:
+        if seen[label] > 1:
+            numbered[label] = numbered.get(label, 0) + 1
+            label = f"{label} ({numbered[label]})"
+        out.append(label)
+    return out
+
+
 def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str:
+    """The chart of ``points`` (oldest first) recorded between ``start`` and ``end``.
+
+    The time axis spans the points themselves, not the whole window: a day of runs in a
+    30-day window fills the width instead of piling up at its right edge."""
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
-    span = max((end - start).total_seconds(), 1.0)
+    low, high = _time_domain(points, start, end)
+    span = max((high - low).total_seconds(), 1.0)
     top, step = nice_top(max((p.drifted for p in points), default=0))
+    keys = sorted({series_key(p.source) for p in points})
+    labels = legend_labels(keys)
+    rows = _legend_rows(labels)
+    height = HEIGHT + LEGEND_ROW * max(0, len(rows) - 1)
 
     def x_of(moment: datetime) -> float:
-        offset = (moment - start).total_seconds() / span
+        offset = (moment - low).total_seconds() / span
         return LEFT + plot_w * min(max(offset, 0.0), 1.0)
 
     def y_of(value: int) -> float:
         return TOP + plot_h * (1 - value / top)
 
-    label = f"Drifted resources per run, {when(start)} to {when(end)}"
+    label = f"Drifted resources per run, {when(low)} to {when(high)}"
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" '
         f'role="img" aria-label="{escape(label)}" class="chart">',
         f"<title>{escape(label)}</title>",
     ]
@@ -85,12 +132,15 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
             f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" class="grid"/>'
             f'<text x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">{value}</text>'
         )
-    for tick in _time_ticks(start, end):
+    ticks, pattern = time_ticks(low, high)
+    for tick in ticks:
         x = x_of(tick)
+        # A label at either end of the axis is anchored inward, so it is not cut off.
+        anchor = "start" if x < LEFT + 24 else "end" if x > WIDTH - RIGHT - 24 else "middle"
         out.append(
             f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{TOP + plot_h}" class="grid"/>'
-            f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">'
-            f"{tick:%m-%d}</text>"
+            f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="{anchor}">'
+            f"{tick.astimezone(UTC).strftime(pattern)}</text>"
         )
     out.append(
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" '
@@ -101,24 +151,76 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
             f'<text x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
             'text-anchor="middle" class="empty">no run recorded in this period</text>'
         )
-    sources = sorted({p.source for p in points})
-    for index, source in enumerate(sources):
-        colour = COLOURS[index % len(COLOURS)]
+    colours = {key: COLOURS[index % len(COLOURS)] for index, key in enumerate(keys)}
+    dashes = {key: _dash(index) for index, key in enumerate(keys)}
+    for key in keys:
+        colour, dash = colours[key], dashes[key]
         plotted = thin(
-            [Plotted(x_of(p.time), y_of(p.drifted), p) for p in points if p.source == source]
+            [
+                Plotted(x_of(p.time), y_of(p.drifted), p)
+                for p in points
+                if series_key(p.source) == key
+            ]
         )
         path = " ".join(f"{p.x:.1f},{p.y:.1f}" for p in plotted)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        out.append(
+            f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash} '
+            f'class="series"><title>{escape(key)}</title></polyline>'
+        )
         for p in plotted:
             out.append(_marker(p, colour))
-        legend_y = HEIGHT - 14
-        legend_x = LEFT + 170 * index
-        out.append(
-            f'<rect x="{legend_x}" y="{legend_y - 9}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{legend_x + 14}" y="{legend_y}">{escape(_clip(source, 22))}</text>'
-        )
+    legend_top = TOP + plot_h + 40
+    for row_index, row in enumerate(rows):
+        y = legend_top + LEGEND_ROW * row_index
+        for x, index in row:
+            colour, dash = colours[keys[index]], dashes[keys[index]]
+            out.append(
+                f'<line x1="{x:.0f}" y1="{y - 4}" x2="{x + 11:.0f}" y2="{y - 4}" '
+                f'stroke="{colour}" stroke-width="3"{dash}/>'
+                f'<text x="{x + 14:.0f}" y="{y}" class="legend">{escape(labels[index])}'
+                f"<title>{escape(keys[index])}</title></text>"
+            )
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _dash(index: int) -> str:
+    """Past the palette colours repeat; a dash pattern keeps those lines (and their
+    legend swatches) apart."""
+    if index < len(COLOURS):
+        return ""
+    return f' stroke-dasharray="{DASHES[(index // len(COLOURS) - 1) % len(DASHES)]}"'
+
+
+def _time_domain(
+    points: Sequence[SeriesPoint], start: datetime, end: datetime
+) -> tuple[datetime, datetime]:
+    """The data's first and last moment, widened a little so markers do not sit on the
+    frame; the whole window when there is nothing to draw."""
+    if not points:
+        return start, end
+    first = min(p.time for p in points)
+    last = max(p.time for p in points)
+    if last - first < MIN_SPAN:
+        middle = first + (last - first) / 2
+        return middle - MIN_SPAN / 2, middle + MIN_SPAN / 2
+    pad = (last - first) * 0.03
+    return first - pad, last + pad
+
+
+def _legend_rows(labels: Sequence[str]) -> list[list[tuple[float, int]]]:
+    """Legend entries laid out left to right, wrapping to a new row when the next one
+    would not fit: (x, index) per entry."""
+    rows: list[list[tuple[float, int]]] = [[]]
+    x = float(LEFT)
+    for index, label in enumerate(labels):
+        width = 14 + CHAR_PX * len(label) + 18
+        if rows[-1] and x + width > WIDTH - RIGHT:
+            rows.append([])
+            x = float(LEFT)
+        rows[-1].append((x, index))
+        x += width
+    return rows
 
 
 def _marker(p: Plotted, colour: str) -> str:
@@ -126,7 +228,7 @@ def _marker(p: Plotted, colour: str) -> str:
     tip = (
         f"run {point.run_id} ({point.command}, {point.trigger}) {when(point.time)}\n"
         f"{point.source} at {short(point.revision)}: {point.drifted} drifted"
-        + (f", {point.errors} error(s)" if point.errors else "")
+        + (f", {count(point.errors, 'error')}" if point.errors else "")
         + "".join(f"\n  {node}: {count}" for node, count in point.nodes[:12])
     )
     ring = f' stroke="{ERROR}" stroke-width="2"' if point.errors else ""
@@ -136,15 +238,40 @@ def _marker(p: Plotted, colour: str) -> str:
     )
 
 
-def _time_ticks(start: datetime, end: datetime) -> list[datetime]:
-    """Midnights (UTC) between start and end, at most eight of them evenly spread."""
-    first = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if first < start:
-        first += timedelta(days=1)
-    days = max(0, (end - first).days)
-    every = max(1, math.ceil((days + 1) / 8))
-    return [first + timedelta(days=d) for d in range(0, days + 1, every)]
+_STEPS = (
+    timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
+    timedelta(hours=1), timedelta(hours=3), timedelta(hours=6), timedelta(hours=12),
+    timedelta(days=1), timedelta(days=2), timedelta(days=3), timedelta(days=7), timedelta(days=14),
+    timedelta(days=30),
+)  # fmt: skip
+MAX_TICKS = 8
 
 
-def _clip(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+def time_ticks(low: datetime, high: datetime) -> tuple[list[datetime], str]:
+    """Round moments (UTC) between low and high, at most MAX_TICKS of them, and the
+    strftime pattern that labels them: times of day for a short span, dates for a long
+    one, both when a short span crosses midnight."""
+    span = high - low
+    step = next((s for s in _STEPS if span / s <= MAX_TICKS), _STEPS[-1])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    seconds = step.total_seconds()
+    first = epoch + timedelta(seconds=math.ceil((low - epoch).total_seconds() / seconds) * seconds)
+    ticks: list[datetime] = []
+    tick = first
+    while tick <= high and len(ticks) <= MAX_TICKS:
+        ticks.append(tick)
+        tick += step
+    if step >= timedelta(days=1):
+        pattern = "%m-%d"
+    elif low.astimezone(UTC).date() == high.astimezone(UTC).date():
+        pattern = "%H:%M"
+    else:
+        pattern = "%m-%d %H:%M"
+    return ticks, pattern
+
+
+def _middle_clip(value: str, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    tail = (limit - 1) * 2 // 3
+    return value[: limit - 1 - tail] + "…" + value[-tail:]

@@ -19,6 +19,7 @@ from controller.reports import build, files, history, render
 from controller.reports.model import DriftReport, SeriesPoint
 from controller.reports.values import stamp
 from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
+from controller.words import count
 
 TITLE = "fazai drift"
 FORMATS = ("markdown", "json", "html")
@@ -34,7 +35,7 @@ def record(store: StateStore, plan: Plan) -> int:
         elif node.failed:
             status, message = NodeStatus.FAILED, "some resources could not be compared"
         elif node.changed:
-            status, message = NodeStatus.SKIPPED, f"{len(node.changed)} change(s) found"
+            status, message = NodeStatus.SKIPPED, f"{count(len(node.changed), 'change')} found"
         else:
             status, message = NodeStatus.CONVERGED, "in sync"
         store.record_node(run_id, node.node, status, message, node.seconds)
@@ -66,6 +67,7 @@ def report(
     series: tuple[SeriesPoint, ...] = ()
     try:
         with StateStore(state_file) as store:
+            print(f"state: {store.path}", file=err)
             record(store, plan)
             series = history.drift_series(store, generated - timedelta(days=days))
     except StoreError as exc:
@@ -79,15 +81,17 @@ def report(
     )
     if report_dir is not None:
         written = write(result, report_dir)
-        print(f"report written to {written}", file=err)
+        names = ", ".join(str(p) for p in written)
+        print(f"report written to {names} (each also as latest.*)", file=err)
     out.write(render.RENDERERS[output](result))
     out.flush()
     return plan.exit_code
 
 
-def write(result: DriftReport, folder: Path) -> Path:
-    """``<folder>/<timestamp>.{md,json,html}`` and ``latest.*``; the markdown's path."""
+def write(result: DriftReport, folder: Path) -> list[Path]:
+    """``<folder>/<timestamp>.{md,json,html}`` and ``latest.*``; the stamped files' paths
+    (markdown, JSON, HTML)."""
     written = files.write_report(
         folder, "", stamp(result.generated), render.render(result, FORMATS)
     )
-    return folder / written.files[0]
+    return [folder / p for p in written.files if not p.name.startswith("latest.")]

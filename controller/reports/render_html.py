@@ -14,6 +14,7 @@ from html import escape
 from controller.reports import chart
 from controller.reports.model import DriftedResource, DriftReport, NodeSummary
 from controller.reports.values import short, show, when
+from controller.words import count
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
@@ -81,7 +82,7 @@ def render(report: DriftReport) -> str:
     parts += _sources(report)
     parts += _nodes(report.nodes)
     parts += [
-        f"<h2>Drift over the last {report.window_days} day(s)</h2>",
+        f"<h2>Drift over the last {count(report.window_days, 'day')}</h2>",
         chart.render(report.series, start, report.generated),
     ]
     parts += _resources(report.resources)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from controller.output import terminal
 from controller.reports.model import DriftedResource, DriftReport, SeriesPoint
 from controller.reports.values import short, show, when
+from controller.words import count
 
 VALUE_LIMIT = 300  # characters of a value shown inline; the diff and the JSON keep it all
 SPARK = "▁▂▃▄▅▆▇█"
@@ -44,9 +45,9 @@ def code(value: str) -> str:
 def render(report: DriftReport) -> str:
     lines = [f"# FazAI drift report: {text(report.title)}", ""]
     lines += [
-        f"**{_BADGE[report.status]}**: {report.drifted} drifted resource(s) on "
-        f"{sum(1 for n in report.nodes if n.drifted)} of {len(report.nodes)} node(s)"
-        + (f", {report.failed_nodes} node(s) unreadable" if report.failed_nodes else "")
+        f"**{_BADGE[report.status]}**: {count(report.drifted, 'drifted resource')} on "
+        f"{sum(1 for n in report.nodes if n.drifted)} of {count(len(report.nodes), 'node')}"
+        + (f", {count(report.failed_nodes, 'node')} unreadable" if report.failed_nodes else "")
         + ".",
         "",
         f"Generated {when(report.generated)}.",
@@ -107,12 +108,13 @@ def sparkline(points: Sequence[SeriesPoint], width: int = SPARK_WIDTH) -> str:
 
 
 def _history(points: Sequence[SeriesPoint], days: int) -> list[str]:
-    lines = [f"## Drift over the last {days} day(s)", ""]
+    lines = [f"## Drift over the last {count(days, 'day')}", ""]
     if not points:
         return [*lines, "No run recorded in this period.", ""]
     latest = points[-1]
     lines += [
-        f"`{sparkline(points)}` {len(points)} run(s); most {max(p.drifted for p in points)}, "
+        f"`{sparkline(points)}` {count(len(points), 'run')}; "
+        f"most {max(p.drifted for p in points)}, "
         f"latest {latest.drifted} (run {latest.run_id}, {when(latest.time)}).",
         "",
     ]

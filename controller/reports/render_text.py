@@ -6,6 +6,7 @@ from controller.output import terminal
 from controller.reports.model import DriftReport
 from controller.reports.render_markdown import sparkline
 from controller.reports.values import short, show, when
+from controller.words import count
 
 VALUE_LIMIT = 200
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "error": "!"}
@@ -21,8 +22,9 @@ def _line(value: str) -> str:
 
 def render(report: DriftReport) -> str:
     lines = [
-        f"drift report {report.title}: {report.status}, {report.drifted} drifted resource(s) "
-        f"on {len(report.nodes)} node(s), generated {when(report.generated)}"
+        f"drift report {report.title}: {report.status}, "
+        f"{count(report.drifted, 'drifted resource')} on {count(len(report.nodes), 'node')}, "
+        f"generated {when(report.generated)}"
     ]
     for s in report.sources:
         lines.append(f"source {_line(s.name)} at {short(s.revision)}")
@@ -44,5 +46,5 @@ def render(report: DriftReport) -> str:
                     f"{_line(show(c.desired, VALUE_LIMIT))}"
                 )
     if report.series:
-        lines += ["", f"last {report.window_days} day(s): {sparkline(report.series)}"]
+        lines += ["", f"last {count(report.window_days, 'day')}: {sparkline(report.series)}"]
     return terminal.clean("\n".join(lines) + "\n")

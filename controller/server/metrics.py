@@ -86,6 +86,9 @@ class Metrics:
             if status.last_sync is not None:
                 self.last_sync.labels(status.name).set(status.last_sync.timestamp())
         for node in handle.drift():
+            # Every known node has its failure counter from the start, at 0: an alert on
+            # increase() sees the first failure, and a dashboard is not blank until then.
+            self.apply_failures.labels(node.node)
             if node.error is None:  # an unreadable node keeps its last known drift
                 self.drifted_resources.labels(node.node).set(node.drifted)
 

@@ -15,6 +15,7 @@ from rich.text import Text
 from controller.events import EventType
 from controller.output import terminal
 from controller.source import revision as revisions
+from controller.words import count
 
 STYLES: dict[str, str] = {
     EventType.RECONCILE_QUEUED: "dim",
@@ -86,9 +87,9 @@ def _details(kind: str, data: Mapping[str, Any]) -> list[str]:
     if isinstance(data.get("seconds"), int | float):
         parts.append(f"{data['seconds']:.2f}s")
     if isinstance(data.get("changes"), int):
-        parts.append(f"{data['changes']} change(s)")
+        parts.append(count(data["changes"], "change"))
     elif isinstance(data.get("items"), list):
-        parts.append(f"{len(data['items'])} change(s)")
+        parts.append(count(len(data["items"]), "change"))
     if data.get("approval_id"):
         parts.append(f"approval {data['approval_id']}")
         if data.get("nodes"):

@@ -48,6 +48,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from controller.errors import SandboxError
+
 __all__ = ["Fleet", "FleetError", "FleetNode", "NodeSpec", "fleet_available"]
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,12 @@ class NodeSpec:
 
     name: str
     address: str
+
+
+class SubnetInUseError(SandboxError, RuntimeError):
+    """The fleet's subnet is taken: another fleet holds its lock, or the host has an
+    address in it. A RuntimeError as every fleet failure is, and a SandboxError so the
+    CLI says what to do instead of calling it a bug."""
 
 
 class FleetError(RuntimeError):
@@ -681,8 +689,10 @@ class Fleet:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise RuntimeError(
-                        f"subnet {net} is in use by another fleet (lock {path} is held)"
+                    raise SubnetInUseError(
+                        f"subnet {net} is in use by another fleet (lock {path} is held): "
+                        f"stop the other `fazai demo`, `fazai serve --sandbox` or fleet test "
+                        f"using it, or give the Linux Node documents addresses in another /24"
                     ) from None
                 if not warned:
                     log.warning("fleet %s: waiting for another fleet on %s", self.prefix, net)
@@ -696,9 +706,10 @@ class Fleet:
             for info in link.get("addr_info", []):
                 net = ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False)
                 if net.overlaps(self.subnet):
-                    raise RuntimeError(
-                        f"subnet {self.subnet} overlaps {net} on {link.get('ifname')}: "
-                        "is another fleet using it?"
+                    raise SubnetInUseError(
+                        f"subnet {self.subnet} overlaps {net} on {link.get('ifname')}: is "
+                        "another fleet using it? Remove that address (or stop what made it), "
+                        "or give the Linux Node documents addresses in another /24"
                     )
 
     def _prepare_workdir(self) -> None:

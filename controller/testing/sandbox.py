@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
+import os
 import shlex
 import shutil
 import ssl
@@ -26,6 +28,7 @@ from rich.console import Console
 
 import controller
 from controller.engine import plan as planning
+from controller.errors import SandboxError
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -34,6 +37,50 @@ from controller.providers.opnsense.identity import object_uuid
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import Drift, EmulatorServer
+from controller.testing.opnsense.server import bind_error
+from controller.words import count
+
+DEFAULT_WORKDIR = Path("/var/lib/fazai/sandbox")
+MARKER = ".fazai-sandbox"  # in every folder a sandbox used; held locked while it runs
+STATE_FILE = "state.db"  # the sandbox's runs: `fazai history --state WORKDIR/state.db`
+
+
+@contextlib.contextmanager
+def claimed(workdir: Path) -> Iterator[Path]:
+    """Mark ``workdir`` as a sandbox's folder and hold it for the sandbox's lifetime, so
+    ``--clean`` never removes a folder a running demo or ``serve --sandbox`` uses (the
+    kernel drops the lock if the process dies)."""
+    if not workdir.exists():
+        # It will hold an SSH private key and the firewall's API secret. An existing
+        # folder keeps its mode: --workdir may name one that is not only the sandbox's.
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700)
+    fd = os.open(workdir / MARKER, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SandboxError(
+                f"{workdir} is in use by another sandbox (a `fazai demo` or "
+                "`fazai serve --sandbox`): wait for it, or pass another --workdir"
+            ) from None
+        yield workdir
+    finally:
+        os.close(fd)
+
+
+def clean(workdir: Path) -> list[str]:
+    """Remove a sandbox's folder (its keys, the firewall's secret, its state store); what
+    was done, in words. Refuses a folder no sandbox made, and one a sandbox is using."""
+    if not workdir.exists():
+        return [f"nothing to clean: {workdir} does not exist"]
+    if not (workdir / MARKER).is_file() and workdir.resolve() != DEFAULT_WORKDIR:
+        raise SandboxError(
+            f"{workdir} was not made by `fazai demo` (no {MARKER} in it): not removed"
+        )
+    with claimed(workdir):
+        shutil.rmtree(workdir)
+    return [f"removed {workdir} (SSH keys, firewall API key and secret, state store)"]
 
 
 def example_state_dir() -> Path:
@@ -81,6 +128,7 @@ def _start_firewall(node: Document) -> EmulatorServer:
     url = urlsplit(node.spec["url"])
     if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
         raise ValueError(f"Node/{node.name}: the sandbox serves firewalls on 127.0.0.1:PORT only")
+    _check_port_free(node.name, url.port)
     emulator = EmulatorServer(version="26.1", tls=url.scheme == "https", port=url.port).start()
     files = {
         node.spec["apiKeyRef"].get("file"): emulator.api_key,
@@ -99,6 +147,19 @@ def _start_firewall(node: Document) -> EmulatorServer:
     if bundle and emulator.certificate is not None:
         shutil.copyfile(emulator.certificate, bundle)
     return emulator
+
+
+def _check_port_free(node: str, port: int) -> None:
+    """Refuse a port something already listens on, naming it: the emulator would
+    otherwise fail deep inside uvicorn's thread with no word of why."""
+    busy = bind_error("127.0.0.1", port)
+    if busy is not None:
+        raise SandboxError(
+            f"Node/{node}: 127.0.0.1:{port} is already in use ({busy}): stop what listens "
+            f"there (another `fazai demo`, `fazai serve --sandbox` or `fazai emulate "
+            f"opnsense`; `ss -ltnp 'sport = :{port}'` names it), or give the Node another "
+            f"port in its url"
+        )
 
 
 def seed_firewall(emulator: EmulatorServer, state: DesiredState, node: str) -> None:
@@ -141,6 +202,12 @@ def run_demo(
         console.print(f"[bold red]error:[/] cannot start the sandbox: {reason}")
         return 2
     folder = desired or example_state_dir()
+    if not folder.is_dir():
+        # A wheel carries no example (it lives beside the package in a checkout).
+        raise SandboxError(
+            f"no desired state at {folder}: pass --desired-state DIR (the desired_state/ "
+            "folder of a FazAI checkout is the example the demo is made for)"
+        )
     state = loader.load(open_source(str(folder)))
     try:
         fleet = fleet_for(state, workdir)
@@ -148,6 +215,7 @@ def run_demo(
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     with contextlib.ExitStack() as stack:
+        stack.enter_context(claimed(workdir))
         try:
             with console.status("starting the sandbox"):
                 if fleet is not None:
@@ -191,9 +259,11 @@ def _converge_drift_heal(
     from controller.engine import apply as applying
     from controller.store import StateStore
 
-    store_path = workdir / "state.db"
-    store_path.unlink(missing_ok=True)
+    # Kept after the demo (until `fazai demo --clean`), so `fazai history --state` shows
+    # the runs it made; `serve --sandbox` records in the same file.
+    store_path = workdir / STATE_FILE
     with StateStore(store_path) as store:
+        console.print(f"[dim]state: {store_path}[/]")
         console.rule("2. apply")
         if not _report(asyncio.run(applying.apply(state, first, store)), console):
             return 2
@@ -208,13 +278,18 @@ def _converge_drift_heal(
         final = asyncio.run(planning.build(state))
         console.rule("6. plan: in sync")
         emit(final)
+        console.print(
+            f"[dim]the runs: `fazai history --state {store_path}`; {workdir} keeps the "
+            "sandbox's SSH key, the firewall's API secret and that state store until "
+            "`fazai demo --clean`[/]"
+        )
         return 0 if final.exit_code == 0 else 2
 
 
 def _report(result: Any, console: Console) -> bool:
     for node in result.nodes:
         colour = "green" if node.status.value in ("converged", "skipped") else "red"
-        detail = f" ({node.changes} changes)" if node.changes else ""
+        detail = f" ({count(node.changes, 'change')})" if node.changes else ""
         message = f": {node.message}" if node.message else ""
         console.print(f"[{colour}]{node.node}: {node.status.value}{detail}{message}[/]")
     return bool(result.converged)

@@ -111,8 +111,8 @@ def test_drift_report_of_live_nodes_and_its_history(fleet: Fleet, tmp_path: Path
         put(fleet, "rep-web-1", CONF)  # fixed by hand
         in_sync = fazai("drift", str(folder), "-o", "markdown", "--state", str(state))
         assert in_sync.returncode == 0, in_sync.stderr
-        assert "**✅ in sync**: 0 drifted resource(s) on 0 of 2 node(s)." in in_sync.stdout
-        assert "2 run(s); most 1, latest 0" in in_sync.stdout
+        assert "**✅ in sync**: 0 drifted resources on 0 of 2 nodes." in in_sync.stdout
+        assert "2 runs; most 1, latest 0" in in_sync.stdout
 
         history = fazai("history", "-o", "json", "--state", str(state))
         runs = json.loads(history.stdout)
@@ -123,7 +123,7 @@ def test_drift_report_of_live_nodes_and_its_history(fleet: Fleet, tmp_path: Path
         page = fazai("drift", str(folder), "-o", "html", "--state", str(state), "--days", "7")
         assert page.returncode == 0
         assert page.stdout.startswith("<!DOCTYPE html>") and "<svg" in page.stdout
-        assert "Drift over the last 7 day(s)" in page.stdout
+        assert "Drift over the last 7 days" in page.stdout
     finally:
         fleet.nodes["rep-web-1"].run(f"rm -f {PATH}")
         fleet.nodes["rep-db-1"].run(f"rm -f {PATH}")

@@ -641,7 +641,7 @@ def test_push_watch_converge_refuse_forgeries_detect_drift_metrics_approve_and_s
             }
             assert "allow-dns to 53" not in rule_descriptions(firewall)
             approve = subprocess.run(
-                [*COMMAND, "approve", approval, "--url", url, "--token-ref", f"env:{WRITE}"],
+                [*COMMAND, "approve", approval, "-y", "--url", url, "--token-ref", f"env:{WRITE}"],
                 env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             assert approve.returncode == 0, approve.stderr

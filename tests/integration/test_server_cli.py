@@ -177,17 +177,19 @@ async def test_approvals_and_approve(handle: FakeHandle, tokens: Tokens) -> None
         assert code == 0 and [a["id"] for a in json.loads(out)] == ["a1", "a2"]
         code, out, _ = await fazai("approvals", "--url", url, "--token-ref", READ)
         assert code == 0 and out.splitlines()[0].startswith("a1  ")
-        assert "nodes: edge-fw, web-1" in out.splitlines()[0]
+        assert "edge-fw +0 ~0 -0, web-1 +0 ~0 -0" in out.splitlines()[0]
 
-        code, _, err = await fazai("approve", "a1", "--url", url, "--token-ref", READ)
+        code, _, err = await fazai("approve", "a1", "--yes", "--url", url, "--token-ref", READ)
         assert code == 2 and "403 token 'dashboard' has read scope" in err
         assert handle.approved == []
 
-        code, out, err = await fazai("approve", "a1", "--url", url, "--token-ref", WRITE)
+        code, out, err = await fazai("approve", "a1", "--yes", "--url", url, "--token-ref", WRITE)
         assert code == 0 and "approved a1" in err
         run_id = int(out)
         assert handle.store.get_run(run_id) is not None and handle.approved == ["a1"]
 
+        code, _, err = await fazai("approve", "a1", "--yes", "--url", url, "--token-ref", WRITE)
+        assert code == 2 and "no pending approval 'a1'" in err
         code, _, err = await fazai("approve", "a1", "--url", url, "--token-ref", WRITE)
         assert code == 2 and "no pending approval 'a1'" in err
 
@@ -217,3 +219,62 @@ async def test_the_cli_over_tls(handle: FakeHandle, tokens: Tokens, tmp_path: Pa
         assert [a["id"] for a in json.loads(out)] == ["a1"]
         code, _, err = await fazai("approvals", "--url", url, "--token-ref", READ)
         assert code == 2 and "CERTIFICATE_VERIFY_FAILED" in err
+
+
+PLAN = {
+    "nodes": [{"node": "edge-fw"}, {"node": "web-1"}, {"node": "db-1"}],
+    "changes": [
+        {"node": "edge-fw", "kind": "FirewallAlias", "name": "admins", "action": "update",
+         "changes": [{"field": "content", "live": ["10.0.0.1"], "desired": ["10.0.0.2"]}]},
+        {"node": "edge-fw", "kind": "FirewallRule", "name": "old", "action": "delete",
+         "changes": []},
+        {"node": "web-1", "kind": "File", "name": "motd", "action": "create",
+         "changes": [{"field": "content", "live": None, "desired": "hi\x1b[2J\n"}]},
+    ],
+}  # fmt: skip
+
+
+def at_terminal(answer: str, *args: str) -> tuple[int, str]:
+    """Run fazai with a terminal on stdin, answering the confirmation with ``answer``."""
+    import os
+    import pty
+    import subprocess
+
+    main, side = pty.openpty()
+    try:
+        os.write(main, answer.encode() + b"\n")
+        done = subprocess.run(
+            [sys.executable, "-c", "from controller.cli import run; run()", *args],
+            stdin=side, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(main)
+        os.close(side)
+    return done.returncode, done.stderr
+
+
+async def test_approve_shows_the_plan_and_asks_first(handle: FakeHandle, tokens: Tokens) -> None:
+    """Approving applies changes to production: the person sees them first; `approvals`
+    counts them per node."""
+    handle.add_approval("a1", ["edge-fw", "web-1", "db-1"], PLAN)
+    async with serving(handle, token_settings()) as url:
+        code, out, _ = await fazai("approvals", "--url", url, "--token-ref", READ)
+        assert code == 0 and "edge-fw +0 ~1 -1, web-1 +1 ~0 -0, db-1 +0 ~0 -0" in out
+
+        code, _, err = await fazai("approve", "a1", "--url", url, "--token-ref", WRITE)
+        assert code == 2 and "no terminal to confirm on; pass --yes" in err
+        assert "~ FirewallAlias/admins" in err and "- FirewallRule/old" in err
+        assert handle.approved == []
+
+        args = ("approve", "a1", "--url", url, "--token-ref", WRITE)
+        code, err = await asyncio.to_thread(at_terminal, "n", *args)
+        assert code == 0, err
+        assert "Approval cancelled: nothing applied" in err and handle.approved == []
+        assert 'content: ["10.0.0.1"] → ["10.0.0.2"]' in err
+        assert "\x1b" not in err and "hi\\x1b[2J" in err  # escapes shown, not sent
+        assert (
+            "Approving applies 3 changes (1 to create, 1 to update, 1 to delete) on 2 nodes" in err
+        )
+
+        code, err = await asyncio.to_thread(at_terminal, "y", *args)
+        assert code == 0 and "approved a1" in err and handle.approved == ["a1"]

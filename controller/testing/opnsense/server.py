@@ -15,6 +15,7 @@ import ipaddress
 import json
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -274,6 +275,19 @@ class EmulatorServer:
         self.stop()
 
 
+def bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (already in use...), or None when it can.
+    Asked before starting, because uvicorn reports a failed bind only in its log."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def serve(
     listen: str,
     version: str,
@@ -291,6 +305,12 @@ def serve(
     if not host or not port_text.isdigit():
         raise ValueError(f"--listen wants HOST:PORT, got {listen!r}")
     host = host.strip("[]")
+    busy = bind_error(host, int(port_text))
+    if busy is not None:
+        raise ValueError(
+            f"cannot listen on {listen}: {busy} (another emulator, `fazai demo` or "
+            "`fazai serve --sandbox`?): stop it or pass another --listen"
+        )
     state = None
     if state_file is not None and state_file.exists():
         state = EmulatorState.load(state_file, version)

@@ -175,7 +175,7 @@ def _check_cli(root: Path, expected: list[str]) -> None:
         assert summary.startswith("valid: "), result.stderr
     else:
         errors = sum(not _is_warning(line) for line in expected)
-        assert summary == f"{errors} error(s) in the desired state"
+        assert summary == f"{errors} error{'' if errors == 1 else 's'} in the desired state"
     assert lines[:-1] == expected
 
 

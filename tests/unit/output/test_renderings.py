@@ -80,7 +80,7 @@ def test_text_groups_by_node_and_summarizes() -> None:
     assert "Package/telnetd" not in out  # in sync, hidden unless asked
     assert out.strip().splitlines()[-1] == (
         "Plan: 1 to create, 1 to update, 0 to delete, 1 in sync, 1 not comparable "
-        "on 2 node(s); 1 node(s) could not be read."
+        "on 2 nodes; 1 node could not be read."
     )
 
 

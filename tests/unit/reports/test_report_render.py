@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -83,7 +84,7 @@ def drift_report(series: tuple[SeriesPoint, ...] = ()) -> DriftReport:
 def test_markdown_has_the_node_table_the_changes_and_the_diff() -> None:
     text = render_markdown.render(drift_report())
     assert text.startswith("# FazAI drift report: daily\n")
-    assert "**❌ trouble**: 6 drifted resource(s) on 3 of 4 node(s), 1 node(s) unreadable." in text
+    assert "**❌ trouble**: 6 drifted resources on 3 of 4 nodes, 1 node unreadable." in text
     assert "| `rep-db-1` | linux | - | 1 | 1 | 0 | 0 |" in text
     assert "⚠️ no answer from 10.231.23.99:22 within 2 s" in text
     assert "- `~` `File/motd-web` update" in text
@@ -234,3 +235,44 @@ def test_an_empty_chart_says_so_and_the_axis_top_is_round() -> None:
         (150, 50),
         (1000, 200),
     ]
+
+
+def _series_of(svg: str) -> list[str]:
+    return re.findall(r'<polyline points="([^"]*)"', svg)
+
+
+def test_runs_of_one_source_at_many_commits_are_one_line_spread_over_the_axis() -> None:
+    """A CLI source is recorded as ``path@ref``: one line per repository, not per commit,
+    a legend naming each repository distinctly, and points spread over the width even
+    when an hour of runs sits in a 30-day window."""
+    long = "/home/operator/projects/infrastructure/desired-state"
+    points = []
+    for i in range(12):
+        for n, repo in enumerate((f"{long}/site-a", f"{long}/site-b")):
+            sha = f"{i:02d}{n}" + "a" * 37
+            moment = START - timedelta(hours=1) + timedelta(minutes=5 * i)
+            points.append(
+                SeriesPoint(2 * i + n, moment, f"{repo}@{sha}", sha, "plan", "cli", i % 4, 0)
+            )
+    svg = chart.render(points, START - timedelta(days=30), START + timedelta(minutes=1))
+    assert len(_series_of(svg)) == 2
+    legends = [html.unescape(t) for t in re.findall(r'class="legend">([^<]*)<', svg)]
+    assert len(legends) == 2 and len(set(legends)) == 2
+    assert all("…" in label or label.endswith(("site-a", "site-b")) for label in legends)
+    assert [label[-6:] for label in legends] == ["site-a", "site-b"]
+    xs = sorted({float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)})
+    plot_w = chart.WIDTH - chart.LEFT - chart.RIGHT
+    assert xs[0] < chart.LEFT + plot_w * 0.1 and xs[-1] > chart.LEFT + plot_w * 0.9
+    assert len(xs) == 12
+    ticks = re.findall(r'text-anchor="middle">(\d\d:\d\d)</text>', svg)
+    assert 3 <= len(ticks) <= chart.MAX_TICKS + 1  # times of day, not 30 empty dates
+
+
+def test_series_keys_drop_the_ref_but_keep_ssh_users() -> None:
+    assert chart.series_key("/srv/infra@3f2a9c") == "/srv/infra"
+    assert chart.series_key("https://***@git.example/x.git@main") == "https://***@git.example/x.git"
+    assert chart.series_key("git@git.example:ops/x.git@main") == "git@git.example:ops/x.git"
+    assert chart.series_key("git@git.example:ops/x.git") == "git@git.example:ops/x.git"
+    assert chart.series_key("sandbox@3f2a9c") == "sandbox"
+    assert chart.series_key("sandbox") == "sandbox"
+    assert chart.legend_labels(["a" * 60 + "x", "a" * 60 + "x"])[1].endswith("(2)")

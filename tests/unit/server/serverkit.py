@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import secrets as stdlib_secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,14 +83,19 @@ class FakeHandle:
             raise UnknownApproval(approval_id)
         self.aborted.append(approval_id)
 
-    def add_approval(self, approval_id: str, nodes: Sequence[str] = ("edge-fw",)) -> None:
+    def add_approval(
+        self,
+        approval_id: str,
+        nodes: Sequence[str] = ("edge-fw",),
+        plan: Mapping[str, Any] | None = None,
+    ) -> None:
         self.pending[approval_id] = PendingApproval(
             approval_id,
             "infra",
             "b" * 40,
             T0,
             tuple(nodes),
-            {"items": [{"node": nodes[0], "kind": "FirewallAlias", "name": "web"}]},
+            dict(plan or {"items": [{"node": nodes[0], "kind": "FirewallAlias", "name": "web"}]}),
         )
 
     def add_drift(self, node: str, actions: Sequence[str], mode: Mode = Mode.DETECT) -> None:

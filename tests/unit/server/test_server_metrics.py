@@ -168,3 +168,13 @@ def test_each_app_has_its_own_registry() -> None:
     second, _ = parse(two.exposition().decode())
     assert value(first, "fazai_apply_failures_total", node="n") == 1
     assert ("fazai_apply_failures_total", (("node", "n"),)) not in second
+
+
+async def test_apply_failures_start_at_zero_for_every_known_node(handle: FakeHandle) -> None:
+    """Absent until the first failure, increase() in an alert misses that very failure."""
+    handle.add_drift("edge-fw", ["noop"])
+    handle.add_drift("web-1", ["update"])
+    async with asgi_client(handle, ServerSettings()) as client:
+        samples, _ = await scrape(client)
+    assert value(samples, "fazai_apply_failures_total", node="edge-fw") == 0
+    assert value(samples, "fazai_apply_failures_total", node="web-1") == 0
