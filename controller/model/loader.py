@@ -13,6 +13,7 @@ from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.model.yamlsource import MAX_FILE_BYTES, read_documents
 from controller.source.tree import SourceTree
+from controller.words import count
 
 
 def load(tree: SourceTree) -> DesiredState:
@@ -79,7 +80,8 @@ def skip_note(skipped: Sequence[Location]) -> str:
     """How many documents were skipped as not FazAI's, and where the first one is."""
     files = len({s.file for s in skipped})
     return (
-        f"skipped {len(skipped)} YAML document(s) in {files} file(s) that are not FazAI's "
+        f"skipped {count(len(skipped), 'YAML document')} in {count(files, 'file')} that are "
+        "not FazAI's "
         f"(another apiVersion, or neither apiVersion nor kind), first {skipped[0]}"
     )
 

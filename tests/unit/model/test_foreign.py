@@ -85,7 +85,7 @@ def test_a_fazai_document_with_a_typo_is_still_an_error(
     assert len(errors) == 1 and errors[0].startswith("typo.yaml:1:1: ")
     assert expected in errors[0]
     (note,) = [str(d) for d in caught.value.diagnostics if not d.is_error]
-    assert "warning: skipped 7 YAML document(s) in 6 file(s)" in note
+    assert "warning: skipped 7 YAML documents in 6 files" in note
 
 
 def test_only_foreign_yaml_is_an_error_that_says_so(tmp_path: Path) -> None:
@@ -93,9 +93,7 @@ def test_only_foreign_yaml_is_an_error_that_says_so(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError) as caught:
         loader.load(open_source(str(root)))
     (error,) = [str(d) for d in caught.value.diagnostics]
-    assert (
-        "no FazAI documents found" in error and "skipped 7 YAML document(s) in 6 file(s)" in error
-    )
+    assert "no FazAI documents found" in error and "skipped 7 YAML documents in 6 files" in error
 
 
 def _fazai(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -116,7 +114,7 @@ def test_validate_without_path_says_the_default_and_the_count(tmp_path: Path) ->
     result = _fazai(root, "validate")
     assert result.returncode == 0, result.stderr
     assert "current directory (.)" in result.stderr
-    assert "valid: 1 node(s), 0 resource(s); 7 YAML document(s) skipped" in result.stderr
-    assert "skipped 7 YAML document(s) in 6 file(s) that are not FazAI's" in result.stderr
+    assert "valid: 1 node, 0 resources; 7 YAML documents skipped" in result.stderr
+    assert "skipped 7 YAML documents in 6 files that are not FazAI's" in result.stderr
     helped = _fazai(root, "plan", "--help")
     assert "(default: the current directory)" in " ".join(helped.stdout.split())
