@@ -32,6 +32,7 @@ class PlanItem:
     action: Action
     changes: tuple[Change, ...] = ()
     error: str | None = None
+    adopt: str | None = None  # the id of the existing object the document takes over
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,9 @@ async def plan_node(
     for doc in resources:
         seen = observed.resources[doc]
         action, changes = compare(seen, _label(doc))
-        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, seen.error))
+        items.append(
+            PlanItem(node.name, doc.kind, doc.name, action, changes, seen.error, seen.adopt)
+        )
     if show_unmanaged:
         for extra in observed.unmanaged:
             changes = tuple(Change(k, v, None) for k, v in sorted(extra.live.items()))

@@ -14,10 +14,9 @@ from controller import secrets
 from controller.engine.diff import Observed
 from controller.model.document import Document
 from controller.providers.base import Change, Observation, Unmanaged
-from controller.providers.opnsense import essence, live, naming, references
+from controller.providers.opnsense import adoption, essence, live, naming, references
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
-from controller.providers.opnsense.identity import object_uuid
 from controller.source.tree import SourceTree
 
 BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
@@ -106,6 +105,8 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
     keys: dict[Document, references.Key] = {}
     for doc in resources:
         wanted = present(doc)
+        adopted: str | None = None
+        bind_error: str | None = None
         if doc.kind == "FirewallAlias":
             uuid, item = aliases_by_name.get(doc.spec["name"], ("", None))
             owned = doc.spec.get("uuid")  # a prune's: the alias FazAI created, and no other
@@ -115,8 +116,10 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
             desired = essence.desired_alias(doc.spec) if wanted else None
             key = references.alias_key(uuid, doc.spec["name"])
         else:
-            uuid = object_uuid(node, doc.kind, doc.name)
-            item = firewall.of(doc.kind).get(uuid)
+            binding = adoption.bind(node, doc, firewall.of(doc.kind))
+            uuid, item = binding.uuid, binding.item
+            adopted = binding.uuid if binding.adopted else None
+            bind_error = binding.error
             to_live = essence.live_rule if doc.kind == "FirewallRule" else essence.live_host
             live_essence = to_live(item) if item is not None else None
             to_desired = (
@@ -126,14 +129,16 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
             key = (doc.kind, uuid)
         claimed.add((doc.kind, uuid))
         keys[doc] = key
-        problem = None
-        if wanted:
+        problem = bind_error
+        if wanted and problem is None:
             problem = next(iter(_version_problems(doc, firewall)), None) or next(
                 iter(_missing_aliases(doc, known_aliases)), None
             )
-        elif item is not None and doc.kind == "FirewallAlias" and _builtin(item):
+        elif (
+            problem is None and item is not None and doc.kind == "FirewallAlias" and _builtin(item)
+        ):
             problem = f"{doc.spec['name']!r} is one of the firewall's own aliases; never deleted"
-        observed[doc] = Observed(desired, live_essence, problem)
+        observed[doc] = Observed(desired, live_essence, problem, adopt=adopted)
     _refuse_aliases_in_use(observed, keys, firewall)
     return Observation(observed, tuple(_unmanaged(firewall, claimed)))
 
