@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,3 +212,89 @@ def test_adopting_a_uuid_the_firewall_lacks_is_a_plan_error(firewall: Firewall) 
     assert item.action is Action.ERROR
     assert item.error is not None and missing in item.error
     assert "adopt" not in json.dumps(plan_json.to_dict(fw.plan(fw.state([])))["changes"])
+
+
+def fazai(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from controller.cli import run; run()", *args],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_import_prints_documents_that_plan_in_sync_and_are_owned_once_applied(
+    firewall: Firewall,
+) -> None:
+    fw = firewall
+    alias = by_hand(fw, "alias", {"name": "Office_Nets", "type": "network",
+                                  "content": "10.9.0.0/16\n10.8.0.0/16",
+                                  "description": "offices"})  # fmt: skip
+    rule = by_hand(fw, "rule", {"interface": "lan,wan", "protocol": "TCP",
+                                "source_net": "Office_Nets", "destination_port": "443",
+                                "description": "Offices: HTTPS!", "sequence": "20"})  # fmt: skip
+    rule_2 = by_hand(fw, "rule", {"interface": "wan", "action": "block", "log": "1",
+                                  "source_net": "192.0.2.0/24",
+                                  "description": "Offices: HTTPS!"})  # fmt: skip
+    host = by_hand(fw, "host", {"hostname": "app", "domain": "example.internal",
+                                "server": "10.0.10.99", "description": "by hand"})  # fmt: skip
+    mine = doc("FirewallRule", "offices-https", interface="lan", protocol="UDP",
+               destination={"net": "10.0.0.53", "port": 53})  # fmt: skip
+    fw.state([mine])
+    first = fw.apply(fw.state([mine]))
+    assert [n.status for n in first.nodes] == [NodeStatus.CONVERGED], first.nodes
+    owned_before = fw.records()
+
+    out = fazai("import", str(fw.folder), "--node", NODE)
+    assert out.returncode == 0, out.stderr
+    imported = list(yaml.safe_load_all(out.stdout))
+    assert fw.emu.state.list("host")[host]["server"] == "10.0.10.99"  # read, not written
+    names = {(d["kind"], d["metadata"]["name"]) for d in imported}
+    assert names == {
+        ("FirewallAlias", "office-nets"),
+        ("FirewallRule", "offices-https-2"),  # "offices-https" is a document's already
+        ("FirewallRule", "offices-https-3"),
+        ("HostOverride", "app-example-internal"),
+    }
+    adopted = {d["spec"]["adopt"]["uuid"] for d in imported}
+    assert adopted == {alias, rule, rule_2, host}
+    assert "secret" not in out.stdout.lower()
+
+    (fw.folder / "imported.yaml").write_text(out.stdout)
+    planned = fazai("plan", str(fw.folder), "--output", "json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr  # in sync: no creates
+    assert json.loads(planned.stdout)["changes"] == []
+
+    state = loader.load(open_source(str(fw.folder)))
+    assert [n.status for n in fw.apply(state).nodes] == [NodeStatus.CONVERGED]
+    records = fw.records()
+    assert {records[k] for k in names if k[0] != "FirewallAlias"} == {rule, rule_2, host}
+    assert records[("FirewallAlias", "office-nets")] == f"Office_Nets@{alias}"
+    assert {k: v for k, v in records.items() if k not in names} == owned_before
+    # Nothing was written: every object is still the one made by hand.
+    assert set(fw.emu.state.list("rule")) == {rule, rule_2, *owned_before.values()}
+
+    # Prune, the imported documents gone: it reaches exactly those objects.
+    (fw.folder / "imported.yaml").unlink()
+    gone = fw.pruned([mine])
+    deletes = {(i.kind, i.name) for i in only_item_list(fw.plan(gone)) if i.action is Action.DELETE}
+    assert deletes == names
+    assert [n.status for n in fw.apply(gone).nodes] == [NodeStatus.CONVERGED]
+    assert fw.emu.state.list("host") == {}
+    assert set(fw.emu.state.list("rule")) == set(owned_before.values())
+    assert fw.records() == owned_before
+
+
+def test_import_of_one_kind_and_refusals(firewall: Firewall) -> None:
+    fw = firewall
+    by_hand(fw, "alias", {"name": "lonely", "type": "host", "content": "192.0.2.1"})
+    host = by_hand(fw, "host", {"hostname": "db", "domain": "example.internal",
+                                "server": "10.0.10.7"})  # fmt: skip
+    fw.state([])
+    out = fazai("import", str(fw.folder), "--node", NODE, "--kind", "hostoverride")
+    assert out.returncode == 0, out.stderr
+    assert [(d["kind"], d["spec"]["adopt"]["uuid"]) for d in yaml.safe_load_all(out.stdout)] == [
+        ("HostOverride", host)
+    ]
+    bad = fazai("import", str(fw.folder), "--node", NODE, "--kind", "Firewall")
+    assert bad.returncode == 2 and "unknown kind Firewall" in bad.stderr
+    missing = fazai("import", str(fw.folder), "--node", "nope")
+    assert missing.returncode == 2 and "no Node named nope" in missing.stderr

@@ -748,7 +748,8 @@ def _target_uuid(node: str, change: Change) -> str:
 
 def _owned_uuid(change: Change) -> str | None:
     """The uuid a pruned alias had when FazAI recorded it (None: any alias of its name)."""
-    uuid = change.document.spec.get("uuid") if change.document is not None else None
+    spec = change.document.spec if change.document is not None else {}
+    uuid = spec.get("uuid") or adoption.explicit(spec)  # or the one a document adopts
     return str(uuid) if uuid else None
 
 

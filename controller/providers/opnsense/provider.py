@@ -14,9 +14,17 @@ from controller import secrets
 from controller.engine.diff import Observed
 from controller.model.document import Document
 from controller.providers.base import Change, Observation, Unmanaged
-from controller.providers.opnsense import adoption, essence, live, naming, references
+from controller.providers.opnsense import (
+    adoption,
+    essence,
+    importing,
+    live,
+    naming,
+    references,
+)
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
+from controller.providers.opnsense.identity import alias_record
 from controller.source.tree import SourceTree
 
 BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
@@ -50,6 +58,18 @@ class OpnsenseProvider:
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds_for(resources))
         return compare(node.name, resources, firewall)
+
+    async def unmanaged(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> tuple[Unmanaged, ...]:
+        """Every object of every firewall kind that none of ``resources`` describes."""
+        async with OpnsenseClient(api_target(node), self.transport) as client:
+            firewall = await live.read(client, set(live.MODELS))
+        return compare(node.name, resources, firewall).unmanaged
+
+    def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]:
+        """(a name hint, the spec) of a document describing ``item`` as it is."""
+        return importing.spec(item)
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -112,6 +132,15 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
             owned = doc.spec.get("uuid")  # a prune's: the alias FazAI created, and no other
             if owned and uuid != owned:
                 uuid, item = str(owned), None
+            named = adoption.explicit(doc.spec)
+            if named and wanted and uuid != named:
+                bind_error = (
+                    f"spec.adopt.uuid {named}: the firewall has no alias "
+                    f"{doc.spec['name']!r} with that uuid"
+                    + (f" (its alias of that name is {uuid})" if uuid else "")
+                )
+            elif named and wanted:
+                adopted = alias_record(str(doc.spec["name"]), uuid)
             live_essence = essence.live_alias(item) if item is not None else None
             desired = essence.desired_alias(doc.spec) if wanted else None
             key = references.alias_key(uuid, doc.spec["name"])
@@ -229,7 +258,10 @@ def _unmanaged(firewall: live.LiveFirewall, claimed: set[tuple[str, str]]) -> It
                 continue
             label = labels[kind](item)
             yield Unmanaged(
-                kind, f"{label} ({uuid})" if kind != "FirewallAlias" else label, readers[kind](item)
+                kind,
+                f"{label} ({uuid})" if kind != "FirewallAlias" else label,
+                readers[kind](item),
+                uuid,
             )
 
 
