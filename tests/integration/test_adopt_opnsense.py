@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from controller.engine import apply as applying
 from controller.engine import plan as planning
@@ -28,7 +29,7 @@ from controller.engine import prune
 from controller.engine.diff import Action
 from controller.model import loader
 from controller.model.state import DesiredState
-from controller.output import plan_json, plan_markdown
+from controller.output import plan_json, plan_markdown, plan_text
 from controller.source.open import open_source
 from controller.store import NodeStatus, StateStore
 from controller.testing.opnsense import Drift, EmulatorServer
@@ -139,6 +140,9 @@ def test_an_existing_override_is_adopted_in_place_never_duplicated(firewall: Fir
     [change] = plan_json.to_dict(plan)["changes"]
     assert (change["action"], change["adopt"], change["adoptedId"]) == ("update", True, hand)
     assert f"adopt existing `{hand}`" in plan_markdown.render(plan)
+    console = Console(record=True, width=200)
+    plan_text.render(plan, console)
+    assert f"HostOverride/app  update  adopt {hand}" in console.export_text()
 
     result = fw.apply(state)
     assert [n.status for n in result.nodes] == [NodeStatus.CONVERGED]
@@ -298,3 +302,21 @@ def test_import_of_one_kind_and_refusals(firewall: Firewall) -> None:
     assert bad.returncode == 2 and "unknown kind Firewall" in bad.stderr
     missing = fazai("import", str(fw.folder), "--node", "nope")
     assert missing.returncode == 2 and "no Node named nope" in missing.stderr
+
+
+def test_an_alias_adopted_by_uuid_must_be_the_alias_of_that_name(firewall: Firewall) -> None:
+    fw = firewall
+    hand = by_hand(fw, "alias", {"name": "office", "type": "host", "content": "192.0.2.1"})
+    other = "0b7c1f0e-3c1a-4d7e-9a55-1d2b3c4d5e6f"
+    alias = doc("FirewallAlias", "office", name="office", type="host",
+                content=["192.0.2.2"], adopt={"uuid": other})  # fmt: skip
+    item = only_item(fw.plan(fw.state([alias])))
+    assert item.action is Action.ERROR
+    assert item.error is not None and other in item.error and hand in item.error
+    alias["spec"]["adopt"] = {"uuid": hand}
+    state = fw.state([alias])
+    item = only_item(fw.plan(state))
+    assert (item.action, item.adopt) == (Action.UPDATE, f"office@{hand}")
+    assert [n.status for n in fw.apply(state).nodes] == [NodeStatus.CONVERGED]
+    assert fw.records() == {("FirewallAlias", "office"): f"office@{hand}"}
+    assert list(fw.emu.state.list("alias")) == [hand]
