@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from rich.console import Console
@@ -137,7 +138,9 @@ def test_an_existing_override_is_adopted_in_place_never_duplicated(firewall: Fir
     plan = fw.plan(state)
     item = only_item(plan)
     assert (item.action, item.adopt) == (Action.UPDATE, hand)
-    [change] = plan_json.to_dict(plan)["changes"]
+    rendered = plan_json.to_dict(plan)
+    jsonschema.validate(rendered, plan_json.schema())  # the contract, extended
+    [change] = rendered["changes"]
     assert (change["action"], change["adopt"], change["adoptedId"]) == ("update", True, hand)
     assert f"adopt existing `{hand}`" in plan_markdown.render(plan)
     console = Console(record=True, width=200)
