@@ -404,6 +404,8 @@ def apply(
             _fail("the plan has errors; nothing applied")
         if not result.has_changes:
             _release(store, pruning, [n.node for n in result.nodes])
+            for line in applying.record_adoptions(store, result):
+                stderr.print(f"adopted: {_escape(line)}")
             stderr.print("[green]nothing to apply[/]")
             sys.exit(EXIT_OK)
         if not auto_approve:

@@ -184,6 +184,27 @@ def _adopted_in_sync(
     return out
 
 
+def record_adoptions(store: StateStore, plan: Plan) -> list[str]:
+    """Record as owned the existing objects the plan's in-sync documents adopt (an apply
+    with changes records them itself): nothing is written to a node, but from now on
+    prune can reach them. What was recorded, for people."""
+    done = []
+    for node in plan.nodes:
+        if node.failed:
+            continue
+        owned = {(o.kind, o.name): o.platform_id for o in store.owned(node.node)}
+        adopted = {
+            (i.kind, i.name): i.adopt
+            for i in node.items
+            if i.adopt is not None
+            and i.action is Action.NOOP
+            and owned.get((i.kind, i.name)) != i.adopt
+        }
+        store.record_inventory(node.node, None, adopted, ())
+        done += [f"{node.node}: {k}/{n} is owned as {pid}" for (k, n), pid in adopted.items()]
+    return done
+
+
 def _unverified(changes: Sequence[Change], verified: Observation) -> list[str]:
     """What a fresh read shows is still not as desired, for each change written."""
     by_identity = {(d.kind, d.name): seen for d, seen in verified.resources.items()}

@@ -270,14 +270,18 @@ def test_import_prints_documents_that_plan_in_sync_and_are_owned_once_applied(
     assert planned.returncode == 0, planned.stdout + planned.stderr  # in sync: no creates
     assert json.loads(planned.stdout)["changes"] == []
 
-    state = loader.load(open_source(str(fw.folder)))
-    assert [n.status for n in fw.apply(state).nodes] == [NodeStatus.CONVERGED]
+    applied = fazai("apply", str(fw.folder), "--state", str(fw.db), "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    assert "nothing to apply" in applied.stderr and f"is owned as {host}" in applied.stderr
     records = fw.records()
     assert {records[k] for k in names if k[0] != "FirewallAlias"} == {rule, rule_2, host}
     assert records[("FirewallAlias", "office-nets")] == f"Office_Nets@{alias}"
     assert {k: v for k, v in records.items() if k not in names} == owned_before
     # Nothing was written: every object is still the one made by hand.
     assert set(fw.emu.state.list("rule")) == {rule, rule_2, *owned_before.values()}
+    again = fazai("apply", str(fw.folder), "--state", str(fw.db), "--auto-approve")
+    assert again.returncode == 0 and "owned as" not in again.stderr  # recorded once
+    assert fw.records() == records
 
     # Prune, the imported documents gone: it reaches exactly those objects.
     (fw.folder / "imported.yaml").unlink()
