@@ -426,6 +426,8 @@ def apply(
             _fail("the plan has errors; nothing applied")
         if not result.has_changes:
             _release(store, pruning, [n.node for n in result.nodes])
+            for line in applying.record_adoptions(store, result):
+                stderr.print(f"adopted: {_escape(line)}")
             stderr.print("[green]nothing to apply[/]")
             sys.exit(EXIT_OK)
         if not auto_approve:
@@ -603,6 +605,41 @@ def drift(
         result, output=output, report_dir=report_dir, state_file=state_file, days=days
     )
     sys.exit(code)
+
+
+@main.command("import")
+@source_options
+@click.option("--node", "node_name", required=True, metavar="NAME", help="The node to read.")
+@click.option(
+    "--kind",
+    "only_kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Only objects of this kind (repeatable). Default: every kind the node has.",
+)
+def import_(
+    path: str, ref: str | None, subdir: str, node_name: str, only_kinds: Sequence[str]
+) -> None:
+    """Print documents for the objects on NAME that no document in PATH describes.
+
+    Like `terraform import`: each document states its object as it is and binds to it
+    (spec.adopt), so it plans in sync; once applied, FazAI owns the object and prune can
+    reach it. Nothing is written to the node. Save the output in PATH and commit it.
+    """
+    from controller.engine import importing
+
+    state = _load(path, ref, subdir)
+    if node_name not in state.nodes:
+        _fail(f"no Node named {node_name} in the desired state")
+    known = {k.lower(): k for k in kinds.names()}
+    unknown = [k for k in only_kinds if k.lower() not in known]
+    if unknown:
+        _fail(f"unknown kind {', '.join(unknown)}; known kinds: {', '.join(kinds.names())}")
+    wanted = {known[k.lower()] for k in only_kinds}
+    docs = asyncio.run(importing.documents(state, node_name, wanted))
+    click.echo(importing.render(docs, node_name), nl=False)
+    stderr.print(f"{len(docs)} document(s) for unmanaged objects on {node_name}")
+    sys.exit(EXIT_OK)
 
 
 @main.command()

@@ -170,6 +170,41 @@ def _changes(
     return changes, errors
 
 
+def _adopted_in_sync(
+    resources: Sequence[Document], observation: Observation
+) -> dict[tuple[str, str], str]:
+    """The existing objects that documents adopt and that already are as described: an
+    apply has nothing to write to them, yet from now on FazAI owns them (by the
+    platform's id), so that prune reaches them once their documents go."""
+    out = {}
+    for doc in resources:
+        seen = observation.resources[doc]
+        if seen.adopt is not None and compare(seen)[0] is Action.NOOP:
+            out[(doc.kind, doc.name)] = seen.adopt
+    return out
+
+
+def record_adoptions(store: StateStore, plan: Plan) -> list[str]:
+    """Record as owned the existing objects the plan's in-sync documents adopt (an apply
+    with changes records them itself): nothing is written to a node, but from now on
+    prune can reach them. What was recorded, for people."""
+    done = []
+    for node in plan.nodes:
+        if node.failed:
+            continue
+        owned = {(o.kind, o.name): o.platform_id for o in store.owned(node.node)}
+        adopted = {
+            (i.kind, i.name): i.adopt
+            for i in node.items
+            if i.adopt is not None
+            and i.action is Action.NOOP
+            and owned.get((i.kind, i.name)) != i.adopt
+        }
+        store.record_inventory(node.node, None, adopted, ())
+        done += [f"{node.node}: {k}/{n} is owned as {pid}" for (k, n), pid in adopted.items()]
+    return done
+
+
 def _unverified(changes: Sequence[Change], verified: Observation) -> list[str]:
     """What a fresh read shows is still not as desired, for each change written."""
     by_identity = {(d.kind, d.name): seen for d, seen in verified.resources.items()}
@@ -217,10 +252,15 @@ async def apply_node(
             return outcome(NodeStatus.FAILED, "; ".join(errors))
         if not _same_as_approved(changes, approved):
             raise PlanChanged("the node changed since the plan was approved; plan again")
+        adopted = _adopted_in_sync(resources, observation)
         if not changes:
+            store.record_inventory(node.name, run_id, adopted, ())
             return outcome(NodeStatus.CONVERGED, "already in sync")
         async with provider.transaction(node, changes, resources, state.source) as txn:
-            return await _transact(txn, node, resources, changes, store, run_id, outcome, publish)
+            result = await _transact(txn, node, resources, changes, store, run_id, outcome, publish)
+        if result.status is NodeStatus.CONVERGED:
+            store.record_inventory(node.name, run_id, adopted, ())
+        return result
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
 

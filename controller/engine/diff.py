@@ -46,6 +46,10 @@ class Observed:
     error: str | None = None
     # field -> (live text, desired text), for fields whose change shows as a unified diff
     texts: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # The platform's id of an existing object the document binds to instead of one it
+    # would create (found by the platform's natural key, or named by ``spec.adopt``): the
+    # plan marks the change "adopt" and the apply writes that object in place.
+    adopt: str | None = None
 
 
 def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, ...]]:

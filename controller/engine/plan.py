@@ -33,6 +33,7 @@ class PlanItem:
     action: Action
     changes: tuple[Change, ...] = ()
     error: str | None = None
+    adopt: str | None = None  # the id of the existing object the document takes over
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ async def plan_node(
         action, changes = compare(seen, _label(doc))
         # A node's error can quote its files (nft quotes lines it read): no hash goes further.
         error = None if seen.error is None else mask_hashes(seen.error)
-        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, error))
+        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, error, seen.adopt))
     if show_unmanaged:
         for extra in observed.unmanaged:
             changes = tuple(Change(k, v, None) for k, v in sorted(extra.live.items()))

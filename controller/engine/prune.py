@@ -16,6 +16,7 @@ to that document.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.store import OwnedObject
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # The inventory entry -> the fields that make an absent document resolve to the same
 # object (None: the entry does not identify an object such a document would reach).
@@ -44,10 +47,13 @@ def _nft(obj: OwnedObject) -> dict[str, Any]:
 def _by_identity(obj: OwnedObject) -> dict[str, Any] | None:
     """Rules and host overrides live at the uuid FazAI derives from (node, kind, name),
     so the document's name is all an absent document needs. The entry holds that uuid
-    (or, written before, that name); anything else is an object no absent document would
-    reach: not guessed."""
+    (or, written before, that name), or the uuid of an object an apply adopted, which the
+    absent document names with ``adopt.uuid``; anything else is an object no absent
+    document would reach: not guessed."""
     if obj.platform_id in (obj.name, object_uuid(obj.node, obj.kind, obj.name)):
         return {}
+    if UUID.fullmatch(obj.platform_id):
+        return {"adopt": {"uuid": obj.platform_id}}
     return None
 
 

@@ -69,6 +69,9 @@ def _item(item: PlanItem) -> dict[str, Any]:
     }
     if item.error:
         out["error"] = item.error
+    if item.adopt:
+        out["adopt"] = True
+        out["adoptedId"] = item.adopt
     return out
 
 

@@ -40,7 +40,8 @@ def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[st
     (with unified diffs unless ``diffs`` is False); ``note`` follows the action."""
     action = item.action.value
     subject = html.escape(_cell(f"{item.kind}/{item.name}"), quote=False)
-    lines = [f"- `{SYMBOLS[action]}` **{subject}** {action}{note}"]
+    adopt = f" (adopt existing `{_value(item.adopt)}`)" if item.adopt else ""
+    lines = [f"- `{SYMBOLS[action]}` **{subject}** {action}{adopt}{note}"]
     if item.error:
         lines.append(f"  - error: {html.escape(_cell(item.error), quote=False)}")
     for change in item.changes:

@@ -67,6 +67,7 @@ def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> Group:
                 f"  {SYMBOLS[action]} ",
                 (f"{item.kind}/{item.name}", STYLES[action]),
                 (f"  {action}", "dim"),
+                (f"  adopt {item.adopt}" if item.adopt else "", "bold cyan"),
                 (note(item) if note else "", "bold"),
             )
         )

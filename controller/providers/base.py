@@ -30,6 +30,7 @@ class Unmanaged:
     kind: str
     name: str
     live: Mapping[str, Any]
+    platform_id: str = ""  # the platform's id of the object (an OPNsense uuid), if any
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.opnsense import (
+    adoption,
     essence,
     live,
     lockout,
@@ -308,7 +309,7 @@ class OpnsenseTransaction:
                     # the same name is another object.
                     return (uuid, item) if expected in (None, uuid) else (None, None)
             return None, None
-        uuid = object_uuid(self.name, change.kind, change.name)
+        uuid = _target_uuid(self.name, change)
         return uuid, firewall.of(change.kind).get(uuid)
 
     def _plan_writes(self, firewall: live.LiveFirewall) -> list[Write]:
@@ -738,9 +739,17 @@ def _post_payload(write: Write) -> dict[str, Any]:
     return {"method": "POST", "path": write.path, "body": dict(write.body)}
 
 
+def _target_uuid(node: str, change: Change) -> str:
+    """The rule's or host override's uuid: the existing object the plan adopted, the one
+    the document names with ``spec.adopt.uuid``, else the one FazAI derives."""
+    named = adoption.explicit(change.document.spec) if change.document is not None else None
+    return change.observed.adopt or named or object_uuid(node, change.kind, change.name)
+
+
 def _owned_uuid(change: Change) -> str | None:
     """The uuid a pruned alias had when FazAI recorded it (None: any alias of its name)."""
-    uuid = change.document.spec.get("uuid") if change.document is not None else None
+    spec = change.document.spec if change.document is not None else {}
+    uuid = spec.get("uuid") or adoption.explicit(spec)  # or the one a document adopts
     return str(uuid) if uuid else None
 
 

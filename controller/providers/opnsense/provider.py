@@ -14,10 +14,17 @@ from controller import secrets
 from controller.engine.diff import Observed
 from controller.model.document import Document
 from controller.providers.base import Change, Observation, Unmanaged
-from controller.providers.opnsense import essence, live, naming, references
+from controller.providers.opnsense import (
+    adoption,
+    essence,
+    importing,
+    live,
+    naming,
+    references,
+)
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
-from controller.providers.opnsense.identity import object_uuid
+from controller.providers.opnsense.identity import alias_record
 from controller.source.tree import SourceTree
 
 BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
@@ -51,6 +58,18 @@ class OpnsenseProvider:
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds_for(resources))
         return compare(node.name, resources, firewall)
+
+    async def unmanaged(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> tuple[Unmanaged, ...]:
+        """Every object of every firewall kind that none of ``resources`` describes."""
+        async with OpnsenseClient(api_target(node), self.transport) as client:
+            firewall = await live.read(client, set(live.MODELS))
+        return compare(node.name, resources, firewall).unmanaged
+
+    def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]:
+        """(a name hint, the spec) of a document describing ``item`` as it is."""
+        return importing.spec(item)
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -106,17 +125,30 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
     keys: dict[Document, references.Key] = {}
     for doc in resources:
         wanted = present(doc)
+        adopted: str | None = None
+        bind_error: str | None = None
         if doc.kind == "FirewallAlias":
             uuid, item = aliases_by_name.get(doc.spec["name"], ("", None))
             owned = doc.spec.get("uuid")  # a prune's: the alias FazAI created, and no other
             if owned and uuid != owned:
                 uuid, item = str(owned), None
+            named = adoption.explicit(doc.spec)
+            if named and wanted and uuid != named:
+                bind_error = (
+                    f"spec.adopt.uuid {named}: the firewall has no alias "
+                    f"{doc.spec['name']!r} with that uuid"
+                    + (f" (its alias of that name is {uuid})" if uuid else "")
+                )
+            elif named and wanted:
+                adopted = alias_record(str(doc.spec["name"]), uuid)
             live_essence = essence.live_alias(item) if item is not None else None
             desired = essence.desired_alias(doc.spec) if wanted else None
             key = references.alias_key(uuid, doc.spec["name"])
         else:
-            uuid = object_uuid(node, doc.kind, doc.name)
-            item = firewall.of(doc.kind).get(uuid)
+            binding = adoption.bind(node, doc, firewall.of(doc.kind))
+            uuid, item = binding.uuid, binding.item
+            adopted = binding.uuid if binding.adopted else None
+            bind_error = binding.error
             to_live = essence.live_rule if doc.kind == "FirewallRule" else essence.live_host
             live_essence = to_live(item) if item is not None else None
             to_desired = (
@@ -126,14 +158,16 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
             key = (doc.kind, uuid)
         claimed.add((doc.kind, uuid))
         keys[doc] = key
-        problem = None
-        if wanted:
+        problem = bind_error
+        if wanted and problem is None:
             problem = next(iter(_version_problems(doc, firewall)), None) or next(
                 iter(_missing_aliases(doc, known_aliases)), None
             )
-        elif item is not None and doc.kind == "FirewallAlias" and _builtin(item):
+        elif (
+            problem is None and item is not None and doc.kind == "FirewallAlias" and _builtin(item)
+        ):
             problem = f"{doc.spec['name']!r} is one of the firewall's own aliases; never deleted"
-        observed[doc] = Observed(desired, live_essence, problem)
+        observed[doc] = Observed(desired, live_essence, problem, adopt=adopted)
     _refuse_aliases_in_use(observed, keys, firewall)
     return Observation(observed, tuple(_unmanaged(firewall, claimed)))
 
@@ -224,7 +258,10 @@ def _unmanaged(firewall: live.LiveFirewall, claimed: set[tuple[str, str]]) -> It
                 continue
             label = labels[kind](item)
             yield Unmanaged(
-                kind, f"{label} ({uuid})" if kind != "FirewallAlias" else label, readers[kind](item)
+                kind,
+                f"{label} ({uuid})" if kind != "FirewallAlias" else label,
+                readers[kind](item),
+                uuid,
             )
 
 

@@ -120,11 +120,23 @@ def test_described_objects_and_other_nodes_are_left_alone(tmp_path: Path) -> Non
     assert absent_specs(pruning, state) == {}
 
 
-def test_a_rule_recorded_at_a_uuid_no_document_would_reach_is_not_pruned(
+def test_a_rule_an_apply_adopted_is_pruned_by_its_uuid(tmp_path: Path) -> None:
+    """An entry at another uuid than the derived one is an object a document adopted
+    (spec.adopt.uuid, or a host override found by its key): the absent document names
+    that uuid, so the delete reaches it and nothing else."""
+    state = load(tmp_path)
+    adopted = "0b9a5f38-0000-4000-8000-000000000000"
+    pruning = prune.plan(state, {"fw": [owned("fw", "FirewallRule", "r", adopted)]}, ["fw"])
+    (document,) = [d for d in pruning.state.resources_for("fw") if d.kind == "FirewallRule"]
+    assert (document.spec["state"], document.spec["adopt"]) == ("absent", {"uuid": adopted})
+    assert pruning.notes == ()
+
+
+def test_a_rule_recorded_as_something_no_document_would_reach_is_not_pruned(
     tmp_path: Path,
 ) -> None:
     state = load(tmp_path)
-    stray = "0b9a5f38-0000-4000-8000-000000000000"
+    stray = "rule-17"
     pruning = prune.plan(state, {"fw": [owned("fw", "FirewallRule", "r", stray)]}, ["fw"])
     assert absent_specs(pruning, state) == {}
     assert pruning.notes == (
