@@ -357,9 +357,7 @@ def run_plan(
             else:
                 progress.advance(task)
 
-        return signals.run_cancellable(
-            lambda: planning.build(state, progress=advance, **options)
-        )
+        return signals.run_cancellable(lambda: planning.build(state, progress=advance, **options))
 
 
 def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> None:
