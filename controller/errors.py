@@ -153,7 +153,7 @@ class WriterLockedError(FazaiError):
         self.what = what
         self.holder = holder
         self.waited = waited
-        hint = f"waited {waited:g} s" if waited else "pass --lock-timeout SECONDS to wait"
+        hint = f"waited {waited:g} s" if waited else "not waited (--lock-timeout SECONDS waits)"
         super().__init__(f"{what} is locked by {holder}; {hint}")
 
 
