@@ -410,10 +410,9 @@ def apply(
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
     pruning = _with_prune(state, prune, state_file)
     state = pruning.state
-    say = _say
     with StateStore(state_file) as store, store.writer(lock_timeout):
         recovered, stopped = signals.run(
-            lambda stop: applying.recover(state, store, interrupt=stop), say, "the recovery"
+            lambda stop: applying.recover(state, store, interrupt=stop), _say, "the recovery"
         )
         for line in recovered:
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
@@ -442,7 +441,7 @@ def apply(
                 lock_timeout=lock_timeout,
                 interrupt=stop,
             ),
-            say,
+            _say,
         )
         converged = [n.node for n in outcome.nodes if n.status is NodeStatus.CONVERGED]
         _release(store, pruning, converged, outcome.run_id)
@@ -452,7 +451,7 @@ def apply(
         stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
     if stopped:
-        _interrupted(f"run {outcome.run_id} stopped; every node converged or at its snapshot")
+        _interrupted(f"run {outcome.run_id} stopped; where each node ended is listed above")
     sys.exit(outcome.exit_code)
 
 
