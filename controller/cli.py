@@ -8,13 +8,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import controller
-from controller import providers
+from controller import providers, signals
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
@@ -79,6 +79,18 @@ def prune_option(func: F) -> F:
         is_flag=True,
         help="Delete objects FazAI created that no document describes any more (as a Node's "
         "prune: true does). Objects FazAI did not create are never deleted.",
+    )(func)
+
+
+def lock_timeout_option(func: F) -> F:
+    return click.option(
+        "--lock-timeout",
+        type=click.FloatRange(0),
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Wait this long for another apply/rollback/serve writing the same state store "
+        "or node, then refuse (exit 2, naming the holder); 0 refuses at once.",
     )(func)
 
 
@@ -341,7 +353,7 @@ def run_plan(
     }
     selected = [n for n in state.nodes if not nodes or n in nodes]
     if not stderr.is_terminal:
-        return asyncio.run(planning.build(state, **options))
+        return signals.run_cancellable(lambda: planning.build(state, **options))
     with Progress(
         TextColumn("reading nodes"),
         BarColumn(),
@@ -359,7 +371,7 @@ def run_plan(
             else:
                 progress.advance(task)
 
-        return asyncio.run(planning.build(state, progress=advance, **options))
+        return signals.run_cancellable(lambda: planning.build(state, progress=advance, **options))
 
 
 def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> None:
@@ -388,6 +400,7 @@ def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> No
 )
 @prune_option
 @state_option
+@lock_timeout_option
 def apply(
     path: str | None,
     ref: str | None,
@@ -399,13 +412,15 @@ def apply(
     concurrency: int,
     prune: bool,
     state_file: Path | None,
+    lock_timeout: float,
 ) -> None:
     """Converge the nodes to PATH: per node a transaction (snapshot, write, verify), rolled
     back to its snapshot on any failure.
 
     Shows the plan and asks for confirmation unless --auto-approve; with no terminal and
     no --auto-approve it refuses; answering no cancels it (exit 0, nothing applied).
-    Exit 0 when every node converged, 2 otherwise.
+    Exit 0 when every node converged, 2 otherwise, 130 when interrupted (Ctrl-C,
+    SIGTERM: the node in flight finishes or rolls back first).
     """
     from controller.engine import apply as applying
     from controller.store import NodeStatus, StateStore
@@ -416,10 +431,15 @@ def apply(
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
     pruning = _with_prune(state, prune, state_file)
     state = pruning.state
-    with StateStore(state_file) as store:
+    with StateStore(state_file) as store, store.writer(lock_timeout):
         _say_state(store.path)
-        for line in asyncio.run(applying.recover(state, store)):
+        recovered, stopped = signals.run(
+            lambda stop: applying.recover(state, store, interrupt=stop), _say, "the recovery"
+        )
+        for line in recovered:
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
+        if stopped:
+            _interrupted("during recovery; nothing applied")
         result = run_plan(state, nodes, concurrency)
         emit_plan(result, output)
         if result.has_errors:
@@ -435,8 +455,17 @@ def apply(
                 _fail("no terminal to confirm on; pass --auto-approve to apply unattended")
             if not click.confirm("Apply these changes?", default=False, err=True):
                 _cancelled("Apply cancelled: nothing applied.")
-        outcome = asyncio.run(
-            applying.apply(state, result, store, concurrency=concurrency, fail_fast=fail_fast)
+        outcome, stopped = signals.run(
+            lambda stop: applying.apply(
+                state,
+                result,
+                store,
+                concurrency=concurrency,
+                fail_fast=fail_fast,
+                lock_timeout=lock_timeout,
+                interrupt=stop,
+            ),
+            _say,
         )
         converged = [n.node for n in outcome.nodes if n.status is NodeStatus.CONVERGED]
         _release(store, pruning, converged, outcome.run_id)
@@ -445,6 +474,8 @@ def apply(
         detail = f": {node.message}" if node.message else ""
         stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
+    if stopped:
+        _interrupted(f"run {outcome.run_id} stopped; where each node ended is listed above")
     sys.exit(outcome.exit_code)
 
 
@@ -458,6 +489,7 @@ def _recorded_source_options(func: F) -> F:
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node.")
 @click.option("--auto-approve", is_flag=True, help="Restore without asking for confirmation.")
 @state_option
+@lock_timeout_option
 def rollback(
     run_id: int,
     path: str | None,
@@ -466,6 +498,7 @@ def rollback(
     nodes: Sequence[str],
     auto_approve: bool,
     state_file: Path | None,
+    lock_timeout: float,
 ) -> None:
     """Restore, on each node, the snapshot run RUN_ID took before it wrote.
 
@@ -488,14 +521,22 @@ def rollback(
             _fail("no terminal to confirm on; pass --auto-approve to roll back unattended")
         if not click.confirm(f"Restore the snapshots of run {run_id}?", default=False, err=True):
             _cancelled("Rollback cancelled: nothing restored.")
-    with StateStore(store_path) as store:
-        outcome = asyncio.run(applying.roll_back_run(state, store, run_id, only=nodes))
+    with StateStore(store_path) as store, store.writer(lock_timeout):
+        outcome, stopped = signals.run(
+            lambda stop: applying.roll_back_run(
+                state, store, run_id, only=nodes, lock_timeout=lock_timeout, interrupt=stop
+            ),
+            _say,
+            "the restore in flight",
+        )
     if not outcome.nodes:
         _fail(f"run {run_id} changed no node{' of those named' if nodes else ''}")
     for node in outcome.nodes:
         colour = "green" if node.status.value == "converged" else "red"
         stderr.print(f"[{colour}]{node.node}: {_escape(node.message)}[/]")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
+    if stopped:
+        _interrupted(f"run {outcome.run_id} stopped; the nodes not yet restored were skipped")
     sys.exit(outcome.exit_code)
 
 
@@ -981,6 +1022,11 @@ def serve(
     sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
 
 
+def _interrupted(what: str) -> NoReturn:
+    stderr.print(f"[bold yellow]interrupted:[/] {_escape(what)}")
+    sys.exit(signals.EXIT_INTERRUPTED)
+
+
 def _with_prune(
     state: DesiredState, flag: bool, state_file: Path | None, *, read_only: bool = False
 ) -> Pruning:
@@ -1098,6 +1144,10 @@ def _load_recorded(run_id: int, state_file: Path | None) -> DesiredState:
     return _loaded(tree)
 
 
+def _say(message: str) -> None:
+    stderr.print(f"[bold yellow]{_escape(message)}[/]")
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -1109,13 +1159,24 @@ def _fail(message: str) -> Any:
     sys.exit(EXIT_TROUBLE)
 
 
+def _stopped() -> NoReturn:
+    # Ctrl-C or SIGTERM outside a transaction (plan, validate, the confirmation prompt):
+    # nothing was being written.
+    stderr.print("[bold yellow]interrupted:[/] stopped; no transaction was in flight")
+    sys.exit(signals.EXIT_INTERRUPTED)
+
+
 def run() -> None:
     """Entry point: FazAI errors become one clear message and exit code 2, never a traceback."""
+    signals.install_sigterm()
     try:
         main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
+        # Click turns Ctrl-C (and SIGTERM, see ``signals``) into Abort.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _stopped()
         sys.exit(EXIT_TROUBLE)
     except click.ClickException as exc:
         exc.show()
@@ -1129,7 +1190,7 @@ def run() -> None:
     except FazaiError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        sys.exit(130)
+        _stopped()
     except Exception as exc:
         if os.environ.get("FAZAI_DEBUG"):
             raise

@@ -156,6 +156,22 @@ class StoreLockedError(StoreError):
     retryable = True
 
 
+class WriterLockedError(FazaiError):
+    """Another live process holds the writer lock of a state store or of a node
+    (``fazai apply``/``rollback``/``serve``); ``holder`` says who, as recorded by it."""
+
+    def __init__(self, what: str, holder: str, waited: float) -> None:
+        self.what = what
+        self.holder = holder
+        self.waited = waited
+        hint = f"waited {waited:g} s" if waited else "not waited (--lock-timeout SECONDS waits)"
+        super().__init__(f"{what} is locked by {holder}; {hint}")
+
+
+class Interrupted(FazaiError):
+    """A signal (Ctrl-C, SIGTERM) asked the run to stop: nothing new is started."""
+
+
 class EscrowError(StoreError):
     """The key of the store's escrow (the secrets a rollback needs) cannot be used: not
     set, missing, unreadable, malformed, or readable by others. Never carries the key."""

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from controller import events, providers
 from controller.engine.diff import Action, compare
 from controller.engine.plan import Plan, PlanItem
-from controller.errors import FazaiError
+from controller.errors import FazaiError, Interrupted, WriterLockedError
 from controller.model import kinds
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -38,13 +38,31 @@ from controller.store import (
     Command,
     EscrowFailure,
     NodeStatus,
+    RunStatus,
     StateStore,
     Transaction,
+    TransactionStatus,
     Trigger,
+    locks,
     overall_status,
 )
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE)
+INTERRUPTED_BEFORE = "interrupted before it started; nothing written"
+
+
+class Interrupt(Protocol):
+    """Set once a signal asked the run to stop (an ``asyncio.Event``)."""
+
+    def is_set(self) -> bool: ...
+
+
+class _Never:
+    def is_set(self) -> bool:
+        return False
+
+
+NEVER: Interrupt = _Never()
 _FAILURE_EVENTS = {
     NodeStatus.FAILED: events.EventType.NODE_FAILED,
     NodeStatus.ROLLED_BACK: events.EventType.NODE_ROLLED_BACK,
@@ -108,9 +126,13 @@ class StoreJournal:
         store: StateStore,
         txn_id: int,
         publish: events.Publish = events.discard,
+        interrupt: Interrupt = NEVER,
         **context: Any,
     ) -> None:
         self.store = store
+        # Checked before each batch of steps is intended: the provider stops between
+        # batches and the transaction rolls back to its snapshot.
+        self._interrupt = interrupt
         self.txn_id = txn_id
         self._seq = 0
         self._publish = publish
@@ -122,6 +144,8 @@ class StoreJournal:
         return step
 
     def intend_many(self, intents: Sequence[Intent]) -> list[int]:
+        if self._interrupt.is_set():
+            raise Interrupted("interrupted")
         steps = self.store.intend_many(self.txn_id, self._seq + 1, intents)
         self._seq += len(intents)
         for step, intent in zip(steps, intents, strict=True):
@@ -233,7 +257,13 @@ async def apply_node(
     store: StateStore,
     run_id: int,
     publish: events.Publish = events.discard,
+    *,
+    lock_timeout: float = 0.0,
+    interrupt: Interrupt = NEVER,
 ) -> NodeOutcome:
+    """Converge one node as one transaction, holding the node's writer lock across
+    processes from the fresh read to the commit or rollback (waiting up to
+    ``lock_timeout`` s for it; a node another process writes is left alone, failed)."""
     started = time.monotonic()
 
     def outcome(status: NodeStatus, message: str = "", count: int = 0) -> NodeOutcome:
@@ -244,23 +274,30 @@ async def apply_node(
         return result
 
     try:
-        provider = _provider(node.spec["platform"])
-        resources = state.resources_for(node.name)
-        observation = await provider.observe(node, resources, state.source)
-        changes, errors = _changes(resources, observation)
-        if errors:
-            return outcome(NodeStatus.FAILED, "; ".join(errors))
-        if not _same_as_approved(changes, approved):
-            raise PlanChanged("the node changed since the plan was approved; plan again")
-        adopted = _adopted_in_sync(resources, observation)
-        if not changes:
-            store.record_inventory(node.name, run_id, adopted, ())
-            return outcome(NodeStatus.CONVERGED, "already in sync")
-        async with provider.transaction(node, changes, resources, state.source) as txn:
-            result = await _transact(txn, node, resources, changes, store, run_id, outcome, publish)
-        if result.status is NodeStatus.CONVERGED:
-            store.record_inventory(node.name, run_id, adopted, ())
-        return result
+        async with store.node_writer(node.name, lock_timeout):
+            if interrupt.is_set():
+                return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
+            provider = _provider(node.spec["platform"])
+            resources = state.resources_for(node.name)
+            observation = await provider.observe(node, resources, state.source)
+            changes, errors = _changes(resources, observation)
+            if errors:
+                return outcome(NodeStatus.FAILED, "; ".join(errors))
+            if not _same_as_approved(changes, approved):
+                raise PlanChanged("the node changed since the plan was approved; plan again")
+            adopted = _adopted_in_sync(resources, observation)
+            if not changes:
+                store.record_inventory(node.name, run_id, adopted, ())
+                return outcome(NodeStatus.CONVERGED, "already in sync")
+            if interrupt.is_set():
+                return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
+            async with provider.transaction(node, changes, resources, state.source) as txn:
+                result = await _transact(
+                    txn, node, resources, changes, store, run_id, outcome, publish, interrupt
+                )
+            if result.status is NodeStatus.CONVERGED:
+                store.record_inventory(node.name, run_id, adopted, ())
+            return result
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
 
@@ -274,6 +311,7 @@ async def _transact(
     run_id: int,
     outcome: Callable[..., NodeOutcome],
     publish: events.Publish = events.discard,
+    interrupt: Interrupt = NEVER,
 ) -> NodeOutcome:
     txn_id = store.begin_transaction(run_id, node.name)
     try:
@@ -291,7 +329,8 @@ async def _transact(
             store.mark_rolled_back(txn_id, f"no snapshot recorded, nothing written: {exc}")
         return outcome(NodeStatus.FAILED, f"could not record the snapshot, nothing written: {exc}")
     try:
-        await txn.write(StoreJournal(store, txn_id, publish, run_id=run_id, node=node.name))
+        journal = StoreJournal(store, txn_id, publish, interrupt, run_id=run_id, node=node.name)
+        await txn.write(journal)
         problems = _unverified(changes, await txn.verify())
         if problems:
             raise VerifyMismatch(f"verify found the node still differs: {'; '.join(problems)}")
@@ -379,9 +418,13 @@ async def apply(
     fail_fast: bool = False,
     trigger: Trigger = Trigger.CLI,
     publish: events.Publish = events.discard,
+    lock_timeout: float = 0.0,
+    interrupt: Interrupt = NEVER,
 ) -> ApplyResult:
     """Apply the approved ``plan`` (its nodes only); every node ends converged or at its
-    snapshot, and the run is recorded in ``store``. ``publish`` gets the run's events as
+    snapshot, and the run is recorded in ``store``. Once ``interrupt`` is set no node
+    starts and no further batch of steps is sent: the node in flight finishes or rolls
+    back, and the run is recorded ``interrupted``. ``publish`` gets the run's events as
     they happen (run.started, change.applied, node.verified, node.rolled_back,
     node.failed, run.finished)."""
     from controller.output import plan_json
@@ -398,6 +441,7 @@ async def apply(
             plan_json.to_dict(plan),
         )
     )
+    locks.note_run(run_id)
     publish(
         events.EventType.RUN_STARTED,
         run_id=run_id,
@@ -410,10 +454,20 @@ async def apply(
 
     async def one(items: Sequence[PlanItem], name: str) -> NodeOutcome:
         async with limit:
-            if stop.is_set():
-                store.record_node(run_id, name, NodeStatus.SKIPPED, "stopped by --fail-fast")
-                return NodeOutcome(name, NodeStatus.SKIPPED, "stopped by --fail-fast")
-            result = await apply_node(state, state.nodes[name], items, store, run_id, publish)
+            why = INTERRUPTED_BEFORE if interrupt.is_set() else "stopped by --fail-fast"
+            if stop.is_set() or interrupt.is_set():
+                store.record_node(run_id, name, NodeStatus.SKIPPED, why)
+                return NodeOutcome(name, NodeStatus.SKIPPED, why)
+            result = await apply_node(
+                state,
+                state.nodes[name],
+                items,
+                store,
+                run_id,
+                publish,
+                lock_timeout=lock_timeout,
+                interrupt=interrupt,
+            )
             if fail_fast and result.status not in (NodeStatus.CONVERGED, NodeStatus.SKIPPED):
                 stop.set()
             return result
@@ -424,6 +478,8 @@ async def apply(
         store.record_node(run_id, item.node, item.status, item.message)
     everything = tuple(sorted([*outcomes, *skipped], key=lambda o: o.node))
     status = overall_status(o.status for o in everything)
+    if interrupt.is_set():
+        status = RunStatus.INTERRUPTED
     store.finish_run(run_id, status)
     publish(
         events.EventType.RUN_FINISHED,
@@ -436,32 +492,59 @@ async def apply(
     return ApplyResult(run_id, everything)
 
 
-async def recover(state: DesiredState, store: StateStore) -> list[str]:
-    """Roll back every transaction a killed controller left open; what was done, per node."""
+async def recover(
+    state: DesiredState, store: StateStore, *, interrupt: Interrupt = NEVER
+) -> list[str]:
+    """Roll back every transaction a dead controller left open; what was done, per node.
+
+    Only a transaction whose owner is provably gone is touched: its node's writer lock
+    must be free (the kernel drops it when its holder dies); one a live process holds is
+    left alone, whatever the journal says. The run it belonged to, if still
+    ``in_progress``, is recorded ``interrupted``."""
     report = []
     for txn in store.open_transactions():
-        node = state.nodes.get(txn.node)
-        snapshot, unopened = _stored_snapshot(store, txn)
-        if node is None or snapshot is None:
-            report.append(f"{txn.node}: open transaction {txn.id} cannot be recovered here")
-            continue
-        note = _secrets_note(unopened)
-        try:
-            provider = _provider(node.spec["platform"])
-            resources = state.resources_for(node.name)
-            async with provider.transaction(node, [], resources, state.source) as undo:
-                await undo.rollback(snapshot)
-        except (TimeoutError, FazaiError, OSError) as exc:
-            # Still open: the next start tries again (with the escrow key put right, say).
+        if interrupt.is_set():
+            report.append("interrupted: the remaining open transactions are left for later")
+            break
+        if not store.try_node_writer(txn.node):
             report.append(
-                f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}{note}"
+                f"{txn.node}: transaction {txn.id} is in progress in a live process "
+                f"({store.node_holder(txn.node)}); left alone"
             )
             continue
-        store.mark_rolled_back(txn.id, f"interrupted; rolled back at the next start{note}")
-        report.append(
-            f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot{note}"
-        )
+        try:
+            report.append(await _recover_one(state, store, txn))
+        finally:
+            store.release_node(txn.node)
     return report
+
+
+async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction) -> str:
+    """Roll back ``txn``; the caller holds its node's writer lock."""
+    current = store.transaction(txn.id)
+    if current is None or current.status is not TransactionStatus.OPEN:
+        return f"{txn.node}: transaction {txn.id} was closed by its owner meanwhile"
+    node = state.nodes.get(txn.node)
+    snapshot, unopened = _stored_snapshot(store, txn)
+    if node is None or snapshot is None:
+        return f"{txn.node}: open transaction {txn.id} cannot be recovered here"
+    note = _secrets_note(unopened)
+    try:
+        provider = _provider(node.spec["platform"])
+        resources = state.resources_for(node.name)
+        async with provider.transaction(node, [], resources, state.source) as undo:
+            await undo.rollback(snapshot)
+    except (TimeoutError, FazaiError, OSError) as exc:
+        # Still open: the next start tries again (with the escrow key put right, say).
+        return f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}{note}"
+    store.mark_rolled_back(txn.id, f"interrupted; rolled back at the next start{note}")
+    run = store.get_run(txn.run_id)
+    if run is not None and run.status is RunStatus.IN_PROGRESS:
+        store.record_node(
+            txn.run_id, txn.node, NodeStatus.ROLLED_BACK, "interrupted; rolled back later"
+        )
+        store.finish_run(txn.run_id, RunStatus.INTERRUPTED)
+    return f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot{note}"
 
 
 async def roll_back_run(
@@ -471,6 +554,8 @@ async def roll_back_run(
     *,
     only: Sequence[str] = (),
     trigger: Trigger = Trigger.CLI,
+    lock_timeout: float = 0.0,
+    interrupt: Interrupt = NEVER,
 ) -> ApplyResult:
     """Restore the snapshots run ``run_id`` took before it wrote, node by node, as a new
     run. Nodes are read from ``state`` (their connection details); the snapshot says what
@@ -479,27 +564,42 @@ async def roll_back_run(
     if past is None:
         raise FazaiError(f"no run {run_id} in the state store")
     new_run = store.start_run(trigger, Command.ROLLBACK, state.source.description, state.revision)
+    locks.note_run(new_run)
     outcomes = []
     for txn in store.run_transactions(run_id):
         if only and txn.node not in only:
             continue
         started = time.monotonic()
-        node = state.nodes.get(txn.node)
-        snapshot, unopened = _stored_snapshot(store, txn)
-        if node is None or snapshot is None:
-            status, message = NodeStatus.FAILED, "no Node document or no snapshot to restore"
+        if interrupt.is_set():
+            status, message = NodeStatus.SKIPPED, INTERRUPTED_BEFORE
         else:
-            try:
-                provider = _provider(node.spec["platform"])
-                resources = state.resources_for(node.name)
-                async with provider.transaction(node, [], resources, state.source) as undo:
-                    await undo.rollback(snapshot)
-                status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
-            except (FazaiError, OSError, TimeoutError) as exc:
-                status, message = NodeStatus.FAILED, f"restore failed: {exc}"
-            message += _secrets_note(unopened)
+            status, message = await _restore(state, store, txn, run_id, lock_timeout)
         seconds = time.monotonic() - started
         store.record_node(new_run, txn.node, status, message, seconds)
         outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds))
-    store.finish_run(new_run, overall_status(o.status for o in outcomes))
+    final = overall_status(o.status for o in outcomes)
+    store.finish_run(new_run, RunStatus.INTERRUPTED if interrupt.is_set() else final)
     return ApplyResult(new_run, tuple(outcomes))
+
+
+async def _restore(
+    state: DesiredState, store: StateStore, txn: Transaction, run_id: int, lock_timeout: float
+) -> tuple[NodeStatus, str]:
+    """Restore one transaction's snapshot under its node's writer lock. A restore, once
+    started, is not stopped half-way by a signal: it is the way back to a known state."""
+    node = state.nodes.get(txn.node)
+    snapshot, unopened = _stored_snapshot(store, txn)
+    if node is None or snapshot is None:
+        return NodeStatus.FAILED, "no Node document or no snapshot to restore"
+    try:
+        async with store.node_writer(txn.node, lock_timeout):
+            provider = _provider(node.spec["platform"])
+            resources = state.resources_for(node.name)
+            async with provider.transaction(node, [], resources, state.source) as undo:
+                await undo.rollback(snapshot)
+        status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
+    except WriterLockedError as exc:
+        return NodeStatus.FAILED, f"not restored: {exc}"
+    except (FazaiError, OSError, TimeoutError) as exc:
+        status, message = NodeStatus.FAILED, f"restore failed: {exc}"
+    return status, message + _secrets_note(unopened)

@@ -74,8 +74,8 @@ class Controller:
         self.shared.interrupted = {t.id for t in self.store.open_transactions()}
         if self.shared.interrupted:
             log.warning(
-                "%d interrupted transaction(s) in the journal: rolled back before their "
-                "nodes are touched again",
+                "%d open transaction(s) in the journal: each is rolled back before its node "
+                "is written again, once its owner is gone (never in detect mode)",
                 len(self.shared.interrupted),
             )
 

@@ -27,7 +27,7 @@ from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.gitsource import GitSource
-from controller.reconcile.handle import SourceStatus
+from controller.reconcile.handle import Mode, SourceStatus
 from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
@@ -225,24 +225,40 @@ class SourceWorker:
         return True
 
     async def _recover(self, state: DesiredState) -> dict[str, str]:
-        """Roll back what a killed controller left open on these nodes (once per
-        transaction found at start); nodes still open must not be written."""
+        """Roll back what a dead controller left open on these nodes (once per
+        transaction found at start); nodes still open must not be written. A node in
+        ``detect`` mode is never written, not even to roll back another's transaction;
+        one whose transaction a live process runs is left to it (see ``recover``)."""
         store = self.shared.store
         interrupted = self.shared.interrupted
         open_now = [t for t in store.open_transactions() if t.id in interrupted]
-        nodes = {t.node for t in open_now if t.node in state.nodes}
+        nodes = set()
+        for txn in open_now:
+            if txn.node not in state.nodes:
+                continue
+            if self.config.mode_for(txn.node) is Mode.DETECT:
+                log.warning(
+                    "%s: %s: open transaction %d left as it is: detect mode never writes "
+                    "(a writer's next start rolls it back)",
+                    self.name, txn.node, txn.id,
+                )  # fmt: skip
+                continue
+            nodes.add(txn.node)
         if nodes:
             only = DesiredState(
                 state.source, {n: state.nodes[n] for n in nodes}, state.resources, state.warnings
             )
             for line in await applying.recover(only, store):
                 log.warning("%s: recovery: %s", self.name, line)
-            still = {t.id for t in store.open_transactions()}
-            interrupted.intersection_update(still)
+        # Closed meanwhile by us, or by the live process that was running it.
+        still = store.open_transactions()
+        interrupted.intersection_update({t.id for t in still})
+        # A detect-mode node is only read: an open transaction does not stop that.
         return {
-            t.node: f"interrupted transaction {t.id} is still open; its rollback is retried"
-            for t in store.open_transactions()
-            if t.id in interrupted and t.node in state.nodes
+            t.node: f"transaction {t.id} is still open (being rolled back, or run by another "
+            "live process); retried"
+            for t in still
+            if t.id in interrupted and t.node in nodes
         }
 
     async def _pruning(self, state: DesiredState) -> Pruning | None:

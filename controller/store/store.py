@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
+from controller.store import locks
 from controller.store.database import DEFAULT_BUSY_TIMEOUT, Database, utc_now
 from controller.store.escrow import Escrow, KeyRef, key_ref
 from controller.store.inventory import Inventory
@@ -48,6 +50,35 @@ class StateStore(RunLog, Journal, Inventory):
 
     def close(self) -> None:
         self._db.close()
+
+    # -- writer locks (see ``locks``) ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, timeout: float = 0.0) -> Iterator[None]:
+        """The store's writer lock (``<state>.lock``), held by a CLI apply or rollback for
+        its whole run; waits up to ``timeout`` s, then raises WriterLockedError."""
+        with locks.hold(locks.store_lock_path(self.path), f"state store {self.path}", timeout):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def node_writer(self, node: str, timeout: float = 0.0) -> AsyncIterator[None]:
+        """The writer lock of ``node`` (``<state>.locks/node-<name>.lock``), held by
+        whoever writes to the node; waits up to ``timeout`` s, then raises
+        WriterLockedError naming the holder."""
+        path = locks.node_lock_path(self.path, node)
+        async with locks.hold_async(path, f"node {node}", timeout):
+            yield
+
+    def try_node_writer(self, node: str) -> bool:
+        """Take ``node``'s writer lock if it is free (release with :meth:`release_node`);
+        False while another process holds it."""
+        return locks.try_acquire(locks.node_lock_path(self.path, node))
+
+    def release_node(self, node: str) -> None:
+        locks.release(locks.node_lock_path(self.path, node))
+
+    def node_holder(self, node: str) -> str:
+        return locks.describe(locks.node_lock_path(self.path, node))
 
     def __enter__(self) -> StateStore:
         return self

@@ -116,13 +116,25 @@ def test_an_apply_past_the_grace_period_is_rolled_back_at_the_next_start(
     written = aliases(firewall)
     assert 0 < len(written) < ALIASES  # cut mid-write, as a kill would
 
-    # The next start rolls it back before anything else (here, planning only).
-    once = subprocess.run(
+    # A start in detect mode writes nothing, not even that rollback: it is left open.
+    detect = subprocess.run(
         [*COMMAND, "serve", "--config", str(config), "--once", "--mode", "detect"],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    assert "detect mode never writes" in detect.stderr, detect.stderr
+    assert "rolled back to its snapshot" not in detect.stderr, detect.stderr
+    assert aliases(firewall) == written
+    with StateStore(db) as store:
+        assert [t.id for t in store.open_transactions()] == [interrupted.id]
+
+    # The next start that may write rolls it back before anything else (here, manual
+    # mode: the plan then waits for an approval).
+    once = subprocess.run(
+        [*COMMAND, "serve", "--config", str(config), "--once", "--mode", "manual"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
     assert "rolled back to its snapshot" in once.stderr, once.stderr
-    assert once.returncode == 1, once.stderr  # drift left: detect mode wrote nothing more
+    assert once.returncode == 1, once.stderr  # drift left: manual mode wrote nothing more
     assert aliases(firewall) == set()
     with StateStore(db) as store:
         assert store.open_transactions() == []

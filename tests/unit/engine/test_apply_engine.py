@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from controller.model.state import DesiredState
 from controller.providers.base import Change, Observation, StepJournal
 from controller.source.open import open_source
 from controller.source.tree import SourceTree
-from controller.store import NodeStatus, StateStore
+from controller.store import NodeStatus, RunStatus, StateStore
 
 DOCS = [
     {"apiVersion": "fazai.dev/v1alpha1", "kind": "Node",
@@ -174,3 +176,87 @@ def test_fail_fast_skips_the_nodes_not_started(
         ("a", NodeStatus.ROLLED_BACK),
         ("b", NodeStatus.SKIPPED),
     ]
+
+
+HOLD_NODE = """
+import asyncio, sys
+from controller.store import StateStore
+async def main():
+    async with StateStore(sys.argv[1]).node_writer(sys.argv[2]):
+        print("held", flush=True)
+        await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+def test_a_node_another_process_writes_is_left_alone_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    db = tmp_path / "db"
+    StateStore(db).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_NODE, str(db), "a"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = run(state, approved("a", "b"), db)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert [(n.node, n.status) for n in result.nodes] == [
+        ("a", NodeStatus.FAILED),
+        ("b", NodeStatus.CONVERGED),
+    ]
+    assert f"node a is locked by pid {holder.pid}" in result.nodes[0].message
+    assert not any(call.startswith("a:") for call in script.calls)
+
+
+class TwoBatches(ScriptedTransaction):
+    """Writes in two batches; the signal comes while the first is on the node."""
+
+    interrupt: asyncio.Event
+
+    async def write(self, journal: StepJournal) -> None:
+        step = journal.intend("File", "motd", "update", {"path": "/etc/motd"})
+        self.script.calls.append(f"{self.node}:write 1")
+        TwoBatches.interrupt.set()
+        journal.done(step)
+        journal.intend("File", "issue", "update", {"path": "/etc/issue"})
+        self.script.calls.append(f"{self.node}:write 2")
+
+
+def test_an_interrupt_rolls_the_node_in_flight_back_and_starts_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    monkeypatch.setattr(ScriptedProvider, "transaction", _two_batches)
+
+    async def go(store: StateStore) -> applying.ApplyResult:
+        TwoBatches.interrupt = asyncio.Event()
+        plan = approved("a", "b")
+        return await applying.apply(
+            state, plan, store, concurrency=1, interrupt=TwoBatches.interrupt
+        )
+
+    with StateStore(tmp_path / "db") as store:
+        result = asyncio.run(go(store))
+        (recorded,) = store.list_runs(5)
+        assert store.open_transactions() == []
+    assert [(n.node, n.status) for n in result.nodes] == [
+        ("a", NodeStatus.ROLLED_BACK),
+        ("b", NodeStatus.SKIPPED),
+    ]
+    assert "interrupted; rolled back to the snapshot" in result.nodes[0].message
+    assert script.calls == ["a:snapshot", "a:write 1", "a:rollback {'motd': 'old'}"]
+    assert recorded.status is RunStatus.INTERRUPTED
+
+
+@contextlib.asynccontextmanager
+async def _two_batches(
+    self: ScriptedProvider, node: Document, changes: Sequence[Change],
+    resources: Sequence[Document], tree: SourceTree,
+) -> AsyncIterator[ScriptedTransaction]:  # fmt: skip
+    yield TwoBatches(self.script, node.name)

@@ -1,0 +1,176 @@
+"""Writer locks across processes: one per state store and one per node, as OS file locks.
+
+``flock(2)`` on a file beside the state file: ``state.db.lock`` for the store (held by
+``fazai apply`` and ``fazai rollback`` for their whole run) and ``state.db.locks/<node>.lock``
+for each node (held by whoever writes to the node: an apply's node transaction, a
+rollback, a recovery; the CLI and ``serve`` alike). The kernel drops a lock when its
+holder dies, however it dies, so a free lock next to an open transaction proves that the
+transaction's owner is gone: that is what recovery checks before it rolls anything back.
+
+The holder writes who it is (pid, host, command, run id, since when) into the file, for
+the message a second writer gets. The lock is re-entrant within one process (a count per
+file): the CLI takes a node's lock for its recovery and the engine takes it again for the
+transaction; in-process exclusion between coroutines is the caller's (``NodeLocks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from controller.errors import StoreError, WriterLockedError
+
+POLL_SECONDS = 0.1
+
+
+def store_lock_path(state: Path) -> Path:
+    return state.with_name(state.name + ".lock")
+
+
+def node_lock_path(state: Path, node: str) -> Path:
+    # Quoted, so a node name can never name another path ("..", "a/b").
+    return state.with_name(state.name + ".locks") / f"node-{quote(node, safe='')}.lock"
+
+
+@dataclass
+class _Held:
+    fd: int
+    count: int
+
+
+_held: dict[Path, _Held] = {}
+_guard = threading.Lock()
+
+
+def _command() -> str:
+    args = [a for a in sys.argv[1:] if not a.startswith("-")][:1]
+    return "fazai " + " ".join(args) if args else "fazai"
+
+
+def _describe(path: Path) -> str:
+    """Who holds the lock at ``path``, from what the holder wrote there."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process (it recorded no details)"
+    text = f"pid {info.get('pid')} on {info.get('host', '?')} ({info.get('command', 'fazai')}"
+    if info.get("run_id") is not None:
+        text += f", run {info['run_id']}"
+    return text + f") since {info.get('since', '?')}"
+
+
+def _write_holder(fd: int, run_id: int | None) -> None:
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": _command(),
+        "run_id": run_id,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    data = json.dumps(info).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def try_acquire(path: Path) -> bool:
+    """Take the lock at ``path`` without waiting; True when this process now holds it
+    (again, if it already did)."""
+    with _guard:
+        held = _held.get(path)
+        if held is not None:
+            held.count += 1
+            return True
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(str(path), f"cannot open the lock file: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(str(path), f"cannot lock: {exc}") from exc
+        _write_holder(fd, None)
+        _held[path] = _Held(fd, 1)
+        return True
+
+
+def release(path: Path) -> None:
+    with _guard:
+        held = _held.get(path)
+        if held is None:
+            return
+        held.count -= 1
+        if held.count == 0:
+            del _held[path]
+            # Closing drops the flock; the stale details stay and are overwritten by the
+            # next holder (a free lock is never described).
+            os.close(held.fd)
+
+
+def note_run(run_id: int) -> None:
+    """Record ``run_id`` in every lock this process holds: the holder's message names it."""
+    with _guard:
+        for held in _held.values():
+            with contextlib.suppress(OSError):
+                _write_holder(held.fd, run_id)
+
+
+def held_here(path: Path) -> bool:
+    with _guard:
+        return path in _held
+
+
+def _refusal(path: Path, what: str, waited: float) -> WriterLockedError:
+    return WriterLockedError(what, _describe(path), waited)
+
+
+@contextlib.contextmanager
+def hold(path: Path, what: str, timeout: float = 0.0) -> Iterator[None]:
+    """Hold the lock at ``path``, waiting up to ``timeout`` seconds (blocking; for the
+    CLI outside any event loop); raises WriterLockedError naming the holder."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while not try_acquire(path):
+        if time.monotonic() >= deadline:
+            raise _refusal(path, what, timeout)
+        time.sleep(POLL_SECONDS)
+    try:
+        yield
+    finally:
+        release(path)
+
+
+@contextlib.asynccontextmanager
+async def hold_async(path: Path, what: str, timeout: float = 0.0) -> AsyncIterator[None]:
+    """:func:`hold` for coroutines: waits with ``asyncio.sleep``, never in a thread (a
+    cancelled wait leaves no lock taken behind)."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while not try_acquire(path):
+        if time.monotonic() >= deadline:
+            raise _refusal(path, what, timeout)
+        await asyncio.sleep(POLL_SECONDS)
+    try:
+        yield
+    finally:
+        release(path)
+
+
+def describe(path: Path) -> str:
+    return _describe(path)

@@ -1,0 +1,111 @@
+"""Writer locks across real processes: a live holder is named and waited for, a killed
+one releases its lock, and recovery leaves a live process's open transaction alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.engine import apply as applying
+from controller.errors import WriterLockedError
+from controller.model.state import DesiredState
+from controller.source.tree import SourceTree
+from controller.store import Command, StateStore, TransactionStatus, Trigger
+from controller.store.locks import node_lock_path, store_lock_path
+
+HOLDER = """
+import sys, time, asyncio
+from controller.store import StateStore
+store = StateStore(sys.argv[1])
+what = sys.argv[2]
+if what == "store":
+    with store.writer():
+        print("held", flush=True)
+        time.sleep(600)
+else:
+    async def main():
+        async with store.node_writer(what):
+            print("held", flush=True)
+            await asyncio.sleep(600)
+    asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def holder(db_path: Path) -> Iterator[object]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(what: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(db_path), what],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None and process.stdout.readline() == "held\n"
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def test_a_live_holder_is_named_waited_for_and_a_killed_one_frees_the_lock(
+    store: StateStore, holder: object
+) -> None:
+    process = holder("store")  # type: ignore[operator]
+    with pytest.raises(WriterLockedError) as refused, store.writer():
+        pass
+    assert f"pid {process.pid}" in str(refused.value)
+    assert "--lock-timeout" in str(refused.value)
+    started = time.monotonic()
+    with pytest.raises(WriterLockedError, match=r"waited 0\.3 s"), store.writer(0.3):
+        pass
+    assert time.monotonic() - started >= 0.3
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    with store.writer():  # the kernel dropped the dead holder's lock
+        assert store_lock_path(store.path).exists()
+
+
+def test_recovery_leaves_a_live_owners_transaction_and_takes_a_dead_ones(
+    store: StateStore, holder: object
+) -> None:
+    run = store.start_run(Trigger.CLI, Command.APPLY, "test", None)
+    txn = store.begin_transaction(run, "web-1")
+    store.record_snapshot(txn, "Node", "web-1", "transaction", {"files": {}})
+    state = DesiredState(SourceTree("mem", "c0ffee", {}, {}), {}, [])
+
+    process = holder("web-1")  # type: ignore[operator]
+    (line,) = asyncio.run(applying.recover(state, store))
+    assert "live process" in line and f"pid {process.pid}" in line
+    assert store.transaction(txn).status is TransactionStatus.OPEN  # type: ignore[union-attr]
+
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    (line,) = asyncio.run(applying.recover(state, store))
+    # Its owner is gone: recovery takes it on (here it has no Node document to use).
+    assert "cannot be recovered here" in line
+
+
+def test_the_lock_is_reentrant_in_one_process_and_a_node_name_stays_in_its_folder(
+    store: StateStore,
+) -> None:
+    async def twice() -> None:
+        async with store.node_writer("web-1"), store.node_writer("web-1"):
+            assert store.try_node_writer("web-1")  # this process holds it already
+            store.release_node("web-1")
+
+    asyncio.run(twice())
+    folder = node_lock_path(store.path, "x").parent
+    for name in ("../escape", "a/b", ".."):
+        assert node_lock_path(store.path, name).parent == folder
