@@ -131,7 +131,7 @@ def test_a_sandbox_subnet_in_use_is_explained_not_called_a_bug(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     workdir = tmp_path / "sandbox"
-    node = {
+    node: dict[str, object] = {
         "apiVersion": "fazai.dev/v1alpha1",
         "kind": "Node",
         "metadata": {"name": "web-1"},
@@ -166,10 +166,11 @@ def test_demo_clean_removes_the_sandbox_folder_and_nothing_else(
         (workdir / "edge-fw.secret").write_text("s3cret")
         busy = fazai(env, "demo", "--clean", "--workdir", str(workdir))
         assert busy.returncode == 2 and "in use by another sandbox" in busy.stderr
+        assert "stop it first" in busy.stderr and "another --workdir" not in busy.stderr
         assert (workdir / "id_ed25519").exists()
     done = fazai(env, "demo", "--clean", "--workdir", str(workdir))
     assert done.returncode == 0, done.stderr
-    assert f"removed {workdir}" in done.stderr and not workdir.exists()
+    assert f"removed {workdir}\n" in done.stderr and not workdir.exists()
     again = fazai(env, "demo", "--clean", "--workdir", str(workdir))
     assert again.returncode == 0 and "nothing to clean" in again.stderr
 
@@ -211,7 +212,7 @@ def test_answering_no_cancels_apply_without_an_error_and_drift_names_its_files(
             "url": emu.url,
             "tls": {"caBundle": str(emu.certificate)},
         }
-        alias = {
+        alias: dict[str, object] = {
             "apiVersion": "fazai.dev/v1alpha1",
             "kind": "FirewallAlias",
             "metadata": {"name": "admins"},
@@ -278,3 +279,90 @@ def test_plan_prune_reads_the_inventory_without_creating_a_store(
     assert not typo.exists()
     fazai(env, "plan", str(desired), "--prune")  # the node is unreachable: exit 2 either way
     assert not (tmp_path / "xdg").exists()  # the default store was not made by reading it
+
+
+def test_demo_clean_never_removes_a_users_files(env: dict[str, str], tmp_path: Path) -> None:
+    from controller.errors import SandboxError
+
+    theirs = tmp_path / "theirs"  # a folder that already holds someone's work
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    with (
+        pytest.raises(SandboxError, match="already holds files no sandbox made"),
+        sandbox.claimed(theirs),
+    ):
+        pass
+    assert (theirs / "thesis.tex").read_text() == "years of work"
+    assert not (theirs / sandbox.MARKER).exists()
+
+    existing = tmp_path / "existing"  # empty when the demo took it, used by hand since
+    existing.mkdir()
+    with sandbox.claimed(existing) as claim:
+        (existing / "id_ed25519").write_text("PRIVATE KEY")
+        (existing / "nodes").mkdir()
+        claim.wrote(existing / "edge-fw.secret")
+        (existing / "edge-fw.secret").write_text("s3cret")
+        (existing / "server.key").write_text("the user's TLS key")
+        (existing / "notes.txt").write_text("mine")
+    done = fazai(env, "demo", "--clean", "--workdir", str(existing))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt", "server.key"]
+    assert "kept what no sandbox wrote: notes.txt, server.key" in done.stderr
+
+    made = tmp_path / "made"  # FazAI made it: emptied, then removed when nothing else is left
+    with sandbox.claimed(made):
+        (made / "edge-fw-ca.pem").write_text("CA")
+        (made / "infra").mkdir()
+        (made / "infra" / "commit").write_text("the user's commit")
+    done = fazai(env, "demo", "--clean", "--workdir", str(made))
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in made.iterdir()] == ["infra"]
+    assert "may hold your commits" in done.stderr
+
+
+def test_demo_clean_refuses_home_top_level_and_symlinked_folders(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / sandbox.MARKER).write_text("")  # `fazai demo --workdir ~` from an older FazAI
+    (home / "thesis.tex").write_text("years of work")
+    done = fazai({**env, "HOME": str(home)}, "demo", "--clean", "--workdir", str(home))
+    assert done.returncode == 2 and "cannot be a sandbox's folder" in done.stderr
+    assert (home / "thesis.tex").exists()
+    top = fazai(env, "demo", "--clean", "--workdir", "/tmp")
+    assert top.returncode == 2 and "cannot be a sandbox's folder" in top.stderr
+
+    real = tmp_path / "real"
+    with sandbox.claimed(real):
+        (real / "id_ed25519").write_text("PRIVATE KEY")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    done = fazai(env, "demo", "--clean", "--workdir", str(link))
+    assert done.returncode == 2, done.stderr
+    assert "internal error" not in done.stderr
+    assert f"is a symbolic link: not followed; pass the folder it points to, --workdir {real}" in (
+        done.stderr.replace("\n", "")
+    )
+    assert (real / "id_ed25519").exists()
+
+
+def test_demo_clean_without_permission_says_run_as_root(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a folder another user cannot read")
+    workdir = tmp_path / "sandbox"
+    with sandbox.claimed(workdir):
+        (workdir / "id_ed25519").write_text("PRIVATE KEY")
+    tmp_path.chmod(0o755)
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-c", "from controller.cli import run; run()",
+         "demo", "--clean", "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**env, "HOME": "/nonexistent"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "internal error" not in done.stderr and "run as root" in done.stderr
+    assert (workdir / "id_ed25519").exists()
