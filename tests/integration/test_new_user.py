@@ -275,7 +275,8 @@ def test_plan_prune_reads_the_inventory_without_creating_a_store(
     (tmp_path / "fw.secret").write_text("s\n")
     typo = tmp_path / "stat.db"
     done = fazai(env, "plan", str(desired), "--prune", "--state", str(typo))
-    assert done.returncode == 2 and f"state store {typo} does not exist" in done.stderr
+    assert f"state store {typo} does not exist yet" in done.stderr
+    assert "nothing is pruned; it was not created" in done.stderr
     assert not typo.exists()
     fazai(env, "plan", str(desired), "--prune")  # the node is unreachable: exit 2 either way
     assert not (tmp_path / "xdg").exists()  # the default store was not made by reading it
@@ -366,3 +367,86 @@ def test_demo_clean_without_permission_says_run_as_root(
     assert done.returncode == 2, done.stderr
     assert "internal error" not in done.stderr and "run as root" in done.stderr
     assert (workdir / "id_ed25519").exists()
+
+
+@pytest.fixture
+def pruning_firewall(tmp_path: Path) -> Iterator[Path]:
+    """A git repository whose firewall Node prunes (``spec.prune: true``), its
+    emulator up: what a first CI run plans before anything was ever applied."""
+    import git
+
+    from controller.testing.opnsense import EmulatorServer
+
+    with EmulatorServer(version="26.1", tls=True) as emu:
+        (tmp_path / "fw.key").write_text(emu.api_key + "\n")
+        (tmp_path / "fw.secret").write_text(emu.api_secret + "\n")
+        node = _firewall(tmp_path, 0)
+        node["spec"] = {
+            **node["spec"],  # type: ignore[dict-item]
+            "url": emu.url,
+            "tls": {"caBundle": str(emu.certificate)},
+            "prune": True,
+        }
+        alias: dict[str, object] = {
+            "apiVersion": "fazai.dev/v1alpha1",
+            "kind": "FirewallAlias",
+            "metadata": {"name": "admins"},
+            "spec": {"target": {"node": "fw"}, "type": "host", "content": ["10.0.0.1"]},
+        }
+        root = _write(tmp_path / "infra", [node])
+        repo = git.Repo.init(root, initial_branch="main")
+        author = git.Actor("t", "t@example.invalid")
+        repo.git.add("--all")
+        repo.index.commit("nodes", author=author, committer=author)
+        repo.git.checkout("-b", "feature")
+        (root / "alias.yaml").write_text(yaml.safe_dump(alias))
+        repo.git.add("--all")
+        repo.index.commit("an alias", author=author, committer=author)
+        yield root
+
+
+def test_a_first_plan_and_review_with_a_new_fazai_state_work(
+    env: dict[str, str], tmp_path: Path, pruning_firewall: Path
+) -> None:
+    import git
+
+    from controller.testing.forges import ForgeServer
+
+    new = tmp_path / "ci" / "state.db"
+    first = {**env, "FAZAI_STATE": str(new)}
+    root = str(pruning_firewall)
+    plan = fazai(first, "plan", root)
+    assert plan.returncode == 1, plan.stderr  # the alias to create
+    assert f"state store {new} does not exist yet (named by $FAZAI_STATE" in plan.stderr
+    pair = fazai(first, "plan", root, "--base", "main", "--head", "feature")
+    assert pair.returncode == 1, pair.stderr
+
+    with ForgeServer("github", repo="acme/infra", pulls=[7]) as github:
+        review = fazai(
+            {**first, "FAZAI_TEST_FORGE_TOKEN": github.token},
+            "review", root, "--base", "main", "--head", "feature",
+            "--forge", "github", "--repo", "acme/infra", "--pr", "7",
+            "--api-url", github.api_url, "--token-ref", "env:FAZAI_TEST_FORGE_TOKEN",
+        )  # fmt: skip
+        assert review.returncode == 1, review.stderr
+        head = git.Repo(root).commit("feature").hexsha
+        assert [s["state"] for s in github.statuses(head)] == ["pending", "success"]
+
+        # A plan that stops after the pending status leaves it "error", not pending.
+        (tmp_path / "garbage.db").write_text("not a database\n" * 100)
+        broken = fazai(
+            {**first, "FAZAI_STATE": str(tmp_path / "garbage.db"),
+             "FAZAI_TEST_FORGE_TOKEN": github.token},
+            "review", root, "--base", "main", "--head", "feature",
+            "--forge", "github", "--repo", "acme/infra", "--pr", "7",
+            "--api-url", github.api_url, "--token-ref", "env:FAZAI_TEST_FORGE_TOKEN",
+        )  # fmt: skip
+        assert broken.returncode == 2, broken.stderr
+        states = [s["state"] for s in github.statuses(head)]
+        assert states == ["pending", "success", "pending", "error"]
+    assert not new.exists() and not new.parent.exists()
+
+    history = fazai(first, "history")
+    assert history.returncode == 2  # a read command still refuses the missing store
+    assert "named by $FAZAI_STATE: mistyped? Without it the default is" in history.stderr
+    assert f"The default is {new}" not in history.stderr
