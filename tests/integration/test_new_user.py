@@ -450,3 +450,28 @@ def test_a_first_plan_and_review_with_a_new_fazai_state_work(
     assert history.returncode == 2  # a read command still refuses the missing store
     assert "named by $FAZAI_STATE: mistyped? Without it the default is" in history.stderr
     assert f"The default is {new}" not in history.stderr
+
+
+def test_a_sandbox_starting_while_clean_runs_holds_a_live_folder(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo that opened the marker just before a --clean removed it (and the folder)
+    must not run on the removed folder: it starts again on a new one, and holds it."""
+    workdir = tmp_path / "sandbox"
+    with sandbox.claimed(workdir):
+        (workdir / "id_ed25519").write_text("PRIVATE KEY")
+    real_flock = fcntl.flock
+    cleaned: list[subprocess.CompletedProcess[str]] = []
+
+    def flock_after_a_clean(fd: int, operation: int) -> None:
+        if not cleaned:  # the first claim step: a --clean runs between open and lock
+            cleaned.append(fazai(env, "demo", "--clean", "--workdir", str(workdir)))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_clean)
+    with sandbox.claimed(workdir):
+        assert cleaned[0].returncode == 0, cleaned[0].stderr
+        assert f"removed {workdir}\n" in cleaned[0].stderr
+        assert (workdir / sandbox.MARKER).is_file()
+        busy = fazai(env, "demo", "--clean", "--workdir", str(workdir))
+        assert busy.returncode == 2 and "in use by another sandbox" in busy.stderr
