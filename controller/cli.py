@@ -650,14 +650,16 @@ def schema(kind: str | None, plan_schema: bool) -> None:
 @click.option(
     "--clean",
     is_flag=True,
-    help="Run nothing: remove the sandbox's folder (its SSH key, the firewall's API key "
-    "and secret, its state store) and exit.",
+    help="Run nothing: remove what the sandbox left in --workdir (its SSH key, the "
+    "firewall's API key and secret, its state store; not infra/ nor files of yours), "
+    "and the folder if FazAI made it, then exit.",
 )
 def demo(desired: Path | None, workdir: Path, output: str, clean: bool) -> None:
     """Run the main job on a sandbox (root needed): real Linux nodes and an emulated
     OPNsense firewall; plan, apply, drift made by hand, plan, apply that heals it, plan in
     sync; then tear the sandbox down. Its folder (--workdir) stays, with the runs in its
-    state.db for `fazai history --state`; `fazai demo --clean` removes it."""
+    state.db for `fazai history --state`; `fazai demo --clean` removes what the sandbox
+    wrote there. An existing --workdir must be empty (or a sandbox's)."""
     from controller.testing import sandbox
 
     if clean:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -475,3 +476,33 @@ def test_a_sandbox_starting_while_clean_runs_holds_a_live_folder(
         assert (workdir / sandbox.MARKER).is_file()
         busy = fazai(env, "demo", "--clean", "--workdir", str(workdir))
         assert busy.returncode == 2 and "in use by another sandbox" in busy.stderr
+
+
+DEMO_SUBNET = "10.247.6"  # the whole demo's own /24
+
+
+@needs_fleet
+def test_demo_then_clean_leaves_nothing_behind(env: dict[str, str], tmp_path: Path) -> None:
+    """The example, moved to a folder, subnet and port of its own: the demo runs end to
+    end, leaves its keys, the firewall's secret and its store, and --clean removes every
+    one of them and the folder it made."""
+    from controller.testing import sandbox as sandboxing
+
+    workdir = tmp_path / "sandbox"
+    desired = tmp_path / "desired"
+    shutil.copytree(sandboxing.example_state_dir(), desired)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for path in desired.rglob("*.yaml"):
+        text = path.read_text().replace("/var/lib/fazai/sandbox", str(workdir))
+        text = text.replace("10.231.0.", f"{DEMO_SUBNET}.").replace(":18443", f":{port}")
+        path.write_text(text)
+    done = fazai(env, "demo", "--desired-state", str(desired), "--workdir", str(workdir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    left = {p.name for p in workdir.iterdir()}
+    assert {"id_ed25519", "known_hosts", "edge-fw.secret", "state.db", sandbox.MARKER} <= left
+
+    cleaned = fazai(env, "demo", "--clean", "--workdir", str(workdir))
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not workdir.exists(), sorted(p.name for p in workdir.iterdir())
