@@ -68,8 +68,9 @@ def state_option(func: F) -> F:
         type=click.Path(path_type=Path, dir_okay=False),
         envvar="FAZAI_STATE",
         help="The state store (runs, journal, owned objects). Default: $FAZAI_STATE, else "
-        "$XDG_STATE_HOME/fazai/state.db (~/.local/state/fazai/state.db). Commands that only "
-        "read it refuse one that does not exist.",
+        "$XDG_STATE_HOME/fazai/state.db (~/.local/state/fazai/state.db). Never created by a "
+        "command that only reads it: history and rollback refuse one that does not exist; "
+        "plan and review warn and prune nothing.",
     )(func)
 
 
@@ -727,14 +728,16 @@ def schema(kind: str | None, plan_schema: bool) -> None:
 @click.option(
     "--clean",
     is_flag=True,
-    help="Run nothing: remove the sandbox's folder (its SSH key, the firewall's API key "
-    "and secret, its state store) and exit.",
+    help="Run nothing: remove what the sandbox left in --workdir (its SSH key, the "
+    "firewall's API key and secret, its state store; not infra/ nor files of yours), "
+    "and the folder if FazAI made it, then exit.",
 )
 def demo(desired: Path | None, workdir: Path, output: str, clean: bool) -> None:
     """Run the main job on a sandbox (root needed): real Linux nodes and an emulated
     OPNsense firewall; plan, apply, drift made by hand, plan, apply that heals it, plan in
     sync; then tear the sandbox down. Its folder (--workdir) stays, with the runs in its
-    state.db for `fazai history --state`; `fazai demo --clean` removes it."""
+    state.db for `fazai history --state`; `fazai demo --clean` removes what the sandbox
+    wrote there. An existing --workdir must be empty (or a sandbox's)."""
     from controller.testing import sandbox
 
     if clean:
@@ -1032,14 +1035,14 @@ def _with_prune(
 ) -> Pruning:
     """The desired state plus, on pruning nodes, the owned objects to delete (and those
     to release once the node is applied). ``read_only`` (plan, review): the store is not
-    created, and a named one that does not exist is refused."""
+    created; one that does not exist yet owns nothing, so nothing is pruned."""
     from controller.engine import prune
     from controller.store import OwnedObject, StateStore
 
     nodes = prune.prune_nodes(state, flag)
     if not nodes:
         return prune.Pruning(state)
-    path = _existing_state(state_file) if read_only else state_file
+    path = _readable_state(state_file) if read_only else state_file
     owned: dict[str, list[OwnedObject]] = {node: [] for node in nodes}
     if path is not None or not read_only:  # else nothing ever ran here: nothing owned yet
         with StateStore(path) as store:
@@ -1066,9 +1069,10 @@ def default_state_path() -> Path:
 
 
 def _existing_state(state_file: Path | None) -> Path | None:
-    """The state file a command that only reads it opens: never created here. None when
-    the default one does not exist yet (nothing ran); a named one (--state, $FAZAI_STATE)
-    that does not exist is refused, so a typo cannot pass for an empty history."""
+    """The state file a command that only reads it (history, rollback) opens: never
+    created here. None when the default one does not exist yet (nothing ran); a named
+    one (--state, $FAZAI_STATE) that does not exist is refused, so a typo cannot pass
+    for an empty history."""
     path = state_file.expanduser() if state_file is not None else default_state_path()
     if path.is_file():
         return path
@@ -1076,11 +1080,38 @@ def _existing_state(state_file: Path | None) -> Path | None:
         return None
     if path.exists():
         _fail(f"state store {path} is not a file")
-    _fail(
-        f"state store {path} does not exist (mistyped --state or $FAZAI_STATE?); nothing "
-        f"was created. The default is {default_state_path()}"
-    )
+    _fail(f"state store {path} does not exist ({_named_by(state_file)}); nothing was created")
     return None
+
+
+def _readable_state(state_file: Path | None) -> Path | None:
+    """The state file a plan reads ownership from: a named one that does not exist yet
+    (a first CI run before any apply) is not an error, only a warning, since nothing
+    can be owned, and so pruned, before something was applied."""
+    path = state_file.expanduser() if state_file is not None else default_state_path()
+    if path.exists() and not path.is_file():
+        _fail(f"state store {path} is not a file")
+    if path.is_file():
+        return path
+    if state_file is not None:
+        stderr.print(
+            f"[yellow]prune:[/] state store {_escape(str(path))} does not exist yet "
+            f"({_escape(_named_by(state_file))}): nothing is owned there, so nothing is "
+            "pruned; it was not created"
+        )
+    return None
+
+
+def _named_by(state_file: Path | None) -> str:
+    """Where a missing state file's name came from, and what the default would be."""
+    from controller.store.paths import default_path
+
+    env = os.environ.get("FAZAI_STATE")
+    if state_file is not None and env and Path(env) == state_file:
+        unset = {k: v for k, v in os.environ.items() if k != "FAZAI_STATE"}
+        return f"named by $FAZAI_STATE: mistyped? Without it the default is {default_path(unset)}"
+    source = "$FAZAI_STATE" if env else "the default"
+    return f"mistyped --state? Without it FazAI uses {default_state_path()} ({source})"
 
 
 def _say_state(path: Path) -> None:

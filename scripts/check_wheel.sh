@@ -11,8 +11,7 @@ trap 'rm -rf "$work"' EXIT
 
 # Built from a copy of the files git knows (tracked, or new and not ignored): a stale
 # build/ left in the checkout cannot slip deleted modules into the wheel.
-mkdir "$work/src"
-git ls-files -z --cached --others --exclude-standard | xargs -0 tar --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$work/src"
+bash scripts/copy_git_files.sh "$work/src"
 .venv/bin/python -m build --wheel --outdir "$work/dist" "$work/src" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log"; exit 1; }
 wheel="$(ls "$work"/dist/fazai-*.whl)"

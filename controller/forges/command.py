@@ -207,13 +207,13 @@ def prepare_posting(
 
 
 async def set_pending(posting: Posting, sha: str) -> None:
+    await _set_status(posting, sha, CommitState.PENDING, "planning against the live nodes")
+
+
+async def _set_status(posting: Posting, sha: str, state: CommitState, description: str) -> None:
     async with _client(posting) as forge:
         await forge.set_status(
-            sha,
-            CommitState.PENDING,
-            "planning against the live nodes",
-            context=posting.context,
-            target_url=posting.target_url,
+            sha, state, description, context=posting.context, target_url=posting.target_url
         )
 
 
@@ -294,7 +294,14 @@ def run_review(
         # every node was read.
         say(describe_forge_error(exc, posting.forge))
         return 2
-    result = plan_pair(pair, **plan_options)
+    try:
+        result = plan_pair(pair, **plan_options)
+    except BaseException:
+        # Whatever stopped the plan (an error, an exit, Ctrl-C), the status must not
+        # stay "pending" for ever: a required check would block the pull request.
+        with contextlib.suppress(ForgeError):
+            asyncio.run(_set_status(posting, head_sha, CommitState.ERROR, "the plan failed"))
+        raise
     emit(result)
     body = review_markdown.render(result, comment_limit(posting))
     state, description = verdict(result)

@@ -85,12 +85,12 @@ def running(config: ControllerConfig, workdir: Path = WORKDIR) -> Iterator[list[
     except ValueError as exc:
         raise FazaiError(str(exc)) from exc
     with contextlib.ExitStack() as stack:
-        stack.enter_context(sandbox.claimed(workdir))
+        claim = stack.enter_context(sandbox.claimed(workdir))
         if fleet is not None:
             fleet.start()
             stack.callback(fleet.stop)
         try:
-            emulators = stack.enter_context(sandbox.firewalls(state))
+            emulators = stack.enter_context(sandbox.firewalls(state, claim))
         except ValueError as exc:
             raise FazaiError(str(exc)) from exc
         names = sorted(n for n, d in state.nodes.items() if d.spec["platform"] == "opnsense")

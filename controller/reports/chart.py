@@ -11,6 +11,7 @@ page stays small whatever the history.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,13 +68,19 @@ def thin(points: Sequence[Plotted], column: float = COLUMN_PX) -> list[Plotted]:
     return [kept[k] for k in sorted(kept)]
 
 
-def series_key(source: str) -> str:
+def series_key(source: str, revision: str | None) -> str:
     """The series a run belongs to: its source without the ``@ref`` a git source's
     description ends with (``/srv/infra@3f2a…`` and ``/srv/infra@main`` are one repository,
     one line).
 
-    A git ref cannot hold ``:``, so an ``@`` followed by one is the user of an scp-like URL
-    (``git@host:repo``), not a ref, and the source is kept whole."""
+    A directory source is recorded as its absolute path, whole, and may hold an ``@`` of
+    its own (``/srv/infra@prod`` and ``/srv/infra@staging`` are two folders, two lines): a
+    run with no revision read a plain folder (a git source always has a commit), and a
+    recorded path that is a folder here was a working copy read as a folder, as
+    ``fazai rollback`` takes it. A git ref cannot hold ``:``, so an ``@`` followed by one
+    is the user of an scp-like URL (``git@host:repo``), not a ref."""
+    if revision is None or (os.path.isabs(source) and os.path.isdir(source)):
+        return source
     head, sep, tail = source.rpartition("@")
     if sep and head and tail and ":" not in tail:
         return head
@@ -107,7 +114,7 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
     low, high = _time_domain(points, start, end)
     span = max((high - low).total_seconds(), 1.0)
     top, step = nice_top(max((p.drifted for p in points), default=0))
-    keys = sorted({series_key(p.source) for p in points})
+    keys = sorted({series_key(p.source, p.revision) for p in points})
     labels = legend_labels(keys)
     rows = _legend_rows(labels)
     height = HEIGHT + LEGEND_ROW * max(0, len(rows) - 1)
@@ -159,7 +166,7 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
             [
                 Plotted(x_of(p.time), y_of(p.drifted), p)
                 for p in points
-                if series_key(p.source) == key
+                if series_key(p.source, p.revision) == key
             ]
         )
         path = " ".join(f"{p.x:.1f},{p.y:.1f}" for p in plotted)
@@ -242,28 +249,34 @@ _STEPS = (
     timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
     timedelta(hours=1), timedelta(hours=3), timedelta(hours=6), timedelta(hours=12),
     timedelta(days=1), timedelta(days=2), timedelta(days=3), timedelta(days=7), timedelta(days=14),
-    timedelta(days=30),
+    timedelta(days=30), timedelta(days=60), timedelta(days=90), timedelta(days=180),
+    timedelta(days=365),
 )  # fmt: skip
 MAX_TICKS = 8
 
 
 def time_ticks(low: datetime, high: datetime) -> tuple[list[datetime], str]:
-    """Round moments (UTC) between low and high, at most MAX_TICKS of them, and the
-    strftime pattern that labels them: times of day for a short span, dates for a long
-    one, both when a short span crosses midnight."""
+    """Round moments (UTC) spread over the whole of low to high, at most MAX_TICKS of
+    them, and the strftime pattern that labels them: times of day for a short span, dates
+    for a long one (with the year when the span crosses one), both when a short span
+    crosses midnight."""
     span = high - low
-    step = next((s for s in _STEPS if span / s <= MAX_TICKS), _STEPS[-1])
+    step = next((s for s in _STEPS if span / s <= MAX_TICKS), None)
+    if step is None:  # years of runs: whole years, as few as fit
+        year = timedelta(days=365)
+        step = year * math.ceil(span / year / MAX_TICKS)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     seconds = step.total_seconds()
     first = epoch + timedelta(seconds=math.ceil((low - epoch).total_seconds() / seconds) * seconds)
     ticks: list[datetime] = []
     tick = first
-    while tick <= high and len(ticks) <= MAX_TICKS:
+    while tick <= high and len(ticks) < MAX_TICKS:
         ticks.append(tick)
         tick += step
+    start, end = low.astimezone(UTC), high.astimezone(UTC)
     if step >= timedelta(days=1):
-        pattern = "%m-%d"
-    elif low.astimezone(UTC).date() == high.astimezone(UTC).date():
+        pattern = "%m-%d" if start.year == end.year else "%Y-%m-%d"
+    elif start.date() == end.date():
         pattern = "%H:%M"
     else:
         pattern = "%m-%d %H:%M"

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import ipaddress
-import os
 import shlex
 import shutil
 import ssl
@@ -38,49 +36,12 @@ from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import Drift, EmulatorServer
 from controller.testing.opnsense.server import bind_error
+from controller.testing.sandbox_folder import DEFAULT_WORKDIR, MARKER, Claim, claimed, clean
 from controller.words import count
 
-DEFAULT_WORKDIR = Path("/var/lib/fazai/sandbox")
-MARKER = ".fazai-sandbox"  # in every folder a sandbox used; held locked while it runs
+__all__ = ["DEFAULT_WORKDIR", "MARKER", "claimed", "clean", "run_demo"]
+
 STATE_FILE = "state.db"  # the sandbox's runs: `fazai history --state WORKDIR/state.db`
-
-
-@contextlib.contextmanager
-def claimed(workdir: Path) -> Iterator[Path]:
-    """Mark ``workdir`` as a sandbox's folder and hold it for the sandbox's lifetime, so
-    ``--clean`` never removes a folder a running demo or ``serve --sandbox`` uses (the
-    kernel drops the lock if the process dies)."""
-    if not workdir.exists():
-        # It will hold an SSH private key and the firewall's API secret. An existing
-        # folder keeps its mode: --workdir may name one that is not only the sandbox's.
-        workdir.parent.mkdir(parents=True, exist_ok=True)
-        workdir.mkdir(mode=0o700)
-    fd = os.open(workdir / MARKER, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SandboxError(
-                f"{workdir} is in use by another sandbox (a `fazai demo` or "
-                "`fazai serve --sandbox`): wait for it, or pass another --workdir"
-            ) from None
-        yield workdir
-    finally:
-        os.close(fd)
-
-
-def clean(workdir: Path) -> list[str]:
-    """Remove a sandbox's folder (its keys, the firewall's secret, its state store); what
-    was done, in words. Refuses a folder no sandbox made, and one a sandbox is using."""
-    if not workdir.exists():
-        return [f"nothing to clean: {workdir} does not exist"]
-    if not (workdir / MARKER).is_file() and workdir.resolve() != DEFAULT_WORKDIR:
-        raise SandboxError(
-            f"{workdir} was not made by `fazai demo` (no {MARKER} in it): not removed"
-        )
-    with claimed(workdir):
-        shutil.rmtree(workdir)
-    return [f"removed {workdir} (SSH keys, firewall API key and secret, state store)"]
 
 
 def example_state_dir() -> Path:
@@ -111,20 +72,21 @@ def fleet_for(state: DesiredState, workdir: Path) -> Fleet | None:
 
 
 @contextlib.contextmanager
-def firewalls(state: DesiredState) -> Iterator[list[EmulatorServer]]:
-    """One TLS emulator per opnsense Node, its credentials where the Node points."""
+def firewalls(state: DesiredState, claim: Claim | None = None) -> Iterator[list[EmulatorServer]]:
+    """One TLS emulator per opnsense Node, its credentials where the Node points (each
+    file recorded in ``claim``, so `fazai demo --clean` removes it)."""
     started: list[EmulatorServer] = []
     try:
         for node in sorted(state.nodes.values(), key=lambda n: n.name):
             if node.spec["platform"] == "opnsense":
-                started.append(_start_firewall(node))
+                started.append(_start_firewall(node, claim))
         yield started
     finally:
         for emulator in started:
             emulator.stop()
 
 
-def _start_firewall(node: Document) -> EmulatorServer:
+def _start_firewall(node: Document, claim: Claim | None) -> EmulatorServer:
     url = urlsplit(node.spec["url"])
     if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
         raise ValueError(f"Node/{node.name}: the sandbox serves firewalls on 127.0.0.1:PORT only")
@@ -140,11 +102,15 @@ def _start_firewall(node: Document) -> EmulatorServer:
             raise ValueError(
                 f"Node/{node.name}: sandbox firewalls take their key and secret from files"
             )
+        if claim is not None:
+            claim.wrote(Path(path))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(value + "\n")
         Path(path).chmod(0o600)
     bundle = node.spec.get("tls", {}).get("caBundle")
     if bundle and emulator.certificate is not None:
+        if claim is not None:
+            claim.wrote(Path(bundle))
         shutil.copyfile(emulator.certificate, bundle)
     return emulator
 
@@ -215,13 +181,13 @@ def run_demo(
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     with contextlib.ExitStack() as stack:
-        stack.enter_context(claimed(workdir))
+        claim = stack.enter_context(claimed(workdir))
         try:
             with console.status("starting the sandbox"):
                 if fleet is not None:
                     fleet.start()
                     stack.callback(fleet.stop)
-                emulators = stack.enter_context(firewalls(state))
+                emulators = stack.enter_context(firewalls(state, claim))
         except ValueError as exc:
             console.print(f"[bold red]error:[/] {exc}")
             return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def test_a_sandbox_subnet_in_use_is_explained_not_called_a_bug(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     workdir = tmp_path / "sandbox"
-    node = {
+    node: dict[str, object] = {
         "apiVersion": "fazai.dev/v1alpha1",
         "kind": "Node",
         "metadata": {"name": "web-1"},
@@ -166,10 +167,11 @@ def test_demo_clean_removes_the_sandbox_folder_and_nothing_else(
         (workdir / "edge-fw.secret").write_text("s3cret")
         busy = fazai(env, "demo", "--clean", "--workdir", str(workdir))
         assert busy.returncode == 2 and "in use by another sandbox" in busy.stderr
+        assert "stop it first" in busy.stderr and "another --workdir" not in busy.stderr
         assert (workdir / "id_ed25519").exists()
     done = fazai(env, "demo", "--clean", "--workdir", str(workdir))
     assert done.returncode == 0, done.stderr
-    assert f"removed {workdir}" in done.stderr and not workdir.exists()
+    assert f"removed {workdir}\n" in done.stderr and not workdir.exists()
     again = fazai(env, "demo", "--clean", "--workdir", str(workdir))
     assert again.returncode == 0 and "nothing to clean" in again.stderr
 
@@ -211,7 +213,7 @@ def test_answering_no_cancels_apply_without_an_error_and_drift_names_its_files(
             "url": emu.url,
             "tls": {"caBundle": str(emu.certificate)},
         }
-        alias = {
+        alias: dict[str, object] = {
             "apiVersion": "fazai.dev/v1alpha1",
             "kind": "FirewallAlias",
             "metadata": {"name": "admins"},
@@ -274,7 +276,233 @@ def test_plan_prune_reads_the_inventory_without_creating_a_store(
     (tmp_path / "fw.secret").write_text("s\n")
     typo = tmp_path / "stat.db"
     done = fazai(env, "plan", str(desired), "--prune", "--state", str(typo))
-    assert done.returncode == 2 and f"state store {typo} does not exist" in done.stderr
+    assert f"state store {typo} does not exist yet" in done.stderr
+    assert "nothing is pruned; it was not created" in done.stderr
     assert not typo.exists()
     fazai(env, "plan", str(desired), "--prune")  # the node is unreachable: exit 2 either way
     assert not (tmp_path / "xdg").exists()  # the default store was not made by reading it
+
+
+def test_demo_clean_never_removes_a_users_files(env: dict[str, str], tmp_path: Path) -> None:
+    from controller.errors import SandboxError
+
+    theirs = tmp_path / "theirs"  # a folder that already holds someone's work
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    with (
+        pytest.raises(SandboxError, match="already holds files no sandbox made"),
+        sandbox.claimed(theirs),
+    ):
+        pass
+    assert (theirs / "thesis.tex").read_text() == "years of work"
+    assert not (theirs / sandbox.MARKER).exists()
+
+    existing = tmp_path / "existing"  # empty when the demo took it, used by hand since
+    existing.mkdir()
+    with sandbox.claimed(existing) as claim:
+        (existing / "id_ed25519").write_text("PRIVATE KEY")
+        (existing / "nodes").mkdir()
+        claim.wrote(existing / "edge-fw.secret")
+        (existing / "edge-fw.secret").write_text("s3cret")
+        (existing / "server.key").write_text("the user's TLS key")
+        (existing / "notes.txt").write_text("mine")
+    done = fazai(env, "demo", "--clean", "--workdir", str(existing))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt", "server.key"]
+    assert "kept what no sandbox wrote: notes.txt, server.key" in done.stderr
+
+    made = tmp_path / "made"  # FazAI made it: emptied, then removed when nothing else is left
+    with sandbox.claimed(made):
+        (made / "edge-fw-ca.pem").write_text("CA")
+        (made / "infra").mkdir()
+        (made / "infra" / "commit").write_text("the user's commit")
+    done = fazai(env, "demo", "--clean", "--workdir", str(made))
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in made.iterdir()] == ["infra"]
+    assert "may hold your commits" in done.stderr
+
+
+def test_demo_clean_refuses_home_top_level_and_symlinked_folders(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / sandbox.MARKER).write_text("")  # `fazai demo --workdir ~` from an older FazAI
+    (home / "thesis.tex").write_text("years of work")
+    done = fazai({**env, "HOME": str(home)}, "demo", "--clean", "--workdir", str(home))
+    assert done.returncode == 2 and "cannot be a sandbox's folder" in done.stderr
+    assert (home / "thesis.tex").exists()
+    top = fazai(env, "demo", "--clean", "--workdir", "/tmp")
+    assert top.returncode == 2 and "cannot be a sandbox's folder" in top.stderr
+
+    real = tmp_path / "real"
+    with sandbox.claimed(real):
+        (real / "id_ed25519").write_text("PRIVATE KEY")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    done = fazai(env, "demo", "--clean", "--workdir", str(link))
+    assert done.returncode == 2, done.stderr
+    assert "internal error" not in done.stderr
+    assert f"is a symbolic link: not followed; pass the folder it points to, --workdir {real}" in (
+        done.stderr.replace("\n", "")
+    )
+    assert (real / "id_ed25519").exists()
+
+
+def test_demo_clean_without_permission_says_run_as_root(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a folder another user cannot read")
+    workdir = tmp_path / "sandbox"
+    with sandbox.claimed(workdir):
+        (workdir / "id_ed25519").write_text("PRIVATE KEY")
+    tmp_path.chmod(0o755)
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-c", "from controller.cli import run; run()",
+         "demo", "--clean", "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**env, "HOME": "/nonexistent"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "internal error" not in done.stderr and "run as root" in done.stderr
+    assert (workdir / "id_ed25519").exists()
+
+
+@pytest.fixture
+def pruning_firewall(tmp_path: Path) -> Iterator[Path]:
+    """A git repository whose firewall Node prunes (``spec.prune: true``), its
+    emulator up: what a first CI run plans before anything was ever applied."""
+    import git
+
+    from controller.testing.opnsense import EmulatorServer
+
+    with EmulatorServer(version="26.1", tls=True) as emu:
+        (tmp_path / "fw.key").write_text(emu.api_key + "\n")
+        (tmp_path / "fw.secret").write_text(emu.api_secret + "\n")
+        node = _firewall(tmp_path, 0)
+        node["spec"] = {
+            **node["spec"],  # type: ignore[dict-item]
+            "url": emu.url,
+            "tls": {"caBundle": str(emu.certificate)},
+            "prune": True,
+        }
+        alias: dict[str, object] = {
+            "apiVersion": "fazai.dev/v1alpha1",
+            "kind": "FirewallAlias",
+            "metadata": {"name": "admins"},
+            "spec": {"target": {"node": "fw"}, "type": "host", "content": ["10.0.0.1"]},
+        }
+        root = _write(tmp_path / "infra", [node])
+        repo = git.Repo.init(root, initial_branch="main")
+        author = git.Actor("t", "t@example.invalid")
+        repo.git.add("--all")
+        repo.index.commit("nodes", author=author, committer=author)
+        repo.git.checkout("-b", "feature")
+        (root / "alias.yaml").write_text(yaml.safe_dump(alias))
+        repo.git.add("--all")
+        repo.index.commit("an alias", author=author, committer=author)
+        yield root
+
+
+def test_a_first_plan_and_review_with_a_new_fazai_state_work(
+    env: dict[str, str], tmp_path: Path, pruning_firewall: Path
+) -> None:
+    import git
+
+    from controller.testing.forges import ForgeServer
+
+    new = tmp_path / "ci" / "state.db"
+    first = {**env, "FAZAI_STATE": str(new)}
+    root = str(pruning_firewall)
+    plan = fazai(first, "plan", root)
+    assert plan.returncode == 1, plan.stderr  # the alias to create
+    assert f"state store {new} does not exist yet (named by $FAZAI_STATE" in plan.stderr
+    pair = fazai(first, "plan", root, "--base", "main", "--head", "feature")
+    assert pair.returncode == 1, pair.stderr
+
+    with ForgeServer("github", repo="acme/infra", pulls=[7]) as github:
+        review = fazai(
+            {**first, "FAZAI_TEST_FORGE_TOKEN": github.token},
+            "review", root, "--base", "main", "--head", "feature",
+            "--forge", "github", "--repo", "acme/infra", "--pr", "7",
+            "--api-url", github.api_url, "--token-ref", "env:FAZAI_TEST_FORGE_TOKEN",
+        )  # fmt: skip
+        assert review.returncode == 1, review.stderr
+        head = git.Repo(root).commit("feature").hexsha
+        assert [s["state"] for s in github.statuses(head)] == ["pending", "success"]
+
+        # A plan that stops after the pending status leaves it "error", not pending.
+        (tmp_path / "garbage.db").write_text("not a database\n" * 100)
+        broken = fazai(
+            {**first, "FAZAI_STATE": str(tmp_path / "garbage.db"),
+             "FAZAI_TEST_FORGE_TOKEN": github.token},
+            "review", root, "--base", "main", "--head", "feature",
+            "--forge", "github", "--repo", "acme/infra", "--pr", "7",
+            "--api-url", github.api_url, "--token-ref", "env:FAZAI_TEST_FORGE_TOKEN",
+        )  # fmt: skip
+        assert broken.returncode == 2, broken.stderr
+        states = [s["state"] for s in github.statuses(head)]
+        assert states == ["pending", "success", "pending", "error"]
+    assert not new.exists() and not new.parent.exists()
+
+    history = fazai(first, "history")
+    assert history.returncode == 2  # a read command still refuses the missing store
+    assert "named by $FAZAI_STATE: mistyped? Without it the default is" in history.stderr
+    assert f"The default is {new}" not in history.stderr
+
+
+def test_a_sandbox_starting_while_clean_runs_holds_a_live_folder(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo that opened the marker just before a --clean removed it (and the folder)
+    must not run on the removed folder: it starts again on a new one, and holds it."""
+    workdir = tmp_path / "sandbox"
+    with sandbox.claimed(workdir):
+        (workdir / "id_ed25519").write_text("PRIVATE KEY")
+    real_flock = fcntl.flock
+    cleaned: list[subprocess.CompletedProcess[str]] = []
+
+    def flock_after_a_clean(fd: int, operation: int) -> None:
+        if not cleaned:  # the first claim step: a --clean runs between open and lock
+            cleaned.append(fazai(env, "demo", "--clean", "--workdir", str(workdir)))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_clean)
+    with sandbox.claimed(workdir):
+        assert cleaned[0].returncode == 0, cleaned[0].stderr
+        assert f"removed {workdir}\n" in cleaned[0].stderr
+        assert (workdir / sandbox.MARKER).is_file()
+        busy = fazai(env, "demo", "--clean", "--workdir", str(workdir))
+        assert busy.returncode == 2 and "in use by another sandbox" in busy.stderr
+
+
+DEMO_SUBNET = "10.247.6"  # the whole demo's own /24
+
+
+@needs_fleet
+def test_demo_then_clean_leaves_nothing_behind(env: dict[str, str], tmp_path: Path) -> None:
+    """The example, moved to a folder, subnet and port of its own: the demo runs end to
+    end, leaves its keys, the firewall's secret and its store, and --clean removes every
+    one of them and the folder it made."""
+    from controller.testing import sandbox as sandboxing
+
+    workdir = tmp_path / "sandbox"
+    desired = tmp_path / "desired"
+    shutil.copytree(sandboxing.example_state_dir(), desired)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for path in desired.rglob("*.yaml"):
+        text = path.read_text().replace("/var/lib/fazai/sandbox", str(workdir))
+        text = text.replace("10.231.0.", f"{DEMO_SUBNET}.").replace(":18443", f":{port}")
+        path.write_text(text)
+    done = fazai(env, "demo", "--desired-state", str(desired), "--workdir", str(workdir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    left = {p.name for p in workdir.iterdir()}
+    assert {"id_ed25519", "known_hosts", "edge-fw.secret", "state.db", sandbox.MARKER} <= left
+
+    cleaned = fazai(env, "demo", "--clean", "--workdir", str(workdir))
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not workdir.exists(), sorted(p.name for p in workdir.iterdir())

@@ -6,7 +6,7 @@ import html
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -269,10 +269,44 @@ def test_runs_of_one_source_at_many_commits_are_one_line_spread_over_the_axis() 
 
 
 def test_series_keys_drop_the_ref_but_keep_ssh_users() -> None:
-    assert chart.series_key("/srv/infra@3f2a9c") == "/srv/infra"
-    assert chart.series_key("https://***@git.example/x.git@main") == "https://***@git.example/x.git"
-    assert chart.series_key("git@git.example:ops/x.git@main") == "git@git.example:ops/x.git"
-    assert chart.series_key("git@git.example:ops/x.git") == "git@git.example:ops/x.git"
-    assert chart.series_key("sandbox@3f2a9c") == "sandbox"
-    assert chart.series_key("sandbox") == "sandbox"
+    sha = "3f2a9c" + "0" * 34
+    assert chart.series_key("/srv/infra@3f2a9c", sha) == "/srv/infra"
+    assert chart.series_key("https://***@git.example/x.git@main", sha) == (
+        "https://***@git.example/x.git"
+    )
+    assert chart.series_key("git@git.example:ops/x.git@main", sha) == "git@git.example:ops/x.git"
+    assert chart.series_key("git@git.example:ops/x.git", sha) == "git@git.example:ops/x.git"
+    assert chart.series_key("/srv/infra//sites/a@main", sha) == "/srv/infra//sites/a"
+    assert chart.series_key("sandbox@3f2a9c", sha) == "sandbox"
+    assert chart.series_key("sandbox", sha) == "sandbox"
     assert chart.legend_labels(["a" * 60 + "x", "a" * 60 + "x"])[1].endswith("(2)")
+
+
+def test_folders_with_an_at_in_their_names_are_two_lines(tmp_path: Path) -> None:
+    """A directory source is recorded whole: ``infra@prod`` and ``infra@staging`` are
+    two folders, not one repository at two refs."""
+    prod, staging = tmp_path / "infra@prod", tmp_path / "infra@staging"
+    prod.mkdir()
+    staging.mkdir()
+    sha = "a" * 40
+    assert chart.series_key(str(prod), None) == str(prod)  # a plain folder: no revision
+    assert chart.series_key(str(prod), sha) == str(prod)  # a working copy read as a folder
+    points = [
+        SeriesPoint(i, START + timedelta(hours=i), str(folder), revision, "plan", "cli", i, 0)
+        for i, (folder, revision) in enumerate(
+            [(prod, None), (staging, None), (prod, sha), (staging, sha + "+dirty")]
+        )
+    ]
+    svg = chart.render(points, START, START + timedelta(days=1))
+    assert len(_series_of(svg)) == 2
+
+
+def test_time_ticks_span_a_year_of_runs() -> None:
+    low = datetime(2026, 9, 1, tzinfo=UTC)
+    for days in (366, 200, 1000, 4000):
+        high = low + timedelta(days=days)
+        ticks, pattern = chart.time_ticks(low, high)
+        assert 2 <= len(ticks) <= chart.MAX_TICKS
+        step = ticks[1] - ticks[0]
+        assert ticks[0] - low <= step and high - ticks[-1] <= step, (days, ticks)
+        assert pattern == "%Y-%m-%d"  # the span crosses a year: labels say which
