@@ -55,8 +55,9 @@ def source_options(func: F, default: str = "the current directory") -> F:
     # Arguments have no help of their own in click: say it in the command's.
     func.__doc__ = (func.__doc__ or "") + (
         "\n\n    PATH: a folder of documents or, with --ref, a git repository (default: "
-        f"{default}). YAML that is plainly another tool's (another apiVersion, or "
-        "neither apiVersion nor kind) is skipped and counted."
+        f"{default}). YAML that is plainly another tool's (another tool's apiVersion "
+        "and kind, or neither apiVersion nor kind) is skipped and counted; a file that "
+        "holds a FazAI document is read whole."
     )
     return func
 
