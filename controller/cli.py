@@ -1073,6 +1073,20 @@ def _fail(message: str) -> Any:
     sys.exit(EXIT_TROUBLE)
 
 
+def _show_click_error(exc: click.ClickException) -> None:
+    """What ``exc.show()`` prints, cleaned: a usage error quotes the argument as typed,
+    and an ESC in it would print a hyperlink (OSC 8) or clear the screen."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None:
+        hint = ""
+        if ctx.command.get_help_option(ctx) is not None:
+            option = max(ctx.command.get_help_option_names(ctx), key=len)
+            hint = f"Try '{ctx.command_path} {option}' for help.\n"
+        click.echo(terminal.clean(f"{ctx.get_usage()}\n{hint}"), err=True)
+    # One line: a newline in the argument could pose as a line of FazAI's own.
+    click.echo(f"Error: {terminal.clean(exc.format_message(), one_line=True)}", err=True)
+
+
 def run() -> None:
     """Entry point: FazAI errors become one clear message and exit code 2, never a traceback."""
     try:
@@ -1082,7 +1096,7 @@ def run() -> None:
     except click.Abort:
         sys.exit(EXIT_TROUBLE)
     except click.ClickException as exc:
-        exc.show()
+        _show_click_error(exc)
         sys.exit(EXIT_TROUBLE)
     except InvalidInputError as exc:
         for diagnostic in exc.diagnostics:
