@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import git
@@ -155,10 +155,13 @@ def _follow_links(
     return refused
 
 
-def head_revision(path: Path) -> str | None:
-    """The HEAD commit of the repository holding ``path``, marked ``+dirty`` when a file
-    under ``path`` is modified, staged or untracked (not ignored): the files read are then
-    not that commit's. None outside a repository (recorded, never required)."""
+def head_revision(path: Path, read: Iterable[str] = ()) -> str | None:
+    """The HEAD commit of the repository holding ``path``, marked ``+dirty`` when the
+    files read are not that commit's: a file under ``path`` modified, staged or untracked;
+    a file of ``read`` (paths relative to ``path``) that HEAD does not hold as a blob (an
+    ignored file, a file inside a submodule, whose contents HEAD does not record); or a
+    file git was told not to look at (assume-unchanged, skip-worktree), whose edits
+    ``git status`` hides. None outside a repository (recorded, never required)."""
     try:
         repo = git.Repo(path, search_parent_directories=True)
         sha = str(repo.head.commit.hexsha)
@@ -168,10 +171,30 @@ def head_revision(path: Path) -> str | None:
         # Only what is under the source counts: an edited README beside it changes nothing.
         changed = repo.is_dirty(
             index=True, working_tree=True, untracked_files=True, path=str(path.resolve())
-        )
-    except git.GitCommandError:
+        ) or _unrecorded(repo, path, read)
+    except (git.GitCommandError, ValueError, OSError):
         changed = True  # git cannot tell (a damaged index): never vouch for the commit
     return revisions.dirty(sha) if changed else sha
+
+
+def _unrecorded(repo: git.Repo, path: Path, read: Iterable[str]) -> bool:
+    """Whether a file read is not HEAD's, in ways ``git status`` does not report."""
+    top = Path(str(repo.working_tree_dir)).resolve()
+    base = path.resolve().relative_to(top).as_posix()  # ValueError: not in the work tree
+    prefix = "" if base == "." else base + "/"
+    # Whole listings filtered here, not pathspecs: a folder named '*' is not a glob.
+    listed = repo.git.ls_files("-v", "-z", kill_after_timeout=GIT_TIMEOUT_S)
+    for entry in str(listed).split("\0"):
+        tag, _, name = entry.partition(" ")
+        if name.startswith(prefix) and (tag.islower() or tag == "S"):
+            return True  # assume-unchanged (lower case) or skip-worktree
+    blobs = set()
+    tree = repo.git.ls_tree("-r", "-z", "--full-tree", "HEAD", kill_after_timeout=GIT_TIMEOUT_S)
+    for entry in str(tree).split("\0"):
+        info, _, name = entry.partition("\t")
+        if info.split(" ")[1:2] == ["blob"] and name.startswith(prefix):
+            blobs.add(name)
+    return any(prefix + rel not in blobs for rel in read)
 
 
 def _reader(blob: git.Blob) -> Callable[[], bytes]:

@@ -26,7 +26,7 @@ def open_source(
         return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
     root = Path(location) / subdir if subdir else Path(location)
     tree = directory.read_directory(root)
-    revision = git.head_revision(root) if root.is_dir() else None
+    revision = git.head_revision(root, tree.paths()) if root.is_dir() else None
     if revision is None:
         return tree
     # A working copy: HEAD, marked +dirty when the files read are not HEAD's.
