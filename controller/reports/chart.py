@@ -74,6 +74,8 @@ def series_key(source: str) -> str:
 
     A git ref cannot hold ``:``, so an ``@`` followed by one is the user of an scp-like URL
     (``git@host:repo``), not a ref, and the source is kept whole."""
+    # With or without 'git::' (newer FazAI records git sources with it): one series.
+    source = source.removeprefix("git::")
     head, sep, tail = source.rpartition("@")
     if sep and head and tail and ":" not in tail:
         return head

@@ -28,9 +28,15 @@ def is_git_url(location: str) -> bool:
     return "://" in location or location.startswith("git@")
 
 
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|secret|pass|key|auth|sig)[^=&#]*=)[^&#]*", re.I)
+
+
 def redact(location: str) -> str:
-    """A URL with any credentials in it masked, for messages and records."""
-    return re.sub(r"(://)[^/@]*@", r"\1***@", location)
+    """A URL with any credentials in it masked, for messages and records: the whole
+    user-info (up to the last ``@`` before the host: a password may hold an ``@``) and
+    query values named like a secret (``?private_token=``)."""
+    masked = re.sub(r"(://)[^/?#]*@", r"\1***@", location)
+    return _SECRET_QUERY.sub(r"\1***", masked)
 
 
 def open_repository(location: str, cache_dir: Path, timeout: float = GIT_TIMEOUT_S) -> git.Repo:
@@ -100,18 +106,30 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
     return SourceTree(describe(location, ref, subdir), commit.hexsha, files, sizes, refused)
 
 
+# go-getter's forced-getter prefix: it says a recorded source is a git one, so that a
+# folder that happens to be named like ``/srv/repo@main`` is never read in its place.
+PREFIX = "git::"
+
+
 def describe(location: str, ref: str, subdir: str = "") -> str:
-    """``LOCATION[//SUBDIR]@REF``, the way runs record a git source (go-getter's ``//``
-    for the folder): a local path absolute and a URL's credentials masked, so that
-    :func:`parse_description` can find the repository again."""
+    """``git::LOCATION[//SUBDIR]@REF``, the way runs record a git source (go-getter's
+    ``git::`` and ``//`` for the folder): a local path absolute and a URL's credentials
+    masked, so that :func:`parse_description` can find the repository again."""
     shown = redact(location) if is_git_url(location) else os.path.abspath(location)
     folder = subdir.strip("/")
-    return f"{shown}//{folder}@{ref}" if folder else f"{shown}@{ref}"
+    return f"{PREFIX}{shown}//{folder}@{ref}" if folder else f"{PREFIX}{shown}@{ref}"
+
+
+def is_description(source: str) -> bool:
+    """Whether a recorded source says it is a git one (:func:`describe`; older FazAI
+    recorded git sources without the prefix)."""
+    return source.startswith(PREFIX)
 
 
 def parse_description(description: str) -> tuple[str, str, str] | None:
-    """(location, ref, subdir) of a :func:`describe` text; None when it is not one."""
-    location, at, ref = description.rpartition("@")
+    """(location, ref, subdir) of a :func:`describe` text, with or without its ``git::``
+    prefix; None when it is not one."""
+    location, at, ref = description.removeprefix(PREFIX).rpartition("@")
     if not at or not location or not ref:
         return None
     scheme = location.find("://")
