@@ -89,6 +89,7 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
     files: dict[str, Callable[[], bytes]] = {}
     sizes: dict[str, int] = {}
     links: dict[str, str] = {}
+    oversized: dict[str, str] = {}
     # GitPython types paths as str | PathLike; they are always str for tree entries.
     prefix = len(str(tree.path)) + 1 if tree.path else 0
     for item in tree.traverse():
@@ -98,11 +99,18 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
         if any(part.startswith(".") for part in rel.split("/")):
             continue
         if item.mode == git.Blob.link_mode:
+            if item.size > MAX_LINK_BYTES:
+                # No system makes such a link: the blob is crafted. Never read it whole,
+                # nor quote it in the error.
+                oversized[rel] = (
+                    f"is a symbolic link whose target is longer than {MAX_LINK_BYTES} bytes"
+                )
+                continue
             links[rel] = item.data_stream.read().decode("utf-8", "replace")
             continue
         files[rel] = _reader(item)
         sizes[rel] = item.size
-    refused = _follow_links(links, files, sizes)
+    refused = {**_follow_links(links, files, sizes), **oversized}
     return SourceTree(describe(location, ref, subdir), commit.hexsha, files, sizes, refused)
 
 
@@ -141,6 +149,7 @@ def parse_description(description: str) -> tuple[str, str, str] | None:
 
 
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+MAX_LINK_BYTES = 4096  # PATH_MAX: the longest target a link on disk can have
 
 
 def _follow_links(
