@@ -441,7 +441,8 @@ def apply(
         _release(store, pruning, converged, outcome.run_id)
     for node in outcome.nodes:
         colour = {"converged": "green", "skipped": "dim"}.get(node.status.value, "red")
-        detail = f": {node.message}" if node.message else ""
+        # One line: a node's message quoting its output could pose as another node's line.
+        detail = f": {terminal.clean(node.message, one_line=True)}" if node.message else ""
         stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
     sys.exit(outcome.exit_code)
