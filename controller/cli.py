@@ -55,8 +55,9 @@ def source_options(func: F, default: str = "the current directory") -> F:
     # Arguments have no help of their own in click: say it in the command's.
     func.__doc__ = (func.__doc__ or "") + (
         "\n\n    PATH: a folder of documents or, with --ref, a git repository (default: "
-        f"{default}). YAML that is plainly another tool's (another apiVersion, or "
-        "neither apiVersion nor kind) is skipped and counted."
+        f"{default}). YAML that is plainly another tool's (another tool's apiVersion "
+        "and kind, or neither apiVersion nor kind) is skipped and counted; a file that "
+        "holds a FazAI document is read whole."
     )
     return func
 
@@ -472,7 +473,8 @@ def apply(
         _release(store, pruning, converged, outcome.run_id)
     for node in outcome.nodes:
         colour = {"converged": "green", "skipped": "dim"}.get(node.status.value, "red")
-        detail = f": {node.message}" if node.message else ""
+        # One line: a node's message quoting its output could pose as another node's line.
+        detail = f": {terminal.clean(node.message, one_line=True)}" if node.message else ""
         stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
     if stopped:
@@ -1197,6 +1199,20 @@ def _stopped() -> NoReturn:
     sys.exit(signals.EXIT_INTERRUPTED)
 
 
+def _show_click_error(exc: click.ClickException) -> None:
+    """What ``exc.show()`` prints, cleaned: a usage error quotes the argument as typed,
+    and an ESC in it would print a hyperlink (OSC 8) or clear the screen."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None:
+        hint = ""
+        if ctx.command.get_help_option(ctx) is not None:
+            option = max(ctx.command.get_help_option_names(ctx), key=len)
+            hint = f"Try '{ctx.command_path} {option}' for help.\n"
+        click.echo(terminal.clean(f"{ctx.get_usage()}\n{hint}"), err=True)
+    # One line: a newline in the argument could pose as a line of FazAI's own.
+    click.echo(f"Error: {terminal.clean(exc.format_message(), one_line=True)}", err=True)
+
+
 def run() -> None:
     """Entry point: FazAI errors become one clear message and exit code 2, never a traceback."""
     signals.install_sigterm()
@@ -1210,7 +1226,7 @@ def run() -> None:
             _stopped()
         sys.exit(EXIT_TROUBLE)
     except click.ClickException as exc:
-        exc.show()
+        _show_click_error(exc)
         sys.exit(EXIT_TROUBLE)
     except InvalidInputError as exc:
         for diagnostic in exc.diagnostics:

@@ -76,13 +76,19 @@ def load(tree: SourceTree) -> DesiredState:
     return DesiredState(tree, nodes, resources, tuple(problems), tuple(skipped))
 
 
+_NAMED_SKIPS = 5  # locations a skip note names before it only counts the rest
+
+
 def skip_note(skipped: Sequence[Location]) -> str:
-    """How many documents were skipped as not FazAI's, and where the first one is."""
+    """How many documents were skipped as not FazAI's, and where (the first few)."""
     files = len({s.file for s in skipped})
+    named = ", ".join(str(s) for s in skipped[:_NAMED_SKIPS])
+    rest = len(skipped) - _NAMED_SKIPS
     return (
         f"skipped {count(len(skipped), 'YAML document')} in {count(files, 'file')} that are "
         "not FazAI's "
-        f"(another apiVersion, or neither apiVersion nor kind), first {skipped[0]}"
+        f"(another tool's apiVersion and kind, or neither apiVersion nor kind): {named}"
+        + (f" and {rest} more" if rest > 0 else "")
     )
 
 

@@ -230,6 +230,7 @@ def read_documents(
 
     docs: list[RawDocument] = []
     problems: list[Diagnostic] = []
+    built: list[_Built] = []
     try:
         for index, node in enumerate(_compose_all(text)):
             if node is None:
@@ -240,14 +241,7 @@ def read_documents(
             except _TooBig as exc:
                 problems.append(Diagnostic(_mark_location(file, exc.mark), str(exc)))
                 continue
-            if skip is not None and skip(value):
-                passed.append(_mark_location(file, node.start_mark))
-                continue
-            subject = _subject(value)
-            problems.extend(dataclasses.replace(p, subject=subject) for p in builder.problems)
-            if value is None or builder.broken:
-                continue
-            docs.append(RawDocument(file, index, value, builder.positions))
+            built.append(_Built(index, node, value, builder, skip is not None and skip(value)))
     except yaml.MarkedYAMLError as exc:
         problems.append(Diagnostic(_mark_location(file, exc.problem_mark), _yaml_message(exc)))
     except _TooBig as exc:
@@ -265,9 +259,34 @@ def read_documents(
         problems.append(Diagnostic(whole, f"YAML error: {exc}"))
     except RecursionError:
         problems.append(Diagnostic(whole, f"nested deeper than {MAX_DEPTH} levels"))
+    # A file that holds one FazAI document is FazAI's: anything else in it is a FazAI
+    # document gone wrong, never another tool's to skip (that would drop desired state).
+    ours_file = any(not b.foreign for b in built)
+    built_problems: list[Diagnostic] = []
+    for b in built:
+        if b.foreign and not ours_file:
+            passed.append(_mark_location(file, b.node.start_mark))
+            continue
+        subject = _subject(b.value)
+        built_problems.extend(dataclasses.replace(p, subject=subject) for p in b.builder.problems)
+        if b.value is None or b.builder.broken:
+            continue
+        docs.append(RawDocument(file, b.index, b.value, b.builder.positions))
+    problems[:0] = built_problems
     if not docs and not problems and len(passed) == already:
         problems.append(Diagnostic(whole, "file holds no YAML documents"))
     return docs, problems
+
+
+@dataclass(frozen=True)
+class _Built:
+    """One composed document, kept until the whole file says whether it is FazAI's."""
+
+    index: int
+    node: yaml.Node
+    value: Any
+    builder: _Builder
+    foreign: bool
 
 
 _FAST: type[Any] | None = getattr(yaml, "CSafeLoader", None)

@@ -88,4 +88,6 @@ def _value(value: Any) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # One line, and line breaks shown as \n: an error quoting node output must not pose
+    # as list items or table rows of the plan.
+    return terminal.clean(text, one_line=True).replace("|", "\\|")

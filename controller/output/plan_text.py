@@ -42,7 +42,7 @@ def render(
             )
         )
     for warning in plan.warnings:
-        console.print(f"[yellow]warning:[/] {escape(str(warning))}")
+        console.print(f"[yellow]warning:[/] {escape(terminal.clean(str(warning), one_line=True))}")
     for node in plan.nodes:
         console.print(_node(node, show_noop, note))
     style = "red" if plan.has_errors else ("yellow" if plan.has_changes else "green")
@@ -55,7 +55,9 @@ def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> Group:
     )
     lines: list[Any] = [header]
     if node.error:
-        lines.append(Text(f"  ! {node.error_type}: {node.error}", style="bold red"))
+        # One line: an error quoting node output could pose as plan lines of its own.
+        error = terminal.clean(f"{node.error_type}: {node.error}", one_line=True)
+        lines.append(Text(f"  ! {error}", style="bold red"))
         return Group(*lines)
     shown = [i for i in node.items if show_noop or i.action is not Action.NOOP]
     if not shown:
@@ -72,7 +74,7 @@ def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> Group:
             )
         )
         if item.error:
-            lines.append(Text(f"      {item.error}", style="red"))
+            lines.append(Text(f"      {terminal.clean(item.error, one_line=True)}", style="red"))
         if item.action is Action.UNMANAGED:
             continue  # listed so people know it is there; its fields are in --output json
         for change in item.changes:

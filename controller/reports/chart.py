@@ -79,7 +79,9 @@ def series_key(source: str, revision: str | None) -> str:
     recorded path that is a folder here was a working copy read as a folder, as
     ``fazai rollback`` takes it. A git ref cannot hold ``:``, so an ``@`` followed by one
     is the user of an scp-like URL (``git@host:repo``), not a ref."""
-    if revision is None or (os.path.isabs(source) and os.path.isdir(source)):
+    if source.startswith("git::"):  # newer FazAI marks git sources; with or without: one line
+        source = source.removeprefix("git::")
+    elif revision is None or (os.path.isabs(source) and os.path.isdir(source)):
         return source
     head, sep, tail = source.rpartition("@")
     if sep and head and tail and ":" not in tail:

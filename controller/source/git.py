@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import git
@@ -28,9 +28,15 @@ def is_git_url(location: str) -> bool:
     return "://" in location or location.startswith("git@")
 
 
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|secret|pass|key|auth|sig)[^=&#]*=)[^&#]*", re.I)
+
+
 def redact(location: str) -> str:
-    """A URL with any credentials in it masked, for messages and records."""
-    return re.sub(r"(://)[^/@]*@", r"\1***@", location)
+    """A URL with any credentials in it masked, for messages and records: the whole
+    user-info (up to the last ``@`` before the host: a password may hold an ``@``) and
+    query values named like a secret (``?private_token=``)."""
+    masked = re.sub(r"(://)[^/?#]*@", r"\1***@", location)
+    return _SECRET_QUERY.sub(r"\1***", masked)
 
 
 def open_repository(location: str, cache_dir: Path, timeout: float = GIT_TIMEOUT_S) -> git.Repo:
@@ -83,6 +89,7 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
     files: dict[str, Callable[[], bytes]] = {}
     sizes: dict[str, int] = {}
     links: dict[str, str] = {}
+    oversized: dict[str, str] = {}
     # GitPython types paths as str | PathLike; they are always str for tree entries.
     prefix = len(str(tree.path)) + 1 if tree.path else 0
     for item in tree.traverse():
@@ -92,26 +99,45 @@ def tree_at(repo: git.Repo, location: str, ref: str, subdir: str = "") -> Source
         if any(part.startswith(".") for part in rel.split("/")):
             continue
         if item.mode == git.Blob.link_mode:
+            if item.size > MAX_LINK_BYTES:
+                # No system makes such a link: the blob is crafted. Never read it whole,
+                # nor quote it in the error.
+                oversized[rel] = (
+                    f"is a symbolic link whose target is longer than {MAX_LINK_BYTES} bytes"
+                )
+                continue
             links[rel] = item.data_stream.read().decode("utf-8", "replace")
             continue
         files[rel] = _reader(item)
         sizes[rel] = item.size
-    refused = _follow_links(links, files, sizes)
+    refused = {**_follow_links(links, files, sizes), **oversized}
     return SourceTree(describe(location, ref, subdir), commit.hexsha, files, sizes, refused)
 
 
+# go-getter's forced-getter prefix: it says a recorded source is a git one, so that a
+# folder that happens to be named like ``/srv/repo@main`` is never read in its place.
+PREFIX = "git::"
+
+
 def describe(location: str, ref: str, subdir: str = "") -> str:
-    """``LOCATION[//SUBDIR]@REF``, the way runs record a git source (go-getter's ``//``
-    for the folder): a local path absolute and a URL's credentials masked, so that
-    :func:`parse_description` can find the repository again."""
+    """``git::LOCATION[//SUBDIR]@REF``, the way runs record a git source (go-getter's
+    ``git::`` and ``//`` for the folder): a local path absolute and a URL's credentials
+    masked, so that :func:`parse_description` can find the repository again."""
     shown = redact(location) if is_git_url(location) else os.path.abspath(location)
     folder = subdir.strip("/")
-    return f"{shown}//{folder}@{ref}" if folder else f"{shown}@{ref}"
+    return f"{PREFIX}{shown}//{folder}@{ref}" if folder else f"{PREFIX}{shown}@{ref}"
+
+
+def is_description(source: str) -> bool:
+    """Whether a recorded source says it is a git one (:func:`describe`; older FazAI
+    recorded git sources without the prefix)."""
+    return source.startswith(PREFIX)
 
 
 def parse_description(description: str) -> tuple[str, str, str] | None:
-    """(location, ref, subdir) of a :func:`describe` text; None when it is not one."""
-    location, at, ref = description.rpartition("@")
+    """(location, ref, subdir) of a :func:`describe` text, with or without its ``git::``
+    prefix; None when it is not one."""
+    location, at, ref = description.removeprefix(PREFIX).rpartition("@")
     if not at or not location or not ref:
         return None
     scheme = location.find("://")
@@ -123,6 +149,7 @@ def parse_description(description: str) -> tuple[str, str, str] | None:
 
 
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+MAX_LINK_BYTES = 4096  # PATH_MAX: the longest target a link on disk can have
 
 
 def _follow_links(
@@ -155,10 +182,13 @@ def _follow_links(
     return refused
 
 
-def head_revision(path: Path) -> str | None:
-    """The HEAD commit of the repository holding ``path``, marked ``+dirty`` when a file
-    under ``path`` is modified, staged or untracked (not ignored): the files read are then
-    not that commit's. None outside a repository (recorded, never required)."""
+def head_revision(path: Path, read: Iterable[str] = ()) -> str | None:
+    """The HEAD commit of the repository holding ``path``, marked ``+dirty`` when the
+    files read are not that commit's: a file under ``path`` modified, staged or untracked;
+    a file of ``read`` (paths relative to ``path``) that HEAD does not hold as a blob (an
+    ignored file, a file inside a submodule, whose contents HEAD does not record); or a
+    file git was told not to look at (assume-unchanged, skip-worktree), whose edits
+    ``git status`` hides. None outside a repository (recorded, never required)."""
     try:
         repo = git.Repo(path, search_parent_directories=True)
         sha = str(repo.head.commit.hexsha)
@@ -168,10 +198,30 @@ def head_revision(path: Path) -> str | None:
         # Only what is under the source counts: an edited README beside it changes nothing.
         changed = repo.is_dirty(
             index=True, working_tree=True, untracked_files=True, path=str(path.resolve())
-        )
-    except git.GitCommandError:
+        ) or _unrecorded(repo, path, read)
+    except (git.GitCommandError, ValueError, OSError):
         changed = True  # git cannot tell (a damaged index): never vouch for the commit
     return revisions.dirty(sha) if changed else sha
+
+
+def _unrecorded(repo: git.Repo, path: Path, read: Iterable[str]) -> bool:
+    """Whether a file read is not HEAD's, in ways ``git status`` does not report."""
+    top = Path(str(repo.working_tree_dir)).resolve()
+    base = path.resolve().relative_to(top).as_posix()  # ValueError: not in the work tree
+    prefix = "" if base == "." else base + "/"
+    # Whole listings filtered here, not pathspecs: a folder named '*' is not a glob.
+    listed = repo.git.ls_files("-v", "-z", kill_after_timeout=GIT_TIMEOUT_S)
+    for entry in str(listed).split("\0"):
+        tag, _, name = entry.partition(" ")
+        if name.startswith(prefix) and (tag.islower() or tag == "S"):
+            return True  # assume-unchanged (lower case) or skip-worktree
+    blobs = set()
+    tree = repo.git.ls_tree("-r", "-z", "--full-tree", "HEAD", kill_after_timeout=GIT_TIMEOUT_S)
+    for entry in str(tree).split("\0"):
+        info, _, name = entry.partition("\t")
+        if info.split(" ")[1:2] == ["blob"] and name.startswith(prefix):
+            blobs.add(name)
+    return any(prefix + rel not in blobs for rel in read)
 
 
 def _reader(blob: git.Blob) -> Callable[[], bytes]:

@@ -26,7 +26,7 @@ def open_source(
         return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
     root = Path(location) / subdir if subdir else Path(location)
     tree = directory.read_directory(root)
-    revision = git.head_revision(root) if root.is_dir() else None
+    revision = git.head_revision(root, tree.paths()) if root.is_dir() else None
     if revision is None:
         return tree
     # A working copy: HEAD, marked +dirty when the files read are not HEAD's.
@@ -34,21 +34,54 @@ def open_source(
 
 
 def reopen(source: str, revision: str | None, cache_dir: Path | None = None) -> SourceTree:
-    """The source a run recorded (its description and revision), read again: a folder at
-    its path, a git source at the run's very commit (not its branch, which has moved on).
+    """The source a run recorded (its description and revision), read again: a git source
+    at the run's very commit (not its branch, which has moved on); a folder at its path,
+    or, when the run recorded it at a clean commit of the repository holding it, at that
+    commit (the working copy may have moved on too).
 
     SourceError when it cannot be found from here (a relative path recorded by an older
     FazAI, a source named by ``serve``'s configuration, a URL whose credentials were
-    masked): the caller then asks for PATH."""
+    masked, a commit the repository no longer has): the caller then asks for PATH."""
     from controller.source import git
     from controller.source import revision as revisions
 
-    if Path(source).is_absolute() and Path(source).exists():
+    commit = revisions.commit_of(revision) if revision else None
+    recorded_git = git.is_description(source)
+    if not recorded_git and Path(source).is_absolute() and Path(source).exists():
+        # A folder (or, recorded by an older FazAI, perhaps a git source; a folder by
+        # that name is read as today).
+        if commit is not None and Path(source).is_dir():
+            at_commit = _folder_at_commit(Path(source), commit, cache_dir)
+            if at_commit is not None:
+                return at_commit
         return open_source(source)
     parsed = git.parse_description(source)
-    commit = revisions.commit_of(revision) if revision else None
     if parsed is not None and commit is not None:
         location, _, subdir = parsed
         if "***@" not in location and (git.is_git_url(location) or Path(location).is_dir()):
             return git.read_git(location, commit, cache_dir or default_cache_dir(), subdir)
     raise SourceError(f"the run's source {source!r} cannot be read from here")
+
+
+def _folder_at_commit(folder: Path, commit: str, cache_dir: Path | None) -> SourceTree | None:
+    """``folder`` read at ``commit`` of the repository holding it; None when it is in no
+    repository. SourceError when the repository no longer has that commit: reading the
+    working copy instead would apply other documents than the run's."""
+    import git as gitpython
+
+    from controller.source import git
+
+    try:
+        repo = gitpython.Repo(folder, search_parent_directories=True)
+        top = Path(str(repo.working_tree_dir)).resolve()
+        subdir = folder.resolve().relative_to(top).as_posix()
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError, ValueError):
+        return None
+    try:
+        repo.commit(commit)
+    except (ValueError, gitpython.BadName) as exc:
+        raise SourceError(
+            f"the run's commit {commit[:12]} is not in the repository holding {folder}"
+        ) from exc
+    subdir = "" if subdir == "." else subdir
+    return git.read_git(str(top), commit, cache_dir or default_cache_dir(), subdir)

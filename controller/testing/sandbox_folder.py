@@ -25,7 +25,7 @@ from controller.errors import SandboxError
 DEFAULT_WORKDIR = Path("/var/lib/fazai/sandbox")
 MARKER = ".fazai-sandbox"  # in every folder a sandbox used; held locked while it runs
 # What a sandbox writes under these names (the fleet's client key, known_hosts and node
-# folders; the state store, its WAL and escrow key), wherever its folder is.
+# folders; the state store, its WAL, locks and escrow key), wherever its folder is.
 FIXED = (
     "id_ed25519",
     "id_ed25519.pub",
@@ -35,6 +35,8 @@ FIXED = (
     "state.db-shm",
     "state.db-journal",
     "state.escrow.key",
+    "state.db.lock",
+    "state.db.locks",  # the writer locks beside the store (controller.store.locks)
     "nodes",
 )
 # The firewalls' key, secret and CA bundle, named by the Node documents: only in a

@@ -109,3 +109,60 @@ def test_git_run_is_rolled_back_at_its_commit(firewall: EmulatorServer, tmp_path
     assert rolled.returncode == 0, rolled.stderr
     assert _aliases(firewall) == before
     assert f"{root}//desired@applied at {applied_at[:12]}" in rolled.stderr
+
+
+def _committed(firewall: EmulatorServer, tmp_path: Path) -> tuple[Path, git.Repo, str]:
+    """A repository whose first commit holds the firewall, then a branch that moved on to
+    a commit without it."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "fw.yaml").write_text(yaml.safe_dump_all(_documents(firewall, tmp_path / "s")))
+    repo = git.Repo.init(root, initial_branch="main")
+    repo.index.add(["fw.yaml"])
+    applied_at = repo.index.commit("fw", author=AUTHOR, committer=AUTHOR).hexsha
+    return root, repo, applied_at
+
+
+def _move_on(root: Path, repo: git.Repo) -> None:
+    (root / "fw.yaml").write_text("")
+    repo.index.add(["fw.yaml"])
+    repo.index.commit("emptied", author=AUTHOR, committer=AUTHOR)
+
+
+def test_a_folder_named_like_the_recorded_git_source_is_not_read(
+    firewall: EmulatorServer, tmp_path: Path
+) -> None:
+    """Recorded `.../repo@applied`: a folder literally named so must not stand in for the
+    commit (its documents could send the rollback to another node)."""
+    root, repo, applied_at = _committed(firewall, tmp_path)
+    repo.git.branch("applied", applied_at)
+    db = str(tmp_path / "state.db")
+    before = _aliases(firewall)
+    applied = fazai(tmp_path, "apply", "repo", "--ref", "applied", "--state", db, "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    look_alike = tmp_path / "repo@applied"
+    look_alike.mkdir()
+    (look_alike / "fw.yaml").write_text("apiVersion: fazai.dev/v1alpha1\nkind: Decoy\n")
+    rolled = fazai(_elsewhere(tmp_path), "rollback", "1", "--state", db, "--auto-approve")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "Decoy" not in rolled.stderr
+    assert f"git::{root}@applied at {applied_at[:12]}" in rolled.stderr
+    assert _aliases(firewall) == before
+
+
+def test_a_folder_run_at_a_clean_commit_is_rolled_back_from_that_commit(
+    firewall: EmulatorServer, tmp_path: Path
+) -> None:
+    """A working copy recorded at a clean commit, which then moved on: rollback reads the
+    folder at the run's commit, not as it is now (where the node is gone)."""
+    root, repo, applied_at = _committed(firewall, tmp_path)
+    db = str(tmp_path / "state.db")
+    before = _aliases(firewall)
+    applied = fazai(tmp_path, "apply", "repo", "--state", db, "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    _move_on(root, repo)
+    rolled = fazai(_elsewhere(tmp_path), "rollback", "1", "--state", db, "--auto-approve")
+    assert rolled.returncode == 0, rolled.stderr
+    assert f"reading run 1's source {root} at {applied_at[:12]}" in rolled.stderr
+    assert "as it is now" not in rolled.stderr
+    assert _aliases(firewall) == before

@@ -231,3 +231,20 @@ def test_type_list_names_yaml_words() -> None:
 def test_list_item_error_points_at_the_item() -> None:
     _, problems = _validate(_doc("User", "u", TARGET + "  groups:\n    - adm\n    - 'bad group'\n"))
     assert problems == ["x.yaml:9:7: User/u: spec.groups[1]: 'bad group' is not a valid group name"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "spec"),
+    [
+        ("Package", '"curl"', '  name: "curl\\n"\n' + TARGET),
+        ("Package", '"curl\\n"', TARGET),
+        ("User", '"deploy"', '  name: "deploy\\n"\n' + TARGET),
+        ("Node", '"web-1\\n"', "  platform: linux\n  address: 10.0.0.1\n"),
+        ("Node", '"web-1"', '  platform: linux\n  address: "10.0.0.1\\n"\n'),
+    ],
+)
+def test_a_trailing_newline_does_not_slip_past_a_pattern(kind: str, name: str, spec: str) -> None:
+    """Python's `$` matches before a final newline; the schema's dialect (ECMA) does not."""
+    document, problems = _validate(_doc(kind, name, spec))
+    assert document is None
+    assert any("U+000A is not allowed" in p for p in problems), problems

@@ -59,3 +59,55 @@ def test_text_plan_diffs_are_escaped() -> None:
     assert "\x1b]0;" not in out and "\u202e" not in out
     # (rich itself drops BEL; what it keeps is escaped)
     assert "+\\x1b]0;owned" in out and "new\\u202e" in out
+
+
+FAKE = "refused\nweb-2 (linux) 0.10s\n  in sync (12 resources)\n  + File/x  create"
+
+
+def test_node_and_item_errors_stay_on_their_own_line_in_text_and_markdown() -> None:
+    """A node's error quoting its output must not pose as plan lines of other nodes."""
+    from controller.engine.diff import Action
+    from controller.engine.plan import NodePlan, Plan, PlanItem
+    from controller.output import plan_markdown, plan_text
+
+    item = PlanItem("web-1", "File", "motd", Action.ERROR, error=FAKE)
+    plan = Plan(
+        "s",
+        None,
+        (
+            NodePlan("web-1", "linux", (item,)),
+            NodePlan("web-3", "linux", error=FAKE, error_type="NodeUnreachable"),
+        ),
+    )
+    buffer = io.StringIO()
+    plan_text.render(plan, SafeConsole(file=buffer, width=300, color_system=None))
+    text = buffer.getvalue()
+    assert "web-2 (linux)" in text  # shown, but escaped on the error's own line
+    for line in text.splitlines():
+        assert not line.startswith(("web-2", "  in sync", "  + File/x")), text
+    markdown = plan_markdown.render(plan)
+    assert "refused\\nweb-2 (linux) 0.10s\\n  in sync" in markdown
+    for line in markdown.splitlines():
+        assert not line.lstrip().startswith(("web-2", "in sync", "+ File/x")), markdown
+
+
+def test_click_usage_errors_print_the_argument_escaped() -> None:
+    """`fazai validate a $'b\\e]8;;http://evil\\e\\\\'`: click quotes the extra argument."""
+    import subprocess
+    import sys
+
+    hostile = "b\x1b]8;;http://evil\x1b\\click me\x1b]8;;\x1b\\\nError: fake"
+    result = subprocess.run(
+        [sys.executable, "-c", "from controller.cli import run; run()", "validate", "a", hostile],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "\x1b" not in result.stderr
+    assert "\\x1b]8;;http://evil" in result.stderr
+    assert "Usage: " in result.stderr and "validate --help' for help." in result.stderr
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")] == [
+        ln for ln in result.stderr.splitlines() if "Got unexpected extra argument" in ln
+    ]

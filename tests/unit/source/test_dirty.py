@@ -118,3 +118,51 @@ def test_watch_and_reports_keep_the_mark() -> None:
     assert "0123456789ab+dirty" in watchview.line(event).plain
     assert short(revision) == "0123456789ab+dirty"
     assert short("0123456789abcdef0123456789abcdef01234567") == "0123456789ab"
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, timeout=60)
+
+
+def test_an_ignored_file_the_source_reads_is_dirty(repo: git.Repo) -> None:
+    """`git status` does not list ignored files, but the directory source reads them."""
+    root = _root(repo)
+    (root / ".gitignore").write_text("state/files/secret.conf\n")
+    repo.index.add([".gitignore"])
+    repo.index.commit("ignore", author=AUTHOR, committer=AUTHOR)
+    (root / "state" / "files").mkdir()
+    (root / "state" / "files" / "secret.conf").write_text("only here\n")
+    assert open_source(str(root / "state")).revision == repo.head.commit.hexsha + "+dirty"
+
+
+@pytest.mark.parametrize("flag", ["--assume-unchanged", "--skip-worktree"])
+def test_an_edit_git_was_told_to_overlook_is_dirty(repo: git.Repo, flag: str) -> None:
+    root = _root(repo)
+    _git(root, "update-index", flag, "state/pkg.yaml")
+    (root / "state" / "pkg.yaml").write_text(PACKAGE.replace("curl", "wget"))
+    assert open_source(str(root / "state")).revision == repo.head.commit.hexsha + "+dirty"
+
+
+def test_a_file_inside_a_submodule_is_dirty(repo: git.Repo, tmp_path: Path) -> None:
+    """HEAD records a submodule's commit, not its files: its untracked files (and the
+    rest, which `rollback` could not read back from the commit) are not HEAD's."""
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / "extra.yaml").write_text(PACKAGE.replace("curl", "htop"))
+    made = git.Repo.init(inner, initial_branch="main")
+    made.index.add(["extra.yaml"])
+    made.index.commit("inner", author=AUTHOR, committer=AUTHOR)
+    root = _root(repo)
+    _git(root, "-c", "protocol.file.allow=always", "submodule", "add", str(inner), "state/sub")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "sub")
+    assert repo.is_dirty(untracked_files=True) is False
+    (root / "state" / "sub" / "more.yaml").write_text(PACKAGE.replace("curl", "jq"))
+    assert open_source(str(root / "state")).revision == repo.head.commit.hexsha + "+dirty"
+
+
+def test_a_clean_working_copy_with_a_committed_link_is_still_the_commit(repo: git.Repo) -> None:
+    root = _root(repo)
+    (root / "state" / "alias.yaml").symlink_to("pkg.yaml")
+    repo.index.add(["state/alias.yaml"])
+    repo.index.commit("link", author=AUTHOR, committer=AUTHOR)
+    assert open_source(str(root / "state")).revision == repo.head.commit.hexsha

@@ -99,7 +99,30 @@ def test_git_source_ignores_uncommitted_changes(history: History, tmp_path: Path
 
 def test_description_names_location_and_ref(history: History, tmp_path: Path) -> None:
     tree = open_source(str(history.root), "v1", cache_dir=tmp_path)
-    assert tree.description == f"{history.root}@v1"
+    # 'git::' says it is a git source: a folder named '<root>@v1' is never taken for it.
+    assert tree.description == f"git::{history.root}@v1"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:p@ss@git.example/r.git", "https://***@git.example/r.git"),
+        ("https://tok@git.example/a@b.git", "https://***@git.example/a@b.git"),
+        (
+            "https://git.example/r.git?private_token=s3cr3t&x=1",
+            "https://git.example/r.git?private_token=***&x=1",
+        ),
+        (
+            "https://git.example/r.git?access_token=s3cr3t",
+            "https://git.example/r.git?access_token=***",
+        ),
+        ("https://git.example/r.git", "https://git.example/r.git"),
+    ],
+)
+def test_redact_masks_all_of_the_credentials(url: str, shown: str) -> None:
+    from controller.source.git import redact
+
+    assert redact(url) == shown
 
 
 @pytest.mark.parametrize("ref", ["nope", "v9", "0" * 40, "main~5"])

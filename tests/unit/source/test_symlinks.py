@@ -171,3 +171,18 @@ def test_git_link_blob_inside_is_followed_in_the_tree(tmp_path: Path) -> None:
     (root / "files" / "real-motd").write_text("uncommitted\n")
     state = loader.load(open_source(str(root), "main", cache_dir=Path("/nonexistent")))
     assert state.source.read("files/motd") == b"committed\n"
+
+
+def test_a_crafted_huge_git_link_blob_is_refused_unread(tmp_path: Path) -> None:
+    """No file system makes a 1 MB link target, but a pushed commit can hold one: it must
+    not be read whole, nor quoted in the error."""
+    root = tmp_path / "repo"
+    _source(root)
+    repo = git.Repo.init(root, initial_branch="main")
+    (root / "target").write_text("a/" * 500_000)
+    sha = repo.git.hash_object("-w", "target")
+    repo.git.update_index("--add", "--cacheinfo", f"120000,{sha},files/motd")
+    repo.index.add(["nodes.yaml", "file.yaml"])
+    repo.index.commit("crafted", author=AUTHOR, committer=AUTHOR)
+    (error,) = _errors(str(root), "main")
+    assert "longer than 4096 bytes" in error and len(error) < 300
