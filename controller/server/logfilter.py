@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -20,22 +21,31 @@ from urllib.parse import unquote
 
 SHOWN_PARAMETERS = frozenset({"limit", "offset", "since"})
 MASK = "***"
+_NUMBER = re.compile(r"[0-9]{1,19}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,31}")
 # asyncio's: "socket.accept() out of system resource", with a traceback, per attempt.
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "fazai.server", "asyncio")
 ACCESS_BURST = 100  # access lines are all one template: let a busy API's through
 
 
 def redact_target(target: str) -> str:
-    """``/path?a=1&token=abc`` -> ``/path?a=***&token=***`` (``limit``, ``offset`` and
-    ``since`` are shown)."""
+    """``/path?a=1&token=abc`` -> ``/path?a=***&token=***``. The values of ``limit``,
+    ``offset`` and ``since`` are shown when they are plain numbers (anything else, such
+    as ``5;token=...`` or ``5?token=...``, may carry a secret); a name is shown when it is
+    a short identifier, not a token someone put where a name goes."""
     path, sep, query = target.partition("?")
     if not sep:
         return target
     parts = []
     for pair in query.split("&"):
-        name, has_value, _ = pair.partition("=")
-        shown = unquote(name).strip().lower() in SHOWN_PARAMETERS
-        parts.append(pair if shown else (f"{name}={MASK}" if has_value else name))
+        name, has_value, value = pair.partition("=")
+        plain = unquote(name).strip()
+        shown_name = name if _NAME.fullmatch(plain) else MASK
+        if not has_value:
+            parts.append(shown_name)
+            continue
+        shown = plain.lower() in SHOWN_PARAMETERS and _NUMBER.fullmatch(value)
+        parts.append(f"{shown_name}={value if shown else MASK}")
     return f"{path}?{'&'.join(parts)}"
 
 

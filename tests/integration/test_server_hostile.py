@@ -156,6 +156,35 @@ async def test_a_query_string_token_never_reaches_the_access_log(
     assert secret not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=5?token={secret}",
+        "limit=5;access_token={secret}",
+        "offset=5%26token%3D{secret}",
+        "{secret}",
+        "x;token={secret}",
+    ],
+)
+async def test_a_token_hidden_in_a_shown_parameter_never_reaches_the_access_log(
+    handle: FakeHandle, caplog: pytest.LogCaptureFixture, query: str
+) -> None:
+    """limit, offset and since are logged, but only their values that are plain numbers."""
+    secret = "tok-" + uuid.uuid4().hex
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    async with serving(handle, ServerSettings()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        target = "/api/v1/runs?" + query.format(secret=secret)
+        reader, writer = await _open(
+            port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("/api/v1/runs?" in line for line in lines), lines
+    assert secret not in caplog.text
+
+
 async def test_a_flood_of_one_log_line_is_held_back(
     handle: FakeHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
