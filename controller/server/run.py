@@ -49,19 +49,7 @@ async def serve_http(
     once the socket listens (with the port chosen when ``settings.port`` is 0)."""
     check_exposure(settings)
     logfilter.install()
-    limits = Limits(settings.head_timeout, connection_cap(settings.max_connections))
-    config = uvicorn.Config(
-        app,
-        http=guarded(limits),
-        log_config=None,
-        access_log=True,
-        server_header=False,
-        proxy_headers=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
-        ssl_certfile=str(settings.tls.cert_file) if settings.tls else None,
-        ssl_keyfile=str(settings.tls.key_file) if settings.tls else None,
-    )
+    config = uvicorn_config(app, settings)
     try:
         config.load()
     except (OSError, ssl.SSLError) as exc:
@@ -84,6 +72,25 @@ async def serve_http(
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         sock.close()
+
+
+def uvicorn_config(app: Starlette, settings: ServerSettings) -> uvicorn.Config:
+    limits = Limits(settings.head_timeout, connection_cap(settings.max_connections))
+    return uvicorn.Config(
+        app,
+        http=guarded(limits),
+        # No WebSocket upgrade: the API has none, and an upgrade would take the connection
+        # out of uvicorn's set, out of reach of the connection cap (controller.server.protocol).
+        ws="none",
+        log_config=None,
+        access_log=True,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+        ssl_certfile=str(settings.tls.cert_file) if settings.tls else None,
+        ssl_keyfile=str(settings.tls.key_file) if settings.tls else None,
+    )
 
 
 def connection_cap(wanted: int) -> int:
