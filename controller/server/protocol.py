@@ -11,7 +11,11 @@ ever, and enough of them stop the health checks and the loop's own sockets. Here
   closed; a request in progress (a long apply, an event stream) is never cut;
 * at most ``max_connections`` are open: a new connection beyond that closes the one that
   has waited longest for its request head, so a crowd of slow clients cannot lock out a
-  prompt one (a health probe); when none is waiting, the newcomer is closed instead.
+  prompt one (a health probe); when none is waiting, the newcomer is closed instead;
+* a connection whose writing stays paused (its client reads nothing, so the send
+  buffer stays full) for ``send_timeout`` seconds is aborted: uvicorn's send awaits the
+  buffer's drain for ever, and such a connection is neither waiting for a head nor
+  evictable. An event stream whose reader stopped reading goes the same way.
 
 Body reads have their own deadline, in :func:`controller.server.replies.read_body`.
 """
@@ -30,6 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 class Limits:
     head_timeout: float
     max_connections: int
+    send_timeout: float = 30.0
 
 
 class _Waiting:
@@ -38,6 +43,7 @@ class _Waiting:
     def __init__(self) -> None:
         self.order: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
         self.closed = 0  # connections closed for a late head or to make room (tests, logs)
+        self.stalled = 0  # connections aborted because their client stopped reading
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -48,6 +54,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._armed_for: object = None  # the request cycle in place when the deadline was set
+        self._stalled: asyncio.TimerHandle | None = None  # armed while writing is paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -61,7 +68,28 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._writable()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.limits.send_timeout, self._abort_stalled)
+
+    def resume_writing(self) -> None:
+        self._writable()
+        super().resume_writing()
+
+    def _writable(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _abort_stalled(self) -> None:
+        self._stalled = None
+        self.waiting.stalled += 1
+        # abort, not close: close would wait for the very buffer that does not drain.
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

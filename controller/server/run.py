@@ -75,7 +75,11 @@ async def serve_http(
 
 
 def uvicorn_config(app: Starlette, settings: ServerSettings) -> uvicorn.Config:
-    limits = Limits(settings.head_timeout, connection_cap(settings.max_connections))
+    limits = Limits(
+        settings.head_timeout,
+        connection_cap(settings.max_connections),
+        send_timeout=settings.body_timeout,
+    )
     return uvicorn.Config(
         app,
         http=guarded(limits),

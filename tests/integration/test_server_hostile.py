@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -125,6 +126,41 @@ async def test_slow_clients_are_dropped_and_health_checks_still_answer(
             writer.close()
     assert slowest < 2.0  # generous: a shared CI machine; before the fix, 3 s timeouts
     assert all(closed), f"{closed.count(False)} slow connections still open"
+
+
+async def _stalled_reader(port: int, requests: int) -> asyncio.StreamWriter:
+    """A client that pipelines ``requests`` drift reports and reads none of the answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /api/v1/drift HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * requests)
+    return writer
+
+
+async def test_clients_that_never_read_their_answers_are_aborted(handle: FakeHandle) -> None:
+    """8 connections (the cap) each pipeline 50 requests for a large drift report and
+    read nothing: the server's send buffers fill and uvicorn waits for them to drain for
+    ever. Writing
+    paused for longer than bodyTimeout aborts the connection, so a health probe gets in
+    (before: every one was refused, the cap held by connections nobody could evict)."""
+    settings = ServerSettings(head_timeout=1.0, body_timeout=1.0, max_connections=8)
+    handle.add_drift("web-1", ["update"] * 5_000)  # about 300 KB of JSON per answer
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [await _stalled_reader(port, 50) for _ in range(8)]
+        await asyncio.sleep(3.0)  # the send timeout, and margin for a busy machine
+        async with httpx.AsyncClient(base_url=url, timeout=3) as client:
+            answers: list[int | str] = []
+            for _ in range(3):
+                try:
+                    answers.append((await client.get("/healthz")).status_code)
+                except httpx.TransportError as exc:
+                    answers.append(type(exc).__name__)
+        for writer in stalled:
+            writer.transport.abort()
+    assert answers == [200, 200, 200]
 
 
 async def test_a_slow_body_is_408(handle: FakeHandle) -> None:
