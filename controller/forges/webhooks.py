@@ -57,6 +57,7 @@ __all__ = [
     "PushIgnored",
     "ReplayGuard",
     "WebhookRefused",
+    "check_headers",
     "parse_push",
     "repository_key",
 ]
@@ -143,6 +144,35 @@ def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+_SIGNATURE_HEADERS = {
+    "github": ("x-hub-signature-256",),
+    "gitlab": ("x-gitlab-token",),
+    "gitea": ("x-forgejo-signature", "x-gitea-signature", "x-hub-signature-256"),
+}
+
+
+def check_headers(forge: str, headers: Mapping[str, str], secret: Secret | None) -> None:
+    """What the headers alone say, so a receiver can answer before reading a body of up
+    to 25 MiB: WebhookRefused (401) when a secret is configured and the delivery carries
+    no signature or token header at all, PushIgnored when its event is not a push.
+    Nothing is verified here; :func:`parse_push` still checks everything."""
+    name = _forge(forge)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if secret is not None and not any(h in lowered for h in _SIGNATURE_HEADERS[name]):
+        names = ", ".join(_SIGNATURE_HEADERS[name])
+        raise WebhookRefused(401, f"no signature ({names}); a secret is configured", forge=name)
+    event = _event(name, lowered)
+    if event != "push":
+        raise PushIgnored(f"{event or 'an unnamed'} event, not a push", forge=name)
+
+
+def _forge(forge: str) -> str:
+    name = "gitea" if forge.lower() == "forgejo" else forge.lower()
+    if name not in _URL_KEYS:
+        raise WebhookRefused(404, f"no webhook for forge {forge!r}")
+    return name
+
+
 def parse_push(
     forge: str,
     headers: Mapping[str, str],
@@ -155,9 +185,7 @@ def parse_push(
     """The push a delivery announces, once it is verified; raises WebhookRefused (or its
     PushIgnored) otherwise. Give the ``guard`` here, and do not also call its ``seen``
     yourself: it records the delivery as it checks it."""
-    name = "gitea" if forge.lower() == "forgejo" else forge.lower()
-    if name not in _URL_KEYS:
-        raise WebhookRefused(404, f"no webhook for forge {forge!r}")
+    name = _forge(forge)
     lowered = {k.lower(): v for k, v in headers.items()}
     if len(body) > MAX_BODY:
         raise WebhookRefused(413, f"payload over {MAX_BODY} bytes", forge=name)
@@ -245,7 +273,7 @@ def _verify(forge: str, headers: Mapping[str, str], body: bytes, secret: Secret)
         if not hmac.compare_digest(sent.strip().lower().encode(), expected.encode()):
             raise WebhookRefused(403, f"{header} does not match the body", forge=forge)
         return
-    names = ", ".join(h for h, _ in candidates)
+    names = ", ".join(_SIGNATURE_HEADERS[forge])
     raise WebhookRefused(401, f"no signature ({names}); a secret is configured", forge=forge)
 
 

@@ -10,8 +10,9 @@ ever, and enough of them stop the health checks and the loop's own sockets. Here
   within ``head_timeout`` seconds of opening, or of its previous response, else it is
   closed; a request in progress (a long apply, an event stream) is never cut;
 * at most ``max_connections`` are open: a new connection beyond that closes the one that
-  has waited longest for its request head, so a crowd of slow clients cannot lock out a
-  prompt one (a health probe); when none is waiting, the newcomer is closed instead;
+  has waited longest for its request head, or else the one that has been sending its
+  request body longest, so a crowd of slow clients cannot lock out a prompt one (a
+  health probe); when none is in either state, the newcomer is closed instead;
 * a connection whose writing stays paused (its client reads nothing, so the send
   buffer stays full) for ``send_timeout`` seconds is aborted: uvicorn's send awaits the
   buffer's drain for ever, and such a connection is neither waiting for a head nor
@@ -27,6 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
@@ -38,10 +40,12 @@ class Limits:
 
 
 class _Waiting:
-    """The connections still waiting for a request head, oldest first."""
+    """The connections still waiting for a request head, and those still sending a
+    request body, oldest first."""
 
     def __init__(self) -> None:
         self.order: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
+        self.reading: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
         self.closed = 0  # connections closed for a late head or to make room (tests, logs)
         self.stalled = 0  # connections aborted because their client stopped reading
 
@@ -59,7 +63,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
-            victim = next(iter(self.waiting.order), None)
+            victim = next(iter(self.waiting.order), None) or next(iter(self.waiting.reading), None)
             if victim is None:
                 self._close()
                 return
@@ -69,6 +73,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._writable()
+        self.waiting.reading.pop(self, None)
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -95,9 +100,19 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self._deadline is not None and self.cycle is not self._armed_for:
             self._disarm()  # a request head arrived: uvicorn started a new cycle for it
+        self._track_body()
+
+    def _track_body(self) -> None:
+        # h11's SEND_BODY: the client has sent a head and still owes (part of) its body.
+        cycle = self.cycle
+        if self.conn.their_state is h11.SEND_BODY and cycle and not cycle.response_complete:
+            self.waiting.reading.setdefault(self, None)
+        else:
+            self.waiting.reading.pop(self, None)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._track_body()
         if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             self._arm()  # the next request's head has the same deadline
 
@@ -115,6 +130,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _close(self) -> None:
         self._disarm()
+        self.waiting.reading.pop(self, None)  # chosen once: the next newcomer picks another
         if not self.transport.is_closing():
             self.waiting.closed += 1
             self.transport.close()

@@ -278,3 +278,94 @@ async def test_a_captured_webhook_replayed_under_a_new_id_is_refused(
     assert deep.status_code == 400
     assert nxt.status_code == 202
     assert len(handle.pushes) == 2
+
+
+def _github_hooks(monkeypatch: pytest.MonkeyPatch, **limits: float) -> ServerSettings:
+    monkeypatch.setenv("FAZAI_TEST_HOOK_SECRET", SECRET)
+    return ServerSettings(
+        webhooks=(WebhookSetting("github", SecretRef(env="FAZAI_TEST_HOOK_SECRET")),),
+        **limits,  # type: ignore[arg-type]
+    )
+
+
+def _hook_head(extra: bytes, length: int = 100_000) -> bytes:
+    return (
+        b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n" % (length, extra)
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (b"X-GitHub-Event: push\r\n", b"401"),  # no signature: refused unread
+        (b"X-GitHub-Event: ping\r\nX-Hub-Signature-256: sha256=00\r\n", b"200"),
+    ],
+)
+async def test_a_webhook_is_answered_from_its_headers_before_its_body_is_read(
+    handle: FakeHandle, monkeypatch: pytest.MonkeyPatch, extra: bytes, status: bytes
+) -> None:
+    """Only the head of a 100,000-byte delivery is sent: no signature header is a 401 and
+    a ping is ignored at once (before: the server waited bodyTimeout for the body, a 408,
+    holding a connection and up to 25 MiB per delivery)."""
+    settings = _github_hooks(monkeypatch, body_timeout=10.0)
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await _open(port, _hook_head(extra))
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+    assert time.monotonic() - started < 2
+    assert handle.pushes == []
+
+
+async def test_only_a_few_webhook_bodies_are_read_at_once(
+    handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deliveries with a (forged) signature header trickle their bodies: 4 are read, the
+    next is a 503 with Retry-After, so memory held for webhook bodies stays bounded."""
+    settings = _github_hooks(monkeypatch, body_timeout=10.0)
+    signed = b"X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=00\r\n"
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = [await _open(port, _hook_head(signed) + b"{") for _ in range(4)]
+        await asyncio.sleep(0.3)
+        reader, writer = await _open(port, _hook_head(signed) + b"{")
+        answer = await asyncio.wait_for(reader.read(), 5)  # Connection: close
+        writer.close()
+        for _, w in slow:
+            w.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+    assert b"retry-after: 5" in answer.lower()
+
+
+async def test_a_full_server_closes_the_oldest_slow_body_for_a_health_check(
+    handle: FakeHandle,
+) -> None:
+    """The cap's 8 connections each trickle a request body: the first health probe closes
+    the one reading longest, and every probe is answered (before: the probe was refused,
+    no connection being evictable once its head had arrived)."""
+    settings = ServerSettings(head_timeout=1.0, body_timeout=10.0, max_connections=8)
+    head = (
+        b"POST /api/v1/reconcile HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = [await _open(port, head) for _ in range(8)]
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=url, timeout=3) as client:
+            answers: list[int | str] = []
+            for _ in range(3):
+                try:
+                    probe = await client.get("/healthz", headers={"Connection": "close"})
+                    answers.append(probe.status_code)
+                except httpx.TransportError as exc:
+                    answers.append(type(exc).__name__)
+        closed = await asyncio.gather(*(_closed_by_server(r, 0.5) for r, _ in slow[:3]))
+        for _, writer in slow:
+            writer.close()
+    assert answers == [200, 200, 200]
+    assert closed == [True, False, False]  # the oldest made room; then one was free
+    assert handle.triggers == []
