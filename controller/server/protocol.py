@@ -18,12 +18,19 @@ ever, and enough of them stop the health checks and the loop's own sockets. Here
   buffer's drain for ever, and such a connection is neither waiting for a head nor
   evictable. An event stream whose reader stopped reading goes the same way.
 
+With TLS, uvicorn is given no certificate: asyncio would call ``connection_made`` only
+once the handshake is done, so a connection still handshaking (or sending no ClientHello
+at all) would be neither counted nor deadlined, for asyncio's own 60 s. This protocol
+takes the plain TCP connection instead, counts it and arms its head deadline at once,
+and runs the handshake itself (``loop.start_tls``, bounded by ``head_timeout`` too).
+
 Body reads have their own deadline, in :func:`controller.server.replies.read_body`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -50,30 +57,95 @@ class _Waiting:
         self.stalled = 0  # connections aborted because their client stopped reading
 
 
+class _Handshaking(asyncio.Protocol):
+    """The TLS transport's protocol until ``start_tls`` has returned: what the client
+    sends right after its handshake arrives before that, and is kept for the real one."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+
 class GuardedH11Protocol(H11Protocol):
     limits: Limits = Limits(head_timeout=10.0, max_connections=500)
     waiting: _Waiting = _Waiting()
+    tls: ssl.SSLContext | None = None  # the server's; None for plain HTTP
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._armed_for: object = None  # the request cycle in place when the deadline was set
         self._stalled: asyncio.TimerHandle | None = None  # armed while writing is paused
+        self._handshake: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
-        if len(self.connections) > self.limits.max_connections:
-            victim = next(iter(self.waiting.order), None) or next(iter(self.waiting.reading), None)
-            if victim is None:
-                self._close()
-                return
-            victim._close()
-        self._arm()
+        assert isinstance(transport, asyncio.Transport)
+        if self.tls is not None:
+            # The TCP connection: counted, deadlined and evictable from now on, like any.
+            self.transport = transport
+            transport.pause_reading()  # the ClientHello is for start_tls, not for h11
+            self.connections.add(self)
+            if self._admitted():
+                self._arm()
+                self._handshake = self.loop.create_task(self._start_tls(transport, self.tls))
+            return
+        super().connection_made(transport)
+        if self._admitted():
+            self._arm()
+
+    def _admitted(self) -> bool:
+        if len(self.connections) <= self.limits.max_connections:
+            return True
+        victim = next(iter(self.waiting.order), None) or next(iter(self.waiting.reading), None)
+        if victim is None:
+            self._close()
+            return False
+        victim._close()
+        return True
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        early = _Handshaking()
+        try:
+            tls = await self.loop.start_tls(
+                raw,
+                early,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.limits.head_timeout,
+            )
+        except (OSError, ssl.SSLError):  # closed, timed out, or not TLS at all
+            tls = None
+        if tls is None or early.lost is not None or self._deadline is None:
+            self._disarm()  # failed, or closed meanwhile (late, or evicted)
+            self.connections.discard(self)
+            raw.abort()
+            if tls is not None:
+                tls.abort()
+            return
+        tls.set_protocol(self)
+        super().connection_made(tls)  # uvicorn's own setup, on the TLS transport
+        for data in early.data:  # a request sent along with the handshake's last flight
+            self.data_received(data)
+        if early.eof:
+            self.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._writable()
         self.waiting.reading.pop(self, None)
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -136,8 +208,11 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def guarded(limits: Limits) -> type[GuardedH11Protocol]:
-    """A protocol class for one server: its own limits and its own waiting list."""
+def guarded(limits: Limits, tls: ssl.SSLContext | None = None) -> type[GuardedH11Protocol]:
+    """A protocol class for one server: its own limits, its own waiting list, and its TLS
+    context (then uvicorn must be given none)."""
     return type(
-        "GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits, "waiting": _Waiting()}
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {"limits": limits, "waiting": _Waiting(), "tls": tls},
     )

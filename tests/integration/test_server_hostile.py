@@ -6,9 +6,11 @@ captured webhook replayed under a new delivery id is refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.server.settings import SecretRef, ServerSettings, WebhookSetting
+from controller.server.settings import SecretRef, ServerSettings, TlsSetting, WebhookSetting
 from controller.store import StateStore
+from controller.testing.opnsense.server import self_signed_certificate
 from tests.unit.server.serverkit import FakeHandle, serving
 
 HUGE = "9" * 5000  # past int()'s 4300-digit limit: ValueError, not a number
@@ -161,6 +164,91 @@ async def test_clients_that_never_read_their_answers_are_aborted(handle: FakeHan
         for writer in stalled:
             writer.transport.abort()
     assert answers == [200, 200, 200]
+
+
+def _any_certificate() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def test_tls_handshakes_are_counted_and_have_the_head_deadline(
+    handle: FakeHandle, tmp_path: Path
+) -> None:
+    """300 TCP connections to an HTTPS server that never send a ClientHello, against a
+    cap of 100 and a 1.5 s deadline: health checks over TLS answer, and every idle
+    connection is closed (before: asyncio only called the protocol after the handshake,
+    so these were neither counted nor deadlined, and stayed open for asyncio's 60 s)."""
+    cert, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    settings = ServerSettings(head_timeout=1.5, max_connections=100, tls=TlsSetting(cert, key))
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = list(await asyncio.gather(*(_open(port, b"") for _ in range(300))))
+        answers: list[int | str] = []
+        async with httpx.AsyncClient(base_url=url, timeout=5, verify=_any_certificate()) as client:
+            for _ in range(10):
+                try:
+                    probe = await client.get("/healthz", headers={"Connection": "close"})
+                    answers.append(probe.status_code)
+                except httpx.TransportError as exc:
+                    answers.append(type(exc).__name__)
+                await asyncio.sleep(0.2)
+        closed = await asyncio.gather(*(_closed_by_server(r, 4.0) for r, _ in idle))
+        for _, writer in idle:
+            writer.close()
+    assert answers == [200] * 10
+    assert all(closed), f"{closed.count(False)} idle TLS connections still open"
+
+
+async def test_tls_handshakes_count_against_the_connection_cap(
+    handle: FakeHandle, tmp_path: Path
+) -> None:
+    """With a 10 s deadline, 300 silent TCP connections to a server capped at 100: the
+    200 oldest are closed at once to make room (a process allowed few files would
+    otherwise run out of them: EMFILE, before)."""
+    cert, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    settings = ServerSettings(head_timeout=10.0, max_connections=100, tls=TlsSetting(cert, key))
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = [await _open(port, b"") for _ in range(300)]
+        closed = await asyncio.gather(*(_closed_by_server(r, 2.0) for r, _ in idle))
+        for _, writer in idle:
+            writer.close()
+    assert closed.count(True) >= 200, closed.count(True)
+    assert not any(closed[-50:])  # the newest stay: the oldest made room
+
+
+async def test_a_request_in_the_handshakes_last_flight_is_answered(
+    handle: FakeHandle, tmp_path: Path
+) -> None:
+    """The client's Finished message and its request in one segment: the request reaches
+    the server's TLS layer before the handshake's caller has handed the connection on."""
+    cert, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    settings = ServerSettings(tls=TlsSetting(cert, key))
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = _any_certificate().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                writer.write(outgoing.read())
+                incoming.write(await asyncio.wait_for(reader.read(65536), 5))
+        tls.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        writer.write(outgoing.read())  # the Finished message and the request together
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, answer
+            incoming.write(data)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                answer += tls.read(65536)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
 
 
 async def test_a_slow_body_is_408(handle: FakeHandle) -> None:
