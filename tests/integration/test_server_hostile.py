@@ -309,6 +309,47 @@ async def test_a_token_hidden_in_a_shown_parameter_never_reaches_the_access_log(
     assert secret not in caplog.text
 
 
+def _access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+
+
+async def test_a_flood_of_health_checks_cannot_hide_an_api_request_from_the_access_log(
+    handle: FakeHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, every access line shared one limit: 120 health checks, then the request
+    that matters went unlogged."""
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    marker = uuid.uuid4().hex
+    async with serving(handle, ServerSettings()) as url, httpx.AsyncClient(base_url=url) as client:
+        for _ in range(120):
+            await client.get("/healthz")
+        await client.get(f"/api/v1/runs?limit=1&{marker}")
+        await client.post("/api/v1/reconcile", json={})
+    lines = _access_lines(caplog)
+    assert any(marker in line for line in lines)
+    assert any("POST /api/v1/reconcile" in line and " 202" in line for line in lines)
+    assert sum("/healthz" in line for line in lines) <= 101  # the flood is still held back
+
+
+async def test_one_clients_flood_of_errors_cannot_hide_another_clients_line(
+    handle: FakeHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    flooder = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    other = httpx.AsyncHTTPTransport(local_address="127.0.0.3")
+    async with (
+        serving(handle, ServerSettings()) as url,
+        httpx.AsyncClient(base_url=url, transport=flooder) as flood,
+        httpx.AsyncClient(base_url=url, transport=other) as client,
+    ):
+        for _ in range(150):
+            await flood.get("/api/v1/nowhere")
+        await client.get("/api/v1/elsewhere")
+    lines = _access_lines(caplog)
+    assert sum("127.0.0.2:" in line for line in lines) <= 101
+    assert any("127.0.0.3:" in line and "/api/v1/elsewhere" in line for line in lines), lines[-3:]
+
+
 async def test_a_flood_of_one_log_line_is_held_back(
     handle: FakeHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
