@@ -381,7 +381,8 @@ async def test_a_captured_webhook_replayed_under_a_new_id_is_refused(
     handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GitLab signs nothing and its payload has no push time: the replay guard keys on
-    the delivered content, so the same body under a fresh X-Gitlab-Event-UUID is a 409."""
+    the push's parsed fields, so the same push under a fresh X-Gitlab-Event-UUID is a
+    409, re-encoded or not (before, a re-encoded body was taken as new)."""
     monkeypatch.setenv("FAZAI_TEST_HOOK_SECRET", SECRET)
     settings = ServerSettings(
         webhooks=(WebhookSetting("gitlab", SecretRef(env="FAZAI_TEST_HOOK_SECRET")),)
@@ -400,10 +401,14 @@ async def test_a_captured_webhook_replayed_under_a_new_id_is_refused(
     async with serving(handle, settings) as url, httpx.AsyncClient(base_url=url) as client:
         first = await client.post("/hooks/gitlab", content=body, headers=headers())
         replay = await client.post("/hooks/gitlab", content=body, headers=headers())
+        reencoded = await client.post(
+            "/hooks/gitlab", content=body.replace(b": ", b":"), headers=headers()
+        )
         deep = await client.post("/hooks/gitlab", content=b"[" * 30_000, headers=headers())
         nxt = await client.post("/hooks/gitlab", content=_push("b" * 40), headers=headers())
     assert first.status_code == 202
-    assert replay.status_code == 409 and "signed payload" in replay.json()["error"]
+    assert replay.status_code == 409 and "already received" in replay.json()["error"]
+    assert reencoded.status_code == 409
     assert deep.status_code == 400
     assert nxt.status_code == 202
     assert len(handle.pushes) == 2
