@@ -124,8 +124,8 @@ class GuardedH11Protocol(H11Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self.limits.head_timeout,
             )
-        except (OSError, ssl.SSLError):  # closed, timed out, or not TLS at all
-            tls = None
+        except Exception:  # closed, timed out, not TLS: whatever it was, this connection is
+            tls = None  # gone, and must leave uvicorn's set (asyncio logged what deserves it)
         if tls is None or early.lost is not None or self._deadline is None:
             self._disarm()  # failed, or closed meanwhile (late, or evicted)
             self.connections.discard(self)

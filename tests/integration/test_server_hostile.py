@@ -219,6 +219,25 @@ async def test_tls_handshakes_count_against_the_connection_cap(
     assert not any(closed[-50:])  # the newest stay: the oldest made room
 
 
+async def test_plain_http_to_tls_and_a_stop_amid_handshakes(
+    handle: FakeHandle, tmp_path: Path
+) -> None:
+    """Plain HTTP to the HTTPS port is closed; a stop with handshakes still pending ends
+    at once (they leave uvicorn's set of connections, which a stop waits to empty)."""
+    cert, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    settings = ServerSettings(head_timeout=30.0, tls=TlsSetting(cert, key))
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await _open(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await _closed_by_server(reader, 5.0)
+        writer.close()
+        idle = [await _open(port, b"") for _ in range(5)]
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5.0
+    for _, w in idle:
+        w.close()
+
+
 async def test_a_request_in_the_handshakes_last_flight_is_answered(
     handle: FakeHandle, tmp_path: Path
 ) -> None:
