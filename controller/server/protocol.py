@@ -11,8 +11,9 @@ ever, and enough of them stop the health checks and the loop's own sockets. Here
   closed; a request in progress (a long apply, an event stream) is never cut;
 * at most ``max_connections`` are open: a new connection beyond that closes the one that
   has waited longest for its request head, or else the one that has been sending its
-  request body longest, so a crowd of slow clients cannot lock out a prompt one (a
-  health probe); when none is in either state, the newcomer is closed instead;
+  request body longest, or else the one whose answers have gone unread longest (below),
+  so a crowd of slow clients cannot lock out a prompt one (a health probe); when none
+  is in any of these states, the newcomer is closed instead;
 * a connection whose writing stays paused (its client reads nothing, so the send
   buffer stays full) for ``send_timeout`` seconds is aborted: uvicorn's send awaits the
   buffer's drain for ever, and such a connection is neither waiting for a head nor
@@ -54,6 +55,7 @@ class _Waiting:
         self.order: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
         self.reading: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
         self.closed = 0  # connections closed for a late head or to make room (tests, logs)
+        self.paused: OrderedDict[GuardedH11Protocol, None] = OrderedDict()  # writes stuck
         self.stalled = 0  # connections aborted because their client stopped reading
 
 
@@ -108,11 +110,15 @@ class GuardedH11Protocol(H11Protocol):
         if len(self.connections) <= self.limits.max_connections:
             return True
         victim = next(iter(self.waiting.order), None) or next(iter(self.waiting.reading), None)
-        if victim is None:
-            self._close()
-            return False
-        victim._close()
-        return True
+        if victim is not None:
+            victim._close()
+            return True
+        stuck = next(iter(self.waiting.paused), None)  # its client reads nothing: no loss
+        if stuck is not None:
+            stuck._abort_stalled()
+            return True
+        self._close()
+        return False
 
     async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
         early = _Handshaking()
@@ -152,6 +158,7 @@ class GuardedH11Protocol(H11Protocol):
         super().pause_writing()
         if self._stalled is None:
             self._stalled = self.loop.call_later(self.limits.send_timeout, self._abort_stalled)
+            self.waiting.paused[self] = None
 
     def resume_writing(self) -> None:
         self._writable()
@@ -161,9 +168,10 @@ class GuardedH11Protocol(H11Protocol):
         if self._stalled is not None:
             self._stalled.cancel()
             self._stalled = None
+        self.waiting.paused.pop(self, None)
 
     def _abort_stalled(self) -> None:
-        self._stalled = None
+        self._writable()
         self.waiting.stalled += 1
         # abort, not close: close would wait for the very buffer that does not drain.
         self.transport.abort()

@@ -166,6 +166,31 @@ async def test_clients_that_never_read_their_answers_are_aborted(handle: FakeHan
     assert answers == [200, 200, 200]
 
 
+async def test_a_full_server_aborts_the_longest_unread_connection_for_a_health_check(
+    handle: FakeHandle,
+) -> None:
+    """The same 8 unread connections with the default 30 s send timeout: a health probe
+    does not wait for it, it takes the place of the one whose answers went unread
+    longest."""
+    settings = ServerSettings(head_timeout=1.0, max_connections=8)
+    handle.add_drift("web-1", ["update"] * 5_000)
+    async with serving(handle, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [await _stalled_reader(port, 50) for _ in range(8)]
+        await asyncio.sleep(1.0)  # their send buffers fill
+        async with httpx.AsyncClient(base_url=url, timeout=3) as client:
+            answers: list[int | str] = []
+            for _ in range(3):
+                try:
+                    probe = await client.get("/healthz", headers={"Connection": "close"})
+                    answers.append(probe.status_code)
+                except httpx.TransportError as exc:
+                    answers.append(type(exc).__name__)
+        for writer in stalled:
+            writer.transport.abort()
+    assert answers == [200, 200, 200]
+
+
 def _any_certificate() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.check_hostname = False
