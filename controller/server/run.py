@@ -87,17 +87,18 @@ def uvicorn_config(
 ) -> uvicorn.Config:
     """uvicorn's configuration; with ``tls``, the handshake is the protocol's own (see
     controller.server.protocol), so uvicorn itself is given no certificate."""
-    limits = Limits(
-        settings.head_timeout,
-        connection_cap(settings.max_connections),
-        send_timeout=settings.body_timeout,
-    )
+    cap = connection_cap(settings.max_connections)
+    limits = Limits(settings.head_timeout, cap, send_timeout=settings.body_timeout)
     return uvicorn.Config(
         app,
         http=guarded(limits, tls),
         # No WebSocket upgrade: the API has none, and an upgrade would take the connection
         # out of uvicorn's set, out of reach of the connection cap (controller.server.protocol).
         ws="none",
+        # asyncio accepts up to ``backlog`` connections per wake-up before any of them
+        # reaches the protocol's cap: this bounds how far a burst overshoots it (into
+        # EMFILE, with the files the cap keeps free for the loop's own work).
+        backlog=min(2048, max(16, cap // 4)),
         log_config=None,
         access_log=True,
         server_header=False,

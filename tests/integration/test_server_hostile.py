@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 import socket
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -293,6 +295,49 @@ async def test_a_request_in_the_handshakes_last_flight_is_answered(
                 answer += tls.read(65536)
         writer.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+ATTACKER = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2)
+        held.append(s)
+    except OSError:
+        pass
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_a_burst_of_connections_stays_within_the_file_limit(
+    handle: FakeHandle, caplog: pytest.LogCaptureFixture, tmp_path: Path, tls: bool
+) -> None:
+    """A process allowed 256 files (a cap of 128) and another process opening 400
+    connections at once: asyncio accepted up to 2,048 per wake-up before the cap saw any,
+    ran out of files and logged accept() errors (before); health checks answer."""
+    cert, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    settings = ServerSettings(head_timeout=2.0, tls=TlsSetting(cert, key) if tls else None)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        async with serving(handle, settings) as url:
+            port = url.rsplit(":", 1)[1]
+            attacker = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", ATTACKER, port, "400", "3"
+            )
+            await asyncio.sleep(1.5)
+            verify = _any_certificate() if tls else True
+            async with httpx.AsyncClient(base_url=url, timeout=3, verify=verify) as client:
+                answer = await client.get("/healthz", headers={"Connection": "close"})
+            await asyncio.wait_for(attacker.wait(), 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert answer.status_code == 200
+    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not errors, errors[:1]
 
 
 async def test_a_slow_body_is_408(handle: FakeHandle) -> None:
