@@ -17,11 +17,15 @@ Verification runs on the raw body before anything is parsed:
 What is refused (:class:`WebhookRefused`, its ``status_code`` is the answer to give): a
 missing signature or token when a secret is configured (401), a forged one (403), a body
 over 25 MiB (413), a payload that is not a push payload (400), and, with a
-:class:`ReplayGuard`, a delivery id or a signed body already received (409: a captured
-delivery replayed under a new id is the same signed content), or a GitHub push older
-than the guard's ``ttl`` (409, from the payload's ``repository.pushed_at``; GitLab and
-Gitea payloads carry no push time, so the guard remembers their digests for
-``untimed_ttl``, 30 days, from first sight).
+:class:`ReplayGuard`, a delivery id or a push already received (409: a captured
+delivery replayed under a new id is the same content), or a GitHub push older than the
+guard's ``ttl`` (409, from the payload's ``repository.pushed_at``). The content is the
+signed body's digest, but for GitLab, which signs nothing (a re-encoded body carries
+the same token), it is the push's parsed fields: project, ref, before and after. GitLab
+and Gitea payloads carry no push time, so their content is remembered only for
+``untimed_ttl`` (1 h): a genuine push of the same change again later (deploy, rollback
+by force-push, deploy again) must be taken, and a replay costs little, the reconcile
+fetching the branch's tip itself. The guard lives in memory: a restart forgets it.
 
 What is authentic but not acted on (:class:`PushIgnored`, 202, so the forge does not show
 a failed delivery): other events (ping, tag push hooks, pull requests), pushes of tags
@@ -57,6 +61,7 @@ __all__ = [
     "PushIgnored",
     "ReplayGuard",
     "WebhookRefused",
+    "check_headers",
     "parse_push",
     "repository_key",
 ]
@@ -94,20 +99,22 @@ class ReplayGuard:
     :func:`parse_push` records both the delivery id and a digest of the signed body: a
     captured delivery sent again under a new id is still the same signed content. A
     payload that carries no push time (GitLab, Gitea) cannot be judged stale by its own
-    date, so its digest is kept for ``untimed_ttl`` (default 30 days) instead."""
+    date, so its content is kept for ``untimed_ttl`` (default 1 h) instead: refusing a
+    genuine re-push of the same change costs more than a replay, which changes nothing
+    the reconcile would not do anyway."""
 
     def __init__(
         self,
         capacity: int = 10_000,
         ttl: float | timedelta = timedelta(hours=24),
         clock: Callable[[], float] = time.monotonic,
-        untimed_ttl: float | timedelta = timedelta(days=30),
+        untimed_ttl: float | timedelta = timedelta(hours=1),
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.ttl = _seconds(ttl)
-        self.untimed_ttl = max(self.ttl, _seconds(untimed_ttl))
+        self.untimed_ttl = _seconds(untimed_ttl)
         self._clock = clock
         self._seen: OrderedDict[str, float] = OrderedDict()  # key -> when it is forgotten
         self._lock = threading.Lock()
@@ -143,6 +150,35 @@ def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+_SIGNATURE_HEADERS = {
+    "github": ("x-hub-signature-256",),
+    "gitlab": ("x-gitlab-token",),
+    "gitea": ("x-forgejo-signature", "x-gitea-signature", "x-hub-signature-256"),
+}
+
+
+def check_headers(forge: str, headers: Mapping[str, str], secret: Secret | None) -> None:
+    """What the headers alone say, so a receiver can answer before reading a body of up
+    to 25 MiB: WebhookRefused (401) when a secret is configured and the delivery carries
+    no signature or token header at all, PushIgnored when its event is not a push.
+    Nothing is verified here; :func:`parse_push` still checks everything."""
+    name = _forge(forge)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if secret is not None and not any(h in lowered for h in _SIGNATURE_HEADERS[name]):
+        names = ", ".join(_SIGNATURE_HEADERS[name])
+        raise WebhookRefused(401, f"no signature ({names}); a secret is configured", forge=name)
+    event = _event(name, lowered)
+    if event != "push":
+        raise PushIgnored(f"{event or 'an unnamed'} event, not a push", forge=name)
+
+
+def _forge(forge: str) -> str:
+    name = "gitea" if forge.lower() == "forgejo" else forge.lower()
+    if name not in _URL_KEYS:
+        raise WebhookRefused(404, f"no webhook for forge {forge!r}")
+    return name
+
+
 def parse_push(
     forge: str,
     headers: Mapping[str, str],
@@ -155,9 +191,7 @@ def parse_push(
     """The push a delivery announces, once it is verified; raises WebhookRefused (or its
     PushIgnored) otherwise. Give the ``guard`` here, and do not also call its ``seen``
     yourself: it records the delivery as it checks it."""
-    name = "gitea" if forge.lower() == "forgejo" else forge.lower()
-    if name not in _URL_KEYS:
-        raise WebhookRefused(404, f"no webhook for forge {forge!r}")
+    name = _forge(forge)
     lowered = {k.lower(): v for k, v in headers.items()}
     if len(body) > MAX_BODY:
         raise WebhookRefused(413, f"payload over {MAX_BODY} bytes", forge=name)
@@ -170,15 +204,14 @@ def parse_push(
     payload = _payload(name, lowered, body)
     if guard is not None:
         timed = _fresh(name, payload, guard, now())
-        content = f"{name}:body:{hashlib.sha256(body).hexdigest()}"
+        content = _content_key(name, payload, body)
         held = guard.first_sight(
             {f"{name}:{delivery}": guard.ttl, content: guard.ttl if timed else guard.untimed_ttl}
         )
         if held == content:
+            what = "push (project, ref, before, after)" if name == "gitlab" else "signed payload"
             raise WebhookRefused(
-                409,
-                "this signed payload was already received (under another delivery id)",
-                forge=name,
+                409, f"this {what} was already received (under another delivery id)", forge=name
             )
         if held is not None:
             raise WebhookRefused(409, f"delivery {delivery} already received", forge=name)
@@ -245,7 +278,7 @@ def _verify(forge: str, headers: Mapping[str, str], body: bytes, secret: Secret)
         if not hmac.compare_digest(sent.strip().lower().encode(), expected.encode()):
             raise WebhookRefused(403, f"{header} does not match the body", forge=forge)
         return
-    names = ", ".join(h for h, _ in candidates)
+    names = ", ".join(_SIGNATURE_HEADERS[forge])
     raise WebhookRefused(401, f"no signature ({names}); a secret is configured", forge=forge)
 
 
@@ -283,6 +316,18 @@ def _payload(forge: str, headers: Mapping[str, str], body: bytes) -> Mapping[str
     if not isinstance(payload, dict):
         raise WebhookRefused(400, "the payload is not a JSON object", forge=forge)
     return payload
+
+
+def _content_key(forge: str, payload: Mapping[str, Any], body: bytes) -> str:
+    """What a replay under a new delivery id has in common with the original."""
+    if forge != "gitlab":  # signed: the body cannot change without a new signature
+        return f"{forge}:body:{hashlib.sha256(body).hexdigest()}"
+    project = payload.get("project")
+    path = project.get("path_with_namespace") if isinstance(project, Mapping) else None
+    fields = [payload.get(k) for k in ("project_id", "ref", "before", "after")]
+    fields += [path, list(_urls(forge, payload))]  # a fork may push the very same commits
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return f"gitlab:push:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def _fresh(forge: str, payload: Mapping[str, Any], guard: ReplayGuard, now: float) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from controller.events import Event, EventBus, EventType
 from controller.logformat import FIELDS
+from controller.output import terminal
 
 log = logging.getLogger("fazai.outcome")
 
@@ -31,8 +32,10 @@ def plural(count: int, noun: str) -> str:
 
 def line(event: Event) -> tuple[int, str] | None:
     """The level and text of ``event``'s log line; None for events logged elsewhere (a
-    source's errors, refused signatures) or too chatty (each change, tokens)."""
-    data = event.data
+    source's errors, refused signatures) or too chatty (each change, tokens). Every value
+    is written on one line: a reason or error comes from a node's or firewall's output,
+    and a newline in it would forge a log line of its own."""
+    data = {key: _one_line(value) for key, value in event.data.items()}
     node = data.get("node")
     run = f" (run {data['run_id']})" if data.get("run_id") is not None else ""
     kind = event.type
@@ -67,6 +70,14 @@ def line(event: Event) -> tuple[int, str] | None:
         level = logging.INFO if status in ("succeeded", "converged") else logging.WARNING
         return level, f"run {data.get('run_id')} ({data.get('command')}) finished {status}{took}"
     return None
+
+
+def _one_line(value: Any) -> Any:
+    if isinstance(value, str):
+        return terminal.clean(value, one_line=True)
+    if isinstance(value, list | tuple):
+        return [_one_line(item) for item in value]
+    return value
 
 
 def fields(event: Event) -> dict[str, Any]:

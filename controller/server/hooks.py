@@ -6,10 +6,16 @@ configured is refused (404). Answers: 202 when a source follows the pushed branc
 reconcile is queued), 200 ``{"ignored": reason}`` for an authentic delivery with nothing
 to do (a ping, a tag push, a branch nobody follows), 401 for a missing or wrong signature,
 409 for a delivery already received.
+
+The headers are judged before the body is read (no signature header: 401; not a push
+event: 200 ignored), and at most ``BODY_READERS`` webhook bodies are read at once (503
+with ``Retry-After`` beyond that, once a short wait for a slot has passed): an
+unauthenticated client can neither hold many connections nor many 25 MiB buffers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -23,6 +29,8 @@ from controller.server.replies import error, log, read_body, reply
 from controller.server.settings import ServerSettings
 
 MAX_WEBHOOK_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+BODY_READERS = 4  # webhook bodies read at once: at most 100 MiB held for them
+SLOT_WAIT = 2.0  # seconds a delivery waits for a reader's slot before a 503
 
 
 class HookSecrets:
@@ -36,6 +44,7 @@ class HookSecrets:
             for hook in settings.webhooks
         }
         self.guard = webhooks.ReplayGuard()
+        self.readers = asyncio.Semaphore(BODY_READERS)
 
     def get(self, forge: str) -> Secret | None:
         return self._secrets.get(forge)
@@ -53,7 +62,25 @@ async def _receive(forge: str, request: Request) -> Response:
     secret = hooks.get(forge)
     if secret is None:
         return error(404, f"webhooks from {forge} are not configured (server.webhooks.{forge})")
-    body = await read_body(request, MAX_WEBHOOK_BODY)
+    # Answered with the body unread: the connection closes after the answer.
+    unread = {"Connection": "close"}
+    try:
+        webhooks.check_headers(forge, request.headers, secret)
+    except webhooks.PushIgnored as exc:
+        return reply({"ignored": exc.reason}, 200, unread)
+    except webhooks.WebhookRefused as exc:
+        log.warning("%s webhook refused (%s): %s", forge, exc.status_code, exc.reason)
+        return error(exc.status_code, exc.reason, unread)
+    try:
+        async with asyncio.timeout(SLOT_WAIT):
+            await hooks.readers.acquire()
+    except TimeoutError:
+        log.warning("%s webhook refused (503): %d bodies already being read", forge, BODY_READERS)
+        return error(503, "too many webhook deliveries at once", {"Retry-After": "5", **unread})
+    try:
+        body = await read_body(request, MAX_WEBHOOK_BODY)
+    finally:
+        hooks.readers.release()
     try:
         # The guard is given to parse_push, which records the delivery only once the
         # signature is verified: forged requests can neither fill it nor block a genuine

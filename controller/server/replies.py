@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 log = logging.getLogger("fazai.server")
@@ -54,6 +54,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise HTTPException(
             408, f"the body did not arrive within {seconds:g} s", {"Connection": "close"}
         ) from None
+    except ClientDisconnect:  # gone, or closed to make room (controller.server.protocol)
+        raise HTTPException(400, "the client went away before sending the body") from None
     return b"".join(chunks)
 
 

@@ -49,25 +49,8 @@ async def serve_http(
     once the socket listens (with the port chosen when ``settings.port`` is 0)."""
     check_exposure(settings)
     logfilter.install()
-    limits = Limits(settings.head_timeout, connection_cap(settings.max_connections))
-    config = uvicorn.Config(
-        app,
-        http=guarded(limits),
-        log_config=None,
-        access_log=True,
-        server_header=False,
-        proxy_headers=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
-        ssl_certfile=str(settings.tls.cert_file) if settings.tls else None,
-        ssl_keyfile=str(settings.tls.key_file) if settings.tls else None,
-    )
-    try:
-        config.load()
-    except (OSError, ssl.SSLError) as exc:
-        raise ServerConfigError(
-            ("tls",), f"cannot load the certificate or key: {exc.strerror or exc}"
-        ) from exc
+    config = uvicorn_config(app, settings, _tls_context(settings))
+    config.load()
     sock = _bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     scheme = "https" if settings.tls else "http"
@@ -84,6 +67,45 @@ async def serve_http(
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         sock.close()
+
+
+def _tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    if settings.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or later
+    try:
+        context.load_cert_chain(settings.tls.cert_file, settings.tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerConfigError(
+            ("tls",), f"cannot load the certificate or key: {exc.strerror or exc}"
+        ) from exc
+    return context
+
+
+def uvicorn_config(
+    app: Starlette, settings: ServerSettings, tls: ssl.SSLContext | None = None
+) -> uvicorn.Config:
+    """uvicorn's configuration; with ``tls``, the handshake is the protocol's own (see
+    controller.server.protocol), so uvicorn itself is given no certificate."""
+    cap = connection_cap(settings.max_connections)
+    limits = Limits(settings.head_timeout, cap, send_timeout=settings.body_timeout)
+    return uvicorn.Config(
+        app,
+        http=guarded(limits, tls),
+        # No WebSocket upgrade: the API has none, and an upgrade would take the connection
+        # out of uvicorn's set, out of reach of the connection cap (controller.server.protocol).
+        ws="none",
+        # asyncio accepts up to ``backlog`` connections per wake-up before any of them
+        # reaches the protocol's cap: this bounds how far a burst overshoots it (into
+        # EMFILE, with the files the cap keeps free for the loop's own work).
+        backlog=min(2048, max(16, cap // 4)),
+        log_config=None,
+        access_log=True,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+    )
 
 
 def connection_cap(wanted: int) -> int:

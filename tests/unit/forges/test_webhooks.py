@@ -145,22 +145,42 @@ def test_replayed_delivery_is_refused() -> None:
 
 
 @pytest.mark.parametrize("forge", ["gitlab", "gitea"])
-def test_an_untimed_payload_replayed_a_day_later_is_refused(forge: str) -> None:
+def test_an_untimed_payload_is_remembered_for_an_hour_only(forge: str) -> None:
     """GitLab and Gitea payloads carry no push time: a captured delivery replayed under a
-    new id after the 24 h delivery-id window is still refused, for 30 days from first
-    sight; the guard then forgets it (its memory is bounded)."""
+    new id within the hour is refused, but the same push again a day later (deploy,
+    force-push rollback, deploy again: the same before and after) is taken. Before, it
+    was refused for 30 days."""
     body = sample(f"{forge}-push.json")
     now = [1000.0]
     guard = ReplayGuard(clock=lambda: now[0])
     first = webhook_headers(forge, body, SECRET, delivery="first")
     assert parse_push(forge, first, body, Secret(SECRET), guard=guard).branch
-    now[0] += 25 * 3600
+    now[0] += 30 * 60
     replay = webhook_headers(forge, body, SECRET, delivery="second")
     with pytest.raises(WebhookRefused) as caught:
         parse_push(forge, replay, body, Secret(SECRET), guard=guard)
     assert caught.value.status_code == 409
-    now[0] += 30 * 86400
-    assert parse_push(forge, replay, body, Secret(SECRET), guard=guard).branch
+    now[0] += 24 * 3600
+    again = webhook_headers(forge, body, SECRET, delivery="third")
+    assert parse_push(forge, again, body, Secret(SECRET), guard=guard).branch
+
+
+def test_a_gitlab_body_re_encoded_is_still_the_same_push() -> None:
+    """GitLab signs nothing, so a replay need not be byte for byte: its key is the push's
+    parsed fields, not the body's digest (before, added whitespace made it new)."""
+    body = sample("gitlab-push.json")
+    guard = ReplayGuard()
+    parse_push("gitlab", webhook_headers("gitlab", body, SECRET), body, Secret(SECRET), guard=guard)
+    reencoded = json.dumps(json.loads(body), indent=3).encode()
+    with pytest.raises(WebhookRefused) as caught:
+        parse_push(
+            "gitlab",
+            webhook_headers("gitlab", reencoded, SECRET, delivery="other"),
+            reencoded,
+            Secret(SECRET),
+            guard=guard,
+        )
+    assert caught.value.status_code == 409 and "before, after" in caught.value.reason
 
 
 def test_forged_delivery_does_not_poison_the_guard() -> None:
