@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema
 
-from controller.model import kinds
+from controller.model import ecma, kinds
 from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION, Document
 from controller.model.yamlsource import FieldPath, RawDocument
@@ -18,7 +18,7 @@ from controller.model.yamlsource import FieldPath, RawDocument
 def _validator(kind_name: str | None) -> jsonschema.protocols.Validator:
     kind = kinds.get(kind_name) if kind_name else None
     schema = kind.document_schema() if kind else dict(kinds.load_schema("_document"))
-    cls = jsonschema.validators.validator_for(schema)
+    cls = ecma.validator_class(schema)
     validator: jsonschema.protocols.Validator = cls(schema)
     return validator
 
