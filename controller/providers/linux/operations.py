@@ -633,47 +633,65 @@ RULESET_NAME = "(other tables)"
 
 
 def ruleset_changes(before: Mapping[str, Any], now: Mapping[str, Any] | None) -> list[str]:
-    """The tables outside the transaction that differ from the snapshot ("inet x": how)."""
+    """The tables outside the transaction that differ from the snapshot ("inet x": how).
+
+    Only what declares the table counts: its chains, rules and set, map and object
+    declarations, never the elements of its sets and maps, which other programs change
+    all the time (a fail2ban ban, an element timing out) and FazAI never touches."""
     if now is None or "error" in now:
         return [f"the ruleset cannot be read: {now['error'] if now else 'not read'}"]
     managed = set(before.get("managed", []))
     tables_now: Mapping[str, str] = now.get("tables", {})
-    tables_before = _tables(before)
+    shapes_now: Mapping[str, str] = now.get("declarations", {})
+    shapes_before = _pairs(before, "declarations")
     out = []
-    for table, text in sorted(tables_before.items()):
+    for table in sorted(_pairs(before, "tables")):
         if table not in tables_now:
             out.append(f"table {table} is gone")
-        elif tables_now[table] != text:
+        elif table in shapes_before and shapes_now.get(table) != shapes_before[table]:
+            # A snapshot of an earlier FazAI has no declarations: existence only.
             out.append(f"table {table} changed")
-    for table in sorted(set(tables_now) - set(tables_before) - managed):
+    for table in sorted(set(tables_now) - set(_pairs(before, "tables")) - managed):
         out.append(f"table {table} appeared")
     return out
 
 
-def _tables(before: Mapping[str, Any]) -> dict[str, str]:
-    """The snapshot's other tables (kept as [table, text] pairs), by table."""
-    return {str(table): str(text) for table, text in before.get("tables", [])}
+def _pairs(before: Mapping[str, Any], section: str) -> dict[str, str]:
+    """A section of the snapshot's other tables (kept as [table, text] pairs), by table."""
+    return {str(table): str(text) for table, text in before.get(section, [])}
 
 
 def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+    """Recreate the other tables that are gone; report, never touch, those still there.
+
+    A table FazAI does not manage that is still there belongs to someone else: deleting
+    and recreating it from the snapshot would drop what was added to it since (a new
+    ban, a rule of its owner) and reset its counters and quotas."""
     before = record["before"]
     now = current.get("nftRuleset")
     if now is None or "error" in now:
         plan.problems.append(f"NftTable {RULESET_NAME}: {ruleset_changes(before, now)[0]}")
         return
     tables_now = now.get("tables", {})
-    tables_before = _tables(before)
-    for table, text in sorted(tables_before.items()):
-        if tables_now.get(table) == text:
+    for table, text in sorted(_pairs(before, "tables").items()):
+        if table in tables_now:
             continue
         family, name = table.split(" ", 1)
         script = nft_replace_script(family, name, text)
         plan.steps.append(Step("NftTable", RULESET_NAME, "rollback", NFT_LOAD,
                                b64(script.encode()), (table,)))  # fmt: skip
-    managed = set(before.get("managed", []))
-    for table in sorted(set(tables_now) - set(tables_before) - managed):
-        # Not FazAI's and not there at the snapshot: someone else may have made it since.
-        plan.problems.append(f"NftTable {table}: appeared during the transaction; left as it is")
+    for change in ruleset_changes(before, now):
+        if change.endswith(" changed"):
+            plan.problems.append(
+                f"NftTable {change[len('table ') : -len(' changed')]}: its chains, rules or "
+                "declarations changed during the transaction; not FazAI's, left as it is"
+            )
+        elif change.endswith(" appeared"):
+            # Not FazAI's and not there at the snapshot: someone else may have made it since.
+            table = change[len("table ") : -len(" appeared")]
+            plan.problems.append(
+                f"NftTable {table}: appeared during the transaction; left as it is"
+            )
 
 
 def _restore_nft(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:

@@ -260,23 +260,33 @@ def temp_files(directory):
 
 def ruleset_state(have_nft):
     # type: (bool) -> dict[str, Any]
-    """The text of every table: what an NftTable apply could touch beyond its own."""
+    """Every table, what an NftTable apply could touch beyond its own: its text (to
+    recreate it, were it gone) and its declarations (to tell whether it changed)."""
     if not have_nft:
         return {"error": "nft is not installed on this node"}
     code, out, err = run(["nft", "list", "tables"])
     if code != 0:
         return {"error": "nft failed: " + err[:500]}
     tables = {}
+    declarations = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) != 3 or parts[0] != "table":
             continue
+        key = "%s %s" % (parts[1], parts[2])
         # -s: without counter values, which change all the time and are no configuration
         code, text, err = run(["nft", "-s", "list", "table", parts[1], parts[2]])
         if code != 0:
             return {"error": "nft failed: " + err[:500]}
-        tables["%s %s" % (parts[1], parts[2])] = text
-    return {"exists": True, "tables": tables}
+        tables[key] = text
+        # -t too: without set and map elements, which other programs (fail2ban, crowdsec,
+        # the packet path, timeouts) change at any moment; a table "changed" only when
+        # its chains, rules or object declarations did.
+        code, text, err = run(["nft", "-s", "-t", "list", "table", parts[1], parts[2]])
+        if code != 0:
+            return {"error": "nft failed: " + err[:500]}
+        declarations[key] = text
+    return {"exists": True, "tables": tables, "declarations": declarations}
 
 
 def service_states(names, manager):

@@ -181,7 +181,10 @@ def _ruleset_record(tables: Sequence[str], fact: Mapping[str, Any] | None) -> di
         # [table, text] pairs, not a mapping: the journal masks values under keys named
         # like secrets, and a table may well be called "inet tokens".
         others = [[k, v] for k, v in sorted(fact["tables"].items()) if k not in tables]
-        before = {"exists": True, "tables": others, "managed": sorted(tables)}
+        declared = fact.get("declarations", {})
+        shapes = [[k, v] for k, v in sorted(declared.items()) if k not in tables]
+        before = {"exists": True, "tables": others, "declarations": shapes,
+                  "managed": sorted(tables)}  # fmt: skip
     return {"kind": "NftTable", "name": operations.RULESET_NAME, "key": operations.RULESET_KEY,
             "before": before}  # fmt: skip
 
