@@ -179,12 +179,15 @@ class LinuxTransaction:
 
     def steps(self) -> list[Step]:
         """Every step write() will send, computed from the snapshot (take it first)."""
-        if self._answer is None:
+        if self._answer is None or self._snapshot is None:
             raise RuntimeError("take the snapshot first")
         if self._steps is None:
             try:
                 self._steps = operations.forward_steps(
-                    self.targets, self._answer, self._sysctl_values()
+                    self.targets,
+                    self._answer,
+                    self._sysctl_values(),
+                    tag=snapshots.tag_of(self._snapshot),
                 )
             except OperationError as exc:
                 raise ApplyRefusedError(self.node.name, str(exc)) from exc
