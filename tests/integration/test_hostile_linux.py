@@ -21,6 +21,7 @@ from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.providers.base import Change
+from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.apply import (
     ApplyRefusedError,
     OutsideChangeError,
@@ -91,7 +92,7 @@ def test_table_escape_is_refused_at_validate_plan_and_apply(
     # The plan: nft's canonicalization in a throwaway namespace sees two tables.
     observed = asyncio.run(PROVIDER.observe(state.nodes["web-1"], [doc], state.source))
     assert observed.resources[doc].error == (
-        "the definition is not one table's body: loading it leaves the tables inet x"
+        "the definition is not one table's body: loading it acts on table inet x"
     )
     # The apply: refused before anything is sent.
     change = Change("NftTable", "host", "create", doc, Observed(None, None))
@@ -101,6 +102,43 @@ def test_table_escape_is_refused_at_validate_plan_and_apply(
         asyncio.run(txn.write(MemoryJournal()))
     assert _tables(web1) == before
     assert "table inet fzsecrets" in before
+
+
+@pytest.mark.parametrize(
+    ("definition", "why"),
+    [
+        # reopens its own table after the flush: only that one table is left at the end
+        (
+            "chain a { }\n}\nflush ruleset\ntable inet fzhost {\nchain b { }",
+            "loading it removes the tables ",
+        ),
+        # a table made and deleted again leaves no trace in the ruleset, but in the echo
+        (
+            "chain a { }\n}\ntable ip evil {\n}\ndelete table ip evil\ntable inet fzhost {\n"
+            "chain b { }",
+            "loading it acts on table ip evil",
+        ),
+        # the node's own table, under its name: flushed, never deleted
+        (
+            "chain a { }\n}\nflush table inet fzsecrets\ntable inet fzhost {\nchain b { }",
+            "loading it changes tables other than inet fzhost",
+        ),
+        (
+            "chain a { }\n}\nadd chain inet fzsecrets evil\ntable inet fzhost {\nchain b { }",
+            "loading it acts on table inet fzsecrets",
+        ),
+    ],
+)
+def test_the_namespace_check_sees_escapes_that_end_in_one_table(
+    fleet: Fleet, web1: FleetNode, tmp_path: Path, definition: str, why: str
+) -> None:
+    state = _state(fleet, tmp_path / "ok", "chain c { }")
+    doc = _forced(state, definition)
+    before = _tables(web1)
+    observed = asyncio.run(PROVIDER.observe(state.nodes["web-1"], [doc], state.source))
+    error = observed.resources[doc].error or ""
+    assert error.startswith("the definition is not one table's body: " + why), error
+    assert _tables(web1) == before
 
 
 def test_other_tables_changed_during_the_write_fail_it_and_rollback_restores_them(
@@ -218,14 +256,21 @@ def test_rollback_removes_the_temp_files_a_killed_write_left(
         txn = PROVIDER.transaction(state.nodes["web-1"], [change], [doc], state.source)
         snap = asyncio.run(txn.snapshot())
         # A write step killed between its mktemp and its rename (the connection dropped, a
-        # timeout's SIGKILL: no trap runs) leaves its temp file with the new content; a
-        # file that only looks alike is not FazAI's.
+        # timeout's SIGKILL: no trap runs) leaves its temp file with the new content,
+        # named with this transaction's tag; files that only look alike are not its own:
+        # a program's ".fazai-settings" (the shape of the old temp names), another
+        # transaction's temp file.
+        tag = snapshots.tag_of(snap)
         web1.run(
-            "t=$(mktemp /etc/fzh3/.fazai-XXXXXXXX) && printf 'new\\n' > \"$t\" && "
-            "printf 'mine\\n' > /etc/fzh3/.fazai-not-a-temp"
+            f"t=$(mktemp /etc/fzh3/.fazai-{tag}-XXXXXX) && printf 'new\\n' > \"$t\" && "
+            "printf 'mine\\n' > /etc/fzh3/.fazai-not-a-temp && "
+            "printf 'mine\\n' > /etc/fzh3/.fazai-settings && "
+            "printf 'other\\n' > /etc/fzh3/.fazai-0123abcd-Xy12_z"
         )
         asyncio.run(txn.rollback(snap))
         listing = web1.run("ls -A /etc/fzh3 && cat /etc/fzh3/app.conf").stdout.decode()
-        assert listing == ".fazai-not-a-temp\napp.conf\nold\n"
+        assert listing == (
+            ".fazai-0123abcd-Xy12_z\n.fazai-not-a-temp\n.fazai-settings\napp.conf\nold\n"
+        )
     finally:
         web1.run("rm -rf /etc/fzh3")
