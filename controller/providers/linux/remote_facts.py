@@ -246,6 +246,19 @@ def seed_tables(family: str, name: str, names: List[str]) -> List[Tuple[str, str
     return [(f, n) for f in FAMILIES for n in wanted if (f, n) != (family, name)]
 
 
+def write_seeds(directory: str, seeds: List[Tuple[str, str]]) -> None:
+    """FAMILY.all with every stand-in of a family, and FAMILY.N.one with each alone."""
+    for family in FAMILIES:
+        mine = [SEED % seed for seed in seeds if seed[0] == family]
+        if not mine:
+            continue
+        with open(os.path.join(directory, family + ".all"), "w") as handle:
+            handle.write("".join(mine))
+        for index, text in enumerate(mine):
+            with open(os.path.join(directory, "%s.%d.one" % (family, index)), "w") as handle:
+                handle.write(text)
+
+
 def canonical_table(family: str, name: str, definition: str, node_names: List[str]) -> Fact:
     """Let nft itself format the desired table, in a throwaway network namespace.
 
@@ -262,23 +275,25 @@ def canonical_table(family: str, name: str, definition: str, node_names: List[st
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as handle:
         handle.write("table %s %s {\n%s\n}\n" % (family, name, definition))
         source = handle.name
-    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as handle:
-        for seed in seeds:
-            # a chain with a rule and a set with an element: a flush of the table shows
-            handle.write(SEED % (seed[0], seed[1]))
-        seed_source = handle.name
+    seed_dir = tempfile.mkdtemp(prefix="fazai-seeds-")
+    write_seeds(seed_dir, seeds)
     try:
+        # Each family's stand-ins in one load; where that fails (a kernel without that
+        # family, a name nft reads as a keyword) one by one, skipping those nft refuses:
+        # the check compares the ruleset before and after, whatever was seeded.
         script = (
-            'nft -f "$4" || exit 3; nft -j -s list ruleset; echo "@@echo@@"'
+            'for f in "$4"/*.all; do nft -f "$f" 2>/dev/null'
+            ' || for s in "${f%.all}".*.one; do nft -f "$s" 2>/dev/null; done; done;'
+            ' nft -j -s list ruleset || exit 3; echo "@@echo@@"'
             ' && nft --echo -j -f "$1" || exit 1; echo "@@after@@"; nft -j -s list ruleset'
             ' && echo "@@text@@" && nft list table "$2" "$3"'
             ' && echo "@@json@@" && nft -j list table "$2" "$3"'
         )
-        argv = ["unshare", "--net", "sh", "-c", script, "sh", source, family, name, seed_source]
+        argv = ["unshare", "--net", "sh", "-c", script, "sh", source, family, name, seed_dir]
         code, out, err = run(argv)
     finally:
         os.unlink(source)
-        os.unlink(seed_source)
+        shutil.rmtree(seed_dir, ignore_errors=True)
     if code == 3:
         return {"error": "cannot prepare nft's namespace check: " + err[:300]}
     seeded, marked, rest = out.partition("@@echo@@\n")
