@@ -27,6 +27,7 @@ from controller.errors import InvalidInputError
 from controller.forges.base import STATUS_CONTEXT
 from controller.forges.clients import canonical
 from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
+from controller.model import ecma
 from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.secrets import resolve
 
@@ -151,7 +152,7 @@ def from_config(
 
 
 def _problems(section: Any, locate: Where) -> list[Diagnostic]:
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = ecma.validator_class(schema())(schema())
     found: list[Diagnostic] = []
     for error in sorted(validator.iter_errors(section), key=lambda e: list(e.absolute_path)):
         path: FieldPath = (SECTION, *error.absolute_path)

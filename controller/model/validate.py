@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
 
 import jsonschema
 
-from controller.model import kinds
+from controller.model import ecma, kinds
 from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION, Document
 from controller.model.yamlsource import FieldPath, RawDocument
@@ -19,44 +18,9 @@ from controller.model.yamlsource import FieldPath, RawDocument
 def _validator(kind_name: str | None) -> jsonschema.protocols.Validator:
     kind = kinds.get(kind_name) if kind_name else None
     schema = kind.document_schema() if kind else dict(kinds.load_schema("_document"))
-    base = jsonschema.validators.validator_for(schema)
-    cls = jsonschema.validators.extend(base, {"pattern": _pattern})  # type: ignore[no-untyped-call]
+    cls = ecma.validator_class(schema)
     validator: jsonschema.protocols.Validator = cls(schema)
     return validator
-
-
-def _pattern(
-    validator: jsonschema.protocols.Validator, pattern: str, instance: Any, schema: Any
-) -> Iterator[jsonschema.ValidationError]:
-    """The ``pattern`` keyword, with a final ``$`` meaning the end of the value as in the
-    schema's own dialect (ECMA-262): Python's ``$`` also matches before a trailing
-    newline, so ``'web-1\\n'`` passed a name pattern and reached a command line."""
-    if not validator.is_type(instance, "string"):
-        return
-    python = _anchored(pattern)
-    if not re.search(python, instance):
-        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-@cache
-def _anchored(pattern: str) -> str:
-    """``pattern`` with each ``$`` anchor (not escaped, not in a class) written ``\\Z``."""
-    out: list[str] = []
-    escaped = in_class = False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "$":
-            out.append(r"\Z")
-            continue
-        out.append(char)
-    return "".join(out)
 
 
 def to_document(raw: RawDocument) -> tuple[Document | None, list[Diagnostic]]:

@@ -24,7 +24,7 @@ from typing import Any
 import jsonschema
 
 from controller.errors import FazaiError, InvalidInputError
-from controller.model import validate
+from controller.model import ecma, validate
 from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.model.document import API_VERSION
 from controller.model.yamlsource import FieldPath, RawDocument, read_documents
@@ -181,7 +181,7 @@ def _with_overrides(value: Mapping[str, Any], overrides: Overrides) -> dict[str,
 @cache
 def _validator() -> jsonschema.protocols.Validator:
     schema = config_schema()
-    cls = jsonschema.validators.validator_for(schema)
+    cls = ecma.validator_class(schema)
     validator: jsonschema.protocols.Validator = cls(schema)
     return validator
 

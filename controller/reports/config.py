@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 
+from controller.model import ecma
 from controller.reports.errors import FieldPath, SettingsError
 
 
@@ -22,7 +23,7 @@ def load_schema(package: str, name: str) -> Mapping[str, Any]:
 
 def check(section: str, schema: Mapping[str, Any], value: Any) -> None:
     """Raise SettingsError listing every place ``value`` breaks ``schema``."""
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = ecma.validator_class(schema)(schema)
     problems: list[tuple[FieldPath, str]] = []
     for error in validator.iter_errors(value):
         path: FieldPath = tuple(error.absolute_path)

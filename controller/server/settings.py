@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import jsonschema
 
+from controller.model import ecma
 from controller.server.errors import ServerConfigError
 
 FORGES = ("github", "gitlab", "gitea")
@@ -196,7 +197,7 @@ def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
 
 
 def _validate(section: Mapping[str, Any]) -> None:
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = ecma.validator_class(schema())(schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(section))
     if error is None:
         return

@@ -583,7 +583,7 @@ def test_user_removed_then_restored_with_its_exact_lines(
         txn = transaction(state, "web-1")
         snap = asyncio.run(txn.snapshot())
         # the hash sits apart, where the store masks it, not inside the shadow line
-        (record,) = snap["objects"]
+        record, _tag = snap["objects"]  # the account, then its temp file tag
         assert "$6$" not in record["before"]["shadow"]
         assert record["before"]["passwordHash"] == "$6$salt$hashhashhash"
         asyncio.run(txn.write(MemoryJournal()))

@@ -68,18 +68,19 @@ class RollbackIncompleteError(NodeError):
 
 
 def _targets(
-    node: str,
+    node: Document,
     changes: Sequence[Change],
     tree: SourceTree,
     owned: Mapping[tuple[str, str], str],
 ) -> list[Target]:
     out: list[Target] = []
+    limit = checks.max_file_bytes(node)
     for change in changes:
         if change.action not in ACTIONS:
             continue
         doc = change.document
         if doc is None:
-            out.append(_prune(node, change, owned))
+            out.append(_prune(node.name, change, owned))
             continue
         spec = doc.spec
         kind = doc.kind
@@ -87,6 +88,14 @@ def _targets(
         data = None
         if kind == "File" and spec.get("state", "present") == "present":
             data = essence.desired_file_bytes(doc, tree)
+            # Validate measured the source when it was planned; a directory source is
+            # read only now, and may have grown since: what is sent is what counts.
+            if len(data) > limit:
+                raise ApplyRefusedError(
+                    node.name,
+                    f"File/{doc.name}: the file is {len(data)} bytes; Node/{node.name} takes "
+                    f"files of at most {limit} bytes (its spec.maxFileBytes)",
+                )
         out.append(Target(kind, doc.name, key, change.action, spec, data,
                           bool(spec.get("sensitive"))))  # fmt: skip
     return out
@@ -160,7 +169,7 @@ class LinuxTransaction:
         tree: SourceTree,
         owned: Mapping[tuple[str, str], str] | None = None,
     ) -> LinuxTransaction:
-        return cls(node, _targets(node.name, changes, tree, owned or {}), resources, tree)
+        return cls(node, _targets(node, changes, tree, owned or {}), resources, tree)
 
     # -- NodeTransaction ---------------------------------------------------------------
 
@@ -179,12 +188,15 @@ class LinuxTransaction:
 
     def steps(self) -> list[Step]:
         """Every step write() will send, computed from the snapshot (take it first)."""
-        if self._answer is None:
+        if self._answer is None or self._snapshot is None:
             raise RuntimeError("take the snapshot first")
         if self._steps is None:
             try:
                 self._steps = operations.forward_steps(
-                    self.targets, self._answer, self._sysctl_values()
+                    self.targets,
+                    self._answer,
+                    self._sysctl_values(),
+                    tag=snapshots.tag_of(self._snapshot),
                 )
             except OperationError as exc:
                 raise ApplyRefusedError(self.node.name, str(exc)) from exc

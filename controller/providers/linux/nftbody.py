@@ -29,6 +29,10 @@ TABLE_OBJECTS = frozenset(
 )  # fmt: skip
 # Read a file, or bind/unbind a variable for the rest of the load: never in a definition.
 DIRECTIVES = frozenset({"include", "define", "redefine", "undefine"})
+# Table flags that tie the table's life to a process: "owner" makes the kernel delete it
+# when the nft process that loaded it exits (at once, for FazAI's load), "persist" keeps
+# it past an owner's exit. Neither is a table FazAI can converge or roll back.
+REFUSED_TABLE_FLAGS = frozenset({"owner", "persist"})
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Control characters nft would take as text or as nothing; tab, newline and CR are layout.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -55,12 +59,14 @@ def check(definition: str) -> BodyProblem | None:
     line = 1
     opened: list[int] = []  # the line of each open brace
     statement_start = True  # the next word begins a statement
+    table_flags = False  # inside a "flags" statement at the table's level
     i, end = 0, len(definition)
     while i < end:
         char = definition[i]
         if char == "\n":
             line += 1
             statement_start = True
+            table_flags = False
             i += 1
         elif char in " \t\r":
             i += 1
@@ -76,6 +82,7 @@ def check(definition: str) -> BodyProblem | None:
             i = close + 1
         elif char == ";":
             statement_start = True
+            table_flags = False
             i += 1
         elif char == "{":
             depth += 1
@@ -100,6 +107,14 @@ def check(definition: str) -> BodyProblem | None:
             word = match.group()
             if word.lower() in DIRECTIVES:
                 return BodyProblem(line, f"'{word}' is not allowed in a definition")
+            if table_flags and word.lower() in REFUSED_TABLE_FLAGS:
+                return BodyProblem(
+                    line,
+                    f"table flag '{word}' is not allowed: it ties the table's life to the "
+                    "process that loads it",
+                )
+            if statement_start and depth == 0 and word == "flags":
+                table_flags = True
             if statement_start and depth == 0 and word not in TABLE_OBJECTS:
                 allowed = ", ".join(sorted(TABLE_OBJECTS))
                 return BodyProblem(

@@ -18,6 +18,8 @@ import base64
 import hashlib
 import json
 import posixpath
+import re
+import secrets
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,18 +132,45 @@ def _owner_arg(owner: str | int | None, group: str | int | None) -> str | None:
     return f"{'' if owner is None else owner}:{group}"
 
 
+# A transaction's temp files are named ``.fazai-TAG-XXXXXX``, TAG drawn at its snapshot
+# and kept in it: rollback removes the leftovers of that transaction only, never a file
+# of the node that merely looks alike (``.fazai-settings``) nor another transaction's.
+TEMP_TAG = re.compile(r"^[a-z0-9]{4,32}$")
+# For a snapshot of an earlier FazAI, which kept no tag: its rollback still writes
+# through temp files, and removes none it cannot tell are its own.
+LEGACY_TAG = "rollback"
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def temp_prefix(tag: str) -> str:
+    if not TEMP_TAG.match(tag):
+        raise OperationError(f"not a temp file tag: {tag!r}")
+    return f".fazai-{tag}-"
+
+
 def write_file_script(
-    path: str, mode: str, owner: str | int | None, group: str | int | None, mkdirs: bool
+    path: str,
+    mode: str,
+    owner: str | int | None,
+    group: str | int | None,
+    mkdirs: bool,
+    *,
+    tag: str,
 ) -> str:
     """Atomic replacement: a temp file in the same directory (so the rename cannot cross
     filesystems), owner and mode set before the rename, fsync'd, then ``mv -fT`` (-T: a
-    directory at ``path`` is an error, never a place to move the file into)."""
+    directory at ``path`` is an error, never a place to move the file into). ``tag``
+    names the transaction's temp files (see :data:`TEMP_TAG`)."""
     parent = posixpath.dirname(path)
     lines = ["set -e"]
     if mkdirs:
         lines.append(f"mkdir -p -- {q(parent)}")
+    template = posixpath.join(parent, temp_prefix(tag) + "XXXXXX")
     lines += [
-        f"t=$(mktemp -- {q(posixpath.join(parent, '.fazai-XXXXXXXX'))})",
+        f"t=$(mktemp -- {q(template)})",
         "trap 'rm -f -- \"$t\"' EXIT",
         'base64 -d > "$t"',
     ]
@@ -224,12 +253,17 @@ def _fact(facts: Facts, section: str, key: str, target: Target) -> Mapping[str, 
 
 
 def forward_steps(
-    targets: Sequence[Target], facts: Facts, sysctl_values: Mapping[str, str] | None = None
+    targets: Sequence[Target],
+    facts: Facts,
+    sysctl_values: Mapping[str, str] | None = None,
+    *,
+    tag: str,
 ) -> list[Step]:
     """Every step that converges ``targets`` from the state in ``facts`` (the snapshot's
     gather answer), in apply order. ``sysctl_values`` are ALL the Sysctl documents of
-    the node (key -> value): the persisted file holds them all. Raises OperationError,
-    before anything is sent, for a change that cannot be made safely."""
+    the node (key -> value): the persisted file holds them all; ``tag`` is the
+    snapshot's temp file tag. Raises OperationError, before anything is sent, for a
+    change that cannot be made safely."""
     host: Mapping[str, Any] = facts.get("host", {})
     by_kind: dict[str, list[Target]] = {}
     for target in ordered(targets):
@@ -241,8 +275,8 @@ def forward_steps(
     for target in by_kind.get("User", []):
         (ups if target.present else downs).extend(_user_steps(target, facts))
     for target in by_kind.get("File", []):
-        (ups if target.present else downs).extend(_file_steps(target, facts))
-    ups += _sysctl_steps(by_kind.get("Sysctl", []), facts, sysctl_values)
+        (ups if target.present else downs).extend(_file_steps(target, facts, tag))
+    ups += _sysctl_steps(by_kind.get("Sysctl", []), facts, sysctl_values, tag)
     for target in by_kind.get("NftTable", []):
         (ups if target.present else downs).extend(_nft_steps(target, facts))
     for target in by_kind.get("Service", []):
@@ -327,7 +361,7 @@ def _user_steps(target: Target, facts: Facts) -> list[Step]:
     return [Step("User", target.name, "update", script, keys=(name,))]
 
 
-def _file_steps(target: Target, facts: Facts) -> list[Step]:
+def _file_steps(target: Target, facts: Facts, tag: str) -> list[Step]:
     fact = _fact(facts, "files", target.key, target)
     path = target.key
     if fact["exists"] and fact["type"] != "file":
@@ -350,6 +384,7 @@ def _file_steps(target: Target, facts: Facts) -> list[Step]:
             owner if owner is not None else (fact["uid"] if fact["exists"] else None),
             group if group is not None else (fact["gid"] if fact["exists"] else None),
             bool(fact.get("missingDirs")),
+            tag=tag,
         )
         return [Step("File", target.name, target.action, script, b64(data), (path,),
                      sensitive=target.sensitive)]  # fmt: skip
@@ -368,7 +403,7 @@ def _file_steps(target: Target, facts: Facts) -> list[Step]:
 
 
 def _sysctl_steps(
-    targets: Sequence[Target], facts: Facts, values: Mapping[str, str] | None
+    targets: Sequence[Target], facts: Facts, values: Mapping[str, str] | None, tag: str
 ) -> list[Step]:
     if not targets:
         return []
@@ -397,7 +432,7 @@ def _sysctl_steps(
     current = base64.b64decode(fact.get("content", "")) if fact["exists"] else None
     if current != content or (fact["exists"] and fact["mode"] != "0644"):
         script = write_file_script(
-            SYSCTL_FILE, "0644", "root", "root", bool(fact.get("missingDirs"))
+            SYSCTL_FILE, "0644", "root", "root", bool(fact.get("missingDirs")), tag=tag
         )
         steps.append(Step("Sysctl", names, "update", script, b64(content), (SYSCTL_FILE,)))
     return steps
@@ -503,10 +538,11 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
     """Steps that put every object of a snapshot back (``objects`` in the order the
     transaction touched them; restored in reverse), given the node's state now."""
     plan = RollbackPlan()
+    tag = tag_of(objects) or LEGACY_TAG
     reinstall: list[str] = []
     uninstall: list[str] = []
     purge: list[str] = []
-    handlers: dict[str, Callable[[Mapping[str, Any], Facts, RollbackPlan], None]] = {
+    handlers: dict[str, Callable[[Mapping[str, Any], Facts, RollbackPlan, str], None]] = {
         "User": _restore_user,
         "File": _restore_file,
         "Sysctl": _restore_sysctl,
@@ -524,6 +560,8 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
         restore[slot] = record
     for record in restore:
         kind, key, before = record["kind"], record["key"], record["before"]
+        if key == TEMP_KEY:
+            continue  # not an object: the tag of the transaction's temp files
         if "error" in before:
             plan.problems.append(f"{kind} {key}: no snapshot: {before['error']}")
             continue
@@ -538,9 +576,19 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
                 kept_config = str(before.get("status") or "").startswith("r")
                 (uninstall if kept_config else purge).append(key)
             continue
-        handlers[kind](record, current, plan)
+        handlers[kind](record, current, plan, tag)
     steps = plan.steps
-    temps = sorted(str(p) for p in current.get("temps", []))
+    # The node lists only names with this transaction's tag; the objects themselves are
+    # never among them, even if one had such a name.
+    objects_keys = {str(r["key"]) for r in objects}
+    prefix = temp_prefix(tag) if tag != LEGACY_TAG else None
+    temps = sorted(
+        str(p)
+        for p in current.get("temps", [])
+        if prefix is not None
+        and posixpath.basename(str(p)).startswith(prefix)
+        and str(p) not in objects_keys
+    )
     if temps:
         # A step killed before its rename (a dropped connection) leaves its temp file,
         # holding the new content: nothing of the transaction may stay behind.
@@ -559,7 +607,7 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
     return plan
 
 
-def _restore_file(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+def _restore_file(record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str) -> None:
     path, before, name = record["key"], record["before"], record["name"]
     now: Mapping[str, Any] = current.get("files", {}).get(path, {})
     if "error" in now and not now.get("exists"):
@@ -589,7 +637,7 @@ def _restore_file(record: Mapping[str, Any], current: Facts, plan: RollbackPlan)
             plan.problems.append(f"{kind} {path}: is now a {now.get('type')}; left alone")
             return
         script = write_file_script(path, before["mode"], before["uid"], before["gid"],
-                                   bool(now.get("missingDirs")))  # fmt: skip
+                                   bool(now.get("missingDirs")), tag=tag)  # fmt: skip
         plan.steps.append(Step(kind, name, "rollback", script, content or "", (path,),
                                sensitive="secretContent" in before))  # fmt: skip
         return
@@ -613,9 +661,11 @@ def _restore_file(record: Mapping[str, Any], current: Facts, plan: RollbackPlan)
                                keys=(path,)))  # fmt: skip
 
 
-def _restore_sysctl(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+def _restore_sysctl(
+    record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str
+) -> None:
     if record["key"].startswith("/"):  # the persisted file: restored like any file
-        _restore_file(record, current, plan)
+        _restore_file(record, current, plan, tag)
         return
     key, before = record["key"], record["before"]
     now = current.get("sysctls", {}).get(key, {})
@@ -625,58 +675,97 @@ def _restore_sysctl(record: Mapping[str, Any], current: Facts, plan: RollbackPla
         plan.steps.append(Step("Sysctl", record["name"], "rollback", script, keys=(key,)))
 
 
-# The name of the rollback step that removes FazAI's leftover temp files.
+# The name of the rollback step that removes FazAI's leftover temp files, and the key
+# of the snapshot record that keeps their tag.
 TEMP_FILES = "(temp files)"
+TEMP_KEY = "temp-files"
+
+
+def temp_record(tag: str) -> dict[str, Any]:
+    temp_prefix(tag)  # refuses a malformed tag
+    # "tag", not "token": the journal masks values under secret-like names.
+    return {"kind": "File", "name": TEMP_FILES, "key": TEMP_KEY,
+            "before": {"exists": True, "tag": tag}}  # fmt: skip
+
+
+def tag_of(objects: Iterable[Mapping[str, Any]]) -> str | None:
+    """The temp file tag a snapshot recorded (None: an earlier FazAI's snapshot)."""
+    for record in objects:
+        if record.get("key") == TEMP_KEY and record.get("name") == TEMP_FILES:
+            tag = record.get("before", {}).get("tag")
+            if isinstance(tag, str) and TEMP_TAG.match(tag):
+                return tag
+    return None
+
+
 # The snapshot record of the tables an NftTable transaction does not manage.
 RULESET_KEY = "ruleset"
 RULESET_NAME = "(other tables)"
 
 
 def ruleset_changes(before: Mapping[str, Any], now: Mapping[str, Any] | None) -> list[str]:
-    """The tables outside the transaction that differ from the snapshot ("inet x": how)."""
+    """The tables outside the transaction that differ from the snapshot ("inet x": how).
+
+    Only what declares the table counts: its chains, rules and set, map and object
+    declarations, never the elements of its sets and maps, which other programs change
+    all the time (a fail2ban ban, an element timing out) and FazAI never touches."""
     if now is None or "error" in now:
         return [f"the ruleset cannot be read: {now['error'] if now else 'not read'}"]
     managed = set(before.get("managed", []))
     tables_now: Mapping[str, str] = now.get("tables", {})
-    tables_before = _tables(before)
+    shapes_now: Mapping[str, str] = now.get("declarations", {})
+    shapes_before = _pairs(before, "declarations")
     out = []
-    for table, text in sorted(tables_before.items()):
+    for table in sorted(_pairs(before, "tables")):
         if table not in tables_now:
             out.append(f"table {table} is gone")
-        elif tables_now[table] != text:
+        elif table in shapes_before and shapes_now.get(table) != shapes_before[table]:
+            # A snapshot of an earlier FazAI has no declarations: existence only.
             out.append(f"table {table} changed")
-    for table in sorted(set(tables_now) - set(tables_before) - managed):
+    for table in sorted(set(tables_now) - set(_pairs(before, "tables")) - managed):
         out.append(f"table {table} appeared")
     return out
 
 
-def _tables(before: Mapping[str, Any]) -> dict[str, str]:
-    """The snapshot's other tables (kept as [table, text] pairs), by table."""
-    return {str(table): str(text) for table, text in before.get("tables", [])}
+def _pairs(before: Mapping[str, Any], section: str) -> dict[str, str]:
+    """A section of the snapshot's other tables (kept as [table, text] pairs), by table."""
+    return {str(table): str(text) for table, text in before.get(section, [])}
 
 
 def _restore_ruleset(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+    """Recreate the other tables that are gone; report, never touch, those still there.
+
+    A table FazAI does not manage that is still there belongs to someone else: deleting
+    and recreating it from the snapshot would drop what was added to it since (a new
+    ban, a rule of its owner) and reset its counters and quotas."""
     before = record["before"]
     now = current.get("nftRuleset")
     if now is None or "error" in now:
         plan.problems.append(f"NftTable {RULESET_NAME}: {ruleset_changes(before, now)[0]}")
         return
     tables_now = now.get("tables", {})
-    tables_before = _tables(before)
-    for table, text in sorted(tables_before.items()):
-        if tables_now.get(table) == text:
+    for table, text in sorted(_pairs(before, "tables").items()):
+        if table in tables_now:
             continue
         family, name = table.split(" ", 1)
         script = nft_replace_script(family, name, text)
         plan.steps.append(Step("NftTable", RULESET_NAME, "rollback", NFT_LOAD,
                                b64(script.encode()), (table,)))  # fmt: skip
-    managed = set(before.get("managed", []))
-    for table in sorted(set(tables_now) - set(tables_before) - managed):
-        # Not FazAI's and not there at the snapshot: someone else may have made it since.
-        plan.problems.append(f"NftTable {table}: appeared during the transaction; left as it is")
+    for change in ruleset_changes(before, now):
+        if change.endswith(" changed"):
+            plan.problems.append(
+                f"NftTable {change[len('table ') : -len(' changed')]}: its chains, rules or "
+                "declarations changed during the transaction; not FazAI's, left as it is"
+            )
+        elif change.endswith(" appeared"):
+            # Not FazAI's and not there at the snapshot: someone else may have made it since.
+            table = change[len("table ") : -len(" appeared")]
+            plan.problems.append(
+                f"NftTable {table}: appeared during the transaction; left as it is"
+            )
 
 
-def _restore_nft(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+def _restore_nft(record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str) -> None:
     key, before = record["key"], record["before"]
     if key == RULESET_KEY:
         _restore_ruleset(record, current, plan)
@@ -698,7 +787,9 @@ def _restore_nft(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) 
                            b64(script.encode()), (key,)))  # fmt: skip
 
 
-def _restore_service(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+def _restore_service(
+    record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str
+) -> None:
     key, before = record["key"], record["before"]
     now = current.get("services", {}).get(key, {})
     if "error" in now or not now.get("exists"):
@@ -707,7 +798,7 @@ def _restore_service(record: Mapping[str, Any], current: Facts, plan: RollbackPl
     plan.steps.extend(_service_commands("Service", record["name"], key, before, now))
 
 
-def _restore_user(record: Mapping[str, Any], current: Facts, plan: RollbackPlan) -> None:
+def _restore_user(record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str) -> None:
     user, before = record["key"], record["before"]
     now: Mapping[str, Any] = current.get("users", {}).get(user, {})
     if "error" in now:
@@ -735,6 +826,7 @@ def _restore_user(record: Mapping[str, Any], current: Facts, plan: RollbackPlan)
         "shadow": shadow,
         "group": dict(before.get("groupLines") or {}),
         "gshadow": gshadow,
+        "tempPrefix": temp_prefix(tag),
     }
     now_groups = now.get("groupLines") or {}
     now_gshadow = now.get("gshadowLines") or {}

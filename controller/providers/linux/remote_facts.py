@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -217,41 +218,159 @@ def nft_table(item: Fact) -> Fact:
     elif "No such file" not in err:
         return {"error": "nft failed: " + err[:500]}
     if item.get("definition") is not None:
-        fact["desired"] = canonical_table(family, name, item["definition"])
+        fact["desired"] = canonical_table(family, name, item["definition"], node_table_names())
     return fact
 
 
-def canonical_table(family: str, name: str, definition: str) -> Fact:
+FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+# Table names nft reads unquoted; only these can be seeded (nft takes no quoted ones).
+SEED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SEED = (
+    "table %s %s {\nset fazai_seed {\ntype mark\nelements = { 1 }\n}\n"
+    "chain fazai_seed {\ncounter\n}\n}\n"
+)
+
+
+def node_table_names() -> List[str]:
+    """The names of the node's tables (read-only): the namespace check seeds them."""
+    code, out, _ = run(["nft", "list", "tables"])
+    if code != 0:
+        return []
+    return [p[2] for p in (line.split() for line in out.splitlines()) if len(p) == 3]
+
+
+def seed_tables(family: str, name: str, names: List[str]) -> List[Tuple[str, str]]:
+    """Stand-ins for every table the load could touch beyond its own: each name the node
+    has and the target's name, in every family (the target itself excepted)."""
+    wanted = sorted({n for n in [*names, name] if SEED_NAME.match(n)})
+    return [(f, n) for f in FAMILIES for n in wanted if (f, n) != (family, name)]
+
+
+def write_seeds(directory: str, seeds: List[Tuple[str, str]]) -> None:
+    """FAMILY.all with every stand-in of a family, and FAMILY.N.one with each alone."""
+    for family in FAMILIES:
+        mine = [SEED % seed for seed in seeds if seed[0] == family]
+        if not mine:
+            continue
+        with open(os.path.join(directory, family + ".all"), "w") as handle:
+            handle.write("".join(mine))
+        for index, text in enumerate(mine):
+            with open(os.path.join(directory, "%s.%d.one" % (family, index)), "w") as handle:
+                handle.write(text)
+
+
+def canonical_table(family: str, name: str, definition: str, node_names: List[str]) -> Fact:
     """Let nft itself format the desired table, in a throwaway network namespace.
 
     Comparing nft's own rendering of both sides makes formatting, comments and
     ordering of the source irrelevant, and it checks the syntax without touching the
-    node's live ruleset. The namespace starts empty, so after the load it must hold
-    exactly this one table: a definition that closed the table and went on (another
-    table, ``flush ruleset``) is refused here even if the controller's own check missed it.
+    node's live ruleset. It is also where a definition that escapes its table (the
+    controller's own check missed it) is caught: the namespace is seeded with a
+    stand-in for each table the node has, and the target's name in every other family;
+    after the load every stand-in must be there unchanged (no ``flush ruleset``, no
+    ``delete table``, nothing added to them) and nft's echo of the load must name only
+    the target table (no other table created, even one deleted again).
     """
+    seeds = seed_tables(family, name, node_names)
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as handle:
         handle.write("table %s %s {\n%s\n}\n" % (family, name, definition))
         source = handle.name
+    seed_dir = tempfile.mkdtemp(prefix="fazai-seeds-")
+    write_seeds(seed_dir, seeds)
     try:
+        # Each family's stand-ins in one load; where that fails (a kernel without that
+        # family, a name nft reads as a keyword) one by one, skipping those nft refuses:
+        # the check compares the ruleset before and after, whatever was seeded.
         script = (
-            'nft -f "$1" || exit 1; nft list tables && echo "@@text@@"'
-            ' && nft list table "$2" "$3" && echo "@@json@@" && nft -j list table "$2" "$3"'
+            'for f in "$4"/*.all; do nft -f "$f" 2>/dev/null'
+            ' || for s in "${f%.all}".*.one; do nft -f "$s" 2>/dev/null; done; done;'
+            ' nft -j -s list ruleset || exit 3; echo "@@echo@@"'
+            ' && nft --echo -j -f "$1" || exit 1; echo "@@after@@"; nft -j -s list ruleset'
+            ' && echo "@@text@@" && nft list table "$2" "$3"'
+            ' && echo "@@json@@" && nft -j list table "$2" "$3"'
         )
-        code, out, err = run(["unshare", "--net", "sh", "-c", script, "sh", source, family, name])
+        argv = ["unshare", "--net", "sh", "-c", script, "sh", source, family, name, seed_dir]
+        code, out, err = run(argv)
     finally:
         os.unlink(source)
-    tables, marked, rest = out.partition("@@text@@\n")
-    loaded = [line.split(None, 1)[-1] for line in tables.splitlines() if line.strip()]
-    if marked and loaded != ["%s %s" % (family, name)]:
-        return {
-            "error": "the definition is not one table's body: loading it leaves the tables "
-            + (", ".join(loaded) or "(none)")
-        }
+        shutil.rmtree(seed_dir, ignore_errors=True)
+    if code == 3:
+        return {"error": "cannot prepare nft's namespace check: " + err[:300]}
+    seeded, marked, rest = out.partition("@@echo@@\n")
+    if not marked or "@@after@@\n" not in rest:
+        return {"error": "nft rejects the definition: " + nft_errors(err, source)[:1000]}
+    echo, _, rest = rest.partition("@@after@@\n")
+    after, _, rest = rest.partition("@@text@@\n")
+    problem = escape(family, name, seeded, echo, after)
+    if problem is not None:
+        return {"error": "the definition is not one table's body: " + problem}
     if code != 0:
         return {"error": "nft rejects the definition: " + nft_errors(err, source)[:1000]}
     text, _, body = rest.partition("@@json@@\n")
     return {"text": text, "json": json.loads(body) if body.strip() else None}
+
+
+def escape(family: str, name: str, seeded: str, echo: str, after: str) -> Optional[str]:
+    """What the load did beyond its table, from nft's JSON: the ruleset before (only the
+    stand-ins), the echo of the load, the ruleset after; None when nothing."""
+    try:
+        before_items = objects_of(seeded)
+        echoed = [
+            (verb, kind, body)
+            for command in objects_of(echo)
+            for verb, objects in command.items()
+            if isinstance(objects, dict)
+            for kind, body in objects.items()
+        ]
+        after_items = objects_of(after)
+    except ValueError:
+        return "nft's account of the load cannot be read"
+    target = (family, name)
+    for _verb, kind, body in echoed:
+        owner = table_of(kind, body)
+        if owner is None:
+            return "loading it acts on the whole ruleset"
+        if owner != target:
+            return "loading it acts on table %s %s" % owner
+    others = [i for i in after_items if owner_of(i) != target]
+    if others != before_items:
+        gone = sorted(describe(i) for i in before_items if "table" in i and i not in others)
+        if gone:
+            return "loading it removes the tables " + ", ".join(gone)
+        return "loading it changes tables other than %s %s" % target
+    if not any(owner_of(i) == target for i in after_items):
+        return "loading it leaves no table %s %s" % target
+    return None
+
+
+def owner_of(item: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    for kind, body in item.items():
+        return table_of(kind, body)
+    return None
+
+
+def describe(item: Dict[str, Any]) -> str:
+    owner = owner_of(item)
+    return "%s %s" % owner if owner is not None else "(the ruleset)"
+
+
+def objects_of(text: str) -> List[Dict[str, Any]]:
+    """The ruleset objects (or echoed commands) of nft's JSON, metainfo left out."""
+    if not text.strip():
+        return []
+    items = json.loads(text).get("nftables", [])
+    return [i for i in items if isinstance(i, dict) and "metainfo" not in i]
+
+
+def table_of(kind: str, body: Any) -> Optional[Tuple[str, str]]:
+    """The (family, table) an nft JSON object or command names; None for the ruleset."""
+    if not isinstance(body, dict):
+        return None
+    if kind == "table":
+        return (str(body.get("family")), str(body.get("name")))
+    if "table" in body:
+        return (str(body.get("family")), str(body.get("table")))
+    return None
 
 
 def nft_errors(err: str, source: str) -> str:

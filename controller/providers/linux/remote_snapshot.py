@@ -238,14 +238,20 @@ def nft_state(family, name, have_nft):
     return {"error": "nft failed: " + err[:500]}
 
 
-# What write_file_script's mktemp and replace_lines' mkstemp name their temp files.
-TEMP_NAME = re.compile(r"^\.fazai-[A-Za-z0-9_]{8}$")
+# What follows a transaction's prefix (".fazai-TAG-") in the names of its temp files:
+# mktemp's six random characters, mkstemp's eight.
+TEMP_SUFFIX = re.compile(r"^[A-Za-z0-9_]{6,8}$")
+PREFIX = re.compile(r"^\.fazai-[a-z0-9]{4,32}-$")
 
 
-def temp_files(directory):
-    # type: (str) -> list[Any]
-    """FazAI's temp files left in ``directory`` by a step that was killed (a dropped
-    connection, a timeout): they hold new content, and rollback removes them."""
+def temp_files(directory, prefix, keep):
+    # type: (str, str, list[Any]) -> list[Any]
+    """This transaction's temp files left in ``directory`` by a step that was killed (a
+    dropped connection, a timeout): they hold new content, and rollback removes them.
+    Only names with the transaction's own prefix, and never a path in ``keep`` (the
+    objects of the snapshot)."""
+    if not PREFIX.match(prefix):
+        return []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -253,30 +259,45 @@ def temp_files(directory):
     out = []
     for name in sorted(names):
         path = os.path.join(directory, name)
-        if TEMP_NAME.match(name) and stat.S_ISREG(os.lstat(path).st_mode):
+        if (
+            name.startswith(prefix)
+            and TEMP_SUFFIX.match(name[len(prefix) :])
+            and path not in keep
+            and stat.S_ISREG(os.lstat(path).st_mode)
+        ):
             out.append(path)
     return out
 
 
 def ruleset_state(have_nft):
     # type: (bool) -> dict[str, Any]
-    """The text of every table: what an NftTable apply could touch beyond its own."""
+    """Every table, what an NftTable apply could touch beyond its own: its text (to
+    recreate it, were it gone) and its declarations (to tell whether it changed)."""
     if not have_nft:
         return {"error": "nft is not installed on this node"}
     code, out, err = run(["nft", "list", "tables"])
     if code != 0:
         return {"error": "nft failed: " + err[:500]}
     tables = {}
+    declarations = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) != 3 or parts[0] != "table":
             continue
+        key = "%s %s" % (parts[1], parts[2])
         # -s: without counter values, which change all the time and are no configuration
         code, text, err = run(["nft", "-s", "list", "table", parts[1], parts[2]])
         if code != 0:
             return {"error": "nft failed: " + err[:500]}
-        tables["%s %s" % (parts[1], parts[2])] = text
-    return {"exists": True, "tables": tables}
+        tables[key] = text
+        # -t too: without set and map elements, which other programs (fail2ban, crowdsec,
+        # the packet path, timeouts) change at any moment; a table "changed" only when
+        # its chains, rules or object declarations did.
+        # An nft without -t (before 0.9.1): that table is compared by existence only.
+        code, text, err = run(["nft", "-s", "-t", "list", "table", parts[1], parts[2]])
+        if code == 0:
+            declarations[key] = text
+    return {"exists": True, "tables": tables, "declarations": declarations}
 
 
 def service_states(names, manager):
@@ -317,12 +338,16 @@ def gather(request):
         "nft": {"%s %s" % (f, n): nft_state(f, n, host["nft"]) for f, n in request.get("nft", [])},
         "services": service_states(request.get("services", []), host["serviceManager"]),
         "nftRuleset": ruleset_state(host["nft"]) if request.get("nftRuleset") else None,
-        "temps": [p for d in request.get("tempDirs", []) for p in temp_files(d)],
+        "temps": [
+            p
+            for d in request.get("tempDirs", [])
+            for p in temp_files(d, request.get("tempPrefix") or "", request.get("files", []))
+        ],
     }
 
 
-def replace_lines(path, wanted):
-    # type: (str, dict[str, Any]) -> bool
+def replace_lines(path, wanted, prefix=".fazai-"):
+    # type: (str, dict[str, Any], str) -> bool
     """Set the line of each name in ``wanted`` (None: remove it); atomic; True if changed."""
     lines = read_lines(path)
     if lines is None:
@@ -345,7 +370,7 @@ def replace_lines(path, wanted):
     if out == lines:
         return False
     info = os.stat(path)
-    handle, temp = tempfile.mkstemp(prefix=".fazai-", dir=os.path.dirname(path))
+    handle, temp = tempfile.mkstemp(prefix=prefix, dir=os.path.dirname(path))
     try:
         os.fchown(handle, info.st_uid, info.st_gid)
         os.fchmod(handle, stat.S_IMODE(info.st_mode))
@@ -376,8 +401,11 @@ def accounts(request):
             ("/etc/passwd", {request["user"]: request.get("passwd")}),
             ("/etc/shadow", {request["user"]: request.get("shadow")}),
         )
+        prefix = request.get("tempPrefix") or ".fazai-"
+        if not PREFIX.match(prefix):
+            raise OSError("not a temp file prefix: %r" % prefix)
         for path, wanted in plan:
-            if wanted and replace_lines(path, wanted):
+            if wanted and replace_lines(path, wanted, prefix):
                 changed.append(path)
     return {"changed": changed}
 

@@ -101,8 +101,11 @@ def request_from_objects(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]
         "nft": [],
         "services": [],
     }
-    for record in objects:
+    records = list(objects)
+    for record in records:
         kind, key, before = record["kind"], record["key"], record["before"]
+        if key == operations.TEMP_KEY:
+            continue
         if kind == "Package":
             request["packages"].append(key)
         elif kind == "File" or (kind == "Sysctl" and key.startswith("/")):
@@ -119,11 +122,16 @@ def request_from_objects(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]
         elif kind == "Service":
             request["services"].append(key)
     # Where a killed write may have left its temp file: the directory of each file, and
-    # /etc for the account files.
-    dirs = {posixpath.dirname(k) for k in request["files"]}
-    if request["users"]:
-        dirs.add("/etc")
-    request["tempDirs"] = sorted(dirs)
+    # /etc for the account files; only names with this transaction's tag (none for the
+    # snapshot of an earlier FazAI, which kept no tag: its leftovers cannot be told
+    # from files that merely look alike).
+    tag = operations.tag_of(records)
+    if tag is not None:
+        dirs = {posixpath.dirname(k) for k in request["files"]}
+        if request["users"]:
+            dirs.add("/etc")
+        request["tempDirs"] = sorted(dirs)
+        request["tempPrefix"] = operations.temp_prefix(tag)
     return request
 
 
@@ -137,8 +145,11 @@ _SECTIONS = {
 }
 
 
-def build(node: str, targets: Sequence[Target], answer: Mapping[str, Any]) -> dict[str, Any]:
-    """The snapshot of ``targets`` from the gather answer, objects in apply order."""
+def build(
+    node: str, targets: Sequence[Target], answer: Mapping[str, Any], tag: str | None = None
+) -> dict[str, Any]:
+    """The snapshot of ``targets`` from the gather answer, objects in apply order, and
+    the tag of the transaction's temp files (``tag``, or a new one)."""
     objects: list[dict[str, Any]] = []
     sysctl_names: list[str] = []
     for target in operations.ordered(targets):
@@ -167,6 +178,8 @@ def build(node: str, targets: Sequence[Target], answer: Mapping[str, Any]) -> di
         # First, so that rollback (in reverse) restores it last, after the tables
         # themselves.
         objects.insert(0, _ruleset_record(tables, answer.get("nftRuleset")))
+    # Last: not an object, only what names the transaction's temp files.
+    objects.append(operations.temp_record(tag or operations.new_tag()))
     return {"format": FORMAT, "node": node, "escrow": list(ESCROW), "objects": objects}
 
 
@@ -181,7 +194,10 @@ def _ruleset_record(tables: Sequence[str], fact: Mapping[str, Any] | None) -> di
         # [table, text] pairs, not a mapping: the journal masks values under keys named
         # like secrets, and a table may well be called "inet tokens".
         others = [[k, v] for k, v in sorted(fact["tables"].items()) if k not in tables]
-        before = {"exists": True, "tables": others, "managed": sorted(tables)}
+        declared = fact.get("declarations", {})
+        shapes = [[k, v] for k, v in sorted(declared.items()) if k not in tables]
+        before = {"exists": True, "tables": others, "declarations": shapes,
+                  "managed": sorted(tables)}  # fmt: skip
     return {"kind": "NftTable", "name": operations.RULESET_NAME, "key": operations.RULESET_KEY,
             "before": before}  # fmt: skip
 
@@ -235,6 +251,11 @@ def _user_for_rollback(before: Mapping[str, Any]) -> Mapping[str, Any]:
         # into /etc/passwd would break the account, so it is left as it is, and said.
         return {"error": "its account lines were masked in the journal; left as it is"}
     return out
+
+
+def tag_of(snapshot: Mapping[str, Any]) -> str:
+    """The tag of the snapshot's transaction temp files (see operations.TEMP_TAG)."""
+    return operations.tag_of(_objects(snapshot)) or operations.LEGACY_TAG
 
 
 def errors(snapshot: Mapping[str, Any]) -> list[str]:

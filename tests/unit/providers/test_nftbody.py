@@ -13,6 +13,8 @@ GOOD = [
     'chain c {\n  # } flush ruleset\n  comment "} table inet x {"\n}',
     'set blocked {\n  type ipv4_addr\n  elements = { 192.0.2.1 }\n  comment "multi\nline"\n}',
     "counter hits { packets 0 bytes 0 }\nflags dormant\nchain a { jump b; }\nchain b { }",
+    # "owner" in a chain (a comment, a name) is no table flag.
+    'chain owner {\n  comment "flags owner"\n}\nset persist { type ipv4_addr; flags interval; }',
 ]
 
 BAD = [
@@ -27,6 +29,10 @@ BAD = [
     ("chain c {\n  counter\n", "definition line 1: '{' is never closed"),
     ('chain c { comment "open }', "definition line 1: a quoted string is never closed"),
     ("chain c { }\x00", "definition line 1: control character U+0000 is not allowed"),
+    # The kernel deletes an owner table when the loading nft exits: at once.
+    ("chain c { }\nflags owner", "definition line 2: table flag 'owner' is not allowed"),
+    ("flags dormant,persist;chain c { }", "definition line 1: table flag 'persist' is not"),
+    ("flags dormant, owner\nchain c { }", "definition line 1: table flag 'owner' is not"),
 ]  # fmt: skip
 
 

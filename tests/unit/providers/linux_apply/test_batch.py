@@ -36,7 +36,7 @@ def step(script: str, stdin: bytes = b"", timeout: float = 30) -> dict[str, Any]
 def test_runs_in_order_stops_at_the_first_failure_and_says_which(tmp_path: Path) -> None:
     target = tmp_path / "a.conf"
     steps = [
-        step(write_file_script(str(target), "0640", None, None, False), b"hello\n"),
+        step(write_file_script(str(target), "0640", None, None, False, tag="tbatch"), b"hello\n"),
         step(f"echo one >> {tmp_path}/log"),
         step(f"echo two >> {tmp_path}/log; echo 'no such thing' >&2; exit 3"),
         step(f"echo three >> {tmp_path}/log"),

@@ -53,10 +53,10 @@ def test_forward(case: dict[str, Any]) -> None:
     targets = [target(t) for t in case["targets"]]
     if "error" in case:
         with pytest.raises(OperationError) as failure:
-            forward_steps(targets, case["facts"], case.get("sysctl"))
+            forward_steps(targets, case["facts"], case.get("sysctl"), tag="tdata")
         assert str(failure.value) == case["error"]
         return
-    steps = forward_steps(targets, case["facts"], case.get("sysctl"))
+    steps = forward_steps(targets, case["facts"], case.get("sysctl"), tag="tdata")
     assert [s.as_data() for s in steps] == case.get("steps", [])
 
 

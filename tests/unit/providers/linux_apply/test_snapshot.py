@@ -14,7 +14,7 @@ import pytest
 from controller.engine.diff import Observed
 from controller.model.document import Document
 from controller.providers.base import Change
-from controller.providers.linux import remote_snapshot
+from controller.providers.linux import operations, remote_snapshot
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.apply import ApplyRefusedError, LinuxTransaction
 from controller.providers.linux.operations import SYSCTL_FILE, Target, rollback_steps
@@ -84,7 +84,10 @@ def test_objects_in_apply_order_with_secrets_split_out() -> None:
         ("File", "/etc/motd"),
         ("Sysctl", "net.ipv4.ip_forward"),
         ("Sysctl", SYSCTL_FILE),
+        ("File", operations.TEMP_KEY),
     ]
+    # a tag of its own per snapshot, which names its transaction's temp files
+    assert snapshots.tag_of(snap) != snapshots.tag_of(snapshots.build("web-1", TARGETS, ANSWER))
     user = snap["objects"][0]["before"]
     assert user["shadow"] == "deploy:***:19000:0:99999:7:::"
     assert user["passwordHash"] == "$6$salt$HASH"

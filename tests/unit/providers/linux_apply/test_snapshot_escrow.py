@@ -109,7 +109,7 @@ def test_account_lines_survive_the_journal_whatever_the_group_names(tmp_path: Pa
     with StateStore(tmp_path / "state.db") as store:
         txn = journaled(store, snap)
         default_escrow_key_path(store.path).unlink()
-        (stored,) = store.snapshots(txn)
+        _tag, stored = store.snapshots(txn)  # newest first: the temp file tag, the user
     (record,) = snapshots.objects_of(snapshots.from_journal("web-1", [stored]))
     before = record["before"]
     assert before["passwd"] == "deploy:x:2001:2001::/home/deploy:/bin/sh"
