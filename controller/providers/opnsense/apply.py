@@ -741,8 +741,10 @@ def _post_payload(write: Write) -> dict[str, Any]:
 
 def _target_uuid(node: str, change: Change) -> str:
     """The rule's or host override's uuid: the existing object the plan adopted, the one
-    the document names with ``spec.adopt.uuid``, else the one FazAI derives."""
-    named = adoption.explicit(change.document.spec) if change.document is not None else None
+    the document names with ``spec.adopt.uuid`` (or a prune's owned ``spec.uuid``), else
+    the one FazAI derives."""
+    spec = change.document.spec if change.document is not None else {}
+    named = adoption.pruned(spec) or adoption.explicit(spec)
     return change.observed.adopt or named or object_uuid(node, change.kind, change.name)
 
 
