@@ -658,16 +658,25 @@ def drift(
     metavar="KIND",
     help="Only objects of this kind (repeatable). Default: every kind the node has.",
 )
+@state_option
 def import_(
-    path: str, ref: str | None, subdir: str, node_name: str, only_kinds: Sequence[str]
+    path: str,
+    ref: str | None,
+    subdir: str,
+    node_name: str,
+    only_kinds: Sequence[str],
+    state_file: Path | None,
 ) -> None:
     """Print documents for the objects on NAME that no document in PATH describes.
 
     Like `terraform import`: each document states its object as it is and binds to it
     (spec.adopt), so it plans in sync; once applied, FazAI owns the object and prune can
     reach it. Nothing is written to the node. Save the output in PATH and commit it.
+    Objects FazAI already owns (--state), and any whose document would not validate, are
+    left out, each with a line on stderr saying why.
     """
     from controller.engine import importing
+    from controller.store import OwnedObject, StateStore
 
     state = _load(path, ref, subdir)
     if node_name not in state.nodes:
@@ -677,8 +686,16 @@ def import_(
     if unknown:
         _fail(f"unknown kind {', '.join(unknown)}; known kinds: {', '.join(kinds.names())}")
     wanted = {known[k.lower()] for k in only_kinds}
-    docs = asyncio.run(importing.documents(state, node_name, wanted))
+    owned: list[OwnedObject] = []
+    store_path = _existing_state(state_file)  # read only: never created here
+    if store_path is not None:
+        with StateStore(store_path) as store:
+            owned = store.owned(node_name)
+    imported = asyncio.run(importing.documents(state, node_name, wanted, owned=owned))
+    docs = imported.documents
     click.echo(importing.render(docs, node_name), nl=False)
+    for line in imported.skipped:
+        stderr.print(f"[yellow]skipped:[/] {_escape(line)}")
     stderr.print(f"{len(docs)} document(s) for unmanaged objects on {node_name}")
     sys.exit(EXIT_OK)
 

@@ -513,3 +513,50 @@ def apply_pruned(fw: Firewall, documents: list[dict[str, Any]]) -> applying.Appl
         succeeded = {n.node for n in result.nodes if n.status is NodeStatus.CONVERGED}
         prune.release(store, pruning.releases, succeeded)
     return result
+
+
+def test_import_leaves_out_what_fazai_owns_already(firewall: Firewall) -> None:
+    """The reviewer's s7/s13: a document removed with prune off leaves its objects owned;
+    import must not write a second, adopting document for them (two owners: prune of one
+    deletes the other's object)."""
+    fw = firewall
+    mine = doc("FirewallRule", "owned-by-fazai", interface="lan", protocol="TCP",
+               destination={"port": 8443}, description="mine")  # fmt: skip
+    web = doc("HostOverride", "web", hostname="web", domain="example.internal",
+              server="10.0.10.8")  # fmt: skip
+    office = doc("FirewallAlias", "office", name="office", type="host", content=["192.0.2.1"])
+    fw.apply(fw.state([mine, web, office]))
+    hand = by_hand(fw, "host", {"hostname": "db", "domain": "example.internal",
+                                "server": "10.0.10.7"})  # fmt: skip
+    fw.state([])
+    out = fazai("import", str(fw.folder), "--node", NODE, "--state", str(fw.db))
+    assert out.returncode == 0, out.stderr
+    assert [d["spec"]["adopt"]["uuid"] for d in yaml.safe_load_all(out.stdout)] == [hand]
+    for owned in ("FirewallRule/owned-by-fazai", "HostOverride/web", "FirewallAlias/office"):
+        assert f"FazAI owns it already as {owned}" in " ".join(out.stderr.split())
+    missing = fazai("import", str(fw.folder), "--node", NODE, "--state", str(fw.db) + "x")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert not Path(str(fw.db) + "x").exists()
+
+
+def test_import_emits_only_documents_that_validate(firewall: Firewall) -> None:
+    """A floating rule on no interface has no document FazAI accepts: left out with a
+    line naming it and why; the rest of the import is saved and validates."""
+    fw = firewall
+    floating = by_hand(fw, "rule", {"interface": "", "protocol": "TCP",
+                                    "destination_port": "25",
+                                    "description": "floating smtp"})  # fmt: skip
+    host = by_hand(fw, "host", {"hostname": "db", "domain": "example.internal",
+                                "server": "10.0.10.7"})  # fmt: skip
+    fw.state([])
+    with StateStore(fw.db):
+        pass  # an empty inventory
+    out = fazai("import", str(fw.folder), "--node", NODE, "--state", str(fw.db))
+    assert out.returncode == 0, out.stderr
+    imported = list(yaml.safe_load_all(out.stdout))
+    assert [d["spec"]["adopt"]["uuid"] for d in imported] == [host]
+    said = " ".join(out.stderr.split())
+    assert f"({floating})" in said and "would not validate" in said and "interface" in said
+    (fw.folder / "imported.yaml").write_text(out.stdout)
+    checked = fazai("validate", str(fw.folder))
+    assert checked.returncode == 0, checked.stderr
