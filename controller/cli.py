@@ -1050,18 +1050,20 @@ def _with_prune(
     """The desired state plus, on pruning nodes, the owned objects to delete (and those
     to release once the node is applied). ``read_only`` (plan, review): the store is not
     created, and a named one that does not exist is refused."""
-    from controller.engine import prune
+    from controller.engine import prune, recorded
     from controller.store import OwnedObject, StateStore
 
     nodes = prune.prune_nodes(state, flag)
-    if not nodes:
-        return prune.Pruning(state)
     path = _existing_state(state_file) if read_only else state_file
-    owned: dict[str, list[OwnedObject]] = {node: [] for node in nodes}
+    owned: dict[str, list[OwnedObject]] = {node: [] for node in state.nodes}
     if path is not None or not read_only:  # else nothing ever ran here: nothing owned yet
         with StateStore(path) as store:
-            owned = {node: store.owned(node) for node in nodes}
-    pruning = prune.plan(state, owned, nodes)
+            owned = {node: store.owned(node) for node in state.nodes}
+    # Every node, pruned or not: a document finds the object FazAI owns for it.
+    state = recorded.bind(state, owned)
+    if not nodes:
+        return prune.Pruning(state)
+    pruning = prune.plan(state, {node: owned[node] for node in nodes}, nodes)
     for note in pruning.notes:
         stderr.print(f"[yellow]prune:[/] {_escape(note)}")
     return pruning

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from controller.engine import apply as applying
 from controller.engine import plan as planning
-from controller.engine import prune
+from controller.engine import prune, recorded
 from controller.engine.diff import Action
 from controller.errors import InvalidInputError
 from controller.model import kinds, loader
@@ -560,3 +560,77 @@ def test_import_emits_only_documents_that_validate(firewall: Firewall) -> None:
     (fw.folder / "imported.yaml").write_text(out.stdout)
     checked = fazai("validate", str(fw.folder))
     assert checked.returncode == 0, checked.stderr
+
+
+def plan_recorded(fw: Firewall, documents: list[dict[str, Any]]) -> planning.Plan:
+    """A plan as the CLI and serve make it: documents bound to what FazAI owns."""
+    state = fw.state(documents)
+    with StateStore(fw.db) as store:
+        return fw.plan(recorded.bind(state, {NODE: store.owned(NODE)}))
+
+
+def apply_recorded(fw: Firewall, documents: list[dict[str, Any]]) -> applying.ApplyResult:
+    state = fw.state(documents)
+    with StateStore(fw.db) as store:
+        bound = recorded.bind(state, {NODE: store.owned(NODE)})
+        return asyncio.run(applying.apply(bound, fw.plan(bound), store))
+
+
+def test_an_adopted_override_whose_key_moves_never_takes_over_another(
+    firewall: Firewall,
+) -> None:
+    """The reviewer's s14: `app` adopted by its key, then its hostname changed to `db`,
+    which a hand-made override has. It stays bound to the override FazAI owns: that
+    update would make two `db` records, a plan error, and nothing is written."""
+    fw = firewall
+    app = by_hand(fw, "host", {"hostname": "app", "domain": "ex.internal",
+                               "server": "10.0.0.1"})  # fmt: skip
+    db = by_hand(fw, "host", {"hostname": "db", "domain": "ex.internal", "server": "10.0.0.2",
+                              "description": "db by hand"})  # fmt: skip
+    document = doc("HostOverride", "app", hostname="app", domain="ex.internal",
+                   server="10.0.0.9")  # fmt: skip
+    apply_recorded(fw, [document])
+    assert fw.records() == {("HostOverride", "app"): app}
+    document["spec"]["hostname"] = "db"
+    item = only_item(plan_recorded(fw, [document]))
+    assert item.action is Action.ERROR and app in str(item.error) and db in str(item.error)
+    before = fw.posts()
+    assert [n.status for n in apply_recorded(fw, [document]).nodes] == [NodeStatus.FAILED]
+    assert fw.posts() == before
+    assert fw.hosts()[db]["description"] == "db by hand"
+    # A free name: the owned override is renamed in place, no second one appears.
+    document["spec"]["hostname"] = "api"
+    assert [n.status for n in apply_recorded(fw, [document]).nodes] == [NodeStatus.CONVERGED]
+    assert {u: h["hostname"] for u, h in fw.hosts().items()} == {app: "api", db: "db"}
+    assert fw.records() == {("HostOverride", "app"): app}
+
+
+def test_a_rule_document_that_drops_spec_adopt_keeps_its_rule(firewall: Firewall) -> None:
+    """Removing spec.adopt from an adopted rule's document updates that rule; it does not
+    create a second one at the derived uuid."""
+    fw = firewall
+    hand = rule_by_hand(fw)
+    rule = doc("FirewallRule", "ssh", interface="lan", protocol="TCP",
+               destination={"port": 22}, description="ssh", adopt={"uuid": hand})  # fmt: skip
+    apply_recorded(fw, [rule])
+    del rule["spec"]["adopt"]
+    rule["spec"]["description"] = "ssh, documented"
+    item = only_item(plan_recorded(fw, [rule]))
+    assert item.action is Action.UPDATE
+    assert [n.status for n in apply_recorded(fw, [rule]).nodes] == [NodeStatus.CONVERGED]
+    rules = fw.emu.state.list("rule")
+    assert list(rules) == [hand] and rules[hand]["description"] == "ssh, documented"
+    assert fw.records() == {("FirewallRule", "ssh"): hand}
+
+
+def test_the_cli_plan_binds_documents_to_what_fazai_owns(firewall: Firewall) -> None:
+    fw = firewall
+    hand = rule_by_hand(fw)
+    rule = doc("FirewallRule", "ssh", interface="lan", protocol="TCP",
+               destination={"port": 22}, description="ssh", adopt={"uuid": hand})  # fmt: skip
+    apply_recorded(fw, [rule])
+    del rule["spec"]["adopt"]
+    fw.state([rule])
+    planned = fazai("plan", str(fw.folder), "--state", str(fw.db), "--output", "json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert json.loads(planned.stdout)["changes"] == []  # in sync: no second rule

@@ -39,6 +39,14 @@ def explicit(spec: Mapping[str, Any]) -> str | None:
     return str(uuid).lower() if uuid else None
 
 
+def recorded(spec: Mapping[str, Any], node: str) -> str | None:
+    """The uuid the inventory records as owned for this document on ``node``, if FazAI
+    adopted it (``spec.recorded``, which engine/recorded.py writes and no document may)."""
+    found = spec.get("recorded")
+    uuid = found.get(node) if isinstance(found, Mapping) else None
+    return str(uuid).lower() if uuid else None
+
+
 def pruned(spec: Mapping[str, Any]) -> str | None:
     """The owned uuid a prune's absent document names (see prune.py), if any."""
     uuid = spec.get("uuid")
@@ -86,8 +94,8 @@ def bind(node: str, doc: Document, items: Mapping[str, Mapping[str, Any]]) -> Bi
         if named is not None:
             # Validate refuses this; a document that reached here anyway deletes nothing.
             return Binding(named, items.get(named), error=f"spec.adopt {ABSENT_ADOPT}")
-        owned = pruned(spec) or own
-        return Binding(owned, items.get(owned))
+        target = pruned(spec) or own
+        return Binding(target, items.get(target))
     if named is not None:
         item = items.get(named)
         if item is None:
@@ -97,6 +105,10 @@ def bind(node: str, doc: Document, items: Mapping[str, Mapping[str, Any]]) -> Bi
                 error=f"spec.adopt.uuid {named}: no {doc.kind} with that uuid on the firewall",
             )
         binding = Binding(named, item, adopted=named != own)
+    elif (owned := recorded(spec, node)) is not None and owned in items:
+        # The object FazAI owns for this document, wherever its key has moved: an update
+        # in place, never a silent takeover of another object that has the new key.
+        binding = Binding(owned, items[owned])
     else:
         binding = Binding(own, items.get(own))
     if doc.kind != "HostOverride" or "hostname" not in spec:
