@@ -4,7 +4,9 @@ FazAI creates rules and host overrides at the uuid it derives from the document 
 identity.py). An object that already exists is never created twice: a host override is
 found by Unbound's own key (hostname, domain, record type) and taken over in place, and
 any rule or override can name its object with ``spec.adopt.uuid``. An adopted object is
-written at its own uuid, and the apply records that uuid as owned.
+written at its own uuid, and the apply records that uuid as owned; from then on the
+document binds that object first (``spec.recorded``, see engine/recorded.py), so a key
+that changes updates it in place instead of finding another override.
 
 A document that deletes (``state: absent``) reaches FazAI's derived uuid only; the one
 exception is prune's own absent document, built from the inventory (never from a user's
