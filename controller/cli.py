@@ -661,16 +661,25 @@ def drift(
     metavar="KIND",
     help="Only objects of this kind (repeatable). Default: every kind the node has.",
 )
+@state_option
 def import_(
-    path: str, ref: str | None, subdir: str, node_name: str, only_kinds: Sequence[str]
+    path: str,
+    ref: str | None,
+    subdir: str,
+    node_name: str,
+    only_kinds: Sequence[str],
+    state_file: Path | None,
 ) -> None:
     """Print documents for the objects on NAME that no document in PATH describes.
 
     Like `terraform import`: each document states its object as it is and binds to it
     (spec.adopt), so it plans in sync; once applied, FazAI owns the object and prune can
     reach it. Nothing is written to the node. Save the output in PATH and commit it.
+    Objects FazAI already owns (--state), and any whose document would not validate, are
+    left out, each with a line on stderr saying why.
     """
     from controller.engine import importing
+    from controller.store import OwnedObject, StateStore
 
     state = _load(path, ref, subdir)
     if node_name not in state.nodes:
@@ -680,8 +689,16 @@ def import_(
     if unknown:
         _fail(f"unknown kind {', '.join(unknown)}; known kinds: {', '.join(kinds.names())}")
     wanted = {known[k.lower()] for k in only_kinds}
-    docs = asyncio.run(importing.documents(state, node_name, wanted))
+    owned: list[OwnedObject] = []
+    store_path = _existing_state(state_file)  # read only: never created here
+    if store_path is not None:
+        with StateStore(store_path) as store:
+            owned = store.owned(node_name)
+    imported = asyncio.run(importing.documents(state, node_name, wanted, owned=owned))
+    docs = imported.documents
     click.echo(importing.render(docs, node_name), nl=False)
+    for line in imported.skipped:
+        stderr.print(f"[yellow]skipped:[/] {_escape(line)}")
     stderr.print(f"{len(docs)} document(s) for unmanaged objects on {node_name}")
     sys.exit(EXIT_OK)
 
@@ -1038,18 +1055,20 @@ def _with_prune(
     """The desired state plus, on pruning nodes, the owned objects to delete (and those
     to release once the node is applied). ``read_only`` (plan, review): the store is not
     created; one that does not exist yet owns nothing, so nothing is pruned."""
-    from controller.engine import prune
+    from controller.engine import prune, recorded
     from controller.store import OwnedObject, StateStore
 
     nodes = prune.prune_nodes(state, flag)
-    if not nodes:
-        return prune.Pruning(state)
-    path = _readable_state(state_file) if read_only else state_file
-    owned: dict[str, list[OwnedObject]] = {node: [] for node in nodes}
+    path = _readable_state(state_file, warn=bool(nodes)) if read_only else state_file
+    owned: dict[str, list[OwnedObject]] = {node: [] for node in state.nodes}
     if path is not None or not read_only:  # else nothing ever ran here: nothing owned yet
         with StateStore(path) as store:
-            owned = {node: store.owned(node) for node in nodes}
-    pruning = prune.plan(state, owned, nodes)
+            owned = {node: store.owned(node) for node in state.nodes}
+    # Every node, pruned or not: a document finds the object FazAI owns for it.
+    state = recorded.bind(state, owned)
+    if not nodes:
+        return prune.Pruning(state)
+    pruning = prune.plan(state, {node: owned[node] for node in nodes}, nodes)
     for note in pruning.notes:
         stderr.print(f"[yellow]prune:[/] {_escape(note)}")
     return pruning
@@ -1086,16 +1105,17 @@ def _existing_state(state_file: Path | None) -> Path | None:
     return None
 
 
-def _readable_state(state_file: Path | None) -> Path | None:
+def _readable_state(state_file: Path | None, *, warn: bool = True) -> Path | None:
     """The state file a plan reads ownership from: a named one that does not exist yet
-    (a first CI run before any apply) is not an error, only a warning, since nothing
-    can be owned, and so pruned, before something was applied."""
+    (a first CI run before any apply) is not an error, only a warning (``warn``: some
+    node prunes), since nothing can be owned, and so pruned, before something was
+    applied."""
     path = state_file.expanduser() if state_file is not None else default_state_path()
     if path.exists() and not path.is_file():
         _fail(f"state store {path} is not a file")
     if path.is_file():
         return path
-    if state_file is not None:
+    if state_file is not None and warn:
         stderr.print(
             f"[yellow]prune:[/] state store {_escape(str(path))} does not exist yet "
             f"({_escape(_named_by(state_file))}): nothing is owned there, so nothing is "

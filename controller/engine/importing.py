@@ -4,22 +4,34 @@ In the spirit of ``terraform import``: the node is read, and each unmanaged obje
 becomes a document that states it as it is and binds to it (``spec.adopt``), ready to
 commit. Planned, such a document is in sync; applied, its object becomes FazAI's (owned
 by the platform's id, so prune can reach it). Nothing is written to the node here.
+
+Two kinds of object are left out, each with a line saying why: one the inventory says
+FazAI already owns (its document left the source while prune was off: a second,
+adopting document would make two owners, and prune of one would delete the other's
+object), and one whose document would not pass validation (a floating rule on no
+interface, say): a document the user cannot commit helps no one, and one invalid
+document would block the whole repository.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
 from controller import providers
 from controller.errors import FazaiError
+from controller.model import crosscheck, validate
 from controller.model.document import API_VERSION, Document
 from controller.model.state import DesiredState
+from controller.model.yamlsource import read_documents
 from controller.providers.base import Unmanaged
+from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.source.tree import SourceTree
+from controller.store import OwnedObject
 
 MAX_NAME = 63
 
@@ -40,31 +52,110 @@ def importer(platform: str) -> Importer:
     return provider
 
 
+@dataclass(frozen=True)
+class Imported:
+    documents: tuple[dict[str, Any], ...]
+    skipped: tuple[str, ...] = ()  # one line per object left out, and why
+
+
 async def documents(
-    state: DesiredState, node_name: str, only_kinds: Collection[str] = ()
-) -> list[dict[str, Any]]:
+    state: DesiredState,
+    node_name: str,
+    only_kinds: Collection[str] = (),
+    *,
+    owned: Sequence[OwnedObject],
+) -> Imported:
     """One document per unmanaged object of ``node_name`` (of ``only_kinds``, when given),
-    named uniquely against the desired state and each other."""
+    named uniquely against the desired state and each other, less the objects ``owned``
+    (the node's inventory) holds and those whose document would not validate."""
     node = state.nodes[node_name]
     provider = importer(str(node.spec["platform"]))
     found = await provider.unmanaged(node, state.resources_for(node_name), state.source)
     taken = {(d.kind, d.name) for d in state.resources}
-    out = []
+    candidates: list[tuple[Unmanaged, dict[str, Any]]] = []
+    skipped: list[str] = []
     for item in sorted(found, key=lambda i: (i.kind, i.name)):
         if only_kinds and item.kind not in only_kinds:
+            continue
+        record = owner(node_name, item, owned)
+        if record is not None:
+            skipped.append(
+                f"{item.kind} {item.name}: FazAI owns it already as {record.kind}/"
+                f"{record.name}, whose document is no longer in the source; restore that "
+                "document (prune would delete the object), not imported"
+            )
             continue
         hint, spec = provider.import_spec(item)
         name = unique_name(item.kind, dns_name(hint, item.kind), taken)
         taken.add((item.kind, name))
-        out.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": item.kind,
-                "metadata": {"name": name},
-                "spec": {"target": {"node": node_name}, **spec},
-            }
-        )
-    return out
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": item.kind,
+            "metadata": {"name": name},
+            "spec": {"target": {"node": node_name}, **spec},
+        }
+        candidates.append((item, body))
+    valid = _valid(state, candidates, skipped)
+    return Imported(tuple(valid), tuple(skipped))
+
+
+def owner(node: str, item: Unmanaged, owned: Sequence[OwnedObject]) -> OwnedObject | None:
+    """The inventory record of ``item``, if FazAI owns it: by the id recorded (an alias's
+    name@uuid, or its name alone as older records hold it), or by the uuid FazAI derives
+    from the record's name (rules and overrides it created)."""
+    uuid = item.platform_id.lower()
+    for record in owned:
+        if record.kind != item.kind or record.node != node:
+            continue
+        if item.kind == "FirewallAlias":
+            name, recorded = parse_alias_record(record.platform_id)
+            if recorded is not None and recorded.lower() == uuid:
+                return record
+            if recorded is None and name == str(item.live.get("name", "")):
+                return record
+        elif uuid and uuid in (
+            record.platform_id.lower(),
+            object_uuid(node, record.kind, record.name),
+        ):
+            return record
+    return None
+
+
+def _valid(
+    state: DesiredState,
+    candidates: Sequence[tuple[Unmanaged, dict[str, Any]]],
+    skipped: list[str],
+) -> list[dict[str, Any]]:
+    """The candidates that pass the kind's schema and checks beside the desired state,
+    as ``fazai validate`` would see them once saved; each other one gets a line in
+    ``skipped``. Repeated until none fails, since leaving one out (an alias) can fail
+    another (a rule using it)."""
+    kept = list(candidates)
+    while True:
+        parsed: dict[str, tuple[int, Document]] = {}
+        bad: dict[int, str] = {}
+        for index, (_, body) in enumerate(kept):
+            raws, problems = read_documents("import", yaml.safe_dump(body).encode())
+            document, found = validate.to_document(raws[0]) if raws else (None, [])
+            errors = [p for p in [*problems, *found] if p.is_error]
+            if errors or document is None:
+                bad[index] = _why(errors[0].path, errors[0].message) if errors else "unreadable"
+            else:
+                parsed[document.subject] = (index, document)
+        documents = [*state.nodes.values(), *state.resources, *(d for _, d in parsed.values())]
+        for problem in crosscheck.check(documents, state.source):
+            if problem.is_error and problem.subject in parsed:
+                bad.setdefault(parsed[problem.subject][0], _why(problem.path, problem.message))
+        if not bad:
+            return [body for _, body in kept]
+        for index, why in sorted(bad.items()):
+            item = kept[index][0]
+            skipped.append(f"{item.kind} {item.name}: its document would not validate ({why})")
+        kept = [c for i, c in enumerate(kept) if i not in bad]
+
+
+def _why(path: str, message: str) -> str:
+    return f"{path}: {message}" if path else message
 
 
 def dns_name(text: str, kind: str) -> str:

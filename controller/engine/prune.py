@@ -25,6 +25,7 @@ from controller.model import kinds
 from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.providers.opnsense import adoption
 from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.store import OwnedObject
 
@@ -48,12 +49,13 @@ def _by_identity(obj: OwnedObject) -> dict[str, Any] | None:
     """Rules and host overrides live at the uuid FazAI derives from (node, kind, name),
     so the document's name is all an absent document needs. The entry holds that uuid
     (or, written before, that name), or the uuid of an object an apply adopted, which the
-    absent document names with ``adopt.uuid``; anything else is an object no absent
-    document would reach: not guessed."""
+    absent document names in ``spec.uuid``: a field only prune writes (the schema refuses
+    it, and ``spec.adopt`` with ``state: absent``, in documents), so no document can
+    reach an object FazAI does not own. Anything else is not guessed."""
     if obj.platform_id in (obj.name, object_uuid(obj.node, obj.kind, obj.name)):
         return {}
     if UUID.fullmatch(obj.platform_id):
-        return {"adopt": {"uuid": obj.platform_id}}
+        return {"uuid": obj.platform_id}
     return None
 
 
@@ -79,6 +81,8 @@ PRUNABLE: Mapping[str, Identify] = {
 }
 # Kinds with no absent state: pruning lets go of the object and leaves it as it is.
 RELEASED = frozenset({"Service"})
+# Kinds whose documents bind one object by uuid (see _claim).
+BY_UUID = frozenset({"FirewallRule", "HostOverride"})
 
 
 RELEASED_AS_IS = "released, left as it is"
@@ -125,7 +129,9 @@ def plan(
     for node in sorted(nodes):
         resources = state.resources_for(node)
         described = {(d.kind, d.name) for d in resources}
-        claimed = {_claim(d.kind, d.spec): d for d in resources}
+        claimed: dict[tuple[str, str], Document] = {}
+        for d in resources:
+            claimed.setdefault(_claim(node, d), d)
         for obj in owned.get(node, ()):
             if (obj.kind, obj.name) in described:
                 continue
@@ -147,7 +153,7 @@ def plan(
                 continue
             spec = {"target": {"node": node}, **fields, "state": "absent"}
             document = Document(obj.kind, obj.name, kinds.apply_defaults(kind, obj.name, spec))
-            key = _claim(obj.kind, document.spec)
+            key = _claim(node, document)
             other = claimed.get(key) if key[1] else None
             if other is not None and other.spec.get("state", "present") == "present":
                 # Renamed: deleting would undo the document that now holds the object.
@@ -181,13 +187,18 @@ def plan(
     return Pruning(pruned, tuple(releases), tuple(notes))
 
 
-def _claim(kind_name: str, spec: Mapping[str, Any]) -> tuple[str, str]:
-    """The object a document claims on its node, for kinds that key one ("" otherwise:
-    rules and host overrides are told apart by their names alone)."""
-    kind = kinds.get(kind_name)
+def _claim(node: str, doc: Document) -> tuple[str, str]:
+    """The object a document claims on ``node``: a rule or host override by the uuid it
+    binds (a prune's owned uuid, ``spec.adopt.uuid``, else the uuid derived from its
+    name), so that a renamed document bound to the owned object takes its record over
+    instead of the object being deleted; other kinds by their key ("" for none)."""
+    if doc.kind in BY_UUID:
+        named = adoption.pruned(doc.spec) or adoption.explicit(doc.spec)
+        return (doc.kind, named or object_uuid(node, doc.kind, doc.name))
+    kind = kinds.get(doc.kind)
     if kind is None or kind.instance_key is None:
-        return (kind_name, "")
-    return (kind_name, kind.instance_key(spec))
+        return (doc.kind, "")
+    return (doc.kind, kind.instance_key(doc.spec))
 
 
 def _warning(node: str, obj: OwnedObject, what: str) -> Diagnostic:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.engine import apply as applying
-from controller.engine import prune
+from controller.engine import prune, recorded
 from controller.engine.prune import Pruning
 from controller.errors import InvalidInputError, SourceError
 from controller.events import EventType
@@ -261,13 +261,15 @@ class SourceWorker:
             if t.id in interrupted and t.node in nodes
         }
 
-    async def _pruning(self, state: DesiredState) -> Pruning | None:
+    async def _pruning(self, state: DesiredState) -> Pruning:
         nodes = prune.prune_nodes(state, self.config.prune)
-        if not nodes:
-            return None
         store = self.shared.store
-        owned = await self.writer.call(lambda: {node: store.owned(node) for node in nodes})
-        pruning = prune.plan(state, owned, nodes)
+        owned = await self.writer.call(lambda: {node: store.owned(node) for node in state.nodes})
+        # Every node, pruned or not: a document finds the object FazAI owns for it.
+        state = recorded.bind(state, owned)
+        if not nodes:
+            return Pruning(state)
+        pruning = prune.plan(state, {node: owned[node] for node in nodes}, nodes)
         for note in pruning.notes:
             log.warning("%s: prune: %s", self.name, note)
         return pruning

@@ -309,8 +309,9 @@ class OpnsenseTransaction:
                     # the same name is another object.
                     return (uuid, item) if expected in (None, uuid) else (None, None)
             return None, None
-        uuid = _target_uuid(self.name, change)
-        return uuid, firewall.of(change.kind).get(uuid)
+        items = firewall.of(change.kind)
+        uuid = _target_uuid(self.name, change, items)
+        return uuid, items.get(uuid)
 
     def _plan_writes(self, firewall: live.LiveFirewall) -> list[Write]:
         ups: dict[str, list[Write]] = {k: [] for k in KINDS}
@@ -739,10 +740,15 @@ def _post_payload(write: Write) -> dict[str, Any]:
     return {"method": "POST", "path": write.path, "body": dict(write.body)}
 
 
-def _target_uuid(node: str, change: Change) -> str:
+def _target_uuid(node: str, change: Change, items: Mapping[str, Any]) -> str:
     """The rule's or host override's uuid: the existing object the plan adopted, the one
-    the document names with ``spec.adopt.uuid``, else the one FazAI derives."""
-    named = adoption.explicit(change.document.spec) if change.document is not None else None
+    the document names with ``spec.adopt.uuid`` (or a prune's owned ``spec.uuid``), the
+    one the inventory records for it while it exists, else the one FazAI derives."""
+    spec = change.document.spec if change.document is not None else {}
+    named = adoption.pruned(spec) or adoption.explicit(spec)
+    owned = adoption.recorded(spec, node)
+    if named is None and owned is not None and owned in items:
+        named = owned  # the object the inventory owns for it, as the plan bound it
     return change.observed.adopt or named or object_uuid(node, change.kind, change.name)
 
 

@@ -71,7 +71,8 @@ def _rule(live: Mapping[str, Any], uuid: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     _set(out, live, "action")
     out["quick"] = bool(live.get("quick"))
-    out["interface"] = interfaces[0] if len(interfaces) == 1 else interfaces
+    if interfaces:  # none: a floating rule on every interface, which no document states
+        out["interface"] = interfaces[0] if len(interfaces) == 1 else interfaces
     _set(out, live, "direction", "ipprotocol", "protocol")
     for side in ("source", "destination"):
         end = _end(live, side)

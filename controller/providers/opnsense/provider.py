@@ -120,7 +120,7 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
         d.spec["name"] for d in resources if d.kind == "FirewallAlias" and present(d)
     }
     known_aliases = desired_aliases | set(aliases_by_name)
-    claimed: set[tuple[str, str]] = set()
+    claimed: dict[tuple[str, str], list[Document]] = {}
     observed: dict[Document, Observed] = {}
     keys: dict[Document, references.Key] = {}
     for doc in resources:
@@ -156,7 +156,8 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
             )
             desired = to_desired(doc.spec) if wanted else None
             key = (doc.kind, uuid)
-        claimed.add((doc.kind, uuid))
+        if uuid:
+            claimed.setdefault((doc.kind, uuid), []).append(doc)
         keys[doc] = key
         problem = bind_error
         if wanted and problem is None:
@@ -168,8 +169,35 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
         ):
             problem = f"{doc.spec['name']!r} is one of the firewall's own aliases; never deleted"
         observed[doc] = Observed(desired, live_essence, problem, adopt=adopted)
+    _refuse_shared_objects(observed, claimed)
     _refuse_aliases_in_use(observed, keys, firewall)
-    return Observation(observed, tuple(_unmanaged(firewall, claimed)))
+    return Observation(observed, tuple(_unmanaged(firewall, set(claimed))))
+
+
+def _refuse_shared_objects(
+    observed: dict[Document, Observed], claimed: Mapping[tuple[str, str], list[Document]]
+) -> None:
+    """Every document that resolves to an object another document resolves to is in
+    error: the two would overwrite each other, or one would delete the other's (a prune
+    of a renamed document whose new name finds the object by its key). Validate refuses
+    what the documents alone show; this is what only the live firewall shows."""
+    for (kind, uuid), docs in claimed.items():
+        if len(docs) < 2:
+            continue
+        for doc in docs:
+            others = ", ".join(d.subject for d in docs if d is not doc)
+            if present(doc) and any(not present(d) for d in docs):
+                message = (
+                    f"the {kind} {uuid} this document binds would be deleted by {others} "
+                    "(no document describes that name any more); if this document is that "
+                    f"one renamed, add spec.adopt.uuid: {uuid} to hand the object over"
+                )
+            elif present(doc):
+                message = f"binds the same {kind} {uuid} as {others}; keep one document"
+            else:
+                message = f"would delete the {kind} {uuid} that {others} binds; not deleted"
+            if observed[doc].error is None:
+                observed[doc] = dataclasses.replace(observed[doc], error=message)
 
 
 def _refuse_aliases_in_use(

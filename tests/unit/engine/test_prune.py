@@ -123,12 +123,14 @@ def test_described_objects_and_other_nodes_are_left_alone(tmp_path: Path) -> Non
 def test_a_rule_an_apply_adopted_is_pruned_by_its_uuid(tmp_path: Path) -> None:
     """An entry at another uuid than the derived one is an object a document adopted
     (spec.adopt.uuid, or a host override found by its key): the absent document names
-    that uuid, so the delete reaches it and nothing else."""
+    that uuid in spec.uuid, a field no user document may carry, never spec.adopt (which
+    validate refuses with state: absent), so the delete reaches it and nothing else."""
     state = load(tmp_path)
     adopted = "0b9a5f38-0000-4000-8000-000000000000"
     pruning = prune.plan(state, {"fw": [owned("fw", "FirewallRule", "r", adopted)]}, ["fw"])
     (document,) = [d for d in pruning.state.resources_for("fw") if d.kind == "FirewallRule"]
-    assert (document.spec["state"], document.spec["adopt"]) == ("absent", {"uuid": adopted})
+    assert (document.spec["state"], document.spec["uuid"]) == ("absent", adopted)
+    assert "adopt" not in document.spec
     assert pruning.notes == ()
 
 
@@ -194,6 +196,40 @@ def test_an_object_a_renamed_document_describes_is_handed_over_not_deleted(
         ("fw", "FirewallAlias", "web-servers", "web_servers", "web-tier"),
     }
     assert all("handed over to" in w.message for w in pruning.state.warnings)
+
+
+def test_a_renamed_rule_or_override_bound_to_its_object_takes_the_record_over(
+    tmp_path: Path,
+) -> None:
+    """Rules and overrides are claimed by the uuid they bind, not by name: a renamed
+    document that binds the owned object (spec.adopt.uuid: FazAI's derived uuid of the
+    old name, or the uuid an apply adopted) is handed the record; nothing is deleted."""
+    made = object_uuid("fw", "HostOverride", "app")
+    hand = "0b9a5f38-0000-4000-8000-000000000000"
+    state = load(
+        tmp_path,
+        doc(
+            "HostOverride",
+            "app-renamed",
+            hostname="app",
+            domain="example.internal",
+            server="10.0.10.50",
+            adopt={"uuid": made},
+        ),
+        doc("FirewallRule", "allow-https", interface="lan", adopt={"uuid": hand}),
+    )
+    inventory = {
+        "fw": [
+            owned("fw", "HostOverride", "app", made),
+            owned("fw", "FirewallRule", "https", hand),
+        ]
+    }
+    pruning = prune.plan(state, inventory, ["fw"])
+    assert absent_specs(pruning, state) == {}
+    assert {(r.kind, r.name, r.platform_id, r.successor) for r in pruning.releases} == {
+        ("HostOverride", "app", made, "app-renamed"),
+        ("FirewallRule", "https", hand, "allow-https"),
+    }
 
 
 def test_two_records_of_one_object_make_one_delete(tmp_path: Path) -> None:

@@ -52,11 +52,44 @@ def test_renaming_onto_a_name_that_exists_is_an_error_not_a_duplicate() -> None:
     assert found.error is not None and OWN in found.error and HAND in found.error
 
 
-def test_spec_adopt_names_the_object_and_must_exist_unless_absent() -> None:
+def test_spec_adopt_names_the_object_and_must_exist() -> None:
     named = host(adopt={"uuid": HAND.upper()})
     found = adoption.bind(NODE, named, {HAND: live()})
     assert (found.uuid, found.adopted, found.error) == (HAND, True, None)
     missing = adoption.bind(NODE, named, {})
     assert missing.error is not None and HAND in missing.error
-    gone = adoption.bind(NODE, host(adopt={"uuid": HAND}, state="absent"), {})
-    assert (gone.uuid, gone.item, gone.error) == (HAND, None, None)  # a prune: noop
+
+
+def test_an_absent_document_never_reaches_an_object_by_spec_adopt() -> None:
+    """Validate refuses adopt + absent; a document that got here anyway deletes nothing."""
+    found = adoption.bind(NODE, host(adopt={"uuid": HAND}, state="absent"), {HAND: live()})
+    assert found.error is not None and "state: absent" in found.error
+
+
+def test_a_prune_s_absent_document_reaches_the_uuid_fazai_owns() -> None:
+    found = adoption.bind(NODE, host(uuid=HAND, state="absent"), {HAND: live()})
+    assert (found.uuid, found.item, found.error) == (HAND, live(), None)
+    gone = adoption.bind(NODE, host(uuid=HAND, state="absent"), {})
+    assert (gone.uuid, gone.item, gone.error) == (HAND, None, None)  # already gone: noop
+    plain = adoption.bind(NODE, host(state="absent"), {HAND: live()})
+    assert (plain.uuid, plain.item) == (OWN, None)  # never a hand-made one by its key
+
+
+def mx(host_name: str, priority: str) -> Any:
+    return {**live(rr="MX"), "mx": host_name, "mxprio": priority}
+
+
+def test_another_mail_host_is_another_mx_record() -> None:
+    backup = host(rr="MX", mx="backup.example.internal", mxprio=20)
+    found = adoption.bind(NODE, backup, {HAND: mx("primary.example.internal", "10")})
+    assert (found.uuid, found.item, found.error) == (OWN, None, None)  # created beside it
+    same = adoption.bind(NODE, backup, {HAND: mx("Backup.Example.Internal.", "10")})
+    assert (same.uuid, same.adopted, same.error) == (HAND, True, None)  # its priority moves
+
+
+def test_another_text_is_another_txt_record() -> None:
+    spf = host(rr="TXT", txtdata="v=spf1 -all")
+    other = {**live(rr="TXT"), "txtdata": "google-site-verification=x"}
+    assert adoption.bind(NODE, spf, {HAND: other}) == adoption.Binding(OWN, None)
+    same = adoption.bind(NODE, spf, {HAND: {**other, "txtdata": "v=spf1 -all"}})
+    assert (same.uuid, same.adopted) == (HAND, True)
