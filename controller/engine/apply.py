@@ -277,6 +277,9 @@ async def apply_node(
         async with store.node_writer(node.name, lock_timeout):
             if interrupt.is_set():
                 return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
+            still_open = await _close_open(state, store, node.name)
+            if still_open:
+                return outcome(NodeStatus.FAILED, still_open)
             provider = _provider(node.spec["platform"])
             resources = state.resources_for(node.name)
             observation = await provider.observe(node, resources, state.source)
@@ -300,6 +303,24 @@ async def apply_node(
             return result
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
+
+
+async def _close_open(state: DesiredState, store: StateStore, node: str) -> str:
+    """Roll back the transactions left open on ``node`` (a rollback that failed earlier,
+    in this process or a dead one) before a new one begins; the caller holds the node's
+    writer lock, so nobody is running them. What still blocks the node, or ``""``.
+
+    A new transaction on top of an open one would snapshot a half-applied node, and the
+    open one's later rollback would put its older snapshot over the new commit."""
+    for txn in store.open_on(node):
+        line = await _recover_one(state, store, txn)
+        current = store.transaction(txn.id)
+        if current is not None and current.status is TransactionStatus.OPEN:
+            return (
+                f"transaction {txn.id} on this node is still open and could not be rolled "
+                f"back ({line}); nothing new written, retried next time"
+            )
+    return ""
 
 
 async def _transact(
@@ -524,8 +545,23 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
     current = store.transaction(txn.id)
     if current is None or current.status is not TransactionStatus.OPEN:
         return f"{txn.node}: transaction {txn.id} was closed by its owner meanwhile"
+    later = store.later_commit(txn.node, txn.id)
+    if later is not None:
+        # Restoring this snapshot would undo what the later transaction committed (and
+        # verified): the node is as that one left it, so this one is closed unrestored.
+        store.mark_rolled_back(
+            txn.id, f"superseded by transaction {later}, committed since; snapshot not restored"
+        )
+        return (
+            f"{txn.node}: open transaction {txn.id} is older than transaction {later}, "
+            "committed since: its snapshot was not restored over that; closed"
+        )
     node = state.nodes.get(txn.node)
     snapshot, unopened = _stored_snapshot(store, txn)
+    if snapshot is None and not current.snapshots and not current.steps:
+        # The snapshot is recorded before anything is written: none, nothing written.
+        store.mark_rolled_back(txn.id, "interrupted before its snapshot; nothing written")
+        return f"{txn.node}: transaction {txn.id} stopped before writing anything; closed"
     if node is None or snapshot is None:
         return f"{txn.node}: open transaction {txn.id} cannot be recovered here"
     note = _secrets_note(unopened)

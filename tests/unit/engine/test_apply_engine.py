@@ -260,3 +260,66 @@ async def _two_batches(
     resources: Sequence[Document], tree: SourceTree,
 ) -> AsyncIterator[ScriptedTransaction]:  # fmt: skip
     yield TwoBatches(self.script, node.name)
+
+
+def test_an_open_transaction_is_rolled_back_before_the_node_gets_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's pass fails to roll back (the node dropped): its transaction stays open. The
+    # next pass must roll that back first, and no later recovery may restore its older
+    # snapshot over what the next pass committed.
+    script = Script(verify_live={"content": "sha256:other"}, rollback_fails=True)
+    state = setup(tmp_path, monkeypatch, script)
+    db = tmp_path / "db"
+    assert run(state, approved("a"), db).nodes[0].status is NodeStatus.FAILED
+    script.verify_live, script.rollback_fails = dict(WANT), False
+    script.calls.clear()
+    second = run(state, approved("a"), db)
+    assert second.nodes[0].status is NodeStatus.CONVERGED
+    assert script.calls == [
+        "a:rollback {'motd': 'old'}", "a:snapshot", "a:write", "a:verify", "a:commit",
+    ]  # fmt: skip
+    script.calls.clear()
+    with StateStore(db) as store:
+        assert store.open_transactions() == []
+        assert asyncio.run(applying.recover(state, store)) == []
+    assert script.calls == []
+
+
+def test_a_node_whose_open_transaction_cannot_be_rolled_back_gets_no_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(verify_live={"content": "sha256:other"}, rollback_fails=True)
+    state = setup(tmp_path, monkeypatch, script)
+    db = tmp_path / "db"
+    run(state, approved("a"), db)
+    script.calls.clear()
+    second = run(state, approved("a"), db)
+    assert second.nodes[0].status is NodeStatus.FAILED
+    assert "is still open and could not be rolled back" in second.nodes[0].message
+    assert script.calls == ["a:rollback {'motd': 'old'}"]  # no snapshot, nothing written
+    with StateStore(db) as store:
+        assert len(store.open_transactions()) == 1
+
+
+def test_recovery_never_restores_a_snapshot_over_a_later_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store written before the rule above: an old transaction open, a later committed.
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    with StateStore(tmp_path / "db") as store:
+        old_run = store.start_run("cli", "apply", "s", None)
+        old = store.begin_transaction(old_run, "a")
+        store.record_snapshot(old, "Node", "a", "transaction", {"motd": "older"})
+        store.finish_run(old_run, RunStatus.FAILED)
+        new_run = store.start_run("cli", "apply", "s", None)
+        new = store.begin_transaction(new_run, "a")
+        store.record_snapshot(new, "Node", "a", "transaction", {"motd": "old"})
+        store.commit(new)
+        (line,) = asyncio.run(applying.recover(state, store))
+        assert store.open_transactions() == []
+        closed = store.transaction(old)
+    assert f"older than transaction {new}, committed since" in line
+    assert closed is not None
+    assert script.calls == []
