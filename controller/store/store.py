@@ -37,7 +37,10 @@ class StateStore(RunLog, Journal, Inventory):
         now: Callable[[], datetime] = utc_now,
         escrow_key: KeyRef | None = None,
     ) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_path()
+        # Resolved: the locks are files named after the state file, so one reached
+        # through a symlink (or a relative path) must name the same lock files.
+        given = Path(path).expanduser() if path is not None else default_path()
+        self.path = given.resolve()
         self._now = now
         self.escrow_key = escrow_key or key_ref(self.path)
         self._escrow = Escrow(self.escrow_key, self.path)

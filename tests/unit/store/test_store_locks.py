@@ -109,3 +109,19 @@ def test_the_lock_is_reentrant_in_one_process_and_a_node_name_stays_in_its_folde
     folder = node_lock_path(store.path, "x").parent
     for name in ("../escape", "a/b", ".."):
         assert node_lock_path(store.path, name).parent == folder
+
+
+def test_a_store_reached_through_a_symlink_shares_the_real_files_locks(
+    tmp_path: Path, db_path: Path, holder: object
+) -> None:
+    # The holder opens the store by its real path (db_path); this process through a link:
+    # one lock file for both, or recovery here would roll back the holder's transaction.
+    real = db_path
+    StateStore(real).close()
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    live = holder("web-1")  # type: ignore[operator]
+    with StateStore(link) as store:
+        assert store.path == real.resolve()
+        assert not store.try_node_writer("web-1")
+        assert f"pid {live.pid}" in store.node_holder("web-1")
