@@ -36,7 +36,21 @@ EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stderr = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+class _HangupConsole(SafeConsole):
+    """stderr that survives the terminal going away (SIGHUP, then EIO on every write): a
+    lost message must not turn an orderly rollback and exit 130 into a traceback."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except OSError:
+            # What could not be written stays in the stream's buffer, and a failed flush
+            # at exit would make the exit status 120: write the rest to nowhere.
+            sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+
+
+stderr = _HangupConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def source_options(func: F, default: str = "the current directory") -> F:

@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM during a CLI command that writes: stop starting things, finish or
-roll back what is in flight, then exit 130.
+"""Ctrl-C, SIGTERM and SIGHUP (the terminal closed) during a CLI command that writes: stop
+starting things, finish or roll back what is in flight, then exit 130.
 
 The default (``KeyboardInterrupt`` cancelling the event loop's task) would abandon a node
 transaction between two steps, half-applied. Instead the first signal sets an event the
@@ -19,7 +19,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 EXIT_INTERRUPTED = 130
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: its default (die at once) would leave the node half-applied.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FORCE_AFTER = 3
 
 
@@ -28,7 +29,7 @@ def run(
     say: Callable[[str], None],
     doing: str = "the node transaction in flight",
 ) -> tuple[T, bool]:
-    """Run ``work(interrupt)`` in a new event loop with SIGINT/SIGTERM setting
+    """Run ``work(interrupt)`` in a new event loop with SIGINT/SIGTERM/SIGHUP setting
     ``interrupt`` instead of cancelling it; its result, and whether it was interrupted."""
 
     async def main() -> tuple[T, bool]:
@@ -58,7 +59,7 @@ def run(
         finally:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
-            # remove_signal_handler puts SIGTERM back to the default (kill at once):
+            # remove_signal_handler puts SIGTERM/SIGHUP back to the default (kill at once):
             # the CLI's own handler again, so a late signal still exits cleanly.
             install_sigterm()
 
@@ -105,5 +106,7 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def install_sigterm() -> None:
-    """SIGTERM raises KeyboardInterrupt like Ctrl-C (``serve`` installs its own)."""
+    """SIGTERM and SIGHUP raise KeyboardInterrupt like Ctrl-C (``serve`` installs its
+    own)."""
     signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)
