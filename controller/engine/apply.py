@@ -520,13 +520,13 @@ async def recover(
 
     Only a transaction whose owner is provably gone is touched: its node's writer lock
     must be free (the kernel drops it when its holder dies); one a live process holds is
-    left alone, whatever the journal says. The run it belonged to, if still
-    ``in_progress``, is recorded ``interrupted``."""
+    left alone, whatever the journal says. A run still ``in_progress`` whose process is
+    gone (its run lock is free) is recorded ``interrupted``."""
     report = []
     for txn in store.open_transactions():
         if interrupt.is_set():
             report.append("interrupted: the remaining open transactions are left for later")
-            break
+            return report
         if not store.try_node_writer(txn.node):
             report.append(
                 f"{txn.node}: transaction {txn.id} is in progress in a live process "
@@ -537,6 +537,12 @@ async def recover(
             report.append(await _recover_one(state, store, txn))
         finally:
             store.release_node(txn.node)
+    # Runs killed between nodes (or before their first) have no open transaction: their
+    # lock, free since their process died, says they are over.
+    report += [
+        f"run {run_id} was left in progress by a process that is gone; recorded interrupted"
+        for run_id in store.close_abandoned_runs()
+    ]
     return report
 
 
@@ -579,7 +585,10 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
         store.record_node(
             txn.run_id, txn.node, NodeStatus.ROLLED_BACK, "interrupted; rolled back later"
         )
-        store.finish_run(txn.run_id, RunStatus.INTERRUPTED)
+        # Only a run whose process is gone: a live one (serve's, on other nodes) records
+        # its own end.
+        if store.run_abandoned(txn.run_id):
+            store.finish_run(txn.run_id, RunStatus.INTERRUPTED)
     return f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot{note}"
 
 

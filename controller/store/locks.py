@@ -1,9 +1,10 @@
 """Writer locks across processes: one per state store and one per node, as OS file locks.
 
 ``flock(2)`` on a file beside the state file: ``state.db.lock`` for the store (held by
-``fazai apply`` and ``fazai rollback`` for their whole run) and ``state.db.locks/<node>.lock``
+``fazai apply`` and ``fazai rollback`` for their whole run), ``state.db.locks/<node>.lock``
 for each node (held by whoever writes to the node: an apply's node transaction, a
-rollback, a recovery; the CLI and ``serve`` alike). The kernel drops a lock when its
+rollback, a recovery; the CLI and ``serve`` alike), and ``state.db.locks/run-<id>.lock`` for
+each run while it is in progress. The kernel drops a lock when its
 holder dies, however it dies, so a free lock next to an open transaction proves that the
 transaction's owner is gone: that is what recovery checks before it rolls anything back.
 
@@ -42,6 +43,11 @@ def store_lock_path(state: Path) -> Path:
 def node_lock_path(state: Path, node: str) -> Path:
     # Quoted, so a node name can never name another path ("..", "a/b").
     return state.with_name(state.name + ".locks") / f"node-{quote(node, safe='')}.lock"
+
+
+def run_lock_path(state: Path, run_id: int) -> Path:
+    # Beside the node locks; the prefixes keep a node called "run-1" from sharing it.
+    return state.with_name(state.name + ".locks") / f"run-{int(run_id)}.lock"
 
 
 @dataclass
@@ -112,7 +118,11 @@ def try_acquire(path: Path) -> bool:
         return True
 
 
-def release(path: Path) -> None:
+def release(path: Path, *, remove: bool = False) -> None:
+    """Release the lock at ``path``; with ``remove``, delete its file first, while still
+    holding it (for locks nobody takes after their holder is done: a run's). Whoever
+    opened the old file before it went gets a lock on a file no one else can see: it
+    must check again, after locking, what the lock protected (the run's status)."""
     with _guard:
         held = _held.get(path)
         if held is None:
@@ -120,6 +130,9 @@ def release(path: Path) -> None:
         held.count -= 1
         if held.count == 0:
             del _held[path]
+            if remove:
+                with contextlib.suppress(OSError):
+                    path.unlink()
             # Closing drops the flock; the stale details stay and are overwritten by the
             # next holder (a free lock is never described).
             os.close(held.fd)

@@ -18,8 +18,8 @@ from controller.engine import apply as applying
 from controller.errors import WriterLockedError
 from controller.model.state import DesiredState
 from controller.source.tree import SourceTree
-from controller.store import Command, StateStore, TransactionStatus, Trigger
-from controller.store.locks import node_lock_path, store_lock_path
+from controller.store import Command, RunStatus, StateStore, TransactionStatus, Trigger
+from controller.store.locks import node_lock_path, run_lock_path, store_lock_path
 
 HOLDER = """
 import sys, time, asyncio
@@ -30,6 +30,10 @@ if what == "store":
     with store.writer():
         print("held", flush=True)
         time.sleep(600)
+elif what == "run":  # a run between two nodes: no transaction open
+    store.start_run("cli", "apply", "test", None)
+    print("held", flush=True)
+    time.sleep(600)
 else:
     async def main():
         async with store.node_writer(what):
@@ -125,3 +129,25 @@ def test_a_store_reached_through_a_symlink_shares_the_real_files_locks(
         assert store.path == real.resolve()
         assert not store.try_node_writer("web-1")
         assert f"pid {live.pid}" in store.node_holder("web-1")
+
+
+def test_a_run_whose_process_died_between_nodes_is_recorded_interrupted(
+    store: StateStore, holder: object
+) -> None:
+    state = DesiredState(SourceTree("mem", "c0ffee", {}, {}), {}, [])
+    dead = holder("run")  # type: ignore[operator]
+    live = holder("run")  # type: ignore[operator]
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.wait(timeout=10)
+    ours = store.start_run(Trigger.CLI, Command.APPLY, "test", None)
+    report = asyncio.run(applying.recover(state, store))
+    assert report == ["run 1 was left in progress by a process that is gone; recorded interrupted"]
+    statuses = {run.id: run.status for run in store.list_runs(5)}
+    assert statuses == {
+        1: RunStatus.INTERRUPTED,
+        2: RunStatus.IN_PROGRESS,  # its process is alive
+        ours: RunStatus.IN_PROGRESS,  # this process runs it
+    }
+    store.finish_run(ours, RunStatus.SUCCEEDED)
+    assert not run_lock_path(store.path, ours).exists()
+    os.kill(live.pid, signal.SIGKILL)
