@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from controller import events, providers
 from controller.engine.diff import Action, compare
+from controller.engine.nodekey import node_key
 from controller.engine.plan import Plan, PlanItem
 from controller.errors import FazaiError, Interrupted, WriterLockedError
 from controller.model import kinds
@@ -43,7 +44,6 @@ from controller.store import (
     Transaction,
     TransactionStatus,
     Trigger,
-    locks,
     overall_status,
 )
 
@@ -274,7 +274,13 @@ async def apply_node(
         return result
 
     try:
-        async with store.node_writer(node.name, lock_timeout):
+        async with store.node_writer(
+            node.name,
+            lock_timeout,
+            key=node_key(node.spec),
+            run_id=run_id,
+            interrupt=interrupt,
+        ):
             if interrupt.is_set():
                 return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
             still_open = await _close_open(state, store, node.name)
@@ -301,6 +307,9 @@ async def apply_node(
             if result.status is NodeStatus.CONVERGED:
                 store.record_inventory(node.name, run_id, adopted, ())
             return result
+    except Interrupted:
+        # Only the wait for the node's lock raises it here: nothing was read or written.
+        return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
 
@@ -462,7 +471,7 @@ async def apply(
             plan_json.to_dict(plan),
         )
     )
-    locks.note_run(run_id)
+    store.note_run(run_id)
     publish(
         events.EventType.RUN_STARTED,
         run_id=run_id,
@@ -527,16 +536,18 @@ async def recover(
         if interrupt.is_set():
             report.append("interrupted: the remaining open transactions are left for later")
             return report
-        if not store.try_node_writer(txn.node):
+        node = state.nodes.get(txn.node)
+        key = node_key(node.spec) if node is not None else None
+        if not store.try_node_writer(txn.node, key):
             report.append(
                 f"{txn.node}: transaction {txn.id} is in progress in a live process "
-                f"({store.node_holder(txn.node)}); left alone"
+                f"({store.node_holder(txn.node, key)}); left alone"
             )
             continue
         try:
             report.append(await _recover_one(state, store, txn))
         finally:
-            store.release_node(txn.node)
+            store.release_node(txn.node, key)
     # Runs killed between nodes (or before their first) have no open transaction: their
     # lock, free since their process died, says they are over.
     report += [
@@ -609,7 +620,7 @@ async def roll_back_run(
     if past is None:
         raise FazaiError(f"no run {run_id} in the state store")
     new_run = store.start_run(trigger, Command.ROLLBACK, state.source.description, state.revision)
-    locks.note_run(new_run)
+    store.note_run(new_run)
     outcomes = []
     for txn in store.run_transactions(run_id):
         if only and txn.node not in only:
@@ -618,7 +629,9 @@ async def roll_back_run(
         if interrupt.is_set():
             status, message = NodeStatus.SKIPPED, INTERRUPTED_BEFORE
         else:
-            status, message = await _restore(state, store, txn, run_id, lock_timeout)
+            status, message = await _restore(
+                state, store, txn, run_id, new_run, lock_timeout, interrupt
+            )
         seconds = time.monotonic() - started
         store.record_node(new_run, txn.node, status, message, seconds)
         outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds))
@@ -628,7 +641,13 @@ async def roll_back_run(
 
 
 async def _restore(
-    state: DesiredState, store: StateStore, txn: Transaction, run_id: int, lock_timeout: float
+    state: DesiredState,
+    store: StateStore,
+    txn: Transaction,
+    run_id: int,
+    new_run: int,
+    lock_timeout: float,
+    interrupt: Interrupt,
 ) -> tuple[NodeStatus, str]:
     """Restore one transaction's snapshot under its node's writer lock. A restore, once
     started, is not stopped half-way by a signal: it is the way back to a known state."""
@@ -637,12 +656,20 @@ async def _restore(
     if node is None or snapshot is None:
         return NodeStatus.FAILED, "no Node document or no snapshot to restore"
     try:
-        async with store.node_writer(txn.node, lock_timeout):
+        async with store.node_writer(
+            txn.node,
+            lock_timeout,
+            key=node_key(node.spec),
+            run_id=new_run,
+            interrupt=interrupt,
+        ):
             provider = _provider(node.spec["platform"])
             resources = state.resources_for(node.name)
             async with provider.transaction(node, [], resources, state.source) as undo:
                 await undo.rollback(snapshot)
         status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
+    except Interrupted:
+        return NodeStatus.SKIPPED, INTERRUPTED_BEFORE
     except WriterLockedError as exc:
         return NodeStatus.FAILED, f"not restored: {exc}"
     except (FazaiError, OSError, TimeoutError) as exc:

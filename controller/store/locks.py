@@ -19,19 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
-from controller.errors import StoreError, WriterLockedError
+from controller.errors import Interrupted, StoreError, WriterLockedError
 
 POLL_SECONDS = 0.1
 
@@ -43,6 +46,25 @@ def store_lock_path(state: Path) -> Path:
 def node_lock_path(state: Path, node: str) -> Path:
     # Quoted, so a node name can never name another path ("..", "a/b").
     return state.with_name(state.name + ".locks") / f"node-{quote(node, safe='')}.lock"
+
+
+def machine_lock_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the machine-wide node locks live: ``$FAZAI_LOCK_DIR``, else
+    ``/run/lock/fazai`` (else the temp directory, where there is no ``/run/lock``)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("FAZAI_LOCK_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    run_lock = Path("/run/lock")
+    base = run_lock if run_lock.is_dir() else Path(tempfile.gettempdir())
+    return base / "fazai"
+
+
+def machine_node_lock_path(key: str, environ: Mapping[str, str] | None = None) -> Path:
+    """The lock of the machine ``key`` names (see ``engine.nodekey``), shared by every
+    state file on this host; hashed, so any key is one safe file name."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return machine_lock_dir(environ) / f"node-{digest}.lock"
 
 
 def run_lock_path(state: Path, run_id: int) -> Path:
@@ -92,17 +114,17 @@ def _write_holder(fd: int, run_id: int | None) -> None:
     os.pwrite(fd, data, 0)
 
 
-def try_acquire(path: Path) -> bool:
+def try_acquire(path: Path, *, shared: bool = False, run_id: int | None = None) -> bool:
     """Take the lock at ``path`` without waiting; True when this process now holds it
-    (again, if it already did)."""
+    (again, if it already did). ``shared``: a machine-wide lock, in a folder every user
+    of the host may use."""
     with _guard:
         held = _held.get(path)
         if held is not None:
             held.count += 1
             return True
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _open(path, shared)
         except OSError as exc:
             raise StoreError(str(path), f"cannot open the lock file: {exc}") from exc
         try:
@@ -113,9 +135,27 @@ def try_acquire(path: Path) -> bool:
         except OSError as exc:
             os.close(fd)
             raise StoreError(str(path), f"cannot lock: {exc}") from exc
-        _write_holder(fd, None)
+        with contextlib.suppress(OSError):  # read-only: another user's lock file
+            _write_holder(fd, run_id)
         _held[path] = _Held(fd, 1)
         return True
+
+
+def _open(path: Path, shared: bool) -> int:
+    if shared and not path.parent.exists():
+        # The machine-wide folder is every user's on the host (sticky, like /tmp).
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.chmod(0o1777)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not shared:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        # Readable by all: another user's writer (root's serve, an operator's apply)
+        # must be able to lock it too, and flock needs no write access.
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def release(path: Path, *, remove: bool = False) -> None:
@@ -138,10 +178,13 @@ def release(path: Path, *, remove: bool = False) -> None:
             os.close(held.fd)
 
 
-def note_run(run_id: int) -> None:
-    """Record ``run_id`` in every lock this process holds: the holder's message names it."""
+def note_run(path: Path, run_id: int) -> None:
+    """Record ``run_id`` in the lock at ``path`` if this process holds it (the store's
+    lock, taken before the run had an id): the holder's message names it. One lock only:
+    a process running several runs (``serve``) must not stamp one into the others'."""
     with _guard:
-        for held in _held.values():
+        held = _held.get(path)
+        if held is not None:
             with contextlib.suppress(OSError):
                 _write_holder(held.fd, run_id)
 
@@ -170,19 +213,70 @@ def hold(path: Path, what: str, timeout: float = 0.0) -> Iterator[None]:
         release(path)
 
 
+@dataclass(frozen=True)
+class Lock:
+    """One lock file to take: ``shared`` for a machine-wide one (see ``try_acquire``)."""
+
+    path: Path
+    shared: bool = False
+
+
+class Stop(Protocol):
+    """Set once a signal asked the run to stop (an ``asyncio.Event``)."""
+
+    def is_set(self) -> bool: ...
+
+
+def try_all(wanted: Sequence[Lock], run_id: int | None = None) -> Lock | None:
+    """Take every lock in ``wanted`` or none of them (so a waiter never sits on one while
+    it waits for the other); the one that is held elsewhere, or None once all are held."""
+    taken: list[Lock] = []
+    for lock in wanted:
+        if not try_acquire(lock.path, shared=lock.shared, run_id=run_id):
+            for back in reversed(taken):
+                release(back.path)
+            return lock
+        taken.append(lock)
+    return None
+
+
 @contextlib.asynccontextmanager
-async def hold_async(path: Path, what: str, timeout: float = 0.0) -> AsyncIterator[None]:
-    """:func:`hold` for coroutines: waits with ``asyncio.sleep``, never in a thread (a
-    cancelled wait leaves no lock taken behind)."""
+async def hold_async(
+    wanted: Path | Sequence[Lock],
+    what: str,
+    timeout: float = 0.0,
+    *,
+    run_id: int | None = None,
+    interrupt: Stop | None = None,
+) -> AsyncIterator[None]:
+    """:func:`hold` for coroutines, of one lock or of several together: waits with
+    ``asyncio.sleep``, never in a thread (a cancelled wait leaves no lock taken behind).
+    The holder's details name ``run_id``. A set ``interrupt`` ends the wait at once
+    with Interrupted (Ctrl-C must not sit out a long ``--lock-timeout``)."""
+    locks = [Lock(wanted)] if isinstance(wanted, Path) else list(wanted)
     deadline = time.monotonic() + max(0.0, timeout)
-    while not try_acquire(path):
+    while (busy := try_all(locks, run_id)) is not None:
+        if interrupt is not None and interrupt.is_set():
+            raise Interrupted(f"interrupted while waiting for {what}")
         if time.monotonic() >= deadline:
-            raise _refusal(path, what, timeout)
+            raise _refusal(busy.path, what, timeout)
         await asyncio.sleep(POLL_SECONDS)
     try:
         yield
     finally:
-        release(path)
+        for lock in reversed(locks):
+            release(lock.path)
+
+
+def is_free(lock: Lock) -> bool:
+    """Whether no other process holds ``lock`` (a glance: it may be taken the moment
+    after)."""
+    if held_here(lock.path) or not lock.path.exists():
+        return True
+    if not try_acquire(lock.path, shared=lock.shared):
+        return False
+    release(lock.path)
+    return True
 
 
 def describe(path: Path) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from controller.providers.base import Change, Observation, StepJournal
 from controller.source.open import open_source
 from controller.source.tree import SourceTree
 from controller.store import NodeStatus, RunStatus, StateStore
+from controller.store.locks import machine_node_lock_path, node_lock_path
 
 DOCS = [
     {"apiVersion": "fazai.dev/v1alpha1", "kind": "Node",
@@ -323,3 +326,98 @@ def test_recovery_never_restores_a_snapshot_over_a_later_commit(
     assert f"older than transaction {new}, committed since" in line
     assert closed is not None
     assert script.calls == []
+
+
+HOLD_MACHINE = """
+import asyncio, sys
+from controller.store import StateStore
+async def main():
+    # Another state file (sudo's, a systemd serve's) writing the same machine.
+    async with StateStore(sys.argv[1]).node_writer("fw", key=sys.argv[2]):
+        print("held", flush=True)
+        await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+def test_a_machine_another_state_file_writes_is_left_alone_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    other = tmp_path / "other" / "state.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_MACHINE, str(other), "linux:192.0.2.1:22"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = run(state, approved("a"), tmp_path / "db")
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    (node,) = result.nodes
+    assert node.status is NodeStatus.FAILED
+    assert f"node a is locked by pid {holder.pid}" in node.message
+    assert script.calls == []
+
+
+def test_ctrl_c_ends_the_wait_for_a_node_lock_and_skips_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    db = tmp_path / "db"
+    StateStore(db).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_NODE, str(db), "a"], stdout=subprocess.PIPE, text=True
+    )
+
+    async def go(store: StateStore) -> tuple[applying.ApplyResult, float]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        started = time.monotonic()
+        result = await applying.apply(
+            state, approved("a"), store, concurrency=1, lock_timeout=30, interrupt=stop
+        )
+        return result, time.monotonic() - started
+
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with StateStore(db) as store:
+            result, took = asyncio.run(go(store))
+            (recorded,) = store.list_runs(5)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert took < 5  # not the 30 s of --lock-timeout
+    assert [(n.node, n.status, n.message) for n in result.nodes] == [
+        ("a", NodeStatus.SKIPPED, applying.INTERRUPTED_BEFORE)
+    ]
+    assert recorded.status is RunStatus.INTERRUPTED
+    assert script.calls == []
+
+
+def test_a_node_lock_names_the_run_that_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    db = tmp_path / "db"
+    seen: list[Any] = []
+    plain = ScriptedTransaction.snapshot
+
+    async def snapshot(self: ScriptedTransaction) -> Mapping[str, Any]:
+        with StateStore(db) as store:
+            for path in (
+                node_lock_path(store.path, "a"),
+                machine_node_lock_path("linux:192.0.2.1:22"),
+            ):
+                seen.append(json.loads(path.read_text())["run_id"])
+        return await plain(self)
+
+    monkeypatch.setattr(ScriptedTransaction, "snapshot", snapshot)
+    with StateStore(db) as store:
+        first = asyncio.run(applying.apply(state, approved("a"), store, concurrency=1))
+        second = asyncio.run(applying.apply(state, approved("a"), store, concurrency=1))
+    assert seen == [first.run_id] * 2 + [second.run_id] * 2
