@@ -480,6 +480,7 @@ def apply(
                 interrupt=stop,
             ),
             _say,
+            defer_after=True,
         )
         converged = [n.node for n in outcome.nodes if n.status is NodeStatus.CONVERGED]
         _release(store, pruning, converged, outcome.run_id)
@@ -488,8 +489,10 @@ def apply(
         detail = f": {node.message}" if node.message else ""
         stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
-    if stopped:
+    if outcome.interrupted:
         _interrupted(f"run {outcome.run_id} stopped; where each node ended is listed above")
+    if stopped or signals.late():
+        _interrupted(f"nothing was cut short; run {outcome.run_id} is recorded as the nodes ended")
     sys.exit(outcome.exit_code)
 
 
@@ -542,6 +545,7 @@ def rollback(
             ),
             _say,
             "the restore in flight",
+            defer_after=True,
         )
     if not outcome.nodes:
         _fail(f"run {run_id} changed no node{' of those named' if nodes else ''}")
@@ -549,8 +553,10 @@ def rollback(
         colour = "green" if node.status.value == "converged" else "red"
         stderr.print(f"[{colour}]{node.node}: {_escape(node.message)}[/]")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
-    if stopped:
+    if outcome.interrupted:
         _interrupted(f"run {outcome.run_id} stopped; the nodes not yet restored were skipped")
+    if stopped or signals.late():
+        _interrupted(f"nothing was cut short; run {outcome.run_id} is recorded as the nodes ended")
     sys.exit(outcome.exit_code)
 
 

@@ -24,13 +24,22 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FORCE_AFTER = 3
 
 
+_late: list[int] = []
+
+
 def run(
     work: Callable[[asyncio.Event], Awaitable[T]],
     say: Callable[[str], None],
     doing: str = "the node transaction in flight",
+    *,
+    defer_after: bool = False,
 ) -> tuple[T, bool]:
     """Run ``work(interrupt)`` in a new event loop with SIGINT/SIGTERM/SIGHUP setting
-    ``interrupt`` instead of cancelling it; its result, and whether it was interrupted."""
+    ``interrupt`` instead of cancelling it; its result, and whether it was interrupted.
+
+    ``defer_after``: ``work`` is the command's last step (apply, rollback); a signal
+    after it returns is only noted (:func:`late`), so what follows (releasing, the
+    per-node lines the user needs) is not cut off by a KeyboardInterrupt."""
 
     async def main() -> tuple[T, bool]:
         interrupt = asyncio.Event()
@@ -61,9 +70,33 @@ def run(
                 loop.remove_signal_handler(sig)
             # remove_signal_handler puts SIGTERM/SIGHUP back to the default (kill at once):
             # the CLI's own handler again, so a late signal still exits cleanly.
-            install_sigterm()
+            _after(say, defer_after)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        _after(say, defer_after)
+
+
+def _after(say: Callable[[str], None], defer: bool) -> None:
+    if not defer:
+        install_sigterm()
+        return
+
+    def note(signum: int, frame: object) -> None:
+        _late.append(signum)
+        if len(_late) == 1:
+            say("interrupted: the run has ended; showing where each node ended")
+        elif len(_late) >= FORCE_AFTER:
+            os._exit(EXIT_INTERRUPTED)
+
+    for sig in SIGNALS:
+        signal.signal(sig, note)
+
+
+def late() -> bool:
+    """Whether a signal came after a ``defer_after`` run had returned."""
+    return bool(_late)
 
 
 def run_cancellable(work: Callable[[], Awaitable[T]]) -> T:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,12 +95,18 @@ class NodeOutcome:
     message: str = ""
     changes: int = 0
     seconds: float = 0.0
+    interrupted: bool = False  # skipped or rolled back because a signal asked to stop
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     run_id: int
     nodes: tuple[NodeOutcome, ...]
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal cut some node short (not one that came after they ended)."""
+        return any(n.interrupted for n in self.nodes)
 
     @property
     def converged(self) -> bool:
@@ -267,7 +274,9 @@ async def apply_node(
     started = time.monotonic()
 
     def outcome(status: NodeStatus, message: str = "", count: int = 0) -> NodeOutcome:
-        result = NodeOutcome(node.name, status, message, count, time.monotonic() - started)
+        cut = message == INTERRUPTED_BEFORE
+        seconds = time.monotonic() - started
+        result = NodeOutcome(node.name, status, message, count, seconds, cut)
         store.record_node(run_id, node.name, status, message, result.seconds)
         if status in _FAILURE_EVENTS:
             publish(_FAILURE_EVENTS[status], run_id=run_id, node=node.name, reason=message)
@@ -367,7 +376,10 @@ async def _transact(
         publish(events.EventType.NODE_VERIFIED, run_id=run_id, node=node.name, changes=len(changes))
         await txn.commit()
     except (FazaiError, OSError, TimeoutError) as exc:
-        return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
+        result = await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
+        if isinstance(exc, Interrupted):
+            result = dataclasses.replace(result, interrupted=True)
+        return result
     store.commit(txn_id)
     ids = txn.platform_ids() if isinstance(txn, PlatformIds) else {}
     _record_ownership(store, run_id, node.name, changes, ids)
@@ -487,7 +499,9 @@ async def apply(
             why = INTERRUPTED_BEFORE if interrupt.is_set() else "stopped by --fail-fast"
             if stop.is_set() or interrupt.is_set():
                 store.record_node(run_id, name, NodeStatus.SKIPPED, why)
-                return NodeOutcome(name, NodeStatus.SKIPPED, why)
+                return NodeOutcome(
+                    name, NodeStatus.SKIPPED, why, interrupted=why == INTERRUPTED_BEFORE
+                )
             result = await apply_node(
                 state,
                 state.nodes[name],
@@ -508,7 +522,9 @@ async def apply(
         store.record_node(run_id, item.node, item.status, item.message)
     everything = tuple(sorted([*outcomes, *skipped], key=lambda o: o.node))
     status = overall_status(o.status for o in everything)
-    if interrupt.is_set():
+    if any(o.interrupted for o in everything):
+        # Only a signal that cut a node short: one that came once every node had ended
+        # changed nothing, and the run is recorded as the nodes are.
         status = RunStatus.INTERRUPTED
     store.finish_run(run_id, status)
     publish(
@@ -634,9 +650,11 @@ async def roll_back_run(
             )
         seconds = time.monotonic() - started
         store.record_node(new_run, txn.node, status, message, seconds)
-        outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds))
+        cut = message == INTERRUPTED_BEFORE
+        outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds, cut))
     final = overall_status(o.status for o in outcomes)
-    store.finish_run(new_run, RunStatus.INTERRUPTED if interrupt.is_set() else final)
+    cut_short = any(o.interrupted for o in outcomes)
+    store.finish_run(new_run, RunStatus.INTERRUPTED if cut_short else final)
     return ApplyResult(new_run, tuple(outcomes))
 
 

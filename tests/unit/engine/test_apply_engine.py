@@ -421,3 +421,42 @@ def test_a_node_lock_names_the_run_that_holds_it(
         first = asyncio.run(applying.apply(state, approved("a"), store, concurrency=1))
         second = asyncio.run(applying.apply(state, approved("a"), store, concurrency=1))
     assert seen == [first.run_id] * 2 + [second.run_id] * 2
+
+
+class SignalAtCommit(ScriptedTransaction):
+    """The signal comes once the node has committed: nothing is left to cut short."""
+
+    interrupt: asyncio.Event
+
+    async def commit(self) -> None:
+        await super().commit()
+        SignalAtCommit.interrupt.set()
+
+
+def test_a_signal_after_every_node_ended_leaves_the_run_recorded_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+
+    @contextlib.asynccontextmanager
+    async def at_commit(
+        self: ScriptedProvider, node: Document, changes: Sequence[Change],
+        resources: Sequence[Document], tree: SourceTree,
+    ) -> AsyncIterator[ScriptedTransaction]:  # fmt: skip
+        yield SignalAtCommit(self.script, node.name)
+
+    monkeypatch.setattr(ScriptedProvider, "transaction", at_commit)
+
+    async def go(store: StateStore) -> applying.ApplyResult:
+        SignalAtCommit.interrupt = asyncio.Event()
+        return await applying.apply(
+            state, approved("a"), store, concurrency=1, interrupt=SignalAtCommit.interrupt
+        )
+
+    with StateStore(tmp_path / "db") as store:
+        result = asyncio.run(go(store))
+        (recorded,) = store.list_runs(5)
+    assert [(n.node, n.status) for n in result.nodes] == [("a", NodeStatus.CONVERGED)]
+    assert not result.interrupted
+    assert recorded.status is RunStatus.SUCCEEDED
