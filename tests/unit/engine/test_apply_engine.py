@@ -30,7 +30,7 @@ from controller.model.state import DesiredState
 from controller.providers.base import Change, Observation, StepJournal
 from controller.source.open import open_source
 from controller.source.tree import SourceTree
-from controller.store import NodeStatus, RunStatus, StateStore
+from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
 from controller.store.locks import machine_node_lock_path, node_lock_path
 
 DOCS = [
@@ -312,11 +312,11 @@ def test_recovery_never_restores_a_snapshot_over_a_later_commit(
     script = Script()
     state = setup(tmp_path, monkeypatch, script)
     with StateStore(tmp_path / "db") as store:
-        old_run = store.start_run("cli", "apply", "s", None)
+        old_run = store.start_run(Trigger.CLI, Command.APPLY, "s", None)
         old = store.begin_transaction(old_run, "a")
         store.record_snapshot(old, "Node", "a", "transaction", {"motd": "older"})
         store.finish_run(old_run, RunStatus.FAILED)
-        new_run = store.start_run("cli", "apply", "s", None)
+        new_run = store.start_run(Trigger.CLI, Command.APPLY, "s", None)
         new = store.begin_transaction(new_run, "a")
         store.record_snapshot(new, "Node", "a", "transaction", {"motd": "old"})
         store.commit(new)
