@@ -76,6 +76,7 @@ def run_lock_path(state: Path, run_id: int) -> Path:
 class _Held:
     fd: int
     count: int
+    owner: str | None = None
 
 
 _held: dict[Path, _Held] = {}
@@ -114,13 +115,19 @@ def _write_holder(fd: int, run_id: int | None) -> None:
     os.pwrite(fd, data, 0)
 
 
-def try_acquire(path: Path, *, shared: bool = False, run_id: int | None = None) -> bool:
+def try_acquire(
+    path: Path, *, shared: bool = False, run_id: int | None = None, owner: str | None = None
+) -> bool:
     """Take the lock at ``path`` without waiting; True when this process now holds it
-    (again, if it already did). ``shared``: a machine-wide lock, in a folder every user
-    of the host may use."""
+    (again, if it already did, for the same ``owner``). ``shared``: a machine-wide lock,
+    in a folder every user of the host may use. ``owner``: who in this process holds it
+    (a node's name, for a machine's lock): another owner here waits like another process
+    (two Node documents naming one machine are not written at once)."""
     with _guard:
         held = _held.get(path)
         if held is not None:
+            if held.owner != owner:
+                return False
             held.count += 1
             return True
         try:
@@ -137,7 +144,7 @@ def try_acquire(path: Path, *, shared: bool = False, run_id: int | None = None) 
             raise StoreError(str(path), f"cannot lock: {exc}") from exc
         with contextlib.suppress(OSError):  # read-only: another user's lock file
             _write_holder(fd, run_id)
-        _held[path] = _Held(fd, 1)
+        _held[path] = _Held(fd, 1, owner)
         return True
 
 
@@ -195,6 +202,12 @@ def held_here(path: Path) -> bool:
 
 
 def _refusal(path: Path, what: str, waited: float) -> WriterLockedError:
+    with _guard:
+        held = _held.get(path)
+    if held is not None and held.owner is not None:
+        # This process, for another Node document that names the same machine.
+        holder = f"this process, writing node {held.owner} (the same machine)"
+        return WriterLockedError(what, holder, waited)
     return WriterLockedError(what, _describe(path), waited)
 
 
@@ -219,6 +232,7 @@ class Lock:
 
     path: Path
     shared: bool = False
+    owner: str | None = None
 
 
 class Stop(Protocol):
@@ -232,7 +246,7 @@ def try_all(wanted: Sequence[Lock], run_id: int | None = None) -> Lock | None:
     it waits for the other); the one that is held elsewhere, or None once all are held."""
     taken: list[Lock] = []
     for lock in wanted:
-        if not try_acquire(lock.path, shared=lock.shared, run_id=run_id):
+        if not try_acquire(lock.path, shared=lock.shared, run_id=run_id, owner=lock.owner):
             for back in reversed(taken):
                 release(back.path)
             return lock
@@ -269,11 +283,15 @@ async def hold_async(
 
 
 def is_free(lock: Lock) -> bool:
-    """Whether no other process holds ``lock`` (a glance: it may be taken the moment
-    after)."""
-    if held_here(lock.path) or not lock.path.exists():
+    """Whether nobody else (another process, another owner here) holds ``lock`` (a
+    glance: it may be taken the moment after)."""
+    with _guard:
+        held = _held.get(lock.path)
+    if held is not None:
+        return held.owner == lock.owner
+    if not lock.path.exists():
         return True
-    if not try_acquire(lock.path, shared=lock.shared):
+    if not try_acquire(lock.path, shared=lock.shared, owner=lock.owner):
         return False
     release(lock.path)
     return True

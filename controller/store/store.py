@@ -72,7 +72,8 @@ class StateStore(RunLog, Journal, Inventory):
         # another state file on this host (sudo's, serve's) names the same machine.
         wanted = [locks.Lock(locks.node_lock_path(self.path, node))]
         if key is not None:
-            wanted.append(locks.Lock(locks.machine_node_lock_path(key), shared=True))
+            machine = locks.machine_node_lock_path(key)
+            wanted.append(locks.Lock(machine, shared=True, owner=node))
         return wanted
 
     @contextlib.asynccontextmanager

@@ -460,3 +460,48 @@ def test_a_signal_after_every_node_ended_leaves_the_run_recorded_as_they_are(
     assert [(n.node, n.status) for n in result.nodes] == [("a", NodeStatus.CONVERGED)]
     assert not result.interrupted
     assert recorded.status is RunStatus.SUCCEEDED
+
+
+def test_two_node_documents_naming_one_machine_are_not_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nodes a and b both say 192.0.2.1:22: with room for both, one still waits its turn.
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    plain = ScriptedTransaction.snapshot
+
+    async def slow_snapshot(self: ScriptedTransaction) -> Mapping[str, Any]:
+        snapshot = await plain(self)
+        await asyncio.sleep(0.3)
+        return snapshot
+
+    monkeypatch.setattr(ScriptedTransaction, "snapshot", slow_snapshot)
+    with StateStore(tmp_path / "db") as store:
+        result = asyncio.run(
+            applying.apply(state, approved("a", "b"), store, concurrency=2, lock_timeout=10)
+        )
+    assert [n.status for n in result.nodes] == [NodeStatus.CONVERGED] * 2
+    first = script.calls[0].split(":")[0]
+    assert [c.split(":")[0] for c in script.calls] == [first] * 4 + [
+        {"a": "b", "b": "a"}[first]
+    ] * 4
+
+
+def test_a_machine_another_node_document_writes_here_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script()
+    state = setup(tmp_path, monkeypatch, script)
+    plain = ScriptedTransaction.snapshot
+
+    async def slow_snapshot(self: ScriptedTransaction) -> Mapping[str, Any]:
+        await asyncio.sleep(0.3)
+        return await plain(self)
+
+    monkeypatch.setattr(ScriptedTransaction, "snapshot", slow_snapshot)
+    with StateStore(tmp_path / "db") as store:
+        result = asyncio.run(applying.apply(state, approved("a", "b"), store, concurrency=2))
+    failed = [n for n in result.nodes if n.status is NodeStatus.FAILED]
+    (other,) = [n.node for n in result.nodes if n.status is NodeStatus.CONVERGED]
+    assert len(failed) == 1
+    assert f"this process, writing node {other} (the same machine)" in failed[0].message
