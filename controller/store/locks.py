@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -157,12 +158,20 @@ def _open(path: Path, shared: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not shared:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Any local user may put files in that folder: never follow a link planted there (a
+    # root writer would truncate its target), and take only a plain file of one name.
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         # Readable by all: another user's writer (root's serve, an operator's apply)
         # must be able to lock it too, and flock needs no write access.
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
     except PermissionError:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | flags)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise OSError(f"{path} is not a plain lock file (a link?)")
+    return fd
 
 
 def release(path: Path, *, remove: bool = False) -> None:

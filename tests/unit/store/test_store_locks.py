@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 
 from controller.engine import apply as applying
-from controller.errors import WriterLockedError
+from controller.errors import StoreError, WriterLockedError
 from controller.model.state import DesiredState
 from controller.source.tree import SourceTree
 from controller.store import Command, RunStatus, StateStore, TransactionStatus, Trigger
-from controller.store.locks import node_lock_path, run_lock_path, store_lock_path
+from controller.store.locks import (
+    machine_node_lock_path,
+    node_lock_path,
+    run_lock_path,
+    store_lock_path,
+)
 
 HOLDER = """
 import sys, time, asyncio
@@ -151,3 +156,24 @@ def test_a_run_whose_process_died_between_nodes_is_recorded_interrupted(
     store.finish_run(ours, RunStatus.SUCCEEDED)
     assert not run_lock_path(store.path, ours).exists()
     os.kill(live.pid, signal.SIGKILL)
+
+
+def test_a_link_planted_in_the_machine_wide_folder_is_never_followed(
+    tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any local user may write in /run/lock/fazai: a root writer must not truncate the
+    # file a planted symlink points at.
+    monkeypatch.setenv("FAZAI_LOCK_DIR", str(tmp_path / "machine"))
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    lock = machine_node_lock_path("linux:192.0.2.9:22")
+    lock.parent.mkdir()
+    lock.symlink_to(target)
+
+    async def write() -> None:
+        async with store.node_writer("web-9", key="linux:192.0.2.9:22"):
+            pass
+
+    with pytest.raises(StoreError, match="cannot open the lock file"):
+        asyncio.run(write())
+    assert target.read_text() == "keep me\n"
