@@ -36,7 +36,21 @@ EXIT_OK, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stderr = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+class _HangupConsole(SafeConsole):
+    """stderr that survives the terminal going away (SIGHUP, then EIO on every write): a
+    lost message must not turn an orderly rollback and exit 130 into a traceback."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except OSError:
+            # What could not be written stays in the stream's buffer, and a failed flush
+            # at exit would make the exit status 120: write the rest to nowhere.
+            sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+
+
+stderr = _HangupConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def source_options(func: F, default: str = "the current directory") -> F:
@@ -468,6 +482,7 @@ def apply(
                 interrupt=stop,
             ),
             _say,
+            defer_after=True,
         )
         converged = [n.node for n in outcome.nodes if n.status is NodeStatus.CONVERGED]
         _release(store, pruning, converged, outcome.run_id)
@@ -477,8 +492,10 @@ def apply(
         detail = f": {terminal.clean(node.message, one_line=True)}" if node.message else ""
         stderr.print(f"[{colour}]{node.node}: {node.status.value}[/]{_escape(detail)}")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
-    if stopped:
+    if outcome.interrupted:
         _interrupted(f"run {outcome.run_id} stopped; where each node ended is listed above")
+    if stopped or signals.late():
+        _interrupted(f"nothing was cut short; run {outcome.run_id} is recorded as the nodes ended")
     sys.exit(outcome.exit_code)
 
 
@@ -531,6 +548,7 @@ def rollback(
             ),
             _say,
             "the restore in flight",
+            defer_after=True,
         )
     if not outcome.nodes:
         _fail(f"run {run_id} changed no node{' of those named' if nodes else ''}")
@@ -538,8 +556,10 @@ def rollback(
         colour = "green" if node.status.value == "converged" else "red"
         stderr.print(f"[{colour}]{node.node}: {_escape(node.message)}[/]")
     stderr.print(f"run {outcome.run_id} recorded; see `fazai history`")
-    if stopped:
+    if outcome.interrupted:
         _interrupted(f"run {outcome.run_id} stopped; the nodes not yet restored were skipped")
+    if stopped or signals.late():
+        _interrupted(f"nothing was cut short; run {outcome.run_id} is recorded as the nodes ended")
     sys.exit(outcome.exit_code)
 
 

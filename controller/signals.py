@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM during a CLI command that writes: stop starting things, finish or
-roll back what is in flight, then exit 130.
+"""Ctrl-C, SIGTERM and SIGHUP (the terminal closed) during a CLI command that writes: stop
+starting things, finish or roll back what is in flight, then exit 130.
 
 The default (``KeyboardInterrupt`` cancelling the event loop's task) would abandon a node
 transaction between two steps, half-applied. Instead the first signal sets an event the
@@ -19,17 +19,27 @@ from typing import TypeVar
 
 T = TypeVar("T")
 EXIT_INTERRUPTED = 130
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: its default (die at once) would leave the node half-applied.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FORCE_AFTER = 3
+
+
+_late: list[int] = []
 
 
 def run(
     work: Callable[[asyncio.Event], Awaitable[T]],
     say: Callable[[str], None],
     doing: str = "the node transaction in flight",
+    *,
+    defer_after: bool = False,
 ) -> tuple[T, bool]:
-    """Run ``work(interrupt)`` in a new event loop with SIGINT/SIGTERM setting
-    ``interrupt`` instead of cancelling it; its result, and whether it was interrupted."""
+    """Run ``work(interrupt)`` in a new event loop with SIGINT/SIGTERM/SIGHUP setting
+    ``interrupt`` instead of cancelling it; its result, and whether it was interrupted.
+
+    ``defer_after``: ``work`` is the command's last step (apply, rollback); a signal
+    after it returns is only noted (:func:`late`), so what follows (releasing, the
+    per-node lines the user needs) is not cut off by a KeyboardInterrupt."""
 
     async def main() -> tuple[T, bool]:
         interrupt = asyncio.Event()
@@ -58,11 +68,35 @@ def run(
         finally:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
-            # remove_signal_handler puts SIGTERM back to the default (kill at once):
+            # remove_signal_handler puts SIGTERM/SIGHUP back to the default (kill at once):
             # the CLI's own handler again, so a late signal still exits cleanly.
-            install_sigterm()
+            _after(say, defer_after)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        _after(say, defer_after)
+
+
+def _after(say: Callable[[str], None], defer: bool) -> None:
+    if not defer:
+        install_sigterm()
+        return
+
+    def note(signum: int, frame: object) -> None:
+        _late.append(signum)
+        if len(_late) == 1:
+            say("interrupted: the run has ended; showing where each node ended")
+        elif len(_late) >= FORCE_AFTER:
+            os._exit(EXIT_INTERRUPTED)
+
+    for sig in SIGNALS:
+        signal.signal(sig, note)
+
+
+def late() -> bool:
+    """Whether a signal came after a ``defer_after`` run had returned."""
+    return bool(_late)
 
 
 def run_cancellable(work: Callable[[], Awaitable[T]]) -> T:
@@ -105,5 +139,7 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def install_sigterm() -> None:
-    """SIGTERM raises KeyboardInterrupt like Ctrl-C (``serve`` installs its own)."""
+    """SIGTERM and SIGHUP raise KeyboardInterrupt like Ctrl-C (``serve`` installs its
+    own)."""
     signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)

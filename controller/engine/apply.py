@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 from controller import events, providers
 from controller.engine.diff import Action, compare
+from controller.engine.nodekey import node_key
 from controller.engine.plan import Plan, PlanItem
 from controller.errors import FazaiError, Interrupted, WriterLockedError
 from controller.model import kinds
@@ -43,7 +45,6 @@ from controller.store import (
     Transaction,
     TransactionStatus,
     Trigger,
-    locks,
     overall_status,
 )
 
@@ -94,12 +95,18 @@ class NodeOutcome:
     message: str = ""
     changes: int = 0
     seconds: float = 0.0
+    interrupted: bool = False  # skipped or rolled back because a signal asked to stop
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     run_id: int
     nodes: tuple[NodeOutcome, ...]
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal cut some node short (not one that came after they ended)."""
+        return any(n.interrupted for n in self.nodes)
 
     @property
     def converged(self) -> bool:
@@ -267,16 +274,27 @@ async def apply_node(
     started = time.monotonic()
 
     def outcome(status: NodeStatus, message: str = "", count: int = 0) -> NodeOutcome:
-        result = NodeOutcome(node.name, status, message, count, time.monotonic() - started)
+        cut = message == INTERRUPTED_BEFORE
+        seconds = time.monotonic() - started
+        result = NodeOutcome(node.name, status, message, count, seconds, cut)
         store.record_node(run_id, node.name, status, message, result.seconds)
         if status in _FAILURE_EVENTS:
             publish(_FAILURE_EVENTS[status], run_id=run_id, node=node.name, reason=message)
         return result
 
     try:
-        async with store.node_writer(node.name, lock_timeout):
+        async with store.node_writer(
+            node.name,
+            lock_timeout,
+            key=node_key(node.spec),
+            run_id=run_id,
+            interrupt=interrupt,
+        ):
             if interrupt.is_set():
                 return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
+            still_open = await _close_open(state, store, node.name)
+            if still_open:
+                return outcome(NodeStatus.FAILED, still_open)
             provider = _provider(node.spec["platform"])
             resources = state.resources_for(node.name)
             observation = await provider.observe(node, resources, state.source)
@@ -298,8 +316,29 @@ async def apply_node(
             if result.status is NodeStatus.CONVERGED:
                 store.record_inventory(node.name, run_id, adopted, ())
             return result
+    except Interrupted:
+        # Only the wait for the node's lock raises it here: nothing was read or written.
+        return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
     except FazaiError as exc:
         return outcome(NodeStatus.FAILED, str(exc))
+
+
+async def _close_open(state: DesiredState, store: StateStore, node: str) -> str:
+    """Roll back the transactions left open on ``node`` (a rollback that failed earlier,
+    in this process or a dead one) before a new one begins; the caller holds the node's
+    writer lock, so nobody is running them. What still blocks the node, or ``""``.
+
+    A new transaction on top of an open one would snapshot a half-applied node, and the
+    open one's later rollback would put its older snapshot over the new commit."""
+    for txn in store.open_on(node):
+        line = await _recover_one(state, store, txn)
+        current = store.transaction(txn.id)
+        if current is not None and current.status is TransactionStatus.OPEN:
+            return (
+                f"transaction {txn.id} on this node is still open and could not be rolled "
+                f"back ({line}); nothing new written, retried next time"
+            )
+    return ""
 
 
 async def _transact(
@@ -337,7 +376,10 @@ async def _transact(
         publish(events.EventType.NODE_VERIFIED, run_id=run_id, node=node.name, changes=len(changes))
         await txn.commit()
     except (FazaiError, OSError, TimeoutError) as exc:
-        return await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
+        result = await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
+        if isinstance(exc, Interrupted):
+            result = dataclasses.replace(result, interrupted=True)
+        return result
     store.commit(txn_id)
     ids = txn.platform_ids() if isinstance(txn, PlatformIds) else {}
     _record_ownership(store, run_id, node.name, changes, ids)
@@ -441,7 +483,7 @@ async def apply(
             plan_json.to_dict(plan),
         )
     )
-    locks.note_run(run_id)
+    store.note_run(run_id)
     publish(
         events.EventType.RUN_STARTED,
         run_id=run_id,
@@ -457,7 +499,9 @@ async def apply(
             why = INTERRUPTED_BEFORE if interrupt.is_set() else "stopped by --fail-fast"
             if stop.is_set() or interrupt.is_set():
                 store.record_node(run_id, name, NodeStatus.SKIPPED, why)
-                return NodeOutcome(name, NodeStatus.SKIPPED, why)
+                return NodeOutcome(
+                    name, NodeStatus.SKIPPED, why, interrupted=why == INTERRUPTED_BEFORE
+                )
             result = await apply_node(
                 state,
                 state.nodes[name],
@@ -478,7 +522,9 @@ async def apply(
         store.record_node(run_id, item.node, item.status, item.message)
     everything = tuple(sorted([*outcomes, *skipped], key=lambda o: o.node))
     status = overall_status(o.status for o in everything)
-    if interrupt.is_set():
+    if any(o.interrupted for o in everything):
+        # Only a signal that cut a node short: one that came once every node had ended
+        # changed nothing, and the run is recorded as the nodes are.
         status = RunStatus.INTERRUPTED
     store.finish_run(run_id, status)
     publish(
@@ -499,23 +545,31 @@ async def recover(
 
     Only a transaction whose owner is provably gone is touched: its node's writer lock
     must be free (the kernel drops it when its holder dies); one a live process holds is
-    left alone, whatever the journal says. The run it belonged to, if still
-    ``in_progress``, is recorded ``interrupted``."""
+    left alone, whatever the journal says. A run still ``in_progress`` whose process is
+    gone (its run lock is free) is recorded ``interrupted``."""
     report = []
     for txn in store.open_transactions():
         if interrupt.is_set():
             report.append("interrupted: the remaining open transactions are left for later")
-            break
-        if not store.try_node_writer(txn.node):
+            return report
+        node = state.nodes.get(txn.node)
+        key = node_key(node.spec) if node is not None else None
+        if not store.try_node_writer(txn.node, key):
             report.append(
                 f"{txn.node}: transaction {txn.id} is in progress in a live process "
-                f"({store.node_holder(txn.node)}); left alone"
+                f"({store.node_holder(txn.node, key)}); left alone"
             )
             continue
         try:
             report.append(await _recover_one(state, store, txn))
         finally:
-            store.release_node(txn.node)
+            store.release_node(txn.node, key)
+    # Runs killed between nodes (or before their first) have no open transaction: their
+    # lock, free since their process died, says they are over.
+    report += [
+        f"run {run_id} was left in progress by a process that is gone; recorded interrupted"
+        for run_id in store.close_abandoned_runs()
+    ]
     return report
 
 
@@ -524,8 +578,23 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
     current = store.transaction(txn.id)
     if current is None or current.status is not TransactionStatus.OPEN:
         return f"{txn.node}: transaction {txn.id} was closed by its owner meanwhile"
+    later = store.later_commit(txn.node, txn.id)
+    if later is not None:
+        # Restoring this snapshot would undo what the later transaction committed (and
+        # verified): the node is as that one left it, so this one is closed unrestored.
+        store.mark_rolled_back(
+            txn.id, f"superseded by transaction {later}, committed since; snapshot not restored"
+        )
+        return (
+            f"{txn.node}: open transaction {txn.id} is older than transaction {later}, "
+            "committed since: its snapshot was not restored over that; closed"
+        )
     node = state.nodes.get(txn.node)
     snapshot, unopened = _stored_snapshot(store, txn)
+    if snapshot is None and not current.snapshots and not current.steps:
+        # The snapshot is recorded before anything is written: none, nothing written.
+        store.mark_rolled_back(txn.id, "interrupted before its snapshot; nothing written")
+        return f"{txn.node}: transaction {txn.id} stopped before writing anything; closed"
     if node is None or snapshot is None:
         return f"{txn.node}: open transaction {txn.id} cannot be recovered here"
     note = _secrets_note(unopened)
@@ -543,7 +612,10 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
         store.record_node(
             txn.run_id, txn.node, NodeStatus.ROLLED_BACK, "interrupted; rolled back later"
         )
-        store.finish_run(txn.run_id, RunStatus.INTERRUPTED)
+        # Only a run whose process is gone: a live one (serve's, on other nodes) records
+        # its own end.
+        if store.run_abandoned(txn.run_id):
+            store.finish_run(txn.run_id, RunStatus.INTERRUPTED)
     return f"{txn.node}: interrupted transaction {txn.id} rolled back to its snapshot{note}"
 
 
@@ -564,7 +636,7 @@ async def roll_back_run(
     if past is None:
         raise FazaiError(f"no run {run_id} in the state store")
     new_run = store.start_run(trigger, Command.ROLLBACK, state.source.description, state.revision)
-    locks.note_run(new_run)
+    store.note_run(new_run)
     outcomes = []
     for txn in store.run_transactions(run_id):
         if only and txn.node not in only:
@@ -573,17 +645,27 @@ async def roll_back_run(
         if interrupt.is_set():
             status, message = NodeStatus.SKIPPED, INTERRUPTED_BEFORE
         else:
-            status, message = await _restore(state, store, txn, run_id, lock_timeout)
+            status, message = await _restore(
+                state, store, txn, run_id, new_run, lock_timeout, interrupt
+            )
         seconds = time.monotonic() - started
         store.record_node(new_run, txn.node, status, message, seconds)
-        outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds))
+        cut = message == INTERRUPTED_BEFORE
+        outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds, cut))
     final = overall_status(o.status for o in outcomes)
-    store.finish_run(new_run, RunStatus.INTERRUPTED if interrupt.is_set() else final)
+    cut_short = any(o.interrupted for o in outcomes)
+    store.finish_run(new_run, RunStatus.INTERRUPTED if cut_short else final)
     return ApplyResult(new_run, tuple(outcomes))
 
 
 async def _restore(
-    state: DesiredState, store: StateStore, txn: Transaction, run_id: int, lock_timeout: float
+    state: DesiredState,
+    store: StateStore,
+    txn: Transaction,
+    run_id: int,
+    new_run: int,
+    lock_timeout: float,
+    interrupt: Interrupt,
 ) -> tuple[NodeStatus, str]:
     """Restore one transaction's snapshot under its node's writer lock. A restore, once
     started, is not stopped half-way by a signal: it is the way back to a known state."""
@@ -592,12 +674,20 @@ async def _restore(
     if node is None or snapshot is None:
         return NodeStatus.FAILED, "no Node document or no snapshot to restore"
     try:
-        async with store.node_writer(txn.node, lock_timeout):
+        async with store.node_writer(
+            txn.node,
+            lock_timeout,
+            key=node_key(node.spec),
+            run_id=new_run,
+            interrupt=interrupt,
+        ):
             provider = _provider(node.spec["platform"])
             resources = state.resources_for(node.name)
             async with provider.transaction(node, [], resources, state.source) as undo:
                 await undo.rollback(snapshot)
         status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
+    except Interrupted:
+        return NodeStatus.SKIPPED, INTERRUPTED_BEFORE
     except WriterLockedError as exc:
         return NodeStatus.FAILED, f"not restored: {exc}"
     except (FazaiError, OSError, TimeoutError) as exc:

@@ -71,6 +71,10 @@ class Controller:
     def _prepare(self) -> None:
         for policy in self._policies:
             policy.open()
+        for run_id in self.store.close_abandoned_runs():
+            log.warning(
+                "run %d was left in progress by a process that is gone: interrupted", run_id
+            )
         self.shared.interrupted = {t.id for t in self.store.open_transactions()}
         if self.shared.interrupted:
             log.warning(

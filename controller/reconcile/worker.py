@@ -225,17 +225,15 @@ class SourceWorker:
         return True
 
     async def _recover(self, state: DesiredState) -> dict[str, str]:
-        """Roll back what a dead controller left open on these nodes (once per
-        transaction found at start); nodes still open must not be written. A node in
-        ``detect`` mode is never written, not even to roll back another's transaction;
-        one whose transaction a live process runs is left to it (see ``recover``)."""
+        """Roll back what is left open on these nodes: a dead controller's transactions,
+        and this process's own whose rollback failed (retried each pass); nodes still
+        open must not be written. A node in ``detect`` mode is never written, not even to
+        roll back another's transaction; one whose transaction a live process runs is
+        left to it (see ``recover``)."""
         store = self.shared.store
-        interrupted = self.shared.interrupted
-        open_now = [t for t in store.open_transactions() if t.id in interrupted]
+        open_now = [t for t in store.open_transactions() if t.node in state.nodes]
         nodes = set()
         for txn in open_now:
-            if txn.node not in state.nodes:
-                continue
             if self.config.mode_for(txn.node) is Mode.DETECT:
                 log.warning(
                     "%s: %s: open transaction %d left as it is: detect mode never writes "
@@ -252,13 +250,13 @@ class SourceWorker:
                 log.warning("%s: recovery: %s", self.name, line)
         # Closed meanwhile by us, or by the live process that was running it.
         still = store.open_transactions()
-        interrupted.intersection_update({t.id for t in still})
+        self.shared.interrupted.intersection_update({t.id for t in still})
         # A detect-mode node is only read: an open transaction does not stop that.
         return {
             t.node: f"transaction {t.id} is still open (being rolled back, or run by another "
             "live process); retried"
             for t in still
-            if t.id in interrupted and t.node in nodes
+            if t.node in nodes
         }
 
     async def _pruning(self, state: DesiredState) -> Pruning:

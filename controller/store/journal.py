@@ -199,6 +199,24 @@ class Journal:
             ]
             return [_transaction(cur, txn_id) for txn_id in ids]
 
+    def open_on(self, node: str) -> list[Transaction]:
+        """The open transactions on ``node``, oldest first: while one is open a new one
+        must not begin there (its snapshot would be taken of a half-applied node, and the
+        old one's rollback would later undo the new one's commit)."""
+        return [t for t in self.open_transactions() if t.node == node]
+
+    def later_commit(self, node: str, txn_id: int) -> int | None:
+        """The first transaction on ``node`` committed after ``txn_id`` began, if any: the
+        node was converged again since, so ``txn_id``'s snapshot is older than what is
+        there now and must never be restored over it."""
+        with self._db.read(f"reading the transactions on {node} after {txn_id}") as cur:
+            row = cur.execute(
+                "SELECT id FROM transactions WHERE node = ? AND id > ? AND status = ?"
+                " ORDER BY id LIMIT 1",
+                (node, txn_id, TransactionStatus.COMMITTED.value),
+            ).fetchone()
+            return int(row[0]) if row else None
+
     def run_transactions(self, run_id: int) -> list[Transaction]:
         """Every transaction of a run, by node name: what ``fazai rollback RUN`` undoes."""
         with self._db.read(f"reading the transactions of run {run_id}") as cur:

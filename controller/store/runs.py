@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from controller.errors import StoreError
+from controller.store import locks
 from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
 from controller.store.records import (
     Command,
@@ -36,21 +38,45 @@ class RunLog:
     ) -> int:
         """Record a new run (in progress); returns its id, larger than every earlier one."""
         plan_json = None if plan is None else to_json(plan, "the plan", self._db.path)
-        with self._db.write("recording a run") as cur:
-            cur.execute(
-                "INSERT INTO runs (started, trigger, command, source, revision, plan, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    iso(self._now()),
-                    Trigger(trigger).value,
-                    Command(command).value,
-                    source,
-                    revision,
-                    plan_json,
-                    RunStatus.IN_PROGRESS.value,
-                ),
-            )
-            return last_id(cur)
+        taken: Path | None = None
+        try:
+            with self._db.write("recording a run") as cur:
+                run_id = self._insert_run(cur, trigger, command, source, revision, plan_json)
+                # The run's lock is taken before its row is visible to other processes:
+                # an in_progress run whose lock is free has lost its process.
+                taken = locks.run_lock_path(self._db.path, run_id)
+                if not locks.try_acquire(taken):
+                    taken = None
+                    raise StoreError(str(self._db.path), f"run {run_id}'s lock is held")
+        except BaseException:
+            if taken is not None:
+                locks.release(taken, remove=True)
+            raise
+        return run_id
+
+    def _insert_run(
+        self,
+        cur: sqlite3.Cursor,
+        trigger: Trigger,
+        command: Command,
+        source: str,
+        revision: str | None,
+        plan_json: str | None,
+    ) -> int:
+        cur.execute(
+            "INSERT INTO runs (started, trigger, command, source, revision, plan, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                iso(self._now()),
+                Trigger(trigger).value,
+                Command(command).value,
+                source,
+                revision,
+                plan_json,
+                RunStatus.IN_PROGRESS.value,
+            ),
+        )
+        return last_id(cur)
 
     def record_plan(self, run_id: int, plan: Mapping[str, Any]) -> None:
         """Attach (or replace) the plan of a run, for runs that plan after they start."""
@@ -82,6 +108,49 @@ class RunLog:
                 (RunStatus(status).value, iso(self._now()), run_id),
             )
             self._require(cur, run_id)
+        locks.release(locks.run_lock_path(self._db.path, run_id), remove=True)
+
+    def run_abandoned(self, run_id: int) -> bool:
+        """Whether run ``run_id`` is recorded in progress with no live process running it
+        (its lock is free: the kernel dropped it when its process died)."""
+        path = locks.run_lock_path(self._db.path, run_id)
+        if locks.held_here(path) or not locks.try_acquire(path):
+            return False
+        try:
+            with self._db.read(f"reading run {run_id}") as cur:
+                row = cur.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            # Read after locking: a run that finished meanwhile is not abandoned.
+            return row is not None and row[0] == RunStatus.IN_PROGRESS.value
+        finally:
+            locks.release(path, remove=True)
+
+    def close_abandoned_runs(self) -> list[int]:
+        """Record ``interrupted`` every run left in progress by a process that is gone (a
+        kill between nodes, a power cut); the ids, oldest first."""
+        with self._db.read("reading the runs in progress") as cur:
+            ids = [
+                int(row[0])
+                for row in cur.execute(
+                    "SELECT id FROM runs WHERE status = ? ORDER BY id",
+                    (RunStatus.IN_PROGRESS.value,),
+                )
+            ]
+        closed = []
+        for run_id in ids:
+            if self.run_abandoned(run_id):
+                with self._db.write(f"recording run {run_id} interrupted") as cur:
+                    cur.execute(
+                        "UPDATE runs SET status = ?, finished = ? WHERE id = ? AND status = ?",
+                        (
+                            RunStatus.INTERRUPTED.value,
+                            iso(self._now()),
+                            run_id,
+                            RunStatus.IN_PROGRESS.value,
+                        ),
+                    )
+                    if cur.rowcount:
+                        closed.append(run_id)
+        return closed
 
     def list_runs(self, limit: int = 20, offset: int = 0) -> list[RunSummary]:
         """Runs newest first, ``limit`` of them after skipping ``offset``; without plans."""

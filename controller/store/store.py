@@ -37,7 +37,10 @@ class StateStore(RunLog, Journal, Inventory):
         now: Callable[[], datetime] = utc_now,
         escrow_key: KeyRef | None = None,
     ) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_path()
+        # Resolved: the locks are files named after the state file, so one reached
+        # through a symlink (or a relative path) must name the same lock files.
+        given = Path(path).expanduser() if path is not None else default_path()
+        self.path = given.resolve()
         self._now = now
         self.escrow_key = escrow_key or key_ref(self.path)
         self._escrow = Escrow(self.escrow_key, self.path)
@@ -60,25 +63,54 @@ class StateStore(RunLog, Journal, Inventory):
         with locks.hold(locks.store_lock_path(self.path), f"state store {self.path}", timeout):
             yield
 
+    def note_run(self, run_id: int) -> None:
+        """Name ``run_id`` in the store's writer lock, if this process holds it."""
+        locks.note_run(locks.store_lock_path(self.path), run_id)
+
+    def _node_locks(self, node: str, key: str | None) -> list[locks.Lock]:
+        # The store's lock of the node, and the machine-wide one of what it connects to:
+        # another state file on this host (sudo's, serve's) names the same machine.
+        wanted = [locks.Lock(locks.node_lock_path(self.path, node))]
+        if key is not None:
+            machine = locks.machine_node_lock_path(key)
+            wanted.append(locks.Lock(machine, shared=True, owner=node))
+        return wanted
+
     @contextlib.asynccontextmanager
-    async def node_writer(self, node: str, timeout: float = 0.0) -> AsyncIterator[None]:
-        """The writer lock of ``node`` (``<state>.locks/node-<name>.lock``), held by
+    async def node_writer(
+        self,
+        node: str,
+        timeout: float = 0.0,
+        *,
+        key: str | None = None,
+        run_id: int | None = None,
+        interrupt: locks.Stop | None = None,
+    ) -> AsyncIterator[None]:
+        """The writer locks of ``node``: ``<state>.locks/node-<name>.lock`` and, given the
+        node's ``key`` (``engine.nodekey``), the machine-wide one of that machine, held by
         whoever writes to the node; waits up to ``timeout`` s, then raises
-        WriterLockedError naming the holder."""
-        path = locks.node_lock_path(self.path, node)
-        async with locks.hold_async(path, f"node {node}", timeout):
+        WriterLockedError naming the holder (Interrupted once ``interrupt`` is set)."""
+        wanted = self._node_locks(node, key)
+        async with locks.hold_async(
+            wanted, f"node {node}", timeout, run_id=run_id, interrupt=interrupt
+        ):
             yield
 
-    def try_node_writer(self, node: str) -> bool:
-        """Take ``node``'s writer lock if it is free (release with :meth:`release_node`);
-        False while another process holds it."""
-        return locks.try_acquire(locks.node_lock_path(self.path, node))
+    def try_node_writer(self, node: str, key: str | None = None) -> bool:
+        """Take ``node``'s writer locks if they are free (release with
+        :meth:`release_node`, with the same ``key``); False while another process holds
+        one."""
+        return locks.try_all(self._node_locks(node, key)) is None
 
-    def release_node(self, node: str) -> None:
-        locks.release(locks.node_lock_path(self.path, node))
+    def release_node(self, node: str, key: str | None = None) -> None:
+        for lock in reversed(self._node_locks(node, key)):
+            locks.release(lock.path)
 
-    def node_holder(self, node: str) -> str:
-        return locks.describe(locks.node_lock_path(self.path, node))
+    def node_holder(self, node: str, key: str | None = None) -> str:
+        """Who holds ``node``'s lock (the one that is taken)."""
+        wanted = self._node_locks(node, key)
+        busy = next((lock for lock in wanted if not locks.is_free(lock)), wanted[0])
+        return locks.describe(busy.path)
 
     def __enter__(self) -> StateStore:
         return self

@@ -12,6 +12,7 @@ import pytest
 from controller.events import EventType
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.handle import Mode
+from controller.store import TransactionStatus
 from controller.testing.fleet import Fleet
 from controller.testing.opnsense import EmulatorServer
 from tests.integration.servekit import (
@@ -163,3 +164,35 @@ async def test_a_firewall_down_is_retried_until_it_returns(
             assert "after to 2" in descriptions(back)
         finally:
             back.stop()
+
+
+async def test_a_failed_rollback_is_finished_before_the_node_is_written_again(
+    firewall: EmulatorServer, tmp_path: Path
+) -> None:
+    # Every write and every rollback request fails: the transaction stays open with its
+    # owner (this serve) alive. The next pass must roll it back before writing anew, and
+    # nothing may restore that old snapshot over the commit that follows.
+    infra = Infra(tmp_path / "infra")
+    node = firewall_node(firewall, tmp_path / "secrets")
+    infra.commit([node, rule_doc("before", 1)])
+    infra.push()
+    firewall.faults.fail(500, method="POST", nth=2, times=None)  # after the savepoint
+    config = dataclasses.replace(settings(tmp_path, infra), backoff_initial=0.5, backoff_max=1.0)
+    async with running(config) as loop:
+        worker = loop.controller.workers["infra"]
+        store = loop.controller.store
+        failed = lambda: loop.of(EventType.NODE_FAILED)  # noqa: E731
+        await loop.until(
+            lambda: any("ROLLBACK FAILED" in e.data.get("reason", "") for e in failed()),
+            what="a rollback that failed",
+        )
+        (left,) = store.open_transactions()
+        firewall.faults.clear()
+        await loop.until(lambda: worker.error is None, timeout=60, what="healed")
+        await loop.idle()
+        assert store.open_transactions() == []
+        closed = store.transaction(left.id)
+        assert closed is not None and closed.status is TransactionStatus.ROLLED_BACK
+        # Converged since, and nothing open that a CLI apply's recovery could restore.
+        assert store.later_commit("edge-fw", left.id) is not None
+    assert "before to 1" in descriptions(firewall)

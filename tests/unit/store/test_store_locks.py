@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 
 from controller.engine import apply as applying
-from controller.errors import WriterLockedError
+from controller.errors import StoreError, WriterLockedError
 from controller.model.state import DesiredState
 from controller.source.tree import SourceTree
-from controller.store import Command, StateStore, TransactionStatus, Trigger
-from controller.store.locks import node_lock_path, store_lock_path
+from controller.store import Command, RunStatus, StateStore, TransactionStatus, Trigger
+from controller.store.locks import (
+    machine_node_lock_path,
+    node_lock_path,
+    run_lock_path,
+    store_lock_path,
+)
 
 HOLDER = """
 import sys, time, asyncio
@@ -30,6 +35,10 @@ if what == "store":
     with store.writer():
         print("held", flush=True)
         time.sleep(600)
+elif what == "run":  # a run between two nodes: no transaction open
+    store.start_run("cli", "apply", "test", None)
+    print("held", flush=True)
+    time.sleep(600)
 else:
     async def main():
         async with store.node_writer(what):
@@ -109,3 +118,62 @@ def test_the_lock_is_reentrant_in_one_process_and_a_node_name_stays_in_its_folde
     folder = node_lock_path(store.path, "x").parent
     for name in ("../escape", "a/b", ".."):
         assert node_lock_path(store.path, name).parent == folder
+
+
+def test_a_store_reached_through_a_symlink_shares_the_real_files_locks(
+    tmp_path: Path, db_path: Path, holder: object
+) -> None:
+    # The holder opens the store by its real path (db_path); this process through a link:
+    # one lock file for both, or recovery here would roll back the holder's transaction.
+    real = db_path
+    StateStore(real).close()
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    live = holder("web-1")  # type: ignore[operator]
+    with StateStore(link) as store:
+        assert store.path == real.resolve()
+        assert not store.try_node_writer("web-1")
+        assert f"pid {live.pid}" in store.node_holder("web-1")
+
+
+def test_a_run_whose_process_died_between_nodes_is_recorded_interrupted(
+    store: StateStore, holder: object
+) -> None:
+    state = DesiredState(SourceTree("mem", "c0ffee", {}, {}), {}, [])
+    dead = holder("run")  # type: ignore[operator]
+    live = holder("run")  # type: ignore[operator]
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.wait(timeout=10)
+    ours = store.start_run(Trigger.CLI, Command.APPLY, "test", None)
+    report = asyncio.run(applying.recover(state, store))
+    assert report == ["run 1 was left in progress by a process that is gone; recorded interrupted"]
+    statuses = {run.id: run.status for run in store.list_runs(5)}
+    assert statuses == {
+        1: RunStatus.INTERRUPTED,
+        2: RunStatus.IN_PROGRESS,  # its process is alive
+        ours: RunStatus.IN_PROGRESS,  # this process runs it
+    }
+    store.finish_run(ours, RunStatus.SUCCEEDED)
+    assert not run_lock_path(store.path, ours).exists()
+    os.kill(live.pid, signal.SIGKILL)
+
+
+def test_a_link_planted_in_the_machine_wide_folder_is_never_followed(
+    tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any local user may write in /run/lock/fazai: a root writer must not truncate the
+    # file a planted symlink points at.
+    monkeypatch.setenv("FAZAI_LOCK_DIR", str(tmp_path / "machine"))
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    lock = machine_node_lock_path("linux:192.0.2.9:22")
+    lock.parent.mkdir()
+    lock.symlink_to(target)
+
+    async def write() -> None:
+        async with store.node_writer("web-9", key="linux:192.0.2.9:22"):
+            pass
+
+    with pytest.raises(StoreError, match="cannot open the lock file"):
+        asyncio.run(write())
+    assert target.read_text() == "keep me\n"
