@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,23 @@ def write_state(folder: Path, documents: Iterable[dict[str, Any]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "state.yaml").write_text(yaml.safe_dump_all(list(documents), sort_keys=False))
     return folder
+
+
+def done_steps(db: Path) -> int:
+    """How many journal steps a running apply has marked done (0 before its store exists).
+
+    The read-only connection is closed at once: one left open idle holds no lock on the
+    WAL index, so another process closing the last writer deletes it, and a later
+    connection of this process would share the dead mapping ("database disk image is
+    malformed")."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return 0
+    try:
+        row = conn.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()
+        return int(row[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()

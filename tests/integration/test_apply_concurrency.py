@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,19 +19,10 @@ from controller.source.open import open_source
 from controller.store import RunStatus, StateStore, TransactionStatus
 from controller.testing.fleet import Fleet
 from tests.integration.servekit import Infra
-from tests.integration.statekit import node_doc, resource, write_state
+from tests.integration.statekit import done_steps, node_doc, resource, write_state
 
 FILES = 300
 COMMAND = [sys.executable, "-c", "from controller.cli import run; run()"]
-
-
-def done_steps(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()
-            return int(row[0])
-    except sqlite3.Error:
-        return 0
 
 
 def fazai(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

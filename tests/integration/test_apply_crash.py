@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -12,18 +11,9 @@ from pathlib import Path
 
 from controller.store import StateStore
 from controller.testing.fleet import Fleet
-from tests.integration.statekit import node_doc, resource, write_state
+from tests.integration.statekit import done_steps, node_doc, resource, write_state
 
 FILES = 120
-
-
-def done_steps(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()
-            return int(row[0])
-    except sqlite3.Error:
-        return 0
 
 
 def test_killed_controller_is_rolled_back_at_next_start(fleet: Fleet, tmp_path: Path) -> None:

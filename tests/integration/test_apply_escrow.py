@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from controller.store import StateStore, default_escrow_key_path
 from controller.testing.fleet import Fleet, FleetNode
-from tests.integration.statekit import node_doc, resource, write_state
+from tests.integration.statekit import done_steps, node_doc, resource, write_state
 
 SECRET = b"\x00\xfftoken=s3cr3t-escrow-\x7f\n"  # binary on purpose: byte for byte or nothing
 HASH = "$6$fzescrowsalt$XkTQ0bGR1y3uGJvZfhWm8SX0Tn1Vb2dV9Eo3Q5z1hJ7lP4cA6sK8wN2rY0mD"
@@ -159,15 +158,6 @@ def test_rollback_of_a_run_brings_a_deleted_user_back_with_its_hash(
 
 
 FILES = 120
-
-
-def done_steps(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()
-            return int(row[0])
-    except sqlite3.Error:
-        return 0
 
 
 def test_killed_controller_restores_the_sensitive_file_from_the_escrow_at_next_start(

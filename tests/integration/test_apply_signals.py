@@ -9,7 +9,6 @@ import os
 import select
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,20 +20,11 @@ import pytest
 
 from controller.store import NodeStatus, RunStatus, StateStore
 from controller.testing.fleet import Fleet
-from tests.integration.statekit import node_doc, resource, write_state
+from tests.integration.statekit import done_steps, node_doc, resource, write_state
 
 FILES = 600
 COMMAND = [sys.executable, "-c", "from controller.cli import run; run()"]
 FOLDER = "/etc/fazai-signal"
-
-
-def done_steps(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()
-            return int(row[0])
-    except sqlite3.Error:
-        return 0
 
 
 def written(fleet: Fleet) -> int:
