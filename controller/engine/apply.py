@@ -573,6 +573,17 @@ async def recover(
     return report
 
 
+async def _restore_snapshot(
+    state: DesiredState, node: Document, snapshot: Mapping[str, Any]
+) -> None:
+    """Put ``node`` back to a stored ``snapshot``, in a transaction of its own (recovery
+    and ``fazai rollback`` alike)."""
+    provider = _provider(node.spec["platform"])
+    resources = state.resources_for(node.name)
+    async with provider.transaction(node, [], resources, state.source) as undo:
+        await undo.rollback(snapshot)
+
+
 async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction) -> str:
     """Roll back ``txn``; the caller holds its node's writer lock."""
     current = store.transaction(txn.id)
@@ -599,10 +610,7 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
         return f"{txn.node}: open transaction {txn.id} cannot be recovered here"
     note = _secrets_note(unopened)
     try:
-        provider = _provider(node.spec["platform"])
-        resources = state.resources_for(node.name)
-        async with provider.transaction(node, [], resources, state.source) as undo:
-            await undo.rollback(snapshot)
+        await _restore_snapshot(state, node, snapshot)
     except (TimeoutError, FazaiError, OSError) as exc:
         # Still open: the next start tries again (with the escrow key put right, say).
         return f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}{note}"
@@ -681,10 +689,7 @@ async def _restore(
             run_id=new_run,
             interrupt=interrupt,
         ):
-            provider = _provider(node.spec["platform"])
-            resources = state.resources_for(node.name)
-            async with provider.transaction(node, [], resources, state.source) as undo:
-                await undo.rollback(snapshot)
+            await _restore_snapshot(state, node, snapshot)
         status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
     except Interrupted:
         return NodeStatus.SKIPPED, INTERRUPTED_BEFORE
