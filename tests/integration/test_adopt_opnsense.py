@@ -37,6 +37,7 @@ from controller.providers.opnsense.kinds import FIREWALL_RULE
 from controller.source.open import open_source
 from controller.store import NodeStatus, StateStore
 from controller.testing.opnsense import Drift, EmulatorServer
+from tests.integration.firewallkit import firewall_node
 
 NODE = "edge-fw"
 
@@ -94,24 +95,9 @@ class Firewall:
 @contextlib.contextmanager
 def emulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Firewall]:
     with EmulatorServer(version="26.1", tls=True) as emu:
-        key_file = tmp_path / "fw.key"
-        key_file.write_text(emu.api_key + "\n")
-        monkeypatch.setenv("FAZAI_TEST_FW_SECRET", emu.api_secret)
         folder = tmp_path / "state"
         folder.mkdir()
-        node = {
-            "apiVersion": "fazai.dev/v1alpha1",
-            "kind": "Node",
-            "metadata": {"name": NODE},
-            "spec": {
-                "platform": "opnsense",
-                "url": emu.url,
-                "apiKeyRef": {"file": str(key_file)},
-                "apiSecretRef": {"env": "FAZAI_TEST_FW_SECRET"},
-                "tls": {"caBundle": str(emu.certificate)},
-                "requestTimeout": 5,
-            },
-        }
+        node = firewall_node(NODE, emu, tmp_path, monkeypatch)
         yield Firewall(emu, folder, node, tmp_path / "state.db")
 
 

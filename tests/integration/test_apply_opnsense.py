@@ -33,6 +33,7 @@ from controller.providers.opnsense.identity import object_uuid
 from controller.providers.opnsense.provider import OpnsenseProvider
 from controller.source.open import open_source
 from controller.testing.opnsense import EmulatorServer
+from tests.integration.firewallkit import firewall_node
 
 NODE = "edge-fw"
 WITH_TIMER = ["24.7", "26.1"]
@@ -139,24 +140,9 @@ def emulated(
     version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rollback_seconds: float = 60.0
 ) -> Iterator[Firewall]:
     with EmulatorServer(version=version, tls=True, rollback_seconds=rollback_seconds) as emu:
-        key_file = tmp_path / "fw.key"
-        key_file.write_text(emu.api_key + "\n")
-        monkeypatch.setenv("FAZAI_TEST_FW_SECRET", emu.api_secret)
         folder = tmp_path / "state"
         folder.mkdir()
-        node = {
-            "apiVersion": "fazai.dev/v1alpha1",
-            "kind": "Node",
-            "metadata": {"name": NODE},
-            "spec": {
-                "platform": "opnsense",
-                "url": emu.url,
-                "apiKeyRef": {"file": str(key_file)},
-                "apiSecretRef": {"env": "FAZAI_TEST_FW_SECRET"},
-                "tls": {"caBundle": str(emu.certificate)},
-                "requestTimeout": 5,
-            },
-        }
+        node = firewall_node(NODE, emu, tmp_path, monkeypatch)
         yield Firewall(emu, folder, node)
 
 

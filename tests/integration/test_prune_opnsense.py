@@ -35,6 +35,7 @@ from controller.providers.opnsense.provider import OpnsenseProvider
 from controller.source.open import open_source
 from controller.store import NodeStatus, StateStore
 from controller.testing.opnsense import Drift, EmulatorServer
+from tests.integration.firewallkit import firewall_node
 
 NODE = "edge-fw"
 VERSIONS = ["24.7", "26.1", "26.7"]  # with the dead-man timer up to 26.1, without after
@@ -126,24 +127,9 @@ class Firewall:
 @contextlib.contextmanager
 def emulated(version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Firewall]:
     with EmulatorServer(version=version, tls=True) as emu:
-        key_file = tmp_path / "fw.key"
-        key_file.write_text(emu.api_key + "\n")
-        monkeypatch.setenv("FAZAI_TEST_FW_SECRET", emu.api_secret)
         folder = tmp_path / "state"
         folder.mkdir()
-        node = {
-            "apiVersion": "fazai.dev/v1alpha1",
-            "kind": "Node",
-            "metadata": {"name": NODE},
-            "spec": {
-                "platform": "opnsense",
-                "url": emu.url,
-                "apiKeyRef": {"file": str(key_file)},
-                "apiSecretRef": {"env": "FAZAI_TEST_FW_SECRET"},
-                "tls": {"caBundle": str(emu.certificate)},
-                "requestTimeout": 5,
-            },
-        }
+        node = firewall_node(NODE, emu, tmp_path, monkeypatch)
         fw = Firewall(emu, folder, node, tmp_path / "state.db")
         # Made by hand: an alias, and a rule that uses it. FazAI never owns them.
         hand = Drift(emu.state)
