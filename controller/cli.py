@@ -445,8 +445,6 @@ def apply(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    pruning = _with_prune(state, prune, state_file)
-    state = pruning.state
     with StateStore(state_file) as store, store.writer(lock_timeout):
         _say_state(store.path)
         recovered, stopped = signals.run(
@@ -454,8 +452,12 @@ def apply(
         )
         for line in recovered:
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
+        # Ownership is read under the writer lock: an apply that waited for another one
+        # prunes and binds from what that one recorded, not from what was there before.
         if stopped:
             _interrupted("during recovery; nothing applied")
+        pruning = _with_prune(state, prune, store.path)
+        state = pruning.state
         result = run_plan(state, nodes, concurrency)
         emit_plan(result, output)
         if result.has_errors:
@@ -719,7 +721,7 @@ def import_(
     click.echo(importing.render(docs, node_name), nl=False)
     for line in imported.skipped:
         stderr.print(f"[yellow]skipped:[/] {_escape(line)}")
-    stderr.print(f"{len(docs)} document(s) for unmanaged objects on {node_name}")
+    stderr.print(f"{count(len(docs), 'document')} for unmanaged objects on {node_name}")
     sys.exit(EXIT_OK)
 
 
@@ -1227,7 +1229,7 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def _fail(message: str) -> Any:
+def _fail(message: str) -> NoReturn:
     stderr.print(f"[bold red]error:[/] {_escape(message)}")
     sys.exit(EXIT_TROUBLE)
 
