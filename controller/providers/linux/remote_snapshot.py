@@ -259,12 +259,14 @@ def temp_files(directory, prefix, keep):
     out = []
     for name in sorted(names):
         path = os.path.join(directory, name)
-        if (
-            name.startswith(prefix)
-            and TEMP_SUFFIX.match(name[len(prefix) :])
-            and path not in keep
-            and stat.S_ISREG(os.lstat(path).st_mode)
-        ):
+        if not (name.startswith(prefix) and TEMP_SUFFIX.match(name[len(prefix) :])):
+            continue
+        try:
+            # A step still running removes its own temp file (its trap): gone is fine.
+            regular = stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            continue
+        if regular and path not in keep:
             out.append(path)
     return out
 
