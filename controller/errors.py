@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from controller.hashes import mask_hashes
+from controller.words import count
 
 if TYPE_CHECKING:
     from controller.model.diagnostics import Diagnostic
@@ -61,8 +62,7 @@ class InvalidInputError(FazaiError):
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
         errors = [d for d in self.diagnostics if d.is_error]
-        word = "error" if len(errors) == 1 else "errors"
-        super().__init__(f"{len(errors)} {word} in the desired state")
+        super().__init__(f"{count(len(errors), 'error')} in the desired state")
 
 
 class SourceError(FazaiError):

@@ -32,6 +32,7 @@ from controller.providers.base import Unmanaged
 from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.source.tree import SourceTree
 from controller.store import OwnedObject
+from controller.words import count
 
 MAX_NAME = 63
 
@@ -178,7 +179,7 @@ def unique_name(kind: str, name: str, taken: Collection[tuple[str, str]]) -> str
 def render(docs: Sequence[Mapping[str, Any]], node: str) -> str:
     """The documents as one multi-document YAML stream, with a header saying what it is."""
     header = (
-        f"# fazai import: {len(docs)} object(s) on {node} that no document describes.\n"
+        f"# fazai import: {count(len(docs), 'object')} on {node} that no document describes.\n"
         "# Each binds to its object (spec.adopt): applied, FazAI owns it (prune can then\n"
         "# delete it once its document goes); nothing is created twice.\n"
     )

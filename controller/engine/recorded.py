@@ -14,15 +14,15 @@ the plan binds that object while it exists (adoption.bind).
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 
+from controller.engine.prune import BY_UUID, UUID
 from controller.model.state import DesiredState
 from controller.providers.opnsense.identity import object_uuid
 from controller.store import OwnedObject
 
-KINDS = frozenset({"FirewallRule", "HostOverride"})
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# The kinds prune reaches by uuid are the kinds whose recorded uuid binds a document.
+KINDS = BY_UUID
 
 
 def bind(state: DesiredState, owned: Mapping[str, Sequence[OwnedObject]]) -> DesiredState:

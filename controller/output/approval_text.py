@@ -10,6 +10,7 @@ from typing import Any
 
 from controller.output import terminal
 from controller.output.summary import SYMBOLS
+from controller.source import revision as revisions
 from controller.words import count
 
 ACTIONS = ("create", "update", "delete")
@@ -51,7 +52,7 @@ def lines(approval: Mapping[str, Any]) -> list[str]:
     plan = approval.get("plan") or {}
     per_node = counts(plan)
     total = {a: sum(n[a] for n in per_node.values()) for a in ACTIONS}
-    revision = str(approval.get("revision") or "")[:12]
+    revision = revisions.short(str(approval.get("revision") or ""))
     out = [
         f"approval {printable(str(approval.get('id')))}: {printable(str(approval.get('source')))}"
         + (f" at {printable(revision)}" if revision else "")

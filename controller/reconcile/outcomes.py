@@ -19,15 +19,13 @@ import asyncio
 import logging
 from typing import Any
 
+from controller import words
 from controller.events import Event, EventBus, EventType
 from controller.logformat import FIELDS
 from controller.output import terminal
+from controller.source import revision as revisions
 
 log = logging.getLogger("fazai.outcome")
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def line(event: Event) -> tuple[int, str] | None:
@@ -40,7 +38,7 @@ def line(event: Event) -> tuple[int, str] | None:
     run = f" (run {data['run_id']})" if data.get("run_id") is not None else ""
     kind = event.type
     if kind is EventType.RUN_STARTED:
-        revision = str(data.get("revision") or "")[:12]
+        revision = revisions.short(str(data.get("revision") or ""))
         where = f", {data.get('source')}@{revision}" if revision else ""
         return logging.INFO, f"run {data.get('run_id')} ({data.get('command')}{where}) started"
     if kind is EventType.NODE_READ and data.get("error"):
@@ -48,10 +46,13 @@ def line(event: Event) -> tuple[int, str] | None:
     if kind is EventType.DRIFT_DETECTED:
         count = int(data.get("changes") or 0)
         mode = data.get("mode")
-        return logging.INFO, f"node {node}: drift found, {plural(count, 'item')}, mode {mode}{run}"
+        return (
+            logging.INFO,
+            f"node {node}: drift found, {words.count(count, 'item')}, mode {mode}{run}",
+        )
     if kind is EventType.NODE_VERIFIED:
         count = int(data.get("changes") or 0)
-        return logging.INFO, f"node {node}: applied {plural(count, 'change')}{run}"
+        return logging.INFO, f"node {node}: applied {words.count(count, 'change')}{run}"
     if kind is EventType.NODE_ROLLED_BACK:
         return logging.WARNING, f"node {node}: rolled back because {data.get('reason')}{run}"
     if kind is EventType.NODE_FAILED:

@@ -116,7 +116,11 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
     low, high = _time_domain(points, start, end)
     span = max((high - low).total_seconds(), 1.0)
     top, step = nice_top(max((p.drifted for p in points), default=0))
-    keys = sorted({series_key(p.source, p.revision) for p in points})
+    # Each point's series once (a key may look at the disk: per point, not per pair).
+    by_key: dict[str, list[SeriesPoint]] = {}
+    for point in points:
+        by_key.setdefault(series_key(point.source, point.revision), []).append(point)
+    keys = sorted(by_key)
     labels = legend_labels(keys)
     rows = _legend_rows(labels)
     height = HEIGHT + LEGEND_ROW * max(0, len(rows) - 1)
@@ -164,13 +168,7 @@ def render(points: Sequence[SeriesPoint], start: datetime, end: datetime) -> str
     dashes = {key: _dash(index) for index, key in enumerate(keys)}
     for key in keys:
         colour, dash = colours[key], dashes[key]
-        plotted = thin(
-            [
-                Plotted(x_of(p.time), y_of(p.drifted), p)
-                for p in points
-                if series_key(p.source, p.revision) == key
-            ]
-        )
+        plotted = thin([Plotted(x_of(p.time), y_of(p.drifted), p) for p in by_key[key]])
         path = " ".join(f"{p.x:.1f},{p.y:.1f}" for p in plotted)
         out.append(
             f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash} '
