@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from controller.engine.diff import Action  # noqa: E402
+from controller.plan.diff import Action  # noqa: E402
 from controller.providers.opnsense import payload  # noqa: E402
 from controller.providers.opnsense.identity import object_uuid  # noqa: E402
 from controller.testing.opnsense import EmulatorServer, RequestRecord  # noqa: E402

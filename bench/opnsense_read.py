@@ -59,8 +59,9 @@ from _opnsense import (
 )
 
 from controller.engine import plan as planning
-from controller.engine.diff import Action
 from controller.model import loader
+from controller.plan import items as planitems
+from controller.plan.diff import Action
 from controller.source.open import open_source
 from controller.testing.opnsense import Drift, EmulatorServer, crud
 
@@ -115,7 +116,7 @@ def _extra_content(spec: dict[str, Any]) -> str:
 # FazAI
 
 
-def check_plan(result: planning.Plan, objs: Objects) -> str | None:
+def check_plan(result: planitems.Plan, objs: Objects) -> str | None:
     if len(result.nodes) != 1:
         return f"{len(result.nodes)} nodes in the plan"
     node = result.nodes[0]

@@ -31,6 +31,7 @@ from controller.engine import plan as planning
 from controller.forges import review
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan import items as planitems
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import EmulatorServer
@@ -108,10 +109,10 @@ def main() -> None:
         async def both() -> review.Review:
             return await review.build(base, head)
 
-        async def apart() -> tuple[planning.Plan, planning.Plan]:
+        async def apart() -> tuple[planitems.Plan, planitems.Plan]:
             return await planning.build(base), await planning.build(head)
 
-        async def alone() -> planning.Plan:
+        async def alone() -> planitems.Plan:
             return await planning.build(head)
 
         rows = []

@@ -18,18 +18,18 @@ _EXPORTS = {
     "NodeError": "controller.errors",
     "SourceError": "controller.errors",
     "DesiredState": "controller.model.state",
-    "Plan": "controller.engine.plan",
+    "Plan": "controller.plan.items",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from controller.engine.plan import Plan as Plan
     from controller.errors import FazaiError as FazaiError
     from controller.errors import InvalidInputError as InvalidInputError
     from controller.errors import NodeError as NodeError
     from controller.errors import SourceError as SourceError
     from controller.model.state import DesiredState as DesiredState
+    from controller.plan.items import Plan as Plan
 
 
 def __getattr__(name: str) -> Any:

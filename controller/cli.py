@@ -26,9 +26,9 @@ from controller.source.tree import SourceTree
 from controller.words import count
 
 if TYPE_CHECKING:
-    from controller.engine import plan as planning
     from controller.engine.prune import Pruning
     from controller.forges.review import Review
+    from controller.plan import items as planitems
     from controller.server.client import ApiClient
     from controller.store import StateStore
 
@@ -359,7 +359,7 @@ def review(
 
 def run_plan(
     state: DesiredState, nodes: Sequence[str], concurrency: int, show_unmanaged: bool = False
-) -> planning.Plan:
+) -> planitems.Plan:
     from controller.engine import plan as planning
 
     options: dict[str, Any] = {
@@ -381,7 +381,7 @@ def run_plan(
     ) as progress:
         task = progress.add_task("", total=len(selected))
 
-        def advance(node: str, result: planning.NodePlan | None) -> None:
+        def advance(node: str, result: planitems.NodePlan | None) -> None:
             if result is None:
                 progress.update(task, description=node)
             else:
@@ -390,8 +390,9 @@ def run_plan(
         return signals.run_cancellable(lambda: planning.build(state, progress=advance, **options))
 
 
-def emit_plan(result: planning.Plan, output: str, show_noop: bool = False) -> None:
-    from controller.output import plan_json, plan_markdown, plan_text
+def emit_plan(result: planitems.Plan, output: str, show_noop: bool = False) -> None:
+    from controller.output import plan_markdown, plan_text
+    from controller.plan import plan_json
 
     if output == "json":
         click.echo(plan_json.render(result), nl=False)
@@ -732,7 +733,7 @@ def import_(
 )
 def schema(kind: str | None, plan_schema: bool) -> None:
     """Print the JSON Schema of KIND's documents (all kinds when omitted)."""
-    from controller.output import plan_json
+    from controller.plan import plan_json
 
     providers.load_all()
     if plan_schema:

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller import events, providers
-from controller.engine.diff import Action, compare
 from controller.engine.nodekey import node_key
-from controller.engine.plan import Plan, PlanItem
 from controller.errors import FazaiError, Interrupted, WriterLockedError
 from controller.model import kinds
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan.diff import Action, compare
+from controller.plan.items import Plan, PlanItem
 from controller.providers.base import Change, Intent, NodeTransaction, Observation, PlatformIds
 from controller.source.tree import SourceTree
 from controller.store import (
@@ -469,7 +469,7 @@ async def apply(
     back, and the run is recorded ``interrupted``. ``publish`` gets the run's events as
     they happen (run.started, change.applied, node.verified, node.rolled_back,
     node.failed, run.finished)."""
-    from controller.output import plan_json
+    from controller.plan import plan_json
 
     started = time.monotonic()
     # Encoding and redacting a large plan takes a while: off the event loop, so a server

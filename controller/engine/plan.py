@@ -1,6 +1,7 @@
-"""Plans: what applying the desired state would change, per node and resource instance.
+"""Building a plan: what applying the desired state would change, per node and resource
+instance (the plan's types are ``controller.plan.items``).
 
-Plans are immutable values. Building one reads every selected node concurrently (bounded),
+Building one reads every selected node concurrently (bounded),
 one bulk read each; a node that cannot be read gets an error entry while the others are
 still planned.
 """
@@ -10,79 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 from controller import events, providers
-from controller.engine.diff import Action, Change, compare
 from controller.errors import FazaiError, NodeError
 from controller.hashes import mask_hashes
-from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan.diff import Action, Change, compare
+from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.providers.base import Observation
 from controller.source.tree import SourceTree
 
 DEFAULT_CONCURRENCY = 32
-
-
-@dataclass(frozen=True)
-class PlanItem:
-    node: str
-    kind: str
-    name: str
-    action: Action
-    changes: tuple[Change, ...] = ()
-    error: str | None = None
-    adopt: str | None = None  # the id of the existing object the document takes over
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    node: str
-    platform: str
-    items: tuple[PlanItem, ...] = ()
-    error: str | None = None  # the node as a whole could not be read
-    error_type: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def changed(self) -> tuple[PlanItem, ...]:
-        quiet = (Action.NOOP, Action.ERROR, Action.UNMANAGED)
-        return tuple(i for i in self.items if i.action not in quiet)
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None or any(i.action is Action.ERROR for i in self.items)
-
-
-@dataclass(frozen=True)
-class Plan:
-    source: str
-    revision: str | None
-    nodes: tuple[NodePlan, ...]
-    warnings: tuple[Diagnostic, ...] = field(default=())
-
-    @property
-    def has_changes(self) -> bool:
-        return any(n.changed for n in self.nodes)
-
-    @property
-    def has_errors(self) -> bool:
-        return any(n.failed for n in self.nodes)
-
-    @property
-    def exit_code(self) -> int:
-        """diff(1) style: 0 in sync, 1 differences, 2 trouble."""
-        if self.has_errors:
-            return 2
-        return 1 if self.has_changes else 0
-
-    def counts(self) -> dict[str, int]:
-        out = {a.value: 0 for a in Action}
-        for node in self.nodes:
-            for item in node.items:
-                out[item.action.value] += 1
-        return out
 
 
 ProgressCallback = Callable[[str, NodePlan | None], None]

@@ -26,12 +26,13 @@ from enum import StrEnum
 from typing import Any
 
 from controller.engine import plan as planning
-from controller.engine.diff import Action
-from controller.engine.plan import Observe, Plan, PlanItem
+from controller.engine.plan import Observe
 from controller.errors import UntrustedNodeError
 from controller.forges.observe import SharedReads, connection
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan.diff import Action
+from controller.plan.items import Plan, PlanItem
 from controller.source.tree import SourceTree
 
 Key = tuple[str, str, str]  # node, kind, name

@@ -6,10 +6,10 @@ import html
 import json
 from typing import Any
 
-from controller.engine.diff import Action
-from controller.engine.plan import Plan, PlanItem
 from controller.output import terminal
 from controller.output.summary import SYMBOLS, summary_line
+from controller.plan.diff import Action
+from controller.plan.items import Plan, PlanItem
 from controller.source import revision as revisions
 
 

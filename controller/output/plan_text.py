@@ -10,10 +10,10 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.text import Text
 
-from controller.engine.diff import Action, Change
-from controller.engine.plan import NodePlan, Plan, PlanItem
 from controller.output import terminal
 from controller.output.summary import SYMBOLS, summary_line
+from controller.plan.diff import Action, Change
+from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.source import revision as revisions
 
 STYLES = {

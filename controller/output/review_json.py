@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from controller.forges.review import Review
-from controller.output import plan_json
+from controller.plan import plan_json
 
 
 def to_dict(review: Review) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.engine.plan import Plan
+from controller.plan.items import Plan
 from controller.words import count
 
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from controller.engine.diff import Observed
 from controller.model.document import Document
+from controller.plan.diff import Observed
 from controller.source.tree import SourceTree
 from controller.store.records import Intent
 

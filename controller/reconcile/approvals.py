@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine import apply as applying
-from controller.engine.plan import Plan
 from controller.events import Event, EventType
 from controller.model.state import DesiredState
-from controller.output import plan_json
+from controller.plan import plan_json
+from controller.plan.items import Plan
 from controller.reconcile.handle import ControllerStopping, PendingApproval, UnknownApproval
 from controller.reconcile.shared import Shared
 from controller.store import Trigger

@@ -25,7 +25,8 @@ from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.events import EventType, Publish, redact_in_thread
 from controller.model.state import DesiredState
-from controller.output import plan_json
+from controller.plan import items as planitems
+from controller.plan import plan_json
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.handle import Mode, NodeDrift
@@ -52,8 +53,8 @@ def node_items(document: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]
     return out
 
 
-def subset(plan: planning.Plan, nodes: Sequence[planning.NodePlan]) -> planning.Plan:
-    return planning.Plan(plan.source, plan.revision, tuple(nodes), plan.warnings)
+def subset(plan: planitems.Plan, nodes: Sequence[planitems.NodePlan]) -> planitems.Plan:
+    return planitems.Plan(plan.source, plan.revision, tuple(nodes), plan.warnings)
 
 
 def record_applied(
@@ -123,7 +124,7 @@ async def run_pass(
 
     failed = [n for n in plan.nodes if n.failed]
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
-    by_mode: dict[Mode, list[planning.NodePlan]] = {m: [] for m in Mode}
+    by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
         if node.changed and not node.failed:
             if node.node in blocked:
@@ -169,7 +170,7 @@ async def run_pass(
 async def _record(
     shared: Shared,
     source: SourceConfig,
-    plan: planning.Plan,
+    plan: planitems.Plan,
     run_id: int,
     publish: Publish,
     writer: StoreThread,

@@ -1,6 +1,6 @@
 """Building a :class:`DriftReport` from the controller's drift or from one plan.
 
-Both inputs carry plan JSON items (``controller/output/plan.schema.json``): ``{node, kind,
+Both inputs carry plan JSON items (``controller/plan/plan.schema.json``): ``{node, kind,
 name, action, changes: [{field, live, desired, diff?}], error?}``. Items written as
 ``{path, old, new}`` changes are read too, so a publisher using that shape still reports.
 """

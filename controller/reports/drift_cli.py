@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from controller.engine.plan import Plan
 from controller.errors import StoreError
-from controller.output import plan_json, terminal
+from controller.output import terminal
+from controller.plan import plan_json
+from controller.plan.items import Plan
 from controller.reports import build, files, history, render
 from controller.reports.model import DriftReport, SeriesPoint
 from controller.reports.values import stamp

@@ -30,6 +30,7 @@ from controller.errors import SandboxError
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan import items as planitems
 from controller.providers.opnsense import payload
 from controller.providers.opnsense.identity import object_uuid
 from controller.source.open import open_source
@@ -159,7 +160,7 @@ def seed_firewall(emulator: EmulatorServer, state: DesiredState, node: str) -> N
 def run_demo(
     desired: Path | None,
     workdir: Path,
-    emit: Callable[[planning.Plan], None],
+    emit: Callable[[planitems.Plan], None],
     console: Console,
 ) -> int:
     """Start the sandbox, plan, print; 0 when the plan ran, 2 on trouble."""
@@ -213,12 +214,12 @@ def run_demo(
 
 def _converge_drift_heal(
     state: DesiredState,
-    first: planning.Plan,
+    first: planitems.Plan,
     fleet: Fleet | None,
     emulators: list[EmulatorServer],
     firewall_names: list[str],
     workdir: Path,
-    emit: Callable[[planning.Plan], None],
+    emit: Callable[[planitems.Plan], None],
     console: Console,
 ) -> int:
     """Apply, drift by hand, plan the drift, apply again: the main job end to end."""

@@ -27,12 +27,14 @@ from rich.console import Console
 from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.engine import prune, recorded
-from controller.engine.diff import Action
 from controller.errors import InvalidInputError
 from controller.model import kinds, loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.output import plan_json, plan_markdown, plan_text
+from controller.output import plan_markdown, plan_text
+from controller.plan import items as planitems
+from controller.plan import plan_json
+from controller.plan.diff import Action
 from controller.providers.opnsense.kinds import FIREWALL_RULE
 from controller.source.open import open_source
 from controller.store import NodeStatus, StateStore
@@ -67,7 +69,7 @@ class Firewall:
         )
         return loader.load(open_source(str(self.folder)))
 
-    def plan(self, state: DesiredState) -> planning.Plan:
+    def plan(self, state: DesiredState) -> planitems.Plan:
         return asyncio.run(planning.build(state))
 
     def apply(self, state: DesiredState) -> applying.ApplyResult:
@@ -113,7 +115,7 @@ def by_hand(fw: Firewall, kind: str, fields: dict[str, Any]) -> str:
     return uuid
 
 
-def only_item(plan: planning.Plan) -> planning.PlanItem:
+def only_item(plan: planitems.Plan) -> planitems.PlanItem:
     (node,) = plan.nodes
     (item,) = node.items
     return item
@@ -153,7 +155,7 @@ def test_an_existing_override_is_adopted_in_place_never_duplicated(firewall: Fir
     assert fw.records() == {}
 
 
-def only_item_list(plan: planning.Plan) -> list[planning.PlanItem]:
+def only_item_list(plan: planitems.Plan) -> list[planitems.PlanItem]:
     return [i for n in plan.nodes for i in n.items]
 
 
@@ -548,7 +550,7 @@ def test_import_emits_only_documents_that_validate(firewall: Firewall) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-def plan_recorded(fw: Firewall, documents: list[dict[str, Any]]) -> planning.Plan:
+def plan_recorded(fw: Firewall, documents: list[dict[str, Any]]) -> planitems.Plan:
     """A plan as the CLI and serve make it: documents bound to what FazAI owns."""
     state = fw.state(documents)
     with StateStore(fw.db) as store:

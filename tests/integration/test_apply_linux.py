@@ -18,10 +18,10 @@ import pytest
 
 from controller.engine import apply as applying
 from controller.engine import plan as planning
-from controller.engine.diff import Action, Observed, compare
 from controller.errors import UnreachableError
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan.diff import Action, Observed, compare
 from controller.providers.base import Change, Intent
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.apply import (

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.engine.diff import Action, Observed, compare
 from controller.errors import ApiError, NodeError, ServerError, UnreachableError
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan.diff import Action, Observed, compare
 from controller.providers.base import Change, Intent, Observation
 from controller.providers.opnsense.apply import (
     LockoutError,

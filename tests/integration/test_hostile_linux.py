@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine.diff import Observed
 from controller.errors import InvalidInputError
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan.diff import Observed
 from controller.providers.base import Change
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.apply import (

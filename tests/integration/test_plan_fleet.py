@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from controller.engine import plan as planning
-from controller.engine.diff import Action
 from controller.model import loader
+from controller.plan import items as planitems
+from controller.plan.diff import Action
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet
 from tests.integration.statekit import node_doc, resource, write_state
@@ -71,12 +72,12 @@ def converge_by_hand(fleet: Fleet, node: str) -> None:
     n.run(f"nft -f - <<'EOF'\ntable inet fazai_t {{\n{NFT_BODY}\n}}\nEOF")
 
 
-def plan_of(folder: Path) -> planning.Plan:
+def plan_of(folder: Path) -> planitems.Plan:
     state = loader.load(open_source(str(folder)))
     return asyncio.run(planning.build(state))
 
 
-def by_item(plan: planning.Plan) -> dict[tuple[str, str, str], planning.PlanItem]:
+def by_item(plan: planitems.Plan) -> dict[tuple[str, str, str], planitems.PlanItem]:
     return {(i.node, i.kind, i.name): i for n in plan.nodes for i in n.items}
 
 

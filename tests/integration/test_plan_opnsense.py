@@ -18,9 +18,10 @@ import pytest
 import yaml
 
 from controller.engine import plan as planning
-from controller.engine.diff import Action
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan import items as planitems
+from controller.plan.diff import Action
 from controller.providers.opnsense import payload
 from controller.providers.opnsense.identity import object_uuid
 from controller.source.open import open_source
@@ -100,11 +101,11 @@ def apply_by_hand(emu: EmulatorServer, state: DesiredState) -> None:
             assert answer["result"] == "saved", (doc.subject, answer)
 
 
-def plan(state: DesiredState, show_unmanaged: bool = False) -> planning.Plan:
+def plan(state: DesiredState, show_unmanaged: bool = False) -> planitems.Plan:
     return asyncio.run(planning.build(state, show_unmanaged=show_unmanaged))
 
 
-def changed(result: planning.Plan) -> dict[tuple[str, str], planning.PlanItem]:
+def changed(result: planitems.Plan) -> dict[tuple[str, str], planitems.PlanItem]:
     return {
         (i.kind, i.name): i for n in result.nodes for i in n.items if i.action is not Action.NOOP
     }

@@ -25,9 +25,10 @@ import yaml
 from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.engine import prune
-from controller.engine.diff import Action, compare
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan import items as planitems
+from controller.plan.diff import Action, compare
 from controller.providers.base import Change
 from controller.providers.opnsense.apply import AliasInUseError, StalePlanError
 from controller.providers.opnsense.identity import object_uuid
@@ -101,7 +102,7 @@ class Firewall:
         pruning = prune.plan(state, owned, [NODE])
         return pruning.state, pruning
 
-    def plan(self, state: DesiredState, unmanaged: bool = False) -> planning.Plan:
+    def plan(self, state: DesiredState, unmanaged: bool = False) -> planitems.Plan:
         return asyncio.run(planning.build(state, show_unmanaged=unmanaged))
 
     def apply(self, state: DesiredState) -> applying.ApplyResult:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.engine.diff import Observed
 from controller.model.document import Document
+from controller.plan.diff import Observed
 from controller.source.tree import SourceTree, resolve_relative
 
 SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"

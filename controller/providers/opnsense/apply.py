@@ -44,8 +44,6 @@ from typing import Any
 
 import httpx
 
-from controller.engine.diff import Action, Observed
-from controller.engine.diff import compare as compare_essences
 from controller.errors import (
     ApiError,
     FazaiError,
@@ -55,6 +53,8 @@ from controller.errors import (
 )
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
+from controller.plan.diff import Action, Observed
+from controller.plan.diff import compare as compare_essences
 from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.opnsense import (
     adoption,

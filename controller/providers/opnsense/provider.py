@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from controller import secrets
-from controller.engine.diff import Observed
 from controller.model.document import Document
+from controller.plan.diff import Observed
 from controller.providers.base import Change, Observation, Unmanaged
 from controller.providers.opnsense import (
     adoption,

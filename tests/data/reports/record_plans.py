@@ -23,7 +23,8 @@ import yaml
 from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.model import loader
-from controller.output import plan_json
+from controller.plan import items as planitems
+from controller.plan import plan_json
 from controller.source.open import open_source
 from controller.store import StateStore
 from controller.testing.fleet import Fleet, NodeSpec
@@ -106,7 +107,7 @@ def documents(fleet: Fleet, fw: EmulatorServer, key_file: Path, drift: bool) -> 
     ]
 
 
-def record(name: str, plan: planning.Plan, folder: Path) -> None:
+def record(name: str, plan: planitems.Plan, folder: Path) -> None:
     data = plan_json.to_dict(plan)
     text = json.dumps(data, indent=2).replace(str(folder), "desired_state")
     (HERE / name).write_text(text + "\n")
@@ -133,7 +134,7 @@ def main() -> None:
             first = asyncio.run(planning.build(state))
             record("plan_1_drift.json", first, folder)
             with StateStore(root / "state.db") as store:
-                web_only = planning.Plan(
+                web_only = planitems.Plan(
                     first.source,
                     first.revision,
                     tuple(n for n in first.nodes if n.node == "rep-web-1"),

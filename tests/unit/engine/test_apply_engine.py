@@ -21,12 +21,12 @@ import pytest
 import yaml
 
 from controller.engine import apply as applying
-from controller.engine.diff import Action, Observed
-from controller.engine.plan import NodePlan, Plan, PlanItem
 from controller.errors import FazaiError
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan.diff import Action, Observed
+from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.providers.base import Change, Observation, StepJournal
 from controller.source.open import open_source
 from controller.source.tree import SourceTree

@@ -11,11 +11,12 @@ from pathlib import Path
 from rich.console import Console
 
 from controller.engine import plan as planning
-from controller.engine.diff import Observed
 from controller.errors import FactsError
 from controller.model import loader
 from controller.model.document import Document
-from controller.output import plan_json, plan_markdown, plan_text
+from controller.output import plan_markdown, plan_text
+from controller.plan import plan_json
+from controller.plan.diff import Observed
 from controller.providers.base import Observation
 from controller.source.open import open_source
 from controller.source.tree import SourceTree

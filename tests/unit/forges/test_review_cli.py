@@ -67,7 +67,7 @@ def test_unreachable_node_is_trouble_in_json(repo: Path) -> None:
     done = fazai("plan", str(repo), "--base", "main", "--head", "main", "-o", "json")
     assert done.returncode == 2
     rendered = json.loads(done.stdout)
-    from controller.output import plan_json
+    from controller.plan import plan_json
 
     jsonschema.validate(rendered, plan_json.schema())
     assert rendered["nodes"][0]["status"] == "error"

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import yaml
 
-from controller.engine.diff import Action
 from controller.forges import review
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan.diff import Action
 from controller.source.open import open_source
 from controller.testing.opnsense import EmulatorServer
 

@@ -8,9 +8,10 @@ import json
 import jsonschema
 from rich.console import Console
 
-from controller.engine.diff import Action, Change
-from controller.engine.plan import NodePlan, Plan, PlanItem
-from controller.output import plan_json, plan_markdown, plan_text
+from controller.output import plan_markdown, plan_text
+from controller.plan import plan_json
+from controller.plan.diff import Action, Change
+from controller.plan.items import NodePlan, Plan, PlanItem
 
 DIFF = "--- live /etc/motd\n+++ desired /etc/motd\n@@ -1 +1 @@\n-old\n+new\n"
 

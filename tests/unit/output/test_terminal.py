@@ -46,9 +46,9 @@ def test_watch_keeps_one_line_per_event() -> None:
 
 
 def test_text_plan_diffs_are_escaped() -> None:
-    from controller.engine.diff import Action, Change
-    from controller.engine.plan import NodePlan, Plan, PlanItem
     from controller.output import plan_text
+    from controller.plan.diff import Action, Change
+    from controller.plan.items import NodePlan, Plan, PlanItem
 
     diff = "--- live\n+++ desired\n@@ -1 +1 @@\n-old\n+\x1b]0;owned\x07new\u202e\n"
     item = PlanItem("w", "NftTable", "t", Action.UPDATE, (Change("definition", "a", "b", diff),))
@@ -66,9 +66,9 @@ FAKE = "refused\nweb-2 (linux) 0.10s\n  in sync (12 resources)\n  + File/x  crea
 
 def test_node_and_item_errors_stay_on_their_own_line_in_text_and_markdown() -> None:
     """A node's error quoting its output must not pose as plan lines of other nodes."""
-    from controller.engine.diff import Action
-    from controller.engine.plan import NodePlan, Plan, PlanItem
     from controller.output import plan_markdown, plan_text
+    from controller.plan.diff import Action
+    from controller.plan.items import NodePlan, Plan, PlanItem
 
     item = PlanItem("web-1", "File", "motd", Action.ERROR, error=FAKE)
     plan = Plan(

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.engine.diff import Action, compare
 from controller.model import loader
+from controller.plan.diff import Action, compare
 from controller.providers.linux import essence
 from controller.source.open import open_source
 

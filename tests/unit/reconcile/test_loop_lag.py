@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from controller.engine import plan as planning
-from controller.engine.diff import Action, Change
 from controller.events import Event, EventBus, EventType, Redacted
 from controller.model.state import DesiredState
-from controller.output import plan_json
+from controller.plan import items as planitems
+from controller.plan import plan_json
+from controller.plan.diff import Action, Change
 from controller.reconcile import passes
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import ControllerConfig, SourceConfig
@@ -37,9 +38,9 @@ LAG_BOUND = 0.25  # seconds: generous (a busy machine), far below the unthreaded
 NODE = "edge-fw"
 
 
-def big_plan() -> planning.Plan:
+def big_plan() -> planitems.Plan:
     items = tuple(
-        planning.PlanItem(
+        planitems.PlanItem(
             NODE,
             "FirewallRule",
             f"rule-{i:04d}",
@@ -56,8 +57,8 @@ def big_plan() -> planning.Plan:
         )
         for i in range(ITEMS)
     )
-    node = planning.NodePlan(NODE, "opnsense", items, seconds=0.5)
-    return planning.Plan("mem", "c0ffee", (node,))
+    node = planitems.NodePlan(NODE, "opnsense", items, seconds=0.5)
+    return planitems.Plan("mem", "c0ffee", (node,))
 
 
 async def max_lag(stop: asyncio.Event) -> float:
@@ -76,7 +77,7 @@ async def test_a_big_plan_is_recorded_and_published_without_stalling_the_loop(
 ) -> None:
     plan = big_plan()
 
-    async def build(state: DesiredState, **_: Any) -> planning.Plan:
+    async def build(state: DesiredState, **_: Any) -> planitems.Plan:
         return plan  # the live reads are not what this test is about
 
     monkeypatch.setattr(planning, "build", build)

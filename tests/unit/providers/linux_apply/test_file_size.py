@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine.diff import Observed
 from controller.errors import SourceError
 from controller.model import loader
 from controller.model.kinds import load_schema
+from controller.plan.diff import Observed
 from controller.providers.base import Change
 from controller.providers.linux import batch
 from controller.providers.linux.apply import LinuxTransaction

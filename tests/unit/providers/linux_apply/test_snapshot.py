@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from controller.engine.diff import Observed
 from controller.model.document import Document
+from controller.plan.diff import Observed
 from controller.providers.base import Change
 from controller.providers.linux import operations, remote_snapshot
 from controller.providers.linux import snapshot as snapshots

@@ -18,9 +18,10 @@ import yaml
 
 from controller.engine import plan as planning
 from controller.engine import prune
-from controller.engine.diff import Action
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan import items as planitems
+from controller.plan.diff import Action
 from controller.providers.opnsense.identity import object_uuid
 from controller.source.open import open_source
 from controller.store import OwnedObject
@@ -60,7 +61,7 @@ class Firewall:
         (self.folder / "fw.yaml").write_text(yaml.safe_dump_all([node, *documents]))
         return loader.load(open_source(str(self.folder)))
 
-    def plan(self, state: DesiredState) -> dict[tuple[str, str], planning.PlanItem]:
+    def plan(self, state: DesiredState) -> dict[tuple[str, str], planitems.PlanItem]:
         result = asyncio.run(planning.build(state, show_unmanaged=True))
         (node,) = result.nodes
         assert node.error is None, node.error

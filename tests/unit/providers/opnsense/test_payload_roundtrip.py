@@ -17,9 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from controller.engine.diff import Action, compare
 from controller.model import loader
 from controller.model.document import Document
+from controller.plan.diff import Action, compare
 from controller.providers.opnsense import live, payload, provider
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
 from controller.providers.opnsense.identity import object_uuid

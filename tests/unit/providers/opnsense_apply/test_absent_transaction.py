@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from controller.engine.diff import Action, compare
 from controller.model.document import Document
+from controller.plan.diff import Action, compare
 from controller.providers.base import Change, Intent
 from controller.providers.opnsense import live
 from controller.providers.opnsense.apply import OpnsenseTransaction

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.engine.diff import Action, Observed, compare
 from controller.model import kinds
 from controller.model.document import Document
+from controller.plan.diff import Action, Observed, compare
 from controller.providers.base import Change, Intent
 from controller.providers.opnsense import essence
 from controller.providers.opnsense.apply import OpnsenseTransaction

@@ -9,13 +9,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from controller.engine.diff import Action
-from controller.engine.plan import Plan, PlanItem
+from controller.plan.diff import Action
+from controller.plan.items import Plan, PlanItem
 
 
 @cache
 def schema() -> Mapping[str, Any]:
-    text = resources.files("controller.output").joinpath("plan.schema.json").read_text()
+    text = resources.files("controller.plan").joinpath("plan.schema.json").read_text()
     loaded: Mapping[str, Any] = json.loads(text)
     return loaded
 
