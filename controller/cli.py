@@ -924,7 +924,14 @@ def approve(
                 _fail("no terminal to confirm on; pass --yes to approve unattended")
             if not click.confirm("Apply this plan?", default=False, err=True):
                 _cancelled(f"Approval cancelled: nothing applied; {approval_id} stays pending.")
-        run_id = client.approve(approval_id)
+        answer = client.approve(approval_id)
+    run_id = answer.get("run_id")
+    if run_id is None:
+        stderr.print(
+            f"[green]approved[/] {_escape(approval_id)}: "
+            f"{_escape(approval_text.standing(answer))}; not applied yet"
+        )
+        return
     stderr.print(f"[green]approved[/] {_escape(approval_id)}: run {run_id}")
     click.echo(run_id)
 
@@ -951,7 +958,7 @@ def approvals(url: str, token_ref: str | None, ca_file: Path | None, output: str
             per_node.setdefault(str(node), dict.fromkeys(approval_text.ACTIONS, 0))
         terminal.echo(
             f"{item['id']}  {item.get('created', '')}  {item.get('source', '')} {revision}"
-            f"  {approval_text.counts_text(per_node)}"
+            f"  {approval_text.counts_text(per_node)}  {approval_text.standing(item)}"
         )
 
 

@@ -56,7 +56,7 @@ def lines(approval: Mapping[str, Any]) -> list[str]:
     out = [
         f"approval {printable(str(approval.get('id')))}: {printable(str(approval.get('source')))}"
         + (f" at {printable(revision)}" if revision else "")
-        + f", created {printable(str(approval.get('created', '')))}",
+        + f", created {printable(str(approval.get('created', '')))}, {standing(approval)}",
     ]
     changes = [c for c in plan.get("changes") or [] if isinstance(c, Mapping)]
     for node in per_node:
@@ -89,3 +89,10 @@ def _value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     text = printable(text)
     return text if len(text) <= _FIELD_LIMIT else text[: _FIELD_LIMIT - 1] + "…"
+
+
+def standing(approval: Mapping[str, Any]) -> str:
+    """``approvals 1/2 (by alice)``: what a pending approval has and needs."""
+    by = [printable(str(name)) for name in approval.get("approvedBy") or []]
+    text = f"approvals {len(by)}/{approval.get('required', 1)}"
+    return text + (f" (by {', '.join(by)})" if by else "")

@@ -1,10 +1,17 @@
-"""Plans waiting for a person in ``manual`` mode, and applying exactly the approved one.
+"""Plans waiting for people, and applying exactly the approved one.
 
-A source's pass offers the plan of its manual nodes; an identical offer keeps the pending
-approval (and its id), a different one replaces it, and a pass that finds nothing to do
-for them withdraws it. ``approve`` applies the stored plan with the engine, which reads
-every node again first and refuses a node whose live state no longer matches the plan;
-``abort`` drops it.
+A source's pass offers the plan of its manual nodes (or of the items a policy holds for
+approval); an identical offer keeps the pending approval (its id and the approvals it
+has), a different one replaces it, and a pass that finds nothing to do for them withdraws
+it. ``approve`` records who approved; once ``required`` distinct names have, it applies
+the stored plan with the engine, which reads every node again first and refuses a node
+whose live state no longer matches the plan; ``abort`` drops it.
+
+The name that triggered the change (``actor``) cannot approve it. Recording and the
+decision to apply happen with no ``await`` in between, so of two approvals arriving at
+once exactly one completes the count and applies, once. Pending approvals, and the
+approvals they have collected, live in memory: a restart forgets them, and the next pass
+offers the plan again, to be approved again.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +30,12 @@ from controller.events import Event, EventType
 from controller.model.state import DesiredState
 from controller.plan import plan_json
 from controller.plan.items import Plan
-from controller.reconcile.handle import ControllerStopping, PendingApproval, UnknownApproval
+from controller.reconcile.handle import (
+    ApprovalRefused,
+    ControllerStopping,
+    PendingApproval,
+    UnknownApproval,
+)
 from controller.reconcile.shared import Shared
 from controller.store import Trigger
 
@@ -53,11 +65,24 @@ class Approvals:
     def _of_source(self, source: str) -> _Entry | None:
         return next((e for e in self._entries.values() if e.approval.source == source), None)
 
-    def offer(self, source: str, state: DesiredState, plan: Plan, pruning: Any) -> PendingApproval:
-        """Register ``plan`` (its nodes all manual, all with changes) for approval; the
-        pending approval of the same plan when there is one already."""
+    def offer(
+        self,
+        source: str,
+        state: DesiredState,
+        plan: Plan,
+        pruning: Any,
+        *,
+        required: int = 1,
+        reasons: tuple[str, ...] = (),
+        actor: str = "",
+    ) -> PendingApproval:
+        """Register ``plan`` (its nodes all with changes) for approval by ``required``
+        distinct approvers other than ``actor``; the pending approval of the same plan
+        (same changes, same demands) when there is one already."""
         document = plan_json.to_dict(plan)
-        fingerprint = json.dumps([plan.revision, document["changes"]], sort_keys=True)
+        fingerprint = json.dumps(
+            [plan.revision, document["changes"], required, list(reasons), actor], sort_keys=True
+        )
         existing = self._of_source(source)
         if existing is not None and existing.fingerprint == fingerprint:
             return existing.approval
@@ -70,6 +95,13 @@ class Approvals:
             created=datetime.now(UTC),
             nodes=tuple(n.node for n in plan.nodes),
             plan=document,
+            required=max(required, 1),
+            reasons=tuple(reasons),
+            actor=actor,
+            labels={
+                n.node: dict(state.nodes[n.node].labels) if n.node in state.nodes else {}
+                for n in plan.nodes
+            },
         )
         self._entries[approval.id] = _Entry(approval, state, plan, pruning, fingerprint)
         self.shared.events.publish(
@@ -90,20 +122,43 @@ class Approvals:
                 "%s: approval %s withdrawn: nothing left to apply", source, existing.approval.id
             )
 
-    def abort(self, approval_id: str) -> None:
+    def abort(self, approval_id: str, by: str = "") -> None:
         entry = self._entries.pop(approval_id, None)
         if entry is None:
             raise UnknownApproval(approval_id)
-        log.info("%s: approval %s aborted", entry.approval.source, approval_id)
+        log.info("%s: approval %s aborted by %s", entry.approval.source, approval_id, by or "?")
 
-    async def approve(self, approval_id: str) -> int:
-        """Start applying the approved plan; the run id once the run is recorded (the
-        apply goes on in the background, holding its nodes' locks)."""
+    async def approve(self, approval_id: str, by: str = "") -> int | None:
+        """Record ``by``'s approval; None while fewer than ``required`` distinct names
+        have approved (a name approving twice counts once). The approval that completes
+        the count starts applying the plan and returns its run id once the run is
+        recorded (the apply goes on in the background, holding its nodes' locks)."""
         if self.shared.stopping:
             raise ControllerStopping("the controller is stopping; approve again after it restarts")
-        entry = self._entries.pop(approval_id, None)
+        entry = self._entries.get(approval_id)
         if entry is None:
             raise UnknownApproval(approval_id)
+        pending = entry.approval
+        if pending.actor and by == pending.actor:
+            raise ApprovalRefused(
+                f"approval {approval_id}: {by!r} triggered this change and cannot approve it; "
+                "another approver must"
+            )
+        names = pending.approved_by if by in pending.approved_by else (*pending.approved_by, by)
+        if len(names) < pending.required:
+            updated = replace(pending, approved_by=names)
+            self._entries[approval_id] = replace(entry, approval=updated)
+            log.info(
+                "%s: approval %s approved by %s (%d of %d)",
+                pending.source,
+                approval_id,
+                by or "?",
+                len(names),
+                pending.required,
+            )
+            return None
+        del self._entries[approval_id]  # no await since the get: nobody else can apply it
+        log.info("%s: approval %s approved by %s", pending.source, approval_id, ", ".join(names))
         loop = asyncio.get_running_loop()
         started: asyncio.Future[int] = loop.create_future()
         base = self.shared.publisher(

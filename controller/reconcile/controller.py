@@ -203,11 +203,11 @@ class Controller:
             worker.request(Request("webhook", Trigger.WEBHOOK, revision))
         return matched
 
-    async def approve(self, approval_id: str) -> int:
-        return await self.approvals_registry.approve(approval_id)
+    async def approve(self, approval_id: str, by: str = "") -> int | None:
+        return await self.approvals_registry.approve(approval_id, by)
 
-    async def abort(self, approval_id: str) -> None:
-        self.approvals_registry.abort(approval_id)
+    async def abort(self, approval_id: str, by: str = "") -> None:
+        self.approvals_registry.abort(approval_id, by)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class NodeDrift:
     revision: str | None
     items: Sequence[Mapping[str, Any]] = ()  # plan items as plan JSON writes them
     error: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)  # the Node's, for API scopes
 
     @property
     def drifted(self) -> int:
@@ -56,7 +57,8 @@ class NodeDrift:
 
 @dataclass(frozen=True)
 class PendingApproval:
-    """A plan in ``manual`` mode waiting for ``approve`` or ``abort``."""
+    """A plan waiting for ``approve`` or ``abort``: in ``manual`` mode, or held by a
+    policy's ``requireApproval``."""
 
     id: str
     source: str
@@ -64,10 +66,24 @@ class PendingApproval:
     created: datetime
     nodes: Sequence[str]
     plan: Mapping[str, Any] = field(default_factory=dict)  # plan JSON
+    required: int = 1  # distinct approvers (token names) needed before it is applied
+    reasons: tuple[str, ...] = ()  # why it waits: the policies' messages
+    actor: str = ""  # who triggered the change; never one of its approvers ("": unknown)
+    approved_by: tuple[str, ...] = ()  # the distinct approvers so far, in order
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per node
+
+    @property
+    def missing(self) -> int:
+        return max(self.required - len(self.approved_by), 0)
 
 
 class UnknownApproval(LookupError):
     pass
+
+
+class ApprovalRefused(FazaiError):
+    """This approver may not approve this plan (it triggered the change); the HTTP API
+    answers 403."""
 
 
 class ControllerStopping(FazaiError):
@@ -99,10 +115,12 @@ class ControllerHandle(Protocol):
         """A push webhook said ``branch`` of ``location`` moved; False when no configured
         source matches."""
 
-    async def approve(self, approval_id: str) -> int:
-        """Apply a pending plan; returns the run id. Raises UnknownApproval,
-        ControllerStopping while shutting down, or the FazaiError the apply failed with
-        before its run was recorded."""
+    async def approve(self, approval_id: str, by: str = "") -> int | None:
+        """Record ``by``'s approval of a pending plan (the same name twice counts once);
+        once ``required`` distinct names have approved, apply it and return the run id;
+        None while more approvals are needed. Raises UnknownApproval, ApprovalRefused
+        (``by`` is the plan's actor), ControllerStopping while shutting down, or the
+        FazaiError the apply failed with before its run was recorded."""
 
-    async def abort(self, approval_id: str) -> None:
+    async def abort(self, approval_id: str, by: str = "") -> None:
         """Drop a pending plan. Raises UnknownApproval."""

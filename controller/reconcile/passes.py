@@ -67,11 +67,23 @@ def record_applied(
         revision = before.revision if before else None
         if outcome.status is NodeStatus.CONVERGED:
             shared.drift[(source, outcome.node)] = NodeDrift(
-                outcome.node, source, mode(outcome.node), now, revision
+                outcome.node,
+                source,
+                mode(outcome.node),
+                now,
+                revision,
+                labels=before.labels if before else {},
             )
         elif before is not None:
             shared.drift[(source, outcome.node)] = NodeDrift(
-                outcome.node, source, before.mode, now, revision, before.items, outcome.message
+                outcome.node,
+                source,
+                before.mode,
+                now,
+                revision,
+                before.items,
+                outcome.message,
+                before.labels,
             )
 
 
@@ -110,7 +122,8 @@ async def run_pass(
         plan = await planning.build(
             state, concurrency=shared.config.concurrency, publish=run_publish
         )
-        overall = await _record(shared, source, plan, run_id, publish, writer)
+        labels = {name: node.labels for name, node in state.nodes.items()}
+        overall = await _record(shared, source, plan, run_id, publish, writer, labels)
     except asyncio.CancelledError:
         await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
         raise
@@ -174,6 +187,7 @@ async def _record(
     run_id: int,
     publish: Publish,
     writer: StoreThread,
+    labels: Mapping[str, Mapping[str, str]],
 ) -> RunStatus:
     """Record the plan run (plan JSON, node results, status), keep the drift and publish
     it; returns the run's status. The big work (the plan's JSON, its redaction, the
@@ -225,6 +239,7 @@ async def _record(
             plan.revision,
             tuple(kept[node.node].value),
             node.error,
+            dict(labels.get(node.node, {})),
         )
         if node.node in shown:
             publish(

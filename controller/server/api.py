@@ -9,11 +9,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller.errors import FazaiError, StoreError
-from controller.reconcile.handle import ControllerHandle, ControllerStopping, UnknownApproval
-from controller.server import views
-from controller.server.auth import require
+from controller.reconcile.handle import (
+    ApprovalRefused,
+    ControllerHandle,
+    ControllerStopping,
+    PendingApproval,
+    UnknownApproval,
+)
+from controller.server import scoping, views
+from controller.server.auth import Caller, require
 from controller.server.replies import MAX_ID, error, log, read_json_object, reply, whole_number
-from controller.server.settings import Scope
+from controller.server.settings import Role
 
 MAX_RUNS_PAGE = 1000
 
@@ -35,24 +41,40 @@ async def readyz(request: Request) -> Response:
     return reply(body, 200 if ready else 503)
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def sources(request: Request) -> Response:
-    return reply({"sources": [views.source(s) for s in _handle(request).sources()]})
+    scope = _caller(request).scope
+    found = [s for s in _handle(request).sources() if scope.has_source(s.name)]
+    return reply({"sources": [views.source(s) for s in found]})
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def runs(request: Request) -> Response:
+    """A scoped token's page holds the runs in its scope among the page's ``limit``."""
     limit = _int_param(request, "limit", 20, 1, MAX_RUNS_PAGE)
     offset = _int_param(request, "offset", 0, 0, None)
-    store = _handle(request).store
+    handle = _handle(request)
+    scope = _caller(request).scope
     try:
-        found = await asyncio.to_thread(store.list_runs, limit, offset)
+        found = await asyncio.to_thread(handle.store.list_runs, limit, offset)
     except StoreError as exc:
         return _store_failed(exc)
-    return reply({"runs": [views.run_summary(r) for r in found], "limit": limit, "offset": offset})
+    known = scoping.labels(handle)
+    shown = []
+    for summary in found:
+        if not scoping.run_visible(scope, known, summary.source, [n.node for n in summary.nodes]):
+            continue
+        view = views.run_summary(summary)
+        view["nodes"] = [
+            n
+            for n in view["nodes"]
+            if scoping.node_visible(scope, known, summary.source, n["node"])
+        ]
+        shown.append(view)
+    return reply({"runs": shown, "limit": limit, "offset": offset})
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def run(request: Request) -> Response:
     text = request.path_params["run_id"]
     if not text.isdigit():
@@ -64,17 +86,32 @@ async def run(request: Request) -> Response:
         found = await asyncio.to_thread(_handle(request).store.get_run, run_id)
     except StoreError as exc:
         return _store_failed(exc)
-    if found is None:
-        return error(404, f"no run {text}")
-    return reply(views.run(found))
+    scope = _caller(request).scope
+    known = scoping.labels(_handle(request))
+    if found is None or not scoping.run_visible(
+        scope, known, found.source, [n.node for n in found.nodes]
+    ):
+        return error(404, f"no run {text}")  # out of scope reads as absent: nothing leaks
+    view = views.run(found)
+    view["nodes"] = [
+        n for n in view["nodes"] if scoping.node_visible(scope, known, found.source, n["node"])
+    ]
+    view["plan"] = scoping.plan(scope, known, found.source, view["plan"])
+    return reply(view)
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def drift(request: Request) -> Response:
-    return reply({"nodes": [views.drift(n) for n in _handle(request).drift()]})
+    scope = _caller(request).scope
+    shown = [
+        n
+        for n in _handle(request).drift()
+        if scope.has_source(n.source) and scope.has_node(n.labels)
+    ]
+    return reply({"nodes": [views.drift(n) for n in shown]})
 
 
-@require(Scope.WRITE)
+@require(Role.OPERATOR)
 async def reconcile(request: Request) -> Response:
     body = await read_json_object(request)
     unknown = set(body) - {"source"}
@@ -84,49 +121,97 @@ async def reconcile(request: Request) -> Response:
     if source is not None and not isinstance(source, str):
         return error(400, "source must be a source's name or null")
     handle = _handle(request)
-    if source is not None and source not in {s.name for s in handle.sources()}:
+    caller = _caller(request)
+    if caller.scope.nodes is not None:
+        # A reconcile plans (and in auto mode applies) every node of its source.
+        return error(
+            403,
+            f"token {caller.name!r} is limited to nodes by labels; a reconcile covers "
+            "every node of a source, so it cannot trigger one",
+        )
+    names = [s.name for s in handle.sources() if caller.scope.has_source(s.name)]
+    if source is not None and source not in names:
         return error(404, f"no source named {source!r}")
+    targets: list[str | None] = [source]
+    if source is None and caller.scope.sources is not None:
+        targets = list(names)  # "every source" means every source the token sees
     try:
-        await handle.trigger(source, reason="api")
+        for target in targets:
+            await handle.trigger(target, reason="api")
     except ControllerStopping as exc:
         return error(503, str(exc), {"Retry-After": "5"})
-    log.info("reconcile of %s requested by %s", source or "every source", _caller(request))
+    log.info("reconcile of %s requested by %s", source or "every source", caller.name)
     return reply({"queued": True, "source": source}, 202)
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def approvals(request: Request) -> Response:
-    return reply({"approvals": [views.approval(a) for a in _handle(request).approvals()]})
+    scope = _caller(request).scope
+    shown = [a for a in _handle(request).approvals() if scoping.approval_visible(scope, a)]
+    return reply({"approvals": [views.approval(a) for a in shown]})
 
 
-@require(Scope.WRITE)
+@require(Role.APPROVER)
 async def approve(request: Request) -> Response:
     approval_id = request.path_params["approval_id"]
+    caller = _caller(request)
+    handle = _handle(request)
+    pending = _pending(handle, approval_id)
+    refused = _out_of_scope(caller, approval_id, pending)
+    if refused is not None:
+        return refused
     # Shielded: once approved, the apply must not be cancelled half-way because the client
     # hung up or the server is stopping; the loop finishes (or rolls back) it.
-    task = asyncio.ensure_future(_handle(request).approve(approval_id))
+    task = asyncio.ensure_future(handle.approve(approval_id, caller.name))
     task.add_done_callback(_log_failure)
     try:
         run_id = await asyncio.shield(task)
     except UnknownApproval:
         return error(404, f"no pending approval {approval_id!r}")
+    except ApprovalRefused as exc:
+        return error(403, str(exc))
     except FazaiError as exc:
         return _refused(exc)
-    log.info("approval %s approved by %s: run %s", approval_id, _caller(request), run_id)
+    if run_id is None:
+        now = _pending(handle, approval_id) or pending
+        assert now is not None  # it was pending before, and still is (not applied)
+        log.info("approval %s approved by %s: waiting for more", approval_id, caller.name)
+        return reply({"run_id": None, "approval": approval_id, **views.approval_count(now)}, 202)
+    log.info("approval %s approved by %s: run %s", approval_id, caller.name, run_id)
     return reply({"run_id": run_id, "approval": approval_id})
 
 
-@require(Scope.WRITE)
+@require(Role.APPROVER)
 async def abort(request: Request) -> Response:
     approval_id = request.path_params["approval_id"]
+    caller = _caller(request)
+    handle = _handle(request)
+    refused = _out_of_scope(caller, approval_id, _pending(handle, approval_id))
+    if refused is not None:
+        return refused
     try:
-        await _handle(request).abort(approval_id)
+        await handle.abort(approval_id, caller.name)
     except UnknownApproval:
         return error(404, f"no pending approval {approval_id!r}")
     except FazaiError as exc:
         return _refused(exc)
-    log.info("approval %s aborted by %s", approval_id, _caller(request))
+    log.info("approval %s aborted by %s", approval_id, caller.name)
     return reply({"aborted": approval_id})
+
+
+def _pending(handle: ControllerHandle, approval_id: str) -> PendingApproval | None:
+    return next((a for a in handle.approvals() if a.id == approval_id), None)
+
+
+def _out_of_scope(
+    caller: Caller, approval_id: str, pending: PendingApproval | None
+) -> Response | None:
+    if pending is None:
+        return None  # the handle answers: unknown (404)
+    reason = scoping.approval_refusal(caller.scope, pending)
+    if reason is None:
+        return None
+    return error(403, f"approval {approval_id} is outside token {caller.name!r}'s scope: {reason}")
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
@@ -140,7 +225,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int | 
     return value
 
 
-def _log_failure(task: asyncio.Future[int]) -> None:
+def _log_failure(task: asyncio.Future[int | None]) -> None:
     failure = None if task.cancelled() else task.exception()
     if isinstance(failure, FazaiError):
         log.warning("approval refused: %s", failure)  # the client is told; no traceback
@@ -164,5 +249,6 @@ def _store_failed(exc: StoreError) -> Response:
     return error(503, f"the state store cannot be read: {exc.message}")
 
 
-def _caller(request: Request) -> str:
-    return str(request.state.caller.name)
+def _caller(request: Request) -> Caller:
+    caller: Caller = request.state.caller
+    return caller

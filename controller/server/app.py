@@ -1,14 +1,14 @@
 """The HTTP API of a running controller, as one Starlette app.
 
-Routes (scope needed when tokens are configured):
+Routes (role needed when tokens are configured; each role includes the ones above it):
 
     GET  /healthz, /readyz                                open, for probes
-    GET  /api/v1/sources, /runs, /runs/{id}, /drift       read
-    GET  /api/v1/approvals                                read
-    GET  /api/v1/events  (server-sent events)             read
-    GET  /metrics        (Prometheus)                     read
-    POST /api/v1/reconcile                                write
-    POST /api/v1/approvals/{id}/approve, .../abort        write
+    GET  /api/v1/sources, /runs, /runs/{id}, /drift       viewer (filtered to its scope)
+    GET  /api/v1/approvals                                viewer (filtered to its scope)
+    GET  /api/v1/events  (server-sent events)             viewer (filtered to its scope)
+    GET  /metrics        (Prometheus)                     viewer, unscoped tokens only
+    POST /api/v1/reconcile                                operator
+    POST /api/v1/approvals/{id}/approve, .../abort        approver, within its scope
     POST /hooks/{github,gitlab,gitea}                     the forge's signature
 """
 
@@ -27,10 +27,10 @@ from starlette.routing import Route
 
 from controller.reconcile.handle import ControllerHandle
 from controller.server import api, stream
-from controller.server.auth import TokenTable, require
+from controller.server.auth import Caller, TokenTable, require
 from controller.server.metrics import Metrics
 from controller.server.replies import error, on_http_exception, on_unexpected
-from controller.server.settings import FORGES, Scope, ServerSettings
+from controller.server.settings import FORGES, Role, ServerSettings
 
 
 def build_app(handle: ControllerHandle, settings: ServerSettings) -> Starlette:
@@ -89,8 +89,12 @@ def build_app(handle: ControllerHandle, settings: ServerSettings) -> Starlette:
     return app
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def _metrics(request: Request) -> Response:
+    caller: Caller = request.state.caller
+    if not caller.scope.unrestricted:
+        # Labelled by every source and node: a scoped token would see others' drift.
+        return error(403, f"token {caller.name!r} is scoped; metrics cover every source")
     metrics: Metrics = request.app.state.metrics
     metrics.refresh(request.app.state.handle)
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

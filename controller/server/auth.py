@@ -1,4 +1,4 @@
-"""Bearer tokens with read and write scopes.
+"""Bearer tokens, each with a name, a role and a scope.
 
 Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every
 configured token without stopping at a match, so neither the time taken nor its variation
@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,39 +23,49 @@ from controller import secrets
 from controller.secrets import Secret
 from controller.server.errors import ServerConfigError
 from controller.server.replies import error
-from controller.server.settings import Scope, ServerSettings
+from controller.server.settings import Role, ServerSettings, TokenScope
 
 MIN_TOKEN_LENGTH = 16
 ANONYMOUS = "anonymous"  # the caller's name when no token is configured
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+log = logging.getLogger("fazai.server")
+
 
 @dataclass(frozen=True)
 class Caller:
     name: str  # the token's name from the config, never the token
-    scope: Scope
+    role: Role
+    scope: TokenScope = field(default_factory=TokenScope)
 
-    def may(self, needed: Scope) -> bool:
-        return self.scope is Scope.WRITE or needed is Scope.READ
+    def may(self, needed: Role) -> bool:
+        return self.role.allows(needed)
 
 
 @dataclass(frozen=True)
 class _Known:
-    name: str
-    scope: Scope
+    caller: Caller
     digest: bytes
 
 
 class TokenTable:
-    def __init__(self, tokens: Sequence[tuple[str, Scope, Secret]]) -> None:
-        self._known = tuple(_Known(n, s, _digest(t.reveal())) for n, s, t in tokens)
+    def __init__(self, tokens: Sequence[tuple[Caller, Secret]]) -> None:
+        self._known = tuple(_Known(c, _digest(t.reveal())) for c, t in tokens)
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> TokenTable:
         """Reads every token reference now, so a missing one stops the server at start."""
-        tokens: list[tuple[str, Scope, Secret]] = []
+        tokens: list[tuple[Caller, Secret]] = []
         for index, token in enumerate(settings.tokens):
+            if token.legacy is not None:
+                log.warning(
+                    "server.tokens[%d] (%s): scope: %s is deprecated; write role: %s instead",
+                    index,
+                    token.name,
+                    token.legacy,
+                    token.role.value,
+                )
             where = ("tokens", index, "tokenRef")
             value = secrets.resolve(token.ref.as_mapping(), "server", f"tokens[{index}].tokenRef")
             if len(value.reveal()) < MIN_TOKEN_LENGTH:
@@ -63,9 +74,9 @@ class TokenTable:
                     f"token {token.name!r} is shorter than {MIN_TOKEN_LENGTH} characters; "
                     "make one with `openssl rand -hex 32`",
                 )
-            if any(value == other for _, _, other in tokens):
+            if any(value == other for _, other in tokens):
                 raise ServerConfigError(where, f"token {token.name!r} has another token's value")
-            tokens.append((token.name, token.scope, value))
+            tokens.append((Caller(token.name, token.role, token.scope), value))
         return cls(tokens)
 
     @property
@@ -75,7 +86,8 @@ class TokenTable:
     def authenticate(self, authorization: str | None) -> Caller | None:
         """The caller an ``Authorization`` header names; None when it names none."""
         if self.open:
-            return Caller(ANONYMOUS, Scope.WRITE)
+            # Loopback only (see _refused_while_open); what ``write`` was before roles.
+            return Caller(ANONYMOUS, Role.APPROVER)
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -85,11 +97,11 @@ class TokenTable:
         for known in self._known:  # no early exit: see the module's docstring
             if hmac.compare_digest(given, known.digest) and found is None:
                 found = known
-        return Caller(found.name, found.scope) if found else None
+        return found.caller if found else None
 
 
-def require(scope: Scope) -> Callable[[Endpoint], Endpoint]:
-    """Wraps an endpoint so that it only runs for a caller whose token allows ``scope``;
+def require(role: Role) -> Callable[[Endpoint], Endpoint]:
+    """Wraps an endpoint so that it only runs for a caller whose role includes ``role``;
     the caller is then ``request.state.caller``."""
 
     def wrap(endpoint: Endpoint) -> Endpoint:
@@ -97,7 +109,7 @@ def require(scope: Scope) -> Callable[[Endpoint], Endpoint]:
         async def guarded(request: Request) -> Response:
             table: TokenTable = request.app.state.tokens
             if table.open:
-                refused = _refused_while_open(request, scope)
+                refused = _refused_while_open(request, role)
                 if refused is not None:
                     return refused
             header = request.headers.get("authorization")
@@ -107,11 +119,11 @@ def require(scope: Scope) -> Callable[[Endpoint], Endpoint]:
                 if header:
                     challenge += ', error="invalid_token"'
                 return error(401, "a valid bearer token is needed", {"WWW-Authenticate": challenge})
-            if not caller.may(scope):
+            if not caller.may(role):
                 return error(
                     403,
-                    f"token {caller.name!r} has {caller.scope.value} scope; "
-                    f"this route needs {scope.value}",
+                    f"token {caller.name!r} has the {caller.role.value} role; "
+                    f"this route needs {role.value}",
                     {"WWW-Authenticate": 'Bearer realm="fazai", error="insufficient_scope"'},
                 )
             request.state.caller = caller
@@ -125,7 +137,7 @@ def require(scope: Scope) -> Callable[[Endpoint], Endpoint]:
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
-def _refused_while_open(request: Request, scope: Scope) -> Response | None:
+def _refused_while_open(request: Request, role: Role) -> Response | None:
     """Without tokens any local process may call the API, and so may a web page the
     operator's browser shows: a page can POST cross-site without a preflight only as a
     form or plain text, and reach a loopback API under its own name by DNS rebinding.
@@ -135,7 +147,7 @@ def _refused_while_open(request: Request, scope: Scope) -> Response | None:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     if name.lower() not in _LOOPBACK_HOSTS:
         return error(403, "this API has no token configured: it answers only loopback hosts")
-    if scope is Scope.WRITE:
+    if role is not Role.VIEWER:
         kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind != "application/json":
             return error(415, "this API has no token configured: write requests must be JSON")

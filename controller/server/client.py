@@ -67,10 +67,12 @@ class ApiClient:
         # Always JSON, even empty: an API without tokens takes writes only as JSON.
         return self._call("POST", path, json={} if body is None else body, timeout=timeout)
 
-    def approve(self, approval_id: str) -> int:
+    def approve(self, approval_id: str) -> dict[str, Any]:
+        """The API's answer: ``run_id`` once the plan is applied, else null with the
+        approvals it has (``approvals``, ``approvedBy``) and needs (``required``)."""
         path = f"/api/v1/approvals/{_segment(approval_id)}/approve"
-        answer = self.post(path, read_timeout=APPROVE_TIMEOUT)
-        return int(answer["run_id"])
+        answer: dict[str, Any] = self.post(path, read_timeout=APPROVE_TIMEOUT)
+        return answer
 
     def abort(self, approval_id: str) -> None:
         self.post(f"/api/v1/approvals/{_segment(approval_id)}/abort")

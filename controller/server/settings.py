@@ -28,9 +28,53 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-class Scope(StrEnum):
-    READ = "read"  # GET routes, the event stream, metrics
-    WRITE = "write"  # also trigger, approve, abort; implies read
+class Role(StrEnum):
+    """What a token may do; each role may do what the ones before it may."""
+
+    VIEWER = "viewer"  # GET routes, the event stream, metrics
+    OPERATOR = "operator"  # also trigger reconciles
+    APPROVER = "approver"  # also approve and abort pending approvals (within its scope)
+    ADMIN = "admin"  # everything, on every source and node (never scoped)
+
+    def allows(self, needed: Role) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(needed)
+
+
+# The first form of a token's permissions, ``scope: read|write``, still read (with a
+# warning at start): ``write`` could trigger, approve and abort, which is the approver
+# role exactly, so an old config keeps doing what it did, no more and no less.
+LEGACY_SCOPES = {"read": Role.VIEWER, "write": Role.APPROVER}
+
+
+@dataclass(frozen=True)
+class TokenScope:
+    """The sources and nodes a token sees and acts on; None: no restriction."""
+
+    sources: frozenset[str] | None = None
+    nodes: tuple[tuple[str, str], ...] | None = None  # matchLabels, sorted pairs
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.sources is None and self.nodes is None
+
+    def has_source(self, source: str | None) -> bool:
+        return self.sources is None or (source is not None and source in self.sources)
+
+    def has_node(self, labels: Mapping[str, str] | None) -> bool:
+        """A node with these labels matches the selector; a node whose labels are
+        unknown (None) matches only when there is no selector."""
+        if self.nodes is None:
+            return True
+        return labels is not None and all(labels.get(k) == v for k, v in self.nodes)
+
+    def describe(self) -> str:
+        parts = []
+        if self.sources is not None:
+            parts.append("sources " + ", ".join(sorted(self.sources)))
+        if self.nodes is not None:
+            parts.append("nodes " + ",".join(f"{k}={v}" for k, v in self.nodes))
+        return "; ".join(parts) or "everything"
 
 
 @dataclass(frozen=True)
@@ -58,8 +102,10 @@ class SecretRef:
 @dataclass(frozen=True)
 class TokenSetting:
     name: str
-    scope: Scope
+    role: Role
     ref: SecretRef
+    scope: TokenScope = TokenScope()
+    legacy: str | None = None  # "read" or "write": written in the deprecated scope form
 
 
 @dataclass(frozen=True)
@@ -169,7 +215,7 @@ def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
         if item["name"] in seen:
             raise ServerConfigError(("tokens", index, "name"), f"{item['name']!r} is used twice")
         seen.add(item["name"])
-        tokens.append(TokenSetting(item["name"], Scope(item["scope"]), _ref(item["tokenRef"])))
+        tokens.append(_token(index, item))
     webhooks = tuple(
         WebhookSetting(forge, _ref(entry.get("secretRef") or entry["tokenRef"]))
         for forge, entry in sorted(section.get("webhooks", {}).items())
@@ -224,6 +270,41 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if rule in ("required", "additionalProperties"):
         return error.message  # names keys, not values
     return f"fails the schema's {rule} rule"
+
+
+def _token(index: int, item: Mapping[str, Any]) -> TokenSetting:
+    """One entry of ``tokens`` (already checked against the schema): its role, from
+    ``role`` or the deprecated ``scope: read|write``, and its scope."""
+    at: tuple[str | int, ...] = ("tokens", index)
+    scope = item.get("scope")
+    legacy = scope if isinstance(scope, str) else None
+    if legacy is not None and "role" in item:
+        raise ServerConfigError(
+            (*at, "scope"),
+            f"scope: {legacy} is the old way to write a role; with role: {item['role']} "
+            "give scope as {sources: [...], nodes: {matchLabels: {...}}} or leave it out",
+        )
+    if legacy is not None:
+        role = LEGACY_SCOPES[legacy]
+    elif "role" in item:
+        role = Role(item["role"])
+    else:
+        raise ServerConfigError(at, "needs a role: viewer, operator, approver or admin")
+    limits = TokenScope()
+    if isinstance(scope, Mapping):
+        sources = scope.get("sources")
+        labels = scope.get("nodes", {}).get("matchLabels") if "nodes" in scope else None
+        limits = TokenScope(
+            frozenset(sources) if sources is not None else None,
+            tuple(sorted(labels.items())) if labels is not None else None,
+        )
+        if role is Role.ADMIN and not limits.unrestricted:
+            raise ServerConfigError(
+                (*at, "scope"),
+                "an admin token acts on every source and node; give it no scope, or make "
+                "it an approver with this scope",
+            )
+    return TokenSetting(item["name"], role, _ref(item["tokenRef"]), limits, legacy)
 
 
 def _ref(value: Mapping[str, str]) -> SecretRef:

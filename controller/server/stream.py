@@ -16,16 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from controller.events import Event, EventBus
-from controller.server import sse
-from controller.server.auth import require
+from controller.server import scoping, sse
+from controller.server.auth import Caller, require
 from controller.server.replies import error, whole_number
-from controller.server.settings import Scope
+from controller.server.settings import Role
 
 RETRY_MS = 2000  # the reconnection delay clients are asked to wait
 
 
-@require(Scope.READ)
+@require(Role.VIEWER)
 async def events(request: Request) -> Response:
+    """A scoped token gets only its sources' (and nodes') events."""
     after = _after(request)
     if isinstance(after, Response):
         return after
@@ -54,16 +55,27 @@ async def _stream(request: Request, bus: EventBus, after: int | None) -> AsyncIt
     state = request.app.state
     keepalive: float = state.settings.keepalive
     closing: asyncio.Event = state.closing
+    caller: Caller = request.state.caller
+    scope = caller.scope
+
+    def shown(event: Event) -> bool:
+        return scope.unrestricted or scoping.event_visible(
+            scope, scoping.labels(state.handle), event
+        )
+
     state.streams += 1
     try:
         async with bus.subscribe(after=after) as queue:
             yield sse.retry(RETRY_MS)
             while not closing.is_set():
                 while not queue.empty():
-                    yield sse.encode(queue.get_nowait())
+                    queued = queue.get_nowait()
+                    if shown(queued):
+                        yield sse.encode(queued)
                 event = await _next(queue, closing, keepalive)
                 if event is not None:
-                    yield sse.encode(event)
+                    if shown(event):
+                        yield sse.encode(event)
                 elif not closing.is_set():
                     yield sse.comment("keep-alive")
     finally:

@@ -82,5 +82,17 @@ def approval(pending: PendingApproval) -> dict[str, Any]:
         "revision": pending.revision,
         "created": _time(pending.created),
         "nodes": list(pending.nodes),
+        "reasons": list(pending.reasons),
+        "actor": pending.actor or None,
+        **approval_count(pending),
         "plan": redact(dict(pending.plan)),
+    }
+
+
+def approval_count(pending: PendingApproval) -> dict[str, Any]:
+    """How many approvals a pending plan has and needs, and by whom."""
+    return {
+        "required": pending.required,
+        "approvals": len(pending.approved_by),
+        "approvedBy": list(pending.approved_by),
     }

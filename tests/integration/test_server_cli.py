@@ -180,7 +180,7 @@ async def test_approvals_and_approve(handle: FakeHandle, tokens: Tokens) -> None
         assert "edge-fw +0 ~0 -0, web-1 +0 ~0 -0" in out.splitlines()[0]
 
         code, _, err = await fazai("approve", "a1", "--yes", "--url", url, "--token-ref", READ)
-        assert code == 2 and "403 token 'dashboard' has read scope" in err
+        assert code == 2 and "403 token 'dashboard' has the viewer role" in err
         assert handle.approved == []
 
         code, out, err = await fazai("approve", "a1", "--yes", "--url", url, "--token-ref", WRITE)

@@ -28,7 +28,7 @@ from controller.reconcile.handle import (
     UnknownApproval,
 )
 from controller.server import build_app, serve_http
-from controller.server.settings import Scope, SecretRef, ServerSettings, TokenSetting
+from controller.server.settings import Role, SecretRef, ServerSettings, TokenSetting
 from controller.store import Command, StateStore, Trigger
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -48,6 +48,7 @@ class FakeHandle:
         self.pushes: list[tuple[str, str, str | None]] = []
         self.followed: set[tuple[str, str]] = set()  # (location, branch) that match a source
         self.approved: list[str] = []
+        self.approvers: list[str] = []  # the caller names approve was given
         self.aborted: list[str] = []
 
     def ready(self) -> bool:
@@ -69,16 +70,17 @@ class FakeHandle:
         self.pushes.append((location, branch, revision))
         return (location, branch) in self.followed
 
-    async def approve(self, approval_id: str) -> int:
+    async def approve(self, approval_id: str, by: str = "") -> int | None:
         pending = self.pending.pop(approval_id, None)
         if pending is None:
             raise UnknownApproval(approval_id)
         self.approved.append(approval_id)
+        self.approvers.append(by)
         return self.store.start_run(
             Trigger.API, Command.APPLY, pending.source, pending.revision, pending.plan
         )
 
-    async def abort(self, approval_id: str) -> None:
+    async def abort(self, approval_id: str, by: str = "") -> None:
         if self.pending.pop(approval_id, None) is None:
             raise UnknownApproval(approval_id)
         self.aborted.append(approval_id)
@@ -125,8 +127,8 @@ def with_tokens(monkeypatch: pytest.MonkeyPatch) -> Tokens:
 
 
 TOKEN_SETTINGS = (
-    TokenSetting("dashboard", Scope.READ, SecretRef(env="FAZAI_TEST_READ_TOKEN")),
-    TokenSetting("ci", Scope.WRITE, SecretRef(env="FAZAI_TEST_WRITE_TOKEN")),
+    TokenSetting("dashboard", Role.VIEWER, SecretRef(env="FAZAI_TEST_READ_TOKEN")),
+    TokenSetting("ci", Role.APPROVER, SecretRef(env="FAZAI_TEST_WRITE_TOKEN")),
 )
 
 

@@ -46,10 +46,10 @@ async def test_a_reconcile_asked_while_the_real_controller_stops_is_a_503_not_qu
 async def test_other_fazai_errors_of_approve_and_abort_are_a_409_with_the_message(
     handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def approve(approval_id: str) -> int:
+    async def approve(approval_id: str, by: str = "") -> int:
         raise FazaiError(f"approval {approval_id} cannot be applied: edge-fw is blocked")
 
-    async def abort(approval_id: str) -> None:
+    async def abort(approval_id: str, by: str = "") -> None:
         raise FazaiError(f"approval {approval_id} is being applied")
 
     monkeypatch.setattr(handle, "approve", approve)
@@ -70,7 +70,7 @@ async def test_other_fazai_errors_of_approve_and_abort_are_a_409_with_the_messag
 async def test_a_store_failure_while_approving_is_a_503(
     handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def approve(approval_id: str) -> int:
+    async def approve(approval_id: str, by: str = "") -> int:
         raise StoreError("/var/lib/fazai/state.db", "database is locked")
 
     monkeypatch.setattr(handle, "approve", approve)

@@ -13,7 +13,7 @@ from controller.secrets import Secret
 from controller.server import auth
 from controller.server.auth import TokenTable
 from controller.server.errors import ServerConfigError
-from controller.server.settings import Scope, SecretRef, ServerSettings, TokenSetting
+from controller.server.settings import Role, SecretRef, ServerSettings, TokenSetting
 from tests.unit.server.serverkit import FakeHandle, Tokens, asgi_client, bearer, token_settings
 
 READ_ROUTES = [
@@ -30,14 +30,14 @@ WRITE_ROUTES = [
 ]
 
 
-def table(*tokens: tuple[str, Scope, str]) -> TokenTable:
-    return TokenTable([(name, scope, Secret(value)) for name, scope, value in tokens])
+def table(*tokens: tuple[str, Role, str]) -> TokenTable:
+    return TokenTable([(auth.Caller(name, role), Secret(value)) for name, role, value in tokens])
 
 
 def test_a_token_names_its_caller_and_scope() -> None:
-    tokens = table(("grafana", Scope.READ, "r" * 32), ("ci", Scope.WRITE, "w" * 32))
-    assert tokens.authenticate("Bearer " + "r" * 32) == auth.Caller("grafana", Scope.READ)
-    assert tokens.authenticate("bearer " + "w" * 32) == auth.Caller("ci", Scope.WRITE)
+    tokens = table(("grafana", Role.VIEWER, "r" * 32), ("ci", Role.APPROVER, "w" * 32))
+    assert tokens.authenticate("Bearer " + "r" * 32) == auth.Caller("grafana", Role.VIEWER)
+    assert tokens.authenticate("bearer " + "w" * 32) == auth.Caller("ci", Role.APPROVER)
     for header in (
         None,
         "",
@@ -51,10 +51,10 @@ def test_a_token_names_its_caller_and_scope() -> None:
 
 
 def test_write_implies_read() -> None:
-    assert auth.Caller("ci", Scope.WRITE).may(Scope.READ)
-    assert auth.Caller("ci", Scope.WRITE).may(Scope.WRITE)
-    assert auth.Caller("grafana", Scope.READ).may(Scope.READ)
-    assert not auth.Caller("grafana", Scope.READ).may(Scope.WRITE)
+    assert auth.Caller("ci", Role.APPROVER).may(Role.VIEWER)
+    assert auth.Caller("ci", Role.APPROVER).may(Role.APPROVER)
+    assert auth.Caller("grafana", Role.VIEWER).may(Role.VIEWER)
+    assert not auth.Caller("grafana", Role.VIEWER).may(Role.APPROVER)
 
 
 def test_tokens_are_compared_in_constant_time_against_every_token(
@@ -71,9 +71,9 @@ def test_tokens_are_compared_in_constant_time_against_every_token(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)  # the function auth.py calls
     tokens = table(
-        ("a", Scope.READ, "a" * 20), ("b", Scope.READ, "b" * 20), ("c", Scope.WRITE, "c" * 40)
+        ("a", Role.VIEWER, "a" * 20), ("b", Role.VIEWER, "b" * 20), ("c", Role.APPROVER, "c" * 40)
     )
-    assert tokens.authenticate("Bearer " + "a" * 20) == auth.Caller("a", Scope.READ)
+    assert tokens.authenticate("Bearer " + "a" * 20) == auth.Caller("a", Role.VIEWER)
     assert len(calls) == 3  # the first token matched; the other two were compared anyway
     assert {len(a) for a, _ in calls} == {32} and {len(b) for _, b in calls} == {32}
     calls.clear()
@@ -84,7 +84,7 @@ def test_tokens_are_compared_in_constant_time_against_every_token(
 def test_no_token_configured_means_open(monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = TokenTable.from_settings(ServerSettings())
     assert tokens.open
-    assert tokens.authenticate(None) == auth.Caller(auth.ANONYMOUS, Scope.WRITE)
+    assert tokens.authenticate(None) == auth.Caller(auth.ANONYMOUS, Role.APPROVER)
 
 
 def test_tokens_are_read_from_their_references(
@@ -94,30 +94,30 @@ def test_tokens_are_read_from_their_references(
     monkeypatch.setenv("FAZAI_T", "e" * 24)
     settings = ServerSettings(
         tokens=(
-            TokenSetting("fromfile", Scope.READ, SecretRef(file=str(tmp_path / "token"))),
-            TokenSetting("fromenv", Scope.WRITE, SecretRef(env="FAZAI_T")),
+            TokenSetting("fromfile", Role.VIEWER, SecretRef(file=str(tmp_path / "token"))),
+            TokenSetting("fromenv", Role.APPROVER, SecretRef(env="FAZAI_T")),
         )
     )
     tokens = TokenTable.from_settings(settings)
-    assert tokens.authenticate("Bearer " + "f" * 24) == auth.Caller("fromfile", Scope.READ)
-    assert tokens.authenticate("Bearer " + "e" * 24) == auth.Caller("fromenv", Scope.WRITE)
+    assert tokens.authenticate("Bearer " + "f" * 24) == auth.Caller("fromfile", Role.VIEWER)
+    assert tokens.authenticate("Bearer " + "e" * 24) == auth.Caller("fromenv", Role.APPROVER)
 
 
 def test_a_missing_or_weak_token_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = ServerSettings(tokens=(TokenSetting("ci", Scope.READ, SecretRef(env="FAZAI_NOPE")),))
+    missing = ServerSettings(tokens=(TokenSetting("ci", Role.VIEWER, SecretRef(env="FAZAI_NOPE")),))
     monkeypatch.delenv("FAZAI_NOPE", raising=False)
     with pytest.raises(SecretError, match="FAZAI_NOPE is not set"):
         TokenTable.from_settings(missing)
     monkeypatch.setenv("FAZAI_SHORT", "hunter2")
-    weak = ServerSettings(tokens=(TokenSetting("ci", Scope.READ, SecretRef(env="FAZAI_SHORT")),))
+    weak = ServerSettings(tokens=(TokenSetting("ci", Role.VIEWER, SecretRef(env="FAZAI_SHORT")),))
     with pytest.raises(ServerConfigError, match="shorter than 16") as caught:
         TokenTable.from_settings(weak)
     assert "hunter2" not in str(caught.value)
     monkeypatch.setenv("FAZAI_SAME", "s" * 20)
     same = ServerSettings(
         tokens=(
-            TokenSetting("a", Scope.READ, SecretRef(env="FAZAI_SAME")),
-            TokenSetting("b", Scope.WRITE, SecretRef(env="FAZAI_SAME")),
+            TokenSetting("a", Role.VIEWER, SecretRef(env="FAZAI_SAME")),
+            TokenSetting("b", Role.APPROVER, SecretRef(env="FAZAI_SAME")),
         )
     )
     with pytest.raises(ServerConfigError, match="another token's value"):
@@ -148,8 +148,9 @@ async def test_scopes(handle: FakeHandle, tokens: Tokens) -> None:
         for path in WRITE_ROUTES:
             refused = await client.post(path, headers=bearer(tokens.read))
             assert refused.status_code == 403, path
+            needs = "operator" if path.endswith("reconcile") else "approver"
             assert refused.json() == {
-                "error": "token 'dashboard' has read scope; this route needs write"
+                "error": f"token 'dashboard' has the viewer role; this route needs {needs}"
             }
             assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
         assert handle.triggers == [] and handle.approved == [] and handle.aborted == []

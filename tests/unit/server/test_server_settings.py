@@ -8,7 +8,7 @@ import pytest
 from controller.errors import FazaiError
 from controller.server.errors import ServerConfigError
 from controller.server.settings import (
-    Scope,
+    Role,
     SecretRef,
     ServerSettings,
     check_exposure,
@@ -46,9 +46,9 @@ def test_a_full_section() -> None:
         }
     )
     assert (settings.host, settings.port, settings.listen) == ("::1", 9000, "[::1]:9000")
-    assert [(t.name, t.scope) for t in settings.tokens] == [
-        ("ci", Scope.WRITE),
-        ("grafana", Scope.READ),
+    assert [(t.name, t.role) for t in settings.tokens] == [
+        ("ci", Role.APPROVER),
+        ("grafana", Role.VIEWER),
     ]
     assert settings.tokens[1].ref == SecretRef(file="/t")
     assert settings.webhook("github") is not None

@@ -1,0 +1,89 @@
+"""What a scoped token sees: its sources, and the nodes its label selector matches.
+
+A node's labels are the ones its Node document had at the loop's last plan (the drift
+table); a node the loop does not know now matches no selector. Reads of something out of
+scope answer as if it did not exist (lists leave it out, single objects are a 404), so a
+scoped token learns nothing of other sources' drift; acting on a pending approval out of
+scope is a 403 that says so (:func:`approval_refusal`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from controller.events import Event
+from controller.reconcile.handle import ControllerHandle, PendingApproval
+from controller.server.settings import TokenScope
+
+Labels = Mapping[tuple[str, str], Mapping[str, str]]  # (source, node) -> the node's labels
+
+
+def labels(handle: ControllerHandle) -> Labels:
+    return {(d.source, d.node): d.labels for d in handle.drift()}
+
+
+def node_visible(scope: TokenScope, known: Labels, source: str | None, node: str) -> bool:
+    if not scope.has_source(source):
+        return False
+    return scope.nodes is None or (source is not None and scope.has_node(known.get((source, node))))
+
+
+def approval_visible(scope: TokenScope, pending: PendingApproval) -> bool:
+    """Every node of the plan must be in scope: seeing the plan shows all its changes."""
+    return approval_refusal(scope, pending) is None
+
+
+def approval_refusal(scope: TokenScope, pending: PendingApproval) -> str | None:
+    """Why a token with ``scope`` may not act on ``pending``; None when it may. Names
+    no other source, and only nodes of this plan."""
+    if not scope.has_source(pending.source):
+        return "its source is not one of the token's sources"
+    outside = [n for n in pending.nodes if not scope.has_node(pending.labels.get(n))]
+    if outside:
+        return f"node(s) {', '.join(outside)} do not match the token's node selector"
+    return None
+
+
+def run_visible(scope: TokenScope, known: Labels, source: str | None, nodes: Sequence[str]) -> bool:
+    """A run of a source in scope; with a node selector, one that touched a node in it."""
+    if not scope.has_source(source):
+        return False
+    return scope.nodes is None or any(node_visible(scope, known, source, n) for n in nodes)
+
+
+def plan(scope: TokenScope, known: Labels, source: str | None, document: Any) -> Any:
+    """Plan JSON with only the nodes (and their items) in scope."""
+    if scope.nodes is None or not isinstance(document, Mapping):
+        return document
+    out = dict(document)
+    for key in ("nodes", "changes", "items"):
+        entries = out.get(key)
+        if isinstance(entries, list):
+            out[key] = [
+                e
+                for e in entries
+                if isinstance(e, Mapping)
+                and node_visible(scope, known, source, str(e.get("node", "")))
+            ]
+    return out
+
+
+def event_visible(scope: TokenScope, known: Labels, event: Event) -> bool:
+    """For a scoped token: only events of a source in scope; with a node selector, only
+    those whose nodes (when they name any) all match."""
+    if scope.unrestricted:
+        return True
+    source = event.data.get("source")
+    if not isinstance(source, str) or not scope.has_source(source):
+        return False
+    if scope.nodes is None:
+        return True
+    named: list[Any] = []
+    if "node" in event.data:
+        named.append(event.data["node"])
+    if isinstance(event.data.get("nodes"), list):
+        named.extend(event.data["nodes"])
+    if not named and "plan" in event.data:
+        return False  # a plan's changes without a node to judge them by
+    return all(node_visible(scope, known, source, str(n)) for n in named)
