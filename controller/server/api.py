@@ -59,17 +59,14 @@ async def runs(request: Request) -> Response:
         found = await asyncio.to_thread(handle.store.list_runs, limit, offset)
     except StoreError as exc:
         return _store_failed(exc)
-    known = scoping.labels(handle)
+    visible = scoping.RunScope(scope, handle)
     shown = []
     for summary in found:
-        if not scoping.run_visible(scope, known, summary.source, [n.node for n in summary.nodes]):
+        seen, sources = visible.run(summary.source, [n.node for n in summary.nodes])
+        if not seen:
             continue
         view = views.run_summary(summary)
-        view["nodes"] = [
-            n
-            for n in view["nodes"]
-            if scoping.node_visible(scope, known, summary.source, n["node"])
-        ]
+        view["nodes"] = [n for n in view["nodes"] if visible.node(sources, n["node"])]
         shown.append(view)
     return reply({"runs": shown, "limit": limit, "offset": offset})
 
@@ -86,17 +83,15 @@ async def run(request: Request) -> Response:
         found = await asyncio.to_thread(_handle(request).store.get_run, run_id)
     except StoreError as exc:
         return _store_failed(exc)
-    scope = _caller(request).scope
-    known = scoping.labels(_handle(request))
-    if found is None or not scoping.run_visible(
-        scope, known, found.source, [n.node for n in found.nodes]
-    ):
+    visible = scoping.RunScope(_caller(request).scope, _handle(request))
+    seen, sources = (
+        (False, None) if found is None else visible.run(found.source, [n.node for n in found.nodes])
+    )
+    if found is None or not seen:
         return error(404, f"no run {text}")  # out of scope reads as absent: nothing leaks
     view = views.run(found)
-    view["nodes"] = [
-        n for n in view["nodes"] if scoping.node_visible(scope, known, found.source, n["node"])
-    ]
-    view["plan"] = scoping.plan(scope, known, found.source, view["plan"])
+    view["nodes"] = [n for n in view["nodes"] if visible.node(sources, n["node"])]
+    view["plan"] = visible.plan(sources, view["plan"])
     return reply(view)
 
 

@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.events import Event
-from controller.reconcile.handle import ControllerHandle, PendingApproval
+from controller.reconcile.handle import ControllerHandle, PendingApproval, SourceStatus
+from controller.reconcile.matching import branch_name, same_repository
 from controller.server.settings import TokenScope
+from controller.source.git import parse_description
 
 Labels = Mapping[tuple[str, str], Mapping[str, str]]  # (source, node) -> the node's labels
 
@@ -45,28 +47,66 @@ def approval_refusal(scope: TokenScope, pending: PendingApproval) -> str | None:
     return None
 
 
-def run_visible(scope: TokenScope, known: Labels, source: str | None, nodes: Sequence[str]) -> bool:
-    """A run of a source in scope; with a node selector, one that touched a node in it."""
-    if not scope.has_source(source):
-        return False
-    return scope.nodes is None or any(node_visible(scope, known, source, n) for n in nodes)
+def run_sources(statuses: Sequence[SourceStatus], recorded: str | None) -> frozenset[str]:
+    """The configured sources a run's recorded source (``git::URL[//DIR]@REF``) may be:
+    same repository and branch. Runs of ``fazai apply`` from a folder match none."""
+    parsed = parse_description(recorded or "") if recorded else None
+    if parsed is None:
+        return frozenset()
+    location, ref, _ = parsed
+    return frozenset(
+        s.name
+        for s in statuses
+        if same_repository(location, s.location) and branch_name(ref) == branch_name(s.branch)
+    )
 
 
-def plan(scope: TokenScope, known: Labels, source: str | None, document: Any) -> Any:
-    """Plan JSON with only the nodes (and their items) in scope."""
-    if scope.nodes is None or not isinstance(document, Mapping):
-        return document
-    out = dict(document)
-    for key in ("nodes", "changes", "items"):
-        entries = out.get(key)
-        if isinstance(entries, list):
-            out[key] = [
-                e
-                for e in entries
-                if isinstance(e, Mapping)
-                and node_visible(scope, known, source, str(e.get("node", "")))
-            ]
-    return out
+class RunScope:
+    """Which runs, and which of their nodes, a token sees. A run whose recording fits
+    several configured sources (one repository and branch, different folders) is in
+    scope only when all of them are."""
+
+    def __init__(self, scope: TokenScope, handle: ControllerHandle) -> None:
+        self.scope = scope
+        self.known = labels(handle)
+        self.statuses = list(handle.sources()) if not scope.unrestricted else []
+
+    def sources(self, recorded: str | None) -> frozenset[str] | None:
+        """None: every run is visible; else the candidate sources, all in scope, or an
+        empty set when the run is out of scope."""
+        if self.scope.unrestricted:
+            return None
+        found = run_sources(self.statuses, recorded)
+        return found if found and all(self.scope.has_source(s) for s in found) else frozenset()
+
+    def node(self, sources: frozenset[str] | None, node: str) -> bool:
+        if sources is None or self.scope.nodes is None:
+            return sources is None or bool(sources)
+        return any(self.scope.has_node(self.known.get((s, node))) for s in sources)
+
+    def run(self, recorded: str | None, nodes: Sequence[str]) -> tuple[bool, frozenset[str] | None]:
+        """(visible, the sources to judge its nodes by)."""
+        sources = self.sources(recorded)
+        if sources is not None and not sources:
+            return False, sources
+        if self.scope.nodes is None:
+            return True, sources
+        return any(self.node(sources, n) for n in nodes), sources
+
+    def plan(self, sources: frozenset[str] | None, document: Any) -> Any:
+        """Plan JSON with only the nodes (and their items) in scope."""
+        if self.scope.nodes is None or not isinstance(document, Mapping):
+            return document
+        out = dict(document)
+        for key in ("nodes", "changes", "items"):
+            entries = out.get(key)
+            if isinstance(entries, list):
+                out[key] = [
+                    e
+                    for e in entries
+                    if isinstance(e, Mapping) and self.node(sources, str(e.get("node", "")))
+                ]
+        return out
 
 
 def event_visible(scope: TokenScope, known: Labels, event: Event) -> bool:
