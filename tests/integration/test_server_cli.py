@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.events import EventType
-from controller.server.settings import TlsSetting
+from controller.server.settings import Role, SecretRef, TlsSetting, TokenSetting
 from controller.store import StateStore
 from controller.testing.opnsense.server import self_signed_certificate
 from tests.unit.server.serverkit import FakeHandle, Tokens, serving, token_settings, with_tokens
@@ -204,6 +204,31 @@ async def test_approvals_and_approve(handle: FakeHandle, tokens: Tokens) -> None
     # Nobody listens there any more.
     code, _, err = await fazai("approvals", "--url", url, "--token-ref", READ)
     assert code == 2 and "cannot connect" in err
+
+
+async def test_approvals_show_how_many_approvals_a_plan_has_and_needs(
+    handle: FakeHandle, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAZAI_TEST_OPS_TOKEN", "o" * 32)
+    ops = TokenSetting("ops", Role.APPROVER, SecretRef(env="FAZAI_TEST_OPS_TOKEN"))
+    settings = token_settings()
+    settings = dataclasses.replace(settings, tokens=(*settings.tokens, ops))
+    handle.add_approval("a1", required=2)
+    async with serving(handle, settings) as url:
+        code, out, _ = await fazai("approvals", "--url", url, "--token-ref", READ)
+        assert code == 0 and out.rstrip().endswith("approvals 0/2")
+        code, out, err = await fazai("approve", "a1", "-y", "--url", url, "--token-ref", WRITE)
+        assert code == 0 and out == ""
+        assert "approved a1: approvals 1/2 (by ci); not applied yet" in err
+        code, out, _ = await fazai("approvals", "--url", url, "--token-ref", READ, "-o", "json")
+        (shown,) = json.loads(out)
+        assert (shown["required"], shown["approvals"], shown["approvedBy"]) == (2, 1, ["ci"])
+        code, out, _ = await fazai("approvals", "--url", url, "--token-ref", READ)
+        assert out.rstrip().endswith("approvals 1/2 (by ci)")
+        args = ("approve", "a1", "-y", "--url", url, "--token-ref", "env:FAZAI_TEST_OPS_TOKEN")
+        code, out, err = await fazai(*args)
+        assert code == 0 and "approved a1: run" in err and int(out) > 0
+    assert handle.approved == ["a1"] and handle.approvers == ["ci", "ops"]
 
 
 async def test_the_cli_over_tls(handle: FakeHandle, tokens: Tokens, tmp_path: Path) -> None:

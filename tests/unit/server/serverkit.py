@@ -71,11 +71,16 @@ class FakeHandle:
         return (location, branch) in self.followed
 
     async def approve(self, approval_id: str, by: str = "") -> int | None:
-        pending = self.pending.pop(approval_id, None)
+        pending = self.pending.get(approval_id)
         if pending is None:
             raise UnknownApproval(approval_id)
-        self.approved.append(approval_id)
         self.approvers.append(by)
+        names = tuple(dict.fromkeys((*pending.approved_by, by)))
+        if len(names) < pending.required:  # as the controller counts (distinct names)
+            self.pending[approval_id] = dataclasses.replace(pending, approved_by=names)
+            return None
+        del self.pending[approval_id]
+        self.approved.append(approval_id)
         return self.store.start_run(
             Trigger.API, Command.APPLY, pending.source, pending.revision, pending.plan
         )
@@ -90,6 +95,7 @@ class FakeHandle:
         approval_id: str,
         nodes: Sequence[str] = ("edge-fw",),
         plan: Mapping[str, Any] | None = None,
+        required: int = 1,
     ) -> None:
         self.pending[approval_id] = PendingApproval(
             approval_id,
@@ -98,6 +104,7 @@ class FakeHandle:
             T0,
             tuple(nodes),
             dict(plan or {"items": [{"node": nodes[0], "kind": "FirewallAlias", "name": "web"}]}),
+            required=required,
         )
 
     def add_drift(self, node: str, actions: Sequence[str], mode: Mode = Mode.DETECT) -> None:
