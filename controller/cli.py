@@ -927,8 +927,9 @@ def approve(
         answer = client.approve(approval_id)
     run_id = answer.get("run_id")
     if run_id is None:
+        again = "" if answer.get("counted", True) else "already approved by this token; "
         stderr.print(
-            f"[green]approved[/] {_escape(approval_id)}: "
+            f"[green]approved[/] {_escape(approval_id)}: {again}"
             f"{_escape(approval_text.standing(answer))}; not applied yet"
         )
         return

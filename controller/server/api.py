@@ -170,8 +170,11 @@ async def approve(request: Request) -> Response:
     if run_id is None:
         now = _pending(handle, approval_id) or pending
         assert now is not None  # it was pending before, and still is (not applied)
+        # The same token approving again counts once: "counted" says whether this did.
+        counted = pending is None or caller.name not in pending.approved_by
         log.info("approval %s approved by %s: waiting for more", approval_id, caller.name)
-        return reply({"run_id": None, "approval": approval_id, **views.approval_count(now)}, 202)
+        answer = {"run_id": None, "approval": approval_id, "counted": counted}
+        return reply({**answer, **views.approval_count(now)}, 202)
     log.info("approval %s approved by %s: run %s", approval_id, caller.name, run_id)
     return reply({"run_id": run_id, "approval": approval_id})
 

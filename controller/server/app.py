@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -32,11 +33,15 @@ from controller.server.metrics import Metrics
 from controller.server.replies import error, on_http_exception, on_unexpected
 from controller.server.settings import FORGES, Role, ServerSettings
 
+log = logging.getLogger("fazai.server")
+
 
 def build_app(handle: ControllerHandle, settings: ServerSettings) -> Starlette:
     """The app serving ``handle``. Reads every token and webhook secret now, so a missing
     one fails the start (SecretError) rather than the first request."""
     tokens = TokenTable.from_settings(settings)
+    if any(t.scope.sources is not None for t in settings.tokens):
+        _warn_unknown_sources(settings, {s.name for s in handle.sources()})
     metrics = Metrics()
     hook_routes = [Route(f"/hooks/{f}", _webhooks_not_configured, methods=["POST"]) for f in FORGES]
     hook_secrets = None
@@ -103,3 +108,16 @@ async def _metrics(request: Request) -> Response:
 async def _webhooks_not_configured(request: Request) -> Response:
     forge = request.scope["path"].rsplit("/", 1)[-1]
     return error(404, f"webhooks from {forge} are not configured (server.webhooks.{forge})")
+
+
+def _warn_unknown_sources(settings: ServerSettings, names: set[str]) -> None:
+    """A scope naming a source that is not configured (a typo) lets its token see
+    nothing of it: said at start, not discovered as an empty list."""
+    for index, token in enumerate(settings.tokens):
+        for unknown in sorted((token.scope.sources or frozenset()) - names):
+            log.warning(
+                "server.tokens[%d] (%s): scope names source %r, which is not configured",
+                index,
+                token.name,
+                unknown,
+            )

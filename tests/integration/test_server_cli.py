@@ -220,6 +220,9 @@ async def test_approvals_show_how_many_approvals_a_plan_has_and_needs(
         code, out, err = await fazai("approve", "a1", "-y", "--url", url, "--token-ref", WRITE)
         assert code == 0 and out == ""
         assert "approved a1: approvals 1/2 (by ci); not applied yet" in err
+        code, out, err = await fazai("approve", "a1", "-y", "--url", url, "--token-ref", WRITE)
+        assert code == 0 and out == ""
+        assert "already approved by this token; approvals 1/2 (by ci)" in err
         code, out, _ = await fazai("approvals", "--url", url, "--token-ref", READ, "-o", "json")
         (shown,) = json.loads(out)
         assert (shown["required"], shown["approvals"], shown["approvedBy"]) == (2, 1, ["ci"])
@@ -228,7 +231,7 @@ async def test_approvals_show_how_many_approvals_a_plan_has_and_needs(
         args = ("approve", "a1", "-y", "--url", url, "--token-ref", "env:FAZAI_TEST_OPS_TOKEN")
         code, out, err = await fazai(*args)
         assert code == 0 and "approved a1: run" in err and int(out) > 0
-    assert handle.approved == ["a1"] and handle.approvers == ["ci", "ops"]
+    assert handle.approved == ["a1"] and handle.approvers == ["ci", "ci", "ops"]
 
 
 async def test_the_cli_over_tls(handle: FakeHandle, tokens: Tokens, tmp_path: Path) -> None:

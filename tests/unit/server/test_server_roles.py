@@ -3,6 +3,7 @@ token sees and may act on."""
 
 from __future__ import annotations
 
+import logging
 import secrets as stdlib_secrets
 from collections.abc import Mapping, Sequence
 
@@ -234,3 +235,17 @@ async def test_a_node_scoped_token_sees_only_matching_nodes(
                     break
     assert len(seen) == 1 and '"reason":"mine"' in seen[0]
     assert handle.approved == [] and handle.triggers == []
+
+
+async def test_a_scope_naming_an_unknown_source_is_warned_of_at_start(
+    handle: FakeHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    token(monkeypatch, "typo")
+    scope = TokenScope(sources=frozenset({"infra", "infar"}))
+    settings = ServerSettings(tokens=(setting("typo", Role.VIEWER, scope),))
+    with caplog.at_level(logging.WARNING, "fazai.server"):
+        async with serving(handle, settings):
+            pass
+    assert [r.getMessage() for r in caplog.records if "scope names" in r.getMessage()] == [
+        "server.tokens[0] (typo): scope names source 'infar', which is not configured"
+    ]
