@@ -53,6 +53,20 @@ class _Entry:
     fingerprint: str
 
 
+def is_actor(actor: str, name: str) -> bool:
+    """Whether approver ``name`` (a token's name) is the ``actor`` of a change: the same
+    name, ignoring case, or, for an actor written as a commit's author (``Alice Doe
+    <alice@example.com>``), its name, its address or the address's local part. Erring
+    towards "yes" only sends the approval to someone else."""
+    if not actor or not name:
+        return False
+    wanted = name.casefold()
+    display, _, rest = actor.partition("<")
+    address = rest.removesuffix(">").strip() if rest else (actor if "@" in actor else "")
+    forms = {actor.strip(), display.strip(), address, address.partition("@")[0]}
+    return wanted in {f.casefold() for f in forms if f}
+
+
 class Approvals:
     def __init__(self, shared: Shared, applied: Applied) -> None:
         self.shared = shared
@@ -139,7 +153,7 @@ class Approvals:
         if entry is None:
             raise UnknownApproval(approval_id)
         pending = entry.approval
-        if pending.actor and by == pending.actor:
+        if is_actor(pending.actor, by):
             raise ApprovalRefused(
                 f"approval {approval_id}: {by!r} triggered this change and cannot approve it; "
                 "another approver must"

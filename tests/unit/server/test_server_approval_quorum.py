@@ -16,6 +16,7 @@ from controller.events import EventType
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.plan.items import NodePlan, Plan
+from controller.reconcile.approvals import is_actor
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.controller import Controller
 from controller.reconcile.handle import PendingApproval
@@ -161,3 +162,31 @@ async def test_approvals_racing_apply_the_plan_exactly_once(
     assert all(a.status_code in (200, 202, 404) for a in answers), codes
     assert applies(store) == 1 and len(started) == 1
     assert started[0].data["run_id"] == applied[0].json()["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("actor", "name", "same"),
+    [
+        ("alice", "alice", True),
+        ("Alice", "alice", True),
+        ("Alice Doe <alice@example.com>", "alice", True),
+        ("alice@example.com", "alice", True),
+        ("Alice Doe <adoe@example.com>", "alice doe", True),
+        ("Alice Doe <adoe@example.com>", "alice", False),
+        ("", "alice", False),
+        ("bob", "alice", False),
+    ],
+)
+def test_how_an_actor_is_matched_to_a_token_name(actor: str, name: str, same: bool) -> None:
+    assert is_actor(actor, name) is same
+
+
+async def test_a_commit_author_cannot_approve_with_a_token_of_their_name(
+    controller: Controller, store: StateStore, values: dict[str, str]
+) -> None:
+    pending = offer(controller, required=1, actor="Alice Doe <alice@example.com>")
+    async with serving(controller, SETTINGS) as url, httpx.AsyncClient(base_url=url) as client:  # type: ignore[arg-type]
+        path = f"/api/v1/approvals/{pending.id}/approve"
+        refused = await client.post(path, headers=bearer(values["alice"]), json={})
+        assert refused.status_code == 403 and "triggered this change" in refused.text
+    assert applies(store) == 0
