@@ -122,8 +122,8 @@ class FakeHandle:
     async def notify_push(self, location: str, branch: str, revision: str | None) -> bool:
         return False
 
-    async def approve(self, approval_id: str) -> int:
+    async def approve(self, approval_id: str, by: str = "") -> int | None:
         raise UnknownApproval(approval_id)
 
-    async def abort(self, approval_id: str) -> None:
+    async def abort(self, approval_id: str, by: str = "") -> None:
         raise UnknownApproval(approval_id)
