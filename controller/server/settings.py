@@ -68,14 +68,6 @@ class TokenScope:
             return True
         return labels is not None and all(labels.get(k) == v for k, v in self.nodes)
 
-    def describe(self) -> str:
-        parts = []
-        if self.sources is not None:
-            parts.append("sources " + ", ".join(sorted(self.sources)))
-        if self.nodes is not None:
-            parts.append("nodes " + ",".join(f"{k}={v}" for k, v in self.nodes))
-        return "; ".join(parts) or "everything"
-
 
 @dataclass(frozen=True)
 class SecretRef:
