@@ -1031,7 +1031,7 @@ def serve(
 
     from controller import logformat
     from controller.reconcile import config as configuration
-    from controller.reconcile import durations
+    from controller.settings import durations
     from controller.reconcile import sandbox as sandboxing
     from controller.reconcile.handle import Mode
     from controller.reconcile.serve import serve as serving

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from controller import secrets
-from controller.reports import config
-from controller.reports.durations import parse_duration
-from controller.reports.errors import FieldPath, SettingsError
+from controller.errors import SettingsError
+from controller.settings import check
+from controller.settings.check import FieldPath
+from controller.settings.durations import parse as parse_duration
 
 SECTION = "notifications"
 
@@ -124,7 +125,7 @@ class NotifySettings:
 
 
 def schema() -> Mapping[str, Any]:
-    return config.load_schema("controller.notify", "notifications.schema.json")
+    return check.load_schema("controller.notify", "notifications.schema.json")
 
 
 def from_config(
@@ -132,7 +133,7 @@ def from_config(
 ) -> NotifySettings:
     """Settings from the ``notifications`` list; relative paths (``file`` references,
     ``caBundle``) are resolved against ``base``, the config file's folder."""
-    config.check(SECTION, schema(), section)
+    check.check(SECTION, schema(), section)
     root = (base or Path.cwd()).expanduser()
     problems: list[tuple[FieldPath, str]] = []
     targets: list[Target] = []

@@ -23,13 +23,13 @@ from typing import Any
 
 import jsonschema
 
-from controller.errors import FazaiError, InvalidInputError
-from controller.model import ecma, validate
+from controller.errors import FazaiError, InvalidInputError, SettingsError
 from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.model.document import API_VERSION
 from controller.model.yamlsource import FieldPath, RawDocument, read_documents
-from controller.reconcile import durations, sections
+from controller.reconcile import sections
 from controller.reconcile.handle import Mode
+from controller.settings import check, durations
 
 KIND = "ControllerConfig"
 DEFAULT_FILE = "fazai.yaml"
@@ -180,31 +180,17 @@ def _with_overrides(value: Mapping[str, Any], overrides: Overrides) -> dict[str,
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = config_schema()
-    cls = ecma.validator_class(schema)
-    validator: jsonschema.protocols.Validator = cls(schema)
-    return validator
+    return check.validator(config_schema())
 
 
 def _schema_problems(value: Any) -> Iterator[tuple[FieldPath, str]]:
     seen: set[tuple[FieldPath, str]] = set()
     errors = sorted(_validator().iter_errors(value), key=lambda e: list(map(str, e.path)))
     for error in errors:
-        for found in _explain(error):
+        for found in check.explain(error):
             if found not in seen:
                 seen.add(found)
                 yield found
-
-
-def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[FieldPath, str]]:
-    schema = error.schema if isinstance(error.schema, Mapping) else {}
-    if error.validator == "pattern" and "x-fazai-noun" in schema:
-        noun = schema["x-fazai-noun"]
-        yield tuple(error.absolute_path), f"{error.instance!r} is not a valid {noun}"
-        return
-    # The documents' explanations (unknown field with the allowed ones, wrong type, enum
-    # choices, bounds) read the same here.
-    yield from validate._explain(error, KIND)
 
 
 class _Checker:
@@ -316,6 +302,9 @@ class _Checker:
                 continue
             try:
                 out[section.name] = section.parse(value, base=self.base, where=self.raw.location)
+            except SettingsError as exc:
+                for inner, message in exc.problems:
+                    self.problem((exc.section, *inner), message)
             except InvalidInputError as exc:
                 self.problems.extend(
                     d if d.subject else dataclasses.replace(d, subject=KIND)
