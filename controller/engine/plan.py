@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from controller import events, providers
 from controller.engine.diff import Action, Change, compare
-from controller.errors import FazaiError, NodeError
+from controller.errors import FazaiError, NodeError, RetryDecision, retry_decision
 from controller.hashes import mask_hashes
 from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
@@ -44,6 +44,8 @@ class NodePlan:
     error: str | None = None  # the node as a whole could not be read
     error_type: str | None = None
     seconds: float = 0.0
+    # What the read's failure says about retrying (controller.errors), for the loop.
+    retry: RetryDecision | None = field(default=None, compare=False)
 
     @property
     def changed(self) -> tuple[PlanItem, ...]:
@@ -149,6 +151,7 @@ async def plan_node(
             error=message,
             error_type=type(exc).__name__,
             seconds=time.monotonic() - started,
+            retry=retry_decision(exc),
         )
     items = []
     for doc in resources:

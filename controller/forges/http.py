@@ -12,6 +12,7 @@ Pagination follows the ``Link: rel="next"`` header (GitHub, GitLab) or GitLab's
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,6 +27,7 @@ from controller.errors import (
     ForgeNotFoundError,
     ForgeRateLimitedError,
     ForgeUnavailableError,
+    retry_after,
 )
 from controller.secrets import Secret
 
@@ -231,6 +233,7 @@ class ForgeHttp:
                 f"rate limit spent ({status}) at {shown}{when}",
                 status=status,
                 path=shown,
+                delay=_wait(response),
             )
         if status == 403:
             return ForgeAuthError(
@@ -253,6 +256,7 @@ class ForgeHttp:
                 f"{shown} failed on the forge ({status}){said}",
                 status=status,
                 path=shown,
+                delay=retry_after(response.headers.get("retry-after")),
             )
         return ForgeApiError(
             self.forge, f"{shown} was refused ({status}){said}", status=status, path=shown
@@ -282,3 +286,15 @@ def _forge_message(response: httpx.Response) -> str:
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _wait(response: httpx.Response) -> float | None:
+    """Retry-After, else GitHub's x-ratelimit-reset (the epoch second the limit resets)."""
+    wait = retry_after(response.headers.get("retry-after"))
+    if wait is not None:
+        return wait
+    reset = response.headers.get("x-ratelimit-reset", "")
+    try:
+        return max(0.0, float(reset) - time.time()) if reset else None
+    except ValueError:
+        return None

@@ -23,9 +23,11 @@ from controller.errors import (
     AuthenticationError,
     EndpointMissingError,
     ForbiddenError,
+    RateLimitedError,
     ServerError,
     UnreachableError,
     ValidationFailedError,
+    retry_after,
 )
 from controller.secrets import Secret
 
@@ -91,9 +93,11 @@ class OpnsenseClient:
                 return await self._call("GET", path, params=params)
             except (UnreachableError, ServerError) as exc:
                 attempt += 1
-                if attempt > self.target.retries or not exc.retryable:
-                    raise
                 delay = self.target.backoff * 2 ** (attempt - 1)
+                # A firewall that asks for a longer wait (Retry-After) is left alone: the
+                # reconcile loop waits that long, instead of this read holding a pass.
+                if attempt > self.target.retries or not exc.retryable or (exc.delay or 0) > delay:
+                    raise
                 log.info("%s: GET %s failed (%s); retry %d in %.1fs",
                          self.target.node, path, exc.message, attempt, delay)  # fmt: skip
                 await asyncio.sleep(delay)
@@ -150,9 +154,19 @@ def _answer(node: str, method: str, path: str, response: httpx.Response) -> Any:
         raise EndpointMissingError(
             node, f"{where}: endpoint not found on this firmware (404)", status=status, path=path
         )
+    # Retry-After (RFC 9110) on 429 and 503: the wait the firewall asks for.
+    delay = retry_after(response.headers.get("Retry-After"))
+    if status == 429:
+        raise RateLimitedError(
+            node, f"{where}: too many requests (429)", status=status, path=path, delay=delay
+        )
     if status >= 500:
         raise ServerError(
-            node, f"{where}: server error {status}: {message}", status=status, path=path
+            node,
+            f"{where}: server error {status}: {message}",
+            status=status,
+            path=path,
+            delay=delay,
         )
     if status >= 400:
         raise ApiError(node, f"{where}: refused ({status}): {message}", status=status, path=path)
