@@ -126,7 +126,10 @@ def from_config(
         verify: bool | str = bool(tls.get("verify", True))
         if verify and "caBundle" in tls:
             verify = path_of(str(tls["caBundle"]))
-        timeout = durations.parse(entry.get("timeout", DEFAULT_TIMEOUT))
+        try:
+            timeout = durations.parse(entry.get("timeout", DEFAULT_TIMEOUT))
+        except ValueError:  # what the schema cannot refuse: YAML's .inf
+            timeout = -1.0
         if not 0 < timeout <= MAX_TIMEOUT:
             path = (SECTION, index, "timeout")
             problems.append(

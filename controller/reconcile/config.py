@@ -208,6 +208,15 @@ class _Checker:
         expanded = Path(text).expanduser()
         return expanded if expanded.is_absolute() else (self.base / expanded).resolve()
 
+    def duration(self, at: FieldPath, mapping: Mapping[str, Any], default: float) -> float:
+        """The duration at ``at`` (its last part a key of ``mapping``); what the schema
+        cannot refuse (YAML's ``.inf``) is a problem at its position, not a traceback."""
+        try:
+            return durations.parse(mapping.get(str(at[-1]), default))
+        except ValueError as exc:
+            self.problem(at, str(exc))
+            return default
+
     def location(self, text: str) -> str:
         if "://" in text or _SCP_LIKE.match(text):
             return text
@@ -229,8 +238,8 @@ class _Checker:
                 )
             names.setdefault(source.name, index)
         backoff = value.get("backoff", {})
-        initial = durations.parse(backoff.get("initial", DEFAULT_BACKOFF_INITIAL))
-        largest = durations.parse(backoff.get("max", DEFAULT_BACKOFF_MAX))
+        initial = self.duration(("backoff", "initial"), backoff, DEFAULT_BACKOFF_INITIAL)
+        largest = self.duration(("backoff", "max"), backoff, DEFAULT_BACKOFF_MAX)
         if initial <= 0:
             self.problem(("backoff", "initial"), "must be more than 0")
         if largest < initial:
@@ -241,11 +250,11 @@ class _Checker:
             file=None,
             state=state,
             cache_dir=self.path(value["cacheDir"]) if "cacheDir" in value else None,
-            drift_check=durations.parse(value.get("driftCheck", DEFAULT_DRIFT_CHECK)),
-            settle=durations.parse(value.get("settle", DEFAULT_SETTLE)),
+            drift_check=self.duration(("driftCheck",), value, DEFAULT_DRIFT_CHECK),
+            settle=self.duration(("settle",), value, DEFAULT_SETTLE),
             backoff_initial=initial,
             backoff_max=largest,
-            shutdown_grace=durations.parse(value.get("shutdownGrace", DEFAULT_SHUTDOWN_GRACE)),
+            shutdown_grace=self.duration(("shutdownGrace",), value, DEFAULT_SHUTDOWN_GRACE),
             concurrency=int(value.get("concurrency", DEFAULT_CONCURRENCY)),
             sections=self.sections(value),
         )
@@ -266,7 +275,7 @@ class _Checker:
         node_modes = {str(k): Mode(v) for k, v in value.get("nodeModes", {}).items()}
         if overrides.mode is not None:
             mode, node_modes = overrides.mode, {}
-        poll = durations.parse(value.get("poll", DEFAULT_POLL))
+        poll = self.duration((*at, "poll"), value, DEFAULT_POLL)
         if overrides.poll is not None:
             poll = overrides.poll
         return SourceConfig(
@@ -279,7 +288,7 @@ class _Checker:
             poll=poll,
             watch=watch,
             prune=bool(value.get("prune", False)),
-            timeout=durations.parse(value.get("timeout", DEFAULT_TIMEOUT)) or DEFAULT_TIMEOUT,
+            timeout=self.duration((*at, "timeout"), value, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
             signatures=self.signatures((*at, "signatures"), value.get("signatures")),
         )
 

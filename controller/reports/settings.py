@@ -19,7 +19,6 @@ from controller.errors import SettingsError
 from controller.reports import cron
 from controller.settings import check
 from controller.settings.check import FieldPath
-from controller.settings.durations import parse as parse_duration
 
 SECTION = "reports"
 FORMATS = ("markdown", "json", "html")
@@ -94,6 +93,9 @@ def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> Repo
                 days=int(raw.get("days", days)),
             )
         )
+    settle = check.duration(
+        section.get("settleTimeout", DEFAULT_SETTLE), ("settleTimeout",), problems
+    )
     if problems:
         raise SettingsError(SECTION, problems)
     author = section.get("author", {})
@@ -106,7 +108,7 @@ def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> Repo
         push=bool(section.get("push", False)),
         remote=str(section.get("remote", "origin")),
         days=days,
-        settle_timeout=parse_duration(section.get("settleTimeout", DEFAULT_SETTLE)),
+        settle_timeout=settle,
         author_name=author.get("name", "FazAI"),
         author_email=author.get("email", "fazai@localhost"),
     )

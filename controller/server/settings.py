@@ -194,7 +194,10 @@ def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
 
 
 def _limit(limits: Mapping[str, Any], key: str, default: float) -> float:
-    seconds = durations.parse(limits.get(key, default))
+    try:
+        seconds = durations.parse(limits.get(key, default))
+    except ValueError as exc:  # what the schema cannot refuse: YAML's .inf
+        raise ServerConfigError(("limits", key), str(exc)) from None
     if not 0 < seconds <= MAX_LIMIT_TIMEOUT:
         raise ServerConfigError(("limits", key), "must be more than 0 and at most 1h")
     return seconds

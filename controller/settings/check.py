@@ -71,6 +71,16 @@ def problems(schema: Mapping[str, Any], value: Any) -> list[tuple[FieldPath, str
     return found
 
 
+def duration(value: Any, at: FieldPath, problems: list[tuple[FieldPath, str]]) -> float:
+    """``value`` in seconds; what the schema cannot refuse (YAML's ``.inf``) is added to
+    ``problems`` at ``at`` (0 is returned meanwhile)."""
+    try:
+        return durations.parse(value)
+    except ValueError as exc:
+        problems.append((at, str(exc)))
+        return 0.0
+
+
 def check(section: str, schema: Mapping[str, Any], value: Any) -> None:
     """Raise SettingsError listing every place ``value`` breaks ``schema``."""
     found = problems(schema, value)

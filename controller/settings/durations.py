@@ -16,6 +16,7 @@ union, so every value either accepted keeps working.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -46,7 +47,7 @@ def parse(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{value!r} is not a {NOUN}")
     if isinstance(value, int | float):
-        if value < 0 or value != value:  # negative, or NaN
+        if not 0 <= value < math.inf:  # negative, infinite (YAML's .inf), or NaN
             raise ValueError(f"{value!r} is not a {NOUN}")
         return float(value)
     bare = _BARE.fullmatch(value)

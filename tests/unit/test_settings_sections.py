@@ -40,6 +40,16 @@ BAD = [
      "must be more than 0 and at most 10m"),
     ("forges", "forges:\n  - type: github\n    timeout: soon\n", "8:5", "forges[0].timeout",
      "is not a valid duration"),
+    # YAML's .inf is a number the schema cannot refuse; the parser does, at its position.
+    ("controller", "settle: .inf\n", "6:1", "settle", "inf is not a duration"),
+    ("server", "server:\n  limits: {headTimeout: .inf}\n", "7:12", "server.limits.headTimeout",
+     "inf is not a duration"),
+    ("reports", "reports:\n  settleTimeout: .inf\n  schedules: [{name: d, cron: '@daily'}]\n",
+     "7:3", "reports.settleTimeout", "inf is not a duration"),
+    ("notifications", "notifications:\n  - {type: webhook, urlRef: {env: H}, timeout: .inf}\n",
+     "7:39", "notifications[0].timeout", "inf is not a duration"),
+    ("forges", "forges:\n  - {type: github, timeout: .inf}\n", "7:20", "forges[0].timeout",
+     "must be more than 0"),
 ]  # fmt: skip
 
 
