@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -24,12 +24,14 @@ from typing import Any
 import jsonschema
 
 from controller.errors import FazaiError, InvalidInputError, SettingsError
-from controller.model.diagnostics import Diagnostic, Location, format_path
+from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION
-from controller.model.yamlsource import FieldPath, RawDocument, read_documents
+from controller.model.yamlsource import FieldPath, RawDocument
 from controller.reconcile import sections
 from controller.reconcile.handle import Mode
 from controller.settings import check, durations
+from controller.settings import read as reading
+from controller.settings.read import InvalidConfigError
 
 KIND = "ControllerConfig"
 DEFAULT_FILE = "fazai.yaml"
@@ -47,15 +49,6 @@ DEFAULT_POLL = 60.0
 DEFAULT_TIMEOUT = 60.0
 
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
-
-
-class InvalidConfigError(InvalidInputError):
-    """The config file is unusable; ``diagnostics`` lists every problem, sorted."""
-
-    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
-        super().__init__(diagnostics)
-        errors = sum(1 for d in self.diagnostics if d.is_error)
-        self.args = (f"{errors} error(s) in the controller's config",)
 
 
 @dataclass(frozen=True)
@@ -133,29 +126,19 @@ def config_schema() -> dict[str, Any]:
 
 def load(path: Path, overrides: Overrides | None = None) -> ControllerConfig:
     """Read and check ``path``; InvalidInputError lists every problem, with positions."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidConfigError(
-            [Diagnostic(Location(str(path)), f"cannot read: {exc.strerror or exc}", KIND)]
-        ) from exc
-    config = parse(data, str(path), path.resolve().parent, overrides)
+    raw = reading.read_file(path)
+    config = _checked(raw, path.resolve().parent, overrides)
     return dataclasses.replace(config, file=path)
 
 
 def parse(
     data: bytes, file: str, base: Path, overrides: Overrides | None = None
 ) -> ControllerConfig:
+    return _checked(reading.read_bytes(data, file), base, overrides)
+
+
+def _checked(raw: RawDocument, base: Path, overrides: Overrides | None) -> ControllerConfig:
     overrides = overrides or Overrides()
-    raws, problems = read_documents(file, data)
-    if problems:
-        raise InvalidConfigError(sorted(problems))
-    if len(raws) != 1:
-        where = raws[1].location() if len(raws) > 1 else Location(file)
-        raise InvalidConfigError([Diagnostic(where, "the config file holds one document", KIND)])
-    raw = raws[0]
-    if not isinstance(raw.value, dict):
-        raise InvalidConfigError([Diagnostic(raw.location(), "the config must be a mapping", KIND)])
     value = _with_overrides(raw.value, overrides)
     problems = [
         Diagnostic(raw.location(path), message, KIND, format_path(path))

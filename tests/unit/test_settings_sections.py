@@ -89,3 +89,24 @@ def test_the_one_duration_grammar_is_accepted_by_every_section(tmp_path: Path) -
     assert loaded.sections["reports"].settle_timeout == 5400.0
     assert loaded.sections["notifications"].targets[0].timeout == 150.0
     assert loaded.sections["forges"].forges[0].timeout == 60.0
+
+
+def test_review_reads_the_forges_section_with_the_same_reader_and_positions(
+    tmp_path: Path,
+) -> None:
+    from controller.errors import InvalidInputError
+    from controller.forges import command
+
+    file = tmp_path / "fazai.yaml"
+    file.write_text(HEAD + "forges:\n  - type: github\n    timeout: soon\n")
+    with pytest.raises(InvalidInputError) as caught:
+        command.forge_settings("github", api_url=None, token_ref=None, config=file, environ={})
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f"{file}:8:5: forges[0].timeout: 'soon' is not a valid duration (like 90s, 10m, "
+        "1h30m, or 0)"
+    ]
+    file.write_text(HEAD + "forges: []\nforges: [{type: github}]\n")  # a duplicate key
+    with pytest.raises(InvalidInputError) as caught:
+        command.forge_settings("github", api_url=None, token_ref=None, config=file, environ={})
+    (duplicate,) = caught.value.diagnostics
+    assert str(duplicate).startswith(f"{file}:7:1: ")
