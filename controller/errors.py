@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +104,20 @@ def retry_decision(exc: BaseException) -> RetryDecision:
         delay = exc.delay if exc.retryable else None
         return RetryDecision(not exc.retryable, delay, name)
     return RetryDecision(False, None, name)
+
+
+def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The TLS certificate failure behind ``exc``, if that is what it is (httpx wraps
+    httpcore, which wraps ssl): trying again meets the same certificate, so a mapping
+    makes such a failure permanent."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -27,6 +27,7 @@ from controller.errors import (
     ForgeNotFoundError,
     ForgeRateLimitedError,
     ForgeUnavailableError,
+    certificate_failure,
     retry_after,
 )
 from controller.secrets import Secret
@@ -106,6 +107,10 @@ class ForgeHttp:
                     self.forge, f"cannot reach {self._origin()}: {_describe(exc)}", path=shown
                 )
                 cause: BaseException = exc
+                if certificate_failure(exc) is not None:
+                    # The same certificate would be met again: permanent, not retried.
+                    error.retryable = False
+                    raise error from exc
             except httpx.TimeoutException as exc:
                 error = ForgeUnavailableError(
                     self.forge,

@@ -49,6 +49,7 @@ from controller.secrets import Secret
 from controller.source import git as gitsource
 from controller.store.database import Database
 from controller.testing.opnsense import EmulatorServer
+from controller.testing.opnsense.server import self_signed_certificate
 
 STATUS = "core/firmware/status"
 
@@ -170,13 +171,19 @@ class Answer:
 
 
 @contextlib.contextmanager
-def loopback(answer: Answer) -> Iterator[str]:
+def loopback(answer: Answer, tls: Path | None = None) -> Iterator[str]:
     async def endpoint(request: Request) -> Response:
         answer.requests += 1
         return Response(b'{"message": "no"}', answer.status, headers=answer.headers)
 
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    options: dict[str, Any] = {}
+    if tls is not None:  # a self-signed certificate in that folder
+        cert, key = self_signed_certificate(tls, "127.0.0.1")
+        options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -186,7 +193,7 @@ def loopback(answer: Answer) -> Iterator[str]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -215,6 +222,18 @@ async def test_forge_answers_are_classified() -> None:
         exc = await forge_failure(url)
         assert isinstance(exc, ForgeRateLimitedError)
         assert temporary(exc).delay == 40.0
+
+
+async def test_a_forge_certificate_that_does_not_verify_is_permanent_and_not_retried(
+    tmp_path: Path,
+) -> None:
+    answer = Answer()
+    with loopback(answer, tls=tmp_path) as url:
+        exc = await forge_failure(url)
+    assert isinstance(exc, ForgeUnavailableError)
+    assert "certificate" in str(exc).lower()
+    permanent(exc)
+    assert answer.requests == 0
 
 
 def test_git_over_http_refusing_credentials_is_permanent_a_closed_port_temporary(

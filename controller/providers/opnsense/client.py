@@ -27,6 +27,7 @@ from controller.errors import (
     ServerError,
     UnreachableError,
     ValidationFailedError,
+    certificate_failure,
     retry_after,
 )
 from controller.secrets import Secret
@@ -122,7 +123,7 @@ class OpnsenseClient:
             ) from exc
         except httpx.ConnectError as exc:
             error = UnreachableError(node, f"cannot connect to {self.target.url}: {_reason(exc)}")
-            if _certificate_error(exc) is not None:
+            if certificate_failure(exc) is not None:
                 # Trying again meets the same certificate: not worth the retries.
                 error.retryable = False
             raise error from exc
@@ -204,20 +205,8 @@ def _message(body: Any) -> str:
     return str(body)[:200]
 
 
-def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind ``exc``: httpx wraps httpcore, which wraps ssl."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
 def _reason(exc: httpx.HTTPError) -> str:
-    certificate = _certificate_error(exc)
+    certificate = certificate_failure(exc)
     if certificate is not None:
         return (
             f"TLS certificate verification failed: {certificate.verify_message}; give the "
