@@ -1040,10 +1040,10 @@ def serve(
 
     from controller import logformat
     from controller.reconcile import config as configuration
-    from controller.reconcile import durations
     from controller.reconcile import sandbox as sandboxing
     from controller.reconcile.handle import Mode
     from controller.reconcile.serve import serve as serving
+    from controller.settings import durations
 
     logformat.configure(log_format)
     for noisy in ("httpx", "watchfiles", "asyncssh"):  # per-request chatter

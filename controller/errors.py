@@ -1,46 +1,68 @@
-"""The one exception tree of FazAI.
+"""The one exception tree of FazAI, and what each failure says about retrying.
 
-Every failure a caller can meet is a :class:`FazaiError`. Third-party failures (asyncssh,
-git, YAML, OS errors) are mapped into it at the boundary where they happen, chained with
-``from exc`` so the cause stays inspectable, and with messages that never carry secrets.
+Every failure a caller can meet is a :class:`FazaiError`. Third-party failures (httpx,
+asyncssh, git, sqlite3, YAML, OS errors) are mapped into it at the boundary where they
+happen, chained with ``from exc`` so the cause stays inspectable, and with messages that
+never carry secrets.
+
+Each error also says whether trying again, unchanged, can help (kopf's PermanentError /
+TemporaryError split): ``retryable`` is False for a *permanent* failure (refused
+credentials, 401/403, a TLS certificate or host key that does not verify, invalid input,
+a policy denial) and True for a *temporary* one (a timeout, a refused or reset
+connection, 5xx, 429); a temporary error may carry ``delay``, the seconds the other side
+asked us to wait (``Retry-After``). :func:`retry_decision` reads that off any exception
+(one that is not a FazaiError is a bug or an unmapped failure: temporary, like kopf).
+The reconcile loop decides from it: a temporary failure is retried with exponential
+backoff (or after its ``delay``), a permanent one at the slow ceiling only, said once,
+and at once when the source changes.
 
     FazaiError
     ├── InvalidInputError     documents that cannot be used; carries every Diagnostic found
-    ├── SourceError           the desired-state source cannot be read (path, git ref)
-    ├── NodeError             one node cannot be read or changed; others carry on
-    │   ├── UnreachableError      connection refused, timed out, dropped    (retryable)
+    │   └── SettingsError         a fazai.yaml section that cannot be used; .problems (permanent)
+    ├── SourceError           the desired-state source cannot be read      (temporary; a git
+    │                         failure that names refused credentials or a missing ref: permanent)
+    ├── NodeError             one node cannot be read or changed; others carry on (temporary)
+    │   ├── UnreachableError      connection refused, timed out, dropped    (temporary; a TLS
+    │   │                         certificate that does not verify: permanent)
     │   ├── AuthenticationError   the node refused our credentials          (permanent)
     │   ├── HostKeyError          unknown or changed host key               (permanent)
     │   ├── SecretError           a referenced secret cannot be read        (permanent)
     │   ├── FactsError            the node answered, but not with usable facts
-    │   ├── UntrustedNodeError    a pull request changes how to reach the node: not read
-    │   └── ApiError              a REST API (OPNsense) answered with a failure
+    │   ├── UntrustedNodeError    a pull request changes how to reach the node (permanent)
+    │   └── ApiError              a REST API (OPNsense) refused a call (4xx)  (permanent)
     │       ├── ForbiddenError        the key lacks the privilege for the call   (403)
     │       ├── EndpointMissingError  this firmware has no such endpoint         (404)
     │       ├── ValidationFailedError the firewall refused the values; see .validations
-    │       └── ServerError           the firewall failed (5xx)                  (retryable)
+    │       ├── RateLimitedError      too many requests (429)            (temporary, delay)
+    │       └── ServerError           the firewall failed (5xx)          (temporary, delay)
     ├── SandboxError          the sandbox (demo, serve --sandbox) cannot start: a subnet or
-    │                         port already in use, no root; says how to fix it
-    ├── StoreError            the state store (runs, journal, inventory) is unusable
-    │   ├── StoreLockedError      another process held the write lock too long (retryable)
+    │                         port already in use, no root; says how to fix it  (permanent)
+    ├── StoreError            the state store (runs, journal, inventory) is unusable (permanent)
+    │   ├── StoreLockedError      another process held the write lock too long (temporary)
     │   └── EscrowError           the escrow key is missing, unreadable or malformed
+    ├── WriterLockedError     another live process holds the writer lock       (temporary)
+    ├── Interrupted           a signal asked the run to stop
     └── ForgeError            a code forge (GitHub, GitLab, Gitea/Forgejo) failed us; names it
         ├── ForgeApiError         its REST API answered with a failure; .status, .path
         │   ├── ForgeAuthError        the forge refused the token (401) or its rights (403)
         │   ├── ForgeNotFoundError    repository, pull request or commit not found (404)
-        │   ├── ForgeRateLimitedError the forge's rate limit is spent (429)       (retryable)
-        │   └── ForgeUnavailableError unreachable, timed out, or 5xx               (retryable)
+        │   ├── ForgeRateLimitedError the forge's rate limit is spent (429) (temporary, delay)
+        │   └── ForgeUnavailableError unreachable, timed out, or 5xx    (temporary, delay)
         └── WebhookRefused        an incoming delivery is refused; .status_code, .reason
             └── PushIgnored           authentic, but no branch push to act on (202)
 
-``retryable`` says whether trying again later can succeed, in the spirit of kopf's
-TemporaryError/PermanentError split: the reconcile loop backs off on retryable errors and
-reports permanent ones without hammering the node.
+The classification is a class attribute, overridden on an instance where the mapping
+knows better (an UnreachableError caused by a certificate failure is permanent).
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
+import ssl
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from controller.hashes import mask_hashes
@@ -51,9 +73,70 @@ if TYPE_CHECKING:
 
 
 class FazaiError(Exception):
-    """Base of every error FazAI raises on purpose."""
+    """Base of every error FazAI raises on purpose. ``retryable``: whether trying again,
+    unchanged, can succeed (temporary) or not (permanent); ``delay``: for a temporary
+    error, the seconds the other side asked to wait, when it said."""
 
     retryable: bool = False
+    delay: float | None = None
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What a failure says about trying again: ``permanent`` (not before something
+    changes), else temporary, after ``delay`` seconds when the other side named them."""
+
+    permanent: bool
+    delay: float | None = None
+    reason: str = ""  # the error's class, for logs
+
+    @property
+    def temporary(self) -> bool:
+        return not self.permanent
+
+
+def retry_decision(exc: BaseException) -> RetryDecision:
+    """The decision ``exc`` carries. A FazaiError says it (``retryable``, ``delay``);
+    anything else (an unmapped OSError, a bug) is temporary, so a surprise is retried
+    with backoff rather than given up on."""
+    name = type(exc).__name__
+    if isinstance(exc, FazaiError):
+        delay = exc.delay if exc.retryable else None
+        return RetryDecision(not exc.retryable, delay, name)
+    return RetryDecision(False, None, name)
+
+
+def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The TLS certificate failure behind ``exc``, if that is what it is (httpx wraps
+    httpcore, which wraps ssl): trying again meets the same certificate, so a mapping
+    makes such a failure permanent."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds an HTTP ``Retry-After`` header asks for (delta-seconds or an HTTP date),
+    None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 class InvalidInputError(FazaiError):
@@ -65,13 +148,42 @@ class InvalidInputError(FazaiError):
         super().__init__(f"{count(len(errors), 'error')} in the desired state")
 
 
+class SettingsError(InvalidInputError):
+    """A section of ``fazai.yaml`` is invalid. ``section`` names it (``reports``);
+    ``problems`` lists every ``(path, message)`` found, ``path`` being the field inside the
+    section, so the config loader can point at the file's line. ``path`` and ``message``
+    are the first of them. Messages never carry a secret's value."""
+
+    def __init__(self, section: str, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+        from controller.model.diagnostics import Diagnostic, Location, format_path
+
+        if not problems:
+            raise ValueError("a SettingsError needs at least one problem")
+        self.section = section
+        self.problems = tuple(sorted(problems, key=lambda p: (tuple(map(str, p[0])), p[1])))
+        self.path, self.message = self.problems[0]
+        super().__init__(
+            [
+                Diagnostic(Location("fazai.yaml"), msg, path=format_path((section, *path)))
+                for path, msg in self.problems
+            ]
+        )
+        text = "; ".join(f"{format_path((section, *path))}: {msg}" for path, msg in self.problems)
+        self.args = (text,)
+
+
 class SourceError(FazaiError):
-    """The source of desired state (a directory or a git repository at a ref) is unusable."""
+    """The source of desired state (a directory or a git repository at a ref) is unusable.
+    Temporary unless the mapping knows better (refused credentials, no such branch)."""
+
+    retryable = True
 
 
 class NodeError(FazaiError):
     """A node could not be read or changed. ``node`` names it. The message may quote
     what the node printed: anything shaped like a password hash in it is masked."""
+
+    retryable = True
 
     def __init__(self, node: str, message: str) -> None:
         self.node = node
@@ -84,11 +196,11 @@ class UnreachableError(NodeError):
 
 
 class AuthenticationError(NodeError):
-    pass
+    retryable = False
 
 
 class HostKeyError(NodeError):
-    pass
+    retryable = False
 
 
 class FactsError(NodeError):
@@ -96,7 +208,7 @@ class FactsError(NodeError):
 
 
 class SecretError(NodeError):
-    pass
+    retryable = False
 
 
 class UntrustedNodeError(NodeError):
@@ -104,13 +216,27 @@ class UntrustedNodeError(NodeError):
     references) that only the unmerged head gives: it is not read, so a pull request
     cannot send the controller's credentials to a host of its choosing."""
 
+    retryable = False
+
 
 class ApiError(NodeError):
-    """An API call failed. ``status`` is the HTTP status, ``path`` the API path called."""
+    """An API call failed. ``status`` is the HTTP status, ``path`` the API path called;
+    ``delay`` the wait the API asked for (Retry-After), for the temporary ones."""
 
-    def __init__(self, node: str, message: str, *, status: int = 0, path: str = "") -> None:
+    retryable = False
+
+    def __init__(
+        self,
+        node: str,
+        message: str,
+        *,
+        status: int = 0,
+        path: str = "",
+        delay: float | None = None,
+    ) -> None:
         self.status = status
         self.path = path
+        self.delay = delay
         super().__init__(node, message)
 
 
@@ -131,6 +257,10 @@ class ValidationFailedError(ApiError):
     ) -> None:
         self.validations = validations
         super().__init__(node, message, status=200, path=path)
+
+
+class RateLimitedError(ApiError):
+    retryable = True
 
 
 class ServerError(ApiError):
@@ -159,6 +289,8 @@ class StoreLockedError(StoreError):
 class WriterLockedError(FazaiError):
     """Another live process holds the writer lock of a state store or of a node
     (``fazai apply``/``rollback``/``serve``); ``holder`` says who, as recorded by it."""
+
+    retryable = True
 
     def __init__(self, what: str, holder: str, waited: float) -> None:
         self.what = what
@@ -191,9 +323,18 @@ class ForgeApiError(ForgeError):
     """A forge's REST API answered with a failure: ``status`` is the HTTP status (0 when
     no answer came), ``path`` the API path called."""
 
-    def __init__(self, forge: str, message: str, *, status: int = 0, path: str = "") -> None:
+    def __init__(
+        self,
+        forge: str,
+        message: str,
+        *,
+        status: int = 0,
+        path: str = "",
+        delay: float | None = None,
+    ) -> None:
         self.status = status
         self.path = path
+        self.delay = delay
         super().__init__(forge, message)
 
 

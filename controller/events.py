@@ -40,7 +40,7 @@ class EventType(StrEnum):
     NODE_ROLLED_BACK = "node.rolled_back"  # run_id, node, reason
     NODE_FAILED = "node.failed"  # run_id, node, reason
     RUN_FINISHED = "run.finished"  # run_id, status, seconds, command, revision
-    SOURCE_ERROR = "source.error"  # message, retry_in (seconds)
+    SOURCE_ERROR = "source.error"  # message, retry_in (seconds), permanent
     SIGNATURE_REFUSED = "signature.refused"  # revision, reason
     AGENT_TOKEN = "agent.token"  # session, text
 

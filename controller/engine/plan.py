@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from controller import events, providers
-from controller.errors import FazaiError, NodeError
+from controller.errors import FazaiError, NodeError, retry_decision
 from controller.hashes import mask_hashes
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -89,6 +89,7 @@ async def plan_node(
             error=message,
             error_type=type(exc).__name__,
             seconds=time.monotonic() - started,
+            retry=retry_decision(exc),
         )
     items = []
     for doc in resources:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from controller.errors import FazaiError, ForgeError, InvalidInputError, SourceError
 from controller.forges import comment, review
 from controller.forges.base import STATUS_CONTEXT, CommitState, ForgeClient
@@ -29,9 +27,9 @@ from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
 from controller.forges.settings import DEFAULT_API_URLS, DEFAULT_TOKEN_ENV, ForgeSettings
 from controller.forges.settings import from_config as forges_from_config
 from controller.model import loader
-from controller.model.diagnostics import Diagnostic, Location
 from controller.model.state import DesiredState
 from controller.secrets import resolve
+from controller.settings import read as reading
 from controller.source.open import default_cache_dir, open_source
 
 # CI systems say where their forge's API is.
@@ -106,14 +104,9 @@ def forge_settings(
     forge's defaults."""
     entry: ForgeSettings | None = None
     if config is not None:
-        try:
-            mapping = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SourceError(f"{config}: cannot read: {exc}") from exc
-        if not isinstance(mapping, dict):
-            raise InvalidInputError([Diagnostic(Location(str(config)), "not a mapping")])
-        where = Location(str(config))
-        entry = forges_from_config(mapping, lambda path: where, config.parent).get(forge)
+        # The settings kit's reader: positions for every field, the hardened YAML rules.
+        raw = reading.read_file(config)
+        entry = forges_from_config(raw.value, raw.location, config.parent).get(forge)
         if entry is None:
             raise SourceError(f"{config}: no forge named {forge!r} in its forges section")
     kind = entry.type if entry else canonical(forge)

@@ -12,6 +12,7 @@ Pagination follows the ``Link: rel="next"`` header (GitHub, GitLab) or GitLab's
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,6 +27,8 @@ from controller.errors import (
     ForgeNotFoundError,
     ForgeRateLimitedError,
     ForgeUnavailableError,
+    certificate_failure,
+    retry_after,
 )
 from controller.secrets import Secret
 
@@ -104,6 +107,10 @@ class ForgeHttp:
                     self.forge, f"cannot reach {self._origin()}: {_describe(exc)}", path=shown
                 )
                 cause: BaseException = exc
+                if certificate_failure(exc) is not None:
+                    # The same certificate would be met again: permanent, not retried.
+                    error.retryable = False
+                    raise error from exc
             except httpx.TimeoutException as exc:
                 error = ForgeUnavailableError(
                     self.forge,
@@ -231,6 +238,7 @@ class ForgeHttp:
                 f"rate limit spent ({status}) at {shown}{when}",
                 status=status,
                 path=shown,
+                delay=_wait(response),
             )
         if status == 403:
             return ForgeAuthError(
@@ -253,6 +261,7 @@ class ForgeHttp:
                 f"{shown} failed on the forge ({status}){said}",
                 status=status,
                 path=shown,
+                delay=retry_after(response.headers.get("retry-after")),
             )
         return ForgeApiError(
             self.forge, f"{shown} was refused ({status}){said}", status=status, path=shown
@@ -282,3 +291,15 @@ def _forge_message(response: httpx.Response) -> str:
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _wait(response: httpx.Response) -> float | None:
+    """Retry-After, else GitHub's x-ratelimit-reset (the epoch second the limit resets)."""
+    wait = retry_after(response.headers.get("retry-after"))
+    if wait is not None:
+        return wait
+    reset = response.headers.get("x-ratelimit-reset", "")
+    try:
+        return max(0.0, float(reset) - time.time()) if reset else None
+    except ValueError:
+        return None

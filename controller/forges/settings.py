@@ -13,37 +13,31 @@ code gets the same errors.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 from controller.errors import InvalidInputError
 from controller.forges.base import STATUS_CONTEXT
 from controller.forges.clients import canonical
 from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
-from controller.model import ecma
 from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.secrets import resolve
+from controller.settings import check, durations
 
 SECTION = "forges"
 DEFAULT_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
 DEFAULT_TOKEN_ENV = {"github": "GITHUB_TOKEN", "gitlab": "GITLAB_TOKEN", "gitea": "GITEA_TOKEN"}
 
+MAX_TIMEOUT = 600.0
+
 FieldPath = tuple[str | int, ...]
 Where = Callable[[FieldPath], Location]
 
 
-@cache
 def schema() -> Mapping[str, Any]:
-    text = resources.files("controller.forges").joinpath("schemas/forges.schema.json").read_text()
-    loaded: Mapping[str, Any] = json.loads(text)
-    return loaded
+    return check.load_schema("controller.forges", "forges.schema.json")
 
 
 @dataclass(frozen=True)
@@ -132,6 +126,18 @@ def from_config(
         verify: bool | str = bool(tls.get("verify", True))
         if verify and "caBundle" in tls:
             verify = path_of(str(tls["caBundle"]))
+        try:
+            timeout = durations.parse(entry.get("timeout", DEFAULT_TIMEOUT))
+        except ValueError:  # what the schema cannot refuse: YAML's .inf
+            timeout = -1.0
+        if not 0 < timeout <= MAX_TIMEOUT:
+            path = (SECTION, index, "timeout")
+            problems.append(
+                Diagnostic(
+                    locate(path), "must be more than 0 and at most 10m", path=format_path(path)
+                )
+            )
+            continue
         token_ref = dict(entry.get("tokenRef") or {"env": DEFAULT_TOKEN_ENV[kind]})
         if "file" in token_ref:
             token_ref["file"] = path_of(token_ref["file"])
@@ -142,7 +148,7 @@ def from_config(
                 api_url=str(api_url).rstrip("/"),
                 token_ref=token_ref,
                 status_context=entry.get("statusContext", STATUS_CONTEXT),
-                timeout=float(entry.get("timeout", DEFAULT_TIMEOUT)),
+                timeout=timeout,
                 verify=verify,
             )
         )
@@ -152,32 +158,7 @@ def from_config(
 
 
 def _problems(section: Any, locate: Where) -> list[Diagnostic]:
-    validator = ecma.validator_class(schema())(schema())
-    found: list[Diagnostic] = []
-    for error in sorted(validator.iter_errors(section), key=lambda e: list(e.absolute_path)):
-        path: FieldPath = (SECTION, *error.absolute_path)
-        message = _message(error)
-        for extra in _refused(error):
-            path, message = (*path, extra[0]), extra[1]
-        found.append(Diagnostic(locate(path), message, path=format_path(path)))
-    return found
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    if error.validator == "oneOf" and list(error.absolute_path)[-1:] == ["tokenRef"]:
-        return "give exactly one of env or file"
-    if error.validator == "enum" and isinstance(error.validator_value, list):
-        return f"{error.instance!r} is not one of: {', '.join(map(str, error.validator_value))}"
-    return str(error.message)
-
-
-def _refused(error: jsonschema.ValidationError) -> Sequence[tuple[str, str]]:
-    if error.validator != "additionalProperties" or not isinstance(error.instance, Mapping):
-        return ()
-    refused = error.schema.get("x-fazai-refused", {}) if isinstance(error.schema, dict) else {}
-    allowed = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
-    extras = [k for k in error.instance if k not in allowed]
     return [
-        (k, refused.get(k) or f"unknown field {k!r}; allowed: {', '.join(sorted(allowed))}")
-        for k in extras[:1]
+        Diagnostic(locate((SECTION, *path)), message, path=format_path((SECTION, *path)))
+        for path, message in check.problems(schema(), section)
     ]

@@ -35,6 +35,7 @@ class DeliveryError(FazaiError):
         self.target = target
         self.message = message
         self.retryable = retryable
+        self.delay = retry_after if retryable else None  # the tree's name for it
         self.retry_after = retry_after
         super().__init__(f"{target}: {message}")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from controller import secrets
-from controller.reports import config
-from controller.reports.durations import parse_duration
-from controller.reports.errors import FieldPath, SettingsError
+from controller.errors import SettingsError
+from controller.settings import check
+from controller.settings.check import FieldPath
 
 SECTION = "notifications"
 
@@ -124,7 +124,7 @@ class NotifySettings:
 
 
 def schema() -> Mapping[str, Any]:
-    return config.load_schema("controller.notify", "notifications.schema.json")
+    return check.load_schema("controller.notify", "notifications.schema.json")
 
 
 def from_config(
@@ -132,7 +132,7 @@ def from_config(
 ) -> NotifySettings:
     """Settings from the ``notifications`` list; relative paths (``file`` references,
     ``caBundle``) are resolved against ``base``, the config file's folder."""
-    config.check(SECTION, schema(), section)
+    check.check(SECTION, schema(), section)
     root = (base or Path.cwd()).expanduser()
     problems: list[tuple[FieldPath, str]] = []
     targets: list[Target] = []
@@ -145,13 +145,13 @@ def from_config(
         common: dict[str, Any] = {
             "name": name,
             "events": frozenset(NoticeKind(e) for e in raw.get("events", list(NoticeKind))),
-            "timeout": parse_duration(raw.get("timeout", "10s")),
-            "retry": _retry(raw.get("retry", {})),
-            "rate_limit": _rate(raw.get("rateLimit", {})),
+            "timeout": check.duration(raw.get("timeout", "10s"), (index, "timeout"), problems),
+            "retry": _retry(raw.get("retry", {}), (index, "retry"), problems),
+            "rate_limit": _rate(raw.get("rateLimit", {}), (index, "rateLimit"), problems),
         }
-        if common["timeout"] <= 0:
+        if common["timeout"] <= 0 and not _at((index, "timeout"), problems):
             problems.append(((index, "timeout"), "must be more than 0"))
-        if common["rate_limit"].per <= 0:
+        if common["rate_limit"].per <= 0 and not _at((index, "rateLimit", "per"), problems):
             problems.append(((index, "rateLimit", "per"), "must be more than 0"))
         kind = raw["type"]
         if kind in ("webhook", "slack"):
@@ -193,18 +193,23 @@ def _ref(raw: Mapping[str, str], root: Path) -> SecretRef:
     return SecretRef(file=str(_path(root, raw["file"])))
 
 
-def _retry(raw: Mapping[str, Any]) -> Retry:
+def _at(path: FieldPath, problems: list[tuple[FieldPath, str]]) -> bool:
+    return any(found == path for found, _ in problems)
+
+
+def _retry(raw: Mapping[str, Any], at: FieldPath, problems: list[tuple[FieldPath, str]]) -> Retry:
     return Retry(
         attempts=int(raw.get("attempts", 5)),
-        backoff=parse_duration(raw.get("backoff", "2s")),
-        max_backoff=parse_duration(raw.get("maxBackoff", "5m")),
+        backoff=check.duration(raw.get("backoff", "2s"), (*at, "backoff"), problems),
+        max_backoff=check.duration(raw.get("maxBackoff", "5m"), (*at, "maxBackoff"), problems),
     )
 
 
-def _rate(raw: Mapping[str, Any]) -> RateLimit:
-    return RateLimit(
-        messages=int(raw.get("messages", 20)), per=parse_duration(raw.get("per", "1m"))
-    )
+def _rate(
+    raw: Mapping[str, Any], at: FieldPath, problems: list[tuple[FieldPath, str]]
+) -> RateLimit:
+    per = check.duration(raw.get("per", "1m"), (*at, "per"), problems)
+    return RateLimit(messages=int(raw.get("messages", 20)), per=per)
 
 
 def _path(root: Path, value: str) -> Path:

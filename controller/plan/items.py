@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from controller.errors import RetryDecision
 from controller.model.diagnostics import Diagnostic
 from controller.plan.diff import Action, Change
 from controller.plan.verdicts import Effect, Verdict
@@ -44,6 +45,8 @@ class NodePlan:
     error: str | None = None  # the node as a whole could not be read
     error_type: str | None = None
     seconds: float = 0.0
+    # What the read's failure says about retrying (controller.errors), for the loop.
+    retry: RetryDecision | None = field(default=None, compare=False)
 
     @property
     def changed(self) -> tuple[PlanItem, ...]:

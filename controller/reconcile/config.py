@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -23,13 +23,15 @@ from typing import Any
 
 import jsonschema
 
-from controller.errors import FazaiError, InvalidInputError
-from controller.model import ecma, validate
-from controller.model.diagnostics import Diagnostic, Location, format_path
+from controller.errors import FazaiError, InvalidInputError, SettingsError
+from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION
-from controller.model.yamlsource import FieldPath, RawDocument, read_documents
-from controller.reconcile import durations, sections
+from controller.model.yamlsource import FieldPath, RawDocument
+from controller.reconcile import sections
 from controller.reconcile.handle import Mode
+from controller.settings import check, durations
+from controller.settings import read as reading
+from controller.settings.read import InvalidConfigError
 
 KIND = "ControllerConfig"
 DEFAULT_FILE = "fazai.yaml"
@@ -47,15 +49,6 @@ DEFAULT_POLL = 60.0
 DEFAULT_TIMEOUT = 60.0
 
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
-
-
-class InvalidConfigError(InvalidInputError):
-    """The config file is unusable; ``diagnostics`` lists every problem, sorted."""
-
-    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
-        super().__init__(diagnostics)
-        errors = sum(1 for d in self.diagnostics if d.is_error)
-        self.args = (f"{errors} error(s) in the controller's config",)
 
 
 @dataclass(frozen=True)
@@ -133,29 +126,19 @@ def config_schema() -> dict[str, Any]:
 
 def load(path: Path, overrides: Overrides | None = None) -> ControllerConfig:
     """Read and check ``path``; InvalidInputError lists every problem, with positions."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidConfigError(
-            [Diagnostic(Location(str(path)), f"cannot read: {exc.strerror or exc}", KIND)]
-        ) from exc
-    config = parse(data, str(path), path.resolve().parent, overrides)
+    raw = reading.read_file(path)
+    config = _checked(raw, path.resolve().parent, overrides)
     return dataclasses.replace(config, file=path)
 
 
 def parse(
     data: bytes, file: str, base: Path, overrides: Overrides | None = None
 ) -> ControllerConfig:
+    return _checked(reading.read_bytes(data, file), base, overrides)
+
+
+def _checked(raw: RawDocument, base: Path, overrides: Overrides | None) -> ControllerConfig:
     overrides = overrides or Overrides()
-    raws, problems = read_documents(file, data)
-    if problems:
-        raise InvalidConfigError(sorted(problems))
-    if len(raws) != 1:
-        where = raws[1].location() if len(raws) > 1 else Location(file)
-        raise InvalidConfigError([Diagnostic(where, "the config file holds one document", KIND)])
-    raw = raws[0]
-    if not isinstance(raw.value, dict):
-        raise InvalidConfigError([Diagnostic(raw.location(), "the config must be a mapping", KIND)])
     value = _with_overrides(raw.value, overrides)
     problems = [
         Diagnostic(raw.location(path), message, KIND, format_path(path))
@@ -180,31 +163,17 @@ def _with_overrides(value: Mapping[str, Any], overrides: Overrides) -> dict[str,
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = config_schema()
-    cls = ecma.validator_class(schema)
-    validator: jsonschema.protocols.Validator = cls(schema)
-    return validator
+    return check.validator(config_schema())
 
 
 def _schema_problems(value: Any) -> Iterator[tuple[FieldPath, str]]:
     seen: set[tuple[FieldPath, str]] = set()
     errors = sorted(_validator().iter_errors(value), key=lambda e: list(map(str, e.path)))
     for error in errors:
-        for found in _explain(error):
+        for found in check.explain(error):
             if found not in seen:
                 seen.add(found)
                 yield found
-
-
-def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[FieldPath, str]]:
-    schema = error.schema if isinstance(error.schema, Mapping) else {}
-    if error.validator == "pattern" and "x-fazai-noun" in schema:
-        noun = schema["x-fazai-noun"]
-        yield tuple(error.absolute_path), f"{error.instance!r} is not a valid {noun}"
-        return
-    # The documents' explanations (unknown field with the allowed ones, wrong type, enum
-    # choices, bounds) read the same here.
-    yield from validate._explain(error, KIND)
 
 
 class _Checker:
@@ -221,6 +190,15 @@ class _Checker:
     def path(self, text: str) -> Path:
         expanded = Path(text).expanduser()
         return expanded if expanded.is_absolute() else (self.base / expanded).resolve()
+
+    def duration(self, at: FieldPath, mapping: Mapping[str, Any], default: float) -> float:
+        """The duration at ``at`` (its last part a key of ``mapping``); what the schema
+        cannot refuse (YAML's ``.inf``) is a problem at its position, not a traceback."""
+        try:
+            return durations.parse(mapping.get(str(at[-1]), default))
+        except ValueError as exc:
+            self.problem(at, str(exc))
+            return default
 
     def location(self, text: str) -> str:
         if "://" in text or _SCP_LIKE.match(text):
@@ -243,8 +221,8 @@ class _Checker:
                 )
             names.setdefault(source.name, index)
         backoff = value.get("backoff", {})
-        initial = durations.parse(backoff.get("initial", DEFAULT_BACKOFF_INITIAL))
-        largest = durations.parse(backoff.get("max", DEFAULT_BACKOFF_MAX))
+        initial = self.duration(("backoff", "initial"), backoff, DEFAULT_BACKOFF_INITIAL)
+        largest = self.duration(("backoff", "max"), backoff, DEFAULT_BACKOFF_MAX)
         if initial <= 0:
             self.problem(("backoff", "initial"), "must be more than 0")
         if largest < initial:
@@ -255,11 +233,11 @@ class _Checker:
             file=None,
             state=state,
             cache_dir=self.path(value["cacheDir"]) if "cacheDir" in value else None,
-            drift_check=durations.parse(value.get("driftCheck", DEFAULT_DRIFT_CHECK)),
-            settle=durations.parse(value.get("settle", DEFAULT_SETTLE)),
+            drift_check=self.duration(("driftCheck",), value, DEFAULT_DRIFT_CHECK),
+            settle=self.duration(("settle",), value, DEFAULT_SETTLE),
             backoff_initial=initial,
             backoff_max=largest,
-            shutdown_grace=durations.parse(value.get("shutdownGrace", DEFAULT_SHUTDOWN_GRACE)),
+            shutdown_grace=self.duration(("shutdownGrace",), value, DEFAULT_SHUTDOWN_GRACE),
             concurrency=int(value.get("concurrency", DEFAULT_CONCURRENCY)),
             sections=self.sections(value),
         )
@@ -280,7 +258,7 @@ class _Checker:
         node_modes = {str(k): Mode(v) for k, v in value.get("nodeModes", {}).items()}
         if overrides.mode is not None:
             mode, node_modes = overrides.mode, {}
-        poll = durations.parse(value.get("poll", DEFAULT_POLL))
+        poll = self.duration((*at, "poll"), value, DEFAULT_POLL)
         if overrides.poll is not None:
             poll = overrides.poll
         return SourceConfig(
@@ -293,7 +271,7 @@ class _Checker:
             poll=poll,
             watch=watch,
             prune=bool(value.get("prune", False)),
-            timeout=durations.parse(value.get("timeout", DEFAULT_TIMEOUT)) or DEFAULT_TIMEOUT,
+            timeout=self.duration((*at, "timeout"), value, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
             signatures=self.signatures((*at, "signatures"), value.get("signatures")),
         )
 
@@ -316,6 +294,9 @@ class _Checker:
                 continue
             try:
                 out[section.name] = section.parse(value, base=self.base, where=self.raw.location)
+            except SettingsError as exc:
+                for inner, message in exc.problems:
+                    self.problem((exc.section, *inner), message)
             except InvalidInputError as exc:
                 self.problems.extend(
                     d if d.subject else dataclasses.replace(d, subject=KIND)

@@ -66,7 +66,8 @@ class GitSource:
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
             detail = gitsource.redact(lines[-1] if lines else "failed")
-            raise SourceError(f"{self.shown}: git ls-remote: {detail}")
+            # The last line is the summary; the cause (a refused key) may be above it.
+            raise gitsource.git_failure(f"{self.shown}: git ls-remote: {detail}", result.stderr)
         for line in result.stdout.splitlines():
             sha, _, name = line.partition("\t")
             if name == self.ref and _SHA.match(sha):
@@ -80,7 +81,10 @@ class GitSource:
         try:
             return str(repo.commit(self.ref).hexsha)
         except (git.BadName, ValueError, git.GitCommandError) as exc:
-            raise SourceError(f"{self.shown}: no branch {self.config.branch!r}") from exc
+            # Not before the branch is pushed: the poller sees it appear and asks at once.
+            missing = SourceError(f"{self.shown}: no branch {self.config.branch!r}")
+            missing.retryable = False
+            raise missing from exc
 
     def tree(self, revision: str) -> SourceTree:
         repo = self._repo or gitsource.open_repository(

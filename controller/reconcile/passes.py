@@ -23,6 +23,7 @@ from typing import Any
 
 from controller.engine import apply as applying
 from controller.engine import plan as planning
+from controller.errors import RetryDecision
 from controller.events import EventType, Publish, redact_in_thread
 from controller.model.state import DesiredState
 from controller.plan import items as planitems
@@ -43,6 +44,22 @@ class PassOutcome:
     problems: tuple[str, ...]  # nodes that could not be read or converged
     drifted: tuple[str, ...]  # nodes left with changes (detect, manual, or failed)
     pending_approval: str | None = None
+    # With problems: what they say about retrying, all together (see combine).
+    retry: RetryDecision | None = None
+
+
+def combine(decisions: Sequence[RetryDecision]) -> RetryDecision | None:
+    """One decision for a pass whose nodes failed in several ways: temporary when any
+    failure is (the pass is retried for that node at its pace), waiting the longest delay
+    one of them asked for; permanent only when every one is."""
+    if not decisions:
+        return None
+    temporary = [d for d in decisions if d.temporary]
+    if not temporary:
+        return RetryDecision(True, None, ", ".join(sorted({d.reason for d in decisions})))
+    delays = [d.delay for d in temporary if d.delay is not None]
+    reasons = ", ".join(sorted({d.reason for d in temporary}))
+    return RetryDecision(False, max(delays) if delays else None, reasons)
 
 
 def node_items(document: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
@@ -137,11 +154,14 @@ async def run_pass(
 
     failed = [n for n in plan.nodes if n.failed]
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
+    # A resource that could not be compared says nothing about retrying: temporary.
+    decisions = [n.retry or _TEMPORARY for n in failed]
     by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
         if node.changed and not node.failed:
             if node.node in blocked:
                 problems.append(f"{node.node}: {blocked[node.node]}")
+                decisions.append(_TEMPORARY)  # the rollback is retried each pass
                 continue
             by_mode[source.mode_for(node.node)].append(node)
 
@@ -172,12 +192,26 @@ async def run_pass(
             from controller.engine import prune
 
             await writer.call(prune.release, store, pruning.releases, converged, result.run_id)
-        problems += [
+        unfinished = [
             f"{o.node}: {o.status.value}: {o.message}"
             for o in result.nodes
             if o.status not in (NodeStatus.CONVERGED, NodeStatus.SKIPPED)
         ]
-    return PassOutcome(run_id, apply_run, tuple(problems), tuple(sorted(drifted)), pending)
+        problems += unfinished
+        # An apply that failed or rolled back is retried at the temporary pace: the plan
+        # read just succeeded, so what failed is the write, which a new plan retries.
+        decisions += [_TEMPORARY] * len(unfinished)
+    return PassOutcome(
+        run_id,
+        apply_run,
+        tuple(problems),
+        tuple(sorted(drifted)),
+        pending,
+        combine(decisions),
+    )
+
+
+_TEMPORARY = RetryDecision(False, None, "unclassified")
 
 
 async def _record(

@@ -4,9 +4,13 @@ Each package that reads a section ships its schema as
 ``controller/<package>/schemas/<section>.schema.json`` and parses it with
 ``controller.<package>.settings.from_config(value) -> Settings`` (see :meth:`Section.parse`
 for the arguments it may take). The loader validates the
-section with that schema and hands the Settings on; while a package is not installed its
-section is only checked for its JSON type and passed through as plain data. A new
-section is one more :class:`Section` in :data:`SECTIONS`.
+section with that schema (through the settings kit, :mod:`controller.settings`: a
+schema refers to the shared duration by ``$ref``) and hands the Settings on; what
+``from_config`` finds beyond the schema it raises as a
+:class:`~controller.errors.SettingsError`, which the loader pins to the file's lines.
+While a package is not installed its section is only checked for its JSON type and
+passed through as plain data. A new section is one more :class:`Section` in
+:data:`SECTIONS`.
 """
 
 from __future__ import annotations

@@ -27,18 +27,22 @@ _REF_FILES = ("HEAD", "packed-refs")
 async def poll(worker: SourceWorker, interval: float) -> None:
     """Every ``interval`` seconds ask the remote for the branch's head (``git
     ls-remote``, no objects transferred) and reconcile when it moved. Skipped while the
-    source backs off: its retry is due anyway."""
+    source backs off from a temporary failure: its retry is due soon anyway. Not while it
+    backs off from a permanent one (retried at the ceiling only): a new commit, perhaps
+    the fix, is reconciled at once."""
     while True:
         # A little jitter, so many sources on one server do not ask in lockstep.
         await asyncio.sleep(interval * (0.9 + 0.2 * random.random()))
-        if worker.backing_off or worker.busy or worker.wanted.pending is not None:
+        if worker.backing_off_fast or worker.busy or worker.wanted.pending is not None:
             continue
         try:
             head = await asyncio.to_thread(worker.git.remote_head)
         except SourceError as exc:
             log.debug("%s: poll failed: %s", worker.name, exc)
-            # The reconcile fails the same way, and reports it with backoff.
-            worker.request(Request("poll", Trigger.SCHEDULE, force=True))
+            if not worker.backing_off:
+                # The reconcile fails the same way, and reports it with backoff; one
+                # already backing off keeps its pace (a refused key, at the ceiling).
+                worker.request(Request("poll", Trigger.SCHEDULE, force=True))
             continue
         if head is not None and head != worker.head:
             worker.request(Request("poll", Trigger.SCHEDULE, head))

@@ -2,9 +2,13 @@
 
 One worker per source runs its reconciles one after the other (a source never
 reconciles concurrently with itself); nodes shared with other sources are protected by
-the node locks. A failure (git remote, node or firewall down) is shown in the status and
-published as ``source.error``, and retried with backoff; a permanent one (invalid
-documents, a refused signature) waits for the next commit.
+the node locks. A failure is shown in the status and published as ``source.error``,
+and retried as its error says (:func:`controller.errors.retry_decision`): a temporary
+one (git remote, node or firewall down, 5xx) with exponential backoff, or after the wait
+the other side asked for (``Retry-After``); a permanent one (refused credentials, a host
+key or certificate that does not verify) only at the backoff ceiling, said once in the
+log, and at once when a new commit arrives; an invalid commit or a refused signature
+waits for the next commit.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from controller.engine import apply as applying
 from controller.engine import prune, recorded
 from controller.engine.prune import Pruning
-from controller.errors import InvalidInputError, SourceError
+from controller.errors import InvalidInputError, RetryDecision, SourceError, retry_decision
 from controller.events import EventType
 from controller.model import loader
 from controller.model.state import DesiredState
@@ -31,6 +37,7 @@ from controller.reconcile.handle import Mode, SourceStatus
 from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
+from controller.settings.durations import format_seconds
 from controller.source.signatures import SignaturePolicy
 from controller.store import Trigger
 
@@ -38,10 +45,28 @@ log = logging.getLogger("fazai.reconcile")
 
 
 class _Failure(Exception):
-    def __init__(self, message: str, retry: bool) -> None:
+    """``retry``: what the cause says about retrying; None: not before a new commit."""
+
+    def __init__(self, message: str, retry: RetryDecision | None) -> None:
         super().__init__(message)
         self.message = message
         self.retry = retry
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+# The loop's clock seam: (seconds, callback) -> a handle; tests record instead of waiting.
+Schedule = Callable[[float, Callable[[], None]], Cancellable]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> Cancellable:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class SourceWorker:
@@ -52,6 +77,9 @@ class SourceWorker:
         approvals: Approvals,
         cache_dir: Path,
         signatures: SignaturePolicy | None = None,
+        *,
+        schedule: Schedule = _call_later,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -76,8 +104,12 @@ class SourceWorker:
         self.read_once = False
         self.passes = 0  # reconciles run (not the skipped ones)
         self.last_outcome: passes.PassOutcome | None = None
-        self._retry: asyncio.TimerHandle | None = None
+        self.schedule = schedule
+        self.clock = clock
+        self.retry_decision: RetryDecision | None = None  # of the failure backed off from
+        self._retry: Cancellable | None = None
         self._refused: set[str] = set()
+        self._said: str | None = None  # the permanent failure already logged as such
 
     # -- status ---------------------------------------------------------------------------
 
@@ -96,6 +128,12 @@ class SourceWorker:
     @property
     def backing_off(self) -> bool:
         return self._retry is not None
+
+    @property
+    def backing_off_fast(self) -> bool:
+        """Backing off from a temporary failure: its retry comes soon anyway. From a
+        permanent one the triggers keep watching, so a new commit is tried at once."""
+        return self.backing_off and not (self.retry_decision and self.retry_decision.permanent)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -137,7 +175,7 @@ class SourceWorker:
         if outcome is not None:
             self.last_outcome = outcome
             if outcome.problems:
-                self._failed("; ".join(outcome.problems), retry=True)
+                self._failed("; ".join(outcome.problems), outcome.retry or _UNCLASSIFIED)
             else:
                 self._succeeded()
         return outcome
@@ -147,7 +185,7 @@ class SourceWorker:
         try:
             head = await asyncio.to_thread(self.git.fetch)
         except SourceError as exc:
-            raise _Failure(str(exc), retry=True) from exc
+            raise _Failure(str(exc), retry_decision(exc)) from exc
         self.head = head
         if not request.force and head == self.revision and self.error is None:
             log.debug("%s: %s already reconciled", self.name, head[:12])
@@ -167,9 +205,9 @@ class SourceWorker:
             if len(errors) > 3:
                 shown += f" (and {len(errors) - 3} more)"
             self.revision = target
-            raise _Failure(f"commit {target[:12]} is invalid: {shown}", retry=False) from exc
+            raise _Failure(f"commit {target[:12]} is invalid: {shown}", None) from exc
         except SourceError as exc:
-            raise _Failure(str(exc), retry=True) from exc
+            raise _Failure(str(exc), retry_decision(exc)) from exc
         self.passes += 1
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
@@ -195,7 +233,7 @@ class SourceWorker:
         try:
             verdict = await asyncio.to_thread(self.git.verify, head)
         except SourceError as exc:
-            raise _Failure(str(exc), retry=True) from exc
+            raise _Failure(str(exc), retry_decision(exc)) from exc
         if verdict is None or verdict.accepted:
             if verdict is not None:
                 log.info("%s: %s: %s", self.name, head[:12], verdict.reason)
@@ -277,23 +315,47 @@ class SourceWorker:
     def _succeeded(self) -> None:
         self.error = None
         self.retry_at = None
+        self.retry_decision = None
+        self._said = None
         self.backoff.reset()
-        self.last_sync = datetime.now(UTC)
+        self.last_sync = self.clock()
 
-    def _failed(self, message: str, retry: bool) -> None:
-        self.error = message
+    def _failed(self, message: str, retry: RetryDecision | None) -> None:
         delay: float | None = None
-        if retry and not self.shared.stopping:
-            delay = self.backoff.next()
-            self.retry_at = datetime.now(UTC) + timedelta(seconds=delay)
-            self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
+        self.retry_decision = retry
+        if retry is not None and not self.shared.stopping:
+            delay = self.backoff.after(retry)
+            self.retry_at = self.clock() + timedelta(seconds=delay)
+            self._retry = self.schedule(delay, self._retry_now)
         else:
             self.retry_at = None
+        permanent = retry is not None and retry.permanent
+        if permanent:
+            # Said in the status for as long as it lasts; in the log once.
+            self.error = (
+                f"{message} (permanent: retried every {format_seconds(self.backoff.maximum)}, "
+                "or at once on a new commit)"
+            )
+        else:
+            self.error = message
         self.publish(
             EventType.SOURCE_ERROR,
             message=message,
             retry_in=round(delay, 3) if delay is not None else None,
+            permanent=permanent,
         )
+        if permanent and self._said == message:
+            log.debug("%s: still failing: %s", self.name, message)
+            return
+        self._said = message if permanent else None
+        if permanent:
+            log.warning(
+                "%s: %s; %s cannot succeed by retrying: retrying only every %s, or at once "
+                "when a new commit arrives",
+                self.name, message, retry.reason if retry else "it",
+                format_seconds(self.backoff.maximum),
+            )  # fmt: skip
+            return
         log.warning("%s: %s%s", self.name, message, f"; retrying in {delay:.1f} s" if delay else "")
 
     def _retry_now(self) -> None:
@@ -308,3 +370,6 @@ class SourceWorker:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+
+
+_UNCLASSIFIED = RetryDecision(False, None, "unclassified")

@@ -3,7 +3,7 @@
 ``from_config(mapping, base=...)`` checks the section against
 ``schemas/reports.schema.json`` (the config loader composes the same file into the whole
 config's schema) and then what a schema cannot say: cron expressions, time zones, unique
-schedule names. Problems raise :class:`~controller.reports.errors.SettingsError` with the
+schedule names. Problems raise :class:`~controller.errors.SettingsError` with the
 field path inside the section.
 """
 
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from controller.reports import config, cron
-from controller.reports.durations import parse_duration
-from controller.reports.errors import FieldPath, SettingsError
+from controller.errors import SettingsError
+from controller.reports import cron
+from controller.settings import check
+from controller.settings.check import FieldPath
 
 SECTION = "reports"
 FORMATS = ("markdown", "json", "html")
@@ -56,13 +57,13 @@ class ReportSettings:
 
 
 def schema() -> Mapping[str, Any]:
-    return config.load_schema("controller.reports", "reports.schema.json")
+    return check.load_schema("controller.reports", "reports.schema.json")
 
 
 def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> ReportSettings:
     """Settings from the ``reports`` mapping; relative paths are resolved against ``base``
     (the config file's folder; default: the working directory at start)."""
-    config.check(SECTION, schema(), section)
+    check.check(SECTION, schema(), section)
     root = (base or Path.cwd()).expanduser()
     days = int(section.get("days", DEFAULT_DAYS))
     problems: list[tuple[FieldPath, str]] = []
@@ -92,6 +93,9 @@ def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> Repo
                 days=int(raw.get("days", days)),
             )
         )
+    settle = check.duration(
+        section.get("settleTimeout", DEFAULT_SETTLE), ("settleTimeout",), problems
+    )
     if problems:
         raise SettingsError(SECTION, problems)
     author = section.get("author", {})
@@ -104,7 +108,7 @@ def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> Repo
         push=bool(section.get("push", False)),
         remote=str(section.get("remote", "origin")),
         days=days,
-        settle_timeout=parse_duration(section.get("settleTimeout", DEFAULT_SETTLE)),
+        settle_timeout=settle,
         author_name=author.get("name", "FazAI"),
         author_email=author.get("email", "fazai@localhost"),
     )

@@ -1,26 +1,22 @@
 """Errors of the HTTP API, its configuration and its clients, in FazAI's exception tree.
 
 FazaiError
-├── ServerConfigError   the ``server`` section cannot be used (names the field)
+├── ServerConfigError   the ``server`` section cannot be used (a SettingsError)
 ├── ServerBindError     the listen address cannot be bound
 └── ApiClientError      a CLI client (``fazai watch``, ``approve``) got no usable answer
 """
 
 from __future__ import annotations
 
-from controller.errors import FazaiError
-from controller.model.diagnostics import format_path
+from controller.errors import FazaiError, SettingsError
 
 
-class ServerConfigError(FazaiError):
+class ServerConfigError(SettingsError):
     """``path`` is the field inside the ``server`` section (``("tokens", 0, "scope")``), so
     the config loader can point at its line."""
 
     def __init__(self, path: tuple[str | int, ...], message: str) -> None:
-        self.path = path
-        self.message = message
-        where = format_path(("server", *path))
-        super().__init__(f"{where}: {message}")
+        super().__init__("server", [(path, message)])
 
 
 class ServerBindError(FazaiError):

@@ -9,19 +9,16 @@ references here: they are read when the app is built, so a settings object can b
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jsonschema
 
-from controller.model import ecma
 from controller.server.errors import ServerConfigError
+from controller.settings import check, durations
 
 FORGES = ("github", "gitlab", "gitea")
 DEFAULT_HOST = "127.0.0.1"
@@ -182,11 +179,11 @@ def check_exposure(settings: ServerSettings) -> None:
         )
 
 
-@cache
-def schema() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("schemas/server.schema.json").read_text()
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+MAX_LIMIT_TIMEOUT = 3600.0
+
+
+def schema() -> Mapping[str, Any]:
+    return check.load_schema("controller.server", "server.schema.json")
 
 
 def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
@@ -226,17 +223,26 @@ def from_config(mapping: Mapping[str, Any] | None) -> ServerSettings:
         tuple(tokens),
         webhooks,
         tls,
-        head_timeout=float(limits.get("headTimeout", defaults.head_timeout)),
-        body_timeout=float(limits.get("bodyTimeout", defaults.body_timeout)),
+        head_timeout=_limit(limits, "headTimeout", defaults.head_timeout),
+        body_timeout=_limit(limits, "bodyTimeout", defaults.body_timeout),
         max_connections=int(limits.get("maxConnections", defaults.max_connections)),
     )
     check_exposure(settings)
     return settings
 
 
+def _limit(limits: Mapping[str, Any], key: str, default: float) -> float:
+    try:
+        seconds = durations.parse(limits.get(key, default))
+    except ValueError as exc:  # what the schema cannot refuse: YAML's .inf
+        raise ServerConfigError(("limits", key), str(exc)) from None
+    if not 0 < seconds <= MAX_LIMIT_TIMEOUT:
+        raise ServerConfigError(("limits", key), "must be more than 0 and at most 1h")
+    return seconds
+
+
 def _validate(section: Mapping[str, Any]) -> None:
-    validator = ecma.validator_class(schema())(schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(section))
+    error = jsonschema.exceptions.best_match(check.validator(schema()).iter_errors(section))
     if error is None:
         return
     path = tuple(error.absolute_path)
@@ -244,24 +250,8 @@ def _validate(section: Mapping[str, Any]) -> None:
     if refs or (path[:1] == ("webhooks",) and len(path) >= 2):
         where = path[: refs[-1] + 1] if refs else path[:2]
         raise ServerConfigError(where, "give the secret by reference: {env: NAME} or {file: PATH}")
-    raise ServerConfigError(path, _describe(error))
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    """jsonschema's message without the offending value: a value in the wrong place may be
-    a token pasted where its reference belongs."""
-    rule, expected = error.validator, cast(Any, error.validator_value)
-    if rule == "type":
-        return f"must be of type {expected}"
-    if rule == "enum":
-        return "must be one of: " + ", ".join(str(v) for v in expected)
-    if rule == "pattern":
-        return f"must match {expected}"
-    if rule in ("minLength", "minItems", "minProperties"):
-        return "must not be empty"
-    if rule in ("required", "additionalProperties"):
-        return error.message  # names keys, not values
-    return f"fails the schema's {rule} rule"
+    where, message = next(iter(check.explain(error)))
+    raise ServerConfigError(where, message)
 
 
 def _token(index: int, item: Mapping[str, Any]) -> TokenSetting:

@@ -64,7 +64,7 @@ def open_repository(location: str, cache_dir: Path, timeout: float = GIT_TIMEOUT
     except git.InvalidGitRepositoryError as exc:
         raise SourceError(f"{shown}: not a git repository") from exc
     except git.GitCommandError as exc:
-        raise SourceError(f"{shown}: git failed: {redact(_stderr(exc))}") from exc
+        raise git_failure(f"{shown}: git failed: {redact(_stderr(exc))}") from exc
 
 
 def read_git(location: str, ref: str, cache_dir: Path, subdir: str = "") -> SourceTree:
@@ -230,6 +230,35 @@ def _reader(blob: git.Blob) -> Callable[[], bytes]:
         return data
 
     return read
+
+
+# What git prints when trying again cannot help before someone changes a credential, a
+# known_hosts entry or a CA bundle (kept lower-case; matched anywhere in stderr).
+_PERMANENT = (
+    "authentication failed",
+    "permission denied",
+    "host key verification failed",
+    "remote host identification has changed",
+    "could not read username",
+    "could not read password",
+    "terminal prompts disabled",
+    "ssl certificate problem",
+    "certificate verify failed",
+    "server certificate verification failed",
+    "the requested url returned error: 401",
+    "the requested url returned error: 403",
+)
+
+
+def git_failure(message: str, stderr: str | None = None) -> SourceError:
+    """A SourceError for a failed git command, permanent when git's ``stderr`` (default:
+    ``message``, which quotes it) says the remote refused our credentials or could not be
+    verified; a network failure, a timeout or a remote gone for now stays temporary."""
+    error = SourceError(message)
+    lowered = (message if stderr is None else stderr).lower()
+    if any(marker in lowered for marker in _PERMANENT):
+        error.retryable = False
+    return error
 
 
 def _stderr(exc: git.GitCommandError) -> str:

@@ -23,9 +23,12 @@ from controller.errors import (
     AuthenticationError,
     EndpointMissingError,
     ForbiddenError,
+    RateLimitedError,
     ServerError,
     UnreachableError,
     ValidationFailedError,
+    certificate_failure,
+    retry_after,
 )
 from controller.secrets import Secret
 
@@ -91,9 +94,11 @@ class OpnsenseClient:
                 return await self._call("GET", path, params=params)
             except (UnreachableError, ServerError) as exc:
                 attempt += 1
-                if attempt > self.target.retries or not exc.retryable:
-                    raise
                 delay = self.target.backoff * 2 ** (attempt - 1)
+                # A firewall that asks for a longer wait (Retry-After) is left alone: the
+                # reconcile loop waits that long, instead of this read holding a pass.
+                if attempt > self.target.retries or not exc.retryable or (exc.delay or 0) > delay:
+                    raise
                 log.info("%s: GET %s failed (%s); retry %d in %.1fs",
                          self.target.node, path, exc.message, attempt, delay)  # fmt: skip
                 await asyncio.sleep(delay)
@@ -118,7 +123,7 @@ class OpnsenseClient:
             ) from exc
         except httpx.ConnectError as exc:
             error = UnreachableError(node, f"cannot connect to {self.target.url}: {_reason(exc)}")
-            if _certificate_error(exc) is not None:
+            if certificate_failure(exc) is not None:
                 # Trying again meets the same certificate: not worth the retries.
                 error.retryable = False
             raise error from exc
@@ -150,9 +155,19 @@ def _answer(node: str, method: str, path: str, response: httpx.Response) -> Any:
         raise EndpointMissingError(
             node, f"{where}: endpoint not found on this firmware (404)", status=status, path=path
         )
+    # Retry-After (RFC 9110) on 429 and 503: the wait the firewall asks for.
+    delay = retry_after(response.headers.get("Retry-After"))
+    if status == 429:
+        raise RateLimitedError(
+            node, f"{where}: too many requests (429)", status=status, path=path, delay=delay
+        )
     if status >= 500:
         raise ServerError(
-            node, f"{where}: server error {status}: {message}", status=status, path=path
+            node,
+            f"{where}: server error {status}: {message}",
+            status=status,
+            path=path,
+            delay=delay,
         )
     if status >= 400:
         raise ApiError(node, f"{where}: refused ({status}): {message}", status=status, path=path)
@@ -190,20 +205,8 @@ def _message(body: Any) -> str:
     return str(body)[:200]
 
 
-def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind ``exc``: httpx wraps httpcore, which wraps ssl."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
 def _reason(exc: httpx.HTTPError) -> str:
-    certificate = _certificate_error(exc)
+    certificate = certificate_failure(exc)
     if certificate is not None:
         return (
             f"TLS certificate verification failed: {certificate.verify_message}; give the "

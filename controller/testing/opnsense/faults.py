@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +25,7 @@ class Fault:
     times: int | None = 1
     status: int = 500
     seconds: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()  # sent with a "status" fault (Retry-After)
     seen: int = 0  # matching calls so far
     hits: int = 0  # calls this fault acted on
 
@@ -68,9 +69,14 @@ class Faults:
         method: str | None = None,
         nth: int = 1,
         times: int | None = 1,
+        headers: Mapping[str, str] | None = None,
     ) -> Fault:
-        """Answer ``status`` (a 5xx, say) instead of handling the request."""
-        return self._add(Fault("status", self._pattern(path), method, nth, times, status=status))
+        """Answer ``status`` (a 5xx, say) instead of handling the request, with
+        ``headers`` (``{"Retry-After": "7"}``)."""
+        extra = tuple((headers or {}).items())
+        return self._add(
+            Fault("status", self._pattern(path), method, nth, times, status=status, headers=extra)
+        )
 
     def drop(
         self,

@@ -90,7 +90,10 @@ class Wire:
                         {
                             "type": "http.response.start",
                             "status": fault.status,
-                            "headers": [(b"content-type", b"application/json; charset=UTF-8")],
+                            "headers": [
+                                (b"content-type", b"application/json; charset=UTF-8"),
+                                *((k.encode(), v.encode()) for k, v in fault.headers),
+                            ],
                         }
                     )
                     await recording_send({"type": "http.response.body", "body": body})

@@ -190,7 +190,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 def test_schema_defaults_are_the_code_defaults() -> None:
     schema = config.base_schema()
     props, source = schema["properties"], schema["$defs"]["source"]["properties"]
-    from controller.reconcile.durations import parse
+    from controller.settings.durations import parse
 
     assert parse(props["driftCheck"]["default"]) == config.DEFAULT_DRIFT_CHECK
     assert parse(props["settle"]["default"]) == config.DEFAULT_SETTLE
