@@ -39,7 +39,7 @@ from controller.plan.items import PlanItem
 from controller.plan.verdicts import RunContext, Verdict
 from controller.store import chain
 from controller.store.database import Database, iso
-from controller.store.redact import redact
+from controller.store.redact import MASK, is_secret_key, redact
 
 _COLUMNS = "seq, time, actor, trigger, run_id, node, action, payload, alg, prev, digest"
 
@@ -115,15 +115,26 @@ def _verdict(v: Verdict) -> dict[str, Any]:
     return out
 
 
+def _masked(name: str, value: Any) -> Any:
+    """A field change's value, masked when the field is named like a secret."""
+    return MASK if is_secret_key(name) and value is not None else value
+
+
 def item_payload(item: PlanItem) -> dict[str, Any]:
     """One plan item as the trail records it: its digest, changes (no secret), verdicts."""
-    changes = [{"field": c.field, "live": c.live, "desired": c.desired} for c in item.changes]
+    changes = [
+        {"field": c.field, "live": _masked(c.field, c.live), "desired": _masked(c.field, c.desired)}
+        for c in item.changes
+    ]
     whole = {
         "node": item.node,
         "kind": item.kind,
         "name": item.name,
         "action": item.action.value,
-        "changes": [{**c, "diff": ch.diff} for c, ch in zip(changes, item.changes, strict=True)],
+        "changes": [
+            {**c, "diff": None if is_secret_key(ch.field) else ch.diff}
+            for c, ch in zip(changes, item.changes, strict=True)
+        ],
         "adopt": item.adopt,
     }
     out: dict[str, Any] = {
