@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -212,7 +213,9 @@ def test_a_chain_recomputed_without_the_key_is_a_downgrade(
         row = conn.execute("SELECT * FROM audit WHERE seq = 3").fetchone()
     finally:
         conn.close()
-    forged = chain.Record(*row[:7], '{"result":"failed"}', chain.PLAIN, row[9], "")
+    forged = dataclasses.replace(
+        chain.Record(*row), payload='{"result":"failed"}', alg=chain.PLAIN, digest=""
+    )
     fake = chain.digest(forged.material(), chain.PLAIN, None)
     _sql(
         db_path,
