@@ -150,13 +150,9 @@ def item_payload(item: PlanItem) -> dict[str, Any]:
     return out
 
 
-class _Named(Protocol):
-    kind: str
-    name: str
-
-
 class _Seen(Protocol):
-    live: Mapping[str, Any] | None
+    @property
+    def live(self) -> Mapping[str, Any] | None: ...
 
 
 def live_digest(resources: Mapping[Any, _Seen]) -> str:
@@ -194,9 +190,11 @@ def node_entry(
 def node_event(
     action: str, run_id: int, node: str, result: str, message: str, **extra: Any
 ) -> Entry:
-    """A node's restore (``node.restored``) or recovery (``node.recovered``)."""
+    """A node's restore (``node.restored``) or recovery (``node.recovered``: by whoever
+    runs the recovery, not the actor of the run it was part of)."""
     payload = {"result": result, "message": _clean(message), **_clean(extra)}
-    return Entry(action, payload, run_id=run_id, node=node)
+    actor = os_actor() if action == "node.recovered" else None
+    return Entry(action, payload, run_id=run_id, node=node, actor=actor)
 
 
 def run_started(command: str, source: str, revision: str | None, plan: Any) -> Entry:
