@@ -25,7 +25,7 @@ from controller.plan import plan_json
 from controller.plan.items import Plan
 from controller.reconcile.handle import ControllerStopping, PendingApproval, UnknownApproval
 from controller.reconcile.shared import Shared
-from controller.store import Trigger
+from controller.store import Trigger, audit
 
 log = logging.getLogger("fazai.reconcile")
 
@@ -94,6 +94,7 @@ class Approvals:
         entry = self._entries.pop(approval_id, None)
         if entry is None:
             raise UnknownApproval(approval_id)
+        audit.approval_event(self.shared.store, entry.approval, "aborted")
         log.info("%s: approval %s aborted", entry.approval.source, approval_id)
 
     async def approve(self, approval_id: str) -> int:
@@ -104,6 +105,7 @@ class Approvals:
         entry = self._entries.pop(approval_id, None)
         if entry is None:
             raise UnknownApproval(approval_id)
+        audit.approval_event(self.shared.store, entry.approval, "approved")
         loop = asyncio.get_running_loop()
         started: asyncio.Future[int] = loop.create_future()
         base = self.shared.publisher(

@@ -265,6 +265,38 @@ def record_approval(
     return store.audit_append(Entry(f"approval.{decision}", payload, actor=actor, trigger="api"))
 
 
+class _Approval(Protocol):
+    """A pending approval (``reconcile.handle.PendingApproval``), as far as it is recorded."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def revision(self) -> str | None: ...
+    @property
+    def nodes(self) -> Sequence[str]: ...
+    @property
+    def plan(self) -> Any: ...
+
+
+def approval_event(
+    store: Store, approval: _Approval, decision: str, actor: str = "api", reason: str = ""
+) -> chain.Record:
+    """:func:`record_approval` of a pending approval (one call where it is decided)."""
+    return record_approval(
+        store,
+        approval_id=approval.id,
+        decision=decision,
+        actor=actor,
+        source=approval.source,
+        revision=approval.revision,
+        nodes=approval.nodes,
+        plan=approval.plan,
+        reason=reason,
+    )
+
+
 class AuditLog:
     """The store's side of the trail (a mixin of StateStore)."""
 
