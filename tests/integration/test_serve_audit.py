@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,7 +34,7 @@ def files(emu: EmulatorServer, tmp_path: Path, *ports: int) -> dict[str, str]:
     return {"desired/state.yaml": yaml.safe_dump_all([node, *rules], sort_keys=False)}
 
 
-def config(tmp_path: Path, infra: Infra, **overrides: object) -> ControllerConfig:
+def config(tmp_path: Path, infra: Infra, **overrides: Any) -> ControllerConfig:
     return ControllerConfig(
         sources=(dataclasses.replace(source(infra), **overrides),),
         state=tmp_path / "state.db",
