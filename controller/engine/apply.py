@@ -360,10 +360,9 @@ async def _transact(
     after: str | None = None
 
     def trail(result: str, message: str) -> audit.Entry:
-        # The node's record in the audit trail, with what is known when it ends.
-        entry = audit.node_entry(run_id, node.name, approved, result, message)
-        return dataclasses.replace(
-            entry, payload={**entry.payload, "before": before, "after": after}
+        # The node's record in the audit trail, with the digests known when it ends.
+        return audit.node_entry(
+            run_id, node.name, approved, result, message, before=before, after=after
         )
 
     txn_id = store.begin_transaction(run_id, node.name)

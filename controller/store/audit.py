@@ -24,6 +24,7 @@ are taken of redacted values.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import os
@@ -54,6 +55,7 @@ class Entry:
     node: str | None = None
     actor: str | None = None
     trigger: str | None = None
+    cleaned: bool = False  # the payload is already masked and plain (see ``_clean``)
 
 
 def os_actor(environ: Mapping[str, str] | None = None) -> str:
@@ -80,25 +82,33 @@ def context_for(trigger: str, run: RunContext | None) -> RunContext:
     return RunContext(trigger=trigger, mode="apply", actor=os_actor())
 
 
+_secret_key = functools.lru_cache(maxsize=4096)(is_secret_key)  # few names, many items
+
+
 def _clean(value: Any) -> Any:
-    """``value`` redacted, with password hashes masked in every string."""
-    out = redact(value)
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return mask_hashes(v)
-        if isinstance(v, Mapping):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(out)
+    """``value`` as :func:`~controller.store.redact.redact` masks it (in one pass, the
+    names' verdicts cached: a plan of thousands of items is recorded at each apply), with
+    password hashes masked in every string too."""
+    if isinstance(value, str):
+        return mask_hashes(value) if "$" in value else value
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return repr(value)  # as chain.canonical writes it: one text in every language
+    if isinstance(value, Mapping):
+        return {
+            str(k): MASK if v is not None and _secret_key(str(k)) else _clean(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    masked = redact(value)  # a Secret, a Sealed: masked as the store masks them
+    return masked if isinstance(masked, str) else str(masked)
 
 
 def digest_of(value: Any) -> str:
     """The SHA-256 of ``value`` redacted (a digest of a secret could be guessed at)."""
-    return hashlib.sha256(chain.canonical(_clean(value)).encode()).hexdigest()
+    return hashlib.sha256(chain.dumps(_clean(value)).encode()).hexdigest()
 
 
 def _verdict(v: Verdict) -> dict[str, Any]:
@@ -117,36 +127,43 @@ def _verdict(v: Verdict) -> dict[str, Any]:
 
 def _masked(name: str, value: Any) -> Any:
     """A field change's value, masked when the field is named like a secret."""
-    return MASK if is_secret_key(name) and value is not None else value
+    return MASK if value is not None and _secret_key(name) else value
 
 
 def item_payload(item: PlanItem) -> dict[str, Any]:
     """One plan item as the trail records it: its digest, changes (no secret), verdicts."""
-    changes = [
-        {"field": c.field, "live": _masked(c.field, c.live), "desired": _masked(c.field, c.desired)}
-        for c in item.changes
-    ]
+    changes = _clean(
+        [
+            {
+                "field": c.field,
+                "live": _masked(c.field, c.live),
+                "desired": _masked(c.field, c.desired),
+            }
+            for c in item.changes
+        ]
+    )
+    # The digest covers the item as the plan shows it (its diffs too), secrets masked.
     whole = {
-        "node": item.node,
-        "kind": item.kind,
-        "name": item.name,
+        "node": _clean(item.node),
+        "kind": _clean(item.kind),
+        "name": _clean(item.name),
         "action": item.action.value,
         "changes": [
-            {**c, "diff": None if is_secret_key(ch.field) else ch.diff}
+            {**c, "diff": None if _secret_key(ch.field) else _clean(ch.diff)}
             for c, ch in zip(changes, item.changes, strict=True)
         ],
-        "adopt": item.adopt,
+        "adopt": _clean(item.adopt),
     }
     out: dict[str, Any] = {
-        "kind": item.kind,
-        "name": item.name,
+        "kind": _clean(item.kind),
+        "name": _clean(item.name),
         "action": item.action.value,
-        "digest": digest_of(whole),
-        "changes": _clean(changes),
-        "verdicts": [_verdict(v) for v in item.verdicts],
+        "digest": hashlib.sha256(chain.dumps(whole).encode()).hexdigest(),
+        "changes": changes,
+        "verdicts": _clean([_verdict(v) for v in item.verdicts]),
     }
     if item.adopt:
-        out["adopt"] = item.adopt
+        out["adopt"] = _clean(item.adopt)
     return out
 
 
@@ -184,6 +201,7 @@ def node_entry(
         },
         run_id=run_id,
         node=node,
+        cleaned=True,
     )
 
 
@@ -197,10 +215,12 @@ def node_event(
     return Entry(action, payload, run_id=run_id, node=node, actor=actor)
 
 
-def run_started(command: str, source: str, revision: str | None, plan: Any) -> Entry:
+def run_started(command: str, source: str, revision: str | None, plan_json: str | None) -> Entry:
+    """``plan_json``: the plan as the run log stores it (redacted, canonical): its digest
+    names the plan the run applies, at no cost of encoding it again."""
     payload = {"command": command, "source": _clean(source), "revision": revision}
-    if plan is not None:
-        payload["plan"] = digest_of(plan)
+    if plan_json is not None:
+        payload["plan"] = hashlib.sha256(plan_json.encode()).hexdigest()
     return Entry("run.started", payload)
 
 
@@ -323,7 +343,7 @@ class AuditLog:
                 trigger = trigger if trigger is not None else row[1]
         last = cur.execute("SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, chain.GENESIS)
-        payload = chain.canonical(_clean(dict(entry.payload)))
+        payload = chain.dumps(entry.payload if entry.cleaned else _clean(dict(entry.payload)))
         alg = chain.alg_for(key)
         unsigned = chain.Record(
             seq,

@@ -109,9 +109,12 @@ def _plain(value: Any) -> Any:
 
 
 def canonical(value: Any) -> str:
-    return json.dumps(
-        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
+    return dumps(_plain(value))
+
+
+def dumps(value: Any) -> str:
+    """The canonical text of a value already plain (no floats, only JSON types)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 @dataclass(frozen=True)

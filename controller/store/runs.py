@@ -48,7 +48,7 @@ class RunLog(AuditLog):
             with self._db.write("recording a run") as cur:
                 run_id = self._insert_run(cur, trigger, command, source, revision, plan_json, actor)
                 if Command(command).value in _AUDITED:
-                    entry = run_started(Command(command).value, source, revision, plan)
+                    entry = run_started(Command(command).value, source, revision, plan_json)
                     (started,) = cur.execute(
                         "SELECT started FROM runs WHERE id = ?", (run_id,)
                     ).fetchone()
