@@ -325,8 +325,16 @@ class AuditLog:
     audit_key: chain.KeyRef | None
 
     def _key(self) -> chain.Key | None:
-        # Read at each append, never kept: a key rotated (or removed) is seen at once.
-        return None if self.audit_key is None else chain.load_key(self.audit_key)
+        # Read once, at the first append (an apply's run.started, before it writes
+        # anything), then kept: a key file removed mid-run must not make the commit of a
+        # node already written fail, which would leave its transaction to be rolled back.
+        if self.audit_key is None:
+            return None
+        opened: chain.Key | None = getattr(self, "_opened_audit_key", None)
+        if opened is None:
+            opened = chain.load_key(self.audit_key)
+            self._opened_audit_key = opened
+        return opened
 
     def _audit(self, cur: sqlite3.Cursor, entry: Entry, when: str | None = None) -> chain.Record:
         """Append ``entry`` inside the caller's write transaction (BEGIN IMMEDIATE: the

@@ -349,3 +349,21 @@ def test_an_old_state_file_upgrades_and_its_runs_get_an_empty_actor(db_path: Pat
         _fill(store, 3)
         assert store.audit_verify().ok
     assert schema.version(sqlite3.connect(db_path)) == schema.SCHEMA_VERSION
+
+
+def test_a_key_file_removed_mid_run_does_not_fail_the_records_after_the_start(
+    db_path: Path, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "audit.key"
+    key_file.write_text("k" * 32 + "\n")
+    ref = chain.KeyRef(file=key_file)
+    with StateStore(db_path, audit_key=ref) as store:
+        run_id = store.start_run(Trigger.CLI, Command.APPLY, "src", None)
+        key_file.unlink()  # a node written now must still have its commit recorded
+        entry = audit.node_entry(run_id, "n", (), "converged")
+        store.record_node(run_id, "n", NodeStatus.CONVERGED, audit=entry)
+        store.finish_run(run_id, RunStatus.SUCCEEDED)
+    key_file.write_text("k" * 32 + "\n")
+    with StateStore(db_path, audit_key=ref) as store:
+        verified = store.audit_verify()
+        assert verified.ok and verified.count == 3
