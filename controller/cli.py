@@ -596,6 +596,7 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
                         "finished": r.finished.isoformat() if r.finished else None,
                         "source": r.source,
                         "revision": r.revision,
+                        "actor": r.actor,
                         "nodes": [
                             {"node": n.node, "status": n.status.value, "message": n.message}
                             for n in r.nodes
@@ -619,10 +620,117 @@ def history(limit: int, output: str, state_file: Path | None) -> None:
         nodes = ", ".join(
             f"{n.node}={_node_word(r.command.value, n.status.value)}" for n in r.nodes
         )
+        actor = f"  by {r.actor}" if r.actor else ""
         terminal.echo(
             f"{r.id:>5}  {r.started:%Y-%m-%d %H:%M:%S}  {r.command.value:<8} {r.status.value:<12}"
-            f"{revision}  {nodes}"
+            f"{revision}  {nodes}{actor}"
         )
+
+
+# -- the audit trail (``store.audit``): listing, export and verification ----------------
+
+
+@main.group(invoke_without_command=True)
+@click.option(
+    "--since",
+    metavar="DURATION|TIMESTAMP",
+    help="Only records from this long ago (90s, 10m, 1h30m, 7d) or from this ISO 8601 time "
+    "(UTC when it names no zone).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: JSON lines, one record per line, for a SIEM (fields in the README).",
+)
+@state_option
+@click.pass_context
+def audit(ctx: click.Context, since: str | None, output: str, state_file: Path | None) -> None:
+    """List the audit trail: every write FazAI made, who asked, what policy said, and how
+    it ended, oldest first. `fazai audit verify` checks that none was altered."""
+    from controller.store import StateStore
+
+    if ctx.invoked_subcommand is not None:
+        return
+    moment = _since(since) if since else None
+    store_path = _existing_state(state_file)
+    _say_state(store_path or default_state_path())
+    if store_path is None:
+        return
+    with StateStore(store_path) as store:
+        for record in store.audit_records(moment):
+            if output == "json":
+                click.echo(json.dumps(record.to_dict(), sort_keys=True))
+            else:
+                terminal.echo(_audit_line(record.to_dict()))
+
+
+@audit.command("verify")
+@click.option(
+    "--expect-head",
+    metavar="DIGEST",
+    help="A head digest printed by an earlier verify and kept elsewhere: refuse a trail "
+    "that no longer contains it (records removed from its end).",
+)
+@state_option
+def audit_verify(expect_head: str | None, state_file: Path | None) -> None:
+    """Check the audit trail's chain of digests. Exit 0 when intact (prints the count and
+    the head digest: keep it elsewhere to detect a truncated trail later), 1 naming the
+    first record modified, removed or reordered, 2 when it cannot be checked (no state
+    file, keyed records and no $FAZAI_AUDIT_KEY / $FAZAI_AUDIT_KEY_FILE)."""
+    from controller.store import StateStore
+
+    store_path = _existing_state(state_file)
+    if store_path is None:
+        _fail(f"no audit trail: no state store at {default_state_path()} yet")
+    _say_state(store_path)
+    with StateStore(store_path) as store:
+        verified = store.audit_verify(expect_head)
+    if verified.problem is not None:
+        stderr.print(f"[bold red]audit trail altered:[/] {_escape(str(verified.problem))}")
+        stderr.print(f"{verified.count} record(s) before it are intact")
+        sys.exit(EXIT_DIFF)
+    if verified.unkeyed:
+        stderr.print(
+            f"[yellow]{verified.unkeyed} record(s) before the first keyed one are plain "
+            "SHA-256 (written before the audit key was set)[/]"
+        )
+    terminal.echo(f"audit trail intact: {count(verified.count, 'record')}")
+    terminal.echo(f"head: {verified.head}")
+
+
+def _since(text: str) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    from controller.settings import durations
+
+    try:
+        return datetime.now(UTC) - timedelta(seconds=durations.parse(text))
+    except ValueError:
+        pass
+    except OverflowError:
+        _fail(f"--since {text!r}: further back than a date can go")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"--since {text!r}: neither a duration (90s, 10m, 7d) nor an ISO 8601 time")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _audit_line(record: dict[str, Any]) -> str:
+    payload = record["payload"]
+    what = payload.get("result") or payload.get("status") or payload.get("command") or ""
+    items = payload.get("items")
+    detail = f" {count(len(items), 'item')}" if isinstance(items, list) else ""
+    node = f" {record['node']}" if record["node"] else ""
+    run = f" run {record['runId']}" if record["runId"] is not None else ""
+    return terminal.clean(
+        f"{record['seq']:>6}  {record['time'][:19]}  {record['action']:<17} {what}{detail}"
+        f"{node}{run}  by {record['actor'] or '?'}",
+        one_line=True,
+    )
 
 
 @main.command()

@@ -309,6 +309,11 @@ class EscrowError(StoreError):
     set, missing, unreadable, malformed, or readable by others. Never carries the key."""
 
 
+class AuditKeyError(StoreError):
+    """The HMAC key of the audit trail cannot be used: not set where the records need it,
+    missing, unreadable or malformed. Never carries the key."""
+
+
 class ForgeError(FazaiError):
     """A code forge failed us. ``forge`` names it (github, gitlab, gitea); messages name the
     forge and the API path, never the token."""

@@ -34,6 +34,7 @@ from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.plan.diff import Action, compare
 from controller.plan.items import Plan, PlanItem
+from controller.plan.verdicts import RunContext
 from controller.providers.base import Change, Intent, NodeTransaction, Observation, PlatformIds
 from controller.source.tree import SourceTree
 from controller.store import (
@@ -45,6 +46,7 @@ from controller.store import (
     Transaction,
     TransactionStatus,
     Trigger,
+    audit,
     overall_status,
 )
 
@@ -311,8 +313,9 @@ async def apply_node(
                 return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
             async with provider.transaction(node, changes, resources, state.source) as txn:
                 result = await _transact(
-                    txn, node, resources, changes, store, run_id, outcome, publish, interrupt
-                )
+                    txn, node, resources, changes, store, run_id, outcome, publish, interrupt,
+                    approved,
+                )  # fmt: skip
             if result.status is NodeStatus.CONVERGED:
                 store.record_inventory(node.name, run_id, adopted, ())
             return result
@@ -351,13 +354,25 @@ async def _transact(
     outcome: Callable[..., NodeOutcome],
     publish: events.Publish = events.discard,
     interrupt: Interrupt = NEVER,
+    approved: Sequence[PlanItem] = (),
 ) -> NodeOutcome:
+    before: str | None = None
+    after: str | None = None
+
+    def trail(result: str, message: str) -> audit.Entry:
+        # The node's record in the audit trail, with the digests known when it ends.
+        return audit.node_entry(
+            run_id, node.name, approved, result, message, before=before, after=after
+        )
+
     txn_id = store.begin_transaction(run_id, node.name)
     try:
         snapshot = await txn.snapshot()
     except FazaiError as exc:
-        store.mark_rolled_back(txn_id, f"no snapshot, nothing written: {exc}")
+        why = f"no snapshot, nothing written: {exc}"
+        store.mark_rolled_back(txn_id, why, audit=trail("failed", why))
         return outcome(NodeStatus.FAILED, f"could not take a snapshot, nothing written: {exc}")
+    before = audit.digest_of(snapshot)
     try:
         store.record_snapshot(
             txn_id, "Node", node.name, "transaction", snapshot, escrow=_escrowed(snapshot)
@@ -365,22 +380,25 @@ async def _transact(
     except FazaiError as exc:
         # Without the snapshot on disk a crash could not be rolled back: write nothing.
         with contextlib.suppress(FazaiError):
-            store.mark_rolled_back(txn_id, f"no snapshot recorded, nothing written: {exc}")
+            why = f"no snapshot recorded, nothing written: {exc}"
+            store.mark_rolled_back(txn_id, why, audit=trail("failed", why))
         return outcome(NodeStatus.FAILED, f"could not record the snapshot, nothing written: {exc}")
     try:
         journal = StoreJournal(store, txn_id, publish, interrupt, run_id=run_id, node=node.name)
         await txn.write(journal)
-        problems = _unverified(changes, await txn.verify())
+        verified = await txn.verify()
+        after = audit.live_digest(verified.resources)
+        problems = _unverified(changes, verified)
         if problems:
             raise VerifyMismatch(f"verify found the node still differs: {'; '.join(problems)}")
         publish(events.EventType.NODE_VERIFIED, run_id=run_id, node=node.name, changes=len(changes))
         await txn.commit()
     except (FazaiError, OSError, TimeoutError) as exc:
-        result = await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome)
+        result = await _roll_back(txn, snapshot, store, txn_id, str(exc), outcome, trail)
         if isinstance(exc, Interrupted):
             result = dataclasses.replace(result, interrupted=True)
         return result
-    store.commit(txn_id)
+    store.commit(txn_id, audit=trail("converged", ""))
     ids = txn.platform_ids() if isinstance(txn, PlatformIds) else {}
     _record_ownership(store, run_id, node.name, changes, ids)
     return outcome(NodeStatus.CONVERGED, "", len(changes))
@@ -441,13 +459,16 @@ async def _roll_back(
     txn_id: int,
     why: str,
     outcome: Callable[[NodeStatus, str], NodeOutcome],
+    trail: Callable[[str, str], audit.Entry],
 ) -> NodeOutcome:
     try:
         await txn.rollback(snapshot)
     except (TimeoutError, FazaiError, OSError) as exc:
         # The transaction stays open in the journal: the next start tries again.
-        return outcome(NodeStatus.FAILED, f"{why}; ROLLBACK FAILED, will retry: {exc}")
-    store.mark_rolled_back(txn_id, why)
+        failed = f"{why}; ROLLBACK FAILED, will retry: {exc}"
+        store.audit_append(trail("failed", failed))
+        return outcome(NodeStatus.FAILED, failed)
+    store.mark_rolled_back(txn_id, why, audit=trail("rolled_back", why))
     return outcome(NodeStatus.ROLLED_BACK, f"{why}; rolled back to the snapshot")
 
 
@@ -462,16 +483,19 @@ async def apply(
     publish: events.Publish = events.discard,
     lock_timeout: float = 0.0,
     interrupt: Interrupt = NEVER,
+    run: RunContext | None = None,
 ) -> ApplyResult:
     """Apply the approved ``plan`` (its nodes only); every node ends converged or at its
     snapshot, and the run is recorded in ``store``. Once ``interrupt`` is set no node
     starts and no further batch of steps is sent: the node in flight finishes or rolls
     back, and the run is recorded ``interrupted``. ``publish`` gets the run's events as
     they happen (run.started, change.applied, node.verified, node.rolled_back,
-    node.failed, run.finished)."""
+    node.failed, run.finished). ``run``: who asks (recorded with the run and in the audit
+    trail); by default the OS user."""
     from controller.plan import plan_json
 
     started = time.monotonic()
+    actor = audit.context_for(Trigger(trigger).value, run).actor
     # Encoding and redacting a large plan takes a while: off the event loop, so a server
     # sharing it keeps answering.
     run_id = await asyncio.to_thread(
@@ -481,6 +505,7 @@ async def apply(
             state.source.description,
             state.revision,
             plan_json.to_dict(plan),
+            actor,
         )
     )
     store.note_run(run_id)
@@ -614,7 +639,9 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
     except (TimeoutError, FazaiError, OSError) as exc:
         # Still open: the next start tries again (with the escrow key put right, say).
         return f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}{note}"
-    store.mark_rolled_back(txn.id, f"interrupted; rolled back at the next start{note}")
+    why = f"interrupted; rolled back at the next start{note}"
+    trail = audit.node_event("node.recovered", txn.run_id, txn.node, "rolled_back", why)
+    store.mark_rolled_back(txn.id, why, audit=trail)
     run = store.get_run(txn.run_id)
     if run is not None and run.status is RunStatus.IN_PROGRESS:
         store.record_node(
@@ -636,6 +663,7 @@ async def roll_back_run(
     trigger: Trigger = Trigger.CLI,
     lock_timeout: float = 0.0,
     interrupt: Interrupt = NEVER,
+    run: RunContext | None = None,
 ) -> ApplyResult:
     """Restore the snapshots run ``run_id`` took before it wrote, node by node, as a new
     run. Nodes are read from ``state`` (their connection details); the snapshot says what
@@ -643,7 +671,10 @@ async def roll_back_run(
     past = store.get_run(run_id)
     if past is None:
         raise FazaiError(f"no run {run_id} in the state store")
-    new_run = store.start_run(trigger, Command.ROLLBACK, state.source.description, state.revision)
+    actor = audit.context_for(Trigger(trigger).value, run).actor
+    new_run = store.start_run(
+        trigger, Command.ROLLBACK, state.source.description, state.revision, actor=actor
+    )
     store.note_run(new_run)
     outcomes = []
     for txn in store.run_transactions(run_id):
@@ -657,7 +688,10 @@ async def roll_back_run(
                 state, store, txn, run_id, new_run, lock_timeout, interrupt
             )
         seconds = time.monotonic() - started
-        store.record_node(new_run, txn.node, status, message, seconds)
+        restored = audit.node_event(
+            "node.restored", new_run, txn.node, status.value, message, restores=run_id
+        )
+        store.record_node(new_run, txn.node, status, message, seconds, audit=restored)
         cut = message == INTERRUPTED_BEFORE
         outcomes.append(NodeOutcome(txn.node, status, message, 0, seconds, cut))
     final = overall_status(o.status for o in outcomes)

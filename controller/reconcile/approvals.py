@@ -30,6 +30,7 @@ from controller.events import Event, EventType
 from controller.model.state import DesiredState
 from controller.plan import plan_json
 from controller.plan.items import Plan
+from controller.plan.verdicts import RunContext
 from controller.reconcile.handle import (
     ApprovalRefused,
     ControllerStopping,
@@ -37,7 +38,7 @@ from controller.reconcile.handle import (
     UnknownApproval,
 )
 from controller.reconcile.shared import Shared
-from controller.store import Trigger
+from controller.store import Trigger, audit
 
 log = logging.getLogger("fazai.reconcile")
 
@@ -140,6 +141,7 @@ class Approvals:
         entry = self._entries.pop(approval_id, None)
         if entry is None:
             raise UnknownApproval(approval_id)
+        audit.approval_event(self.shared.store, entry.approval, "aborted", actor=by or "?")
         log.info("%s: approval %s aborted by %s", entry.approval.source, approval_id, by or "?")
 
     async def approve(self, approval_id: str, by: str = "") -> int | None:
@@ -154,11 +156,15 @@ class Approvals:
             raise UnknownApproval(approval_id)
         pending = entry.approval
         if is_actor(pending.actor, by):
+            audit.approval_event(
+                self.shared.store, pending, "refused", actor=by, reason="the actor who triggered it"
+            )
             raise ApprovalRefused(
                 f"approval {approval_id}: {by!r} triggered this change and cannot approve it; "
                 "another approver must"
             )
         names = pending.approved_by if by in pending.approved_by else (*pending.approved_by, by)
+        audit.approval_event(self.shared.store, pending, "approved", actor=by or "?")
         if len(names) < pending.required:
             updated = replace(pending, approved_by=names)
             self._entries[approval_id] = replace(entry, approval=updated)
@@ -172,7 +178,8 @@ class Approvals:
             )
             return None
         del self._entries[approval_id]  # no await since the get: nobody else can apply it
-        log.info("%s: approval %s approved by %s", pending.source, approval_id, ", ".join(names))
+        approvers = ", ".join(names)
+        log.info("%s: approval %s approved by %s", pending.source, approval_id, approvers)
         loop = asyncio.get_running_loop()
         started: asyncio.Future[int] = loop.create_future()
         base = self.shared.publisher(
@@ -194,6 +201,7 @@ class Approvals:
                     concurrency=self.shared.config.concurrency,
                     trigger=Trigger.API,
                     publish=publish,
+                    run=RunContext("api", "approved", approvers),
                 )
             self._applied(entry.approval.source, entry.state, result, entry.pruning)
             return result

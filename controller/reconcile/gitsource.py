@@ -93,6 +93,17 @@ class GitSource:
         self._repo = repo
         return gitsource.tree_at(repo, self.config.url, revision, self.config.path)
 
+    def author(self, revision: str) -> str:
+        """The author of commit ``revision`` ("Name <email>"), for the audit trail."""
+        repo = self._repo or gitsource.open_repository(
+            self.config.url, self.cache_dir, self.config.timeout
+        )
+        try:
+            who = repo.commit(revision).author
+        except (git.BadName, ValueError, git.GitCommandError) as exc:
+            raise SourceError(f"{self.shown}: no commit {revision[:12]}") from exc
+        return f"{who.name} <{who.email}>"
+
     def verify(self, revision: str) -> Verdict | None:
         """None when the source does not check signatures."""
         if self.signatures is None:

@@ -28,6 +28,7 @@ from controller.events import EventType, Publish, redact_in_thread
 from controller.model.state import DesiredState
 from controller.plan import items as planitems
 from controller.plan import plan_json
+from controller.plan.verdicts import RunContext
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.handle import Mode, NodeDrift
@@ -116,16 +117,23 @@ async def run_pass(
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
+    actor: str = "",
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
     open), with why. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
-    run is recorded through, off the event loop."""
+    run is recorded through, off the event loop. ``actor``: the commit's author and its
+    signature check, recorded with the runs and in the audit trail."""
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
     run_id = await writer.call(
-        store.start_run, trigger, Command.PLAN, state.source.description, state.revision
+        store.start_run,
+        trigger,
+        Command.PLAN,
+        state.source.description,
+        state.revision,
+        actor=actor,
     )
     run_publish = _with(publish, run_id=run_id)
     run_publish(
@@ -183,6 +191,7 @@ async def run_pass(
             concurrency=shared.config.concurrency,
             trigger=trigger,
             publish=publish,
+            run=RunContext(trigger.value, source.mode.value, actor),
         )
         apply_run = result.run_id
         record_applied(shared, source.name, source.mode_for, result)

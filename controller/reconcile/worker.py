@@ -39,7 +39,7 @@ from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
 from controller.settings.durations import format_seconds
 from controller.source.signatures import SignaturePolicy
-from controller.store import Trigger
+from controller.store import Trigger, audit
 
 log = logging.getLogger("fazai.reconcile")
 
@@ -95,6 +95,7 @@ class SourceWorker:
         self.revision: str | None = None  # the last commit reconciled
         self.head: str | None = None  # the branch's head when last fetched
         self.accepted: str | None = None  # the last head whose signature was accepted
+        self.signer: str | None = None  # who signed it (None: signatures not checked)
         self.last_sync: datetime | None = None
         self.error: str | None = None
         self.refusal: str | None = None  # the head's signature refused: until a new head
@@ -209,6 +210,11 @@ class SourceWorker:
         except SourceError as exc:
             raise _Failure(str(exc), retry_decision(exc)) from exc
         self.passes += 1
+        try:
+            author = await asyncio.to_thread(self.git.author, target)
+        except SourceError:
+            author = "unknown author"
+        actor = audit.commit_actor(author, self.signer)
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)
@@ -223,6 +229,7 @@ class SourceWorker:
                 blocked=blocked,
                 begin_apply=self._begin_apply,
                 writer=self.writer,
+                actor=actor,
             )
         self.revision = target
         return outcome
@@ -237,6 +244,7 @@ class SourceWorker:
         if verdict is None or verdict.accepted:
             if verdict is not None:
                 log.info("%s: %s: %s", self.name, head[:12], verdict.reason)
+            self.signer = verdict.reason if verdict is not None else None
             self.accepted = head
             self.refusal = None
             return head

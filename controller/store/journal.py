@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.errors import StoreError
+from controller.store.audit import AuditLog, Entry
 from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
 from controller.store.escrow import Escrow, Revealed, label
 from controller.store.records import (
@@ -49,7 +50,7 @@ from controller.store.records import (
 )
 
 
-class Journal:
+class Journal(AuditLog):
     _db: Database
     _now: Callable[[], datetime]
     _escrow: Escrow
@@ -164,9 +165,10 @@ class Journal:
         with self._db.write(f"marking step {step_id} failed") as cur:
             self._finish_step(cur, step_id, StepStatus.FAILED, message, iso(self._now()))
 
-    def commit(self, txn_id: int) -> None:
+    def commit(self, txn_id: int, audit: Entry | None = None) -> None:
         """Close the transaction as applied. Refused while a step is still only intended:
-        nobody knows whether that change landed, so the node is not known to converge."""
+        nobody knows whether that change landed, so the node is not known to converge.
+        ``audit``: its record in the audit trail, appended in the same transaction."""
         with self._db.write(f"committing transaction {txn_id}") as cur:
             self._require_open(cur, txn_id)
             pending = cur.execute(
@@ -180,11 +182,15 @@ class Journal:
                     f"cannot commit transaction {txn_id}: step(s) {seqs} not marked done or failed",
                 )
             self._close(cur, txn_id, TransactionStatus.COMMITTED, "")
+            if audit is not None:
+                self._audit(cur, audit, _finished(cur, txn_id))
 
-    def mark_rolled_back(self, txn_id: int, message: str) -> None:
+    def mark_rolled_back(self, txn_id: int, message: str, audit: Entry | None = None) -> None:
         with self._db.write(f"closing transaction {txn_id} as rolled back") as cur:
             self._require_open(cur, txn_id)
             self._close(cur, txn_id, TransactionStatus.ROLLED_BACK, message)
+            if audit is not None:
+                self._audit(cur, audit, _finished(cur, txn_id))
 
     def open_transactions(self) -> list[Transaction]:
         """Transactions neither committed nor rolled back, oldest first: what a controller
@@ -286,6 +292,11 @@ class Journal:
 
     def _fail(self, message: str) -> StoreError:
         return StoreError(str(self._db.path), message)
+
+
+def _finished(cur: sqlite3.Cursor, txn_id: int) -> str:
+    row = cur.execute("SELECT finished FROM transactions WHERE id = ?", (txn_id,)).fetchone()
+    return str(row[0])
 
 
 def _transaction(cur: sqlite3.Cursor, txn_id: int) -> Transaction:

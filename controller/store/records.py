@@ -80,11 +80,12 @@ class RunSummary:
     revision: str | None  # the git commit SHA, None for a plain directory
     status: RunStatus
     nodes: tuple[NodeResult, ...]  # sorted by node name
+    actor: str = ""  # who started it ("" for runs recorded before actors were)
 
 
 @dataclass(frozen=True)
 class Run(RunSummary):
-    plan: Mapping[str, Any] | None  # the plan as JSON (``plan_json.to_dict``), redacted
+    plan: Mapping[str, Any] | None = None  # the plan as JSON (``plan_json.to_dict``), redacted
 
 
 class TransactionStatus(StrEnum):

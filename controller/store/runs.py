@@ -10,6 +10,7 @@ from typing import Any
 
 from controller.errors import StoreError
 from controller.store import locks
+from controller.store.audit import AuditLog, Entry, run_started
 from controller.store.database import Database, from_json, iso, last_id, parse_time, to_json
 from controller.store.records import (
     Command,
@@ -21,10 +22,12 @@ from controller.store.records import (
     Trigger,
 )
 
-_COLUMNS = "id, started, finished, trigger, command, source, revision, status"
+_COLUMNS = "id, started, finished, trigger, command, source, revision, status, actor"
+# The runs that write to nodes: their start and end are in the audit trail.
+_AUDITED = (Command.APPLY.value, Command.ROLLBACK.value)
 
 
-class RunLog:
+class RunLog(AuditLog):
     _db: Database
     _now: Callable[[], datetime]
 
@@ -35,13 +38,21 @@ class RunLog:
         source: str,
         revision: str | None,
         plan: Mapping[str, Any] | None = None,
+        actor: str = "",
     ) -> int:
-        """Record a new run (in progress); returns its id, larger than every earlier one."""
+        """Record a new run (in progress); returns its id, larger than every earlier one.
+        ``actor``: who started it (see ``audit.os_actor``, ``audit.commit_actor``)."""
         plan_json = None if plan is None else to_json(plan, "the plan", self._db.path)
         taken: Path | None = None
         try:
             with self._db.write("recording a run") as cur:
-                run_id = self._insert_run(cur, trigger, command, source, revision, plan_json)
+                run_id = self._insert_run(cur, trigger, command, source, revision, plan_json, actor)
+                if Command(command).value in _AUDITED:
+                    entry = run_started(Command(command).value, source, revision, plan_json)
+                    (started,) = cur.execute(
+                        "SELECT started FROM runs WHERE id = ?", (run_id,)
+                    ).fetchone()
+                    self._audit(cur, Entry(entry.action, entry.payload, run_id=run_id), started)
                 # The run's lock is taken before its row is visible to other processes:
                 # an in_progress run whose lock is free has lost its process.
                 taken = locks.run_lock_path(self._db.path, run_id)
@@ -62,10 +73,11 @@ class RunLog:
         source: str,
         revision: str | None,
         plan_json: str | None,
+        actor: str = "",
     ) -> int:
         cur.execute(
-            "INSERT INTO runs (started, trigger, command, source, revision, plan, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (started, trigger, command, source, revision, plan, status, actor)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 iso(self._now()),
                 Trigger(trigger).value,
@@ -74,6 +86,7 @@ class RunLog:
                 revision,
                 plan_json,
                 RunStatus.IN_PROGRESS.value,
+                actor,
             ),
         )
         return last_id(cur)
@@ -86,9 +99,16 @@ class RunLog:
             self._require(cur, run_id)
 
     def record_node(
-        self, run_id: int, node: str, status: NodeStatus, message: str = "", seconds: float = 0.0
+        self,
+        run_id: int,
+        node: str,
+        status: NodeStatus,
+        message: str = "",
+        seconds: float = 0.0,
+        audit: Entry | None = None,
     ) -> None:
-        """Set one node's result in a run (again as it progresses: the last one counts)."""
+        """Set one node's result in a run (again as it progresses: the last one counts);
+        ``audit``: its record in the audit trail, appended in the same transaction."""
         with self._db.write(f"recording the result of {node}") as cur:
             try:
                 cur.execute(
@@ -100,15 +120,27 @@ class RunLog:
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreError(str(self._db.path), f"no run {run_id}") from exc
+            if audit is not None:
+                self._audit(cur, audit)
 
     def finish_run(self, run_id: int, status: RunStatus) -> None:
         with self._db.write("finishing a run") as cur:
+            when = iso(self._now())
             cur.execute(
                 "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
-                (RunStatus(status).value, iso(self._now()), run_id),
+                (RunStatus(status).value, when, run_id),
             )
             self._require(cur, run_id)
+            self._audit_finish(cur, run_id, RunStatus(status), when)
         locks.release(locks.run_lock_path(self._db.path, run_id), remove=True)
+
+    def _audit_finish(
+        self, cur: sqlite3.Cursor, run_id: int, status: RunStatus, when: str | None = None
+    ) -> None:
+        row = cur.execute("SELECT command FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is not None and row[0] in _AUDITED:
+            entry = Entry("run.finished", {"status": status.value}, run_id=run_id)
+            self._audit(cur, entry, when)
 
     def run_abandoned(self, run_id: int) -> bool:
         """Whether run ``run_id`` is recorded in progress with no live process running it
@@ -139,17 +171,19 @@ class RunLog:
         for run_id in ids:
             if self.run_abandoned(run_id):
                 with self._db.write(f"recording run {run_id} interrupted") as cur:
+                    when = iso(self._now())
                     cur.execute(
                         "UPDATE runs SET status = ?, finished = ? WHERE id = ? AND status = ?",
                         (
                             RunStatus.INTERRUPTED.value,
-                            iso(self._now()),
+                            when,
                             run_id,
                             RunStatus.IN_PROGRESS.value,
                         ),
                     )
                     if cur.rowcount:
                         closed.append(run_id)
+                        self._audit_finish(cur, run_id, RunStatus.INTERRUPTED, when)
         return closed
 
     def list_runs(self, limit: int = 20, offset: int = 0) -> list[RunSummary]:
@@ -197,7 +231,7 @@ def _node_results(cur: sqlite3.Cursor, run_ids: list[int]) -> dict[int, tuple[No
 
 
 def _summary(row: tuple[Any, ...], nodes: tuple[NodeResult, ...]) -> RunSummary:
-    run_id, started, finished, trigger, command, source, revision, status = row
+    run_id, started, finished, trigger, command, source, revision, status, actor = row
     return RunSummary(
         id=run_id,
         started=parse_time(started),
@@ -208,4 +242,5 @@ def _summary(row: tuple[Any, ...], nodes: tuple[NodeResult, ...]) -> RunSummary:
         revision=revision,
         status=RunStatus(status),
         nodes=nodes,
+        actor=actor,
     )

@@ -100,7 +100,38 @@ _V1: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# The audit trail (see ``audit``) and who started each run. Records carry no foreign key:
+# they outlive the runs they describe. The triggers refuse edits through SQLite; an
+# attacker editing the file drops them, which is why ``audit.verify`` checks the chain.
+_V2: Migration = (
+    "ALTER TABLE runs ADD COLUMN actor TEXT NOT NULL DEFAULT ''",
+    """
+    CREATE TABLE audit (
+        seq      INTEGER PRIMARY KEY,  -- 1, 2, 3...: no gaps, never reused
+        time     TEXT NOT NULL,
+        actor    TEXT NOT NULL,
+        trigger  TEXT NOT NULL,
+        run_id   INTEGER,
+        node     TEXT,
+        action   TEXT NOT NULL,
+        payload  TEXT NOT NULL,        -- canonical JSON, redacted
+        alg      TEXT NOT NULL,        -- sha256, or hmac-sha256:<key id>
+        prev     TEXT NOT NULL,        -- the digest of record seq - 1 (64 zeros for seq 1)
+        digest   TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX audit_time ON audit(time)",
+    """
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END
+    """,
+    """
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,7 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
-from controller.store import locks
+from controller.store import chain, locks
+from controller.store.audit import AuditLog
 from controller.store.database import DEFAULT_BUSY_TIMEOUT, Database, utc_now
 from controller.store.escrow import Escrow, KeyRef, key_ref
 from controller.store.inventory import Inventory
@@ -17,7 +18,7 @@ from controller.store.paths import default_path
 from controller.store.runs import RunLog
 
 
-class StateStore(RunLog, Journal, Inventory):
+class StateStore(RunLog, Journal, Inventory, AuditLog):
     """Opens (creating, or migrating to the current schema) the state file at ``path``,
     by default :func:`~controller.store.paths.default_path`.
 
@@ -26,7 +27,10 @@ class StateStore(RunLog, Journal, Inventory):
     escrow (the secrets a rollback needs, see ``escrow``) is; by default
     ``$FAZAI_ESCROW_KEY`` (the key), else ``$FAZAI_ESCROW_KEY_FILE`` (a file holding it),
     else ``state.escrow.key`` next to the state file, made on first use (mode 0600). It is
-    only read when a secret is sealed or opened. Close it, or use it as a context manager.
+    only read when a secret is sealed or opened. ``audit_key`` says where the HMAC key
+    of the audit trail is (see ``chain``); by default ``$FAZAI_AUDIT_KEY``, else
+    ``$FAZAI_AUDIT_KEY_FILE``, else none (plain SHA-256 links). Close it, or use it as a
+    context manager.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class StateStore(RunLog, Journal, Inventory):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         now: Callable[[], datetime] = utc_now,
         escrow_key: KeyRef | None = None,
+        audit_key: chain.KeyRef | None = None,
     ) -> None:
         # Resolved: the locks are files named after the state file, so one reached
         # through a symlink (or a relative path) must name the same lock files.
@@ -44,6 +49,7 @@ class StateStore(RunLog, Journal, Inventory):
         self._now = now
         self.escrow_key = escrow_key or key_ref(self.path)
         self._escrow = Escrow(self.escrow_key, self.path)
+        self.audit_key = audit_key or chain.key_ref()
         self._db = Database(self.path, busy_timeout=busy_timeout)
 
     @property

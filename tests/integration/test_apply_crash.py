@@ -57,5 +57,14 @@ def test_killed_controller_is_rolled_back_at_next_start(fleet: Fleet, tmp_path: 
         with StateStore(db) as store:
             assert store.open_transactions() == []
             assert store.transaction(open_txn.id).status.value == "rolled_back"  # type: ignore[union-attr]
+            # The audit trail: the killed run's start, then its node's recovery by whoever
+            # restarted, and the run closed interrupted; the chain intact across the kill.
+            trail = [(r.action, r.run_id, r.node) for r in store.audit_records()]
+            assert trail == [
+                ("run.started", open_txn.run_id, None),
+                ("node.recovered", open_txn.run_id, "db-1"),
+                ("run.finished", open_txn.run_id, None),
+            ]
+            assert store.audit_verify().ok
     finally:
         node.run("rm -rf /etc/fazai-crash")

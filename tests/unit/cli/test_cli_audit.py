@@ -1,0 +1,91 @@
+"""`fazai audit` and `fazai audit verify` as a user meets them: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger, audit, chain
+
+KEY = "an-audit-key-of-32-characters-ok"
+
+
+def fazai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FAZAI_AUDIT_KEY")}
+    return subprocess.run(
+        [sys.executable, "-c", "from controller.cli import run; run()", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, **env},
+    )
+
+
+def fill(db: Path, key: str | None = None) -> None:
+    ref = chain.KeyRef(env="AUDIT_TEST_KEY") if key else None
+    if key:
+        os.environ["AUDIT_TEST_KEY"] = key
+    try:
+        with StateStore(db, audit_key=ref) as store:
+            run_id = store.start_run(Trigger.CLI, Command.APPLY, "src", None, actor="dora")
+            entry = audit.node_entry(run_id, "web-1", (), "converged")
+            store.record_node(run_id, "web-1", NodeStatus.CONVERGED, audit=entry)
+            store.finish_run(run_id, RunStatus.SUCCEEDED)
+    finally:
+        os.environ.pop("AUDIT_TEST_KEY", None)
+
+
+def test_listing_export_and_verify_of_an_intact_trail(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    fill(db)
+    listed = fazai("audit", "--state", str(db))
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[2] for line in listed.stdout.splitlines()] == [
+        "run.started",
+        "node.transaction",
+        "run.finished",
+    ]
+    assert "by dora" in listed.stdout
+    lines = fazai("audit", "--state", str(db), "-o", "json", "--since", "1h").stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
+    assert fazai("audit", "--state", str(db), "--since", "2999-01-01").stdout == ""
+    verified = fazai("audit", "verify", "--state", str(db))
+    assert verified.returncode == 0, verified.stderr
+    assert "intact: 3 records" in verified.stdout
+    history = fazai("history", "--state", str(db), "-o", "json")
+    assert json.loads(history.stdout)[0]["actor"] == "dora"
+
+
+def test_verify_exits_1_naming_the_record_and_2_when_it_cannot_check(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    fill(db)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("UPDATE audit SET time = '2020-01-01T00:00:00+00:00' WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    found = fazai("audit", "verify", "--state", str(db))
+    assert found.returncode == 1
+    assert "record 2 (2020-01-01T00:00:00+00:00): modified" in found.stderr
+    missing = fazai("audit", "verify", "--state", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    bad = fazai("audit", "--state", str(db), "--since", "yesterday")
+    assert bad.returncode == 2 and "--since 'yesterday'" in bad.stderr
+
+
+def test_a_keyed_trail_needs_its_key(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    fill(db, KEY)
+    refused = fazai("audit", "verify", "--state", str(db))
+    assert refused.returncode == 2
+    assert "FAZAI_AUDIT_KEY" in refused.stderr and "Traceback" not in refused.stderr
+    assert fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY=KEY).returncode == 0
+    key_file = tmp_path / "audit.key"
+    key_file.write_text("another-key-of-enough-length\n")
+    wrong = fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY_FILE=str(key_file))
+    assert wrong.returncode == 1 and "another HMAC key" in wrong.stderr
+    assert KEY not in refused.stderr + wrong.stderr + wrong.stdout
