@@ -13,7 +13,7 @@ import httpx
 from controller import secrets
 from controller.model.document import Document
 from controller.plan.diff import Observed
-from controller.providers.base import Change, Observation, Unmanaged
+from controller.providers.base import Change, Observation, Part, Unmanaged
 from controller.providers.opnsense import (
     adoption,
     essence,
@@ -25,7 +25,9 @@ from controller.providers.opnsense import (
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
 from controller.providers.opnsense.identity import alias_record
+from controller.providers.opnsense.ownership import OWNERSHIP
 from controller.source.tree import SourceTree
+from controller.store.records import OwnedObject
 
 BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
 
@@ -48,6 +50,7 @@ def api_target(node: Document) -> ApiTarget:
 
 class OpnsenseProvider:
     platform = "opnsense"
+    ownership = OWNERSHIP
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.transport = transport  # a seam for tests; production uses real HTTP
@@ -58,6 +61,22 @@ class OpnsenseProvider:
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds_for(resources))
         return compare(node.name, resources, firewall)
+
+    async def observe_many(self, node: Document, parts: Sequence[Part]) -> list[Observation]:
+        """One bulk read of the object types any part uses; each part is then compared
+        with the firewall restricted to its own types (as its own read would see it)."""
+        wanted = [kinds_for(resources) for resources, _ in parts]
+        async with OpnsenseClient(api_target(node), self.transport) as client:
+            firewall = await live.read(client, set().union(*wanted))
+        out = []
+        for (resources, _), kinds in zip(parts, wanted, strict=True):
+            own = live.LiveFirewall(
+                firewall.version,
+                firewall.version_text,
+                {k: v for k, v in firewall.items.items() if k in kinds},
+            )
+            out.append(compare(node.name, resources, own))
+        return out
 
     async def unmanaged(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
@@ -70,6 +89,9 @@ class OpnsenseProvider:
     def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]:
         """(a name hint, the spec) of a document describing ``item`` as it is."""
         return importing.spec(item)
+
+    def owner(self, node: str, item: Unmanaged, owned: Sequence[OwnedObject]) -> OwnedObject | None:
+        return OWNERSHIP.owner(node, item, owned)
 
     @contextlib.asynccontextmanager
     async def transaction(
