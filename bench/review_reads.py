@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from controller import providers
 from controller.engine import plan as planning
 from controller.forges import review
 from controller.model import loader
@@ -35,6 +36,8 @@ from controller.plan import items as planitems
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import EmulatorServer
+
+providers.load_all()  # an entry point: the platforms' kinds, before any document loads
 
 SUBNET = "10.231.22.0/24"
 

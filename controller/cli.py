@@ -117,6 +117,7 @@ def main() -> None:
 
     Exit codes follow diff(1): 0 in sync, 1 differences found, 2 trouble.
     """
+    providers.load_all()  # every command reads documents of the platforms' kinds
 
 
 @main.command()

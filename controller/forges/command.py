@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from controller import providers
 from controller.errors import FazaiError, ForgeError, InvalidInputError, SourceError
 from controller.forges import comment, review
 from controller.forges.base import STATUS_CONTEXT, CommitState, ForgeClient
@@ -50,6 +51,7 @@ def load_pair(location: str, base_ref: str, head_ref: str, subdir: str) -> Pair:
     """Both states; InvalidInputError when the head is invalid. An invalid base is
     reported in ``base_error`` (a pull request may be the fix); an unknown ref of either
     is a SourceError."""
+    providers.load_all()
     head = loader.load(open_source(location, head_ref, subdir))
     base_tree = open_source(location, base_ref, subdir)
     try:
