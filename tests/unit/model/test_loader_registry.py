@@ -12,7 +12,7 @@ import sys
 from controller.model import loader
 from controller.source.open import open_source
 
-assert not [m for m in sys.modules if m.startswith("controller.providers")], "model imported providers"
+assert not [m for m in sys.modules if m.startswith("controller.providers")]
 try:
     loader.load(open_source("desired_state"))
 except RuntimeError as exc:
