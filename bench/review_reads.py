@@ -33,6 +33,7 @@ from controller.forges import review
 from controller.model import loader
 from controller.model.state import DesiredState
 from controller.plan import items as planitems
+from controller.plan import review as reviewed
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import EmulatorServer
@@ -109,7 +110,7 @@ def main() -> None:
         base = load(work / "base", documents(fleet, emu, key, head=False))
         head = load(work / "head", documents(fleet, emu, key, head=True))
 
-        async def both() -> review.Review:
+        async def both() -> reviewed.Review:
             return await review.build(base, head)
 
         async def apart() -> tuple[planitems.Plan, planitems.Plan]:

@@ -27,8 +27,8 @@ from controller.words import count
 
 if TYPE_CHECKING:
     from controller.engine.prune import Pruning
-    from controller.forges.review import Review
     from controller.plan import items as planitems
+    from controller.plan.review import Review
     from controller.server.client import ApiClient
     from controller.store import StateStore
 

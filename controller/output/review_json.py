@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.forges.review import Review
 from controller.plan import plan_json
+from controller.plan.review import Review
 
 
 def to_dict(review: Review) -> dict[str, Any]:
