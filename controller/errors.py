@@ -19,6 +19,7 @@ git, YAML, OS errors) are mapped into it at the boundary where they happen, chai
     │       ├── EndpointMissingError  this firmware has no such endpoint         (404)
     │       ├── ValidationFailedError the firewall refused the values; see .validations
     │       └── ServerError           the firewall failed (5xx)                  (retryable)
+    ├── PlanFormatError       a plan JSON document (a file, a stored run) is not one; .path
     ├── SandboxError          the sandbox (demo, serve --sandbox) cannot start: a subnet or
     │                         port already in use, no root; says how to fix it
     ├── StoreError            the state store (runs, journal, inventory) is unusable
@@ -135,6 +136,16 @@ class ValidationFailedError(ApiError):
 
 class ServerError(ApiError):
     retryable = True
+
+
+class PlanFormatError(FazaiError):
+    """A plan JSON document read back (from the store, a file) does not fit
+    ``plan.schema.json``; ``path`` is the field (``changes[2].action``), "" for the whole."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
 
 
 class SandboxError(FazaiError):
