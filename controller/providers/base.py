@@ -48,6 +48,12 @@ class Provider(Protocol):
     platform: str
     ownership: Ownership  # what it says about the objects the inventory records
 
+    def machine_key(self, spec: Mapping[str, Any]) -> str | None:
+        """What a Node of this ``spec`` connects to, normalised as the connection would
+        be (a default port spelled out, case where it does not matter): the machine-wide
+        writer lock's key. None when the spec says no address."""
+        ...
+
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
     ) -> Observation:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from controller.providers.linux.apply import LinuxTransaction
 
 
+SSH_PORT = 22
+
+
 @cache
 def facts_command() -> str:
     source = resources.files("controller.providers.linux").joinpath("remote_facts.py").read_text()
@@ -31,6 +34,14 @@ def facts_command() -> str:
 class LinuxProvider:
     platform = "linux"
     ownership = OWNERSHIP
+
+    def machine_key(self, spec: Mapping[str, Any]) -> str | None:
+        """``ADDRESS:PORT``: SSH's port spelled out, brackets and case dropped."""
+        address = spec.get("address")
+        if not isinstance(address, str) or not address:
+            return None
+        host = address.strip().lower().removeprefix("[").removesuffix("]")
+        return f"{host}:{spec.get('port') or SSH_PORT}"
 
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -29,6 +30,7 @@ from controller.providers.opnsense.ownership import OWNERSHIP
 from controller.source.tree import SourceTree
 from controller.store.records import OwnedObject
 
+_HTTP_PORTS = {"http": 80, "https": 443}
 BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
 
 
@@ -51,6 +53,20 @@ def api_target(node: Document) -> ApiTarget:
 class OpnsenseProvider:
     platform = "opnsense"
     ownership = OWNERSHIP
+
+    def machine_key(self, spec: Mapping[str, Any]) -> str | None:
+        """``SCHEME://HOST:PORT/PATH`` of the API: the scheme's port spelled out."""
+        url = spec.get("url")
+        if not isinstance(url, str) or not url:
+            return None
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or _HTTP_PORTS.get(scheme, 0)
+        except ValueError:
+            port = 0
+        host = (parts.hostname or "").lower()
+        return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.transport = transport  # a seam for tests; production uses real HTTP
