@@ -6,12 +6,13 @@ an explicit "must be absent" document for that node, so plan shows it as a delet
 apply removes it like any other change. Objects FazAI never created are not in the
 inventory, so they can never be pruned (plan lists them with ``--show-unmanaged``).
 
-Two kinds have no "absent" that deletes: a kernel parameter cannot be removed, so a
-pruned ``Sysctl`` leaves FazAI's persisted file and keeps its running value; a service
-belongs to its package, so a pruned ``Service`` is *released*: left exactly as it is, and
-forgotten by the inventory once the node's apply succeeds. An owned object that another
-document now describes (a document renamed) is never deleted: its record is handed over
-to that document.
+The node's provider says, through its ``Ownership`` (providers/base.py), which fields
+make an absent document reach an owned object and no other, what a delete leaves behind
+(a pruned ``Sysctl`` keeps its running value), and which kinds have no "absent" that
+deletes: those are *released* (a ``Service`` belongs to its package), left exactly as
+they are and forgotten by the inventory once the node's apply succeeds. An owned object
+that another document now describes (a document renamed) is never deleted: its record is
+handed over to that document.
 """
 
 from __future__ import annotations
