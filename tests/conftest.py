@@ -6,12 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from controller import providers
-
-# The test process is an entry point like the CLI: it registers the platforms' kinds
-# before any test loads documents (the model does not import the providers).
-providers.load_all()
-
 pytest_plugins = ["controller.testing.pytest_fleet"]
 
 
