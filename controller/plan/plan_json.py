@@ -52,15 +52,12 @@ def to_dict(plan: Plan) -> dict[str, Any]:
             }
             for n in plan.nodes
         ],
-        "changes": [
-            item_dict(i) for n in plan.nodes for i in n.items if i.action is not Action.NOOP
-        ],
+        "changes": [_item(i) for n in plan.nodes for i in n.items if i.action is not Action.NOOP],
         "warnings": [str(w) for w in plan.warnings],
     }
 
 
-def item_dict(item: PlanItem) -> dict[str, Any]:
-    """One entry of ``changes``: an item as JSON."""
+def _item(item: PlanItem) -> dict[str, Any]:
     out: dict[str, Any] = {
         "node": item.node,
         "kind": item.kind,
@@ -86,6 +83,11 @@ def item_dict(item: PlanItem) -> dict[str, Any]:
 
 def render(plan: Plan) -> str:
     return json.dumps(to_dict(plan), indent=2, sort_keys=False) + "\n"
+
+
+def item_dict(item: PlanItem) -> dict[str, Any]:
+    """One entry of ``changes``: an item as JSON (an event's items, the API's drift)."""
+    return _item(item)
 
 
 def from_dict(document: Mapping[str, Any]) -> Plan:
