@@ -24,7 +24,8 @@ def owned(node: str, kind: str, name: str, platform_id: str) -> OwnedObject:
 @pytest.mark.parametrize("platform", providers.PLATFORMS)
 def test_a_platform_prunes_and_releases_only_its_own_kinds(platform: str) -> None:
     provider = providers.for_platform(platform)
-    own = {name for name in kinds.names() if kinds.get(name).platform == platform}  # type: ignore[union-attr]
+    registered = [kinds.get(name) for name in kinds.names()]
+    own = {k.name for k in registered if k is not None and k.platform == platform}
     ownership = provider.ownership
     assert ownership.prunable_kinds and ownership.prunable_kinds <= own
     assert ownership.released_kinds <= own
