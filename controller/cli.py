@@ -1032,11 +1032,11 @@ def serve(
     import logging
 
     from controller import logformat
+    from controller.daemon import serve as serving
     from controller.reconcile import config as configuration
     from controller.reconcile import durations
     from controller.reconcile import sandbox as sandboxing
     from controller.reconcile.handle import Mode
-    from controller.reconcile.serve import serve as serving
 
     logformat.configure(log_format)
     for noisy in ("httpx", "watchfiles", "asyncssh"):  # per-request chatter
