@@ -58,12 +58,15 @@ from _opnsense import (
     write_fazai,
 )
 
+from controller import providers
 from controller.engine import plan as planning
 from controller.model import loader
 from controller.plan import items as planitems
 from controller.plan.diff import Action
 from controller.source.open import open_source
 from controller.testing.opnsense import Drift, EmulatorServer, crud
+
+providers.load_all()  # an entry point: the platforms' kinds, before any document loads
 
 RESULTS = RESULTS_DIR / "opnsense_read.json"
 

@@ -27,14 +27,18 @@ from typing import Any
 
 import yaml
 
+from controller import providers
 from controller.engine import plan as planning
 from controller.forges import review
 from controller.model import loader
 from controller.model.state import DesiredState
 from controller.plan import items as planitems
+from controller.plan import review as reviewed
 from controller.source.open import open_source
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 from controller.testing.opnsense import EmulatorServer
+
+providers.load_all()  # an entry point: the platforms' kinds, before any document loads
 
 SUBNET = "10.231.22.0/24"
 
@@ -106,7 +110,7 @@ def main() -> None:
         base = load(work / "base", documents(fleet, emu, key, head=False))
         head = load(work / "head", documents(fleet, emu, key, head=True))
 
-        async def both() -> review.Review:
+        async def both() -> reviewed.Review:
             return await review.build(base, head)
 
         async def apart() -> tuple[planitems.Plan, planitems.Plan]:

@@ -27,8 +27,8 @@ from controller.words import count
 
 if TYPE_CHECKING:
     from controller.engine.prune import Pruning
-    from controller.forges.review import Review
     from controller.plan import items as planitems
+    from controller.plan.review import Review
     from controller.server.client import ApiClient
     from controller.store import StateStore
 
@@ -117,6 +117,7 @@ def main() -> None:
 
     Exit codes follow diff(1): 0 in sync, 1 differences found, 2 trouble.
     """
+    providers.load_all()  # every command reads documents of the platforms' kinds
 
 
 @main.command()
@@ -1147,10 +1148,10 @@ def serve(
     import logging
 
     from controller import logformat
+    from controller.daemon import serve as serving
     from controller.reconcile import config as configuration
     from controller.reconcile import sandbox as sandboxing
     from controller.reconcile.handle import Mode
-    from controller.reconcile.serve import serve as serving
     from controller.settings import durations
 
     logformat.configure(log_format)

@@ -35,6 +35,7 @@ and at once when the source changes.
     │       ├── ValidationFailedError the firewall refused the values; see .validations
     │       ├── RateLimitedError      too many requests (429)            (temporary, delay)
     │       └── ServerError           the firewall failed (5xx)          (temporary, delay)
+    ├── PlanFormatError       a plan JSON document (a file, a stored run) is not one; .path
     ├── SandboxError          the sandbox (demo, serve --sandbox) cannot start: a subnet or
     │                         port already in use, no root; says how to fix it  (permanent)
     ├── StoreError            the state store (runs, journal, inventory) is unusable (permanent)
@@ -265,6 +266,16 @@ class RateLimitedError(ApiError):
 
 class ServerError(ApiError):
     retryable = True
+
+
+class PlanFormatError(FazaiError):
+    """A plan JSON document read back (from the store, a file) does not fit
+    ``plan.schema.json``; ``path`` is the field (``changes[2].action``), "" for the whole."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
 
 
 class SandboxError(FazaiError):

@@ -64,7 +64,8 @@ class Event:
 @dataclass(frozen=True)
 class Redacted:
     """An event value that has already been through :func:`redact` (make one with
-    :func:`redact_in_thread`): :meth:`EventBus.publish` keeps it as it is."""
+    :func:`redact_in_thread`, or from the JSON of masked plan items, plan/masked.py):
+    :meth:`EventBus.publish` keeps it as it is."""
 
     value: Any
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller import events, providers
+from controller.engine import trail as trails
 from controller.engine.nodekey import node_key
 from controller.errors import FazaiError, Interrupted, WriterLockedError
 from controller.model import kinds
@@ -361,7 +362,7 @@ async def _transact(
 
     def trail(result: str, message: str) -> audit.Entry:
         # The node's record in the audit trail, with the digests known when it ends.
-        return audit.node_entry(
+        return trails.node_entry(
             run_id, node.name, approved, result, message, before=before, after=after
         )
 
@@ -387,7 +388,7 @@ async def _transact(
         journal = StoreJournal(store, txn_id, publish, interrupt, run_id=run_id, node=node.name)
         await txn.write(journal)
         verified = await txn.verify()
-        after = audit.live_digest(verified.resources)
+        after = trails.live_digest(verified.resources)
         problems = _unverified(changes, verified)
         if problems:
             raise VerifyMismatch(f"verify found the node still differs: {'; '.join(problems)}")
@@ -495,7 +496,7 @@ async def apply(
     from controller.plan import plan_json
 
     started = time.monotonic()
-    actor = audit.context_for(Trigger(trigger).value, run).actor
+    actor = trails.context_for(Trigger(trigger).value, run).actor
     # Encoding and redacting a large plan takes a while: off the event loop, so a server
     # sharing it keeps answering.
     run_id = await asyncio.to_thread(
@@ -640,8 +641,8 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
         # Still open: the next start tries again (with the escrow key put right, say).
         return f"{txn.node}: rollback of interrupted transaction {txn.id} failed: {exc}{note}"
     why = f"interrupted; rolled back at the next start{note}"
-    trail = audit.node_event("node.recovered", txn.run_id, txn.node, "rolled_back", why)
-    store.mark_rolled_back(txn.id, why, audit=trail)
+    entry = trails.node_event("node.recovered", txn.run_id, txn.node, "rolled_back", why)
+    store.mark_rolled_back(txn.id, why, audit=entry)
     run = store.get_run(txn.run_id)
     if run is not None and run.status is RunStatus.IN_PROGRESS:
         store.record_node(
@@ -671,7 +672,7 @@ async def roll_back_run(
     past = store.get_run(run_id)
     if past is None:
         raise FazaiError(f"no run {run_id} in the state store")
-    actor = audit.context_for(Trigger(trigger).value, run).actor
+    actor = trails.context_for(Trigger(trigger).value, run).actor
     new_run = store.start_run(
         trigger, Command.ROLLBACK, state.source.description, state.revision, actor=actor
     )
@@ -688,7 +689,7 @@ async def roll_back_run(
                 state, store, txn, run_id, new_run, lock_timeout, interrupt
             )
         seconds = time.monotonic() - started
-        restored = audit.node_event(
+        restored = trails.node_event(
             "node.restored", new_run, txn.node, status.value, message, restores=run_id
         )
         store.record_node(new_run, txn.node, status, message, seconds, audit=restored)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import yaml
 
@@ -28,22 +28,11 @@ from controller.model import crosscheck, validate
 from controller.model.document import API_VERSION, Document
 from controller.model.state import DesiredState
 from controller.model.yamlsource import read_documents
-from controller.providers.base import Unmanaged
-from controller.providers.opnsense.identity import object_uuid, parse_alias_record
-from controller.source.tree import SourceTree
+from controller.providers.base import Importer, Unmanaged
 from controller.store import OwnedObject
 from controller.words import count
 
 MAX_NAME = 63
-
-
-@runtime_checkable
-class Importer(Protocol):
-    async def unmanaged(
-        self, node: Document, resources: Sequence[Document], tree: SourceTree
-    ) -> tuple[Unmanaged, ...]: ...
-
-    def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]: ...
 
 
 def importer(platform: str) -> Importer:
@@ -78,7 +67,7 @@ async def documents(
     for item in sorted(found, key=lambda i: (i.kind, i.name)):
         if only_kinds and item.kind not in only_kinds:
             continue
-        record = owner(node_name, item, owned)
+        record = provider.owner(node_name, item, owned)
         if record is not None:
             skipped.append(
                 f"{item.kind} {item.name}: FazAI owns it already as {record.kind}/"
@@ -98,28 +87,6 @@ async def documents(
         candidates.append((item, body))
     valid = _valid(state, candidates, skipped)
     return Imported(tuple(valid), tuple(skipped))
-
-
-def owner(node: str, item: Unmanaged, owned: Sequence[OwnedObject]) -> OwnedObject | None:
-    """The inventory record of ``item``, if FazAI owns it: by the id recorded (an alias's
-    name@uuid, or its name alone as older records hold it), or by the uuid FazAI derives
-    from the record's name (rules and overrides it created)."""
-    uuid = item.platform_id.lower()
-    for record in owned:
-        if record.kind != item.kind or record.node != node:
-            continue
-        if item.kind == "FirewallAlias":
-            name, recorded = parse_alias_record(record.platform_id)
-            if recorded is not None and recorded.lower() == uuid:
-                return record
-            if recorded is None and name == str(item.live.get("name", "")):
-                return record
-        elif uuid and uuid in (
-            record.platform_id.lower(),
-            object_uuid(node, record.kind, record.name),
-        ):
-            return record
-    return None
 
 
 def _valid(

@@ -12,30 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-SSH_PORT = 22
-_HTTP_PORTS = {"http": 80, "https": 443}
+from controller import providers
 
 
 def node_key(spec: Mapping[str, Any]) -> str | None:
-    """``linux:ADDRESS:PORT`` or ``opnsense:SCHEME://HOST:PORT/PATH``; None when the
-    document says no address (validation refuses that before any write)."""
-    platform = spec.get("platform")
-    if platform == "opnsense":
-        url = spec.get("url")
-        if not isinstance(url, str) or not url:
-            return None
-        parts = urlsplit(url.strip())
-        scheme = parts.scheme.lower()
-        try:
-            port = parts.port or _HTTP_PORTS.get(scheme, 0)
-        except ValueError:
-            port = 0
-        host = (parts.hostname or "").lower()
-        return f"opnsense:{scheme}://{host}:{port}{parts.path.rstrip('/')}"
-    address = spec.get("address")
-    if not isinstance(address, str) or not address:
-        return None
-    host = address.strip().lower().removeprefix("[").removesuffix("]")
-    return f"{platform}:{host}:{spec.get('port') or SSH_PORT}"
+    """``PLATFORM:WHAT-IT-CONNECTS-TO`` as the node's provider spells it (``linux:ADDRESS:
+    PORT``, ``opnsense:SCHEME://HOST:PORT/PATH``); None when the document says no address
+    (validation refuses that before any write)."""
+    key = providers.for_platform(str(spec.get("platform"))).machine_key(spec)
+    return None if key is None else f"{spec.get('platform')}:{key}"

@@ -16,24 +16,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from controller.engine.prune import BY_UUID, UUID
+from controller.engine.prune import ownership_of
 from controller.model.state import DesiredState
-from controller.providers.opnsense.identity import object_uuid
 from controller.store import OwnedObject
-
-# The kinds prune reaches by uuid are the kinds whose recorded uuid binds a document.
-KINDS = BY_UUID
 
 
 def bind(state: DesiredState, owned: Mapping[str, Sequence[OwnedObject]]) -> DesiredState:
     """``state`` with the recorded uuids of ``owned`` (the inventory, by node) added."""
     recorded: dict[tuple[str, str], dict[str, str]] = {}
     for node, objects in owned.items():
+        ownership = ownership_of(state, node)
         for obj in objects:
-            uuid = obj.platform_id.lower()
-            if obj.kind not in KINDS or not UUID.fullmatch(uuid):
-                continue
-            if uuid != object_uuid(node, obj.kind, obj.name):
+            uuid = ownership.recorded(node, obj)
+            if uuid is not None:
                 recorded.setdefault((obj.kind, obj.name), {})[node] = uuid
     if not recorded:
         return state

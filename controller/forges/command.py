@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller import providers
 from controller.errors import FazaiError, ForgeError, InvalidInputError, SourceError
 from controller.forges import comment, review
 from controller.forges.base import STATUS_CONTEXT, CommitState, ForgeClient
@@ -28,6 +29,8 @@ from controller.forges.settings import DEFAULT_API_URLS, DEFAULT_TOKEN_ENV, Forg
 from controller.forges.settings import from_config as forges_from_config
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.output import review_markdown
+from controller.plan import review as reviewed
 from controller.secrets import resolve
 from controller.settings import read as reading
 from controller.source.open import default_cache_dir, open_source
@@ -48,6 +51,7 @@ def load_pair(location: str, base_ref: str, head_ref: str, subdir: str) -> Pair:
     """Both states; InvalidInputError when the head is invalid. An invalid base is
     reported in ``base_error`` (a pull request may be the fix); an unknown ref of either
     is a SourceError."""
+    providers.load_all()
     head = loader.load(open_source(location, head_ref, subdir))
     base_tree = open_source(location, base_ref, subdir)
     try:
@@ -66,7 +70,7 @@ def plan_pair(
     show_unmanaged: bool = False,
     trust_head: bool = False,
     prune: Callable[[DesiredState], DesiredState] | None = None,
-) -> review.Review:
+) -> reviewed.Review:
     head = prune(pair.head) if prune else pair.head
     base = prune(pair.base) if prune and pair.base is not None else pair.base
     return asyncio.run(
@@ -136,10 +140,8 @@ def forge_settings(
     )
 
 
-def verdict(result: review.Review) -> tuple[CommitState, str]:
+def verdict(result: reviewed.Review) -> tuple[CommitState, str]:
     """The commit status a review earns, and its description."""
-    from controller.output.review_markdown import summary
-
     plan = result.head
     unread = [n for n in plan.nodes if n.error and n.error_type != NODE_TROUBLE]
     untrusted = [n for n in plan.nodes if n.error_type == NODE_TROUBLE]
@@ -157,7 +159,7 @@ def verdict(result: review.Review) -> tuple[CommitState, str]:
         return CommitState.SUCCESS, "in sync with the live nodes"
     return CommitState.SUCCESS, (
         f"{counts['create']} to create, {counts['update']} to update, "
-        f"{counts['delete']} to delete; {summary(result)}"
+        f"{counts['delete']} to delete; {review_markdown.summary(result)}"
     )
 
 
@@ -260,12 +262,10 @@ def run_review(
     subdir: str = "",
     sha: str | None = None,
     plan_options: dict[str, Any],
-    emit: Callable[[review.Review], None],
+    emit: Callable[[reviewed.Review], None],
     say: Callable[[str], None],
 ) -> int:
     """The whole of ``fazai review``; returns the exit code."""
-    from controller.output import review_markdown
-
     try:
         pair = load_pair(location, base_ref, head_ref, subdir)
     except InvalidInputError as exc:

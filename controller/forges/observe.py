@@ -8,12 +8,9 @@ between two reads.
 A node is shared when both states describe it with the same connection (the same Node
 spec, ``prune`` aside); otherwise each state reads it on its own. Per platform, a shared read is:
 
-* linux: one fact request holding what both states' resources need (its file and nft
-  entries are positional, its package/user/sysctl/service names are sets), one SSH round
-  trip, then each state's readers take their part of the answer;
-* opnsense: one bulk read of the object types either state uses, then each state is
-  compared with the firewall restricted to its own types;
-* any other platform: the provider's own ``observe``, once per state, at the same time.
+the provider's ``observe_many`` where it has one (linux: one fact request and one SSH
+round trip; opnsense: one bulk read), else its own ``observe``, once per state, at the
+same time.
 """
 
 from __future__ import annotations
@@ -26,10 +23,9 @@ from controller import providers
 from controller.engine.plan import Observe
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.providers.base import Observation
+from controller.providers.base import Observation, Part, SharedReader
 from controller.source.tree import SourceTree
 
-Part = tuple[Sequence[Document], SourceTree]
 NOT_CONNECTION = frozenset({"prune"})  # Node spec fields that do not say how to reach it
 
 
@@ -83,40 +79,8 @@ def connection(node: Document) -> dict[str, object]:
 
 async def read_together(node: Document, parts: Sequence[Part]) -> list[Observation]:
     """Each part's observation of ``node``, from one read where the platform allows."""
-    platform = node.spec["platform"]
-    if platform == "linux":
-        return await _linux(node, parts)
-    if platform == "opnsense":
-        return await _opnsense(node, parts)
-    provider = providers.for_platform(platform)
+    provider = providers.for_platform(node.spec["platform"])
+    if isinstance(provider, SharedReader):
+        return await provider.observe_many(node, parts)
     results = await asyncio.gather(*(provider.observe(node, res, tree) for res, tree in parts))
     return list(results)
-
-
-async def _linux(node: Document, parts: Sequence[Part]) -> list[Observation]:
-    from controller.providers.linux import essence
-    from controller.providers.linux.provider import PROVIDER
-
-    request = essence.FactRequest()
-    readers = [{doc: essence.prepare(doc, tree, request) for doc in res} for res, tree in parts]
-    answer = await PROVIDER.gather(node, request)
-    return [Observation({doc: read(answer) for doc, read in part.items()}) for part in readers]
-
-
-async def _opnsense(node: Document, parts: Sequence[Part]) -> list[Observation]:
-    from controller.providers.opnsense import live
-    from controller.providers.opnsense.client import OpnsenseClient
-    from controller.providers.opnsense.provider import PROVIDER, api_target, compare, kinds_for
-
-    wanted = [kinds_for(res) for res, _ in parts]
-    async with OpnsenseClient(api_target(node), PROVIDER.transport) as client:
-        firewall = await live.read(client, set().union(*wanted))
-    out = []
-    for (resources, _), kinds in zip(parts, wanted, strict=True):
-        own = live.LiveFirewall(
-            firewall.version,
-            firewall.version_text,
-            {k: v for k, v in firewall.items.items() if k in kinds},
-        )
-        out.append(compare(node.name, resources, own))
-    return out

@@ -79,6 +79,12 @@ def names() -> list[str]:
     return sorted(_KINDS)
 
 
+def platforms() -> set[str]:
+    """The platforms whose kinds are registered (none until the entry point registers
+    them: ``controller.providers.load_all()``)."""
+    return {k.platform for k in _KINDS.values() if k.platform is not None}
+
+
 def apply_defaults(kind: Kind, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level schema defaults, then ``name_field`` from metadata.name."""
     out = dict(spec)

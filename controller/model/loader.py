@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from controller import providers
 from controller.errors import InvalidInputError, SourceError
-from controller.model import crosscheck, foreign, validate
+from controller.model import crosscheck, foreign, kinds, validate
 from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -17,8 +16,16 @@ from controller.words import count
 
 
 def load(tree: SourceTree) -> DesiredState:
-    """The desired state of ``tree``; raises InvalidInputError with every error, sorted."""
-    providers.load_all()
+    """The desired state of ``tree``; raises InvalidInputError with every error, sorted.
+
+    The platforms' kinds must be registered first (``controller.providers.load_all()``,
+    which the CLI, the reconcile loop and the test kits call at startup): the model sits
+    below the providers and does not know which platforms there are."""
+    if not kinds.platforms():
+        raise RuntimeError(
+            "no document kinds are registered: call controller.providers.load_all() "
+            "at startup, before loading a desired state"
+        )
     documents: list[Document] = []
     problems: list[Diagnostic] = []
     broken_nodes: set[str] = set()

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from controller.errors import PlanFormatError
 from controller.events import Event, EventType
 from controller.notify.dedup import DedupState, OpenIssue, digest, fingerprint
 from controller.notify.notice import NodeOutcome, Notice
 from controller.notify.settings import NoticeKind
+from controller.plan import plan_json
+from controller.plan.items import PlanItem
 from controller.reconcile.handle import ControllerHandle
 from controller.reports.build import drifted_resources
 from controller.reports.model import DriftedResource
@@ -61,8 +64,7 @@ class Policy:
     def _drift(self, event: Event, data: Mapping[str, Any]) -> list[Notice]:
         node = str(data.get("node", ""))
         source = str(data.get("source", ""))
-        items = data.get("items") or ()
-        resources = drifted_resources(node, source, [i for i in items if isinstance(i, Mapping)])
+        resources = drifted_resources(node, source, _typed(data.get("items") or ()))
         key = f"drift/{source}/{node}"
         if not resources:
             closed = self.state.close(key)
@@ -180,12 +182,10 @@ class Policy:
         status = str(data.get("status") or (run.status.value if run else "unknown"))
         revision = data.get("revision") or (run.revision if run else None)
         plan = run.plan if run is not None and run.plan else {}
-        items = [c for c in plan.get("changes") or () if isinstance(c, Mapping)]
+        items = _typed(plan.get("changes") or ())
         resources: list[DriftedResource] = []
-        for node in sorted({str(c.get("node", "")) for c in items}):
-            resources.extend(
-                drifted_resources(node, source, [c for c in items if c.get("node") == node])
-            )
+        for node in sorted({i.node for i in items}):
+            resources.extend(drifted_resources(node, source, [i for i in items if i.node == node]))
         outcomes = (
             tuple(NodeOutcome(n.node, n.status.value, n.message) for n in run.nodes) if run else ()
         )
@@ -311,3 +311,17 @@ def _lines(resources: Sequence[DriftedResource]) -> list[str]:
     if len(resources) > LINES:
         lines.append(f"  and {len(resources) - LINES} more")
     return lines
+
+
+def _typed(entries: Iterable[Any]) -> list[PlanItem]:
+    """Plan JSON items (an event's, a stored plan's) typed again at this edge. One that
+    does not fit the plan schema is logged and left out: notifying never stops."""
+    out = []
+    for entry in entries:
+        try:
+            if not isinstance(entry, Mapping):
+                raise PlanFormatError(f"a plan item is an object, not {type(entry).__name__}")
+            out.append(plan_json.item_from_dict(entry))
+        except PlanFormatError as exc:
+            log.warning("notifications: a plan item left out: %s", exc)
+    return out

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.forges.review import Review
 from controller.plan import plan_json
+from controller.plan.review import Review
 
 
 def to_dict(review: Review) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def to_dict(review: Review) -> dict[str, Any]:
         if old is not None:
             change["base"] = {
                 "action": old.action.value,
-                "changes": plan_json._item(old)["changes"],
+                "changes": plan_json.item_dict(old)["changes"],
             }
     out["review"] = {
         "base": {
@@ -31,7 +31,7 @@ def to_dict(review: Review) -> dict[str, Any]:
             "error": review.base_error,
         },
         "summary": review.counts(),
-        "dropped": [plan_json._item(i) for i in review.dropped],
+        "dropped": [plan_json.item_dict(i) for i in review.dropped],
         "reads": dict(sorted(review.reads.items())),
     }
     return out

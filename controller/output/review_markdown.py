@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from controller.forges.review import Marking, Review, key
 from controller.model.diagnostics import Diagnostic
 from controller.output import terminal
 from controller.output.plan_markdown import cell, item_lines, node_table
 from controller.output.summary import summary_line
 from controller.plan.items import PlanItem
+from controller.plan.review import Marking, Review, key
 from controller.source import revision as revisions
 
 TITLE = "FazAI plan for this pull request"

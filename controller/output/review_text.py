@@ -6,11 +6,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from controller.forges.review import Marking, Review
 from controller.output import plan_text
 from controller.output.review_markdown import summary
 from controller.output.summary import SYMBOLS
 from controller.plan.items import PlanItem
+from controller.plan.review import Marking, Review
 from controller.source import revision as revisions
 
 STYLES = {Marking.INTRODUCED: "bold cyan", Marking.CHANGED: "bold magenta", Marking.PENDING: "dim"}

@@ -9,15 +9,20 @@ from typing import Any, Protocol, runtime_checkable
 from controller.model.document import Document
 from controller.plan.diff import Observed
 from controller.source.tree import SourceTree
-from controller.store.records import Intent
+from controller.store.records import Intent, OwnedObject
 
 __all__ = [
+    "NO_OWNERSHIP",
+    "Absent",
     "Change",
+    "Importer",
     "Intent",
     "NodeTransaction",
     "Observation",
+    "Ownership",
     "PlatformIds",
     "Provider",
+    "SharedReader",
     "StepJournal",
     "Unmanaged",
 ]
@@ -41,6 +46,13 @@ class Observation:
 
 class Provider(Protocol):
     platform: str
+    ownership: Ownership  # what it says about the objects the inventory records
+
+    def machine_key(self, spec: Mapping[str, Any]) -> str | None:
+        """What a Node of this ``spec`` connects to, normalised as the connection would
+        be (a default port spelled out, case where it does not matter): the machine-wide
+        writer lock's key. None when the spec says no address."""
+        ...
 
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
@@ -119,4 +131,96 @@ class PlatformIds(Protocol):
 
     def platform_ids(self) -> Mapping[tuple[str, str], str]:
         """(kind, document name) -> the platform's id of the object written."""
+        ...
+
+
+# -- ownership (issue 10): the platform's side of prune, recorded bindings and import ------
+
+
+@dataclass(frozen=True)
+class Absent:
+    """How an owned object is deleted: the spec fields that make a ``state: absent``
+    document of its kind reach that object and no other, and what a person should know
+    about what the delete leaves behind (None: nothing)."""
+
+    fields: Mapping[str, Any]
+    note: str | None = None
+
+
+class Ownership(Protocol):
+    """What a platform says about the objects the inventory records as FazAI's, so that
+    the engine prunes, binds and imports without knowing how the platform names them."""
+
+    # Kinds whose absent state removes the object (``absent`` answers for them).
+    prunable_kinds: frozenset[str]
+    # Kinds with no absent state: pruning lets go of the object and leaves it as it is.
+    released_kinds: frozenset[str]
+
+    def absent(self, obj: OwnedObject) -> Absent | None:
+        """How the owned ``obj`` (of a prunable kind) is deleted; None when its record
+        does not identify an object that an absent document would reach (it is then not
+        pruned, and said so)."""
+        ...
+
+    def claim(self, node: str, doc: Document) -> str | None:
+        """The platform's own id of the object ``doc`` binds on ``node`` (an OPNsense
+        uuid), or None where the kind's instance key says which object it is."""
+        ...
+
+    def recorded(self, node: str, obj: OwnedObject) -> str | None:
+        """The platform id that a document of ``obj``'s name must be bound to, because
+        the document alone would not find that object again (an adopted rule's uuid);
+        None when the document finds its object by itself."""
+        ...
+
+
+class _NoOwnership:
+    """A platform that records nothing it could prune or bind."""
+
+    prunable_kinds: frozenset[str] = frozenset()
+    released_kinds: frozenset[str] = frozenset()
+
+    def absent(self, obj: OwnedObject) -> Absent | None:
+        return None
+
+    def claim(self, node: str, doc: Document) -> str | None:
+        return None
+
+    def recorded(self, node: str, obj: OwnedObject) -> str | None:
+        return None
+
+
+NO_OWNERSHIP: Ownership = _NoOwnership()
+
+
+@runtime_checkable
+class Importer(Protocol):
+    """A provider that can list what a node holds and no document describes, and state
+    each such object as a document (``fazai import``)."""
+
+    async def unmanaged(
+        self, node: Document, resources: Sequence[Document], tree: SourceTree
+    ) -> tuple[Unmanaged, ...]: ...
+
+    def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]:
+        """(a name hint, the spec) of a document describing ``item`` as it is."""
+        ...
+
+    def owner(self, node: str, item: Unmanaged, owned: Sequence[OwnedObject]) -> OwnedObject | None:
+        """The inventory record among ``owned`` that is ``item``, if FazAI owns it."""
+        ...
+
+
+# One node read for several desired states (a review's base and head): each part is the
+# state's documents for the node and the tree they come from.
+Part = tuple[Sequence[Document], SourceTree]
+
+
+@runtime_checkable
+class SharedReader(Protocol):
+    """A provider that serves several desired states from one read of a node."""
+
+    async def observe_many(self, node: Document, parts: Sequence[Part]) -> list[Observation]:
+        """Each part's observation of ``node``, as ``observe`` would give it, from one
+        live read."""
         ...

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine import apply as applying
+from controller.engine import trail
 from controller.events import Event, EventType
 from controller.model.state import DesiredState
 from controller.plan import plan_json
@@ -38,7 +39,7 @@ from controller.reconcile.handle import (
     UnknownApproval,
 )
 from controller.reconcile.shared import Shared
-from controller.store import Trigger, audit
+from controller.store import Trigger
 
 log = logging.getLogger("fazai.reconcile")
 
@@ -141,7 +142,7 @@ class Approvals:
         entry = self._entries.pop(approval_id, None)
         if entry is None:
             raise UnknownApproval(approval_id)
-        audit.approval_event(self.shared.store, entry.approval, "aborted", actor=by or "?")
+        trail.approval_event(self.shared.store, entry.approval, "aborted", actor=by or "?")
         log.info("%s: approval %s aborted by %s", entry.approval.source, approval_id, by or "?")
 
     async def approve(self, approval_id: str, by: str = "") -> int | None:
@@ -156,7 +157,7 @@ class Approvals:
             raise UnknownApproval(approval_id)
         pending = entry.approval
         if is_actor(pending.actor, by):
-            audit.approval_event(
+            trail.approval_event(
                 self.shared.store, pending, "refused", actor=by, reason="the actor who triggered it"
             )
             raise ApprovalRefused(
@@ -164,7 +165,7 @@ class Approvals:
                 "another approver must"
             )
         names = pending.approved_by if by in pending.approved_by else (*pending.approved_by, by)
-        audit.approval_event(self.shared.store, pending, "approved", actor=by or "?")
+        trail.approval_event(self.shared.store, pending, "approved", actor=by or "?")
         if len(names) < pending.required:
             updated = replace(pending, approved_by=names)
             self._entries[approval_id] = replace(entry, approval=updated)

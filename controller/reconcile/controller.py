@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from controller import providers
 from controller.engine import apply as applying
 from controller.errors import FazaiError
 from controller.events import EventBus
@@ -41,6 +42,7 @@ class Controller:
     def __init__(
         self, config: ControllerConfig, store: StateStore, events: EventBus | None = None
     ) -> None:
+        providers.load_all()  # the loop registers the platforms its sources' documents use
         self.config = config
         self.store = store
         self.events = events or EventBus()

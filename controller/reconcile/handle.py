@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from controller.errors import FazaiError
 from controller.events import EventBus
+from controller.plan.diff import Action
+from controller.plan.items import PlanItem
 from controller.store import StateStore
 
 
@@ -46,13 +48,15 @@ class NodeDrift:
     mode: Mode
     checked: datetime
     revision: str | None
-    items: Sequence[Mapping[str, Any]] = ()  # plan items as plan JSON writes them
+    # The node's plan items other than noop, with their secrets masked (plan/masked.py):
+    # typed up to the edges that render them (reports, notifications, the API).
+    items: tuple[PlanItem, ...] = ()
     error: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)  # the Node's, for API scopes
 
     @property
     def drifted(self) -> int:
-        return sum(1 for i in self.items if i.get("action") not in ("noop", None))
+        return sum(1 for i in self.items if i.action is not Action.NOOP)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,12 @@ from typing import Any
 from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.errors import RetryDecision
-from controller.events import EventType, Publish, redact_in_thread
+from controller.events import EventType, Publish, Redacted
 from controller.model.state import DesiredState
 from controller.plan import items as planitems
 from controller.plan import plan_json
+from controller.plan.diff import Action
+from controller.plan.masked import masked_all
 from controller.plan.verdicts import RunContext
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import SourceConfig
@@ -63,12 +65,13 @@ def combine(decisions: Sequence[RetryDecision]) -> RetryDecision | None:
     return RetryDecision(False, max(delays) if delays else None, reasons)
 
 
-def node_items(document: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
-    """Plan JSON change items by node."""
-    out: dict[str, list[Mapping[str, Any]]] = {}
-    for item in document.get("changes", []):
-        out.setdefault(str(item["node"]), []).append(item)
-    return out
+def kept_items(plan: planitems.Plan) -> dict[str, tuple[planitems.PlanItem, ...]]:
+    """Each node's items other than noop, secrets masked: what the drift table keeps and
+    the drift events carry (as JSON, which ``plan_json.item_dict`` makes of them)."""
+    return {
+        node.node: masked_all(i for i in node.items if i.action is not Action.NOOP)
+        for node in plan.nodes
+    }
 
 
 def subset(plan: planitems.Plan, nodes: Sequence[planitems.NodePlan]) -> planitems.Plan:
@@ -239,7 +242,6 @@ async def _record(
     store = shared.store
     document = await asyncio.to_thread(plan_json.to_dict, plan)
     await writer.call(store.record_plan, run_id, document)
-    items = node_items(document)
     results = []
     for node in plan.nodes:
         changed = len(node.changed)
@@ -253,20 +255,10 @@ async def _record(
             status, message = NodeStatus.CONVERGED, "in sync"
         results.append((node.node, status, message, node.seconds))
     await writer.call(_record_nodes, store, run_id, results)
-    # The drift events carry every planned item of their node: redacted here, in a thread.
-    shown = {
-        node.node: await redact_in_thread(items.get(node.node, []))
-        for node in plan.nodes
-        if node.changed
-    }
-
-    # The drift table is read by reports and notifications: it keeps a redacted copy too.
-    kept = {
-        node.node: await redact_in_thread(
-            tuple(i for i in items.get(node.node, []) if i.get("action") != "noop")
-        )
-        for node in plan.nodes
-    }
+    # The drift table (read by reports, notifications and the API) keeps each node's items
+    # typed, secrets masked; the drift events carry the same items as JSON. Both are made
+    # here, in a thread: masking walks every field value of a big plan.
+    kept, shown = await asyncio.to_thread(_kept_and_shown, plan)
 
     now = datetime.now(UTC)
     planned = {n.node for n in plan.nodes}
@@ -280,7 +272,7 @@ async def _record(
             mode,
             now,
             plan.revision,
-            tuple(kept[node.node].value),
+            kept[node.node],
             node.error,
             dict(labels.get(node.node, {})),
         )
@@ -304,6 +296,20 @@ async def _record(
     )
     await writer.call(store.finish_run, run_id, overall)
     return overall
+
+
+def _kept_and_shown(
+    plan: planitems.Plan,
+) -> tuple[dict[str, tuple[planitems.PlanItem, ...]], dict[str, Redacted]]:
+    """The drift table's items of every node, and the drift events' items (JSON) of the
+    nodes with changes. The JSON of masked items needs no second walk (plan/masked.py)."""
+    kept = kept_items(plan)
+    shown = {
+        node.node: Redacted([plan_json.item_dict(i) for i in kept[node.node]])
+        for node in plan.nodes
+        if node.changed
+    }
+    return kept, shown
 
 
 def _record_nodes(

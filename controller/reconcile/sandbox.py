@@ -17,6 +17,7 @@ from pathlib import Path
 
 import git
 
+from controller import providers
 from controller.errors import FazaiError
 from controller.model import loader
 from controller.model.state import DesiredState
@@ -66,6 +67,7 @@ def desired_state(config: ControllerConfig) -> DesiredState:
     """The first source's desired state at its head: what the sandbox must provide."""
     source = config.sources[0]
     repo = GitSource(source, config.cache_dir or default_cache_dir())
+    providers.load_all()
     return loader.load(repo.tree(repo.fetch()))
 
 

@@ -1,24 +1,23 @@
-"""``fazai serve``: the controller, its HTTP API and its schedulers, until SIGTERM/SIGINT.
+"""``fazai serve``: the controller and the services beside it, until SIGTERM/SIGINT.
 
-The HTTP API (``controller.server``), the report scheduler (``controller.reports``) and
-the notifier (``controller.notify``) are started when their packages are installed (and,
-for reports and notifications, configured); without them the loop runs alone and says
-so. On SIGTERM or SIGINT the controller stops accepting triggers, lets the apply in
-flight finish or roll back (up to ``shutdownGrace``), stops the services and returns 0.
+The services (the HTTP API, the report scheduler, the notifier) are handed in by
+``controller.daemon``, which sits above them and the loop alike: they read the loop
+through ``ControllerHandle``, so the loop must not import them. On SIGTERM or SIGINT the
+controller stops accepting triggers, lets the apply in flight finish or roll back (up to
+``shutdownGrace``), stops the services and returns 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import logging
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from controller import providers
-from controller.reconcile import outcomes, sections
+from controller.reconcile import outcomes
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.controller import Controller
 from controller.store import StateStore
@@ -46,56 +45,25 @@ def warm_up() -> None:
             log.warning("cannot import %s: %s", module, exc)
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
+class Services(Protocol):
+    """The coroutines of the services to run beside the loop, by name (``controller.daemon``
+    puts the HTTP API, the report scheduler and the notifier here: they watch the loop,
+    which knows nothing of them)."""
+
+    def __call__(
+        self, controller: Controller, config: ControllerConfig, stop: asyncio.Event, *, api: bool
+    ) -> dict[str, Coroutine[Any, Any, None]]: ...
 
 
-def _service(module: str, attribute: str) -> Callable[..., Any] | None:
-    if not _importable(module):
-        return None
-    found: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
-    return found
-
-
-def services(
-    controller: Controller, config: ControllerConfig, stop: asyncio.Event, *, api: bool
-) -> dict[str, Coroutine[Any, Any, None]]:
-    """The coroutines of the services to run beside the loop, by name."""
-    out: dict[str, Coroutine[Any, Any, None]] = {}
-    build_app = _service("controller.server.app", "build_app")
-    serve_http = _service("controller.server.run", "serve_http")
-    if not api:
-        log.info("HTTP API off (--no-api)")
-    elif build_app is None or serve_http is None:
-        log.info("no HTTP API: controller.server is not installed; running the loop only")
-    else:
-        settings = config.sections.get("server")
-        if settings is None:
-            section = sections.get("server")
-            assert section is not None
-            settings = section.parse({})
-        out["http"] = serve_http(build_app(controller, settings), settings, stop)
-    scheduler = _service("controller.reports.scheduler", "ReportScheduler")
-    if "reports" in config.sections:
-        if scheduler is None:
-            log.warning("reports configured, but controller.reports is not installed: ignored")
-        else:
-            out["reports"] = scheduler(config.sections["reports"], controller).run(stop)
-    notifier = _service("controller.notify.dispatcher", "Notifier")
-    if "notifications" in config.sections:
-        if notifier is None:
-            log.warning("notifications configured, but controller.notify is not installed: ignored")
-        else:
-            out["notifications"] = notifier(config.sections["notifications"], controller).run(stop)
-    return out
-
-
-async def serve(config: ControllerConfig, *, api: bool = True, once: bool = False) -> int:
+async def serve(
+    config: ControllerConfig,
+    *,
+    api: bool = True,
+    once: bool = False,
+    services: Services | None = None,
+) -> int:
     """Run until a signal (0), or once over every source with ``once`` (diff(1)-style
-    code); 2 when a service cannot start."""
+    code); 2 when a service cannot start. Without ``services`` the loop runs alone."""
     with StateStore(config.state) as store:
         log.info("state store: %s", store.path)
         controller = Controller(config, store)
@@ -106,13 +74,15 @@ async def serve(config: ControllerConfig, *, api: bool = True, once: bool = Fals
         try:
             if once:
                 return await controller.run_once()
-            return await _run(controller, config, api)
+            return await _run(controller, config, api, services)
         finally:
             outcome_log.cancel()
             await asyncio.gather(outcome_log, return_exceptions=True)
 
 
-async def _run(controller: Controller, config: ControllerConfig, api: bool) -> int:
+async def _run(
+    controller: Controller, config: ControllerConfig, api: bool, services: Services | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -137,9 +107,11 @@ async def _run(controller: Controller, config: ControllerConfig, api: bool) -> i
     try:
         await asyncio.to_thread(warm_up)  # nothing else imports yet: no lock contention
         await controller.start()
+        started = services(controller, config, stop, api=api) if services else {}
+        if not started:
+            log.info("no HTTP API, reports or notifications: running the loop only")
         tasks: dict[asyncio.Task[Any], str] = {
-            asyncio.create_task(coroutine, name=name): name
-            for name, coroutine in services(controller, config, stop, api=api).items()
+            asyncio.create_task(coroutine, name=name): name for name, coroutine in started.items()
         }
         log.info(
             "serving %d source(s): %s",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.engine import apply as applying
-from controller.engine import prune, recorded
+from controller.engine import prune, recorded, trail
 from controller.engine.prune import Pruning
 from controller.errors import InvalidInputError, RetryDecision, SourceError, retry_decision
 from controller.events import EventType
@@ -39,7 +39,7 @@ from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
 from controller.settings.durations import format_seconds
 from controller.source.signatures import SignaturePolicy
-from controller.store import Trigger, audit
+from controller.store import Trigger
 
 log = logging.getLogger("fazai.reconcile")
 
@@ -214,7 +214,7 @@ class SourceWorker:
             author = await asyncio.to_thread(self.git.author, target)
         except SourceError:
             author = "unknown author"
-        actor = audit.commit_actor(author, self.signer)
+        actor = trail.commit_actor(author, self.signer)
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)

@@ -1,16 +1,16 @@
 """Building a :class:`DriftReport` from the controller's drift or from one plan.
 
-Both inputs carry plan JSON items (``controller/plan/plan.schema.json``): ``{node, kind,
-name, action, changes: [{field, live, desired, diff?}], error?}``. Items written as
-``{path, old, new}`` changes are read too, so a publisher using that shape still reports.
+Both come to typed plan items: the drift table holds them (secrets masked), and a plan
+read back from the store is typed again by ``plan_json.from_dict`` at the edge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
+from controller.plan.items import Plan, PlanItem
+from controller.plan.masked import masked_all
 from controller.reconcile.handle import NodeDrift, SourceStatus
 from controller.reports.model import (
     DRIFT_ACTIONS,
@@ -21,50 +21,31 @@ from controller.reports.model import (
     SeriesPoint,
     SourceRef,
 )
-from controller.store.redact import redact
 
 _REPORTED = (*DRIFT_ACTIONS, "error")  # noop and unmanaged are not drift
 
 
-def field_changes(item: Mapping[str, Any]) -> tuple[FieldChange, ...]:
-    out = []
-    for change in item.get("changes") or ():
-        if not isinstance(change, Mapping):
-            continue
-        name = change.get("field", change.get("path", ""))
-        diff = change.get("diff")
-        out.append(
-            FieldChange(
-                field=str(name),
-                live=change.get("live", change.get("old")),
-                desired=change.get("desired", change.get("new")),
-                diff=diff if isinstance(diff, str) and diff else None,
-            )
-        )
-    return tuple(out)
+def field_changes(item: PlanItem) -> tuple[FieldChange, ...]:
+    return tuple(FieldChange(c.field, c.live, c.desired, c.diff or None) for c in item.changes)
 
 
 def drifted_resources(
-    node: str, source: str | None, items: Iterable[Mapping[str, Any]]
+    node: str, source: str | None, items: Iterable[PlanItem]
 ) -> tuple[DriftedResource, ...]:
     """The items of ``node`` that are drift (or could not be compared), sorted."""
-    out = []
-    for item in items:
-        action = str(item.get("action") or "")
-        if action not in _REPORTED:
-            continue
-        error = item.get("error")
-        out.append(
-            DriftedResource(
-                node=str(item.get("node") or node),
-                source=source,
-                kind=str(item.get("kind", "")),
-                name=str(item.get("name", "")),
-                action=action,
-                changes=field_changes(item),
-                error=str(error) if error else None,
-            )
+    out = [
+        DriftedResource(
+            node=item.node or node,
+            source=source,
+            kind=item.kind,
+            name=item.name,
+            action=item.action.value,
+            changes=field_changes(item),
+            error=item.error or None,
         )
+        for item in items
+        if item.action.value in _REPORTED
+    ]
     return tuple(sorted(out, key=lambda r: (r.node, r.kind, r.name)))
 
 
@@ -121,9 +102,9 @@ def from_drift(
     nodes = []
     resources: list[DriftedResource] = []
     for entry in sorted(drift, key=lambda d: (d.node, d.source)):
-        # Redacted again here: the report is written to files and maybe a git branch,
-        # so it does not trust its caller to have done it.
-        found = drifted_resources(entry.node, entry.source, redact(list(entry.items)))
+        # Masked again here: the report is written to files and maybe a git branch, so
+        # it does not trust its caller to have done it.
+        found = drifted_resources(entry.node, entry.source, masked_all(entry.items))
         resources.extend(found)
         nodes.append(
             summarize(
@@ -149,7 +130,7 @@ def from_drift(
 
 
 def from_plan(
-    plan: Mapping[str, Any],
+    plan: Plan,
     *,
     title: str,
     generated: datetime,
@@ -157,26 +138,26 @@ def from_plan(
     series: Sequence[SeriesPoint] = (),
     source: SourceRef | None = None,
 ) -> DriftReport:
-    """The report of one plan as ``plan_json.to_dict`` writes it (``fazai drift``)."""
-    name = source.name if source else str(plan.get("source", ""))
-    revision = plan.get("revision")
-    changes = [c for c in plan.get("changes") or () if isinstance(c, Mapping)]
+    """The report of one plan (``fazai drift``; a plan read back from the store is typed
+    again by ``plan_json.from_dict`` first)."""
+    read = plan
+    name = source.name if source else read.source
+    revision = read.revision
     nodes = []
     resources: list[DriftedResource] = []
-    for entry in plan.get("nodes") or ():
-        node = str(entry.get("node", ""))
-        found = drifted_resources(node, name, [c for c in changes if c.get("node") == node])
+    for entry in read.nodes:
+        found = drifted_resources(entry.node, name, masked_all(entry.items))
         resources.extend(found)
         nodes.append(
             summarize(
-                node,
+                entry.node,
                 found,
                 source=name,
-                platform=entry.get("platform"),
+                platform=entry.platform,
                 mode=None,
                 checked=generated,
                 revision=revision,
-                error=entry.get("error"),
+                error=entry.error,
             )
         )
     ref = source or SourceRef(name=name, location=name, branch=None, revision=revision)

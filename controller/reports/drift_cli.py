@@ -74,7 +74,7 @@ def report(
     except StoreError as exc:
         print(terminal.clean(f"warning: no history: {exc}"), file=err)
     result = build.from_plan(
-        plan_json.to_dict(plan),
+        plan,
         title=TITLE,
         generated=generated,
         window_days=days,

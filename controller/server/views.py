@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from controller.plan import plan_json
 from controller.reconcile.handle import NodeDrift, PendingApproval, SourceStatus
 from controller.store import Run, RunSummary, redact
 
@@ -70,7 +71,8 @@ def drift(node: NodeDrift) -> dict[str, Any]:
         "checked": _time(node.checked),
         "revision": node.revision,
         "drifted": node.drifted,
-        "items": redact([dict(item) for item in node.items]),
+        # JSON made here, at the edge; redacted again: the API trusts no caller with it.
+        "items": redact([plan_json.item_dict(item) for item in node.items]),
         "error": node.error,
     }
 

@@ -9,6 +9,9 @@ start (not root, no sshd, no overlayfs, ...).  The fleet is shared by the whole
 session: tests may change files in nodes (each node's root is copy-on-write)
 but should undo what other tests could trip over, e.g. call node.start() after
 node.stop().
+
+Registering the plugin also registers the platforms' kinds (``providers.load_all()``),
+as the CLI does, so that tests can load documents with ``controller.model.loader``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from controller import providers
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 
 # $FAZAI_FLEET_SUBNET moves the fleet (a /24; nodes at .11-.14), so that sessions on one
@@ -29,6 +33,10 @@ FLEET_NODES = tuple(
     NodeSpec(name, str(_BASE + 11 + i))
     for i, name in enumerate(("web-1", "web-2", "db-1", "edge-1"))
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    providers.load_all()  # a test session is an entry point, like the CLI
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import httpx
 from rich.console import Console
 
 import controller
+from controller import providers
 from controller.engine import plan as planning
 from controller.errors import SandboxError
 from controller.model import loader
@@ -175,6 +176,7 @@ def run_demo(
             f"no desired state at {folder}: pass --desired-state DIR (the desired_state/ "
             "folder of a FazAI checkout is the example the demo is made for)"
         )
+    providers.load_all()
     state = loader.load(open_source(str(folder)))
     try:
         fleet = fleet_for(state, workdir)

@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 from controller.forges import command
-from controller.forges.review import Marking, Review
 from controller.output import review_markdown, review_text
 from controller.plan import plan_json
 from controller.plan.diff import Action
+from controller.plan.review import Marking, Review
 from controller.testing.fleet import Fleet
 from controller.testing.opnsense import EmulatorServer
 from tests.integration.reviewkit import (

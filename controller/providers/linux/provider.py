@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from controller.errors import FactsError
 from controller.model.document import Document
-from controller.providers.base import Observation
+from controller.providers.base import Observation, Part
 from controller.providers.linux import essence, ssh
+from controller.providers.linux.ownership import OWNERSHIP
 from controller.source.tree import SourceTree
 
 if TYPE_CHECKING:
     from controller.providers.base import Change
     from controller.providers.linux.apply import LinuxTransaction
+
+
+SSH_PORT = 22
 
 
 @cache
@@ -29,6 +33,15 @@ def facts_command() -> str:
 
 class LinuxProvider:
     platform = "linux"
+    ownership = OWNERSHIP
+
+    def machine_key(self, spec: Mapping[str, Any]) -> str | None:
+        """``ADDRESS:PORT``: SSH's port spelled out, brackets and case dropped."""
+        address = spec.get("address")
+        if not isinstance(address, str) or not address:
+            return None
+        host = address.strip().lower().removeprefix("[").removesuffix("]")
+        return f"{host}:{spec.get('port') or SSH_PORT}"
 
     async def observe(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
@@ -38,6 +51,15 @@ class LinuxProvider:
         answer = await self.gather(node, request)
         # Linux objects cannot be listed exhaustively (every file?), so none is unmanaged.
         return Observation({doc: read(answer) for doc, read in readers.items()})
+
+    async def observe_many(self, node: Document, parts: Sequence[Part]) -> list[Observation]:
+        """One fact request holding what every part needs (its file and nft entries are
+        positional, its package/user/sysctl/service names are sets), one SSH round trip,
+        then each part's readers take their share of the answer."""
+        request = essence.FactRequest()
+        readers = [{doc: essence.prepare(doc, tree, request) for doc in res} for res, tree in parts]
+        answer = await self.gather(node, request)
+        return [Observation({doc: read(answer) for doc, read in part.items()}) for part in readers]
 
     async def gather(self, node: Document, request: essence.FactRequest) -> Mapping[str, Any]:
         target = ssh.SshTarget.from_node(node)

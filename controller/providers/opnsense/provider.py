@@ -7,13 +7,14 @@ import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from controller import secrets
 from controller.model.document import Document
 from controller.plan.diff import Observed
-from controller.providers.base import Change, Observation, Unmanaged
+from controller.providers.base import Change, Observation, Part, Unmanaged
 from controller.providers.opnsense import (
     adoption,
     essence,
@@ -25,8 +26,11 @@ from controller.providers.opnsense import (
 from controller.providers.opnsense.apply import OpnsenseTransaction
 from controller.providers.opnsense.client import ApiTarget, OpnsenseClient
 from controller.providers.opnsense.identity import alias_record
+from controller.providers.opnsense.ownership import OWNERSHIP
 from controller.source.tree import SourceTree
+from controller.store.records import OwnedObject
 
+_HTTP_PORTS = {"http": 80, "https": 443}
 BUILTIN_TYPES = {"external", "internal"}  # bogons, sshlockout, interface nets: the system's
 
 
@@ -48,6 +52,21 @@ def api_target(node: Document) -> ApiTarget:
 
 class OpnsenseProvider:
     platform = "opnsense"
+    ownership = OWNERSHIP
+
+    def machine_key(self, spec: Mapping[str, Any]) -> str | None:
+        """``SCHEME://HOST:PORT/PATH`` of the API: the scheme's port spelled out."""
+        url = spec.get("url")
+        if not isinstance(url, str) or not url:
+            return None
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or _HTTP_PORTS.get(scheme, 0)
+        except ValueError:
+            port = 0
+        host = (parts.hostname or "").lower()
+        return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.transport = transport  # a seam for tests; production uses real HTTP
@@ -58,6 +77,22 @@ class OpnsenseProvider:
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, kinds_for(resources))
         return compare(node.name, resources, firewall)
+
+    async def observe_many(self, node: Document, parts: Sequence[Part]) -> list[Observation]:
+        """One bulk read of the object types any part uses; each part is then compared
+        with the firewall restricted to its own types (as its own read would see it)."""
+        wanted = [kinds_for(resources) for resources, _ in parts]
+        async with OpnsenseClient(api_target(node), self.transport) as client:
+            firewall = await live.read(client, set().union(*wanted))
+        out = []
+        for (resources, _), kinds in zip(parts, wanted, strict=True):
+            own = live.LiveFirewall(
+                firewall.version,
+                firewall.version_text,
+                {k: v for k, v in firewall.items.items() if k in kinds},
+            )
+            out.append(compare(node.name, resources, own))
+        return out
 
     async def unmanaged(
         self, node: Document, resources: Sequence[Document], tree: SourceTree
@@ -70,6 +105,9 @@ class OpnsenseProvider:
     def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]:
         """(a name hint, the spec) of a document describing ``item`` as it is."""
         return importing.spec(item)
+
+    def owner(self, node: str, item: Unmanaged, owned: Sequence[OwnedObject]) -> OwnedObject | None:
+        return OWNERSHIP.owner(node, item, owned)
 
     @contextlib.asynccontextmanager
     async def transaction(

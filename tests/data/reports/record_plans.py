@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from controller import providers
 from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.model import loader
@@ -29,6 +30,8 @@ from controller.source.open import open_source
 from controller.store import StateStore
 from controller.testing.fleet import Fleet, NodeSpec
 from controller.testing.opnsense import EmulatorServer
+
+providers.load_all()  # an entry point: the platforms' kinds, before any document loads
 
 HERE = Path(__file__).parent
 NODES = (NodeSpec("rep-web-1", "10.231.23.11"), NodeSpec("rep-db-1", "10.231.23.12"))

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger, audit, chain
+from controller.engine import trail
+from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger, chain
 
 KEY = "an-audit-key-of-32-characters-ok"
 
@@ -32,7 +33,7 @@ def fill(db: Path, key: str | None = None) -> None:
     try:
         with StateStore(db, audit_key=ref) as store:
             run_id = store.start_run(Trigger.CLI, Command.APPLY, "src", None, actor="dora")
-            entry = audit.node_entry(run_id, "web-1", (), "converged")
+            entry = trail.node_entry(run_id, "web-1", (), "converged")
             store.record_node(run_id, "web-1", NodeStatus.CONVERGED, audit=entry)
             store.finish_run(run_id, RunStatus.SUCCEEDED)
     finally:

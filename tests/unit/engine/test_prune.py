@@ -154,6 +154,20 @@ def test_a_kind_with_no_delete_is_noted(tmp_path: Path) -> None:
     assert pruning.state is state
 
 
+def test_a_record_of_another_platforms_kind_is_never_pruned(tmp_path: Path) -> None:
+    # The node's own provider says what its records mean: a firewall rule recorded for a
+    # Linux node (its platform changed under the same name) names nothing there.
+    state = load(tmp_path)
+    rule = owned("web-1", "FirewallRule", "r", object_uuid("web-1", "FirewallRule", "r"))
+    package = owned("fw", "Package", "nginx", "nginx")
+    pruning = prune.plan(state, {"web-1": [rule], "fw": [package]}, ["fw", "web-1"])
+    assert pruning.state is state
+    assert pruning.notes == (
+        "fw: Package/nginx is owned but cannot be pruned",
+        "web-1: FirewallRule/r is owned but cannot be pruned",
+    )
+
+
 def test_a_pruned_service_is_released_and_the_plan_says_so(tmp_path: Path) -> None:
     state = load(tmp_path)
     entry = owned("web-1", "Service", "nginx", "nginx")

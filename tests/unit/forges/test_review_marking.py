@@ -7,13 +7,14 @@ import json
 import jsonschema
 
 from controller.forges import command
-from controller.forges.review import Marking, Review, classify, untrusted
+from controller.forges.review import untrusted
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.output import review_json, review_markdown
 from controller.plan import plan_json
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
+from controller.plan.review import Marking, Review, classify
 from controller.source.tree import SourceTree
 
 DIFF = "--- live /etc/motd\n+++ desired /etc/motd\n@@ -1 +1 @@\n-old\n+{}\n"

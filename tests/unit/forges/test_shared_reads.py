@@ -13,6 +13,7 @@ import yaml
 from controller.forges import review
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.plan import review as reviewed
 from controller.plan.diff import Action
 from controller.source.open import open_source
 from controller.testing.opnsense import EmulatorServer
@@ -84,8 +85,8 @@ async def test_one_read_serves_both(firewall: tuple[EmulatorServer, Path], tmp_p
     assert ("FirewallRule", Action.UNMANAGED) in head_items
     assert ("FirewallRule", Action.UNMANAGED) not in base_items
     assert dict(result.markings) == {
-        ("edge-fw", "FirewallAlias", "web"): review.Marking.PENDING,
-        ("edge-fw", "FirewallRule", "ssh"): review.Marking.INTRODUCED,
+        ("edge-fw", "FirewallAlias", "web"): reviewed.Marking.PENDING,
+        ("edge-fw", "FirewallRule", "ssh"): reviewed.Marking.INTRODUCED,
     }
 
 

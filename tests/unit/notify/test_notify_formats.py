@@ -11,13 +11,13 @@ from controller.notify import formats
 from controller.notify.notice import NodeOutcome, Notice
 from controller.notify.settings import NoticeKind
 from controller.reports.build import drifted_resources
-from tests.unit.reports.handlekit import recorded
+from tests.unit.reports.handlekit import recorded_items
 
 WHEN = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 
 
 def drift_notice(**changes: object) -> Notice:
-    found = [c for c in recorded("plan_1_drift")["changes"] if c["node"] == "edge-fw"]
+    found = recorded_items("plan_1_drift", "edge-fw")
     base = Notice(
         kind=NoticeKind.DRIFT,
         title="Drift on edge-fw: 2 to create",

@@ -17,7 +17,7 @@ from controller.notify.senders import DeliveryError, sender_for
 from controller.notify.settings import NoticeKind, SecretRef, SlackTarget, WebhookTarget
 from controller.reports.build import drifted_resources
 from tests.unit.notify.httpkit import HookServer
-from tests.unit.reports.handlekit import recorded
+from tests.unit.reports.handlekit import recorded_items
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HookServer]:
 
 
 def drift() -> Notice:
-    found = [c for c in recorded("plan_1_drift")["changes"] if c["node"] == "rep-db-1"]
+    found = recorded_items("plan_1_drift", "rep-db-1")
     return Notice(
         NoticeKind.DRIFT,
         "Drift on rep-db-1: 1 to create, 1 to update",

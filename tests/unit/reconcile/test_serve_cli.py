@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from controller import daemon
 from controller.events import EventBus
 from controller.reconcile import serve
 from controller.reconcile.config import ControllerConfig, SourceConfig
@@ -46,24 +48,43 @@ def test_without_a_config_it_says_what_to_do(tmp_path: Path) -> None:
     assert "no fazai.yaml here" in result.stderr
 
 
-def test_the_loop_runs_alone_when_the_api_is_off_or_absent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_the_services_are_those_configured_and_the_api_unless_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = ControllerConfig(
-        sources=(SourceConfig("infra", str(tmp_path)),),
-        sections={"reports": {"dir": "r"}},
-    )
+    config = ControllerConfig(sources=(SourceConfig("infra", str(tmp_path)),))
 
     async def check() -> None:
         with StateStore(tmp_path / "s.db") as store:
             controller = Controller(config, store, EventBus())
             stop = asyncio.Event()
-            monkeypatch.setattr(serve, "_service", lambda module, attribute: None)
-            assert serve.services(controller, config, stop, api=False) == {}
-            assert serve.services(controller, config, stop, api=True) == {}
+            assert daemon.services(controller, config, stop, api=False) == {}
+            started = daemon.services(controller, config, stop, api=True)
+            assert list(started) == ["http"]
+            for coroutine in started.values():
+                coroutine.close()  # never run: only which services start is checked
 
     with caplog.at_level(logging.INFO, logger="fazai.serve"):
         asyncio.run(check())
     assert "HTTP API off (--no-api)" in caplog.text
-    assert "controller.server is not installed; running the loop only" in caplog.text
-    assert "reports configured, but controller.reports is not installed" in caplog.text
+
+
+def test_without_services_the_loop_runs_alone_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ControllerConfig(
+        sources=(SourceConfig("infra", str(tmp_path / "nowhere")),), state=tmp_path / "s.db"
+    )
+
+    async def check() -> int:
+        task = asyncio.create_task(serve.serve(config))
+        for _ in range(200):
+            if "running the loop only" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+        signal.raise_signal(signal.SIGTERM)
+        return await asyncio.wait_for(task, 30)
+
+    with caplog.at_level(logging.INFO, logger="fazai.serve"):
+        code = asyncio.run(check())
+    assert "no HTTP API, reports or notifications: running the loop only" in caplog.text
+    assert code == 0

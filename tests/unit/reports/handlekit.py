@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.events import EventBus
+from controller.plan import plan_json
+from controller.plan.items import Plan, PlanItem
 from controller.reconcile.handle import (
     Mode,
     NodeDrift,
@@ -28,6 +30,16 @@ def recorded(name: str) -> dict[str, Any]:
     """``plan_1_drift``, ``plan_2_partial`` or ``plan_3_in_sync`` (see record_plans.py)."""
     loaded: dict[str, Any] = json.loads((DATA / f"{name}.json").read_text())
     return loaded
+
+
+def recorded_plan(name: str) -> Plan:
+    """A recorded plan, typed again as the store's readers do (``plan_json.from_dict``)."""
+    return plan_json.from_dict(recorded(name))
+
+
+def recorded_items(name: str, node: str) -> list[PlanItem]:
+    """The typed items of ``node`` in a recorded plan."""
+    return [i for n in recorded_plan(name).nodes if n.node == node for i in n.items]
 
 
 class Clock:
@@ -49,11 +61,10 @@ def node_drift(
     revision: str | None = "0123456789abcdef0123456789abcdef01234567",
 ) -> list[NodeDrift]:
     """What the reconcile loop keeps per node after planning ``plan`` (as passes.py does)."""
-    out = []
-    for node in plan["nodes"]:
-        items = tuple(c for c in plan["changes"] if c["node"] == node["node"])
-        out.append(NodeDrift(node["node"], source, mode, checked, revision, items, node["error"]))
-    return out
+    return [
+        NodeDrift(node.node, source, mode, checked, revision, node.items, node.error)
+        for node in plan_json.from_dict(plan).nodes
+    ]
 
 
 def record_run(

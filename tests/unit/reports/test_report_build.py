@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from controller.plan.diff import Action, Change
+from controller.plan.items import PlanItem
 from controller.reconcile.handle import Mode, NodeDrift
 from controller.reports import build
-from tests.unit.reports.handlekit import START, default_sources, node_drift, recorded
+from tests.unit.reports.handlekit import (
+    START,
+    default_sources,
+    node_drift,
+    recorded,
+    recorded_plan,
+)
 
 
 def test_report_from_a_recorded_plan_counts_per_node_and_lists_field_changes() -> None:
     report = build.from_plan(
-        recorded("plan_1_drift"), title="fazai drift", generated=START, window_days=30
+        recorded_plan("plan_1_drift"), title="fazai drift", generated=START, window_days=30
     )
     by_node = {n.node: n for n in report.nodes}
     assert sorted(by_node) == ["edge-fw", "rep-db-1", "rep-gone", "rep-web-1"]
@@ -40,7 +48,9 @@ def test_report_from_a_recorded_plan_counts_per_node_and_lists_field_changes() -
 
 
 def test_a_plan_in_sync_reports_exit_0_and_no_resource() -> None:
-    report = build.from_plan(recorded("plan_3_in_sync"), title="t", generated=START, window_days=7)
+    report = build.from_plan(
+        recorded_plan("plan_3_in_sync"), title="t", generated=START, window_days=7
+    )
     assert report.exit_code == 0 and report.status == "in sync"
     assert report.resources == ()
     assert all(n.in_sync for n in report.nodes)
@@ -70,18 +80,12 @@ def test_report_from_the_loops_drift_with_modes_sources_and_platforms() -> None:
     assert report.drifted == 4
 
 
-def test_noop_and_unmanaged_items_are_not_drift_and_path_old_new_changes_are_read() -> None:
+def test_noop_and_unmanaged_items_are_not_drift() -> None:
     items = [
-        {"node": "n1", "kind": "File", "name": "a", "action": "noop", "changes": []},
-        {"node": "n1", "kind": "File", "name": "b", "action": "unmanaged", "changes": []},
-        {
-            "node": "n1",
-            "kind": "Sysctl",
-            "name": "c",
-            "action": "update",
-            "changes": [{"path": "value", "old": "0", "new": "1"}],
-        },
-        {"node": "n1", "kind": "File", "name": "d", "action": "error", "error": "unreadable"},
+        PlanItem("n1", "File", "a", Action.NOOP),
+        PlanItem("n1", "File", "b", Action.UNMANAGED),
+        PlanItem("n1", "Sysctl", "c", Action.UPDATE, (Change("value", "0", "1"),)),
+        PlanItem("n1", "File", "d", Action.ERROR, error="unreadable"),
     ]
     found = build.drifted_resources("n1", "infra", items)
     assert [(r.name, r.action) for r in found] == [("d", "error"), ("c", "update")]
@@ -104,15 +108,13 @@ def test_a_secret_in_the_drift_table_never_reaches_the_report() -> None:
     # The drift table is in memory; the report goes to files and maybe a git branch, so
     # it redacts again whatever it is handed.
     secret = "s3cr3t-api-value"
-    item = {
-        "node": "n1",
-        "kind": "File",
-        "name": "app",
-        "action": "update",
-        "changes": [
-            {"field": "content", "live": {"apiKey": secret}, "desired": {"apiKey": "x"}},
-        ],
-    }
+    item = PlanItem(
+        "n1",
+        "File",
+        "app",
+        Action.UPDATE,
+        (Change("content", {"apiKey": secret}, {"apiKey": "x"}),),
+    )
     drift = [NodeDrift("n1", "infra", Mode.DETECT, START, None, (item,))]
     report = build.from_drift(
         drift, default_sources(), title="daily", generated=START, window_days=1

@@ -24,7 +24,7 @@ from controller.reports.model import (
     SourceRef,
 )
 from controller.store import StateStore
-from tests.unit.reports.handlekit import START, Clock, record_run, recorded
+from tests.unit.reports.handlekit import START, Clock, record_run, recorded, recorded_plan
 
 EVIL = '<script>alert("pwned")</script>'
 ATTR = '"><img src=x onerror=alert(1)>'
@@ -74,7 +74,7 @@ def store(tmp_path: Path) -> Iterator[tuple[StateStore, Clock]]:
 
 def drift_report(series: tuple[SeriesPoint, ...] = ()) -> DriftReport:
     return build.from_plan(
-        recorded("plan_1_drift"), title="daily", generated=START, window_days=30, series=series
+        recorded_plan("plan_1_drift"), title="daily", generated=START, window_days=30, series=series
     )
 
 
@@ -138,7 +138,7 @@ def test_json_report_validates_against_its_schema(store: tuple[StateStore, Clock
     for report in (
         drift_report(series),
         hostile_report(),
-        build.from_plan(recorded("plan_3_in_sync"), title="t", generated=START, window_days=1),
+        build.from_plan(recorded_plan("plan_3_in_sync"), title="t", generated=START, window_days=1),
     ):
         document = json.loads(render_json.render(report))
         errors = [e.message for e in validator.iter_errors(document)]

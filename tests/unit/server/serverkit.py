@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from controller.events import EventBus
+from controller.plan.diff import Action
+from controller.plan.items import PlanItem
 from controller.reconcile.handle import (
     ControllerHandle,
     Mode,
@@ -108,9 +110,7 @@ class FakeHandle:
         )
 
     def add_drift(self, node: str, actions: Sequence[str], mode: Mode = Mode.DETECT) -> None:
-        items = tuple(
-            {"kind": "Sysctl", "name": f"s{i}", "action": a} for i, a in enumerate(actions)
-        )
+        items = tuple(PlanItem(node, "Sysctl", f"s{i}", Action(a)) for i, a in enumerate(actions))
         self.drift_list = [d for d in self.drift_list if d.node != node]
         self.drift_list.append(NodeDrift(node, "infra", mode, T0, "a" * 40, items))
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from controller.engine import trail
 from controller.errors import AuditKeyError
 from controller.plan.diff import Action, Change
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import Effect, RunContext, Verdict
-from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger, audit, chain
+from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger, chain
 
 
 def _fill(store: StateStore, n: int = 5) -> int:
@@ -29,7 +30,7 @@ def _fill(store: StateStore, n: int = 5) -> int:
             run_id,
             f"n{i}",
             NodeStatus.CONVERGED,
-            audit=audit.node_entry(
+            audit=trail.node_entry(
                 run_id, f"n{i}", (), "converged", f"n{i}", before="b", after="a"
             ),
         )
@@ -289,8 +290,8 @@ def test_denials_and_approvals_record_their_items_verdicts_and_actor(store: Stat
         (Change("uid", 0, None),),
         verdicts=(Verdict("defaults", "no-root", Effect.DENY, "root is never deleted"),),
     )
-    audit.record_denied(store, RunContext("cli", "apply", "carol"), [item], source="src")
-    audit.record_approval(
+    trail.record_denied(store, RunContext("cli", "apply", "carol"), [item], source="src")
+    trail.record_approval(
         store,
         approval_id="ab12",
         decision="approved",
@@ -323,7 +324,7 @@ def test_secret_values_never_reach_the_trail(store: StateStore) -> None:
         run_id,
         "web-1",
         NodeStatus.FAILED,
-        audit=audit.node_entry(run_id, "web-1", [item], "failed", f"echoed {shadow}"),
+        audit=trail.node_entry(run_id, "web-1", [item], "failed", f"echoed {shadow}"),
     )
     text = "\n".join(json.dumps(r.to_dict()) for r in store.audit_records())
     assert secret not in text and shadow not in text
@@ -360,7 +361,7 @@ def test_a_key_file_removed_mid_run_does_not_fail_the_records_after_the_start(
     with StateStore(db_path, audit_key=ref) as store:
         run_id = store.start_run(Trigger.CLI, Command.APPLY, "src", None)
         key_file.unlink()  # a node written now must still have its commit recorded
-        entry = audit.node_entry(run_id, "n", (), "converged")
+        entry = trail.node_entry(run_id, "n", (), "converged")
         store.record_node(run_id, "n", NodeStatus.CONVERGED, audit=entry)
         store.finish_run(run_id, RunStatus.SUCCEEDED)
     key_file.write_text("k" * 32 + "\n")
