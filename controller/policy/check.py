@@ -35,26 +35,33 @@ def check_policy(document: Document, context: CheckContext) -> Iterator[Diagnost
 def _inside(
     document: Document, context: CheckContext, path: tuple[str | int, ...], line: int, column: int
 ) -> Location:
-    """The file position of (line, column) of the expression at ``path``: a plain or
-    quoted scalar starts where its value does, a block scalar (| or >) on the next line,
-    indented. Escapes in quoted scalars can shift the column; the line stays right."""
-    start = document.location(path)
-    text = _file_text(document, context)
-    lines = text.splitlines()
-    if start.line <= 0 or start.line > len(lines):
-        return start
-    first = lines[start.line - 1][start.column - 1 :]
-    if first[:1] in ("|", ">"):
-        target = start.line + line
+    """The file position of (line, column) of the expression at ``path``. Positions of
+    fields are their keys': the value starts after the key's ':'; a block scalar (| or >)
+    or a value on the next lines starts there, indented. Escapes in a quoted scalar can
+    shift the column; the line stays right."""
+    key = document.location(path)
+    lines = _file_text(document, context).splitlines()
+    if key.line <= 0 or key.line > len(lines):
+        return key
+    text = lines[key.line - 1]
+    colon = text.find(":", key.column - 1)
+    if colon < 0:
+        return key
+    start = colon + 1
+    while start < len(text) and text[start] in " \t":
+        start += 1
+    rest = text[start:]
+    if not rest or rest[0] in "|>#":
+        target = key.line + line
         if target > len(lines):
-            return start
-        body = lines[target - 1]
-        indent = len(body) - len(body.lstrip(" "))
-        return Location(start.file, target, indent + column)
-    quoted = 1 if first[:1] in ("'", '"') else 0
+            return key
+        # The block's indentation is its first line's; later lines may indent more.
+        first = lines[key.line] if key.line < len(lines) else ""
+        return Location(key.file, target, len(first) - len(first.lstrip(" ")) + column)
+    quoted = 1 if rest[0] in "'\"" else 0
     if line == 1:
-        return Location(start.file, start.line, start.column + quoted + column - 1)
-    return Location(start.file, start.line + line - 1, column)
+        return Location(key.file, key.line, start + 1 + quoted + column - 1)
+    return Location(key.file, key.line + line - 1, column)
 
 
 def _file_text(document: Document, context: CheckContext) -> str:

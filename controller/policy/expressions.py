@@ -129,7 +129,9 @@ def _dry_run(expression: Expression) -> None:
         # not a mistake of the expression; at run time it fails closed.
         if isinstance(cause, KeyError):
             return
-        raise ExpressionError(1, 1, f"fails on a sample item: {exc}") from None
+        # The library's advice after the first sentence is long; the first one says it.
+        first = str(exc).split(". ", 1)[0].rstrip(".")
+        raise ExpressionError(1, 1, f"fails on a sample item: {first}") from None
 
 
 def _position(source: str, pattern: re.Pattern[str]) -> tuple[int, int]:
