@@ -51,6 +51,17 @@ class Expression:
     def __init__(self, source: str) -> None:
         self.source = source
         self._program = _compile(source)
+        # What the expression reads, so that only that is built and handed to the
+        # library for each item (its conversion of Python values is most of the cost).
+        variables = frozenset(self._program.variables()) & frozenset(activation.VARIABLES)
+        blank = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+        self.needs = activation.Needs(
+            variables,
+            _root_fields(blank, "item"),
+            _map_keys(source, blank, "fields"),
+            _map_keys(source, blank, "spec"),
+            _root_fields(blank, "node"),
+        )
 
     def evaluate(self, context: cel.Context | Mapping[str, Any]) -> bool:
         try:
@@ -114,6 +125,43 @@ def _check_names(source: str, expression: Expression) -> None:
             raise ExpressionError(
                 *_line_column(source, at), _unknown(f"{root}.{first}", second, nested)
             )
+
+
+def _root_fields(blank: str, root: str) -> frozenset[str] | None:
+    """The fields of variable ``root`` the expression names (``item.kind``: kind), or None
+    when it uses the variable as a whole (``item["kind"]``, a macro over it): then all.
+    ``blank`` is the source with its string literals blanked out."""
+    names: set[str] = set()
+    for found in re.finditer(rf"(?<![\w.]){root}\b(\s*\.\s*([A-Za-z_]\w*))?", blank):
+        if found.group(2) is None:
+            return None
+        names.add(found.group(2))
+    return frozenset(names)
+
+
+_KEY = r"""(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')"""
+
+
+def _map_keys(source: str, blank: str, field: str) -> frozenset[str] | None:
+    """The keys of the map ``item.<field>`` that the expression reads (``item.fields.uid``,
+    ``item.fields["uid"]``, ``"uid" in item.fields``), or None when it uses the map as a
+    whole (``size(item.fields)``, a macro over it, a computed key): then all of them."""
+    keys: set[str] = set()
+    for found in re.finditer(rf"(?<![\w.])item\s*\.\s*{field}\b", blank):
+        after = source[found.end() :]
+        before = source[: found.start()]
+        dotted = re.match(r"\s*\.\s*([A-Za-z_]\w*)", after)
+        indexed = re.match(rf"\s*\[\s*{_KEY}\s*\]", after)
+        tested = re.search(rf"{_KEY}\s+in\s*$", before)
+        if dotted and dotted.group(1) not in ("all", "exists", "exists_one", "map", "filter"):
+            keys.add(dotted.group(1))
+        elif indexed:
+            keys.add(indexed.group(1) if indexed.group(1) is not None else indexed.group(2))
+        elif tested:
+            keys.add(tested.group(1) if tested.group(1) is not None else tested.group(2))
+        else:
+            return None
+    return frozenset(keys)
 
 
 def _unknown(parent: str, name: str, fields: frozenset[str]) -> str:

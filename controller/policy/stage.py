@@ -19,7 +19,7 @@ Each expression is compiled once, when the set is built, not per item.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +74,15 @@ class PolicySet:
         """``plan`` with every item's ``verdicts`` set (replacing any it had)."""
         nodes = nodes or {}
         run_view = activation.run_view(run)
+        seen: dict[tuple[int, str], bool | str] = {}
         out: list[NodePlan] = []
         for node_plan in plan.nodes:
             node_view = activation.node_view(
                 node_plan.node, node_plan.platform, nodes.get(node_plan.node)
             )
-            items = tuple(self._item(item, node_view, run, run_view) for item in node_plan.items)
+            items = tuple(
+                self._item(item, node_view, run, run_view, seen) for item in node_plan.items
+            )
             out.append(dataclasses.replace(node_plan, items=items))
         return dataclasses.replace(plan, nodes=tuple(out))
 
@@ -96,6 +99,7 @@ class PolicySet:
         node: Mapping[str, Any],
         run: RunContext,
         run_view: Mapping[str, Any],
+        seen: dict[tuple[int, str], bool | str] | None = None,
     ) -> PlanItem:
         if item.action in _QUIET:
             return item if not item.verdicts else dataclasses.replace(item, verdicts=())
@@ -103,11 +107,31 @@ class PolicySet:
         matching = [c for c in self._compiled if _matches(c.policy.match, item, action, node, run)]
         if not matching:
             return item if not item.verdicts else dataclasses.replace(item, verdicts=())
-        spec = activation.spec_view(self._documents.get((item.kind, item.name)))
-        view = activation.item_view(item, spec)
-        context = cel.Context(variables=activation.activation(view, node, run_view, item.command))
-        verdicts = _decide(_fired(matching, context))
-        return dataclasses.replace(item, verdicts=verdicts)
+        document = self._documents.get((item.kind, item.name))
+        spec = activation.spec_view(document)
+        memo: dict[tuple[int, str], bool | str] = {} if seen is None else seen
+
+        def outcome(expression: Expression) -> bool:
+            """The rule's result for this item. Only what the expression reads is built
+            and handed to the library (its conversion of Python values, some 4 us each,
+            is most of an evaluation's cost); and as expressions are pure, an item that
+            looks the same to the rule as one before gets that one's result: most items
+            of a plan share their kind and action, which is all many rules read."""
+            needs = expression.needs
+            view = activation.item_view(item, spec, needs)
+            variables = activation.activation(view, node, run_view, item.command, needs)
+            key = (id(expression), _fingerprint(variables))
+            known = memo.get(key)
+            if known is None:
+                try:
+                    known = memo[key] = expression.evaluate(cel.Context(variables=variables))
+                except EvaluationError as exc:
+                    known = memo[key] = str(exc)
+            if isinstance(known, str):
+                raise EvaluationError(known)
+            return known
+
+        return dataclasses.replace(item, verdicts=_decide(_fired(matching, outcome)))
 
 
 @dataclass(frozen=True)
@@ -117,14 +141,16 @@ class _Fired:
     failed: bool = False  # the rule could not be evaluated: a deny nothing overrides
 
 
-def _fired(policies: Iterable[_CompiledPolicy], context: cel.Context) -> list[_Fired]:
+def _fired(
+    policies: Iterable[_CompiledPolicy], outcome: Callable[[Expression], bool]
+) -> list[_Fired]:
     fired: list[_Fired] = []
     for compiled in policies:
         policy = compiled.policy
         for entry in compiled.rules:
             rule = entry.rule
             try:
-                hit = entry.expression.evaluate(context)
+                hit = outcome(entry.expression)
             except EvaluationError as exc:
                 message = f"denied because the rule could not be evaluated: {exc}"
                 fired.append(
@@ -155,6 +181,13 @@ def _decide(fired: Sequence[_Fired]) -> tuple[Verdict, ...]:
     if overridden:
         kept.extend(f.verdict for f in allows)
     return tuple(sorted(kept, key=lambda v: (_STRENGTH[v.effect], v.policy, v.rule)))
+
+
+def _fingerprint(variables: Mapping[str, Any]) -> str:
+    """Equal only for values CEL cannot tell apart: a repr keeps 1, 1.0, True and "1"
+    apart, and a map's key 1 from its key "1" (a list and a tuple differ where CEL sees
+    the same list: a missed share, never a wrong one)."""
+    return repr(variables)
 
 
 def _matches(
