@@ -30,7 +30,10 @@ BAD = 'item.kind == "User" &&& item.action'
 def activation(i: int) -> dict[str, Any]:
     kinds = ["User", "File", "FirewallRule", "Package"]
     kind = kinds[i % 4]
-    fields = {"uid": {"live": i % 2000, "desired": None}, "mode": {"live": "0644", "desired": "0600"}}
+    fields = {
+        "uid": {"live": i % 2000, "desired": None},
+        "mode": {"live": "0644", "desired": "0600"},
+    }
     return {
         "item": {
             "node": f"n{i % 10}",
@@ -41,7 +44,12 @@ def activation(i: int) -> dict[str, Any]:
             "changes": [{"field": k, **v} for k, v in fields.items()],
             "fields": fields,
         },
-        "node": {"name": f"n{i % 10}", "platform": "linux", "labels": {}, "facts": {"mgmt": ["lan"]}},
+        "node": {
+            "name": f"n{i % 10}",
+            "platform": "linux",
+            "labels": {},
+            "facts": {"mgmt": ["lan"]},
+        },
         "run": {"trigger": "cli", "mode": "plan", "actor": "me", "source": "."},
         "command": None,
     }
@@ -87,10 +95,15 @@ def bench_celpy(items: list[dict[str, Any]]) -> tuple[float, float, str]:
 
 def main() -> None:
     items = [activation(i) for i in range(1000)]
-    for name, fn in (("common-expression-language 0.10.0", bench_cel), ("cel-python 0.5.0", bench_celpy)):
+    for name, fn in (
+        ("common-expression-language 0.10.0", bench_cel),
+        ("cel-python 0.5.0", bench_celpy),
+    ):
         compile_s, eval_s, err = fn(items)
-        print(f"{name}: compile {len(RULES)} rules {compile_s * 1000:.2f} ms; "
-              f"1,000 items x {len(RULES)} rules {eval_s * 1000:.1f} ms")
+        print(
+            f"{name}: compile {len(RULES)} rules {compile_s * 1000:.2f} ms; "
+            f"1,000 items x {len(RULES)} rules {eval_s * 1000:.1f} ms"
+        )
         print(f"  bad expression: {err!r}")
 
 

@@ -33,15 +33,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _opnsense import RESULTS_DIR, build_objects, emulator, machine, write_fazai  # noqa: E402
+from _opnsense import RESULTS_DIR, build_objects, emulator, machine, write_fazai
 
-import controller.policy  # noqa: E402
-from controller.engine import plan as planning  # noqa: E402
-from controller.model import loader  # noqa: E402
-from controller.plan.diff import Action, Change  # noqa: E402
-from controller.plan.items import NodePlan, Plan, PlanItem  # noqa: E402
-from controller.plan.verdicts import RunContext  # noqa: E402
-from controller.source.open import open_source  # noqa: E402
+import controller.policy
+from controller.engine import plan as planning
+from controller.model import loader
+from controller.plan.diff import Action, Change
+from controller.plan.items import NodePlan, Plan, PlanItem
+from controller.plan.verdicts import RunContext
+from controller.source.open import open_source
 
 RUN = RunContext(trigger="commit", mode="auto", actor="bench", source="bench")
 

@@ -277,3 +277,30 @@ def test_an_unvalidated_bad_expression_stops_the_set() -> None:
 
     with pytest.raises(InvalidInputError):
         PolicySet([from_document(doc)])
+
+
+def test_a_pruned_state_keeps_its_policies_and_pruned_files_are_judged(tmp_path: Path) -> None:
+    """`plan --prune` plans a state with an absent document per owned, undescribed
+    object: the repository's policies must come along, and the absent File's path is
+    what the sudoers default reads."""
+    from datetime import UTC, datetime
+
+    from controller.engine import prune
+    from controller.store import OwnedObject
+
+    deny = policy("no-ftp", {"name": "no", "effect": "deny", "message": "no ftp",
+                             "expression": 'item.name == "ftp"'})  # fmt: skip
+    loaded = state(tmp_path, deny)
+    now = datetime.now(UTC)
+    owned = [
+        OwnedObject("web-1", "File", "ops", "/etc/sudoers.d/ops", 1, now),
+        OwnedObject("web-1", "File", "banner", "/etc/issue.net", 1, now),
+    ]
+    pruned = prune.plan(loaded, {"web-1": owned}, ["web-1"]).state
+    assert [d.name for d in pruned.controls] == ["no-ftp"]
+    ops = PlanItem("web-1", "File", "ops", Action.DELETE, (Change("mode", "0440", None),))
+    banner = PlanItem("web-1", "File", "banner", Action.DELETE, (Change("mode", "0644", None),))
+    got = judge(pruned, ops, banner, PlanItem("web-1", "Package", "ftp", Action.CREATE))
+    assert [v.policy for v in got["File/ops"].verdicts] == ["fazai-access-files"]
+    assert got["File/banner"].verdicts == ()  # its path is known, and not a guarded one
+    assert got["Package/ftp"].denied
