@@ -10,8 +10,19 @@ from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
 from controller.policy.expressions import ExpressionError, compile_checked
 
+SHIPPED_PREFIX = "fazai-"  # every shipped default's name starts so (policies/*.yaml)
+
 
 def check_policy(document: Document, context: CheckContext) -> Iterator[Diagnostic]:
+    if document.name.startswith(SHIPPED_PREFIX):
+        # Verdicts name their policy: a repository policy must not pass for a default.
+        yield Diagnostic(
+            document.location(("metadata", "name")),
+            f"names starting with {SHIPPED_PREFIX!r} are kept for the shipped defaults; "
+            "choose another",
+            document.subject,
+            "metadata.name",
+        )
     seen: dict[str, int] = {}
     for index, rule in enumerate(document.spec["rules"]):
         path = ("spec", "rules", index, "expression")

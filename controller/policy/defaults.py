@@ -26,6 +26,7 @@ def shipped_policies() -> tuple[Policy, ...]:
         problems.extend(found)
         for raw in raws:
             document, found = validate.to_document(raw)
+            # The defaults are checked by schema only: their fazai- names are theirs.
             problems.extend(found)
             if document is not None:
                 policies.append(from_document(document, shipped=True))

@@ -106,3 +106,17 @@ def test_validate_refuses_bad_cel_with_file_line_and_field(tmp_path: Path) -> No
         in done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_a_repository_policy_cannot_take_a_shipped_defaults_name(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "desired_state", tmp_path / "state")
+    (tmp_path / "state" / "policy.yaml").write_text(
+        "apiVersion: fazai.dev/v1alpha1\nkind: Policy\nmetadata: {name: fazai-system-users}\n"
+        "spec:\n  rules:\n    - {name: r, effect: deny, message: m, expression: 'false'}\n"
+    )
+    done = fazai("validate", str(tmp_path / "state"))
+    assert done.returncode == 2
+    assert (
+        "policy.yaml:3:12: Policy/fazai-system-users: metadata.name: names starting with "
+        "'fazai-' are kept for the shipped defaults" in done.stderr
+    )
