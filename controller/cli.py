@@ -1294,18 +1294,18 @@ def policy_test(path: str | None, ref: str | None, subdir: str, cases: Sequence[
 
     state = _load(path, ref, subdir)
     results = suite.run(controller.policy.load(state), state.nodes, cases)
+    # The results on stdout, as a test runner's (CI logs and `> report.txt` keep them).
+    out = SafeConsole(highlight=False, soft_wrap=True)
     for result in results:
         mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
-        stderr.print(
+        out.print(
             f"{mark} {_escape(result.name)} ({_escape(result.file)}): "
             f"{count(result.checked, 'expectation')}"
         )
         for failure in result.failures:
-            stderr.print(f"  [red]{_escape(failure)}[/]")
+            out.print(f"  [red]{_escape(failure)}[/]")
     failed = sum(1 for r in results if not r.passed)
-    stderr.print(
-        f"[{'red' if failed else 'green'}]{count(len(results), 'case')}, {failed} failed[/]"
-    )
+    out.print(f"[{'red' if failed else 'green'}]{count(len(results), 'case')}, {failed} failed[/]")
     sys.exit(EXIT_DIFF if failed else EXIT_OK)
 
 

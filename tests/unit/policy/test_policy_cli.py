@@ -22,8 +22,8 @@ def fazai(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 def test_example_suite_of_the_shipped_defaults_passes() -> None:
     done = fazai("policy", "test", "desired_state", "--plans", "policies/tests")
     assert done.returncode == 0, done.stderr
-    assert "PASS linux-defaults" in done.stderr and "PASS firewall-defaults" in done.stderr
-    assert "3 cases, 0 failed" in done.stderr
+    assert "PASS linux-defaults" in done.stdout and "PASS firewall-defaults" in done.stdout
+    assert "3 cases, 0 failed" in done.stdout
 
 
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path: Path) -> None:
@@ -35,12 +35,12 @@ def test_a_wrong_expectation_fails_with_exit_1(tmp_path: Path) -> None:
     case.write_text(text.replace("name: games, effect: deny", "name: games, effect: none"))
     done = fazai("policy", "test", "desired_state", "--plans", str(suite))
     assert done.returncode == 1, done.stderr
-    assert "FAIL linux-defaults" in done.stderr
+    assert "FAIL linux-defaults" in done.stdout
     assert (
         "web-1 User/games: expected none, got deny "
-        "(deny by fazai-system-users/no-system-user-delete)" in done.stderr
+        "(deny by fazai-system-users/no-system-user-delete)" in done.stdout
     )
-    assert "PASS firewall-defaults" in done.stderr
+    assert "PASS firewall-defaults" in done.stdout
 
 
 def test_a_wrong_policy_name_fails(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_a_wrong_policy_name_fails(tmp_path: Path) -> None:
     case.write_text(case.read_text().replace("policy: fazai-access-files", "policy: other"))
     done = fazai("policy", "test", "desired_state", "--plans", str(suite))
     assert done.returncode == 1
-    assert "File/sshd-hardening: expected requireApproval by other" in done.stderr
+    assert "File/sshd-hardening: expected requireApproval by other" in done.stdout
 
 
 def test_a_broken_case_file_is_trouble_with_its_position(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_a_broken_case_file_is_trouble_with_its_position(tmp_path: Path) -> None
     assert f"{suite}/bad.yaml:7:46: PolicyTest: spec.expect[0].effect:" in done.stderr
     assert f"{suite}/noplan.yaml:5:3:" in done.stderr and "missing.json" in done.stderr
     assert f"{suite}/plans/broken.json:2:13:" in done.stderr
-    assert "PASS" not in done.stderr  # nothing is evaluated while a case is broken
+    assert "PASS" not in done.stdout  # nothing is evaluated while a case is broken
 
 
 def test_a_plan_that_breaks_the_schema_is_trouble(tmp_path: Path) -> None:
