@@ -159,3 +159,14 @@ def test_from_dict_refuses_what_the_schema_refuses(breakage: Any, field: str) ->
         plan_json.from_dict(data, "plan.json")
     (first, *_) = caught.value.diagnostics
     assert first.location.file == "plan.json" and field in first.path
+
+
+def test_the_pull_requests_commit_status_fails_on_a_denied_change() -> None:
+    from controller.forges import command
+    from controller.forges.base import CommitState
+
+    denied = Review(judged(), None, "main", None)
+    assert command.verdict(denied) == (CommitState.FAILURE, "1 change(s) denied by policy")
+    held = Plan("s", None, (NodePlan("web-1", "linux", (judged().nodes[0].items[0],)),))
+    state, _ = command.verdict(Review(held, None, "main", None))
+    assert state is CommitState.SUCCESS  # an approval is asked at apply, not in review
