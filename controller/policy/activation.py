@@ -88,21 +88,7 @@ class Needs:
     spec: frozenset[str] | None = None  # keys of ``item.spec``
     node: frozenset[str] | None = None  # fields of ``node``
 
-    def union(self, other: Needs) -> Needs:
-        return Needs(
-            self.variables | other.variables,
-            _either(self.item, other.item),
-            _either(self.fields, other.fields),
-            _either(self.spec, other.spec),
-            _either(self.node, other.node),
-        )
 
-
-def _either(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
-    return None if a is None or b is None else a | b
-
-
-NOTHING = Needs(frozenset(), frozenset(), frozenset(), frozenset(), frozenset())
 EVERYTHING = Needs(frozenset(VARIABLES))
 
 
