@@ -14,6 +14,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import controller
+import controller.policy  # registers the Policy kind, as providers.load_all the platforms
 from controller import providers, signals
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
@@ -210,7 +211,7 @@ def plan(
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
     state = _with_prune(state, prune, state_file, read_only=True).state
-    result = run_plan(state, nodes, concurrency, show_unmanaged)
+    result = _judged(state, run_plan(state, nodes, concurrency, show_unmanaged), path)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
 
@@ -1371,6 +1372,58 @@ def _show_click_error(exc: click.ClickException) -> None:
         click.echo(terminal.clean(f"{ctx.get_usage()}\n{hint}"), err=True)
     # One line: a newline in the argument could pose as a line of FazAI's own.
     click.echo(f"Error: {terminal.clean(exc.format_message(), one_line=True)}", err=True)
+
+
+# -- policies ------------------------------------------------------------------------
+
+
+def _judged(state: DesiredState, plan: planitems.Plan, path: str | None) -> planitems.Plan:
+    """``plan`` with the verdicts of the state's policies and the shipped defaults."""
+    from controller.policy import runs
+
+    return controller.policy.load(state).evaluate(plan, runs.cli("plan", path or "."), state.nodes)
+
+
+@main.group()
+def policy() -> None:
+    """Guardrails as data: Policy documents and the shipped defaults."""
+
+
+@policy.command("test")
+@source_options
+@click.option(
+    "--plans",
+    "cases",
+    multiple=True,
+    required=True,
+    metavar="DIR_OR_FILE",
+    type=click.Path(path_type=Path),
+    help="PolicyTest case files (YAML), or folders of them (repeatable); each names its "
+    "plan JSON (fazai plan --output json) and the verdict expected per item.",
+)
+def policy_test(path: str | None, ref: str | None, subdir: str, cases: Sequence[Path]) -> None:
+    """Check the policies of PATH (and the shipped defaults) against plans kept as data.
+
+    Exit 0 when every case passes, 1 when a verdict differs from the expected one, 2 on
+    trouble (a case or plan that cannot be read, invalid documents).
+    """
+    from controller.policy import suite
+
+    state = _load(path, ref, subdir)
+    results = suite.run(controller.policy.load(state), state.nodes, cases)
+    # The results on stdout, as a test runner's (CI logs and `> report.txt` keep them).
+    out = SafeConsole(highlight=False, soft_wrap=True)
+    for result in results:
+        mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
+        out.print(
+            f"{mark} {_escape(result.name)} ({_escape(result.file)}): "
+            f"{count(result.checked, 'expectation')}"
+        )
+        for failure in result.failures:
+            out.print(f"  [red]{_escape(failure)}[/]")
+    failed = sum(1 for r in results if not r.passed)
+    out.print(f"[{'red' if failed else 'green'}]{count(len(results), 'case')}, {failed} failed[/]")
+    sys.exit(EXIT_DIFF if failed else EXIT_OK)
 
 
 def run() -> None:

@@ -268,14 +268,21 @@ class ServerError(ApiError):
     retryable = True
 
 
-class PlanFormatError(FazaiError):
+class PlanFormatError(InvalidInputError):
     """A plan JSON document read back (from the store, a file) does not fit
-    ``plan.schema.json``; ``path`` is the field (``changes[2].action``), "" for the whole."""
+    ``plan.schema.json``; ``path`` is the field (``changes[2].action``), "" for the whole,
+    and ``file`` the document's file where it has one."""
 
-    def __init__(self, message: str, path: str = "") -> None:
+    def __init__(self, message: str, path: str = "", file: str = "<plan>") -> None:
+        from controller.model.diagnostics import Diagnostic, Location
+
         self.path = path
         self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
+        super().__init__([Diagnostic(Location(file), message, "Plan", path)])
+        self.args = (f"{path}: {message}" if path else message,)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class SandboxError(FazaiError):

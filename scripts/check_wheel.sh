@@ -18,10 +18,15 @@ wheel="$(ls "$work"/dist/fazai-*.whl)"
 
 # Every non-Python file under controller/ that git tracks must be in the wheel.
 .venv/bin/python - "$wheel" <<'PY'
-import subprocess, sys, zipfile
+import os, subprocess, sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 tracked = subprocess.run(["git", "ls-files", "controller"], capture_output=True, text=True,
                          check=True).stdout.split()
+# A tracked link to a folder (controller/policy/defaults -> policies/) ships the YAML
+# files in it, under the link's name.
+tracked = [f"{p}/{n}" for p in tracked if os.path.isdir(p)
+           for n in sorted(os.listdir(p)) if n.endswith(".yaml")] + [
+    p for p in tracked if not os.path.isdir(p)]
 missing = [p for p in tracked if not p.endswith(".py") and p not in names]
 missing += [p for p in tracked if p.endswith(".py") and p not in names]
 if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
@@ -44,5 +49,11 @@ assert {"Node", "File", "FirewallRule", "HostOverride"} <= set(kinds), sorted(ki
 assert json.load(open("plan-schema.json"))["type"] == "object"
 import controller.reconcile.sandbox as s  # the sandbox's own fazai.yaml is package data
 assert b"ControllerConfig" in s.default_config_text()
-print(f"fazai schema: {len(kinds)} kinds; plan schema and sandbox config present")
+assert "Policy" in kinds, sorted(kinds)
+from controller.policy.defaults import shipped_policies  # policies/, packaged by the link
+shipped = {p.name for p in shipped_policies()}
+assert {"fazai-system-users", "fazai-access-files", "fazai-firewall-rules",
+        "fazai-agent-proposals"} <= shipped, sorted(shipped)
+print(f"fazai schema: {len(kinds)} kinds; plan schema, sandbox config and "
+      f"{len(shipped)} default policies present")
 PY

@@ -17,6 +17,7 @@ handed over to that document.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -118,8 +119,9 @@ def plan(
                 warnings.append(_warning(node, obj, absent.note))
     if not (extra or warnings):
         return Pruning(state, tuple(releases), tuple(notes))
-    pruned = DesiredState(
-        state.source, state.nodes, [*state.resources, *extra], [*state.warnings, *warnings]
+    # replace, not a new DesiredState: the rest of the state (its policies) stays.
+    pruned = dataclasses.replace(
+        state, resources=[*state.resources, *extra], warnings=[*state.warnings, *warnings]
     )
     return Pruning(pruned, tuple(releases), tuple(notes))
 

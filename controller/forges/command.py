@@ -154,6 +154,8 @@ def verdict(result: reviewed.Review) -> tuple[CommitState, str]:
         return CommitState.FAILURE, f"not read, the head changes how to reach: {names}"
     if broken:
         return CommitState.FAILURE, f"{broken} resource(s) cannot be planned"
+    if plan.denied:
+        return CommitState.FAILURE, f"{len(plan.denied)} change(s) denied by policy"
     counts = plan.counts()
     if not plan.has_changes:
         return CommitState.SUCCESS, "in sync with the live nodes"

@@ -23,13 +23,16 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller import policy
 from controller.engine import plan as planning
 from controller.engine.plan import Observe
 from controller.errors import UntrustedNodeError
 from controller.forges.observe import SharedReads, connection
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.plan.items import Plan
 from controller.plan.review import Review, classify
+from controller.policy import runs
 from controller.source.tree import SourceTree
 
 
@@ -77,11 +80,12 @@ async def build(
         **options,
     )
     if base is None:
-        head_plan = await head_run
+        head_plan = _judged(head, await head_run)
         return Review(head_plan, None, base_source, None, base_error, reads=dict(shared.reads))
     base_plan, head_plan = await asyncio.gather(
         planning.build(base, observe=shared.observer(base), **options), head_run
     )
+    head_plan = _judged(head, head_plan)
     markings, before, dropped = classify(head_plan, base_plan)
     return Review(
         head_plan,
@@ -94,6 +98,13 @@ async def build(
         dropped,
         dict(shared.reads),
     )
+
+
+def _judged(head: DesiredState, plan: Plan) -> Plan:
+    """The head's plan with the verdicts of the head's policies: what merging it would
+    meet (a pull request that edits a policy is shown under the edited one)."""
+    run = runs.review(head.source.description)
+    return policy.load(head).evaluate(plan, run, head.nodes)
 
 
 def _guarded(observe: Observe, refused: Mapping[str, str]) -> Observe:

@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 from controller.output import terminal
+from controller.output.plan_text import policy_line, verdict_word
 from controller.output.summary import SYMBOLS, summary_line
 from controller.plan.diff import Action
 from controller.plan.items import Plan, PlanItem
+from controller.plan.verdicts import Effect, Verdict
 from controller.source import revision as revisions
 
 
@@ -20,6 +22,9 @@ def render(plan: Plan) -> str:
     lines = [f"### FazAI plan: {status}", ""]
     revision = f" at `{revisions.short(plan.revision)}`" if plan.revision else ""
     lines += [f"Source: `{_cell(plan.source)}`{revision}", "", f"**{summary_line(plan)}**", ""]
+    gate = policy_line(plan)
+    if gate:
+        lines += [f"**{'⛔' if plan.denied else '✋'} {gate}**", ""]
     lines += node_table(plan)
     lines.append("")
     for warning in plan.warnings:
@@ -44,6 +49,7 @@ def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[st
     lines = [f"- `{SYMBOLS[action]}` **{subject}** {action}{adopt}{note}"]
     if item.error:
         lines.append(f"  - error: {html.escape(_cell(item.error), quote=False)}")
+    lines.extend(verdict_line(v) for v in item.verdicts)
     for change in item.changes:
         lines.append(f"  - `{change.field}`: `{_value(change.live)}` → `{_value(change.desired)}`")
         if change.diff and diffs:
@@ -54,6 +60,20 @@ def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[st
                 f"    {fence}",
             ]
     return lines
+
+
+_MARKS = {Effect.DENY: "⛔", Effect.REQUIRE_APPROVAL: "✋", Effect.ALLOW: "✅"}
+
+
+def verdict_line(verdict: Verdict) -> str:
+    """A policy's word on an item, as a list item under it."""
+    where = html.escape(_value(f"{verdict.policy}/{verdict.rule}"), quote=False)
+    message = html.escape(_cell(verdict.message), quote=False)
+    reason = (
+        f" (reason: {html.escape(_cell(verdict.reason), quote=False)})" if verdict.reason else ""
+    )
+    word = verdict_word(verdict)
+    return f"  - {_MARKS[verdict.effect]} policy **{word}** by `{where}`: {message}{reason}"
 
 
 def node_table(plan: Plan) -> list[str]:

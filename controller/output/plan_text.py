@@ -14,6 +14,7 @@ from controller.output import terminal
 from controller.output.summary import SYMBOLS, summary_line
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
+from controller.plan.verdicts import Effect, Verdict
 from controller.source import revision as revisions
 
 STYLES = {
@@ -47,6 +48,22 @@ def render(
         console.print(_node(node, show_noop, note))
     style = "red" if plan.has_errors else ("yellow" if plan.has_changes else "green")
     console.print(Text(summary_line(plan), style=f"bold {style}"))
+    gate = policy_line(plan)
+    if gate:
+        console.print(Text(gate, style="bold red" if plan.denied else "bold yellow"))
+
+
+def policy_line(plan: Plan) -> str:
+    """What the policies' verdicts mean for applying the plan; empty when nothing."""
+    if plan.denied:
+        return f"policy: {len(plan.denied)} change(s) denied; nothing of this plan is applied"
+    if plan.approvals_needed:
+        held = sum(1 for n in plan.nodes for i in n.items if i.approvals_needed)
+        return (
+            f"policy: {held} change(s) need approval "
+            f"({plan.approvals_needed} approver(s)) before they are applied"
+        )
+    return ""
 
 
 def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> Group:
@@ -75,11 +92,40 @@ def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> Group:
         )
         if item.error:
             lines.append(Text(f"      {terminal.clean(item.error, one_line=True)}", style="red"))
+        lines.extend(_verdict(v) for v in item.verdicts)
         if item.action is Action.UNMANAGED:
             continue  # listed so people know it is there; its fields are in --output json
         for change in item.changes:
             lines.extend(_change(change))
     return Group(*lines)
+
+
+_VERDICT_STYLES = {
+    Effect.DENY: "bold red",
+    Effect.REQUIRE_APPROVAL: "bold yellow",
+    Effect.ALLOW: "cyan",
+}
+
+
+def _verdict(verdict: Verdict) -> Text:
+    """One line under the item: the policy's word on it, and why."""
+    where = terminal.clean(f"{verdict.policy}/{verdict.rule}", one_line=True)
+    message = terminal.clean(verdict.message, one_line=True)
+    reason = terminal.clean(f" (reason: {verdict.reason})", one_line=True) if verdict.reason else ""
+    return Text.assemble(
+        "      policy ",
+        (verdict_word(verdict), _VERDICT_STYLES[verdict.effect]),
+        f" by {where}: {message}{reason}",
+    )
+
+
+def verdict_word(verdict: Verdict) -> str:
+    if verdict.effect is Effect.DENY:
+        return "denied"
+    if verdict.effect is Effect.REQUIRE_APPROVAL:
+        n = verdict.approvals
+        return "needs approval" if n == 1 else f"needs {n} approvals"
+    return "allowed"
 
 
 def _change(change: Change) -> list[Text]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from controller.model.diagnostics import Diagnostic
 from controller.output import terminal
 from controller.output.plan_markdown import cell, item_lines, node_table
+from controller.output.plan_text import policy_line
 from controller.output.summary import summary_line
 from controller.plan.items import PlanItem
 from controller.plan.review import Marking, Review, key
@@ -72,6 +73,9 @@ def _render(review: Review, *, diffs: bool, limit: int | None) -> str:
     lines.append(_sources(review))
     lines += ["", f"**{summary_line(head)}**", ""]
     lines += [f"**This pull request: {summary(review)}.**", ""]
+    gate = policy_line(head)
+    if gate:
+        lines += [f"**{'⛔' if head.denied else '✋'} {gate}**", ""]
     if review.base_error:
         lines += [f"> ⚠️ The base could not be planned ({cell(review.base_error)}); the "
                   "changes below are not compared with it.", ""]  # fmt: skip

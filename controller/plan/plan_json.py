@@ -17,6 +17,7 @@ from controller.errors import PlanFormatError
 from controller.model.diagnostics import Diagnostic, Location, Severity, format_path
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
+from controller.plan.verdicts import Effect, Verdict
 
 
 @cache
@@ -78,6 +79,23 @@ def _item(item: PlanItem) -> dict[str, Any]:
     if item.adopt:
         out["adopt"] = True
         out["adoptedId"] = item.adopt
+    if item.command is not None:
+        out["command"] = item.command
+    if item.verdicts:
+        out["verdicts"] = [_verdict(v) for v in item.verdicts]
+    return out
+
+
+def _verdict(verdict: Verdict) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "policy": verdict.policy,
+        "rule": verdict.rule,
+        "effect": verdict.effect.value,
+        "message": verdict.message,
+        "approvals": verdict.approvals,
+    }
+    if verdict.reason is not None:
+        out["reason"] = verdict.reason
     return out
 
 
@@ -90,15 +108,16 @@ def item_dict(item: PlanItem) -> dict[str, Any]:
     return _item(item)
 
 
-def from_dict(document: Mapping[str, Any]) -> Plan:
+def from_dict(document: Mapping[str, Any], file: str = "<plan>") -> Plan:
     """The plan that ``document`` (as :func:`to_dict` writes it) describes, for reading
     plans back from the store or a file. Checked against ``plan.schema.json`` first;
     raises PlanFormatError naming the first field that does not fit.
 
     The document lists no noop item (it counts them), so the plan read back holds the
     changes of each node; its warnings are read back from the text they were written as.
-    ``to_dict(from_dict(d))`` is ``d`` for a document with no noop item."""
-    _check(document, schema())
+    ``to_dict(from_dict(d))`` is ``d`` for a document with no noop item. ``file`` names
+    the document in the error (a file given to ``fazai policy test``)."""
+    _check(document, schema(), file)
     by_node: dict[str, list[PlanItem]] = {}
     for entry in document["changes"]:
         by_node.setdefault(str(entry["node"]), []).append(_read_item(entry))
@@ -118,7 +137,7 @@ def from_dict(document: Mapping[str, Any]) -> Plan:
     if by_node:
         stray = sorted(by_node)[0]
         index = next(i for i, c in enumerate(document["changes"]) if c["node"] == stray)
-        raise PlanFormatError(f"node {stray!r} is not in nodes", f"changes[{index}].node")
+        raise PlanFormatError(f"node {stray!r} is not in nodes", f"changes[{index}].node", file)
     warnings = tuple(_warning(str(text)) for text in document["warnings"])
     return Plan(str(document["source"]), document["revision"], tuple(nodes), warnings)
 
@@ -134,6 +153,17 @@ def _read_item(entry: Mapping[str, Any]) -> PlanItem:
     changes = tuple(
         Change(str(c["field"]), c["live"], c["desired"], c.get("diff")) for c in entry["changes"]
     )
+    verdicts = tuple(
+        Verdict(
+            v["policy"],
+            v["rule"],
+            Effect(v["effect"]),
+            v["message"],
+            v.get("approvals", 1),
+            v.get("reason"),
+        )
+        for v in entry.get("verdicts", ())
+    )
     return PlanItem(
         node=str(entry["node"]),
         kind=str(entry["kind"]),
@@ -142,14 +172,16 @@ def _read_item(entry: Mapping[str, Any]) -> PlanItem:
         changes=changes,
         error=entry.get("error"),
         adopt=entry.get("adoptedId") if entry.get("adopt") else None,
+        verdicts=verdicts,
+        command=entry.get("command"),
     )
 
 
-def _check(value: Mapping[str, Any], shape: Mapping[str, Any]) -> None:
+def _check(value: Any, shape: Mapping[str, Any], file: str = "<plan>") -> None:
     validator = jsonschema.Draft202012Validator(shape)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
-        raise PlanFormatError(error.message, format_path(tuple(error.absolute_path)))
+        raise PlanFormatError(error.message, format_path(tuple(error.absolute_path)), file)
 
 
 # A warning as Diagnostic.__str__ writes it: LOCATION: warning: REST.

@@ -55,6 +55,7 @@ def test_schema_of_a_kind_validates_documents() -> None:
         "NftTable",
         "Node",
         "Package",
+        "Policy",
         "Service",
         "Sysctl",
         "User",

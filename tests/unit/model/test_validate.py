@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import controller.policy  # noqa: F401  (registers the Policy kind, as the CLI does)
 from controller import providers
 from controller.model import kinds
 from controller.model.document import Document
@@ -38,8 +39,8 @@ def _valid(text: str) -> Document:
 
 
 KNOWN = (
-    "File, FirewallAlias, FirewallRule, HostOverride, NftTable, Node, Package, Service, "
-    "Sysctl, User"
+    "File, FirewallAlias, FirewallRule, HostOverride, NftTable, Node, Package, Policy, "
+    "Service, Sysctl, User"
 )
 
 VALID = {
@@ -91,6 +92,13 @@ VALID = {
         "HostOverride",
         "www",
         TARGET + "  hostname: www\n  domain: example.net\n  server: 10.0.10.11\n",
+    ),
+    "Policy": _doc(
+        "Policy",
+        "guard",
+        "  match: {kinds: [User], actions: [delete]}\n  rules:\n    - name: keep-admin\n"
+        "      effect: deny\n      message: admin stays\n"
+        '      expression: item.name == "admin"\n',
     ),
 }
 
