@@ -1,0 +1,52 @@
+"""Who and what a run is checked for: the ``RunContext`` the policies see.
+
+One builder per entry point, so that the words a policy matches on (``run.trigger``,
+``run.mode``, ``run.actor``) are the same wherever a run starts.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+from controller.plan.verdicts import RunContext
+from controller.store import Trigger
+
+SERVE_ACTOR = "fazai-serve"  # a serve run whose commit author is unknown
+UNKNOWN_ACTOR = "unknown"
+
+# The store's triggers as the policies name them: a working-copy watch reacts to a commit.
+_TRIGGERS = {Trigger.WATCH: "commit"}
+
+
+def os_user() -> str:
+    """The person running the CLI: the login name, else the uid's name, else ``uid N``
+    (a container may run as a uid with no passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # getpass falls back to pwd, which raises KeyError
+        return f"uid {os.getuid()}"
+
+
+def cli(mode: str, actor: str | None = None) -> RunContext:
+    """A CLI command: ``mode`` is the command (``plan``, ``apply``, ``rollback``)."""
+    return RunContext(trigger=Trigger.CLI.value, mode=mode, actor=actor or os_user())
+
+
+def serve(trigger: Trigger, mode: str, author: str | None = None) -> RunContext:
+    """A reconcile pass of ``serve``: ``mode`` is the node's (auto, manual, detect); the
+    actor is the commit's author when the source knows it."""
+    name = _TRIGGERS.get(trigger, Trigger(trigger).value)
+    return RunContext(trigger=name, mode=mode, actor=author or SERVE_ACTOR)
+
+
+def approval(actor: str | None) -> RunContext:
+    """An approved plan being applied through the API: checked again, for the actor that
+    triggered the change (the approver is the API's concern)."""
+    return RunContext(trigger=Trigger.API.value, mode="manual", actor=actor or SERVE_ACTOR)
+
+
+def review(author: str | None) -> RunContext:
+    """A pull request's plan: what merging it would make serve do, so the trigger is the
+    commit merging makes; nothing is written (mode ``plan``)."""
+    return RunContext(trigger="commit", mode="plan", actor=author or UNKNOWN_ACTOR)
