@@ -44,6 +44,7 @@ class Pair:
     base: DesiredState | None
     base_error: str | None
     head: DesiredState
+    author: str | None = None  # the head commit's author: the actor the policies see
 
 
 def load_pair(location: str, base_ref: str, head_ref: str, subdir: str) -> Pair:
@@ -51,13 +52,14 @@ def load_pair(location: str, base_ref: str, head_ref: str, subdir: str) -> Pair:
     reported in ``base_error`` (a pull request may be the fix); an unknown ref of either
     is a SourceError."""
     head = loader.load(open_source(location, head_ref, subdir))
+    author = _author(location, head.revision)
     base_tree = open_source(location, base_ref, subdir)
     try:
-        return Pair(loader.load(base_tree), None, head)
+        return Pair(loader.load(base_tree), None, head, author)
     except InvalidInputError as exc:
         errors = [d for d in exc.diagnostics if d.is_error]
         first = f": {errors[0]}" if errors else ""
-        return Pair(None, f"{len(errors)} error(s) in its documents{first}", head)
+        return Pair(None, f"{len(errors)} error(s) in its documents{first}", head, author)
 
 
 def plan_pair(
@@ -81,6 +83,7 @@ def plan_pair(
             concurrency=concurrency,
             show_unmanaged=show_unmanaged,
             trust_head=trust_head,
+            author=pair.author,
         )
     )
 
@@ -332,6 +335,22 @@ def _post(
         f"status {posting.context} = {state.value} on {sha[:12]}"
     )
     return True
+
+
+def _author(location: str, revision: str | None) -> str | None:
+    """The author of the head commit, ``Name <email>``, when the source is a git
+    repository (the pull request's author as far as git tells; None otherwise)."""
+    if revision is None:
+        return None
+    from controller.source import git
+
+    try:
+        repo = git.open_repository(location, default_cache_dir())
+        author = repo.commit(revision).author
+    except Exception:  # GitPython raises several kinds; the actor is then unknown
+        return None
+    name, email = str(author.name or "").strip(), str(author.email or "").strip()
+    return f"{name} <{email}>" if email else (name or None)
 
 
 def _resolve_commit(location: str, ref: str) -> str:

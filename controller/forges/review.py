@@ -11,6 +11,11 @@ changes is marked by comparing it with the base's plan of the same resource:
 
 The base's changes the head no longer makes are listed as ``dropped``.
 
+Both plans go through the pipeline up to its policy stage (nothing is written): each
+item carries the verdicts of its own side's policies, for a run that merging would
+start (``pipeline.context.review``), so the comment can say what a policy will deny or
+hold for approval.
+
 Only the base is trusted with how to reach a node: a head that adds a node or changes a
 Node's connection (address, URL, port, user, keys, secret references, TLS) would make
 the controller connect, with its credentials, where the unmerged pull request says. Such
@@ -31,6 +36,8 @@ from controller.errors import UntrustedNodeError
 from controller.forges.observe import SharedReads, connection
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.pipeline import context
+from controller.pipeline import planning as pipeline
 from controller.plan.diff import Action
 from controller.plan.items import Plan, PlanItem
 from controller.source.tree import SourceTree
@@ -152,9 +159,11 @@ async def build(
     show_unmanaged: bool = False,
     trust_head: bool = False,
     progress: planning.ProgressCallback | None = None,
+    author: str | None = None,
 ) -> Review:
     """Plan ``head`` and ``base`` (None: it could not be loaded, ``base_error`` says why)
-    against one read of each node, and mark the head's changes."""
+    against one read of each node, check both with their policies (``author``: who the
+    pull request's changes come from, the run's actor), and mark the head's changes."""
     states = [head] if base is None else [base, head]
     shared = SharedReads(states)
     refused = {} if trust_head else untrusted(base, head)
@@ -163,18 +172,21 @@ async def build(
         "concurrency": concurrency,
         "show_unmanaged": show_unmanaged,
     }
-    head_run = planning.build(
+    run = context.review(author)
+    head_run = pipeline.plan(
         head,
+        run,
         observe=_guarded(shared.observer(head), refused),
         progress=progress,
         **options,
     )
     if base is None:
-        head_plan = await head_run
+        head_plan = (await head_run).plan
         return Review(head_plan, None, base_source, None, base_error, reads=dict(shared.reads))
-    base_plan, head_plan = await asyncio.gather(
-        planning.build(base, observe=shared.observer(base), **options), head_run
+    base_checked, head_checked = await asyncio.gather(
+        pipeline.plan(base, run, observe=shared.observer(base), **options), head_run
     )
+    base_plan, head_plan = base_checked.plan, head_checked.plan
     markings, before, dropped = classify(head_plan, base_plan)
     return Review(
         head_plan,

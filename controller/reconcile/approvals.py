@@ -21,6 +21,7 @@ from typing import Any
 from controller.engine import apply as applying
 from controller.events import Event, EventType
 from controller.model.state import DesiredState
+from controller.pipeline import context, writes
 from controller.plan import plan_json
 from controller.plan.items import Plan
 from controller.reconcile.handle import ControllerStopping, PendingApproval, UnknownApproval
@@ -53,11 +54,25 @@ class Approvals:
     def _of_source(self, source: str) -> _Entry | None:
         return next((e for e in self._entries.values() if e.approval.source == source), None)
 
-    def offer(self, source: str, state: DesiredState, plan: Plan, pruning: Any) -> PendingApproval:
-        """Register ``plan`` (its nodes all manual, all with changes) for approval; the
-        pending approval of the same plan when there is one already."""
+    def offer(
+        self,
+        source: str,
+        state: DesiredState,
+        plan: Plan,
+        pruning: Any,
+        *,
+        required: int = 1,
+        reasons: tuple[str, ...] = (),
+        actor: str = "",
+    ) -> PendingApproval:
+        """Register ``plan`` (its nodes all manual or held back by a policy, all with
+        changes) for approval; the pending approval of the same plan when there is one
+        already. ``required``: distinct approvals it needs; ``reasons``: the policies'
+        messages asking for them; ``actor``: who triggered the change."""
         document = plan_json.to_dict(plan)
-        fingerprint = json.dumps([plan.revision, document["changes"]], sort_keys=True)
+        fingerprint = json.dumps(
+            [plan.revision, document["changes"], required, list(reasons), actor], sort_keys=True
+        )
         existing = self._of_source(source)
         if existing is not None and existing.fingerprint == fingerprint:
             return existing.approval
@@ -70,6 +85,9 @@ class Approvals:
             created=datetime.now(UTC),
             nodes=tuple(n.node for n in plan.nodes),
             plan=document,
+            required=max(1, required),
+            reasons=tuple(reasons),
+            actor=actor,
         )
         self._entries[approval.id] = _Entry(approval, state, plan, pruning, fingerprint)
         self.shared.events.publish(
@@ -118,10 +136,13 @@ class Approvals:
 
         async def work() -> applying.ApplyResult:
             async with self.shared.locks.hold(entry.approval.nodes):
-                result = await applying.apply(
+                # Checked against a fresh plan first: a deny now refuses the approval.
+                result = await writes.apply_approved(
                     entry.state,
                     entry.plan,
                     self.shared.store,
+                    context.approval(entry.approval.actor),
+                    granted=entry.approval.required,
                     concurrency=self.shared.config.concurrency,
                     trigger=Trigger.API,
                     publish=publish,

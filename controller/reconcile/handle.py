@@ -64,6 +64,9 @@ class PendingApproval:
     created: datetime
     nodes: Sequence[str]
     plan: Mapping[str, Any] = field(default_factory=dict)  # plan JSON
+    required: int = 1  # distinct approvals needed (a policy may ask for more than one)
+    reasons: tuple[str, ...] = ()  # the policies' messages that call for the approval
+    actor: str = ""  # who triggered the change (a commit's author, fazai-serve)
 
 
 class UnknownApproval(LookupError):

@@ -1,10 +1,15 @@
-"""One reconcile of one source at one commit: plan every node, then act per node mode.
+"""One reconcile of one source at one commit: plan every node (through the pipeline, so
+each node's items carry the policies' verdicts for that node's mode), then act per node
+mode.
 
 The plan is a run of its own (``plan``), recorded with its plan JSON and per-node result,
-so the run log holds the drift history. Then, per node mode:
+so the run log holds the drift history. A policy that denies an item stops the pass:
+nothing is written, on any node, and the pass fails with the policies' messages.
+Otherwise, per node mode:
 
 * ``auto``: nodes with changes (and a clean read) are applied by the engine as one
-  ``apply`` run; what converged is in sync again.
+  ``apply`` run; what converged is in sync again. A node with an item a policy holds for
+  approval (``requireApproval``) waits for approval instead, as a manual one does.
 * ``detect``: drift is published and kept for the API; nothing is written.
 * ``manual``: the plan of those nodes waits for approval (see ``approvals``).
 
@@ -22,9 +27,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine import apply as applying
-from controller.engine import plan as planning
 from controller.events import EventType, Publish, redact_in_thread
 from controller.model.state import DesiredState
+from controller.pipeline import context, gate, planning, writes
 from controller.plan import items as planitems
 from controller.plan import plan_json
 from controller.reconcile.approvals import Approvals
@@ -87,11 +92,13 @@ async def run_pass(
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
+    actor: str | None = None,
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
     open), with why. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
-    run is recorded through, off the event loop."""
+    run is recorded through, off the event loop. ``actor``: the commit's author, when
+    known (the policies see it as ``run.actor``)."""
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
@@ -106,10 +113,16 @@ async def run_pass(
         trigger=trigger.value,
         mode=source.mode.value,
     )
+    runs = {mode: context.serve(trigger, mode.value, actor) for mode in Mode}
     try:
-        plan = await planning.build(
-            state, concurrency=shared.config.concurrency, publish=run_publish
+        checked = await planning.plan_by(
+            state,
+            lambda node: runs[source.mode_for(node)],
+            runs[source.mode],
+            concurrency=shared.config.concurrency,
+            publish=run_publish,
         )
+        plan = checked.plan
         overall = await _record(shared, source, plan, run_id, publish, writer)
     except asyncio.CancelledError:
         await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
@@ -124,28 +137,47 @@ async def run_pass(
 
     failed = [n for n in plan.nodes if n.failed]
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
+    drifted = {n.node for n in plan.nodes if n.changed}
+    denials = checked.denials()
+    if denials:
+        # Deny wins over everything: nothing of this plan is written, nor offered.
+        approvals.withdraw(source.name)
+        problems.append(
+            f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
+            + "; ".join(denials)
+        )
+        return PassOutcome(run_id, None, tuple(problems), tuple(sorted(drifted)))
     by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
         if node.changed and not node.failed:
             if node.node in blocked:
                 problems.append(f"{node.node}: {blocked[node.node]}")
                 continue
-            by_mode[source.mode_for(node.node)].append(node)
+            mode = source.mode_for(node.node)
+            if mode is Mode.AUTO and gate.needs_approval(node):
+                mode = Mode.MANUAL  # a policy holds this node's apply for approval
+            by_mode[mode].append(node)
 
     pending = None
-    if by_mode[Mode.MANUAL]:
+    waiting = by_mode[Mode.MANUAL]
+    if waiting:
         pending = approvals.offer(
-            source.name, state, subset(plan, by_mode[Mode.MANUAL]), pruning
+            source.name,
+            state,
+            subset(plan, waiting),
+            pruning,
+            required=max(1, gate.approvals_needed(waiting)),
+            reasons=gate.reasons(waiting),
+            actor=checked.run.actor,
         ).id
     else:
         approvals.withdraw(source.name)
 
     apply_run = None
-    drifted = {n.node for n in plan.nodes if n.changed}
     if by_mode[Mode.AUTO] and begin_apply():
-        result = await applying.apply(
+        result = await writes.apply(
             state,
-            subset(plan, by_mode[Mode.AUTO]),
+            gate.Checked(subset(plan, by_mode[Mode.AUTO]), checked.run),
             store,
             concurrency=shared.config.concurrency,
             trigger=trigger,

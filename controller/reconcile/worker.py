@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.engine import apply as applying
-from controller.engine import prune, recorded
 from controller.engine.prune import Pruning
 from controller.errors import InvalidInputError, SourceError
 from controller.events import EventType
 from controller.model import loader
 from controller.model.state import DesiredState
+from controller.pipeline import desired
 from controller.reconcile import passes
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
@@ -185,6 +185,7 @@ class SourceWorker:
                 blocked=blocked,
                 begin_apply=self._begin_apply,
                 writer=self.writer,
+                actor=await asyncio.to_thread(self.git.author, target),
             )
         self.revision = target
         return outcome
@@ -260,14 +261,9 @@ class SourceWorker:
         }
 
     async def _pruning(self, state: DesiredState) -> Pruning:
-        nodes = prune.prune_nodes(state, self.config.prune)
         store = self.shared.store
         owned = await self.writer.call(lambda: {node: store.owned(node) for node in state.nodes})
-        # Every node, pruned or not: a document finds the object FazAI owns for it.
-        state = recorded.bind(state, owned)
-        if not nodes:
-            return Pruning(state)
-        pruning = prune.plan(state, {node: owned[node] for node in nodes}, nodes)
+        pruning = desired.prepare(state, owned, self.config.prune)
         for note in pruning.notes:
             log.warning("%s: prune: %s", self.name, note)
         return pruning

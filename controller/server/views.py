@@ -83,4 +83,7 @@ def approval(pending: PendingApproval) -> dict[str, Any]:
         "created": _time(pending.created),
         "nodes": list(pending.nodes),
         "plan": redact(dict(pending.plan)),
+        "required": pending.required,
+        "reasons": list(pending.reasons),
+        "actor": pending.actor,
     }
