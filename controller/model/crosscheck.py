@@ -43,16 +43,23 @@ def check(
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node"]
     context = CheckContext(nodes, resources, tree, broken_nodes)
+    # Untargeted kinds (Policy) name no node and claim no object on one.
+    targeted = [d for d in resources if _targeted(d)]
     found = [
         *_duplicates(documents),
-        *_targets(resources, nodes, broken_nodes),
-        *_conflicts(resources, nodes),
+        *_targets(targeted, nodes, broken_nodes),
+        *_conflicts(targeted, nodes),
     ]
     for doc in documents:
         kind = kinds.get(doc.kind)
         if kind is not None and kind.check is not None:
             found.extend(kind.check(doc, context))
     return found
+
+
+def _targeted(document: Document) -> bool:
+    kind = kinds.get(document.kind)
+    return kind is None or kind.targeted
 
 
 def _duplicates(documents: Sequence[Document]) -> Iterator[Diagnostic]:

@@ -35,6 +35,10 @@ class Kind:
     # spec fields that default to metadata.name (a platform's own name for the object)
     name_field: str | None = None
     check: DocumentCheck | None = field(default=None, compare=False)
+    # False for kinds that steer FazAI itself (Policy) instead of describing objects on
+    # nodes: they have no spec.target, are never planned on a node, and DesiredState
+    # keeps them apart (``controls``).
+    targeted: bool = True
 
     @property
     def spec_schema(self) -> Mapping[str, Any]:

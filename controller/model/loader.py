@@ -7,7 +7,7 @@ from typing import Any
 
 from controller import providers
 from controller.errors import InvalidInputError, SourceError
-from controller.model import crosscheck, foreign, validate
+from controller.model import crosscheck, foreign, kinds, validate
 from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -72,8 +72,14 @@ def load(tree: SourceTree) -> DesiredState:
             problems.append(note)
         raise InvalidInputError(problems)
     nodes = {d.name: d for d in documents if d.kind == "Node"}
-    resources = [d for d in documents if d.kind != "Node"]
-    return DesiredState(tree, nodes, resources, tuple(problems), tuple(skipped))
+    resources = [d for d in documents if d.kind != "Node" and _targeted(d)]
+    controls = [d for d in documents if d.kind != "Node" and not _targeted(d)]
+    return DesiredState(tree, nodes, resources, tuple(problems), tuple(skipped), tuple(controls))
+
+
+def _targeted(document: Document) -> bool:
+    kind = kinds.get(document.kind)
+    return kind is None or kind.targeted
 
 
 _NAMED_SKIPS = 5  # locations a skip note names before it only counts the rest

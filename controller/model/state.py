@@ -38,6 +38,9 @@ class DesiredState:
     resources: Sequence[Document]
     warnings: Sequence[Diagnostic] = ()
     skipped: Sequence[Location] = ()  # YAML documents that are not FazAI's (model/foreign.py)
+    # Documents of untargeted kinds (Kind.targeted is False: Policy): they steer FazAI
+    # and are never planned on a node.
+    controls: Sequence[Document] = ()
 
     @property
     def revision(self) -> str | None:

@@ -23,6 +23,9 @@ class PlanItem:
     error: str | None = None
     adopt: str | None = None  # the id of the existing object the document takes over
     verdicts: tuple[Verdict, ...] = ()  # what the policies said of this item
+    # The command or tool call the agent proposes for this item (None: a typed change of
+    # a document); policies see it as ``command``.
+    command: str | None = None
 
     @property
     def denied(self) -> tuple[Verdict, ...]:

@@ -33,3 +33,4 @@ class RunContext:
     trigger: str  # cli, commit, schedule, webhook, api, agent
     mode: str  # auto, manual, detect, or the CLI's apply/plan
     actor: str  # the OS user, the API token's name, the commit's author
+    source: str = ""  # the source's name in fazai.yaml, or the directory/repository planned

@@ -1,0 +1,120 @@
+"""What a rule's CEL expression sees of one plan item: the activation.
+
+Four variables, the same for every rule:
+
+- ``item``: the plan item: ``node``, ``kind``, ``name``, ``action`` (create, update,
+  delete, unmanaged, or unresolved for what the agent proposes), ``adopt`` (bool),
+  ``changes`` (a list of ``{field, live, desired}``), ``fields`` (the same changes as a
+  map field -> ``{live, desired}``) and ``spec`` (the document's spec as written, without
+  ``target`` and without a File's ``content``; empty when the plan has no document for
+  the item, as for a plan read from JSON or an unmanaged object).
+- ``node``: ``name``, ``platform``, ``labels`` and ``facts``: what the plan knows of the
+  node. ``facts.controllerInterfaces`` lists the firewall interfaces the controller
+  reaches the firewall through (the Node's ``controllerInterfaces``; empty: unknown, so
+  any interface may be one, as the anti-lockout check assumes).
+- ``run``: ``trigger`` (cli, commit, schedule, webhook, api, agent), ``mode``, ``actor``
+  and ``source``.
+- ``command``: the command or tool call the agent proposes for the item, or null.
+
+Values are what the plan shows and nothing more: a File's content is its sha256 in the
+essence, a sensitive file has no diff, password hashes never reach a plan. So no
+expression can read a secret in clear. Diffs of text contents are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.model.document import Document
+from controller.plan.items import PlanItem
+from controller.plan.verdicts import RunContext
+
+VARIABLES = ("item", "node", "run", "command")
+
+# The typed parts of the activation: a name under them that is not listed is a mistake
+# ``fazai validate`` reports. ``fields``, ``spec`` and ``labels`` are maps whose keys
+# depend on the item: a missing key there fails closed at run time instead.
+TYPED_FIELDS: Mapping[str, frozenset[str]] = {
+    "item": frozenset({"node", "kind", "name", "action", "adopt", "changes", "fields", "spec"}),
+    "node": frozenset({"name", "platform", "labels", "facts"}),
+    "run": frozenset({"trigger", "mode", "actor", "source"}),
+    "node.facts": frozenset({"controllerInterfaces"}),
+}
+
+# Spec fields never shown to an expression: where a node is chosen (the node variable
+# says that), and a File's content, which may be a secret.
+_HIDDEN_SPEC = {"target"}
+_HIDDEN_FILE_SPEC = {"target", "content"}
+
+
+def node_view(
+    name: str, platform: str, document: Document | None, facts: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``node`` variable; built once per node, shared by its items."""
+    spec = document.spec if document is not None else {}
+    known: dict[str, Any] = {"controllerInterfaces": list(spec.get("controllerInterfaces", []))}
+    if facts:
+        known.update(facts)
+    return {
+        "name": name,
+        "platform": str(spec.get("platform", platform)),
+        "labels": dict(document.labels) if document is not None else {},
+        "facts": known,
+    }
+
+
+def run_view(run: RunContext) -> dict[str, Any]:
+    return {"trigger": run.trigger, "mode": run.mode, "actor": run.actor, "source": run.source}
+
+
+def spec_view(document: Document | None) -> dict[str, Any]:
+    if document is None:
+        return {}
+    hidden = _HIDDEN_FILE_SPEC if document.kind == "File" else _HIDDEN_SPEC
+    return {k: v for k, v in document.spec.items() if k not in hidden}
+
+
+def item_view(item: PlanItem, spec: Mapping[str, Any]) -> dict[str, Any]:
+    changes = [{"field": c.field, "live": c.live, "desired": c.desired} for c in item.changes]
+    return {
+        "node": item.node,
+        "kind": item.kind,
+        "name": item.name,
+        "action": item.action.value,
+        "adopt": item.adopt is not None,
+        "changes": changes,
+        "fields": {c["field"]: {"live": c["live"], "desired": c["desired"]} for c in changes},
+        "spec": dict(spec),
+    }
+
+
+def activation(
+    item: Mapping[str, Any], node: Mapping[str, Any], run: Mapping[str, Any], command: str | None
+) -> dict[str, Any]:
+    return {"item": item, "node": node, "run": run, "command": command}
+
+
+def sample() -> dict[str, Any]:
+    """A typed activation with every field set, for the dry evaluation at validate."""
+    change = {"field": "mode", "live": "0644", "desired": "0600"}
+    return activation(
+        {
+            "node": "web-1",
+            "kind": "File",
+            "name": "/etc/example",
+            "action": "update",
+            "adopt": False,
+            "changes": [change],
+            "fields": {"mode": {"live": "0644", "desired": "0600"}},
+            "spec": {},
+        },
+        {
+            "name": "web-1",
+            "platform": "linux",
+            "labels": {},
+            "facts": {"controllerInterfaces": ["lan"]},
+        },
+        {"trigger": "cli", "mode": "plan", "actor": "someone", "source": "."},
+        "true",
+    )

@@ -1,0 +1,147 @@
+"""CEL expressions: compiled once, checked for names the activation does not have.
+
+The library is common-expression-language (bindings to the Rust cel crate): it compiles
+a few rules in about a millisecond, evaluates 5 rules over 1,000 items in ~55 ms with a
+shared context (cel-python: ~1.9 s), and its syntax errors carry line and column (see
+bench/cel_libraries.py). It has no type checker, so names are checked here: every
+variable must be one of the activation's, every field under a typed part must exist
+(``activation.TYPED_FIELDS``), and a dry evaluation against a typed sample activation
+catches wrong operand types and unknown functions on the paths it takes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+from controller.policy import activation
+
+_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
+_STRING = re.compile(r"""(?s)[rR]?("(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')""")
+# A member chain that starts at a variable (not after a '.', which would make it a field
+# of something else): item.kind, node.facts.controllerInterfaces.
+_CHAIN = re.compile(r"(?<![\w.])(item|node|run)\s*\.\s*([A-Za-z_]\w*)(?:\s*\.\s*([A-Za-z_]\w*))?")
+
+
+# CEL's type names, which the library lists among an expression's variables.
+_TYPES = frozenset(
+    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type", "dyn"}
+)
+
+
+@dataclass(frozen=True)
+class ExpressionError(Exception):
+    """Where in the expression (1-based line and column) and what is wrong."""
+
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Expression:
+    """One compiled rule expression; ``evaluate`` raises EvaluationError on any failure."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._program = _compile(source)
+
+    def evaluate(self, context: cel.Context | Mapping[str, Any]) -> bool:
+        try:
+            result = self._program.execute(context)
+        except KeyError as exc:
+            raise EvaluationError(f"no such key: {exc.args[0] if exc.args else exc}") from exc
+        except Exception as exc:  # the library raises ValueError/TypeError/RuntimeError
+            raise EvaluationError(_first_line(str(exc))) from exc
+        if not isinstance(result, bool):
+            raise EvaluationError(f"evaluated to {type(result).__name__}, not a boolean")
+        return result
+
+
+class EvaluationError(Exception):
+    """A rule that could not be evaluated for an item: the stage denies the item."""
+
+
+def compile_checked(source: str) -> Expression:
+    """The compiled expression; ExpressionError when it does not compile or names a
+    variable or field the activation does not have."""
+    expression = Expression(source)
+    _check_names(source, expression)
+    _dry_run(expression)
+    return expression
+
+
+def _compile(source: str) -> Any:
+    try:
+        return cel.compile(source)
+    except Exception as exc:  # ValueError, with the position in its text
+        text = str(exc)
+        found = _POSITION.search(text)
+        if found is None:
+            raise ExpressionError(1, 1, f"does not compile: {_first_line(text)}") from None
+        line, column, why = int(found.group(1)), int(found.group(2)), found.group(3)
+        raise ExpressionError(line, column, f"does not compile: {why}") from None
+
+
+def _check_names(source: str, expression: Expression) -> None:
+    variables = expression._program.variables()
+    # Comprehension variables (x in all(x, ...)) are reported as variables too; only a
+    # name that is bound nowhere in the text as a macro variable is unknown.
+    bound = set(re.findall(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*(\w+)", source))
+    for name in variables:
+        if name not in activation.VARIABLES and name not in bound and name not in _TYPES:
+            line, column = _position(source, re.compile(rf"(?<![\w.]){re.escape(name)}\b"))
+            known = ", ".join(activation.VARIABLES)
+            raise ExpressionError(line, column, f"unknown variable {name!r}; known: {known}")
+    blank = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+    for found in _CHAIN.finditer(blank):
+        root, first, second = found.group(1), found.group(2), found.group(3)
+        if root in bound:
+            continue
+        fields = activation.TYPED_FIELDS[root]
+        if first not in fields:
+            at = found.start(2)
+            raise ExpressionError(*_line_column(source, at), _unknown(root, first, fields))
+        nested = activation.TYPED_FIELDS.get(f"{root}.{first}")
+        if nested is not None and second is not None and second not in nested:
+            at = found.start(3)
+            raise ExpressionError(
+                *_line_column(source, at), _unknown(f"{root}.{first}", second, nested)
+            )
+
+
+def _unknown(parent: str, name: str, fields: frozenset[str]) -> str:
+    return f"{parent} has no field {name!r}; it has: {', '.join(sorted(fields))}"
+
+
+def _dry_run(expression: Expression) -> None:
+    try:
+        expression.evaluate(activation.sample())
+    except EvaluationError as exc:
+        cause = exc.__cause__
+        # A missing key of a map whose keys depend on the item (fields, spec, labels) is
+        # not a mistake of the expression; at run time it fails closed.
+        if isinstance(cause, KeyError):
+            return
+        raise ExpressionError(1, 1, f"fails on a sample item: {exc}") from None
+
+
+def _position(source: str, pattern: re.Pattern[str]) -> tuple[int, int]:
+    found = pattern.search(source)
+    return _line_column(source, found.start() if found else 0)
+
+
+def _line_column(source: str, offset: int) -> tuple[int, int]:
+    before = source[:offset]
+    line = before.count("\n") + 1
+    return line, offset - (before.rfind("\n") + 1) + 1
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "error"

@@ -1,0 +1,209 @@
+"""The policy stage: every plan item, checked against the repository's policies and the
+shipped defaults, comes back carrying its verdicts.
+
+Semantics, in order of strength:
+
+1. ``deny`` wins over everything: a plan with a denied item is not applied at all.
+2. ``requireApproval`` holds the item until enough distinct approvers release it, even
+   in ``auto`` mode (the item's ``approvals_needed`` is the largest count asked).
+3. ``allow`` is an exception to the shipped defaults only: a repository rule with
+   ``effect: allow`` (and its required ``reason``) that matches an item removes the
+   defaults' verdicts for that item, and is recorded so every output says why. It never
+   overrides a repository's own deny or requireApproval, nor a rule that failed.
+4. A rule that cannot be evaluated for an item (a missing key, a wrong type, a result
+   that is not a boolean) fails closed: a deny verdict naming the policy, rule and error.
+
+Each expression is compiled once, when the set is built, not per item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+from controller.errors import InvalidInputError
+from controller.model.diagnostics import Diagnostic, Location
+from controller.model.document import Document
+from controller.model.state import DesiredState
+from controller.plan.diff import Action
+from controller.plan.items import NodePlan, Plan, PlanItem
+from controller.plan.verdicts import Effect, RunContext, Verdict
+from controller.policy import activation
+from controller.policy.defaults import shipped_policies
+from controller.policy.document import Match, Policy, Rule, from_document
+from controller.policy.expressions import EvaluationError, Expression, ExpressionError
+from controller.policy.expressions import compile_checked as _compile
+
+# Items the stage never looks at: nothing of them is applied.
+_QUIET = (Action.NOOP, Action.ERROR)
+_STRENGTH = {Effect.DENY: 0, Effect.REQUIRE_APPROVAL: 1, Effect.ALLOW: 2}
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    rule: Rule
+    expression: Expression
+
+
+@dataclass(frozen=True)
+class _CompiledPolicy:
+    policy: Policy
+    rules: tuple[_CompiledRule, ...]
+
+
+class PolicySet:
+    """Policies compiled once; ``evaluate`` is pure and may run for many plans."""
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        documents: Mapping[tuple[str, str], Document] | None = None,
+    ) -> None:
+        self.policies = tuple(policies)
+        self._compiled = tuple(_compile_policy(p) for p in self.policies)
+        # (kind, name) -> the desired document, for ``item.spec``.
+        self._documents = dict(documents or {})
+
+    def evaluate(
+        self, plan: Plan, run: RunContext, nodes: Mapping[str, Document] | None = None
+    ) -> Plan:
+        """``plan`` with every item's ``verdicts`` set (replacing any it had)."""
+        nodes = nodes or {}
+        run_view = activation.run_view(run)
+        out: list[NodePlan] = []
+        for node_plan in plan.nodes:
+            node_view = activation.node_view(
+                node_plan.node, node_plan.platform, nodes.get(node_plan.node)
+            )
+            items = tuple(self._item(item, node_view, run, run_view) for item in node_plan.items)
+            out.append(dataclasses.replace(node_plan, items=items))
+        return dataclasses.replace(plan, nodes=tuple(out))
+
+    def evaluate_item(
+        self, item: PlanItem, run: RunContext, node: Mapping[str, Any]
+    ) -> tuple[Verdict, ...]:
+        """The verdicts for one item (the agent's proposals); ``node`` as
+        ``activation.node_view`` builds it."""
+        return self._item(item, node, run, activation.run_view(run)).verdicts
+
+    def _item(
+        self,
+        item: PlanItem,
+        node: Mapping[str, Any],
+        run: RunContext,
+        run_view: Mapping[str, Any],
+    ) -> PlanItem:
+        if item.action in _QUIET:
+            return item if not item.verdicts else dataclasses.replace(item, verdicts=())
+        action = item.action.value
+        matching = [c for c in self._compiled if _matches(c.policy.match, item, action, node, run)]
+        if not matching:
+            return item if not item.verdicts else dataclasses.replace(item, verdicts=())
+        spec = activation.spec_view(self._documents.get((item.kind, item.name)))
+        view = activation.item_view(item, spec)
+        context = cel.Context(variables=activation.activation(view, node, run_view, item.command))
+        verdicts = _decide(_fired(matching, context))
+        return dataclasses.replace(item, verdicts=verdicts)
+
+
+@dataclass(frozen=True)
+class _Fired:
+    policy: Policy
+    verdict: Verdict
+    failed: bool = False  # the rule could not be evaluated: a deny nothing overrides
+
+
+def _fired(policies: Iterable[_CompiledPolicy], context: cel.Context) -> list[_Fired]:
+    fired: list[_Fired] = []
+    for compiled in policies:
+        policy = compiled.policy
+        for entry in compiled.rules:
+            rule = entry.rule
+            try:
+                hit = entry.expression.evaluate(context)
+            except EvaluationError as exc:
+                message = f"denied because the rule could not be evaluated: {exc}"
+                fired.append(
+                    _Fired(policy, Verdict(policy.name, rule.name, Effect.DENY, message), True)
+                )
+                continue
+            if hit:
+                approvals = rule.approvals if rule.effect is Effect.REQUIRE_APPROVAL else 1
+                verdict = Verdict(
+                    policy.name, rule.name, rule.effect, rule.message, approvals, rule.reason
+                )
+                fired.append(_Fired(policy, verdict))
+    return fired
+
+
+def _decide(fired: Sequence[_Fired]) -> tuple[Verdict, ...]:
+    allows = [f for f in fired if f.verdict.effect is Effect.ALLOW and not f.policy.shipped]
+    kept: list[Verdict] = []
+    overridden = False
+    for f in fired:
+        effect = f.verdict.effect
+        if effect is Effect.ALLOW:
+            continue
+        if f.policy.shipped and allows and not f.failed:
+            overridden = True
+            continue
+        kept.append(f.verdict)
+    if overridden:
+        kept.extend(f.verdict for f in allows)
+    return tuple(sorted(kept, key=lambda v: (_STRENGTH[v.effect], v.policy, v.rule)))
+
+
+def _matches(
+    match: Match, item: PlanItem, action: str, node: Mapping[str, Any], run: RunContext
+) -> bool:
+    if match.kinds and item.kind not in match.kinds:
+        return False
+    if match.actions and action not in match.actions:
+        return False
+    if match.platforms and node["platform"] not in match.platforms:
+        return False
+    if match.triggers and run.trigger not in match.triggers:
+        return False
+    if match.sources and run.source not in match.sources:
+        return False
+    if match.node_labels:
+        labels = node["labels"]
+        return all(labels.get(k) == v for k, v in match.node_labels.items())
+    return True
+
+
+def _compile_policy(policy: Policy) -> _CompiledPolicy:
+    rules: list[_CompiledRule] = []
+    for index, rule in enumerate(policy.rules):
+        try:
+            rules.append(_CompiledRule(rule, _compile(rule.expression)))
+        except ExpressionError as exc:
+            # Validation refuses these; a set built from unvalidated input still stops.
+            doc = policy.document
+            where = (
+                doc.location(("spec", "rules", index, "expression"))
+                if doc
+                else Location("<memory>")
+            )
+            raise InvalidInputError(
+                [
+                    Diagnostic(
+                        where,
+                        exc.message,
+                        f"Policy/{policy.name}",
+                        f"spec.rules[{index}].expression",
+                    )
+                ]
+            ) from None
+    return _CompiledPolicy(policy, tuple(rules))
+
+
+def load(state: DesiredState) -> PolicySet:
+    """The repository's Policy documents and the shipped defaults, compiled."""
+    repo = [from_document(d) for d in state.controls if d.kind == "Policy"]
+    documents = {(d.kind, d.name): d for d in state.resources}
+    return PolicySet([*repo, *shipped_policies()], documents)
