@@ -370,7 +370,7 @@ def run_plan(
     drift), with a progress bar on a terminal."""
     from controller.pipeline import context, planning
 
-    run = context.cli(mode)
+    run = context.cli(mode, state.source.description)
     options: dict[str, Any] = {
         "only": nodes,
         "concurrency": concurrency,
@@ -556,7 +556,7 @@ def rollback(
     # A rollback writes too: what it would undo passes the policy stage first.
     with StateStore(store_path) as store:
         undo = writes.rollback_plan(state, store, run_id, nodes)
-    checked = planning.check(state, undo, context.cli("rollback"))
+    checked = planning.check(state, undo, context.cli("rollback", state.source.description))
     _gate(checked, "restored", "Revert the change")
     if not auto_approve:
         if not sys.stdin.isatty():
@@ -1236,7 +1236,9 @@ def _load(path: str | None, ref: str | None, subdir: str) -> DesiredState:
 
 
 def _loaded(tree: SourceTree) -> DesiredState:
-    state = loader.load(tree)
+    from controller.pipeline import source
+
+    state = source.load(tree)
     for warning in state.warnings:
         stderr.print(f"[yellow]{_escape(str(warning))}[/]")
     if state.skipped:

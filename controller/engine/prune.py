@@ -16,6 +16,7 @@ to that document.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -181,8 +182,10 @@ def plan(
                 )
     if not (extra or warnings):
         return Pruning(state, tuple(releases), tuple(notes))
-    pruned = DesiredState(
-        state.source, state.nodes, [*state.resources, *extra], [*state.warnings, *warnings]
+    # replace, not a new DesiredState: the Policy documents (controls) and the rest of
+    # the state must come along, or pruning would drop the repository's guardrails.
+    pruned = dataclasses.replace(
+        state, resources=[*state.resources, *extra], warnings=[*state.warnings, *warnings]
     )
     return Pruning(pruned, tuple(releases), tuple(notes))
 

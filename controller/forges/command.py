@@ -28,9 +28,9 @@ from controller.forges.clients import CLIENTS, canonical, open_client
 from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
 from controller.forges.settings import DEFAULT_API_URLS, DEFAULT_TOKEN_ENV, ForgeSettings
 from controller.forges.settings import from_config as forges_from_config
-from controller.model import loader
 from controller.model.diagnostics import Diagnostic, Location
 from controller.model.state import DesiredState
+from controller.pipeline import source
 from controller.secrets import resolve
 from controller.source.open import default_cache_dir, open_source
 
@@ -51,11 +51,11 @@ def load_pair(location: str, base_ref: str, head_ref: str, subdir: str) -> Pair:
     """Both states; InvalidInputError when the head is invalid. An invalid base is
     reported in ``base_error`` (a pull request may be the fix); an unknown ref of either
     is a SourceError."""
-    head = loader.load(open_source(location, head_ref, subdir))
+    head = source.load(open_source(location, head_ref, subdir))
     author = _author(location, head.revision)
     base_tree = open_source(location, base_ref, subdir)
     try:
-        return Pair(loader.load(base_tree), None, head, author)
+        return Pair(source.load(base_tree), None, head, author)
     except InvalidInputError as exc:
         errors = [d for d in exc.diagnostics if d.is_error]
         first = f": {errors[0]}" if errors else ""

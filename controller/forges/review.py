@@ -172,7 +172,7 @@ async def build(
         "concurrency": concurrency,
         "show_unmanaged": show_unmanaged,
     }
-    run = context.review(author)
+    run = context.review(author, head.source.description)
     head_run = pipeline.plan(
         head,
         run,

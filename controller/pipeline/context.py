@@ -28,25 +28,27 @@ def os_user() -> str:
         return f"uid {os.getuid()}"
 
 
-def cli(mode: str, actor: str | None = None) -> RunContext:
-    """A CLI command: ``mode`` is the command (``plan``, ``apply``, ``rollback``)."""
-    return RunContext(trigger=Trigger.CLI.value, mode=mode, actor=actor or os_user())
+def cli(mode: str, source: str = "", actor: str | None = None) -> RunContext:
+    """A CLI command: ``mode`` is the command (``plan``, ``apply``, ``rollback``);
+    ``source`` the directory or repository it reads."""
+    return RunContext(Trigger.CLI.value, mode, actor or os_user(), source)
 
 
-def serve(trigger: Trigger, mode: str, author: str | None = None) -> RunContext:
+def serve(trigger: Trigger, mode: str, author: str | None = None, source: str = "") -> RunContext:
     """A reconcile pass of ``serve``: ``mode`` is the node's (auto, manual, detect); the
-    actor is the commit's author when the source knows it."""
+    actor is the commit's author when the source knows it; ``source`` the source's name
+    in fazai.yaml."""
     name = _TRIGGERS.get(trigger, Trigger(trigger).value)
-    return RunContext(trigger=name, mode=mode, actor=author or SERVE_ACTOR)
+    return RunContext(name, mode, author or SERVE_ACTOR, source)
 
 
-def approval(actor: str | None) -> RunContext:
+def approval(actor: str | None, source: str = "") -> RunContext:
     """An approved plan being applied through the API: checked again, for the actor that
     triggered the change (the approver is the API's concern)."""
-    return RunContext(trigger=Trigger.API.value, mode="manual", actor=actor or SERVE_ACTOR)
+    return RunContext(Trigger.API.value, "manual", actor or SERVE_ACTOR, source)
 
 
-def review(author: str | None) -> RunContext:
+def review(author: str | None, source: str = "") -> RunContext:
     """A pull request's plan: what merging it would make serve do, so the trigger is the
     commit merging makes; nothing is written (mode ``plan``)."""
-    return RunContext(trigger="commit", mode="plan", actor=author or UNKNOWN_ACTOR)
+    return RunContext("commit", "plan", author or UNKNOWN_ACTOR, source)

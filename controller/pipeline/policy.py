@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Protocol
 
 from controller.model.document import Document
@@ -21,14 +22,26 @@ class PolicySet(Protocol):
     def evaluate(self, plan: Plan, run: RunContext, nodes: Mapping[str, Document]) -> Plan: ...
 
 
-def load(state: DesiredState) -> PolicySet | None:
-    """The policies of ``state`` (its Policy documents and the shipped defaults); None
-    only where this build has no evaluator at all."""
+def _evaluator() -> ModuleType | None:
     try:
-        module = importlib.import_module("controller.policy")
+        return importlib.import_module("controller.policy")
     except ModuleNotFoundError as exc:
         if exc.name != "controller.policy":
             raise  # the evaluator is there but broken: never plan without it
+        return None
+
+
+def register() -> None:
+    """Make the Policy kind known to the loader (importing the evaluator registers it, as
+    a platform registers its kinds): called before any desired state is loaded."""
+    _evaluator()
+
+
+def load(state: DesiredState) -> PolicySet | None:
+    """The policies of ``state`` (its Policy documents and the shipped defaults); None
+    only where this build has no evaluator at all."""
+    module = _evaluator()
+    if module is None:
         return None
     policies: PolicySet = module.load(state)
     return policies

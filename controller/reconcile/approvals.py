@@ -141,7 +141,7 @@ class Approvals:
                     entry.state,
                     entry.plan,
                     self.shared.store,
-                    context.approval(entry.approval.actor),
+                    context.approval(entry.approval.actor, entry.approval.source),
                     granted=entry.approval.required,
                     concurrency=self.shared.config.concurrency,
                     trigger=Trigger.API,

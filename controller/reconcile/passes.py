@@ -113,7 +113,7 @@ async def run_pass(
         trigger=trigger.value,
         mode=source.mode.value,
     )
-    runs = {mode: context.serve(trigger, mode.value, actor) for mode in Mode}
+    runs = {mode: context.serve(trigger, mode.value, actor, source.name) for mode in Mode}
     try:
         checked = await planning.plan_by(
             state,

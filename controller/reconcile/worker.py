@@ -19,9 +19,8 @@ from controller.engine import apply as applying
 from controller.engine.prune import Pruning
 from controller.errors import InvalidInputError, SourceError
 from controller.events import EventType
-from controller.model import loader
 from controller.model.state import DesiredState
-from controller.pipeline import desired
+from controller.pipeline import desired, source
 from controller.reconcile import passes
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
@@ -160,7 +159,7 @@ class SourceWorker:
             self.name, target[:12], request.reason, request.count, queued,
         )  # fmt: skip
         try:
-            state = await asyncio.to_thread(lambda: loader.load(self.git.tree(target)))
+            state = await asyncio.to_thread(lambda: source.load(self.git.tree(target)))
         except InvalidInputError as exc:
             errors = [str(d) for d in exc.diagnostics if d.is_error]
             shown = "; ".join(errors[:3])

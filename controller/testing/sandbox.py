@@ -26,10 +26,10 @@ from rich.console import Console
 
 import controller
 from controller.errors import SandboxError
-from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.pipeline import context, planning
+from controller.pipeline import source as pipeline_source
 from controller.pipeline.gate import Checked
 from controller.plan import items as planitems
 from controller.providers.opnsense import payload
@@ -177,7 +177,7 @@ def run_demo(
             f"no desired state at {folder}: pass --desired-state DIR (the desired_state/ "
             "folder of a FazAI checkout is the example the demo is made for)"
         )
-    state = loader.load(open_source(str(folder)))
+    state = pipeline_source.load(open_source(str(folder)))
     try:
         fleet = fleet_for(state, workdir)
     except ValueError as exc:
