@@ -94,8 +94,8 @@ def test_cli_apply_refuses_a_denied_delete_and_one_needing_approval(
     assert refused.returncode == 2, refused.stderr
     said = " ".join(refused.stderr.split())
     assert (
-        f"denied: edge-fw: delete FirewallRule/allow-ssh: no-rule-deletes/the-rule: {NO_RULE_DELETE}"
-        in said
+        "denied: edge-fw: delete FirewallRule/allow-ssh: no-rule-deletes/the-rule: "
+        f"{NO_RULE_DELETE}" in said
     )
     assert "a policy denies 1 change; nothing applied" in said
     assert "allow-ssh to 22" in rules(firewall)
@@ -107,8 +107,8 @@ def test_cli_apply_refuses_a_denied_delete_and_one_needing_approval(
     assert waiting.returncode == 2, waiting.stderr
     said = " ".join(waiting.stderr.split())
     assert (
-        "needs approval: edge-fw: delete FirewallRule/allow-ssh: fazai-firewall-rules/rule-delete-needs-approval"
-        in said
+        "needs approval: edge-fw: delete FirewallRule/allow-ssh: "
+        "fazai-firewall-rules/rule-delete-needs-approval" in said
     )
     assert "fazai approve ID" in said and "--auto-approve or answering yes is not one" in said
     assert "allow-ssh to 22" in rules(firewall)
