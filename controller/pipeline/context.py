@@ -50,5 +50,5 @@ def approval(actor: str | None, source: str = "") -> RunContext:
 
 def review(author: str | None, source: str = "") -> RunContext:
     """A pull request's plan: what merging it would make serve do, so the trigger is the
-    commit merging makes; nothing is written (mode ``plan``)."""
-    return RunContext("commit", "plan", author or UNKNOWN_ACTOR, source)
+    commit merging makes; nothing is written (mode ``review``)."""
+    return RunContext("commit", "review", author or UNKNOWN_ACTOR, source)

@@ -1,6 +1,8 @@
 """The pipeline's refusals, in the one exception tree (under ``FazaiError``).
 
     FazaiError
+    ├── PolicyError           the policies could not be evaluated: fails closed, nothing
+    │                         of the plan is written
     └── PolicyRefused         the policy stage does not let the plan be written
         ├── PolicyDenied          a policy denies an item: nothing of the plan is written
         └── ApprovalRequired      a policy asks for an approval this entry point cannot give
@@ -14,6 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controller.errors import FazaiError
+
+
+class PolicyError(FazaiError):
+    pass
 
 
 class PolicyRefused(FazaiError):

@@ -7,15 +7,19 @@ knows how they are made.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Protocol
 
+from controller.errors import FazaiError
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.items import NodePlan, Plan
+from controller.pipeline.errors import PolicyError
+from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import RunContext
+from controller.store.redact import redact
 
 
 class PolicySet(Protocol):
@@ -63,9 +67,47 @@ def check_by(state: DesiredState, plan: Plan, run_for: Callable[[str], RunContex
         groups.setdefault(run_for(node.node), []).append(node)
     checked: dict[str, NodePlan] = {}
     for run, nodes in groups.items():
-        part = Plan(plan.source, plan.revision, tuple(nodes), plan.warnings)
-        for node in policies.evaluate(part, run, state.nodes).nodes:
+        for node in _evaluate(policies, Plan(plan.source, plan.revision, tuple(nodes)), run, state):
             checked[node.node] = node
     return Plan(
         plan.source, plan.revision, tuple(checked[n.node] for n in plan.nodes), plan.warnings
     )
+
+
+def _evaluate(
+    policies: PolicySet, part: Plan, run: RunContext, state: DesiredState
+) -> tuple[NodePlan, ...]:
+    """``part``'s nodes with their items' verdicts. The evaluator sees the values as the
+    plan's JSON shows them (secrets masked: no rule can read one), and its verdicts are
+    put on the plan's own items. An evaluator that fails fails closed: PolicyError, and
+    nothing of the plan is written."""
+    try:
+        judged = policies.evaluate(_shown(part), run, state.nodes)
+        return tuple(
+            dataclasses.replace(
+                node,
+                items=tuple(
+                    dataclasses.replace(item, verdicts=verdict.verdicts)
+                    for item, verdict in zip(node.items, seen.items, strict=True)
+                ),
+            )
+            for node, seen in zip(part.nodes, judged.nodes, strict=True)
+        )
+    except FazaiError:
+        raise
+    except Exception as exc:  # a bug of the evaluator must not let a write through
+        raise PolicyError(
+            f"the policies could not be evaluated ({type(exc).__name__}: {exc}); nothing is written"
+        ) from exc
+
+
+def _shown(plan: Plan) -> Plan:
+    def item(i: PlanItem) -> PlanItem:
+        changes = tuple(
+            dataclasses.replace(c, live=redact(c.live), desired=redact(c.desired))
+            for c in i.changes
+        )
+        return dataclasses.replace(i, changes=changes)
+
+    nodes = tuple(dataclasses.replace(n, items=tuple(item(i) for i in n.items)) for n in plan.nodes)
+    return dataclasses.replace(plan, nodes=nodes)

@@ -30,6 +30,7 @@ from controller.engine import apply as applying
 from controller.events import EventType, Publish, redact_in_thread
 from controller.model.state import DesiredState
 from controller.pipeline import context, gate, planning, writes
+from controller.pipeline.errors import PolicyError
 from controller.plan import items as planitems
 from controller.plan import plan_json
 from controller.reconcile.approvals import Approvals
@@ -127,6 +128,18 @@ async def run_pass(
     except asyncio.CancelledError:
         await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
         raise
+    except PolicyError as exc:
+        # Fails closed: a plan the policies could not judge is neither written nor offered.
+        await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+        approvals.withdraw(source.name)
+        run_publish(
+            EventType.RUN_FINISHED,
+            status=RunStatus.FAILED.value,
+            seconds=round(time.monotonic() - started, 3),
+            command=Command.PLAN.value,
+            revision=state.revision,
+        )
+        return PassOutcome(run_id, None, (str(exc),), ())
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,

@@ -165,3 +165,50 @@ def test_the_cli_run_is_the_os_user() -> None:
     import getpass
 
     assert context.cli("apply") == RunContext("cli", "apply", getpass.getuser())
+
+
+class _Nosy:
+    """An evaluator that keeps what it was shown, and fails where told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.seen: list[object] = []
+
+    def evaluate(self, plan: Plan, run: RunContext, nodes: Mapping[str, Document]) -> Plan:
+        if self.fail:
+            raise ValueError("cannot convert")
+        self.seen += [c.desired for n in plan.nodes for i in n.items for c in i.changes]
+        return Plan(plan.source, plan.revision, tuple(
+            NodePlan(n.node, n.platform, tuple(
+                PlanItem(i.node, i.kind, i.name, i.action, i.changes, verdicts=(DENY,))
+                for i in n.items
+            )) for n in plan.nodes
+        ))  # fmt: skip
+
+
+def test_the_evaluator_sees_no_secret_and_its_verdicts_land_on_the_plans_own_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.secrets import Secret
+
+    evaluator = _Nosy()
+    monkeypatch.setattr(policy, "load", lambda state: evaluator)
+    secret = {"apiKey": Secret("s3cr3t"), "port": 22}
+    own = PlanItem("web-1", "File", "f", Action.UPDATE, (Change("auth", None, secret),))
+    out = policy.check(
+        _state(tmp_path), Plan("here", None, (NodePlan("web-1", "linux", (own,)),)), RUN
+    )
+    assert evaluator.seen == [{"apiKey": "***", "port": 22}]
+    (judged,) = out.nodes[0].items
+    assert judged.verdicts == (DENY,) and judged.changes == own.changes  # unmasked, as planned
+
+
+def test_an_evaluator_that_fails_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.pipeline.errors import PolicyError
+
+    monkeypatch.setattr(policy, "load", lambda state: _Nosy(fail=True))
+    plan = Plan("here", None, (NodePlan("web-1", "linux", (item(Action.CREATE),)),))
+    with pytest.raises(PolicyError, match=r"could not be evaluated.*nothing is written"):
+        policy.check(_state(tmp_path), plan, RUN)
