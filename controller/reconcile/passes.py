@@ -153,8 +153,10 @@ async def run_pass(
     drifted = {n.node for n in plan.nodes if n.changed}
     denials = checked.denials()
     if denials:
-        # Deny wins over everything: nothing of this plan is written, nor offered.
+        # Deny wins over everything: nothing of this plan is written, nor offered; the
+        # plan run says so in the history.
         approvals.withdraw(source.name)
+        await writer.call(_record_denied, store, run_id, checked)
         problems.append(
             f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
             + "; ".join(denials)
@@ -291,6 +293,15 @@ async def _record(
     )
     await writer.call(store.finish_run, run_id, overall)
     return overall
+
+
+def _record_denied(store: StateStore, run_id: int, checked: gate.Checked) -> None:
+    by_node: dict[str, list[str]] = {}
+    for item, line in zip(checked.denied, checked.denials(), strict=True):
+        by_node.setdefault(item.node, []).append(line)
+    for node, lines in by_node.items():
+        store.record_node(run_id, node, NodeStatus.FAILED, "denied by policy: " + "; ".join(lines))
+    store.finish_run(run_id, RunStatus.FAILED)
 
 
 def _record_nodes(

@@ -20,7 +20,7 @@ from controller.forges import command
 from controller.pipeline.errors import PolicyDenied
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.handle import Mode
-from controller.store import Command, StateStore
+from controller.store import Command, NodeStatus, RunStatus, StateStore
 from controller.testing.opnsense import Drift, EmulatorServer
 from tests.integration.servekit import AUTHOR, Infra, firewall_node, rule_doc, running, source
 
@@ -199,12 +199,16 @@ async def test_serve_writes_nothing_of_a_denied_plan_and_fails_the_pass(
         infra.push()
         await loop.controller.trigger("infra")
         await loop.until(lambda: worker.error is not None, what="the pass to fail")
+        assert worker.error is not None
         assert "a policy denies 1 change; nothing written, on any node" in worker.error
         assert NO_RULE_DELETE in worker.error
         assert rules(firewall) == {"allow-ssh to 22"}  # neither the delete nor the create
         assert loop.controller.approvals() == []
         runs = [r for r in loop.controller.store.list_runs() if r.revision == v2]
         assert runs and {r.command for r in runs} == {Command.PLAN}
+        assert {r.status for r in runs} == {RunStatus.FAILED}
+        (edge,) = runs[0].nodes
+        assert (edge.status, NO_RULE_DELETE in edge.message) == (NodeStatus.FAILED, True)
 
 
 async def test_approving_checks_the_policies_again_on_a_fresh_plan(
