@@ -461,7 +461,7 @@ def apply(
     with StateStore(state_file) as store, store.writer(lock_timeout):
         _say_state(store.path)
         recovered, stopped = signals.run(
-            lambda stop: applying.recover(state, store, interrupt=stop), _say, "the recovery"
+            lambda stop: writes.recover(state, store, interrupt=stop), _say, "the recovery"
         )
         for line in recovered:
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
@@ -1103,12 +1103,16 @@ def _gate(checked: Checked, done: str, how: str = "Commit the change") -> None:
     person saying yes) is given through serve's approval API."""
     if checked.denied:
         for line in checked.denials():
-            stderr.print(f"[bold red]denied:[/] {_escape(line)}")
+            # A policy's message is the repository's text: one line, no terminal escapes.
+            shown = _escape(terminal.clean(line, one_line=True))
+            stderr.print(f"[bold red]denied:[/] {shown}")
         _fail(f"a policy denies {count(len(checked.denied), 'change')}; nothing {done}")
     needed = checked.approvals_needed
     if needed and checked.plan.has_changes:
         for line in checked.approval_reasons():
-            stderr.print(f"[yellow]needs approval:[/] {_escape(line)}")
+            stderr.print(
+                f"[yellow]needs approval:[/] {_escape(terminal.clean(line, one_line=True))}"
+            )
         _fail(
             f"a policy requires {count(needed, 'approval')} that the CLI cannot give "
             "(--auto-approve or answering yes is not one); nothing "

@@ -5,6 +5,11 @@ stage and refuses, before anything is read or written, one the gate does not let
 through: a denied item stops the whole plan (:class:`PolicyDenied`); one that needs an
 approval is written only as an approved plan (:func:`apply_approved`, serve's API).
 The engine records every run it starts (``engine.apply``).
+
+One write has no plan to judge: :func:`recover` puts a node a killed run left half
+written back to the snapshot its transaction recorded before writing. It is not gated:
+refusing it would leave the node half applied, and it restores only what the journal
+holds for that node.
 """
 
 from __future__ import annotations
@@ -153,3 +158,10 @@ async def rollback(
         lock_timeout=lock_timeout,
         interrupt=interrupt,
     )
+
+
+async def recover(
+    state: DesiredState, store: StateStore, *, interrupt: applying.Interrupt = applying.NEVER
+) -> list[str]:
+    """Roll back the transactions dead runs left open (see ``engine.apply.recover``)."""
+    return await applying.recover(state, store, interrupt=interrupt)

@@ -15,12 +15,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.engine import apply as applying
 from controller.engine.prune import Pruning
 from controller.errors import InvalidInputError, SourceError
 from controller.events import EventType
 from controller.model.state import DesiredState
-from controller.pipeline import desired, source
+from controller.pipeline import desired, source, writes
 from controller.reconcile import passes
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
@@ -246,7 +245,7 @@ class SourceWorker:
             only = DesiredState(
                 state.source, {n: state.nodes[n] for n in nodes}, state.resources, state.warnings
             )
-            for line in await applying.recover(only, store):
+            for line in await writes.recover(only, store):
                 log.warning("%s: recovery: %s", self.name, line)
         # Closed meanwhile by us, or by the live process that was running it.
         still = store.open_transactions()
