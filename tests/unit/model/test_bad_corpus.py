@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import controller.policy  # noqa: F401  (registers the Policy kind, as the CLI does)
 from controller.errors import InvalidInputError
 from controller.model import loader
 from controller.model.yamlsource import MAX_DEPTH, MAX_FILE_BYTES
