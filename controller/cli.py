@@ -28,6 +28,7 @@ from controller.words import count
 
 if TYPE_CHECKING:
     from controller.engine.prune import Pruning
+    from controller.pipeline.gate import Checked
     from controller.plan import items as planitems
     from controller.plan.review import Review
     from controller.server.client import ApiClient
@@ -211,7 +212,7 @@ def plan(
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
     state = _with_prune(state, prune, state_file, read_only=True).state
-    result = _judged(state, run_plan(state, nodes, concurrency, show_unmanaged), path)
+    result = run_plan(state, nodes, concurrency, show_unmanaged, mode="plan").plan
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
 
@@ -360,10 +361,18 @@ def review(
 
 
 def run_plan(
-    state: DesiredState, nodes: Sequence[str], concurrency: int, show_unmanaged: bool = False
-) -> planitems.Plan:
-    from controller.engine import plan as planning
+    state: DesiredState,
+    nodes: Sequence[str],
+    concurrency: int,
+    show_unmanaged: bool = False,
+    *,
+    mode: str,
+) -> Checked:
+    """The pipeline up to the policy stage, for the CLI command ``mode`` (plan, apply,
+    drift), with a progress bar on a terminal."""
+    from controller.pipeline import context, planning
 
+    run = context.cli(mode, state.source.description)
     options: dict[str, Any] = {
         "only": nodes,
         "concurrency": concurrency,
@@ -371,7 +380,7 @@ def run_plan(
     }
     selected = [n for n in state.nodes if not nodes or n in nodes]
     if not stderr.is_terminal:
-        return signals.run_cancellable(lambda: planning.build(state, **options))
+        return signals.run_cancellable(lambda: planning.plan(state, run, **options))
     with Progress(
         TextColumn("reading nodes"),
         BarColumn(),
@@ -389,7 +398,9 @@ def run_plan(
             else:
                 progress.advance(task)
 
-        return signals.run_cancellable(lambda: planning.build(state, progress=advance, **options))
+        return signals.run_cancellable(
+            lambda: planning.plan(state, run, progress=advance, **options)
+        )
 
 
 def emit_plan(result: planitems.Plan, output: str, show_noop: bool = False) -> None:
@@ -442,6 +453,7 @@ def apply(
     SIGTERM: the node in flight finishes or rolls back first).
     """
     from controller.engine import apply as applying
+    from controller.pipeline import writes
     from controller.store import NodeStatus, StateStore
 
     state = _load(path, ref, subdir)
@@ -451,7 +463,7 @@ def apply(
     with StateStore(state_file) as store, store.writer(lock_timeout):
         _say_state(store.path)
         recovered, stopped = signals.run(
-            lambda stop: applying.recover(state, store, interrupt=stop), _say, "the recovery"
+            lambda stop: writes.recover(state, store, interrupt=stop), _say, "the recovery"
         )
         for line in recovered:
             stderr.print(f"[yellow]recovery:[/] {_escape(line)}")
@@ -461,8 +473,10 @@ def apply(
             _interrupted("during recovery; nothing applied")
         pruning = _with_prune(state, prune, store.path)
         state = pruning.state
-        result = run_plan(state, nodes, concurrency)
+        checked = run_plan(state, nodes, concurrency, mode="apply")
+        result = checked.plan
         emit_plan(result, output)
+        _gate(checked, "applied")
         if result.has_errors:
             _fail("the plan has errors; nothing applied")
         if not result.has_changes:
@@ -477,9 +491,9 @@ def apply(
             if not click.confirm("Apply these changes?", default=False, err=True):
                 _cancelled("Apply cancelled: nothing applied.")
         outcome, stopped = signals.run(
-            lambda stop: applying.apply(
+            lambda stop: writes.apply(
                 state,
-                result,
+                checked,
                 store,
                 concurrency=concurrency,
                 fail_fast=fail_fast,
@@ -529,7 +543,7 @@ def rollback(
 
     PATH gives the nodes' connection details. Exit 0 when every node was restored.
     """
-    from controller.engine import apply as applying
+    from controller.pipeline import context, planning, writes
     from controller.store import StateStore
 
     store_path = _existing_state(state_file)
@@ -541,15 +555,31 @@ def rollback(
         state = _load_recorded(run_id, store_path)
     else:
         state = _load(path, ref, subdir)
+    # A rollback writes too: what it would undo passes the policy stage first.
+    with StateStore(store_path) as store:
+        undo = writes.rollback_plan(state, store, run_id, nodes)
+    checked = planning.check(state, undo, context.cli("rollback", state.source.description))
+    _gate(checked, "restored", "Revert the change")
     if not auto_approve:
         if not sys.stdin.isatty():
             _fail("no terminal to confirm on; pass --auto-approve to roll back unattended")
         if not click.confirm(f"Restore the snapshots of run {run_id}?", default=False, err=True):
             _cancelled("Rollback cancelled: nothing restored.")
     with StateStore(store_path) as store, store.writer(lock_timeout):
+        # Checked again under the writer lock: a run recorded meanwhile is judged too.
+        checked = planning.check(
+            state, writes.rollback_plan(state, store, run_id, nodes), checked.run
+        )
+        _gate(checked, "restored", "Revert the change")
         outcome, stopped = signals.run(
-            lambda stop: applying.roll_back_run(
-                state, store, run_id, only=nodes, lock_timeout=lock_timeout, interrupt=stop
+            lambda stop: writes.rollback(
+                state,
+                checked,
+                store,
+                run_id,
+                only=nodes,
+                lock_timeout=lock_timeout,
+                interrupt=stop,
             ),
             _say,
             "the restore in flight",
@@ -777,7 +807,7 @@ def drift(
     unknown = sorted(set(nodes) - set(state.nodes))
     if unknown:
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
-    result = run_plan(state, nodes, concurrency)
+    result = run_plan(state, nodes, concurrency, mode="drift").plan
     code = drift_cli.report(
         result, output=output, report_dir=report_dir, state_file=state_file, days=days
     )
@@ -1185,6 +1215,30 @@ def serve(
     sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
 
 
+def _gate(checked: Checked, done: str, how: str = "Commit the change") -> None:
+    """Exit 2 unless the policies let ``checked`` be written from the CLI: a deny stops
+    it whole; an approval the CLI cannot give (a y/N, or --auto-approve, is the same
+    person saying yes) is given through serve's approval API."""
+    if checked.denied:
+        for line in checked.denials():
+            # A policy's message is the repository's text: one line, no terminal escapes.
+            shown = _escape(terminal.clean(line, one_line=True))
+            stderr.print(f"[bold red]denied:[/] {shown}")
+        _fail(f"a policy denies {count(len(checked.denied), 'change')}; nothing {done}")
+    needed = checked.approvals_needed
+    if needed and checked.plan.has_changes:
+        for line in checked.approval_reasons():
+            stderr.print(
+                f"[yellow]needs approval:[/] {_escape(terminal.clean(line, one_line=True))}"
+            )
+        _fail(
+            f"a policy requires {count(needed, 'approval')} that the CLI cannot give "
+            "(--auto-approve or answering yes is not one); nothing "
+            f"{done}. {how} in a source `fazai serve` reconciles: it waits "
+            "there as a pending approval (`fazai approvals`, `fazai approve ID`)"
+        )
+
+
 def _interrupted(what: str) -> NoReturn:
     stderr.print(f"[bold yellow]interrupted:[/] {_escape(what)}")
     sys.exit(signals.EXIT_INTERRUPTED)
@@ -1196,20 +1250,16 @@ def _with_prune(
     """The desired state plus, on pruning nodes, the owned objects to delete (and those
     to release once the node is applied). ``read_only`` (plan, review): the store is not
     created; one that does not exist yet owns nothing, so nothing is pruned."""
-    from controller.engine import prune, recorded
+    from controller.pipeline import desired
     from controller.store import OwnedObject, StateStore
 
-    nodes = prune.prune_nodes(state, flag)
+    nodes = desired.pruning_nodes(state, flag)
     path = _readable_state(state_file, warn=bool(nodes)) if read_only else state_file
     owned: dict[str, list[OwnedObject]] = {node: [] for node in state.nodes}
     if path is not None or not read_only:  # else nothing ever ran here: nothing owned yet
         with StateStore(path) as store:
             owned = {node: store.owned(node) for node in state.nodes}
-    # Every node, pruned or not: a document finds the object FazAI owns for it.
-    state = recorded.bind(state, owned)
-    if not nodes:
-        return prune.Pruning(state)
-    pruning = prune.plan(state, {node: owned[node] for node in nodes}, nodes)
+    pruning = desired.prepare(state, owned, flag)
     for note in pruning.notes:
         stderr.print(f"[yellow]prune:[/] {_escape(note)}")
     return pruning
@@ -1308,7 +1358,9 @@ def _load(path: str | None, ref: str | None, subdir: str) -> DesiredState:
 
 
 def _loaded(tree: SourceTree) -> DesiredState:
-    state = loader.load(tree)
+    from controller.pipeline import source
+
+    state = source.load(tree)
     for warning in state.warnings:
         stderr.print(f"[yellow]{_escape(str(warning))}[/]")
     if state.skipped:
@@ -1375,13 +1427,6 @@ def _show_click_error(exc: click.ClickException) -> None:
 
 
 # -- policies ------------------------------------------------------------------------
-
-
-def _judged(state: DesiredState, plan: planitems.Plan, path: str | None) -> planitems.Plan:
-    """``plan`` with the verdicts of the state's policies and the shipped defaults."""
-    from controller.policy import runs
-
-    return controller.policy.load(state).evaluate(plan, runs.cli("plan", path or "."), state.nodes)
 
 
 @main.group()

@@ -119,7 +119,8 @@ def plan(
                 warnings.append(_warning(node, obj, absent.note))
     if not (extra or warnings):
         return Pruning(state, tuple(releases), tuple(notes))
-    # replace, not a new DesiredState: the rest of the state (its policies) stays.
+    # replace, not a new DesiredState: the Policy documents (controls) and the rest of
+    # the state must come along, or pruning would drop the repository's guardrails.
     pruned = dataclasses.replace(
         state, resources=[*state.resources, *extra], warnings=[*state.warnings, *warnings]
     )

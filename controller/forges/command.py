@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller import providers
 from controller.errors import FazaiError, ForgeError, InvalidInputError, SourceError
 from controller.forges import comment, review
 from controller.forges.base import STATUS_CONTEXT, CommitState, ForgeClient
@@ -27,9 +26,9 @@ from controller.forges.clients import CLIENTS, canonical, open_client
 from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
 from controller.forges.settings import DEFAULT_API_URLS, DEFAULT_TOKEN_ENV, ForgeSettings
 from controller.forges.settings import from_config as forges_from_config
-from controller.model import loader
 from controller.model.state import DesiredState
 from controller.output import review_markdown
+from controller.pipeline import source
 from controller.plan import review as reviewed
 from controller.secrets import resolve
 from controller.settings import read as reading
@@ -45,21 +44,22 @@ class Pair:
     base: DesiredState | None
     base_error: str | None
     head: DesiredState
+    author: str | None = None  # the head commit's author: the actor the policies see
 
 
 def load_pair(location: str, base_ref: str, head_ref: str, subdir: str) -> Pair:
     """Both states; InvalidInputError when the head is invalid. An invalid base is
     reported in ``base_error`` (a pull request may be the fix); an unknown ref of either
     is a SourceError."""
-    providers.load_all()
-    head = loader.load(open_source(location, head_ref, subdir))
+    head = source.load(open_source(location, head_ref, subdir))
+    author = _author(location, head.revision)
     base_tree = open_source(location, base_ref, subdir)
     try:
-        return Pair(loader.load(base_tree), None, head)
+        return Pair(source.load(base_tree), None, head, author)
     except InvalidInputError as exc:
         errors = [d for d in exc.diagnostics if d.is_error]
         first = f": {errors[0]}" if errors else ""
-        return Pair(None, f"{len(errors)} error(s) in its documents{first}", head)
+        return Pair(None, f"{len(errors)} error(s) in its documents{first}", head, author)
 
 
 def plan_pair(
@@ -83,6 +83,7 @@ def plan_pair(
             concurrency=concurrency,
             show_unmanaged=show_unmanaged,
             trust_head=trust_head,
+            author=pair.author,
         )
     )
 
@@ -327,6 +328,22 @@ def _post(
         f"status {posting.context} = {state.value} on {sha[:12]}"
     )
     return True
+
+
+def _author(location: str, revision: str | None) -> str | None:
+    """The author of the head commit, ``Name <email>``, when the source is a git
+    repository (the pull request's author as far as git tells; None otherwise)."""
+    if revision is None:
+        return None
+    from controller.source import git
+
+    try:
+        repo = git.open_repository(location, default_cache_dir())
+        author = repo.commit(revision).author
+    except Exception:  # GitPython raises several kinds; the actor is then unknown
+        return None
+    name, email = str(author.name or "").strip(), str(author.email or "").strip()
+    return f"{name} <{email}>" if email else (name or None)
 
 
 def _resolve_commit(location: str, ref: str) -> str:

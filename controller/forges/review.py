@@ -11,6 +11,11 @@ changes is marked by comparing it with the base's plan of the same resource:
 
 The base's changes the head no longer makes are listed as ``dropped``.
 
+Both plans go through the pipeline up to its policy stage (nothing is written): each
+item carries the verdicts of its own side's policies, for a run that merging would
+start (``pipeline.context.review``), so the comment can say what a policy will deny or
+hold for approval.
+
 Only the base is trusted with how to reach a node: a head that adds a node or changes a
 Node's connection (address, URL, port, user, keys, secret references, TLS) would make
 the controller connect, with its credentials, where the unmerged pull request says. Such
@@ -23,16 +28,15 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller import policy
 from controller.engine import plan as planning
 from controller.engine.plan import Observe
 from controller.errors import UntrustedNodeError
 from controller.forges.observe import SharedReads, connection
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.items import Plan
+from controller.pipeline import context
+from controller.pipeline import planning as pipeline
 from controller.plan.review import Review, classify
-from controller.policy import runs
 from controller.source.tree import SourceTree
 
 
@@ -62,9 +66,11 @@ async def build(
     show_unmanaged: bool = False,
     trust_head: bool = False,
     progress: planning.ProgressCallback | None = None,
+    author: str | None = None,
 ) -> Review:
     """Plan ``head`` and ``base`` (None: it could not be loaded, ``base_error`` says why)
-    against one read of each node, and mark the head's changes."""
+    against one read of each node, check both with their policies (``author``: who the
+    pull request's changes come from, the run's actor), and mark the head's changes."""
     states = [head] if base is None else [base, head]
     shared = SharedReads(states)
     refused = {} if trust_head else untrusted(base, head)
@@ -73,19 +79,21 @@ async def build(
         "concurrency": concurrency,
         "show_unmanaged": show_unmanaged,
     }
-    head_run = planning.build(
+    run = context.review(author, head.source.description)
+    head_run = pipeline.plan(
         head,
+        run,
         observe=_guarded(shared.observer(head), refused),
         progress=progress,
         **options,
     )
     if base is None:
-        head_plan = _judged(head, await head_run)
+        head_plan = (await head_run).plan
         return Review(head_plan, None, base_source, None, base_error, reads=dict(shared.reads))
-    base_plan, head_plan = await asyncio.gather(
-        planning.build(base, observe=shared.observer(base), **options), head_run
+    base_checked, head_checked = await asyncio.gather(
+        pipeline.plan(base, run, observe=shared.observer(base), **options), head_run
     )
-    head_plan = _judged(head, head_plan)
+    base_plan, head_plan = base_checked.plan, head_checked.plan
     markings, before, dropped = classify(head_plan, base_plan)
     return Review(
         head_plan,
@@ -98,13 +106,6 @@ async def build(
         dropped,
         dict(shared.reads),
     )
-
-
-def _judged(head: DesiredState, plan: Plan) -> Plan:
-    """The head's plan with the verdicts of the head's policies: what merging it would
-    meet (a pull request that edits a policy is shown under the edited one)."""
-    run = runs.review(head.source.description)
-    return policy.load(head).evaluate(plan, run, head.nodes)
 
 
 def _guarded(observe: Observe, refused: Mapping[str, str]) -> Observe:

@@ -76,6 +76,10 @@ def lines(approval: Mapping[str, Any]) -> list[str]:
                         f"      {printable(str(field.get('field')))}: "
                         f"{_value(field.get('live'))} → {_value(field.get('desired'))}"
                     )
+    reasons = [r for r in approval.get("reasons") or [] if isinstance(r, str)]
+    if reasons:
+        out.append(f"A policy asks for {count(int(approval.get('required') or 1), 'approval')}:")
+        out += [f"  {printable(reason)}" for reason in reasons]
     nodes = sum(1 for n in per_node.values() if any(n.values()))
     out.append(
         f"Approving applies {count(sum(total.values()), 'change')} ({total['create']} to "

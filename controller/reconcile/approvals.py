@@ -29,6 +29,7 @@ from controller.engine import apply as applying
 from controller.engine import trail
 from controller.events import Event, EventType
 from controller.model.state import DesiredState
+from controller.pipeline import context, writes
 from controller.plan import plan_json
 from controller.plan.items import Plan
 from controller.plan.verdicts import RunContext
@@ -92,9 +93,11 @@ class Approvals:
         reasons: tuple[str, ...] = (),
         actor: str = "",
     ) -> PendingApproval:
-        """Register ``plan`` (its nodes all with changes) for approval by ``required``
-        distinct approvers other than ``actor``; the pending approval of the same plan
-        (same changes, same demands) when there is one already."""
+        """Register ``plan`` (its nodes all manual or held back by a policy, all with
+        changes) for approval by ``required`` distinct approvers other than ``actor``
+        (who triggered the change); ``reasons``: the policies' messages asking for it. The
+        pending approval of the same plan (same changes, same demands) when there is one
+        already."""
         document = plan_json.to_dict(plan)
         fingerprint = json.dumps(
             [plan.revision, document["changes"], required, list(reasons), actor], sort_keys=True
@@ -195,14 +198,22 @@ class Approvals:
 
         async def work() -> applying.ApplyResult:
             async with self.shared.locks.hold(entry.approval.nodes):
-                result = await applying.apply(
+                # Checked against a fresh plan first: a deny now refuses the approval.
+                result = await writes.apply_approved(
                     entry.state,
                     entry.plan,
                     self.shared.store,
+                    context.approval(entry.approval.actor, entry.approval.source),
+                    granted=entry.approval.required,
                     concurrency=self.shared.config.concurrency,
                     trigger=Trigger.API,
                     publish=publish,
-                    run=RunContext("api", "approved", approvers),
+                    recorded=RunContext(
+                        Trigger.API.value,
+                        "approved",
+                        f"{entry.approval.actor or 'unknown'}, approved by {approvers}",
+                        entry.approval.source,
+                    ),
                 )
             self._applied(entry.approval.source, entry.state, result, entry.pruning)
             return result

@@ -93,16 +93,20 @@ class GitSource:
         self._repo = repo
         return gitsource.tree_at(repo, self.config.url, revision, self.config.path)
 
-    def author(self, revision: str) -> str:
-        """The author of commit ``revision`` ("Name <email>"), for the audit trail."""
+    def author(self, revision: str) -> str | None:
+        """The commit's author, as ``Name <email>`` (None when it cannot be read): the
+        policies see it as the actor of a run the commit starts. Who wrote a commit is
+        what it says; a source that must trust it checks signatures."""
         repo = self._repo or gitsource.open_repository(
             self.config.url, self.cache_dir, self.config.timeout
         )
         try:
-            who = repo.commit(revision).author
-        except (git.BadName, ValueError, git.GitCommandError) as exc:
-            raise SourceError(f"{self.shown}: no commit {revision[:12]}") from exc
-        return f"{who.name} <{who.email}>"
+            author = repo.commit(revision).author
+        except (git.BadName, ValueError, git.GitCommandError):
+            return None
+        name = str(author.name or "").strip()
+        email = str(author.email or "").strip()
+        return f"{name} <{email}>" if email else (name or None)
 
     def verify(self, revision: str) -> Verdict | None:
         """None when the source does not check signatures."""

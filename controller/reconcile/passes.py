@@ -1,10 +1,15 @@
-"""One reconcile of one source at one commit: plan every node, then act per node mode.
+"""One reconcile of one source at one commit: plan every node (through the pipeline, so
+each node's items carry the policies' verdicts for that node's mode), then act per node
+mode.
 
 The plan is a run of its own (``plan``), recorded with its plan JSON and per-node result,
-so the run log holds the drift history. Then, per node mode:
+so the run log holds the drift history. A policy that denies an item stops the pass:
+nothing is written, on any node, and the pass fails with the policies' messages.
+Otherwise, per node mode:
 
 * ``auto``: nodes with changes (and a clean read) are applied by the engine as one
-  ``apply`` run; what converged is in sync again.
+  ``apply`` run; what converged is in sync again. A node with an item a policy holds for
+  approval (``requireApproval``) waits for approval instead, as a manual one does.
 * ``detect``: drift is published and kept for the API; nothing is written.
 * ``manual``: the plan of those nodes waits for approval (see ``approvals``).
 
@@ -22,10 +27,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine import apply as applying
-from controller.engine import plan as planning
 from controller.errors import RetryDecision
 from controller.events import EventType, Publish, Redacted
 from controller.model.state import DesiredState
+from controller.pipeline import context, gate, planning, writes
+from controller.pipeline.errors import PolicyError
 from controller.plan import items as planitems
 from controller.plan import plan_json
 from controller.plan.diff import Action
@@ -120,13 +126,15 @@ async def run_pass(
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
-    actor: str = "",
+    actor: str | None = None,
+    recorded_actor: str = "",
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
     open), with why. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
-    run is recorded through, off the event loop. ``actor``: the commit's author and its
-    signature check, recorded with the runs and in the audit trail."""
+    run is recorded through, off the event loop. ``actor``: the commit's author, when
+    known (the policies see it as ``run.actor``); ``recorded_actor``: that author with
+    its signature check, as the runs and the audit trail name it."""
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
@@ -136,7 +144,7 @@ async def run_pass(
         Command.PLAN,
         state.source.description,
         state.revision,
-        actor=actor,
+        actor=recorded_actor or actor or "",
     )
     run_publish = _with(publish, run_id=run_id)
     run_publish(
@@ -146,15 +154,33 @@ async def run_pass(
         trigger=trigger.value,
         mode=source.mode.value,
     )
+    runs = {mode: context.serve(trigger, mode.value, actor, source.name) for mode in Mode}
     try:
-        plan = await planning.build(
-            state, concurrency=shared.config.concurrency, publish=run_publish
+        checked = await planning.plan_by(
+            state,
+            lambda node: runs[source.mode_for(node)],
+            runs[source.mode],
+            concurrency=shared.config.concurrency,
+            publish=run_publish,
         )
+        plan = checked.plan
         labels = {name: node.labels for name, node in state.nodes.items()}
         overall = await _record(shared, source, plan, run_id, publish, writer, labels)
     except asyncio.CancelledError:
         await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
         raise
+    except PolicyError as exc:
+        # Fails closed: a plan the policies could not judge is neither written nor offered.
+        await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+        approvals.withdraw(source.name)
+        run_publish(
+            EventType.RUN_FINISHED,
+            status=RunStatus.FAILED.value,
+            seconds=round(time.monotonic() - started, 3),
+            command=Command.PLAN.value,
+            revision=state.revision,
+        )
+        return PassOutcome(run_id, None, (str(exc),), ())
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,
@@ -167,6 +193,18 @@ async def run_pass(
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
     # A resource that could not be compared says nothing about retrying: temporary.
     decisions = [n.retry or _TEMPORARY for n in failed]
+    drifted = {n.node for n in plan.nodes if n.changed}
+    denials = checked.denials()
+    if denials:
+        # Deny wins over everything: nothing of this plan is written, nor offered; the
+        # plan run says so in the history.
+        approvals.withdraw(source.name)
+        await writer.call(_record_denied, store, run_id, checked)
+        problems.append(
+            f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
+            + "; ".join(denials)
+        )
+        return PassOutcome(run_id, None, tuple(problems), tuple(sorted(drifted)))
     by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
         if node.changed and not node.failed:
@@ -174,27 +212,41 @@ async def run_pass(
                 problems.append(f"{node.node}: {blocked[node.node]}")
                 decisions.append(_TEMPORARY)  # the rollback is retried each pass
                 continue
-            by_mode[source.mode_for(node.node)].append(node)
+            mode = source.mode_for(node.node)
+            if mode is Mode.AUTO and gate.needs_approval(node):
+                mode = Mode.MANUAL  # a policy holds this node's apply for approval
+            by_mode[mode].append(node)
 
     pending = None
-    if by_mode[Mode.MANUAL]:
+    waiting = by_mode[Mode.MANUAL]
+    if waiting:
         pending = approvals.offer(
-            source.name, state, subset(plan, by_mode[Mode.MANUAL]), pruning
+            source.name,
+            state,
+            subset(plan, waiting),
+            pruning,
+            required=max(1, gate.approvals_needed(waiting)),
+            reasons=gate.reasons(waiting),
+            actor=checked.run.actor,
         ).id
     else:
         approvals.withdraw(source.name)
 
     apply_run = None
-    drifted = {n.node for n in plan.nodes if n.changed}
     if by_mode[Mode.AUTO] and begin_apply():
-        result = await applying.apply(
+        result = await writes.apply(
             state,
-            subset(plan, by_mode[Mode.AUTO]),
+            gate.Checked(subset(plan, by_mode[Mode.AUTO]), checked.run),
             store,
             concurrency=shared.config.concurrency,
             trigger=trigger,
             publish=publish,
-            run=RunContext(trigger.value, source.mode.value, actor),
+            recorded=RunContext(
+                checked.run.trigger,
+                source.mode.value,
+                recorded_actor or checked.run.actor,
+                source.name,
+            ),
         )
         apply_run = result.run_id
         record_applied(shared, source.name, source.mode_for, result)
@@ -310,6 +362,15 @@ def _kept_and_shown(
         if node.changed
     }
     return kept, shown
+
+
+def _record_denied(store: StateStore, run_id: int, checked: gate.Checked) -> None:
+    by_node: dict[str, list[str]] = {}
+    for item, line in zip(checked.denied, checked.denials(), strict=True):
+        by_node.setdefault(item.node, []).append(line)
+    for node, lines in by_node.items():
+        store.record_node(run_id, node, NodeStatus.FAILED, "denied by policy: " + "; ".join(lines))
+    store.finish_run(run_id, RunStatus.FAILED)
 
 
 def _record_nodes(

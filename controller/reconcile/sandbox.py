@@ -17,10 +17,9 @@ from pathlib import Path
 
 import git
 
-from controller import providers
 from controller.errors import FazaiError
-from controller.model import loader
 from controller.model.state import DesiredState
+from controller.pipeline import source as pipeline_source
 from controller.reconcile import config as configuration
 from controller.reconcile.config import ControllerConfig, Overrides
 from controller.reconcile.gitsource import GitSource
@@ -67,8 +66,7 @@ def desired_state(config: ControllerConfig) -> DesiredState:
     """The first source's desired state at its head: what the sandbox must provide."""
     source = config.sources[0]
     repo = GitSource(source, config.cache_dir or default_cache_dir())
-    providers.load_all()
-    return loader.load(repo.tree(repo.fetch()))
+    return pipeline_source.load(repo.tree(repo.fetch()))
 
 
 @contextlib.contextmanager

@@ -21,13 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from controller.engine import apply as applying
-from controller.engine import prune, recorded, trail
+from controller.engine import trail
 from controller.engine.prune import Pruning
 from controller.errors import InvalidInputError, RetryDecision, SourceError, retry_decision
 from controller.events import EventType
-from controller.model import loader
 from controller.model.state import DesiredState
+from controller.pipeline import desired, source, writes
 from controller.reconcile import passes
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
@@ -199,7 +198,7 @@ class SourceWorker:
             self.name, target[:12], request.reason, request.count, queued,
         )  # fmt: skip
         try:
-            state = await asyncio.to_thread(lambda: loader.load(self.git.tree(target)))
+            state = await asyncio.to_thread(lambda: source.load(self.git.tree(target)))
         except InvalidInputError as exc:
             errors = [str(d) for d in exc.diagnostics if d.is_error]
             shown = "; ".join(errors[:3])
@@ -210,11 +209,8 @@ class SourceWorker:
         except SourceError as exc:
             raise _Failure(str(exc), retry_decision(exc)) from exc
         self.passes += 1
-        try:
-            author = await asyncio.to_thread(self.git.author, target)
-        except SourceError:
-            author = "unknown author"
-        actor = trail.commit_actor(author, self.signer)
+        author = await asyncio.to_thread(self.git.author, target)
+        actor = trail.commit_actor(author or "unknown author", self.signer)
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)
@@ -229,7 +225,8 @@ class SourceWorker:
                 blocked=blocked,
                 begin_apply=self._begin_apply,
                 writer=self.writer,
-                actor=actor,
+                actor=author,
+                recorded_actor=actor,
             )
         self.revision = target
         return outcome
@@ -292,7 +289,7 @@ class SourceWorker:
             only = DesiredState(
                 state.source, {n: state.nodes[n] for n in nodes}, state.resources, state.warnings
             )
-            for line in await applying.recover(only, store):
+            for line in await writes.recover(only, store):
                 log.warning("%s: recovery: %s", self.name, line)
         # Closed meanwhile by us, or by the live process that was running it.
         still = store.open_transactions()
@@ -306,14 +303,9 @@ class SourceWorker:
         }
 
     async def _pruning(self, state: DesiredState) -> Pruning:
-        nodes = prune.prune_nodes(state, self.config.prune)
         store = self.shared.store
         owned = await self.writer.call(lambda: {node: store.owned(node) for node in state.nodes})
-        # Every node, pruned or not: a document finds the object FazAI owns for it.
-        state = recorded.bind(state, owned)
-        if not nodes:
-            return Pruning(state)
-        pruning = prune.plan(state, {node: owned[node] for node in nodes}, nodes)
+        pruning = desired.prepare(state, owned, self.config.prune)
         for note in pruning.notes:
             log.warning("%s: prune: %s", self.name, note)
         return pruning

@@ -25,12 +25,12 @@ import httpx
 from rich.console import Console
 
 import controller
-from controller import providers
-from controller.engine import plan as planning
 from controller.errors import SandboxError
-from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
+from controller.pipeline import context, planning
+from controller.pipeline import source as pipeline_source
+from controller.pipeline.gate import Checked
 from controller.plan import items as planitems
 from controller.providers.opnsense import payload
 from controller.providers.opnsense.identity import object_uuid
@@ -44,6 +44,7 @@ from controller.words import count
 __all__ = ["DEFAULT_WORKDIR", "MARKER", "claimed", "clean", "run_demo"]
 
 STATE_FILE = "state.db"  # the sandbox's runs: `fazai history --state WORKDIR/state.db`
+DEMO_RUN = context.cli("apply")  # the demo's applies are the CLI's, judged as such
 
 
 def example_state_dir() -> Path:
@@ -176,8 +177,7 @@ def run_demo(
             f"no desired state at {folder}: pass --desired-state DIR (the desired_state/ "
             "folder of a FazAI checkout is the example the demo is made for)"
         )
-    providers.load_all()
-    state = loader.load(open_source(str(folder)))
+    state = pipeline_source.load(open_source(str(folder)))
     try:
         fleet = fleet_for(state, workdir)
     except ValueError as exc:
@@ -203,20 +203,21 @@ def run_demo(
             for name, emu in zip(opnsense, emulators, strict=True)
         ]
         console.print(f"[dim]sandbox: {', '.join(parts)}[/]")
-        result = asyncio.run(planning.build(state, show_unmanaged=True))
+        # Through the policy stage, as `fazai apply`: a refusal stops the demo (exit 2).
+        checked = asyncio.run(planning.plan(state, DEMO_RUN, show_unmanaged=True))
         console.rule("1. plan: the sandbox as found")
-        emit(result)
-        if result.has_errors:
+        emit(checked.plan)
+        if checked.plan.has_errors:
             return 2
         return _converge_drift_heal(
-            state, result, fleet, emulators, opnsense, workdir, emit, console
+            state, checked, fleet, emulators, opnsense, workdir, emit, console
         )
     return 0
 
 
 def _converge_drift_heal(
     state: DesiredState,
-    first: planitems.Plan,
+    first: Checked,
     fleet: Fleet | None,
     emulators: list[EmulatorServer],
     firewall_names: list[str],
@@ -225,7 +226,7 @@ def _converge_drift_heal(
     console: Console,
 ) -> int:
     """Apply, drift by hand, plan the drift, apply again: the main job end to end."""
-    from controller.engine import apply as applying
+    from controller.pipeline import writes
     from controller.store import StateStore
 
     # Kept after the demo (until `fazai demo --clean`), so `fazai history --state` shows
@@ -234,17 +235,17 @@ def _converge_drift_heal(
     with StateStore(store_path) as store:
         console.print(f"[dim]state: {store_path}[/]")
         console.rule("2. apply")
-        if not _report(asyncio.run(applying.apply(state, first, store)), console):
+        if not _report(asyncio.run(writes.apply(state, first, store)), console):
             return 2
         console.rule("3. drift made by hand")
         _drift_by_hand(state, fleet, emulators, firewall_names, console)
-        drifted = asyncio.run(planning.build(state))
+        drifted = asyncio.run(planning.plan(state, DEMO_RUN))
         console.rule("4. plan: the drift, and nothing else")
-        emit(drifted)
+        emit(drifted.plan)
         console.rule("5. apply heals it")
-        if not _report(asyncio.run(applying.apply(state, drifted, store)), console):
+        if not _report(asyncio.run(writes.apply(state, drifted, store)), console):
             return 2
-        final = asyncio.run(planning.build(state))
+        final = asyncio.run(planning.plan(state, DEMO_RUN)).plan
         console.rule("6. plan: in sync")
         emit(final)
         console.print(

@@ -25,8 +25,8 @@ import yaml
 from controller.engine import apply as applying
 from controller.engine import plan as planning
 from controller.engine import prune
-from controller.model import loader
 from controller.model.state import DesiredState
+from controller.pipeline import source
 from controller.plan import items as planitems
 from controller.plan.diff import Action, compare
 from controller.providers.base import Change
@@ -65,6 +65,16 @@ GONE: list[dict[str, Any]] = [
 # An alias no rule uses, so that a person can delete it by hand.
 LONE_ALIAS = doc("FirewallAlias", "old-hosts", name="old_hosts", type="host", content=["192.0.2.7"])
 BLOCK_OLD = object_uuid(NODE, "FirewallRule", "block-old")
+OWN_RULES = {
+    "apiVersion": "fazai.dev/v1alpha1",
+    "kind": "Policy",
+    "metadata": {"name": "test-rules"},
+    "spec": {
+        "match": {"kinds": ["FirewallRule"]},
+        "rules": [{"name": "own-rules", "effect": "allow", "expression": "true",
+                   "message": "this test's rules", "reason": "the emulator is the test's own"}],
+    },
+}  # fmt: skip
 ALLOW_WEB = object_uuid(NODE, "FirewallRule", "allow-web")
 
 
@@ -79,7 +89,7 @@ class Firewall:
         (self.folder / "fw.yaml").write_text(
             yaml.safe_dump_all([self.node_doc, *documents], sort_keys=False)
         )
-        return loader.load(open_source(str(self.folder)))
+        return source.load(open_source(str(self.folder)))  # Policy documents known too
 
     def items(self) -> dict[str, Any]:
         state = self.emu.state
@@ -290,6 +300,9 @@ def test_the_cli_prunes_and_lists_hand_made_objects_only_on_request(
 ) -> None:
     with emulated("26.7", tmp_path, monkeypatch) as fw:
         folder = str(fw.folder)
+        # Creating a block rule and deleting a rule need a second person by default: this
+        # repository lifts that, with its reason, as a user would to run such a change.
+        (fw.folder / "policies.yaml").write_text(yaml.safe_dump(OWN_RULES, sort_keys=False))
         fw.state([*KEEP, *GONE])
         first = fazai("apply", folder, "--state", str(fw.db), "--auto-approve")
         assert first.returncode == 0, first.stderr

@@ -56,7 +56,7 @@ BAD_IMPORTS = [
     (
         "engine/prune.py",
         "from controller.providers.opnsense import identity",
-        "The engine, the loop and the forges name no platform: they ask the provider",
+        "The pipeline, the policies, the engine, the loop and the forges name no platform",
     ),
     (
         "plan/items.py",

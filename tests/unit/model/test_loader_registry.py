@@ -21,6 +21,7 @@ else:
     raise SystemExit("loaded documents of kinds no platform registered")
 
 from controller import providers
+import controller.policy  # the example holds a Policy: its kind registers on import
 
 providers.load_all()
 print("loaded", len(loader.load(open_source("desired_state")).resources))

@@ -47,10 +47,10 @@ def test_a_wrong_policy_name_fails(tmp_path: Path) -> None:
     suite = tmp_path / "tests"
     shutil.copytree(REPO / "policies" / "tests", suite)
     case = suite / "defaults.yaml"
-    case.write_text(case.read_text().replace("policy: fazai-access-files", "policy: other"))
+    case.write_text(case.read_text().replace("policy: sandbox-sshd-hardening", "policy: other"))
     done = fazai("policy", "test", "desired_state", "--plans", str(suite))
     assert done.returncode == 1
-    assert "File/sshd-hardening: expected requireApproval by other" in done.stdout
+    assert "File/sshd-hardening: expected allow by other" in done.stdout
 
 
 def test_a_broken_case_file_is_trouble_with_its_position(tmp_path: Path) -> None:

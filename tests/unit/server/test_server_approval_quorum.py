@@ -57,7 +57,9 @@ async def controller(store: StateStore, tmp_path: Path) -> AsyncIterator[Control
 def offer(controller: Controller, required: int, actor: str = "alice") -> PendingApproval:
     """A plan for one node whose read failed: applying it records a run (the node
     failed, nothing is written), which is what these tests count."""
-    node = Document("Node", "web-1", {"platform": "linux"}, {"site": "lisbon"})
+    # Port 1 on loopback refuses at once: the fresh read before applying fails fast.
+    spec = {"platform": "linux", "address": "127.0.0.1", "port": 1, "user": "root"}
+    node = Document("Node", "web-1", spec, {"site": "lisbon"})
     state = DesiredState(SourceTree("git::/srv/infra@main", "c0ffee", {}, {}), {"web-1": node}, [])
     plan = Plan("infra", "c0ffee", (NodePlan("web-1", "linux", error="unreachable (test)"),))
     return controller.approvals_registry.offer(

@@ -1,0 +1,113 @@
+"""The policy stage's one seam: the evaluator in ``controller.policy`` gives every plan
+item the verdicts of the repository's Policy documents and the shipped defaults.
+
+Everything else in the pipeline reads verdicts off the plan's items; only this module
+knows how they are made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Protocol
+
+from controller.errors import FazaiError
+from controller.model.document import Document
+from controller.model.state import DesiredState
+from controller.pipeline.errors import PolicyError
+from controller.plan.items import NodePlan, Plan, PlanItem
+from controller.plan.verdicts import RunContext
+from controller.store.redact import redact
+
+
+class PolicySet(Protocol):
+    def evaluate(self, plan: Plan, run: RunContext, nodes: Mapping[str, Document]) -> Plan: ...
+
+
+def _evaluator() -> ModuleType | None:
+    try:
+        return importlib.import_module("controller.policy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "controller.policy":
+            raise  # the evaluator is there but broken: never plan without it
+        return None
+
+
+def register() -> None:
+    """Make the Policy kind known to the loader (importing the evaluator registers it, as
+    a platform registers its kinds): called before any desired state is loaded."""
+    _evaluator()
+
+
+def load(state: DesiredState) -> PolicySet | None:
+    """The policies of ``state`` (its Policy documents and the shipped defaults); None
+    only where this build has no evaluator at all."""
+    module = _evaluator()
+    if module is None:
+        return None
+    policies: PolicySet = module.load(state)
+    return policies
+
+
+def check(state: DesiredState, plan: Plan, run: RunContext) -> Plan:
+    """``plan`` with the verdicts of ``state``'s policies for ``run``."""
+    return check_by(state, plan, lambda node: run)
+
+
+def check_by(state: DesiredState, plan: Plan, run_for: Callable[[str], RunContext]) -> Plan:
+    """``plan`` with verdicts, each node checked for its own run (serve: a node's mode is
+    its own). The policies are loaded once; nodes keep their order."""
+    policies = load(state)
+    if policies is None or not plan.nodes:
+        return plan
+    groups: dict[RunContext, list[NodePlan]] = {}
+    for node in plan.nodes:
+        groups.setdefault(run_for(node.node), []).append(node)
+    checked: dict[str, NodePlan] = {}
+    for run, nodes in groups.items():
+        for node in _evaluate(policies, Plan(plan.source, plan.revision, tuple(nodes)), run, state):
+            checked[node.node] = node
+    return Plan(
+        plan.source, plan.revision, tuple(checked[n.node] for n in plan.nodes), plan.warnings
+    )
+
+
+def _evaluate(
+    policies: PolicySet, part: Plan, run: RunContext, state: DesiredState
+) -> tuple[NodePlan, ...]:
+    """``part``'s nodes with their items' verdicts. The evaluator sees the values as the
+    plan's JSON shows them (secrets masked: no rule can read one), and its verdicts are
+    put on the plan's own items. An evaluator that fails fails closed: PolicyError, and
+    nothing of the plan is written."""
+    try:
+        judged = policies.evaluate(_shown(part), run, state.nodes)
+        return tuple(
+            dataclasses.replace(
+                node,
+                items=tuple(
+                    dataclasses.replace(item, verdicts=verdict.verdicts)
+                    for item, verdict in zip(node.items, seen.items, strict=True)
+                ),
+            )
+            for node, seen in zip(part.nodes, judged.nodes, strict=True)
+        )
+    except FazaiError:
+        raise
+    except Exception as exc:  # a bug of the evaluator must not let a write through
+        raise PolicyError(
+            f"the policies could not be evaluated ({type(exc).__name__}: {exc}); nothing is written"
+        ) from exc
+
+
+def _shown(plan: Plan) -> Plan:
+    def item(i: PlanItem) -> PlanItem:
+        changes = tuple(
+            dataclasses.replace(c, live=redact(c.live), desired=redact(c.desired))
+            for c in i.changes
+        )
+        return dataclasses.replace(i, changes=changes)
+
+    nodes = tuple(dataclasses.replace(n, items=tuple(item(i) for i in n.items)) for n in plan.nodes)
+    return dataclasses.replace(plan, nodes=nodes)
