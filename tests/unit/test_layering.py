@@ -56,7 +56,7 @@ BAD_IMPORTS = [
     (
         "engine/prune.py",
         "from controller.providers.opnsense import identity",
-        "The pipeline, the policies, the engine, the loop and the forges name no platform",
+        "Pipeline, policy, engine, loop and forges name no platform",
     ),
     (
         "plan/items.py",
