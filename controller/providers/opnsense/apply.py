@@ -58,6 +58,7 @@ from controller.model.document import Document
 from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.opnsense import (
     adoption,
+    bulk,
     essence,
     live,
     lockout,
@@ -167,6 +168,20 @@ class Write:
     @property
     def subsystem(self) -> str:
         return KINDS[self.kind].subsystem
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive upserts of one kind sent in one bulk request (see ``bulk``)."""
+
+    kind: str
+    path: str
+    body: Mapping[str, Any]
+    writes: tuple[Write, ...]
+    creates: int  # how many of them the firewall does not have yet
+
+
+Send = Write | Batch
 
 
 def _sorted_aliases(writes: list[Write], reverse: bool) -> list[Write]:
@@ -512,9 +527,14 @@ class OpnsenseTransaction:
         if self._snapshot is None or self._firewall is None:
             raise RuntimeError("OpnsenseTransaction.write() before snapshot()")
         reloads = self._reloads()
+        sends = self._sends(self._firewall)
         # Every call this transaction makes is known now: all intended in one journal
-        # commit, before the first of them is sent.
-        calls = [Intent(w.kind, w.name, w.action, _post_payload(w)) for w in self._writes]
+        # commit, before the first of them is sent. A batch journals each of its objects.
+        calls = [
+            Intent(w.kind, w.name, w.action, _post_payload(w, send))
+            for send in sends
+            for w in _members(send)
+        ]
         calls += [Intent("OPNsense", sub, "reconfigure", {"path": path}) for sub, path in reloads]
         steps = journal.intend_many(calls)
         writes = len(self._writes)
@@ -522,13 +542,182 @@ class OpnsenseTransaction:
         # are over (or before a failure is recorded): a crash before that leaves them
         # intended, which the rollback from the snapshot covers.
         made: list[int] = []
+        at = 0
         try:
-            for write, step in zip(self._writes, steps[:writes], strict=True):
+            for send in sends:
+                if isinstance(send, Batch):
+                    mine = steps[at : at + len(send.writes)]
+                    made += await self._post_batch(send, mine, journal)
+                    at += len(send.writes)
+                else:
+                    await self._post(send, steps[at], journal)
+                    made.append(steps[at])
+                    at += 1
+        finally:
+            journal.done_many(made)
+        await self._apply(journal, reloads, steps[writes:])
+
+    # -- bulk ----------------------------------------------------------------------------
+
+    def _sends(self, firewall: live.LiveFirewall) -> list[Send]:
+        """The writes in order, each run of upserts of one kind that a bulk endpoint takes
+        as one batch."""
+        out: list[Send] = []
+        i = 0
+        while i < len(self._writes):
+            first = self._writes[i]
+            j = i
+            while (
+                j < len(self._writes)
+                and self._writes[j].kind == first.kind
+                and (self._writes[j].action == "delete") == (first.action == "delete")
+            ):
+                j += 1
+            run = self._writes[i:j]
+            if first.action == "delete" or len(run) < bulk.BULK_MIN:
+                out += run
+            elif first.kind == "FirewallAlias":
+                out += self._alias_batch(firewall, run)
+            elif first.kind == "FirewallRule" and firewall.version >= bulk.RULE_UPLOAD_SINCE:
+                out += self._rule_batches(firewall, run)
+            else:
+                out += run
+            i = j
+        return out
+
+    def _alias_batch(self, firewall: live.LiveFirewall, run: list[Write]) -> list[Send]:
+        # The import matches by name: every create must name no alias on the firewall and
+        # every update the alias at its uuid, or the per-object calls keep their checks.
+        names = {str(i.get("name")): u for u, i in firewall.of("FirewallAlias").items()}
+        for w in run:
+            if str(w.body["alias"].get("name")) != w.alias:
+                return list(run)
+            if (w.uuid is None and w.alias in names) or (
+                w.uuid is not None and names.get(w.alias) != w.uuid
+            ):
+                return list(run)
+        body = bulk.alias_import_body([(w.alias, w.body["alias"]) for w in run])
+        creates = sum(w.uuid is None for w in run)
+        return [Batch("FirewallAlias", bulk.ALIAS_IMPORT, body, tuple(run), creates)]
+
+    def _rule_batches(self, firewall: live.LiveFirewall, run: list[Write]) -> list[Send]:
+        """Runs of rules that carry the same fields (the CSV has one header) as batches."""
+        out: list[Send] = []
+        live_rules = firewall.of("FirewallRule")
+        i = 0
+        while i < len(run):
+            keys = list(run[i].body["rule"])
+            j = i
+            while j < len(run) and list(run[j].body["rule"]) == keys:
+                j += 1
+            group = run[i:j]
+            payload = (
+                bulk.rules_csv([(str(w.uuid), w.body["rule"]) for w in group])
+                if len(group) >= bulk.BULK_MIN
+                else None
+            )
+            if payload is None:
+                out += group
+            else:
+                creates = sum(str(w.uuid) not in live_rules for w in group)
+                batch = Batch("FirewallRule", bulk.RULE_UPLOAD, {"payload": payload}, tuple(group),
+                              creates)  # fmt: skip
+                out.append(batch)
+            i = j
+        return out
+
+    async def _post_batch(
+        self, batch: Batch, steps: Sequence[int], journal: StepJournal
+    ) -> list[int]:
+        """Send one batch; the steps done. Any refusal fails the whole batch: a rule
+        upload may have saved the rows it did not refuse, which the rollback undoes."""
+        try:
+            answer = await self.client.post(batch.path, batch.body)
+            if batch.kind == "FirewallAlias":
+                names = [w.alias for w in batch.writes]
+                refusals = bulk.alias_import_result(self.name, answer, names, batch.creates)
+            else:
+                uuids = [str(w.uuid) for w in batch.writes]
+                refusals = bulk.rule_upload_result(self.name, answer, uuids, batch.creates)
+        except FazaiError as exc:
+            text = exc.message if isinstance(exc, NodeError) else str(exc)
+            for step in steps:
+                journal.failed(step, text)
+            raise
+        if not refusals:
+            return list(steps)
+        if batch.kind == "FirewallRule" and all(r.index is None for r in refusals):
+            # Only rules already on the firewall fail its validation: upstream then saves
+            # nothing, and setRule validates the rule it is given alone.
+            return await self._one_by_one(batch, steps, journal, refusals)
+        error = self._refused_batch(batch, refusals)
+        for step in steps:
+            journal.failed(step, error.message)
+        raise error
+
+    async def _one_by_one(
+        self,
+        batch: Batch,
+        steps: Sequence[int],
+        journal: StepJournal,
+        refusals: Sequence[bulk.Refusal],
+    ) -> list[int]:
+        reasons = "; ".join(f"{r.field}: {r.message}" for r in refusals[:3])
+        log.warning(
+            "%s: %s refused because of rules already on the firewall (%s); sending the "
+            "%d rules one by one",
+            self.name, batch.path, reasons, len(batch.writes),
+        )  # fmt: skip
+        for step in steps:
+            journal.failed(
+                step, f"refused in bulk because of other rules ({reasons}); resent one by one"
+            )
+        again = journal.intend_many(
+            [Intent(w.kind, w.name, w.action, _post_payload(w, w)) for w in batch.writes]
+        )
+        made: list[int] = []
+        try:
+            for write, step in zip(batch.writes, again, strict=True):
                 await self._post(write, step, journal)
                 made.append(step)
         finally:
             journal.done_many(made)
-        await self._apply(journal, reloads, steps[writes:])
+        return []
+
+    def _refused_batch(
+        self, batch: Batch, refusals: Sequence[bulk.Refusal]
+    ) -> RefusedByFirewallError:
+        """One error naming every refused document (file:line of each field)."""
+        wrapper = "alias" if batch.kind == "FirewallAlias" else "rule"
+        per: dict[int, dict[str, list[str]]] = {}
+        others: list[str] = []
+        for r in refusals:
+            if r.index is None:
+                others.append(f"a {batch.kind} already on the firewall fails its validation: "
+                              f"{r.field}: {r.message}")  # fmt: skip
+            else:
+                per.setdefault(r.index, {}).setdefault(f"{wrapper}.{r.field}", []).append(r.message)
+        lines: list[str] = []
+        found: list[Diagnostic] = []
+        merged: dict[str, list[str]] = {}
+        for index, fields in sorted(per.items()):
+            write = batch.writes[index]
+            document = write.change.document
+            exc = ValidationFailedError(self.name, "refused", fields, path=batch.path)
+            pinned = validations.diagnostics(document, exc) if document is not None else []
+            found += pinned
+            lines += [str(d) for d in pinned] or [
+                f"{write.kind}/{write.name}: {k}: {' '.join(v)}" for k, v in fields.items()
+            ]
+            merged.update({f"{write.kind}/{write.name}: {k}": v for k, v in fields.items()})
+        lines += others
+        return RefusedByFirewallError(
+            self.name,
+            "the firewall refused a change; rolling back:\n" + "\n".join(lines),
+            merged,
+            found,
+            path=batch.path,
+        )
 
     async def _post(self, write: Write, step: int, journal: StepJournal) -> None:
         try:
@@ -736,8 +925,14 @@ def _key(write: Write) -> references.Key:
     return (write.kind, str(write.uuid))
 
 
-def _post_payload(write: Write) -> dict[str, Any]:
-    return {"method": "POST", "path": write.path, "body": dict(write.body)}
+def _members(send: Send) -> tuple[Write, ...]:
+    return send.writes if isinstance(send, Batch) else (send,)
+
+
+def _post_payload(write: Write, send: Send) -> dict[str, Any]:
+    """What the journal records for one object: its own fields, and the request that
+    carries them (its own, or the batch's)."""
+    return {"method": "POST", "path": send.path, "body": dict(write.body)}
 
 
 def _target_uuid(node: str, change: Change, items: Mapping[str, Any]) -> str:

@@ -86,7 +86,8 @@ def test_import_refuses_a_get_and_ignores_a_body_without_aliases(
     got = api.get(IMPORT)
     assert got.status_code == 500
     assert got.json() == {"errorMessage": "Unsupported request type", "errorTitle": ""}
-    for body in ({}, {"data": {}}, {"data": {"aliases": {"alias": {}}}}):
+    bodies: list[dict[str, Any]] = [{}, {"data": {}}, {"data": {"aliases": {"alias": {}}}}]
+    for body in bodies:
         assert api.post(IMPORT, json=body).json() == {"existing": 0, "new": 0, "status": "failed"}
     # Internal aliases and entries without a name are skipped.
     answer = api.post(IMPORT, json=aliases(
