@@ -250,7 +250,10 @@ class OpnsenseTransaction:
         for change in self.changes:
             if change.kind not in KINDS:
                 raise NodeError(self.name, f"{change.kind}/{change.name}: not an OPNsense kind")
-        firewall = await live.read(self.client, set(KINDS))
+        # Rules and aliases always (the lockout and alias-in-use checks read them); host
+        # overrides only when one changes.
+        kinds = {"FirewallAlias", "FirewallRule"} | {c.kind for c in self.changes}
+        firewall = await live.read(self.client, kinds)
         self._firewall = firewall
         self._check_not_stale(firewall)
         self._writes = self._plan_writes(firewall)
@@ -808,11 +811,15 @@ class OpnsenseTransaction:
     # -- verify and commit ---------------------------------------------------------------
 
     async def verify(self) -> Observation:
-        from controller.providers.opnsense.provider import compare
+        from controller.providers.opnsense.provider import compare, kinds_for
 
-        firewall = await live.read(self.client, set(KINDS))
-        self._verified_read = firewall
         documents = [c.document for c in self.changes if c.document is not None]
+        # What the changed documents need, as a plan reads them; a rule's aliases too.
+        kinds = kinds_for(documents) | {c.kind for c in self.changes}
+        if "FirewallRule" in kinds:
+            kinds.add("FirewallAlias")
+        firewall = await live.read(self.client, kinds)
+        self._verified_read = firewall
         observation = compare(self.name, documents, firewall)
         resources: dict[Document, Observed] = dict(observation.resources)
         for change in self.changes:
