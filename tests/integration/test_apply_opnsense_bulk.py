@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.errors import UnreachableError
-from controller.providers.opnsense.apply import RefusedByFirewallError
+from controller.errors import ServerError, UnreachableError
+from controller.providers.opnsense.apply import RefusedByFirewallError, RollbackError
 from controller.providers.opnsense.identity import object_uuid
 from tests.integration.test_apply_opnsense import (
     NODE,
@@ -224,3 +224,35 @@ async def test_a_value_csv_cannot_carry_goes_rule_by_rule(firewall: Firewall) ->
     assert len([p for p in sent if p.startswith("firewall/filter/setRule/")]) == 2
     described = {r["description"] for r in fw.emu.state.list("rule").values()}
     assert described == {"rule 0", "back\\slash"}
+
+
+@pytest.mark.parametrize("firewall", ["26.1"], indirect=True)
+async def test_one_backup_listing_and_a_rollback_target_a_small_backup_count_keeps(
+    firewall: Firewall,
+) -> None:
+    """The backup is noted after the savepoint (whose save copies the running
+    configuration), from the one listing: with 4 backups kept, the one before the
+    savepoint is pruned by the writes, the savepoint's is not."""
+    fw = firewall
+    await apply(fw, fw.state(aliases(1)))
+    assert fw.emu.requests.count("GET", r"/core/backup/backups/this$") == 1
+    before = fw.items()
+    fw.emu.state.backup_count = 4
+    www = doc("HostOverride", "www", hostname="www", domain="example.net", server="10.0.0.5")
+    state = fw.state([*aliases(2), *rules(2), www])
+    changes = await changes_for(state)
+    fw.emu.faults.fail(503, path=r"/firewall/filter/apply/", method="POST")
+    async with PROVIDER.transaction(state.nodes[NODE], changes) as txn:
+        snapshot = await txn.snapshot()
+        with pytest.raises(ServerError):
+            await txn.write(MemoryJournal())
+        # savepoint, import, upload, setHostOverride: four saves, four backups kept.
+        kept = [b.id for b in fw.emu.state.backups]
+        assert snapshot["backup"] in kept
+        try:
+            await txn.rollback(snapshot)
+        except RollbackError as exc:
+            # revertBackup's own save then prunes the savepoint's backup: the firewall's
+            # revert/{revision} finds nothing, but the configuration is back all the same.
+            assert exc.differences and all("filter/revert/" in d for d in exc.differences)
+    assert fw.items()["items"] == before["items"]

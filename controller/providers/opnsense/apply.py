@@ -6,18 +6,20 @@ The order, and why:
     One fresh bulk read. Each change is checked against it (a plan made against a
     firewall that has moved since is refused: its deletes could hit the wrong thing), an
     alias to delete must be used by no rule or alias that stays, and the rule set the
-    apply would leave is checked for a self-lockout, all before any POST. Then the
-    newest configuration backup is noted: ``revertBackup`` to it is the rollback on
-    every release (it restores deleted objects too, at their uuids). On releases with
-    the filter rollback API (up to 26.1, and only when rules change) a savepoint is
-    taken, so that the filter apply can arm the firewall's own 60 s dead-man timer. The
-    raw items of every touched object, deleted ones included, are kept to check a
-    rollback against.
+    apply would leave is checked for a self-lockout, all before any POST. On releases
+    with the filter rollback API (up to 26.1, and only when rules change) a savepoint is
+    taken, so that the filter apply can arm the firewall's own 60 s dead-man timer. Then
+    the newest configuration backup is noted (after the savepoint, whose save makes one
+    of the running configuration): ``revertBackup`` to it is the rollback on every
+    release (it restores deleted objects too, at their uuids). The raw items of every
+    touched object, deleted ones included, are kept to check a rollback against.
 ``write(journal)``
     add/set/del in dependency order: aliases (nested ones first) before the rules that
     use them; deletions the other way round, rules and host overrides before aliases,
-    an alias before those its content names. Each write is journaled before it is sent;
-    then ONE reconfigure/apply per subsystem touched, never one per object.
+    an alias before those its content names; two or more upserts of a kind in one bulk
+    request where upstream has one (``bulk``). Each object is journaled before the
+    request that carries it is sent; then ONE reconfigure/apply per subsystem touched,
+    never one per object.
 ``verify()``
     A fresh read, compared as a plan would.
 ``commit()``
@@ -76,6 +78,7 @@ SNAPSHOT_FORMAT = 1
 # The last release with savepoint, apply/{revision}, cancelRollback and revert.
 LAST_ROLLBACK_API = (26, 1)
 BUILTIN_ALIAS_TYPES = {"external", "internal"}
+BACKUPS = "core/backup/backups/this"
 NAME_FIELD = ("metadata", "name")  # where a document is pointed at in messages
 
 
@@ -260,10 +263,16 @@ class OpnsenseTransaction:
         self._check_aliases_unused(firewall)
         # The lockout check reads the socket but sends nothing: still before any POST.
         await self._check_lockout(firewall)
-        backup = await self._newest_backup()
         savepoint = None
+        listing: Any = None
         if firewall.version <= LAST_ROLLBACK_API and "filter" in self.touched_subsystems:
-            savepoint = await self._savepoint()
+            savepoint, listing = await self._savepoint()
+        # One listing serves both: noted after the savepoint, whose save copies the
+        # running configuration into a backup, the newest is that copy (and cannot be
+        # the one a small backup count just pruned).
+        if listing is None:
+            listing = await self.client.get(BACKUPS)
+        backup = self._newest_backup(listing)
         objects = [self._object_snapshot(firewall, w) for w in self._writes]
         self._snapshot = {
             "format": SNAPSHOT_FORMAT,
@@ -414,8 +423,7 @@ class OpnsenseTransaction:
             "before": _clean(item) if item is not None else None,
         }
 
-    async def _newest_backup(self) -> str:
-        answer = await self.client.get("core/backup/backups/this")
+    def _newest_backup(self, answer: Any) -> str:
         items = answer.get("items") if isinstance(answer, Mapping) else None
         if not isinstance(items, list) or not items:
             raise NodeError(self.name, "the firewall lists no configuration backup to roll back to")
@@ -432,15 +440,17 @@ class OpnsenseTransaction:
             raise NodeError(self.name, "the firewall's newest configuration backup has no id")
         return backup_id
 
-    async def _savepoint(self) -> str | None:
+    async def _savepoint(self) -> tuple[str | None, Any]:
+        """(the savepoint's revision, None when its timer would restore nothing; the
+        backup listing made after it)."""
         answer = await self.client.post("firewall/filter/savepoint")
         revision = str(answer.get("revision", "")) if isinstance(answer, Mapping) else ""
+        listing = await self.client.get(BACKUPS)
         if not revision:
             log.warning("%s: savepoint answered no revision; no dead-man timer", self.name)
-            return None
+            return None, listing
         # Upstream bug (core issue 10721): the revision may match no backup, and then the
         # timer and revert/{revision} silently restore nothing. Better to know.
-        listing = await self.client.get("core/backup/backups/this")
         times = (
             {str(i.get("time")) for i in listing.get("items", []) if isinstance(i, Mapping)}
             if isinstance(listing, Mapping)
@@ -453,8 +463,8 @@ class OpnsenseTransaction:
                 self.name,
                 revision,
             )
-            return None
-        return revision
+            return None, listing
+        return revision, listing
 
     # -- anti-lockout --------------------------------------------------------------------
 
