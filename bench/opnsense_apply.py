@@ -457,6 +457,13 @@ def main() -> int:
         help="oxl-opnsense-client ways to run, comma-separated: each, multi ('' for none)",
     )
     ap.add_argument("--profile", action="store_true", help="profile one in-process FazAI apply")
+    ap.add_argument(
+        "--server-latency",
+        type=float,
+        default=0.0,
+        help="seconds the emulator waits before answering each request (a model of a real "
+        "firewall's PHP start and config save; concurrent requests wait side by side)",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -481,13 +488,15 @@ def main() -> int:
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
         "opnsense_version": args.version,
+        "server_latency_seconds": args.server_latency,
         "oxl_version": have_oxl,
         "objects": {"aliases": len(objs.aliases), "rules": len(objs.rules)},
         "tools": {},
     }
+    latency = f", {args.server_latency * 1000:g} ms per request" if args.server_latency else ""
     print(
-        f"OPNsense {args.version} emulator (TLS), fresh per run: {len(objs.aliases)} aliases "
-        f"and {len(objs.rules)} rules to create; {args.runs} runs per tool, interleaved",
+        f"OPNsense {args.version} emulator (TLS{latency}), fresh per run: {len(objs.aliases)} "
+        f"aliases and {len(objs.rules)} rules to create; {args.runs} runs per tool, interleaved",
         flush=True,
     )
     workdir = Path(tempfile.mkdtemp(prefix="fazai-bench-opn-apply-"))
@@ -496,6 +505,8 @@ def main() -> int:
         for i in range(args.runs):
             for name, run in tools:
                 with emulator(args.version) as emu:
+                    if args.server_latency:
+                        emu.faults.delay(args.server_latency, times=None)
                     outcome = run(emu, workdir / f"{name}-{i + 1}")
                 runs[name].append(outcome)
                 show(f"{name} run {i + 1}", outcome)

@@ -18,7 +18,9 @@ from controller.store import StateStore, TransactionStatus
 from controller.testing.opnsense import EmulatorServer
 from tests.integration.servekit import Infra, firewall_node, resource
 
-ALIASES = 12
+# Host overrides: each is its own POST (aliases would go in one bulk import), so an
+# apply can be caught between two writes.
+HOSTS = 12
 COMMAND = [sys.executable, "-c", "from controller.cli import run; run()"]
 
 
@@ -26,15 +28,15 @@ COMMAND = [sys.executable, "-c", "from controller.cli import run; run()"]
 def firewall() -> Iterator[EmulatorServer]:
     with EmulatorServer(version="26.1") as emu:
         # Each write takes a while, so an apply is surely in flight when the signal comes.
-        emu.faults.delay(0.4, method="POST", path="Item", times=None)
+        emu.faults.delay(0.4, method="POST", path="HostOverride/", times=None)
         yield emu
 
 
-def aliases(emu: EmulatorServer) -> set[str]:
+def hosts(emu: EmulatorServer) -> set[str]:
     return {
-        item["name"]
-        for item in emu.state.list("alias").values()
-        if item.get("name", "").startswith("sig_")
+        item["hostname"]
+        for item in emu.state.list("host").values()
+        if item.get("hostname", "").startswith("sig")
     }
 
 
@@ -42,10 +44,10 @@ def setup(tmp_path: Path, emu: EmulatorServer, grace: str) -> tuple[Path, Path]:
     infra = Infra(tmp_path / "infra")
     documents = [firewall_node(emu, tmp_path / "secrets")] + [
         resource(
-            "FirewallAlias", f"sig-{i}", {"node": "edge-fw"},
-            name=f"sig_{i}", type="host", content=[f"10.8.0.{i}"],
+            "HostOverride", f"sig-{i}", {"node": "edge-fw"},
+            hostname=f"sig{i}", domain="example.net", server=f"10.8.0.{i}",
         )
-        for i in range(ALIASES)
+        for i in range(HOSTS)
     ]  # fmt: skip
     infra.commit(documents)
     infra.push()
@@ -76,7 +78,7 @@ def serve_until_writing(config: Path, emu: EmulatorServer) -> subprocess.Popen[s
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while emu.requests.count(method="POST", path="addItem|setItem") < 2:
+    while emu.requests.count(method="POST", path="setHostOverride/") < 2:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the apply did not start"
         time.sleep(0.02)
@@ -88,12 +90,12 @@ def test_sigterm_during_an_apply_lets_it_finish_then_exits_0(
 ) -> None:
     config, db = setup(tmp_path, firewall, "60s")
     process = serve_until_writing(config, firewall)
-    assert len(aliases(firewall)) < ALIASES  # mid-apply
+    assert len(hosts(firewall)) < HOSTS  # mid-apply
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "stopping" in stderr
-    assert aliases(firewall) == {f"sig_{i}" for i in range(ALIASES)}  # finished, not cut
+    assert hosts(firewall) == {f"sig{i}" for i in range(HOSTS)}  # finished, not cut
     with StateStore(db) as store:
         assert store.open_transactions() == []
         (apply_run,) = [r for r in store.list_runs(10) if r.command.value == "apply"]
@@ -113,8 +115,8 @@ def test_an_apply_past_the_grace_period_is_rolled_back_at_the_next_start(
     assert "grace period over" in stderr
     with StateStore(db) as store:
         (interrupted,) = store.open_transactions()
-    written = aliases(firewall)
-    assert 0 < len(written) < ALIASES  # cut mid-write, as a kill would
+    written = hosts(firewall)
+    assert 0 < len(written) < HOSTS  # cut mid-write, as a kill would
 
     # A start in detect mode writes nothing, not even that rollback: it is left open.
     detect = subprocess.run(
@@ -123,7 +125,7 @@ def test_an_apply_past_the_grace_period_is_rolled_back_at_the_next_start(
     )  # fmt: skip
     assert "detect mode never writes" in detect.stderr, detect.stderr
     assert "rolled back to its snapshot" not in detect.stderr, detect.stderr
-    assert aliases(firewall) == written
+    assert hosts(firewall) == written
     with StateStore(db) as store:
         assert [t.id for t in store.open_transactions()] == [interrupted.id]
 
@@ -135,7 +137,7 @@ def test_an_apply_past_the_grace_period_is_rolled_back_at_the_next_start(
     )  # fmt: skip
     assert "rolled back to its snapshot" in once.stderr, once.stderr
     assert once.returncode == 1, once.stderr  # drift left: manual mode wrote nothing more
-    assert aliases(firewall) == set()
+    assert hosts(firewall) == set()
     with StateStore(db) as store:
         assert store.open_transactions() == []
         txn = store.transaction(interrupted.id)

@@ -6,18 +6,20 @@ The order, and why:
     One fresh bulk read. Each change is checked against it (a plan made against a
     firewall that has moved since is refused: its deletes could hit the wrong thing), an
     alias to delete must be used by no rule or alias that stays, and the rule set the
-    apply would leave is checked for a self-lockout, all before any POST. Then the
-    newest configuration backup is noted: ``revertBackup`` to it is the rollback on
-    every release (it restores deleted objects too, at their uuids). On releases with
-    the filter rollback API (up to 26.1, and only when rules change) a savepoint is
-    taken, so that the filter apply can arm the firewall's own 60 s dead-man timer. The
-    raw items of every touched object, deleted ones included, are kept to check a
-    rollback against.
+    apply would leave is checked for a self-lockout, all before any POST. On releases
+    with the filter rollback API (up to 26.1, and only when rules change) a savepoint is
+    taken, so that the filter apply can arm the firewall's own 60 s dead-man timer. Then
+    the newest configuration backup is noted (after the savepoint, whose save makes one
+    of the running configuration): ``revertBackup`` to it is the rollback on every
+    release (it restores deleted objects too, at their uuids). The raw items of every
+    touched object, deleted ones included, are kept to check a rollback against.
 ``write(journal)``
     add/set/del in dependency order: aliases (nested ones first) before the rules that
     use them; deletions the other way round, rules and host overrides before aliases,
-    an alias before those its content names. Each write is journaled before it is sent;
-    then ONE reconfigure/apply per subsystem touched, never one per object.
+    an alias before those its content names; two or more upserts of a kind in one bulk
+    request where upstream has one (``bulk``). Each object is journaled before the
+    request that carries it is sent; then ONE reconfigure/apply per subsystem touched,
+    never one per object.
 ``verify()``
     A fresh read, compared as a plan would.
 ``commit()``
@@ -58,6 +60,7 @@ from controller.plan.diff import compare as compare_essences
 from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.opnsense import (
     adoption,
+    bulk,
     essence,
     live,
     lockout,
@@ -75,6 +78,7 @@ SNAPSHOT_FORMAT = 1
 # The last release with savepoint, apply/{revision}, cancelRollback and revert.
 LAST_ROLLBACK_API = (26, 1)
 BUILTIN_ALIAS_TYPES = {"external", "internal"}
+BACKUPS = "core/backup/backups/this"
 NAME_FIELD = ("metadata", "name")  # where a document is pointed at in messages
 
 
@@ -169,6 +173,20 @@ class Write:
         return KINDS[self.kind].subsystem
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive upserts of one kind sent in one bulk request (see ``bulk``)."""
+
+    kind: str
+    path: str
+    body: Mapping[str, Any]
+    writes: tuple[Write, ...]
+    creates: int  # how many of them the firewall does not have yet
+
+
+Send = Write | Batch
+
+
 def _sorted_aliases(writes: list[Write], reverse: bool) -> list[Write]:
     """Aliases a nested alias names go first (last when ``reverse``, for deletions)."""
     by_name = {w.alias: w for w in writes}
@@ -235,17 +253,26 @@ class OpnsenseTransaction:
         for change in self.changes:
             if change.kind not in KINDS:
                 raise NodeError(self.name, f"{change.kind}/{change.name}: not an OPNsense kind")
-        firewall = await live.read(self.client, set(KINDS))
+        # Rules and aliases always (the lockout and alias-in-use checks read them); host
+        # overrides only when one changes.
+        kinds = {"FirewallAlias", "FirewallRule"} | {c.kind for c in self.changes}
+        firewall = await live.read(self.client, kinds)
         self._firewall = firewall
         self._check_not_stale(firewall)
         self._writes = self._plan_writes(firewall)
         self._check_aliases_unused(firewall)
         # The lockout check reads the socket but sends nothing: still before any POST.
         await self._check_lockout(firewall)
-        backup = await self._newest_backup()
         savepoint = None
+        listing: Any = None
         if firewall.version <= LAST_ROLLBACK_API and "filter" in self.touched_subsystems:
-            savepoint = await self._savepoint()
+            savepoint, listing = await self._savepoint()
+        # One listing serves both: noted after the savepoint, whose save copies the
+        # running configuration into a backup, the newest is that copy (and cannot be
+        # the one a small backup count just pruned).
+        if listing is None:
+            listing = await self.client.get(BACKUPS)
+        backup = self._newest_backup(listing)
         objects = [self._object_snapshot(firewall, w) for w in self._writes]
         self._snapshot = {
             "format": SNAPSHOT_FORMAT,
@@ -396,8 +423,7 @@ class OpnsenseTransaction:
             "before": _clean(item) if item is not None else None,
         }
 
-    async def _newest_backup(self) -> str:
-        answer = await self.client.get("core/backup/backups/this")
+    def _newest_backup(self, answer: Any) -> str:
         items = answer.get("items") if isinstance(answer, Mapping) else None
         if not isinstance(items, list) or not items:
             raise NodeError(self.name, "the firewall lists no configuration backup to roll back to")
@@ -414,15 +440,17 @@ class OpnsenseTransaction:
             raise NodeError(self.name, "the firewall's newest configuration backup has no id")
         return backup_id
 
-    async def _savepoint(self) -> str | None:
+    async def _savepoint(self) -> tuple[str | None, Any]:
+        """(the savepoint's revision, None when its timer would restore nothing; the
+        backup listing made after it)."""
         answer = await self.client.post("firewall/filter/savepoint")
         revision = str(answer.get("revision", "")) if isinstance(answer, Mapping) else ""
+        listing = await self.client.get(BACKUPS)
         if not revision:
             log.warning("%s: savepoint answered no revision; no dead-man timer", self.name)
-            return None
+            return None, listing
         # Upstream bug (core issue 10721): the revision may match no backup, and then the
         # timer and revert/{revision} silently restore nothing. Better to know.
-        listing = await self.client.get("core/backup/backups/this")
         times = (
             {str(i.get("time")) for i in listing.get("items", []) if isinstance(i, Mapping)}
             if isinstance(listing, Mapping)
@@ -435,8 +463,8 @@ class OpnsenseTransaction:
                 self.name,
                 revision,
             )
-            return None
-        return revision
+            return None, listing
+        return revision, listing
 
     # -- anti-lockout --------------------------------------------------------------------
 
@@ -512,9 +540,14 @@ class OpnsenseTransaction:
         if self._snapshot is None or self._firewall is None:
             raise RuntimeError("OpnsenseTransaction.write() before snapshot()")
         reloads = self._reloads()
+        sends = self._sends(self._firewall)
         # Every call this transaction makes is known now: all intended in one journal
-        # commit, before the first of them is sent.
-        calls = [Intent(w.kind, w.name, w.action, _post_payload(w)) for w in self._writes]
+        # commit, before the first of them is sent. A batch journals each of its objects.
+        calls = [
+            Intent(w.kind, w.name, w.action, _post_payload(w, send))
+            for send in sends
+            for w in _members(send)
+        ]
         calls += [Intent("OPNsense", sub, "reconfigure", {"path": path}) for sub, path in reloads]
         steps = journal.intend_many(calls)
         writes = len(self._writes)
@@ -522,13 +555,182 @@ class OpnsenseTransaction:
         # are over (or before a failure is recorded): a crash before that leaves them
         # intended, which the rollback from the snapshot covers.
         made: list[int] = []
+        at = 0
         try:
-            for write, step in zip(self._writes, steps[:writes], strict=True):
+            for send in sends:
+                if isinstance(send, Batch):
+                    mine = steps[at : at + len(send.writes)]
+                    made += await self._post_batch(send, mine, journal)
+                    at += len(send.writes)
+                else:
+                    await self._post(send, steps[at], journal)
+                    made.append(steps[at])
+                    at += 1
+        finally:
+            journal.done_many(made)
+        await self._apply(journal, reloads, steps[writes:])
+
+    # -- bulk ----------------------------------------------------------------------------
+
+    def _sends(self, firewall: live.LiveFirewall) -> list[Send]:
+        """The writes in order, each run of upserts of one kind that a bulk endpoint takes
+        as one batch."""
+        out: list[Send] = []
+        i = 0
+        while i < len(self._writes):
+            first = self._writes[i]
+            j = i
+            while (
+                j < len(self._writes)
+                and self._writes[j].kind == first.kind
+                and (self._writes[j].action == "delete") == (first.action == "delete")
+            ):
+                j += 1
+            run = self._writes[i:j]
+            if first.action == "delete" or len(run) < bulk.BULK_MIN:
+                out += run
+            elif first.kind == "FirewallAlias":
+                out += self._alias_batch(firewall, run)
+            elif first.kind == "FirewallRule" and firewall.version >= bulk.RULE_UPLOAD_SINCE:
+                out += self._rule_batches(firewall, run)
+            else:
+                out += run
+            i = j
+        return out
+
+    def _alias_batch(self, firewall: live.LiveFirewall, run: list[Write]) -> list[Send]:
+        # The import matches by name: every create must name no alias on the firewall and
+        # every update the alias at its uuid, or the per-object calls keep their checks.
+        names = {str(i.get("name")): u for u, i in firewall.of("FirewallAlias").items()}
+        for w in run:
+            if str(w.body["alias"].get("name")) != w.alias:
+                return list(run)
+            if (w.uuid is None and w.alias in names) or (
+                w.uuid is not None and names.get(w.alias) != w.uuid
+            ):
+                return list(run)
+        body = bulk.alias_import_body([(w.alias, w.body["alias"]) for w in run])
+        creates = sum(w.uuid is None for w in run)
+        return [Batch("FirewallAlias", bulk.ALIAS_IMPORT, body, tuple(run), creates)]
+
+    def _rule_batches(self, firewall: live.LiveFirewall, run: list[Write]) -> list[Send]:
+        """Runs of rules that carry the same fields (the CSV has one header) as batches."""
+        out: list[Send] = []
+        live_rules = firewall.of("FirewallRule")
+        i = 0
+        while i < len(run):
+            keys = list(run[i].body["rule"])
+            j = i
+            while j < len(run) and list(run[j].body["rule"]) == keys:
+                j += 1
+            group = run[i:j]
+            payload = (
+                bulk.rules_csv([(str(w.uuid), w.body["rule"]) for w in group])
+                if len(group) >= bulk.BULK_MIN
+                else None
+            )
+            if payload is None:
+                out += group
+            else:
+                creates = sum(str(w.uuid) not in live_rules for w in group)
+                batch = Batch("FirewallRule", bulk.RULE_UPLOAD, {"payload": payload}, tuple(group),
+                              creates)  # fmt: skip
+                out.append(batch)
+            i = j
+        return out
+
+    async def _post_batch(
+        self, batch: Batch, steps: Sequence[int], journal: StepJournal
+    ) -> list[int]:
+        """Send one batch; the steps done. Any refusal fails the whole batch: a rule
+        upload may have saved the rows it did not refuse, which the rollback undoes."""
+        try:
+            answer = await self.client.post(batch.path, batch.body)
+            if batch.kind == "FirewallAlias":
+                names = [w.alias for w in batch.writes]
+                refusals = bulk.alias_import_result(self.name, answer, names, batch.creates)
+            else:
+                uuids = [str(w.uuid) for w in batch.writes]
+                refusals = bulk.rule_upload_result(self.name, answer, uuids, batch.creates)
+        except FazaiError as exc:
+            text = exc.message if isinstance(exc, NodeError) else str(exc)
+            for step in steps:
+                journal.failed(step, text)
+            raise
+        if not refusals:
+            return list(steps)
+        if batch.kind == "FirewallRule" and all(r.index is None for r in refusals):
+            # Only rules already on the firewall fail its validation: upstream then saves
+            # nothing, and setRule validates the rule it is given alone.
+            return await self._one_by_one(batch, steps, journal, refusals)
+        error = self._refused_batch(batch, refusals)
+        for step in steps:
+            journal.failed(step, error.message)
+        raise error
+
+    async def _one_by_one(
+        self,
+        batch: Batch,
+        steps: Sequence[int],
+        journal: StepJournal,
+        refusals: Sequence[bulk.Refusal],
+    ) -> list[int]:
+        reasons = "; ".join(f"{r.field}: {r.message}" for r in refusals[:3])
+        log.warning(
+            "%s: %s refused because of rules already on the firewall (%s); sending the "
+            "%d rules one by one",
+            self.name, batch.path, reasons, len(batch.writes),
+        )  # fmt: skip
+        for step in steps:
+            journal.failed(
+                step, f"refused in bulk because of other rules ({reasons}); resent one by one"
+            )
+        again = journal.intend_many(
+            [Intent(w.kind, w.name, w.action, _post_payload(w, w)) for w in batch.writes]
+        )
+        made: list[int] = []
+        try:
+            for write, step in zip(batch.writes, again, strict=True):
                 await self._post(write, step, journal)
                 made.append(step)
         finally:
             journal.done_many(made)
-        await self._apply(journal, reloads, steps[writes:])
+        return []
+
+    def _refused_batch(
+        self, batch: Batch, refusals: Sequence[bulk.Refusal]
+    ) -> RefusedByFirewallError:
+        """One error naming every refused document (file:line of each field)."""
+        wrapper = "alias" if batch.kind == "FirewallAlias" else "rule"
+        per: dict[int, dict[str, list[str]]] = {}
+        others: list[str] = []
+        for r in refusals:
+            if r.index is None:
+                others.append(f"a {batch.kind} already on the firewall fails its validation: "
+                              f"{r.field}: {r.message}")  # fmt: skip
+            else:
+                per.setdefault(r.index, {}).setdefault(f"{wrapper}.{r.field}", []).append(r.message)
+        lines: list[str] = []
+        found: list[Diagnostic] = []
+        merged: dict[str, list[str]] = {}
+        for index, fields in sorted(per.items()):
+            write = batch.writes[index]
+            document = write.change.document
+            exc = ValidationFailedError(self.name, "refused", fields, path=batch.path)
+            pinned = validations.diagnostics(document, exc) if document is not None else []
+            found += pinned
+            lines += [str(d) for d in pinned] or [
+                f"{write.kind}/{write.name}: {k}: {' '.join(v)}" for k, v in fields.items()
+            ]
+            merged.update({f"{write.kind}/{write.name}: {k}": v for k, v in fields.items()})
+        lines += others
+        return RefusedByFirewallError(
+            self.name,
+            "the firewall refused a change; rolling back:\n" + "\n".join(lines),
+            merged,
+            found,
+            path=batch.path,
+        )
 
     async def _post(self, write: Write, step: int, journal: StepJournal) -> None:
         try:
@@ -619,11 +821,15 @@ class OpnsenseTransaction:
     # -- verify and commit ---------------------------------------------------------------
 
     async def verify(self) -> Observation:
-        from controller.providers.opnsense.provider import compare
+        from controller.providers.opnsense.provider import compare, kinds_for
 
-        firewall = await live.read(self.client, set(KINDS))
-        self._verified_read = firewall
         documents = [c.document for c in self.changes if c.document is not None]
+        # What the changed documents need, as a plan reads them; a rule's aliases too.
+        kinds = kinds_for(documents) | {c.kind for c in self.changes}
+        if "FirewallRule" in kinds:
+            kinds.add("FirewallAlias")
+        firewall = await live.read(self.client, kinds)
+        self._verified_read = firewall
         observation = compare(self.name, documents, firewall)
         resources: dict[Document, Observed] = dict(observation.resources)
         for change in self.changes:
@@ -736,8 +942,14 @@ def _key(write: Write) -> references.Key:
     return (write.kind, str(write.uuid))
 
 
-def _post_payload(write: Write) -> dict[str, Any]:
-    return {"method": "POST", "path": write.path, "body": dict(write.body)}
+def _members(send: Send) -> tuple[Write, ...]:
+    return send.writes if isinstance(send, Batch) else (send,)
+
+
+def _post_payload(write: Write, send: Send) -> dict[str, Any]:
+    """What the journal records for one object: its own fields, and the request that
+    carries them (its own, or the batch's)."""
+    return {"method": "POST", "path": send.path, "body": dict(write.body)}
 
 
 def _target_uuid(node: str, change: Change, items: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from controller.testing.opnsense import configxml, crud, search
+from controller.testing.opnsense import bulk, configxml, crud, search
 from controller.testing.opnsense.fields import options_of, render
 from controller.testing.opnsense.messages import msg
 from controller.testing.opnsense.models import Collection
@@ -370,6 +370,19 @@ async def alias_model(call: Call) -> Answer:
     return whole_model(call, "alias")
 
 
+async def alias_import(call: Call) -> Answer:
+    """importAction(): the aliases in POST "data", all or nothing."""
+    if not call.is_post:
+        raise bulk.unsupported()
+    coll = _coll(call, "alias")
+    try:
+        return bulk.import_aliases(
+            call.state, coll, call.post.get("data"), who=call.who, where=call.path
+        )
+    except crud.InputTypeError as exc:
+        raise RuntimeError(str(exc)) from exc  # a PHP error: the plain 500
+
+
 # Filter rules — Firewall/Api/FilterController.php, FilterBaseController.php
 
 
@@ -471,6 +484,18 @@ async def rule_toggle(call: Call, uuid: str, enabled: str | None = None) -> Answ
 
 async def rule_model(call: Call) -> Answer:
     return whole_model(call, "rule")
+
+
+async def rule_upload(call: Call) -> Answer:
+    """uploadRulesAction() (26.1+): rules as CSV in POST "payload"; see bulk.upload_rules."""
+    if not call.is_post or "payload" not in call.post:
+        return {"status": "failed"}
+    payload = call.post["payload"]
+    if not isinstance(payload, str):
+        raise RuntimeError("payload is not a string")  # fwrite() of an array: a PHP error
+    return bulk.upload_rules(
+        call.state, _coll(call, "rule"), payload, who=call.who, where=call.path
+    )
 
 
 async def filter_apply(call: Call, revision: str | None = None) -> Answer:
@@ -711,7 +736,8 @@ async def backup_download(call: Call, host: str, backup_id: str | None = None) -
 
 def build_routes(emu: Emulator) -> dict[tuple[str, str], dict[str, Route]]:
     def table(**entries: tuple[Handler, int]) -> dict[str, Route]:
-        return {name.lower(): Route(h, n) for name, (h, n) in entries.items()}
+        # import_: "import" is a Python keyword; the action is importAction.
+        return {name.rstrip("_").lower(): Route(h, n) for name, (h, n) in entries.items()}
 
     filter_routes = table(
         searchRule=(rule_search, 0),
@@ -723,6 +749,8 @@ def build_routes(emu: Emulator) -> dict[tuple[str, str], dict[str, Route]]:
         apply=(filter_apply, 0),
         get=(rule_model, 0),
     )
+    if emu.state.version.rule_upload:
+        filter_routes.update(table(uploadRules=(rule_upload, 0)))
     if emu.state.version.rollback_api:
         filter_routes.update(
             table(
@@ -742,6 +770,7 @@ def build_routes(emu: Emulator) -> dict[tuple[str, str], dict[str, Route]]:
             reconfigure=(alias_reconfigure, 0),
             getAliasUUID=(alias_uuid, 1),
             get=(alias_model, 0),
+            import_=(alias_import, 0),
         ),
         ("firewall", "Filter"): filter_routes,
         ("unbound", "Settings"): table(

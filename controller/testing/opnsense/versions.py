@@ -45,6 +45,21 @@ class Version:
     def before_25_7(self) -> bool:
         return self.sequence_max == 99999
 
+    @property
+    def series(self) -> tuple[int, int]:
+        major, minor = self.name.split(".")
+        return int(major), int(minor)
+
+    @property
+    def rule_upload(self) -> bool:
+        """FilterController::uploadRulesAction (CSV import of rules), new in 26.1."""
+        return self.series >= (26, 1)
+
+    @property
+    def rule_upload_checks_uuid(self) -> bool:
+        """importRecordSet refuses a malformed @uuid and importCsv skips blank lines (26.7)."""
+        return self.series >= (26, 7)
+
 
 VERSIONS: dict[str, Version] = {
     v.name: v

@@ -263,6 +263,32 @@ async def test_tls_with_the_ca_bundle(emu_tls: EmulatorServer) -> None:
         assert (await api.get(STATUS))["product"]
 
 
+async def test_one_tls_context_per_ca_bundle_read_again_when_replaced(
+    emu_tls: EmulatorServer, tmp_path: Path
+) -> None:
+    """Loading a bundle costs tens of ms and a plan plus its apply open three clients:
+    they share one context, until the file is replaced (then it is read again)."""
+    from controller.providers.opnsense.client import ssl_context
+
+    assert emu_tls.certificate is not None
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(emu_tls.certificate.read_bytes())
+    first = ssl_context("edge-fw", str(bundle))
+    assert ssl_context("edge-fw", str(bundle)) is first
+    for _ in range(2):
+        async with OpnsenseClient(target(emu_tls, verify=str(bundle))) as api:
+            assert (await api.get(STATUS))["product"]["product_version"]
+    # Another certificate in its place: a new context, which does not trust the emulator.
+    other = EmulatorServer(version="26.1", tls=True)
+    with other:
+        assert other.certificate is not None
+        bundle.write_bytes(other.certificate.read_bytes() + b"\n")
+    assert ssl_context("edge-fw", str(bundle)) is not first
+    async with OpnsenseClient(target(emu_tls, verify=str(bundle))) as api:
+        with pytest.raises(UnreachableError, match="TLS certificate verification failed"):
+            await api.get(STATUS)
+
+
 async def test_tls_without_verification(emu_tls: EmulatorServer) -> None:
     async with OpnsenseClient(target(emu_tls, verify=False)) as api:
         assert (await api.get(STATUS))["product"]

@@ -258,3 +258,16 @@ def test_rule_port_names_are_the_firewalls_short_list() -> None:
     assert naming.is_service("amqp")
     assert not naming.is_rule_port_name("amqp")
     assert len(naming.RULE_PORT_NAMES) == 46
+
+
+def test_an_address_is_parsed_once_however_often_it_is_asked() -> None:
+    """Validate, the plan's compare, the lockout check (before and after) and verify ask
+    for the same few dozen nets thousands of times in a 200-rule apply."""
+    naming.address.cache_clear()
+    first = naming.address("10.20.0.0/16")
+    assert naming.address("10.20.0.0/16") is first
+    assert naming.classify_net("10.20.0.0/16") == "address"
+    assert naming.address.cache_info().misses == 1
+    # What the firewall refuses stays refused when asked again.
+    assert naming.address("10.0.0.0/255.0.0.0") is None
+    assert naming.address("10.0.0.0/255.0.0.0") is None
