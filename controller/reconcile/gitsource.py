@@ -95,14 +95,19 @@ class GitSource:
 
     def author(self, revision: str) -> str:
         """The author of commit ``revision`` ("Name <email>"), for the audit trail."""
+        return self.people(revision)[0]
+
+    def people(self, revision: str) -> tuple[str, str]:
+        """The author and the committer of commit ``revision``, each "Name <email>"."""
         repo = self._repo or gitsource.open_repository(
             self.config.url, self.cache_dir, self.config.timeout
         )
         try:
-            who = repo.commit(revision).author
+            commit = repo.commit(revision)
+            author, committer = commit.author, commit.committer
         except (git.BadName, ValueError, git.GitCommandError) as exc:
             raise SourceError(f"{self.shown}: no commit {revision[:12]}") from exc
-        return f"{who.name} <{who.email}>"
+        return f"{author.name} <{author.email}>", f"{committer.name} <{committer.email}>"
 
     def verify(self, revision: str) -> Verdict | None:
         """None when the source does not check signatures."""

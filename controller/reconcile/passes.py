@@ -29,6 +29,7 @@ from controller.model.state import DesiredState
 from controller.plan import items as planitems
 from controller.plan import plan_json
 from controller.plan.verdicts import RunContext
+from controller.reconcile.actors import Actors
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.handle import Mode, NodeDrift
@@ -117,13 +118,14 @@ async def run_pass(
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
-    actor: str = "",
+    actor: str | Actors = "",
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
     open), with why. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
     run is recorded through, off the event loop. ``actor``: the commit's author and its
-    signature check, recorded with the runs and in the audit trail."""
+    signature check, recorded with the runs and in the audit trail (as ``str(actor)``);
+    none of its names may approve what the pass holds for approval."""
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
@@ -133,7 +135,7 @@ async def run_pass(
         Command.PLAN,
         state.source.description,
         state.revision,
-        actor=actor,
+        actor=str(actor),
     )
     run_publish = _with(publish, run_id=run_id)
     run_publish(
@@ -176,7 +178,7 @@ async def run_pass(
     pending = None
     if by_mode[Mode.MANUAL]:
         pending = approvals.offer(
-            source.name, state, subset(plan, by_mode[Mode.MANUAL]), pruning
+            source.name, state, subset(plan, by_mode[Mode.MANUAL]), pruning, actor=actor
         ).id
     else:
         approvals.withdraw(source.name)
@@ -191,7 +193,7 @@ async def run_pass(
             concurrency=shared.config.concurrency,
             trigger=trigger,
             publish=publish,
-            run=RunContext(trigger.value, source.mode.value, actor),
+            run=RunContext(trigger.value, source.mode.value, str(actor)),
         )
         apply_run = result.run_id
         record_applied(shared, source.name, source.mode_for, result)

@@ -29,6 +29,7 @@ from controller.events import EventType
 from controller.model import loader
 from controller.model.state import DesiredState
 from controller.reconcile import passes
+from controller.reconcile.actors import Actors
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
 from controller.reconcile.config import SourceConfig
@@ -39,7 +40,7 @@ from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
 from controller.settings.durations import format_seconds
 from controller.source.signatures import SignaturePolicy
-from controller.store import Trigger, audit
+from controller.store import Trigger
 
 log = logging.getLogger("fazai.reconcile")
 
@@ -211,10 +212,10 @@ class SourceWorker:
             raise _Failure(str(exc), retry_decision(exc)) from exc
         self.passes += 1
         try:
-            author = await asyncio.to_thread(self.git.author, target)
+            author, committer = await asyncio.to_thread(self.git.people, target)
         except SourceError:
-            author = "unknown author"
-        actor = audit.commit_actor(author, self.signer)
+            author, committer = "unknown author", ""
+        actor = Actors(tuple(sorted(request.actors)), author, committer, self.signer)
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)
@@ -231,6 +232,7 @@ class SourceWorker:
                 writer=self.writer,
                 actor=actor,
             )
+            self.shared.settle(self.name)
         self.revision = target
         return outcome
 

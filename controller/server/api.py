@@ -17,7 +17,7 @@ from controller.reconcile.handle import (
     UnknownApproval,
 )
 from controller.server import scoping, views
-from controller.server.auth import Caller, require
+from controller.server.auth import Caller, TokenTable, require
 from controller.server.replies import MAX_ID, error, log, read_json_object, reply, whole_number
 from controller.server.settings import Role
 
@@ -130,9 +130,12 @@ async def reconcile(request: Request) -> Response:
     targets: list[str | None] = [source]
     if source is None and caller.scope.sources is not None:
         targets = list(names)  # "every source" means every source the token sees
+        if not targets:
+            # A 202 would say something was queued; the scope names no configured source.
+            return error(404, f"none of token {caller.name!r}'s sources is configured")
     try:
         for target in targets:
-            await handle.trigger(target, reason="api")
+            await handle.trigger(target, reason="api", actor=caller.name)
     except ControllerStopping as exc:
         return error(503, str(exc), {"Retry-After": "5"})
     log.info("reconcile of %s requested by %s", source or "every source", caller.name)
@@ -155,9 +158,18 @@ async def approve(request: Request) -> Response:
     refused = _out_of_scope(caller, approval_id, pending)
     if refused is not None:
         return refused
+    tokens: TokenTable = request.app.state.tokens
+    if tokens.open and pending is not None and pending.required > 1:
+        # Without tokens every caller is the same anonymous approver, who counts once.
+        return error(
+            409,
+            f"approval {approval_id} needs {pending.required} approvals from different "
+            "tokens, and this API has no tokens configured: add server.tokens (one per "
+            "approver) and approve with them",
+        )
     # Shielded: once approved, the apply must not be cancelled half-way because the client
     # hung up or the server is stopping; the loop finishes (or rolls back) it.
-    task = asyncio.ensure_future(handle.approve(approval_id, caller.name))
+    task = asyncio.ensure_future(handle.approve(approval_id, caller.name, caller.identities))
     task.add_done_callback(_log_failure)
     try:
         run_id = await asyncio.shield(task)

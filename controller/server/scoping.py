@@ -41,9 +41,20 @@ def approval_refusal(scope: TokenScope, pending: PendingApproval) -> str | None:
     no other source, and only nodes of this plan."""
     if not scope.has_source(pending.source):
         return "its source is not one of the token's sources"
-    outside = [n for n in pending.nodes if not scope.has_node(pending.labels.get(n))]
+    if scope.nodes is None:
+        return None
+    # Both the labels the plan gives a node and those it had when last in sync: else a
+    # commit could move a node into a lower-trust approver's scope and have it approve.
+    outside = [
+        n
+        for n in pending.nodes
+        if not (scope.has_node(pending.labels.get(n)) and scope.has_node(pending.settled.get(n)))
+    ]
     if outside:
-        return f"node(s) {', '.join(outside)} do not match the token's node selector"
+        return (
+            f"node(s) {', '.join(outside)} do not match the token's node selector (both "
+            "with the plan's labels and with those they had when last in sync)"
+        )
     return None
 
 

@@ -83,7 +83,7 @@ def approval(pending: PendingApproval) -> dict[str, Any]:
         "created": _time(pending.created),
         "nodes": list(pending.nodes),
         "reasons": list(pending.reasons),
-        "actor": pending.actor or None,
+        "actors": list(pending.actors),
         **approval_count(pending),
         "plan": redact(dict(pending.plan)),
     }
