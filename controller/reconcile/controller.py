@@ -224,6 +224,10 @@ class Controller:
             return
         passes.record_applied(self.shared, source, worker.config.mode_for, result)
         self.shared.settle(source)
+        try:
+            self.store.name_run_source([result.run_id], source)
+        except FazaiError as exc:
+            log.warning("%s: could not record the source of run %d: %s", source, result.run_id, exc)
         if pruning is not None:
             from controller.engine import prune
 

@@ -24,7 +24,13 @@ from typing import Protocol
 from controller.engine import apply as applying
 from controller.engine import prune, recorded
 from controller.engine.prune import Pruning
-from controller.errors import InvalidInputError, RetryDecision, SourceError, retry_decision
+from controller.errors import (
+    InvalidInputError,
+    RetryDecision,
+    SourceError,
+    StoreError,
+    retry_decision,
+)
 from controller.events import EventType
 from controller.model import loader
 from controller.model.state import DesiredState
@@ -233,8 +239,21 @@ class SourceWorker:
                 actor=actor,
             )
             self.shared.settle(self.name)
+        await self._name_runs(outcome.plan_run, outcome.apply_run)
         self.revision = target
         return outcome
+
+    async def _name_runs(self, *runs: int | None) -> None:
+        """Record the source's name on the pass's runs: in a monorepo several sources
+        share a repository and branch, and API scopes need to tell their runs apart (a
+        run not named, e.g. while in progress, is judged by its location: visible only
+        to tokens that see every source it may be)."""
+        try:
+            await self.writer.call(
+                self.shared.store.name_run_source, [r for r in runs if r is not None], self.name
+            )
+        except StoreError as exc:
+            log.warning("%s: could not record the source of runs %s: %s", self.name, runs, exc)
 
     async def _admit(self, head: str, request: Request) -> str | None:
         """The commit to reconcile: the head, or with a refused signature the last

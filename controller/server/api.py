@@ -62,7 +62,8 @@ async def runs(request: Request) -> Response:
     visible = scoping.RunScope(scope, handle)
     shown = []
     for summary in found:
-        seen, sources = visible.run(summary.source, [n.node for n in summary.nodes])
+        nodes = [n.node for n in summary.nodes]
+        seen, sources = visible.run(summary.source, nodes, summary.source_name)
         if not seen:
             continue
         view = views.run_summary(summary)
@@ -85,7 +86,9 @@ async def run(request: Request) -> Response:
         return _store_failed(exc)
     visible = scoping.RunScope(_caller(request).scope, _handle(request))
     seen, sources = (
-        (False, None) if found is None else visible.run(found.source, [n.node for n in found.nodes])
+        (False, None)
+        if found is None
+        else visible.run(found.source, [n.node for n in found.nodes], found.source_name)
     )
     if found is None or not seen:
         return error(404, f"no run {text}")  # out of scope reads as absent: nothing leaks

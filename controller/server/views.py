@@ -50,6 +50,7 @@ def run_summary(run: RunSummary) -> dict[str, Any]:
         "started": _time(run.started),
         "finished": _time(run.finished),
         "source": run.source,
+        "sourceName": run.source_name or None,  # the configured source (fazai serve)
         "revision": run.revision,
         "nodes": [
             {"node": n.node, "status": n.status.value, "message": n.message, "seconds": n.seconds}

@@ -122,3 +122,8 @@ async def test_the_author_committer_and_the_token_that_asked_cannot_approve(
         applies = [r for r in controller.store.list_runs(20, 0) if r.command is Command.APPLY]
         assert len(applies) == 1
         assert applies[0].actor == "bob"
+        # Every run of the pass and the approved apply names its source (monorepo scopes).
+        runs = controller.store.list_runs(20, 0)
+        assert {r.source_name for r in runs} == {"infra"}
+        plans = [r for r in runs if r.command is Command.PLAN]
+        assert any("(requested by alice)" in r.actor for r in plans)
