@@ -4,7 +4,8 @@ A pass's actors are the API tokens that asked for it (coalesced requests keep ev
 and, for the commit it reconciles, the commit's author and committer. None of them may
 approve the change: the author wrote it, the committer put it on the branch, a token that
 asked for the pass chose when it runs. A git identity is only as true as the commit says:
-without signed commits anyone who can push can write any author (see README, "Roles").
+without signed commits anyone who can push can write any author (see README, "Roles");
+with signatures required, the signer's identity is an actor too.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ class Actors:
     author: str = ""  # "Name <email>" of the commit reconciled ("": unknown)
     committer: str = ""
     signature: str | None = None  # what the signature check said; None: not checked
+    signer: str = ""  # who signed the commit (SSH principal, GPG user id), when checked
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every actor, each once: token names, then the commit's identities."""
-        return tuple(dict.fromkeys(n for n in (*self.tokens, self.author, self.committer) if n))
+        """Every actor, each once: token names, then the commit's identities (the
+        signer's is the one a forger cannot write)."""
+        people = (*self.tokens, self.author, self.committer, self.signer)
+        return tuple(dict.fromkeys(n for n in people if n))
 
     def __str__(self) -> str:
         """The run's recorded actor (runs table, audit trail)."""

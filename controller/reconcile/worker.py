@@ -103,6 +103,7 @@ class SourceWorker:
         self.head: str | None = None  # the branch's head when last fetched
         self.accepted: str | None = None  # the last head whose signature was accepted
         self.signer: str | None = None  # who signed it (None: signatures not checked)
+        self.signer_identity = ""  # the signer's principal or user id, for the actors
         self.last_sync: datetime | None = None
         self.error: str | None = None
         self.refusal: str | None = None  # the head's signature refused: until a new head
@@ -221,7 +222,9 @@ class SourceWorker:
             author, committer = await asyncio.to_thread(self.git.people, target)
         except SourceError:
             author, committer = "unknown author", ""
-        actor = Actors(tuple(sorted(request.actors)), author, committer, self.signer)
+        actor = Actors(
+            tuple(sorted(request.actors)), author, committer, self.signer, self.signer_identity
+        )
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)
@@ -266,6 +269,7 @@ class SourceWorker:
             if verdict is not None:
                 log.info("%s: %s: %s", self.name, head[:12], verdict.reason)
             self.signer = verdict.reason if verdict is not None else None
+            self.signer_identity = verdict.signer if verdict is not None else ""
             self.accepted = head
             self.refusal = None
             return head

@@ -231,3 +231,12 @@ def test_an_approver_is_an_actor_by_its_identities_or_its_name(
     actors: tuple[str, ...], name: str, identities: tuple[str, ...], expected: bool
 ) -> None:
     assert is_actor(actors, name, identities) is expected
+
+
+def test_the_signer_of_a_commit_is_one_of_its_actors() -> None:
+    signed = Actors(
+        ("bob",), ALICE, ALICE, "SSH signature by ops@example.invalid", "ops@example.invalid"
+    )
+    assert signed.names == ("bob", ALICE, "ops@example.invalid")
+    assert is_actor(signed.names, "carol", ("OPS@example.invalid",))
+    assert str(signed) == f"{ALICE} [SSH signature by ops@example.invalid] (requested by bob)"
