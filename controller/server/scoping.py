@@ -1,10 +1,11 @@
 """What a scoped token sees: its sources, and the nodes its label selector matches.
 
 A node's labels are the ones its Node document had at the loop's last plan (the drift
-table); a node the loop does not know now matches no selector. Reads of something out of
-scope answer as if it did not exist (lists leave it out, single objects are a 404), so a
-scoped token learns nothing of other sources' drift; acting on a pending approval out of
-scope is a 403 that says so (:func:`approval_refusal`).
+table); a node the loop does not know now matches no selector. Acting on an approval
+also needs the labels the node had when last in sync (``PendingApproval.settled``).
+Reads of something out of scope answer as if it did not exist (lists leave it out,
+single objects are a 404), so a scoped token learns nothing of other sources' drift;
+acting on a pending approval out of scope is a 403 that says so (:func:`approval_refusal`).
 """
 
 from __future__ import annotations
