@@ -1006,10 +1006,9 @@ def watch(
 ) -> None:
     """Show the controller's live events (runs, reads, changes, verifications, rollbacks)
     as they happen, until Ctrl-C. A dropped connection is resumed where it stopped."""
-    from controller.server import watchview
+    from controller.server import sse, watchview
 
     out = SafeConsole(highlight=False, soft_wrap=True)
-    last: int | None = since
 
     def note(text: str) -> None:
         stderr.print(f"[dim]{_escape(text)}[/]")
@@ -1021,10 +1020,13 @@ def watch(
                     click.echo(json.dumps(event), nl=True)
                     sys.stdout.flush()
                     continue
-                number = event.get("id")
-                if isinstance(number, int) and last is not None and number > last + 1:
-                    stderr.print(f"[yellow]… {count(number - last - 1, 'event')} missed[/]")
-                last = number if isinstance(number, int) else last
+                # Loss is what the server says: ids have gaps of their own (a scoped
+                # token's stream leaves other sources' events out).
+                if event.get("type") == sse.LOST:
+                    missed = (event.get("data") or {}).get("missed")
+                    if isinstance(missed, int) and missed > 0:
+                        stderr.print(f"[yellow]… {count(missed, 'event')} missed[/]")
+                    continue
                 out.print(watchview.line(event))
         except KeyboardInterrupt:
             sys.exit(EXIT_OK)

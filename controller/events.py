@@ -3,7 +3,7 @@
 The reconcile loop and the engine publish; the HTTP API's server-sent-events stream,
 ``fazai watch``, the Prometheus metrics and the notifiers subscribe. Publishing never
 blocks and never fails: a subscriber that cannot keep up loses its oldest events (its
-next event's id tells it so), it never slows an apply down.
+queue counts them: :attr:`Subscription.lost`), it never slows an apply down.
 
 Event data is plain JSON-able values and is redacted of secrets before it is kept. A big
 value (a plan's items) is redacted in a thread first (:func:`redact_in_thread`) and
@@ -88,6 +88,16 @@ def _redacted(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class Subscription(asyncio.Queue[Event]):
+    """A subscriber's queue. ``lost``: the events it will never get, because it read too
+    slowly (its oldest were dropped) or because it resumed after events the bus no longer
+    keeps. Ids alone cannot tell a reader that: a filtered stream has gaps of its own."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.lost = 0
+
+
 Publish = Callable[..., Event]
 """``publish(EventType.X, key=value, ...)``: the seam the engine takes, so it does not
 depend on the bus."""
@@ -120,7 +130,7 @@ class EventBus:
         self._ids = itertools.count(self.start)
         self._last = self.start - 1  # the newest id given
         self._history: deque[Event] = deque(maxlen=history)
-        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._subscribers: set[Subscription] = set()
         self._queue_size = queue_size
 
     def publish(self, type: EventType, **data: Any) -> Event:
@@ -132,6 +142,7 @@ class EventBus:
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()  # the slow subscriber loses its oldest event
+                queue.lost += 1
             queue.put_nowait(event)
         return event
 
@@ -141,12 +152,19 @@ class EventBus:
         return [e for e in self._history if e.id > after]
 
     @asynccontextmanager
-    async def subscribe(self, after: int | None = None) -> AsyncIterator[asyncio.Queue[Event]]:
+    async def subscribe(self, after: int | None = None) -> AsyncIterator[Subscription]:
         """A queue receiving every event published from now on; with ``after``, first
-        the kept events newer than that id."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+        the kept events newer than that id (``lost`` counts those of this bus after it
+        that are no longer kept)."""
+        queue = Subscription(self._queue_size)
         if after is not None:
-            for event in self.history(after)[-self._queue_size :]:
+            kept = self.history(after)
+            replayed = kept[-self._queue_size :]
+            queue.lost = len(kept) - len(replayed)  # more than a queue holds
+            if self.start - 1 <= after < self._last:  # an id of this bus: count the rest
+                first = kept[0].id if kept else self._last + 1
+                queue.lost += first - after - 1  # published after it, no longer kept
+            for event in replayed:
                 queue.put_nowait(event)
         self._subscribers.add(queue)
         try:

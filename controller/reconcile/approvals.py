@@ -7,11 +7,14 @@ it. ``approve`` records who approved; once ``required`` distinct names have, it 
 the stored plan with the engine, which reads every node again first and refuses a node
 whose live state no longer matches the plan; ``abort`` drops it.
 
-The name that triggered the change (``actor``) cannot approve it. Recording and the
-decision to apply happen with no ``await`` in between, so of two approvals arriving at
-once exactly one completes the count and applies, once. Pending approvals, and the
-approvals they have collected, live in memory: a restart forgets them, and the next pass
-offers the plan again, to be approved again.
+The names that set the change going (``actors``: see ``reconcile.actors``) cannot
+approve it. Who triggered a pass is no part of the plan: the same plan offered again by
+another trigger keeps its id and its approvals, and adds that trigger's actors (an
+approval already given by one of them stops counting). Recording and the decision to
+apply happen with no ``await`` in between, so of two approvals arriving at once exactly
+one completes the count and applies, once. Pending approvals, and the approvals they have
+collected, live in memory: a restart forgets them, and the next pass offers the plan
+again, to be approved again.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +36,7 @@ from controller.pipeline import context, writes
 from controller.plan import plan_json
 from controller.plan.items import Plan
 from controller.plan.verdicts import RunContext
+from controller.reconcile import actors as actorship
 from controller.reconcile.handle import (
     ApprovalRefused,
     ControllerStopping,
@@ -53,21 +57,14 @@ class _Entry:
     state: DesiredState
     plan: Plan
     pruning: Any  # the prune.Pruning the plan was made with, for its releases
-    fingerprint: str
+    fingerprint: str  # the plan and its demands; not who triggered it
+    # The identities each approver so far gave, to check them again when actors join.
+    identities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def is_actor(actor: str, name: str) -> bool:
-    """Whether approver ``name`` (a token's name) is the ``actor`` of a change: the same
-    name, ignoring case, or, for an actor written as a commit's author (``Alice Doe
-    <alice@example.com>``), its name, its address or the address's local part. Erring
-    towards "yes" only sends the approval to someone else."""
-    if not actor or not name:
-        return False
-    wanted = name.casefold()
-    display, _, rest = actor.partition("<")
-    address = rest.removesuffix(">").strip() if rest else (actor if "@" in actor else "")
-    forms = {actor.strip(), display.strip(), address, address.partition("@")[0]}
-    return wanted in {f.casefold() for f in forms if f}
+def is_actor(actors: str | Sequence[str], name: str, identities: Sequence[str] = ()) -> bool:
+    """Whether approver ``name`` is one of ``actors`` (see :func:`actors.is_actor`)."""
+    return actorship.is_actor(actorship.normalize(actors), name, identities)
 
 
 class Approvals:
@@ -91,20 +88,21 @@ class Approvals:
         *,
         required: int = 1,
         reasons: tuple[str, ...] = (),
-        actor: str = "",
+        actor: str | actorship.Actors | Iterable[str] = (),
     ) -> PendingApproval:
         """Register ``plan`` (its nodes all manual or held back by a policy, all with
-        changes) for approval by ``required`` distinct approvers other than ``actor``
-        (who triggered the change); ``reasons``: the policies' messages asking for it. The
-        pending approval of the same plan (same changes, same demands) when there is one
-        already."""
+        changes) for approval by ``required`` distinct approvers other than its actors
+        (``actor``: one name, several, or the pass's Actors); ``reasons``: the policies'
+        messages asking for it. The pending approval of the same plan (same changes, same
+        demands) when there is one already, with these actors added to its own."""
         document = plan_json.to_dict(plan)
+        names = actorship.normalize(actor)
         fingerprint = json.dumps(
-            [plan.revision, document["changes"], required, list(reasons), actor], sort_keys=True
+            [plan.revision, document["changes"], required, list(reasons)], sort_keys=True
         )
         existing = self._of_source(source)
         if existing is not None and existing.fingerprint == fingerprint:
-            return existing.approval
+            return self._join(existing, names)
         if existing is not None:
             del self._entries[existing.approval.id]
         approval = PendingApproval(
@@ -116,11 +114,12 @@ class Approvals:
             plan=document,
             required=max(required, 1),
             reasons=tuple(reasons),
-            actor=actor,
+            actors=names,
             labels={
                 n.node: dict(state.nodes[n.node].labels) if n.node in state.nodes else {}
                 for n in plan.nodes
             },
+            settled={n.node: self.shared.settled.get((source, n.node)) for n in plan.nodes},
         )
         self._entries[approval.id] = _Entry(approval, state, plan, pruning, fingerprint)
         self.shared.events.publish(
@@ -132,6 +131,27 @@ class Approvals:
             replaces=existing.approval.id if existing is not None else None,
         )
         return approval
+
+    def _join(self, entry: _Entry, names: tuple[str, ...]) -> PendingApproval:
+        """The same plan offered again: its actors are those of every offer, and an
+        approval given by one of them (before it triggered this pass) no longer counts."""
+        pending = entry.approval
+        union = tuple(dict.fromkeys((*pending.actors, *names)))
+        if union == pending.actors:
+            return pending
+        kept = tuple(
+            n
+            for n in pending.approved_by
+            if not actorship.is_actor(union, n, entry.identities.get(n, ()))
+        )
+        for dropped in (n for n in pending.approved_by if n not in kept):
+            log.warning(
+                "%s: approval %s: %s's approval no longer counts: it triggered the plan since",
+                pending.source, pending.id, dropped,
+            )  # fmt: skip
+        updated = replace(pending, actors=union, approved_by=kept)
+        self._entries[pending.id] = replace(entry, approval=updated)
+        return updated
 
     def withdraw(self, source: str) -> None:
         existing = self._of_source(source)
@@ -148,35 +168,42 @@ class Approvals:
         trail.approval_event(self.shared.store, entry.approval, "aborted", actor=by or "?")
         log.info("%s: approval %s aborted by %s", entry.approval.source, approval_id, by or "?")
 
-    async def approve(self, approval_id: str, by: str = "") -> int | None:
-        """Record ``by``'s approval; None while fewer than ``required`` distinct names
-        have approved (a name approving twice counts once). The approval that completes
-        the count starts applying the plan and returns its run id once the run is
-        recorded (the apply goes on in the background, holding its nodes' locks)."""
+    async def approve(
+        self, approval_id: str, by: str, identities: Sequence[str] = ()
+    ) -> int | None:
+        """Record ``by``'s approval (``identities``: the emails and names that token
+        commits under); None while fewer than ``required`` distinct names have approved
+        (a name approving twice counts once). The approval that completes the count
+        starts applying the plan and returns its run id once the run is recorded (the
+        apply goes on in the background, holding its nodes' locks)."""
         if self.shared.stopping:
             raise ControllerStopping("the controller is stopping; approve again after it restarts")
         entry = self._entries.get(approval_id)
         if entry is None:
             raise UnknownApproval(approval_id)
         pending = entry.approval
-        if is_actor(pending.actor, by):
+        if not by:
+            # Counting a nameless approval would let it stand in for a person.
+            raise ApprovalRefused(f"approval {approval_id}: an approval needs the approver's name")
+        if actorship.is_actor(pending.actors, by, identities):
             trail.approval_event(
                 self.shared.store, pending, "refused", actor=by, reason="the actor who triggered it"
             )
             raise ApprovalRefused(
-                f"approval {approval_id}: {by!r} triggered this change and cannot approve it; "
-                "another approver must"
+                f"approval {approval_id}: {by!r} triggered this change (asked for its pass, or "
+                "authored or committed its commit) and cannot approve it; another approver must"
             )
         names = pending.approved_by if by in pending.approved_by else (*pending.approved_by, by)
-        trail.approval_event(self.shared.store, pending, "approved", actor=by or "?")
+        trail.approval_event(self.shared.store, pending, "approved", actor=by)
+        known = {**entry.identities, by: tuple(identities)}
         if len(names) < pending.required:
             updated = replace(pending, approved_by=names)
-            self._entries[approval_id] = replace(entry, approval=updated)
+            self._entries[approval_id] = replace(entry, approval=updated, identities=known)
             log.info(
                 "%s: approval %s approved by %s (%d of %d)",
                 pending.source,
                 approval_id,
-                by or "?",
+                by,
                 len(names),
                 pending.required,
             )
@@ -196,6 +223,8 @@ class Approvals:
                 started.set_result(int(data["run_id"]))
             return event
 
+        triggered = ", ".join(entry.approval.actors)
+
         async def work() -> applying.ApplyResult:
             async with self.shared.locks.hold(entry.approval.nodes):
                 # Checked against a fresh plan first: a deny now refuses the approval.
@@ -203,7 +232,7 @@ class Approvals:
                     entry.state,
                     entry.plan,
                     self.shared.store,
-                    context.approval(entry.approval.actor, entry.approval.source),
+                    context.approval(triggered or None, entry.approval.source),
                     granted=entry.approval.required,
                     concurrency=self.shared.config.concurrency,
                     trigger=Trigger.API,
@@ -211,7 +240,7 @@ class Approvals:
                     recorded=RunContext(
                         Trigger.API.value,
                         "approved",
-                        f"{entry.approval.actor or 'unknown'}, approved by {approvers}",
+                        f"{triggered or 'unknown'}, approved by {approvers}",
                         entry.approval.source,
                     ),
                 )

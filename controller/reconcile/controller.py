@@ -184,14 +184,17 @@ class Controller:
     def approvals(self) -> Sequence[PendingApproval]:
         return self.approvals_registry.pending()
 
-    async def trigger(self, source: str | None = None, reason: str = "api") -> None:
+    async def trigger(
+        self, source: str | None = None, reason: str = "api", actor: str = ""
+    ) -> None:
         if source is not None and source not in self.workers:
             raise KeyError(source)
         if self.shared.stopping:
             raise ControllerStopping("the controller is stopping; nothing new is queued")
+        asked = frozenset({actor}) if actor else frozenset()
         for name, worker in self.workers.items():
             if source is None or name == source:
-                worker.request(Request(reason, Trigger.API, force=True))
+                worker.request(Request(reason, Trigger.API, force=True, actors=asked))
 
     async def notify_push(self, location: str, branch: str, revision: str | None) -> bool:
         wanted = branch_name(branch)
@@ -205,8 +208,10 @@ class Controller:
             worker.request(Request("webhook", Trigger.WEBHOOK, revision))
         return matched
 
-    async def approve(self, approval_id: str, by: str = "") -> int | None:
-        return await self.approvals_registry.approve(approval_id, by)
+    async def approve(
+        self, approval_id: str, by: str, identities: Sequence[str] = ()
+    ) -> int | None:
+        return await self.approvals_registry.approve(approval_id, by, identities)
 
     async def abort(self, approval_id: str, by: str = "") -> None:
         self.approvals_registry.abort(approval_id, by)
@@ -220,6 +225,11 @@ class Controller:
         if worker is None:  # pragma: no cover - approvals come from workers
             return
         passes.record_applied(self.shared, source, worker.config.mode_for, result)
+        self.shared.settle(source)
+        try:
+            self.store.name_run_source([result.run_id], source)
+        except FazaiError as exc:
+            log.warning("%s: could not record the source of run %d: %s", source, result.run_id, exc)
         if pruning is not None:
             from controller.engine import prune
 

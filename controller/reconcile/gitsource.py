@@ -97,16 +97,22 @@ class GitSource:
         """The commit's author, as ``Name <email>`` (None when it cannot be read): the
         policies see it as the actor of a run the commit starts. Who wrote a commit is
         what it says; a source that must trust it checks signatures."""
+        try:
+            return self.people(revision)[0]
+        except SourceError:
+            return None
+
+    def people(self, revision: str) -> tuple[str, str]:
+        """The author and the committer of commit ``revision``, each "Name <email>"."""
         repo = self._repo or gitsource.open_repository(
             self.config.url, self.cache_dir, self.config.timeout
         )
         try:
-            author = repo.commit(revision).author
-        except (git.BadName, ValueError, git.GitCommandError):
-            return None
-        name = str(author.name or "").strip()
-        email = str(author.email or "").strip()
-        return f"{name} <{email}>" if email else (name or None)
+            commit = repo.commit(revision)
+            author, committer = commit.author, commit.committer
+        except (git.BadName, ValueError, git.GitCommandError) as exc:
+            raise SourceError(f"{self.shown}: no commit {revision[:12]}") from exc
+        return f"{author.name} <{author.email}>", f"{committer.name} <{committer.email}>"
 
     def verify(self, revision: str) -> Verdict | None:
         """None when the source does not check signatures."""

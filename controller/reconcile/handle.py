@@ -72,9 +72,15 @@ class PendingApproval:
     plan: Mapping[str, Any] = field(default_factory=dict)  # plan JSON
     required: int = 1  # distinct approvers (token names) needed before it is applied
     reasons: tuple[str, ...] = ()  # why it waits: the policies' messages
-    actor: str = ""  # who triggered the change; never one of its approvers ("": unknown)
+    # Who set the change going (reconcile.actors: token names, the commit's author and
+    # committer), over every pass that offered this plan; none of them may approve it.
+    actors: tuple[str, ...] = ()
     approved_by: tuple[str, ...] = ()  # the distinct approvers so far, in order
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per node
+    # Per node, its labels when it was last in sync (None: never seen so): a token's node
+    # selector must match these and ``labels``, so a commit cannot relabel a node into the
+    # scope of an approver who could not approve it before.
+    settled: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
 
     @property
     def missing(self) -> int:
@@ -110,21 +116,28 @@ class ControllerHandle(Protocol):
 
     def approvals(self) -> Sequence[PendingApproval]: ...
 
-    async def trigger(self, source: str | None = None, reason: str = "api") -> None:
+    async def trigger(
+        self, source: str | None = None, reason: str = "api", actor: str = ""
+    ) -> None:
         """Queue a reconcile of ``source`` (every source when None); returns at once.
-        Requests that arrive while one is queued are coalesced into it. Raises
-        ControllerStopping while the controller stops, KeyError for an unknown source."""
+        Requests that arrive while one is queued are coalesced into it (keeping every
+        ``actor``: the token name that asked, which may not approve what it plans).
+        Raises ControllerStopping while the controller stops, KeyError for an unknown
+        source."""
 
     async def notify_push(self, location: str, branch: str, revision: str | None) -> bool:
         """A push webhook said ``branch`` of ``location`` moved; False when no configured
         source matches."""
 
-    async def approve(self, approval_id: str, by: str = "") -> int | None:
+    async def approve(
+        self, approval_id: str, by: str, identities: Sequence[str] = ()
+    ) -> int | None:
         """Record ``by``'s approval of a pending plan (the same name twice counts once);
         once ``required`` distinct names have approved, apply it and return the run id;
-        None while more approvals are needed. Raises UnknownApproval, ApprovalRefused
-        (``by`` is the plan's actor), ControllerStopping while shutting down, or the
-        FazaiError the apply failed with before its run was recorded."""
+        None while more approvals are needed. ``identities``: the emails and names the
+        token ``by`` commits under. Raises UnknownApproval, ApprovalRefused (``by`` is
+        empty or one of the plan's actors), ControllerStopping while shutting down, or
+        the FazaiError the apply failed with before its run was recorded."""
 
     async def abort(self, approval_id: str, by: str = "") -> None:
         """Drop a pending plan. Raises UnknownApproval."""

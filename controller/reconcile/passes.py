@@ -37,6 +37,7 @@ from controller.plan import plan_json
 from controller.plan.diff import Action
 from controller.plan.masked import masked_all
 from controller.plan.verdicts import RunContext
+from controller.reconcile.actors import Actors
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.handle import Mode, NodeDrift
@@ -126,15 +127,15 @@ async def run_pass(
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
-    actor: str | None = None,
-    recorded_actor: str = "",
+    actor: str | Actors = "",
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
     open), with why. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
-    run is recorded through, off the event loop. ``actor``: the commit's author, when
-    known (the policies see it as ``run.actor``); ``recorded_actor``: that author with
-    its signature check, as the runs and the audit trail name it."""
+    run is recorded through, off the event loop. ``actor``: who set the pass going (the
+    commit's author, committer and signer, the tokens that asked), recorded with the runs
+    and in the audit trail as ``str(actor)``; the policies see the commit's author as
+    ``run.actor``, and none of its names may approve what the pass holds for approval."""
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
@@ -144,7 +145,7 @@ async def run_pass(
         Command.PLAN,
         state.source.description,
         state.revision,
-        actor=recorded_actor or actor or "",
+        actor=str(actor),
     )
     run_publish = _with(publish, run_id=run_id)
     run_publish(
@@ -154,7 +155,8 @@ async def run_pass(
         trigger=trigger.value,
         mode=source.mode.value,
     )
-    runs = {mode: context.serve(trigger, mode.value, actor, source.name) for mode in Mode}
+    author = actor.author if isinstance(actor, Actors) else actor
+    runs = {mode: context.serve(trigger, mode.value, author, source.name) for mode in Mode}
     try:
         checked = await planning.plan_by(
             state,
@@ -227,7 +229,7 @@ async def run_pass(
             pruning,
             required=max(1, gate.approvals_needed(waiting)),
             reasons=gate.reasons(waiting),
-            actor=checked.run.actor,
+            actor=actor,
         ).id
     else:
         approvals.withdraw(source.name)
@@ -244,7 +246,7 @@ async def run_pass(
             recorded=RunContext(
                 checked.run.trigger,
                 source.mode.value,
-                recorded_actor or checked.run.actor,
+                str(actor) or checked.run.actor,
                 source.name,
             ),
         )

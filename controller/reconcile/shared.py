@@ -4,6 +4,7 @@ the drift table, the pending approvals and whether the controller is stopping.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,19 @@ class Shared:
     # Applies in flight (source passes and approvals): shutdown waits for them.
     applies: set[asyncio.Task[Any]] = field(default_factory=set)
     stopping: bool = False
+    # (source, node) -> the node's labels at the last pass that left it in sync (read
+    # with no changes, or converged): what approvers' node selectors are judged by, with
+    # the labels of the plan itself (see PendingApproval.settled).
+    settled: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+
+    def settle(self, source: str) -> None:
+        """After a pass or an apply of ``source``: its nodes now in sync settle their
+        labels; nodes gone from its documents are forgotten."""
+        for key in [k for k in self.settled if k[0] == source and k not in self.drift]:
+            del self.settled[key]
+        for key, drift in self.drift.items():
+            if key[0] == source and drift.error is None and drift.drifted == 0:
+                self.settled[key] = dict(drift.labels)
 
     def publisher(self, **context: Any) -> Publish:
         """A Publish adding ``context`` (source, run_id, trigger...) to every event; the

@@ -30,6 +30,9 @@ class Request:
     force: bool = False
     count: int = 1  # notifications merged into this request
     queued_at: float = 0.0  # monotonic time of the first of them
+    # The API tokens that asked (see reconcile.actors): merged requests keep every one,
+    # so none of them can approve what the one pass plans.
+    actors: frozenset[str] = frozenset()
 
     def merge(self, later: Request) -> Request:
         return replace(
@@ -37,6 +40,7 @@ class Request:
             force=self.force or later.force,
             count=self.count + later.count,
             queued_at=self.queued_at,
+            actors=self.actors | later.actors,
         )
 
 

@@ -21,13 +21,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from controller.engine import trail
 from controller.engine.prune import Pruning
-from controller.errors import InvalidInputError, RetryDecision, SourceError, retry_decision
+from controller.errors import (
+    InvalidInputError,
+    RetryDecision,
+    SourceError,
+    StoreError,
+    retry_decision,
+)
 from controller.events import EventType
 from controller.model.state import DesiredState
 from controller.pipeline import desired, source, writes
 from controller.reconcile import passes
+from controller.reconcile.actors import Actors
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.backoff import Backoff
 from controller.reconcile.config import SourceConfig
@@ -95,6 +101,7 @@ class SourceWorker:
         self.head: str | None = None  # the branch's head when last fetched
         self.accepted: str | None = None  # the last head whose signature was accepted
         self.signer: str | None = None  # who signed it (None: signatures not checked)
+        self.signer_identity = ""  # the signer's principal or user id, for the actors
         self.last_sync: datetime | None = None
         self.error: str | None = None
         self.refusal: str | None = None  # the head's signature refused: until a new head
@@ -209,8 +216,13 @@ class SourceWorker:
         except SourceError as exc:
             raise _Failure(str(exc), retry_decision(exc)) from exc
         self.passes += 1
-        author = await asyncio.to_thread(self.git.author, target)
-        actor = trail.commit_actor(author or "unknown author", self.signer)
+        try:
+            author, committer = await asyncio.to_thread(self.git.people, target)
+        except SourceError:
+            author, committer = "unknown author", ""
+        actor = Actors(
+            tuple(sorted(request.actors)), author, committer, self.signer, self.signer_identity
+        )
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)
@@ -225,11 +237,24 @@ class SourceWorker:
                 blocked=blocked,
                 begin_apply=self._begin_apply,
                 writer=self.writer,
-                actor=author,
-                recorded_actor=actor,
+                actor=actor,
             )
+            self.shared.settle(self.name)
+        await self._name_runs(outcome.plan_run, outcome.apply_run)
         self.revision = target
         return outcome
+
+    async def _name_runs(self, *runs: int | None) -> None:
+        """Record the source's name on the pass's runs: in a monorepo several sources
+        share a repository and branch, and API scopes need to tell their runs apart (a
+        run not named, e.g. while in progress, is judged by its location: visible only
+        to tokens that see every source it may be)."""
+        try:
+            await self.writer.call(
+                self.shared.store.name_run_source, [r for r in runs if r is not None], self.name
+            )
+        except StoreError as exc:
+            log.warning("%s: could not record the source of runs %s: %s", self.name, runs, exc)
 
     async def _admit(self, head: str, request: Request) -> str | None:
         """The commit to reconcile: the head, or with a refused signature the last
@@ -242,6 +267,7 @@ class SourceWorker:
             if verdict is not None:
                 log.info("%s: %s: %s", self.name, head[:12], verdict.reason)
             self.signer = verdict.reason if verdict is not None else None
+            self.signer_identity = verdict.signer if verdict is not None else ""
             self.accepted = head
             self.refusal = None
             return head

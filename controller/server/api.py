@@ -17,7 +17,7 @@ from controller.reconcile.handle import (
     UnknownApproval,
 )
 from controller.server import scoping, views
-from controller.server.auth import Caller, require
+from controller.server.auth import Caller, TokenTable, require
 from controller.server.replies import MAX_ID, error, log, read_json_object, reply, whole_number
 from controller.server.settings import Role
 
@@ -62,7 +62,8 @@ async def runs(request: Request) -> Response:
     visible = scoping.RunScope(scope, handle)
     shown = []
     for summary in found:
-        seen, sources = visible.run(summary.source, [n.node for n in summary.nodes])
+        nodes = [n.node for n in summary.nodes]
+        seen, sources = visible.run(summary.source, nodes, summary.source_name)
         if not seen:
             continue
         view = views.run_summary(summary)
@@ -85,7 +86,9 @@ async def run(request: Request) -> Response:
         return _store_failed(exc)
     visible = scoping.RunScope(_caller(request).scope, _handle(request))
     seen, sources = (
-        (False, None) if found is None else visible.run(found.source, [n.node for n in found.nodes])
+        (False, None)
+        if found is None
+        else visible.run(found.source, [n.node for n in found.nodes], found.source_name)
     )
     if found is None or not seen:
         return error(404, f"no run {text}")  # out of scope reads as absent: nothing leaks
@@ -130,9 +133,12 @@ async def reconcile(request: Request) -> Response:
     targets: list[str | None] = [source]
     if source is None and caller.scope.sources is not None:
         targets = list(names)  # "every source" means every source the token sees
+        if not targets:
+            # A 202 would say something was queued; the scope names no configured source.
+            return error(404, f"none of token {caller.name!r}'s sources is configured")
     try:
         for target in targets:
-            await handle.trigger(target, reason="api")
+            await handle.trigger(target, reason="api", actor=caller.name)
     except ControllerStopping as exc:
         return error(503, str(exc), {"Retry-After": "5"})
     log.info("reconcile of %s requested by %s", source or "every source", caller.name)
@@ -155,9 +161,18 @@ async def approve(request: Request) -> Response:
     refused = _out_of_scope(caller, approval_id, pending)
     if refused is not None:
         return refused
+    tokens: TokenTable = request.app.state.tokens
+    if tokens.open and pending is not None and pending.required > 1:
+        # Without tokens every caller is the same anonymous approver, who counts once.
+        return error(
+            409,
+            f"approval {approval_id} needs {pending.required} approvals from different "
+            "tokens, and this API has no tokens configured: add server.tokens (one per "
+            "approver) and approve with them",
+        )
     # Shielded: once approved, the apply must not be cancelled half-way because the client
     # hung up or the server is stopping; the loop finishes (or rolls back) it.
-    task = asyncio.ensure_future(handle.approve(approval_id, caller.name))
+    task = asyncio.ensure_future(handle.approve(approval_id, caller.name, caller.identities))
     task.add_done_callback(_log_failure)
     try:
         run_id = await asyncio.shield(task)

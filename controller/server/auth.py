@@ -38,6 +38,7 @@ class Caller:
     name: str  # the token's name from the config, never the token
     role: Role
     scope: TokenScope = field(default_factory=TokenScope)
+    identities: tuple[str, ...] = ()  # the emails and names it commits under
 
     def may(self, needed: Role) -> bool:
         return self.role.allows(needed)
@@ -76,7 +77,8 @@ class TokenTable:
                 )
             if any(value == other for _, other in tokens):
                 raise ServerConfigError(where, f"token {token.name!r} has another token's value")
-            tokens.append((Caller(token.name, token.role, token.scope), value))
+            caller = Caller(token.name, token.role, token.scope, token.identities)
+            tokens.append((caller, value))
         return cls(tokens)
 
     @property

@@ -95,6 +95,8 @@ class TokenSetting:
     ref: SecretRef
     scope: TokenScope = TokenScope()
     legacy: str | None = None  # "read" or "write": written in the deprecated scope form
+    # The emails and names its owner commits under (see reconcile.actors.is_actor).
+    identities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,14 @@ def _token(index: int, item: Mapping[str, Any]) -> TokenSetting:
                 "an admin token acts on every source and node; give it no scope, or make "
                 "it an approver with this scope",
             )
-    return TokenSetting(item["name"], role, _ref(item["tokenRef"]), limits, legacy)
+    identities = tuple(i.strip() for i in item.get("identities", ()))
+    for position, identity in enumerate(identities):
+        if not identity or any(c in identity for c in "<>\n\r"):
+            raise ServerConfigError(
+                (*at, "identities", position),
+                "an email or a name as commits carry it, without < > or line breaks",
+            )
+    return TokenSetting(item["name"], role, _ref(item["tokenRef"]), limits, legacy, identities)
 
 
 def _ref(value: Mapping[str, str]) -> SecretRef:

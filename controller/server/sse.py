@@ -18,6 +18,17 @@ def encode(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.type.value}\ndata: {data}\n\n".encode()
 
 
+LOST = "stream.lost"  # a message of the stream itself, not an event of the bus
+
+
+def lost(missed: int) -> bytes:
+    """Says ``missed`` events will never come (the client read too slowly, or resumed
+    after events no longer kept). No id: it is no event, and must not move the client's
+    Last-Event-ID."""
+    data = json.dumps({"type": LOST, "data": {"missed": missed}}, separators=(",", ":"))
+    return f"event: {LOST}\ndata: {data}\n\n".encode()
+
+
 def comment(text: str) -> bytes:
     return f": {text}\n\n".encode()
 

@@ -2,7 +2,11 @@
 
 A client that reconnects with ``Last-Event-ID`` (or ``?since=ID``) first gets the events
 the bus still keeps after that id. A client too slow to read loses its oldest events on
-the bus (the id sequence then has a gap it can see), never slowing the publisher. Quiet
+the bus, never slowing the publisher; the stream then says so with a ``stream.lost``
+message (no id; data ``{"type": "stream.lost", "data": {"missed": N}}``) before the
+next event, as it does for a resumed stream whose events the bus no longer keeps. Ids
+have gaps of their own (a scoped token's stream leaves events out), so a client must
+not infer loss from them. Quiet
 streams carry a keep-alive comment every ``keepalive`` seconds, so proxies and clients can
 tell a quiet stream from a dead one. Streams end when the server stops.
 """
@@ -56,12 +60,8 @@ async def _stream(request: Request, bus: EventBus, after: int | None) -> AsyncIt
     keepalive: float = state.settings.keepalive
     closing: asyncio.Event = state.closing
     caller: Caller = request.state.caller
-    scope = caller.scope
-
-    def shown(event: Event) -> bool:
-        return scope.unrestricted or scoping.event_visible(
-            scope, scoping.labels(state.handle), event
-        )
+    visible = scoping.EventScope(caller.scope, state.handle)
+    told = 0  # of queue.lost
 
     state.streams += 1
     try:
@@ -69,12 +69,18 @@ async def _stream(request: Request, bus: EventBus, after: int | None) -> AsyncIt
             yield sse.retry(RETRY_MS)
             while not closing.is_set():
                 while not queue.empty():
+                    if queue.lost > told:
+                        yield sse.lost(queue.lost - told)
+                        told = queue.lost
                     queued = queue.get_nowait()
-                    if shown(queued):
+                    if await visible.shown(queued):
                         yield sse.encode(queued)
                 event = await _next(queue, closing, keepalive)
+                if queue.lost > told:
+                    yield sse.lost(queue.lost - told)
+                    told = queue.lost
                 if event is not None:
-                    if shown(event):
+                    if await visible.shown(event):
                         yield sse.encode(event)
                 elif not closing.is_set():
                     yield sse.comment("keep-alive")

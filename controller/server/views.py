@@ -51,6 +51,7 @@ def run_summary(run: RunSummary) -> dict[str, Any]:
         "started": _time(run.started),
         "finished": _time(run.finished),
         "source": run.source,
+        "sourceName": run.source_name or None,  # the configured source (fazai serve)
         "revision": run.revision,
         "nodes": [
             {"node": n.node, "status": n.status.value, "message": n.message, "seconds": n.seconds}
@@ -85,7 +86,7 @@ def approval(pending: PendingApproval) -> dict[str, Any]:
         "created": _time(pending.created),
         "nodes": list(pending.nodes),
         "reasons": list(pending.reasons),
-        "actor": pending.actor or None,
+        "actors": list(pending.actors),
         **approval_count(pending),
         "plan": redact(dict(pending.plan)),
     }

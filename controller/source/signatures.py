@@ -35,6 +35,9 @@ class Verdict:
     revision: str
     accepted: bool
     reason: str  # who signed it, or why it is refused
+    # The signer's identity, accepted signatures only: the SSH principal of
+    # allowedSigners, or the GPG key's user id ("Name <email>").
+    signer: str = ""
 
 
 class SignaturePolicy:
@@ -154,7 +157,7 @@ class SignaturePolicy:
             raise SourceError(f"cannot verify the signature of {revision[:12]}: {exc}") from exc
         output = (result.stderr + result.stdout).strip()
         if result.returncode == 0:
-            return Verdict(revision, True, _signed_by(output))
+            return Verdict(revision, True, _signed_by(output), _signer(output))
         return Verdict(revision, False, _refusal(output))
 
 
@@ -167,6 +170,15 @@ def _signed_by(output: str) -> str:
             _, _, keyid, *uid = line.split(" ")
             return f"GPG signature by {' '.join(uid)} (key {keyid})"
     return "signed by an allowed key"
+
+
+def _signer(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith('Good "git" signature for '):
+            return line.removeprefix('Good "git" signature for ').split(" with ", 1)[0].strip()
+        if line.startswith("[GNUPG:] GOODSIG "):
+            return " ".join(line.split(" ")[3:]).strip()
+    return ""
 
 
 def _refusal(output: str) -> str:

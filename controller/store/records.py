@@ -81,6 +81,7 @@ class RunSummary:
     status: RunStatus
     nodes: tuple[NodeResult, ...]  # sorted by node name
     actor: str = ""  # who started it ("" for runs recorded before actors were)
+    source_name: str = ""  # the configured source of a `fazai serve` run ("": unknown)
 
 
 @dataclass(frozen=True)

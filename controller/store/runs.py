@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from controller.store.records import (
     Trigger,
 )
 
-_COLUMNS = "id, started, finished, trigger, command, source, revision, status, actor"
+_COLUMNS = "id, started, finished, trigger, command, source, revision, status, actor, source_name"
 # The runs that write to nodes: their start and end are in the audit trail.
 _AUDITED = (Command.APPLY.value, Command.ROLLBACK.value)
 
@@ -39,14 +39,18 @@ class RunLog(AuditLog):
         revision: str | None,
         plan: Mapping[str, Any] | None = None,
         actor: str = "",
+        source_name: str = "",
     ) -> int:
         """Record a new run (in progress); returns its id, larger than every earlier one.
-        ``actor``: who started it (see ``audit.os_actor``, ``audit.commit_actor``)."""
+        ``actor``: who started it (see ``audit.os_actor``, ``audit.commit_actor``);
+        ``source_name``: the configured source it reconciles (``fazai serve``), if any."""
         plan_json = None if plan is None else to_json(plan, "the plan", self._db.path)
         taken: Path | None = None
         try:
             with self._db.write("recording a run") as cur:
-                run_id = self._insert_run(cur, trigger, command, source, revision, plan_json, actor)
+                run_id = self._insert_run(
+                    cur, trigger, command, source, revision, plan_json, actor, source_name
+                )
                 if Command(command).value in _AUDITED:
                     entry = run_started(Command(command).value, source, revision, plan_json)
                     (started,) = cur.execute(
@@ -74,10 +78,12 @@ class RunLog(AuditLog):
         revision: str | None,
         plan_json: str | None,
         actor: str = "",
+        source_name: str = "",
     ) -> int:
         cur.execute(
-            "INSERT INTO runs (started, trigger, command, source, revision, plan, status, actor)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs"
+            " (started, trigger, command, source, revision, plan, status, actor, source_name)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 iso(self._now()),
                 Trigger(trigger).value,
@@ -87,9 +93,22 @@ class RunLog(AuditLog):
                 plan_json,
                 RunStatus.IN_PROGRESS.value,
                 actor,
+                source_name,
             ),
         )
         return last_id(cur)
+
+    def name_run_source(self, run_ids: Sequence[int], source_name: str) -> None:
+        """Record which configured source runs reconciled, for runs started by code that
+        does not know it (the engine's apply); a run already named keeps its name."""
+        if not run_ids:
+            return
+        marks = ", ".join("?" * len(run_ids))
+        with self._db.write("naming the source of runs") as cur:
+            cur.execute(
+                f"UPDATE runs SET source_name = ? WHERE source_name = '' AND id IN ({marks})",
+                (source_name, *run_ids),
+            )
 
     def record_plan(self, run_id: int, plan: Mapping[str, Any]) -> None:
         """Attach (or replace) the plan of a run, for runs that plan after they start."""
@@ -231,7 +250,7 @@ def _node_results(cur: sqlite3.Cursor, run_ids: list[int]) -> dict[int, tuple[No
 
 
 def _summary(row: tuple[Any, ...], nodes: tuple[NodeResult, ...]) -> RunSummary:
-    run_id, started, finished, trigger, command, source, revision, status, actor = row
+    run_id, started, finished, trigger, command, source, revision, status, actor, name = row
     return RunSummary(
         id=run_id,
         started=parse_time(started),
@@ -243,4 +262,5 @@ def _summary(row: tuple[Any, ...], nodes: tuple[NodeResult, ...]) -> RunSummary:
         status=RunStatus(status),
         nodes=nodes,
         actor=actor,
+        source_name=name,
     )

@@ -131,7 +131,12 @@ _V2: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+# The name of the configured source (sources[].name) a run of ``fazai serve`` reconciled:
+# several sources can share one repository and branch (folders of a monorepo), so the
+# recorded location alone does not tell which ("" for runs without one, and older runs).
+_V3: Migration = ("ALTER TABLE runs ADD COLUMN source_name TEXT NOT NULL DEFAULT ''",)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -166,7 +166,7 @@ async def test_serve_auto_mode_holds_a_change_a_policy_requires_approval_for(
         await loop.until(lambda: bool(loop.controller.approvals()), what="a pending approval")
         (pending,) = loop.controller.approvals()
         assert (pending.revision, list(pending.nodes), pending.required) == (v2, ["edge-fw"], 1)
-        assert pending.actor == f"{AUTHOR.name} <{AUTHOR.email}>"
+        assert f"{AUTHOR.name} <{AUTHOR.email}>" in pending.actors
         assert pending.reasons == (
             "edge-fw: delete FirewallRule/allow-ssh: fazai-firewall-rules/"
             "rule-delete-needs-approval: deleting a firewall rule can open or close a path; "
@@ -179,7 +179,7 @@ async def test_serve_auto_mode_holds_a_change_a_policy_requires_approval_for(
             r.command for r in loop.controller.store.list_runs() if r.revision == v2
         }
 
-        run_id = await loop.controller.approve(pending.id)
+        run_id = await loop.controller.approve(pending.id, "ops")
         await loop.until(lambda: "allow-ssh to 22" not in rules(firewall), what="the delete")
         assert loop.controller.store.get_run(run_id) is not None
 
@@ -233,7 +233,7 @@ async def test_approving_checks_the_policies_again_on_a_fresh_plan(
         (uuid,) = firewall.state.list("rule")
         Drift(firewall.state).edit("rule", uuid, {"description": "keep: the vendor's tunnel"})
         with pytest.raises(PolicyDenied, match=NO_RULE_DELETE):
-            await loop.controller.approve(pending.id)
+            await loop.controller.approve(pending.id, "ops")
         assert rules(firewall) == {"keep: the vendor's tunnel"}
 
 

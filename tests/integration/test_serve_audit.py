@@ -82,7 +82,7 @@ async def test_approvals_aborted_and_approved_are_audited(
         await controller.trigger("infra")
         await loop.until(lambda: bool(controller.approvals()), what="a new approval")
         (second,) = controller.approvals()
-        run_id = await controller.approve(second.id)
+        run_id = await controller.approve(second.id, "ops")
         await loop.until(lambda: bool(loop.of(EventType.RUN_FINISHED, run_id=run_id)))
     with StateStore(tmp_path / "state.db") as store:
         records = list(store.audit_records())

@@ -283,7 +283,7 @@ async def test_manual_mode_waits_for_approval_and_abort_drops_it(
         await controller.abort(pending.id)
         assert controller.approvals() == []
         with pytest.raises(LookupError):
-            await controller.approve(pending.id)
+            await controller.approve(pending.id, "ops")
         assert cat(serve_fleet, "web-1", path) is None
         assert firewall.requests.count(method="POST") == 0
 
@@ -292,7 +292,7 @@ async def test_manual_mode_waits_for_approval_and_abort_drops_it(
         await loop.until(lambda: bool(controller.approvals()), what="a new approval")
         (again,) = controller.approvals()
         assert again.id != pending.id
-        run_id = await controller.approve(again.id)
+        run_id = await controller.approve(again.id, "ops")
         await loop.until(
             lambda: bool(loop.of(EventType.RUN_FINISHED, run_id=run_id)), what="approved run"
         )
@@ -312,7 +312,7 @@ async def test_manual_mode_waits_for_approval_and_abort_drops_it(
         await loop.until(lambda: bool(controller.approvals()), what="approval of the new file")
         (third,) = controller.approvals()
         serve_fleet.nodes["web-1"].run(f"printf 'from git\\n' > {moved}")  # made by hand
-        refused_run = await controller.approve(third.id)
+        refused_run = await controller.approve(third.id, "ops")
         await loop.until(lambda: bool(loop.of(EventType.RUN_FINISHED, run_id=refused_run)))
         (failed,) = loop.of(EventType.NODE_FAILED, run_id=refused_run)
         assert failed.data["node"] == "web-1"

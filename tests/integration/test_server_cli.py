@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.events import EventType
-from controller.server.settings import Role, SecretRef, TlsSetting, TokenSetting
+from controller.events import EventBus, EventType
+from controller.server.settings import Role, SecretRef, TlsSetting, TokenScope, TokenSetting
 from controller.store import StateStore
 from controller.testing.opnsense.server import self_signed_certificate
 from tests.unit.server.serverkit import FakeHandle, Tokens, serving, token_settings, with_tokens
@@ -306,3 +306,51 @@ async def test_approve_shows_the_plan_and_asks_first(handle: FakeHandle, tokens:
 
         code, err = await asyncio.to_thread(at_terminal, "y", *args)
         assert code == 0 and "approved a1" in err and handle.approved == ["a1"]
+
+
+async def _watch_until(url: str, ref: str, since: int, last: str) -> tuple[list[str], str]:
+    """Runs `fazai watch` until a line with ``last``; its stdout lines and its stderr."""
+    watch = await start("watch", "--url", url, "--token-ref", ref, "--since", str(since))
+    assert watch.stdout is not None and watch.stderr is not None
+    out: list[str] = []
+    try:
+        await line_matching(watch.stdout, lambda s: last in s, out)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        await asyncio.wait_for(watch.wait(), 10)
+    return out, (await watch.stderr.read()).decode()
+
+
+async def test_watch_says_events_were_missed_only_when_the_server_says_so(
+    tmp_path: Path, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAZAI_TEST_LAB_TOKEN", "l" * 32)
+    lab = TokenSetting(
+        "lab-ops",
+        Role.VIEWER,
+        SecretRef(env="FAZAI_TEST_LAB_TOKEN"),
+        TokenScope(sources=frozenset({"lab"})),
+    )
+    settings = token_settings()
+    settings = dataclasses.replace(settings, tokens=(*settings.tokens, lab))
+    with StateStore(tmp_path / "state.db") as store:
+        # A scoped stream leaves other sources' events out: its ids have gaps, no loss.
+        handle = FakeHandle(store)
+        handle.events.publish(EventType.NODE_FAILED, source="lab", node="lab-1", reason="a")
+        for _ in range(5):
+            handle.events.publish(EventType.NODE_FAILED, source="infra", node="fw", reason="x")
+        handle.events.publish(EventType.NODE_FAILED, source="lab", node="lab-1", reason="b")
+        async with serving(handle, settings) as url:
+            out, err = await _watch_until(url, "env:FAZAI_TEST_LAB_TOKEN", 0, "reason: b")
+        assert next(line for line in out if "node.failed" in line).endswith("reason: a\n")
+        assert "missed" not in err
+        # Resuming after events the bus no longer keeps: the server says how many.
+        handle = FakeHandle(store, EventBus(history=3))
+        sent = [
+            handle.events.publish(EventType.NODE_READ, source="infra", node=f"n{i}")
+            for i in range(6)
+        ]
+        async with serving(handle, settings) as url:
+            out, err = await _watch_until(url, READ, sent[0].id, "n5")
+        assert "2 events missed" in err
+        assert [line.split()[3] for line in out if "node.read" in line] == ["n3", "n4", "n5"]

@@ -175,7 +175,7 @@ async def test_a_quiet_stream_carries_keepalive_comments(handle: FakeHandle) -> 
 async def test_a_slow_subscriber_never_blocks_the_publisher(tmp_path: Path) -> None:
     """A client that stops reading: the TCP buffers fill, its queue on the bus then drops
     its oldest events; publishing stays instant and the client later reads the newest
-    events, in order, with a visible gap."""
+    events, in order, after a stream.lost message counting exactly what it missed."""
     with StateStore(tmp_path / "state.db") as store:
         handle = FakeHandle(store, EventBus(history=100, queue_size=50))
         async with (
@@ -196,11 +196,14 @@ async def test_a_slow_subscriber_never_blocks_the_publisher(tmp_path: Path) -> N
             last = handle.events.history()[-1].id
             parser = sse.Parser()
             ids: list[int] = []
+            lost: list[int] = []
 
             async def read_to_end() -> None:
                 async for line in lines:
                     message = parser.line(line)
-                    if message is not None:
+                    if message is not None and message.event == sse.LOST:
+                        lost.append(json.loads(message.data)["data"]["missed"])
+                    elif message is not None:
                         ids.append(json.loads(message.data)["id"])
                         if ids[-1] == last:
                             return
@@ -210,6 +213,7 @@ async def test_a_slow_subscriber_never_blocks_the_publisher(tmp_path: Path) -> N
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert len(ids) < 20_000  # some were dropped for this subscriber...
     assert ids[-50:] == list(range(last - 49, last + 1))  # ...the oldest, not the newest
+    assert lost and sum(lost) == 20_000 - len(ids)  # and the stream said how many
 
 
 async def test_stop_ends_open_streams_and_the_server(handle: FakeHandle) -> None:

@@ -35,8 +35,9 @@ def test_ssh_signatures(tmp_path: Path, repo: git.Repo) -> None:
         accepted = policy.verify(repo.git_dir, good)
         assert accepted.accepted
         assert accepted.reason.startswith("SSH signature by alice@example.invalid")
+        assert accepted.signer == "alice@example.invalid"  # an actor of the commit
         refused = policy.verify(repo.git_dir, foreign)
-        assert not refused.accepted
+        assert not refused.accepted and refused.signer == ""
         assert refused.reason == "signed by an SSH key that is not in allowedSigners"
         bare = policy.verify(repo.git_dir, unsigned)
         assert (bare.accepted, bare.reason) == (False, "the commit is not signed")
@@ -56,6 +57,7 @@ def test_gpg_signatures(tmp_path: Path, repo: git.Repo, gpg_keys: tuple[GpgKey, 
         accepted = policy.verify(repo.working_tree_dir or "", good)
         assert accepted.accepted, accepted.reason
         assert "alice@example.invalid" in accepted.reason
+        assert "<alice@example.invalid>" in accepted.signer
         refused = policy.verify(repo.git_dir, foreign)
         assert not refused.accepted
         assert refused.reason.startswith("signed by a GPG key that is not in gpgKeys")

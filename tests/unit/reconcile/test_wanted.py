@@ -101,3 +101,12 @@ def test_merged_requests_keep_force_the_count_and_the_first_time() -> None:
     assert merged is not None
     assert (merged.reason, merged.trigger, merged.force) == ("watch", Trigger.WATCH, True)
     assert (merged.count, merged.queued_at) == (3, 1.0)
+
+
+def test_merged_requests_keep_every_token_that_asked() -> None:
+    wanted = Wanted(settle=0.1)
+    assert wanted.put(Request("api", Trigger.API, force=True, actors=frozenset({"alice"})))
+    assert not wanted.put(Request("webhook", Trigger.WEBHOOK, "abc"))
+    assert not wanted.put(Request("api", Trigger.API, force=True, actors=frozenset({"bob"})))
+    merged = wanted.pending
+    assert merged is not None and merged.actors == {"alice", "bob"}

@@ -47,6 +47,7 @@ class FakeHandle:
         self.drift_list: list[NodeDrift] = []
         self.pending: dict[str, PendingApproval] = {}
         self.triggers: list[tuple[str | None, str]] = []
+        self.trigger_actors: list[str] = []  # the token names trigger was given
         self.pushes: list[tuple[str, str, str | None]] = []
         self.followed: set[tuple[str, str]] = set()  # (location, branch) that match a source
         self.approved: list[str] = []
@@ -65,14 +66,19 @@ class FakeHandle:
     def approvals(self) -> Sequence[PendingApproval]:
         return list(self.pending.values())
 
-    async def trigger(self, source: str | None = None, reason: str = "api") -> None:
+    async def trigger(
+        self, source: str | None = None, reason: str = "api", actor: str = ""
+    ) -> None:
         self.triggers.append((source, reason))
+        self.trigger_actors.append(actor)
 
     async def notify_push(self, location: str, branch: str, revision: str | None) -> bool:
         self.pushes.append((location, branch, revision))
         return (location, branch) in self.followed
 
-    async def approve(self, approval_id: str, by: str = "") -> int | None:
+    async def approve(
+        self, approval_id: str, by: str, identities: Sequence[str] = ()
+    ) -> int | None:
         pending = self.pending.get(approval_id)
         if pending is None:
             raise UnknownApproval(approval_id)

@@ -102,7 +102,7 @@ async def test_two_approvals_from_distinct_tokens_apply_and_the_same_twice_count
         ]
         assert (listed["required"], listed["approvals"], listed["approvedBy"]) == (2, 1, ["bob"])
         assert listed["reasons"] == ["a FirewallRule delete needs two people"]
-        assert listed["actor"] == "alice"
+        assert listed["actors"] == ["alice"]
 
         second = await client.post(path, headers=bearer(values["carol"]), json={})
         assert second.status_code == 200, second.text
@@ -124,8 +124,9 @@ async def test_the_actor_who_triggered_a_change_cannot_approve_it(
         assert (refused.status_code, refused.json()) == (
             403,
             {
-                "error": f"approval {pending.id}: 'alice' triggered this change and cannot "
-                "approve it; another approver must"
+                "error": f"approval {pending.id}: 'alice' triggered this change (asked for its "
+                "pass, or authored or committed its commit) and cannot approve it; another "
+                "approver must"
             },
         )
         assert applies(store) == 0

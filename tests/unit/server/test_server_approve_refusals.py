@@ -3,6 +3,7 @@ never a bare 500."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ async def test_a_reconcile_asked_while_the_real_controller_stops_is_a_503_not_qu
 async def test_other_fazai_errors_of_approve_and_abort_are_a_409_with_the_message(
     handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def approve(approval_id: str, by: str = "") -> int:
+    async def approve(approval_id: str, by: str, identities: Sequence[str] = ()) -> int:
         raise FazaiError(f"approval {approval_id} cannot be applied: edge-fw is blocked")
 
     async def abort(approval_id: str, by: str = "") -> None:
@@ -70,7 +71,7 @@ async def test_other_fazai_errors_of_approve_and_abort_are_a_409_with_the_messag
 async def test_a_store_failure_while_approving_is_a_503(
     handle: FakeHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def approve(approval_id: str, by: str = "") -> int:
+    async def approve(approval_id: str, by: str, identities: Sequence[str] = ()) -> int:
         raise StoreError("/var/lib/fazai/state.db", "database is locked")
 
     monkeypatch.setattr(handle, "approve", approve)

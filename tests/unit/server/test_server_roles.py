@@ -47,6 +47,7 @@ def pending(
         {"changes": [{"node": n, "kind": "Sysctl", "name": "x"} for n in labels]},
         required=required,
         labels=labels,
+        settled=labels,  # the nodes had these labels when last in sync too
     )
 
 
@@ -221,7 +222,8 @@ async def test_a_node_scoped_token_sees_only_matching_nodes(
             403,
             {
                 "error": "approval lab-both is outside token 'lisbon''s scope: "
-                "node(s) lab-2 do not match the token's node selector"
+                "node(s) lab-2 do not match the token's node selector (both with the plan's "
+                "labels and with those they had when last in sync)"
             },
         )
         reconcile = await client.post("/api/v1/reconcile", headers=headers, json={})

@@ -162,3 +162,18 @@ def test_slow_client_limits_have_defaults_and_can_be_set() -> None:
     with pytest.raises(ServerConfigError) as caught:
         from_config({"limits": {"headTimeout": 0}})
     assert caught.value.path == ("limits", "headTimeout")
+
+
+def test_a_token_names_the_identities_its_owner_commits_under() -> None:
+    token = {"name": "ops-alice", "role": "approver", "tokenRef": {"env": "FAZAI_T"}}
+    settings = from_config({"tokens": [{**token, "identities": ["alice@example.com", "Alice"]}]})
+    assert settings.tokens[0].identities == ("alice@example.com", "Alice")
+    assert from_config({"tokens": [token]}).tokens[0].identities == ()
+    for bad, where in (
+        ([], ("tokens", 0, "identities")),
+        ([""], ("tokens", 0, "identities", 0)),
+        (["ok@example.com", "Alice <alice@example.com>"], ("tokens", 0, "identities", 1)),
+    ):
+        with pytest.raises(ServerConfigError) as caught:
+            from_config({"tokens": [{**token, "identities": bad}]})
+        assert caught.value.path == where, bad

@@ -111,3 +111,23 @@ def test_a_file_from_a_newer_fazai_is_refused_and_left_alone(tmp_path: Path) -> 
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
     conn.close()
+
+
+def test_a_version_2_file_gains_the_runs_source_name_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        schema.migrate(conn, schema.MIGRATIONS[:2])
+        conn.execute(
+            "INSERT INTO runs (started, trigger, command, source, revision, status, actor)"
+            " VALUES ('2026-01-01T00:00:00+00:00', 'cli', 'plan', 'src', NULL, 'succeeded', 'me')"
+        )
+    finally:
+        conn.close()
+    with StateStore(path) as store:
+        (old,) = store.list_runs()
+        assert (old.source, old.actor, old.source_name) == ("src", "me", "")
+        named = store.start_run(Trigger.API, Command.PLAN, "src", None, source_name="lab")
+        store.name_run_source([old.id, named], "prod")  # a name already given is kept
+        assert {r.id: r.source_name for r in store.list_runs()} == {old.id: "prod", named: "lab"}
+    assert _pragma(path, "user_version") == 3
