@@ -156,6 +156,44 @@ async def test_a_node_whose_sshd_restarted_is_reconnected_and_converges(
         assert not loop.of(EventType.SOURCE_ERROR)
 
 
+CUT = (
+    "nft add table inet fzcut && nft add chain inet fzcut input "
+    "'{ type filter hook input priority -300; policy drop; }'"
+)
+
+
+async def test_a_network_cut_is_found_while_idle_and_the_node_reconnected_after(
+    kc_fleet: Fleet, tmp_path: Path
+) -> None:
+    """No packet comes back (no reset, no close): the idle connection's keepalives go
+    unanswered and it is dropped, so the next pass fails as fast as a new connection to
+    a cut node would (not after the 45 s an in-use connection is given), and heals."""
+    node = kc_fleet.nodes[NODE]
+    infra = Infra(tmp_path / "infra")
+    infra.commit(documents(kc_fleet, "n0\n"), "n0")
+    infra.push()
+    async with running(settings(tmp_path, infra)) as loop:
+        worker = loop.controller.workers["infra"]
+        await loop.until(lambda: worker.last_sync is not None, what="the first sync")
+        await loop.idle()
+        assert await settled(node, 1) == 1
+        node.run(CUT)
+        try:
+            await asyncio.sleep(5)  # connectTimeout 3: keepalives every 1 s, 3 unanswered
+            asked = time.monotonic()
+            await loop.controller.trigger("infra")
+            await loop.until(lambda: worker.error is not None, timeout=30, what="the failure")
+            assert time.monotonic() - asked < 6, worker.error
+            assert NODE in worker.error
+        finally:
+            node.run("nft delete table inet fzcut")
+        before = logins(node)
+        await commit(loop, infra, documents(kc_fleet, "n1\n"), "n1")
+        assert content(node) == "n1\n"
+        assert worker.error is None, worker.error
+        assert logins(node) - before == 2
+
+
 @pytest.fixture
 def new_host_key(kc_fleet: Fleet) -> Iterator[FleetNode]:
     """The node gets a new host key (sshd restarted, sessions gone); the old one is put

@@ -8,7 +8,9 @@ plus the known_hosts and key files as they are on disk): any change opens a new 
 with the host key checked exactly as a first connection, and closes the old one.
 
 A kept connection found dead (the node rebooted, its sshd killed, the network cut and
-the keepalives unanswered) is replaced by a new one; a *read* that failed on a reused
+the keepalives unanswered: an idle one sends them every third of its connect timeout,
+so that a cut is found as fast as a new connection would find it) is replaced by a new
+one; a *read* that failed on a reused
 connection because it was lost runs once more on a new one (reads change nothing), a
 *write* never does: its caller sees the error and rolls back. A connection nobody used
 for :data:`IDLE_S` seconds is closed; all are closed when the block ends. Outside a
@@ -158,6 +160,8 @@ class Pool:
     # -- internals --------------------------------------------------------------------
 
     async def _take(self, target: ssh.SshTarget) -> tuple[_Kept, bool]:
+        from controller.providers.linux import ssh
+
         identity = Identity.of(target)
         self._retire_others(identity)
         lock = self._locks.setdefault(identity, asyncio.Lock())
@@ -174,6 +178,8 @@ class Pool:
             if kept.timer is not None:
                 kept.timer.cancel()
                 kept.timer = None
+            # In use: a slow answer during a long command is not taken for a dead node.
+            kept.connection.set_keepalive(ssh.KEEPALIVE_S, 3)
         return kept, reused
 
     def _made(self, identity: Identity, connection: asyncssh.SSHClientConnection) -> _Kept:
@@ -211,6 +217,7 @@ class Pool:
             return
         loop = asyncio.get_running_loop()
         kept.timer = loop.call_later(self.idle, self._expire, kept)
+        kept.connection.set_keepalive(max(1.0, kept.identity.target.connect_timeout / 3), 3)
 
     def _expire(self, kept: _Kept) -> None:
         kept.timer = None

@@ -19,6 +19,8 @@ import asyncssh
 from controller.errors import AuthenticationError, HostKeyError, NodeError, UnreachableError
 from controller.model.document import Document
 
+KEEPALIVE_S = 15  # a connection that stops answering is closed after 3 unanswered
+
 
 @dataclass(frozen=True)
 class SshTarget:
@@ -62,7 +64,7 @@ async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
         "connect_timeout": target.connect_timeout,
         "login_timeout": target.connect_timeout,
         "config": [],  # never let ~/.ssh/config change what the desired state says
-        "keepalive_interval": 15,
+        "keepalive_interval": KEEPALIVE_S,
     }
     if target.known_hosts_file is None:
         options["known_hosts"] = None
