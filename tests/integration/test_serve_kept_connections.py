@@ -18,7 +18,7 @@ from controller.providers.linux import pool
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.handle import Mode
 from controller.testing.fleet import Fleet, FleetNode, NodeSpec, fleet_available
-from tests.integration.servekit import Infra, file_doc, linux_node, running, source
+from tests.integration.servekit import Infra, file_doc, linux_node, resource, running, source
 
 pytestmark = pytest.mark.fleet
 
@@ -156,6 +156,44 @@ async def test_a_node_whose_sshd_restarted_is_reconnected_and_converges(
         assert not loop.of(EventType.SOURCE_ERROR)
 
 
+# Drops new SSH connections and keeps established ones (the kept one among them).
+LOCKOUT_NFT = """chain input {
+  type filter hook input priority 0; policy accept;
+  ct state established,related accept
+  tcp dport 22 drop
+}"""
+
+
+async def test_a_change_that_stops_new_logins_still_fails_verify_with_a_kept_connection(
+    kc_fleet: Fleet, tmp_path: Path
+) -> None:
+    """The kept connection would still read the node fine; verify logs in anew, sees the
+    lockout, and the rollback goes over the connection the transaction held."""
+    node = kc_fleet.nodes[NODE]
+    infra = Infra(tmp_path / "infra")
+    infra.commit(documents(kc_fleet, "l0\n"), "l0")
+    infra.push()
+    async with running(settings(tmp_path, infra)) as loop:
+        worker = loop.controller.workers["infra"]
+        await loop.until(lambda: worker.last_sync is not None, what="the first sync")
+        await loop.idle()
+        lockout = resource(
+            "NftTable", "lockout", {"node": NODE}, family="inet", name="fzkept",
+            definition=LOCKOUT_NFT,
+        )  # fmt: skip
+        revision = infra.commit([*documents(kc_fleet, "l1\n"), lockout], "lockout")
+        infra.push()
+        assert await loop.controller.notify_push(infra.url, "refs/heads/main", revision)
+        await loop.until(
+            lambda: bool(loop.of(EventType.NODE_ROLLED_BACK)), timeout=30, what="the rollback"
+        )
+        (rolled,) = loop.of(EventType.NODE_ROLLED_BACK)
+        assert f"no answer from {node.address}:22" in rolled.data["reason"]
+        assert content(node) == "l0\n"
+        assert node.run("nft list table inet fzkept", check=False).returncode != 0
+        assert len(loop.of(EventType.NODE_VERIFIED)) == 1  # the first sync's only
+
+
 CUT = (
     "nft add table inet fzcut && nft add chain inet fzcut input "
     "'{ type filter hook input priority -300; policy drop; }'"
@@ -184,7 +222,7 @@ async def test_a_network_cut_is_found_while_idle_and_the_node_reconnected_after(
             await loop.controller.trigger("infra")
             await loop.until(lambda: worker.error is not None, timeout=30, what="the failure")
             assert time.monotonic() - asked < 6, worker.error
-            assert NODE in worker.error
+            assert NODE in (worker.error or "")
         finally:
             node.run("nft delete table inet fzcut")
         before = logins(node)
@@ -228,7 +266,7 @@ async def test_a_node_whose_host_key_changed_between_passes_is_refused(
         infra.push()
         assert await loop.controller.notify_push(infra.url, "refs/heads/main", revision)
         await loop.until(lambda: worker.error is not None, what="the refusal")
-        assert "host key" in worker.error
+        assert "host key" in (worker.error or "")
         assert content(node) == "k0\n"
         assert logins(node) == before  # refused before logging in, and never retried past it
         assert not [e for e in loop.of(EventType.RUN_STARTED) if e.data["command"] == "apply"][1:]
@@ -255,7 +293,7 @@ async def test_an_edited_known_hosts_file_means_a_new_checked_connection(
         kc_fleet.write_known_hosts(known, {NODE: other})
         await loop.controller.trigger("infra")
         await loop.until(lambda: worker.error is not None, what="the refusal")
-        assert "host key" in worker.error
+        assert "host key" in (worker.error or "")
         # The kept connection was closed, not used: nothing trusts that key any more.
         assert await settled(node, 0) == 0
 
