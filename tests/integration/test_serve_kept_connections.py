@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from controller.engine import apply as applying
+from controller.engine import plan as planning
 from controller.events import EventType
-from controller.providers.linux import pool
+from controller.model import loader
+from controller.providers.linux import pool, ssh
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.handle import Mode
+from controller.source.open import open_source
+from controller.store import NodeStatus, StateStore
 from controller.testing.fleet import Fleet, FleetNode, NodeSpec, fleet_available
 from tests.integration.servekit import Infra, file_doc, linux_node, resource, running, source
 
@@ -296,6 +302,78 @@ async def test_an_edited_known_hosts_file_means_a_new_checked_connection(
         assert "host key" in (worker.error or "")
         # The kept connection was closed, not used: nothing trusts that key any more.
         assert await settled(node, 0) == 0
+
+
+@pytest.fixture
+def one_session(kc_fleet: Fleet) -> Iterator[FleetNode]:
+    """The node's sshd takes one session per connection (MaxSessions 1)."""
+    node = kc_fleet.nodes[NODE]
+    config = "/etc/ssh/sshd_config"
+    node.run(f"sed -i 's/^MaxSessions .*/MaxSessions 1/' {config}")
+    node.stop()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.run(f"sed -i 's/^MaxSessions .*/MaxSessions 50/' {config}")
+        node.stop()
+        node.start()
+
+
+def test_users_at_the_same_time_get_connections_of_their_own(
+    kc_fleet: Fleet, one_session: FleetNode
+) -> None:
+    """One user at a time on a kept connection: it never opens a second session, which
+    a node with MaxSessions 1 would refuse; the others get their own, closed after."""
+    node = one_session
+    target = ssh.SshTarget(
+        NODE, node.address, 22, "root", kc_fleet.private_key_file, False,
+        kc_fleet.known_hosts_file, 3.0, 30.0,
+    )  # fmt: skip
+
+    async def scenario() -> tuple[list[int | None], int, int, int]:
+        async with pool.kept() as kept:
+            together = await asyncio.gather(
+                *(pool.read(target, "sleep 0.3; echo ok") for _ in range(3))
+            )
+            concurrent = kept.connects
+            for _ in range(3):
+                assert (await pool.read(target, "echo ok")).exit_status == 0
+            return [r.exit_status for r in together], concurrent, kept.connects, kept.open()
+
+    before = logins(node)
+    statuses, concurrent, total, open_now = asyncio.run(scenario())
+    assert statuses == [0, 0, 0]
+    assert (concurrent, total, open_now) == (3, 3, 1)  # the later reads took the kept one
+    assert logins(node) - before == 3
+
+
+def test_an_apply_converges_over_one_kept_connection_on_a_one_session_node(
+    kc_fleet: Fleet, one_session: FleetNode, tmp_path: Path
+) -> None:
+    """Plan, re-read, snapshot and write one after the other on one connection, each
+    session opened as the one before closes (MaxSessions 1); verify's login is the second
+    connection."""
+    node = one_session
+    folder = tmp_path / "desired"
+    folder.mkdir()
+    (folder / "state.yaml").write_text(yaml.safe_dump_all(documents(kc_fleet, "s1\n")))
+    state = loader.load(open_source(str(folder)))
+
+    async def scenario() -> tuple[NodeStatus, str, int]:
+        async with pool.kept() as kept:
+            plan = await planning.build(state)
+            with StateStore(tmp_path / "state.db") as store:
+                result = await applying.apply(state, plan, store)
+            (outcome,) = result.nodes
+            return outcome.status, outcome.message, kept.connects
+
+    before = logins(node)
+    status, message, connects = asyncio.run(scenario())
+    assert status is NodeStatus.CONVERGED, message
+    assert content(node) == "s1\n"
+    assert connects == 2
+    assert logins(node) - before == 2
 
 
 def test_outside_a_kept_block_no_pool_is_active() -> None:

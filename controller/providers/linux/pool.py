@@ -10,11 +10,17 @@ with the host key checked exactly as a first connection, and closes the old one.
 A kept connection found dead (the node rebooted, its sshd killed, the network cut and
 the keepalives unanswered: an idle one sends them every third of its connect timeout,
 so that a cut is found as fast as a new connection would find it) is replaced by a new
-one; a *read* that failed on a reused
-connection because it was lost runs once more on a new one (reads change nothing), a
-*write* never does: its caller sees the error and rolls back. A connection nobody used
-for :data:`IDLE_S` seconds is closed; all are closed when the block ends. Outside a
-block, each use opens its own connection and closes it after, as before.
+one; a *read* that failed on a reused connection because it was lost runs once more on
+a new one (reads change nothing), a *write* never does: its caller sees the error and
+rolls back. A connection nobody used for :data:`IDLE_S` seconds is closed; all are
+closed when the block ends. Outside a block, each use opens its own connection and
+closes it after, as before.
+
+A kept connection has one user at a time (a read, or a transaction from its snapshot to
+its end), so it never has more than one session open, whatever the node's MaxSessions; a
+second user meanwhile (a review reading the node during an apply) gets a connection of
+its own, closed after, as without a pool. The node's writer lock, not the connection,
+keeps two writes apart, as before.
 """
 
 from __future__ import annotations
@@ -38,9 +44,6 @@ if TYPE_CHECKING:
 # costs nothing to a command that reaches no Linux node (asyncssh's import runs gcc).
 
 IDLE_S = 300.0
-# Users of one connection at once, each with at most one channel open: well under
-# OpenSSH's default MaxSessions (10), which a node may have lowered.
-CHANNELS = 4
 
 
 def _stamp(path: Path | None) -> tuple[int, int, int, int] | None:
@@ -75,7 +78,6 @@ class _Kept:
         self.identity = identity
         self.connection = connection
         self.users = 0
-        self.slots = asyncio.Semaphore(CHANNELS)
         self.retired = False  # no new users; closed when the last one leaves
         self.timer: asyncio.TimerHandle | None = None
 
@@ -111,9 +113,16 @@ class Pool:
     @contextlib.asynccontextmanager
     async def lease(self, target: ssh.SshTarget) -> AsyncIterator[Lease]:
         kept, reused = await self._take(target)
+        if kept is None:  # in use: a connection of its own, closed after
+            made = await self._connect(target)
+            try:
+                yield Lease(made, False, None, None)
+            finally:
+                made.close()
+                await _wait_closed(made, target.connect_timeout)
+            return
         try:
-            async with kept.slots:
-                yield Lease(kept.connection, reused, kept, self)
+            yield Lease(kept.connection, reused, kept, self)
         finally:
             self._leave(kept)
 
@@ -127,8 +136,7 @@ class Pool:
         kept.users = 1
         ok = False
         try:
-            async with kept.slots:
-                yield kept.connection
+            yield kept.connection
             ok = True
         finally:
             if ok:
@@ -154,12 +162,15 @@ class Pool:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def open_connections(self) -> int:
+    def open(self) -> int:
+        """Connections made and not closed (kept, or in use)."""
         return sum(1 for k in self._all if not k.connection.is_closed())
 
     # -- internals --------------------------------------------------------------------
 
-    async def _take(self, target: ssh.SshTarget) -> tuple[_Kept, bool]:
+    async def _take(self, target: ssh.SshTarget) -> tuple[_Kept | None, bool]:
+        """The node's kept connection (made now if there is none; None while another
+        user has it), and whether it was made before."""
         from controller.providers.linux import ssh
 
         identity = Identity.of(target)
@@ -170,6 +181,8 @@ class Pool:
             if kept is not None and (kept.retired or kept.connection.is_closed()):
                 self.discard(kept)
                 kept = None
+            if kept is not None and kept.users > 0:
+                return None, False
             reused = kept is not None
             if kept is None:
                 kept = self._made(identity, await self._connect(target))
