@@ -376,6 +376,49 @@ def test_an_apply_converges_over_one_kept_connection_on_a_one_session_node(
     assert logins(node) - before == 2
 
 
+def fleet_target(fleet: Fleet, **changes: Any) -> ssh.SshTarget:
+    node = fleet.nodes[NODE]
+    fields: dict[str, Any] = {
+        "node": NODE, "address": node.address, "port": 22, "user": "root",
+        "private_key_file": fleet.private_key_file, "use_agent": False,
+        "known_hosts_file": fleet.known_hosts_file, "connect_timeout": 3.0,
+        "command_timeout": 30.0,
+    }  # fmt: skip
+    return ssh.SshTarget(**{**fields, **changes})
+
+
+def test_a_changed_node_document_means_a_new_connection_and_the_old_one_closed(
+    kc_fleet: Fleet,
+) -> None:
+    node = kc_fleet.nodes[NODE]
+
+    async def scenario() -> tuple[int, int, int, int]:
+        async with pool.kept() as kept:
+            await pool.read(fleet_target(kc_fleet), "true")
+            await pool.read(fleet_target(kc_fleet), "true")
+            same = kept.connects
+            await pool.read(fleet_target(kc_fleet, command_timeout=31.0), "true")
+            return same, kept.connects, kept.open(), await settled(node, 1)
+
+    assert asyncio.run(scenario()) == (1, 2, 1, 1)
+
+
+def test_an_idle_connection_is_closed_after_the_bound(kc_fleet: Fleet) -> None:
+    node = kc_fleet.nodes[NODE]
+
+    async def scenario() -> tuple[int, int, int]:
+        async with pool.kept(idle=0.3) as kept:
+            await pool.read(fleet_target(kc_fleet), "true")
+            held = kept.open()
+            await asyncio.sleep(0.8)
+            left = kept.open()
+            await pool.read(fleet_target(kc_fleet), "true")  # a new one, as at first
+            return held, left, kept.connects
+
+    assert asyncio.run(scenario()) == (1, 0, 2)
+    assert asyncio.run(settled(node, 0)) == 0  # and the last one closed with the block
+
+
 def test_outside_a_kept_block_no_pool_is_active() -> None:
     async def check() -> tuple[bool, bool, bool]:
         before = pool.current() is None
