@@ -192,9 +192,20 @@ class Firewall:
 
 
 LINUX_NODE = "c2c-node"
-LINUX_SUBNET = "10.231.24.0/24"
-LINUX_ADDRESS = "10.231.24.11"
+LINUX_SUBNET = "10.231.24.0/24"  # --subnet moves it (another fleet may hold this one)
 CHANGING_FILE = "/etc/fazai-bench/changing.conf"
+# Debian's own /root/.bashrc (base-files' dot.bashrc): comments only. A fleet node's root
+# is a copy of this host's, whose /root/.bashrc may start pyenv: bash reads it for every
+# command sshd runs, which costs such a host ~80 ms per command and puts pyenv's shim in
+# front of python3 (~40 ms more). --stock-bashrc puts this one on the node instead.
+STOCK_BASHRC = """\
+# ~/.bashrc: executed by bash(1) for non-login shells.
+
+# Note: PS1 and umask are already set in /etc/profile. You should not
+# need this unless you want different defaults for root.
+# PS1='${debian_chroot:+($debian_chroot)}\\h:\\w\\$ '
+# umask 022
+"""
 
 
 class LinuxNode:
@@ -206,22 +217,29 @@ class LinuxNode:
     kind = "File"
     change_name = "bench-changing"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self, folder: Path, subnet: str = LINUX_SUBNET, stock_bashrc: bool = False
+    ) -> None:
+        import ipaddress
+
         from controller.testing.fleet import Fleet, NodeSpec, fleet_available
 
         reason = fleet_available()
         if reason is not None:
             raise RuntimeError(f"no fleet here: {reason}")
         self.fleet = Fleet(
-            [NodeSpec(LINUX_NODE, LINUX_ADDRESS)],
+            [NodeSpec(LINUX_NODE, str(ipaddress.IPv4Network(subnet)[11]))],
             workdir=folder,
-            subnet=LINUX_SUBNET,
+            subnet=subnet,
             subnet_wait=600,
         )
+        self.stock_bashrc = stock_bashrc
 
     def start(self) -> LinuxNode:
         self.fleet.start()
         self.node = self.fleet.nodes[LINUX_NODE]
+        if self.stock_bashrc:
+            self.node.run("cat > /root/.bashrc", input=STOCK_BASHRC.encode())
         return self
 
     def stop(self) -> None:

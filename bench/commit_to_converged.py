@@ -57,6 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _c2c import (
+    LINUX_SUBNET,
     REPO,
     Commit,
     EventLog,
@@ -253,7 +254,7 @@ def run_series(kind: str, workdir: Path, args: argparse.Namespace) -> dict[str, 
     trigger = kind.rsplit("-", 1)[-1]
     target: Target
     if kind.startswith("linux"):
-        target = LinuxNode(folder / "fleet").start()
+        target = LinuxNode(folder / "fleet", args.subnet, args.stock_bashrc).start()
         files = target.documents(BASE_PORT, args.files)
     else:
         target = Firewall(folder / "firewall", args.version).start()
@@ -640,6 +641,12 @@ def main() -> int:
     ap.add_argument("--aliases", type=int, default=5)
     ap.add_argument("--files", type=int, default=10, help="linux-*: files besides the changing one")
     ap.add_argument("--version", default="26.1", help="OPNsense release to emulate")
+    ap.add_argument("--subnet", default=LINUX_SUBNET, help="linux-*: the fleet's /24")
+    ap.add_argument(
+        "--stock-bashrc",
+        action="store_true",
+        help="linux-*: Debian's /root/.bashrc on the node, not this host's copy",
+    )
     ap.add_argument("--settle", default=None, help="fazai.yaml settle (default: its own)")
     ap.add_argument("--gap", type=float, default=0.5, help="seconds between commits")
     ap.add_argument("--timeout", type=float, default=30.0, help="per commit, seconds")

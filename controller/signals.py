@@ -12,6 +12,7 @@ transaction to the next start's recovery (its lock dies with the process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -64,7 +65,8 @@ def run(
         for sig in SIGNALS:
             loop.add_signal_handler(sig, on_signal)
         try:
-            return await work(interrupt), interrupt.is_set()
+            async with _kept_connections():
+                return await work(interrupt), interrupt.is_set()
         finally:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
@@ -118,7 +120,8 @@ def run_cancellable(work: Callable[[], Awaitable[T]]) -> T:
         for sig in SIGNALS:
             loop.add_signal_handler(sig, on_signal)
         try:
-            result = await work()
+            async with _kept_connections():
+                result = await work()
         except asyncio.CancelledError:
             if stopped:
                 raise KeyboardInterrupt from None
@@ -132,6 +135,14 @@ def run_cancellable(work: Callable[[], Awaitable[T]]) -> T:
         return result
 
     return asyncio.run(main())
+
+
+def _kept_connections() -> contextlib.AbstractAsyncContextManager[None]:
+    """One command's reads and writes share its connections to each node; all are
+    closed before its event loop ends."""
+    from controller import providers
+
+    return providers.kept_connections()
 
 
 def _sigterm(signum: int, frame: object) -> None:

@@ -6,7 +6,9 @@ so a new platform is one more import line here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,3 +26,14 @@ def for_platform(platform: str) -> Provider:
     module = importlib.import_module(f"controller.providers.{platform}.provider")
     provider: Provider = module.PROVIDER
     return provider
+
+
+@contextlib.asynccontextmanager
+async def kept_connections() -> AsyncIterator[None]:
+    """Until the block ends, reads and applies on this event loop reuse the connections
+    they open to nodes (host keys still checked at each new one); all are closed at its
+    end. Blocks nest."""
+    from controller.providers.linux import pool
+
+    async with pool.kept():
+        yield

@@ -11,6 +11,7 @@ cancels everything else (plans only read, so cutting them short is harmless).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,8 @@ class Controller:
         self._trigger_tasks: list[asyncio.Task[None]] = []
         self._watch_stop = asyncio.Event()
         self._started = False
+        # The nodes' SSH connections, kept from one pass to the next until stop().
+        self._connections = contextlib.AsyncExitStack()
         for source in config.sources:
             policy = None
             if source.signatures is not None:
@@ -91,6 +94,7 @@ class Controller:
             raise RuntimeError("controller already started")
         self._started = True
         self._prepare()
+        await self._connections.enter_async_context(providers.kept_connections())
         for name, worker in self.workers.items():
             self._worker_tasks[name] = asyncio.create_task(worker.run(), name=f"source-{name}")
             worker.request(Request("start", Trigger.SCHEDULE, force=True))
@@ -122,12 +126,13 @@ class Controller:
         self._prepare()
         try:
             code = 0
-            for worker in self.workers.values():
-                outcome = await worker.reconcile(Request("once", Trigger.CLI, force=True))
-                if worker.error or worker.refusal or outcome is None:
-                    code = 2
-                elif outcome.drifted and code == 0:
-                    code = 1
+            async with providers.kept_connections():
+                for worker in self.workers.values():
+                    outcome = await worker.reconcile(Request("once", Trigger.CLI, force=True))
+                    if worker.error or worker.refusal or outcome is None:
+                        code = 2
+                    elif outcome.drifted and code == 0:
+                        code = 1
             return code
         finally:
             self._close()
@@ -162,6 +167,7 @@ class Controller:
             task.cancel()
         everything = [*self._worker_tasks.values(), *self._trigger_tasks, *self.shared.applies]
         await asyncio.gather(*everything, return_exceptions=True)
+        await self._connections.aclose()  # nothing reads or writes any more
         self._close()
 
     def _close(self) -> None:

@@ -13,14 +13,16 @@ rollback), checks the result, and raises :class:`RollbackIncompleteError` naming
 everything it could not put back.
 
 Inside ``async with`` the transaction keeps one SSH connection for snapshot, write and
-rollback, opened on first use; a connection that failed is dropped and the next phase
-opens a new one. Verify always reads over a new connection: the node must still accept
-one after the change. Outside ``async with``, each phase opens its own.
+rollback, taken on first use (the node's kept one, see :mod:`~.pool`); a connection that
+failed is dropped and the next phase takes a new one. A snapshot whose reused connection
+turns out lost reads once more over a new one (nothing was written); a write is never
+sent twice. Verify always reads over a new connection, a new login: the node must still
+accept one after the change (that connection is kept for the node's next reads).
+Outside ``async with``, each phase takes its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -28,10 +30,10 @@ from typing import Any
 
 import asyncssh
 
-from controller.errors import FactsError, NodeError
+from controller.errors import FactsError, NodeError, UnreachableError
 from controller.model.document import Document
 from controller.providers.base import Change, Intent, Observation, StepJournal
-from controller.providers.linux import batch, checks, essence, operations, ssh
+from controller.providers.linux import batch, checks, essence, operations, pool, ssh
 from controller.providers.linux import snapshot as snapshots
 from controller.providers.linux.operations import OperationError, Step, Target
 from controller.source.tree import SourceTree
@@ -150,7 +152,9 @@ class LinuxTransaction:
         self._answer: Mapping[str, Any] | None = None
         self._steps: list[Step] | None = None
         self._holding = False  # inside ``async with``: keep one connection for all phases
-        self._held: asyncssh.SSHClientConnection | None = None
+        self._held: pool.Lease | None = None
+        self._releases = contextlib.AsyncExitStack()  # gives the held lease back
+        self._reused = False  # the last connection taken was made before this transaction
 
     async def __aenter__(self) -> LinuxTransaction:
         self._holding = True
@@ -175,8 +179,15 @@ class LinuxTransaction:
 
     async def snapshot(self) -> Mapping[str, Any]:
         request = {**snapshots.request_for(self.targets), "maxContent": self._max_content()}
-        async with self._connection() as connection:
-            answer = await self._gather(connection, request)
+        first = self._held is None
+        try:
+            answer = await self._read(request)
+        except UnreachableError:
+            if not (first and self._reused):
+                raise
+            # The kept connection was lost since its last use (the node rebooted, its sshd
+            # restarted): nothing was sent yet, read over a new one.
+            answer = await self._read(request)
         taken = snapshots.build(self.node.name, self.targets, answer)
         problems = snapshots.errors(taken)
         if problems:
@@ -240,7 +251,8 @@ class LinuxTransaction:
         # Over a new connection, not the held one: a change that stops the node taking new
         # SSH connections (its sshd configuration, a firewall table) fails verify here,
         # and the rollback still goes through the connection held since the snapshot.
-        return await PROVIDER.observe(self.node, self.resources, self.tree)
+        async with pool.new_login(self._ssh) as connection:
+            return await PROVIDER.observe(self.node, self.resources, self.tree, connection)
 
     async def commit(self) -> None:
         # Every step is already final on the node (atomic renames, nft transactions);
@@ -253,14 +265,15 @@ class LinuxTransaction:
             raise ValueError(f"snapshot of {snapshot.get('node')!r}, not of {self.node.name!r}")
         if not objects:
             return
-        held = self._held is not None
+        held = self._held is not None or self._reused
         try:
             problems, after = await self._restore(objects)
         except NodeError:
             if not held:
                 raise
-            # The connection held since the snapshot may be what failed (it was dropped):
-            # once more over a new one. Restoring is idempotent: it reads the node first.
+            # The connection held since the snapshot (or a kept one) may be what failed (it
+            # was dropped): once more over a new one. Restoring is idempotent: it reads the
+            # node first.
             problems, after = await self._restore(objects)
         for step in after.steps:
             message = f"{step.kind}/{step.name}: still differs from the snapshot after rollback"
@@ -343,30 +356,42 @@ class LinuxTransaction:
         if failure is not None:
             raise StepFailedError(self.node.name, failure.step, failure.exit_status, failure.output)
 
+    async def _read(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        async with self._connection() as connection:
+            return await self._gather(connection, request)
+
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncssh.SSHClientConnection]:
         if not self._holding:
-            async with await ssh.connect(self._ssh) as connection:
-                yield connection
+            async with pool.connection(self._ssh) as lease:
+                self._reused = lease.reused
+                try:
+                    yield lease.connection
+                except StepFailedError:
+                    raise
+                except BaseException:
+                    lease.discard()
+                    raise
             return
         if self._held is None:
-            self._held = await ssh.connect(self._ssh)
+            self._held = await self._releases.enter_async_context(pool.connection(self._ssh))
+            self._reused = self._held.reused
         try:
-            yield self._held
+            yield self._held.connection
         except StepFailedError:
             raise  # the node answered; the connection is as good as before
         except BaseException:
-            # After any other failure the connection may be dead or mid-command: a later
-            # phase (the rollback) opens a new one.
-            await self._drop()
+            # After any other failure the connection may be dead or mid-command: nobody
+            # uses it again, and a later phase (the rollback) takes a new one.
+            await self._drop(discard=True)
             raise
 
-    async def _drop(self) -> None:
+    async def _drop(self, discard: bool = False) -> None:
         held, self._held = self._held, None
         if held is not None:
-            held.close()
-            with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
-                await asyncio.wait_for(held.wait_closed(), self._ssh.connect_timeout)
+            if discard:
+                held.discard()
+            await self._releases.aclose()
 
     def _max_content(self) -> int:
         # At least the default: a file written under an earlier, higher setting must

@@ -1,4 +1,5 @@
-"""The Linux provider: one SSH connection and one round trip per node for all facts."""
+"""The Linux provider: one round trip per node for all facts, over the node's kept SSH
+connection when one is kept (see :mod:`~controller.providers.linux.pool`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from controller.errors import FactsError
 from controller.model.document import Document
 from controller.providers.base import Observation, Part
-from controller.providers.linux import essence, ssh
+from controller.providers.linux import essence, pool, ssh
 from controller.providers.linux.ownership import OWNERSHIP
 from controller.source.tree import SourceTree
 
 if TYPE_CHECKING:
+    import asyncssh
+
     from controller.providers.base import Change
     from controller.providers.linux.apply import LinuxTransaction
 
@@ -44,11 +47,16 @@ class LinuxProvider:
         return f"{host}:{spec.get('port') or SSH_PORT}"
 
     async def observe(
-        self, node: Document, resources: Sequence[Document], tree: SourceTree
+        self,
+        node: Document,
+        resources: Sequence[Document],
+        tree: SourceTree,
+        connection: asyncssh.SSHClientConnection | None = None,
     ) -> Observation:
+        """``connection``: read over this one (verify's new login), not the kept one."""
         request = essence.FactRequest()
         readers = {doc: essence.prepare(doc, tree, request) for doc in resources}
-        answer = await self.gather(node, request)
+        answer = await self.gather(node, request, connection)
         # Linux objects cannot be listed exhaustively (every file?), so none is unmanaged.
         return Observation({doc: read(answer) for doc, read in readers.items()})
 
@@ -61,9 +69,16 @@ class LinuxProvider:
         answer = await self.gather(node, request)
         return [Observation({doc: read(answer) for doc, read in part.items()}) for part in readers]
 
-    async def gather(self, node: Document, request: essence.FactRequest) -> Mapping[str, Any]:
+    async def gather(
+        self,
+        node: Document,
+        request: essence.FactRequest,
+        connection: asyncssh.SSHClientConnection | None = None,
+    ) -> Mapping[str, Any]:
         target = ssh.SshTarget.from_node(node)
-        async with await ssh.connect(target) as connection:
+        if connection is None:
+            result = await pool.read(target, facts_command(), request.to_json())
+        else:
             result = await ssh.run(connection, target, facts_command(), request.to_json())
         stderr = str(result.stderr or "").strip()
         if result.exit_status == 127:

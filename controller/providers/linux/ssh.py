@@ -19,6 +19,13 @@ import asyncssh
 from controller.errors import AuthenticationError, HostKeyError, NodeError, UnreachableError
 from controller.model.document import Document
 
+KEEPALIVE_S = 15  # a connection that stops answering is closed after 3 unanswered
+# A session the node refused to open (ChannelOpenError: the channel, or the command's
+# start, refused) ran nothing, so it is asked for again after these pauses. sshd frees
+# a closed session's slot a moment after the close: on a node with MaxSessions 1 the
+# next command on the same connection can come too early.
+REOPEN_S = (0.05, 0.25)
+
 
 @dataclass(frozen=True)
 class SshTarget:
@@ -62,7 +69,7 @@ async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
         "connect_timeout": target.connect_timeout,
         "login_timeout": target.connect_timeout,
         "config": [],  # never let ~/.ssh/config change what the desired state says
-        "keepalive_interval": 15,
+        "keepalive_interval": KEEPALIVE_S,
     }
     if target.known_hosts_file is None:
         options["known_hosts"] = None
@@ -114,9 +121,16 @@ async def run(
 ) -> asyncssh.SSHCompletedProcess:
     """Run ``command`` within the node's command timeout; failures become NodeErrors."""
     try:
-        return await connection.run(
-            command, input=stdin, check=False, timeout=target.command_timeout
-        )
+        for pause in (*REOPEN_S, None):
+            try:
+                return await connection.run(
+                    command, input=stdin, check=False, timeout=target.command_timeout
+                )
+            except asyncssh.ChannelOpenError:
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
     except asyncssh.TimeoutError as exc:
         raise NodeError(
             target.node, f"command did not finish within {target.command_timeout:g} s"
@@ -205,7 +219,7 @@ async def start(
 ) -> Stream:
     """Start ``command`` with ``stdin`` as its whole standard input (sent, then closed)."""
     with _mapped(target, target.command_timeout):
-        process = await asyncio.wait_for(connection.create_process(command), target.command_timeout)
+        process = await _process(connection, target, command)
         try:
             process.stdin.write(stdin)
             process.stdin.write_eof()
@@ -214,6 +228,22 @@ async def start(
             process.close()
             raise
     return Stream(target, process)
+
+
+async def _process(
+    connection: asyncssh.SSHClientConnection, target: SshTarget, command: str
+) -> asyncssh.SSHClientProcess[str]:
+    for pause in (*REOPEN_S, None):
+        try:
+            process: asyncssh.SSHClientProcess[str] = await asyncio.wait_for(
+                connection.create_process(command), target.command_timeout
+            )
+            return process
+        except asyncssh.ChannelOpenError:
+            if pause is None:
+                raise
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextlib.contextmanager
