@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -141,7 +142,7 @@ def test_a_keyed_trail_rechained_plain_exits_1_and_plain_records_are_counted(
     conn.execute("DROP TRIGGER audit_no_update")
     prev = chain.GENESIS
     for row in conn.execute("SELECT * FROM audit ORDER BY seq").fetchall():
-        record = chain.Record(*row[:8], chain.PLAIN, prev, "")  # type: ignore[arg-type]
+        record = dataclasses.replace(chain.from_row(row), alg=chain.PLAIN, prev=prev)
         prev = chain.digest(record.material(), chain.PLAIN, None)
         conn.execute(
             "UPDATE audit SET alg = 'sha256', prev = ?, digest = ? WHERE seq = ?",
