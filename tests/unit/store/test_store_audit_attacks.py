@@ -305,3 +305,13 @@ def test_the_os_actor_is_the_effective_user_not_the_environment() -> None:
         assert trail.os_actor({"SUDO_USER": "bob", "SUDO_UID": "1001"}) == (
             f"{me} (uid 0) (sudo by bob, uid 1001)"
         )
+
+
+def test_the_policy_actor_of_a_cli_run_ignores_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from controller.policy import runs
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "ci-bot")
+    assert runs.cli("apply", ".").actor == pwd.getpwuid(os.geteuid()).pw_name
