@@ -68,6 +68,7 @@ secret_key = functools.lru_cache(maxsize=4096)(is_secret_key)  # few names, many
 # the name and separator are matched, so a pair's value never hides the next pair's name.
 _NAME = re.compile(r"""(?<![\w.-])(?P<name>[A-Za-z_][\w.-]*)["']?\s*[=:]\s*""")
 _VALUE = re.compile(r""""[^"]*"|'[^']*'|[^\s,;&"']+""")
+_URL_PASSWORD = re.compile(r"(?P<user>[A-Za-z][\w+.-]*://[^/\s:@]*:)[^/\s@]+@")
 
 
 def clean_text(text: str) -> str:
@@ -75,6 +76,8 @@ def clean_text(text: str) -> str:
     text = mask_hashes(text) if "$" in text else text
     if "=" not in text and ":" not in text:
         return text
+    if "@" in text:  # https://user:password@host/: the password
+        text = _URL_PASSWORD.sub(lambda m: f"{m['user']}{MASK}@", text)
     out: list[str] = []
     at = 0
     for name in _NAME.finditer(text):
@@ -118,7 +121,7 @@ def digest_of(value: Any) -> str:
 def run_started(command: str, source: str, revision: str | None, plan_json: str | None) -> Entry:
     """``plan_json``: the plan as the run log stores it (redacted, canonical): its digest
     names the plan the run applies, at no cost of encoding it again."""
-    payload = {"command": command, "source": clean(source), "revision": revision}
+    payload = {"command": command, "source": clean_text(source), "revision": revision}
     if plan_json is not None:
         payload["plan"] = hashlib.sha256(plan_json.encode()).hexdigest()
     return Entry("run.started", payload)

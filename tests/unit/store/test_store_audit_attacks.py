@@ -277,8 +277,9 @@ def test_secrets_in_a_node_error_message_are_masked(tmp_path: Path) -> None:
         "useradd failed: password=S3CRET-ONE, api_key: 'S3CRET-TWO' "
         '{"token": "S3CRET-THREE"} mode=0600 key=net.ipv4.ip_forward'
     )
+    source = "https://deploy:S3CRET-URL@git.example/infra.git"
     with StateStore(db) as store:
-        run_id = store.start_run(Trigger.CLI, Command.APPLY, "src", None)
+        run_id = store.start_run(Trigger.CLI, Command.APPLY, source, None)
         entry = trail.node_entry(run_id, "fw", (), "failed", said)
         store.record_node(run_id, "fw", NodeStatus.FAILED, said, audit=entry)
         store.audit_append(trail.node_event("node.restored", run_id, "fw", "failed", said))
@@ -288,6 +289,7 @@ def test_secrets_in_a_node_error_message_are_masked(tmp_path: Path) -> None:
         assert "S3CRET" not in message
         assert "password=***" in message and "api_key: '***'" in message
         assert "mode=0600" in message and "key=net.ipv4.ip_forward" in message
+    assert audit.clean_text(source) == "https://deploy:***@git.example/infra.git"
     assert b"S3CRET" not in b"".join(
         row[0].encode() for row in sqlite3.connect(db).execute("SELECT payload FROM audit")
     )
