@@ -175,42 +175,34 @@ class AuditLog:
                 f"${chain.KEY_FILE_ENV} to that key (or to a file of keys, the new one first "
                 "and that one after it) to write to it; nothing was written",
             )
-        alg = chain.alg_for(key)
         stamp = when or iso(self._now())
-        if key is not None and last_alg is not None and last_alg != alg:
+        who = (actor or "", trigger or "")
+        if key is not None and last_alg is not None and last_alg != chain.alg_for(key):
             # The first record of this key: from here on a plain record is a forgery.
-            marker = Entry("trail.keyed", {"kid": key.kid, "after": last_alg})
-            made = self._insert(cur, prior, marker, stamp, actor or "", trigger or "", key)
+            marker = chain.dumps({"after": clean(last_alg), "kid": key.kid})
+            made = self._insert(cur, prior, "trail.keyed", None, None, marker, stamp, who, key)
             prior = (made.seq, made.digest)
         payload = chain.dumps(entry.payload if entry.cleaned else clean(dict(entry.payload)))
         return self._insert(
-            cur,
-            prior,
-            Entry(entry.action, {}, entry.run_id, entry.node),
-            stamp,
-            actor or "",
-            trigger or "",
-            key,
-            payload,
+            cur, prior, entry.action, entry.run_id, entry.node, payload, stamp, who, key
         )
 
     def _insert(
         self,
         cur: sqlite3.Cursor,
         last: tuple[int, str] | None,
-        entry: Entry,
+        action: str,
+        run_id: int | None,
+        node: str | None,
+        payload: str,
         when: str,
-        actor: str,
-        trigger: str,
+        who: tuple[str, str],
         key: chain.Key | None,
-        payload: str | None = None,
     ) -> chain.Record:
+        """Insert the record after ``last`` (its seq and digest; None: the first)."""
         seq, prev = (last[0] + 1, last[1]) if last else (1, chain.GENESIS)
         alg = chain.alg_for(key)
-        text = chain.dumps(clean(dict(entry.payload))) if payload is None else payload
-        unsigned = chain.Record(
-            seq, when, actor, trigger, entry.run_id, entry.node, entry.action, text, alg, prev, ""
-        )
+        unsigned = chain.Record(seq, when, *who, run_id, node, action, payload, alg, prev, "")
         record = dataclasses.replace(unsigned, digest=chain.digest(unsigned.material(), alg, key))
         cur.execute(
             f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -239,38 +231,43 @@ class AuditLog:
         """Check the whole chain, and that every apply and rollback run since the trail
         began has its ``run.started`` record; AuditKeyError when it cannot be checked (a
         keyed record and no key set, or none with its key id)."""
-        records = list(self.audit_records())
         keys = None if self.audit_key is None else chain.load_keys(self.audit_key)
-        verified = chain.verify(records, keys, expect_head)
-        if verified.problem is not None:
-            return verified
-        problem = self._runs_unrecorded(records, keyed=keys is not None)
-        return verified if problem is None else dataclasses.replace(verified, problem=problem)
-
-    def _runs_unrecorded(self, records: list[chain.Record], *, keyed: bool) -> chain.Problem | None:
-        """A run that writes to nodes whose ``run.started`` record is gone. Runs older
-        than the first recorded one predate the trail (a state file upgraded), unless a
-        key is set and the trail is empty: then its records were all removed."""
-        started = {r.run_id for r in records if r.action == "run.started" and r.run_id}
-        first = min(started, default=None)
-        with self._db.read("reading the runs") as cur:
+        # One snapshot for both: a run started between two reads would look unrecorded.
+        with self._db.read("reading the audit trail") as cur:
+            rows = cur.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq").fetchall()
             runs = cur.execute(
                 "SELECT id, started, command FROM runs WHERE command IN (?, ?) ORDER BY id",
                 _AUDITED,
             ).fetchall()
-        for run_id, when, command in runs:
-            if run_id in started:
-                continue
-            if first is None and not (keyed and not records):
-                return None  # no run recorded yet: all of them predate the trail
-            if first is not None and run_id < first:
-                continue
-            after = next((r for r in records if r.time >= str(when)), None)
-            return chain.Problem(
-                after.seq if after else (records[-1].seq + 1 if records else 1),
-                after.time if after else "",
-                "removed",
-                f"the {command} run {run_id} (started {when}) has no run.started record: "
-                "its records were removed",
-            )
-        return None
+        records = [chain.from_row(row) for row in rows]
+        verified = chain.verify(records, keys, expect_head)
+        if verified.problem is not None:
+            return verified
+        problem = _runs_unrecorded(records, runs, keyed=keys is not None)
+        return verified if problem is None else dataclasses.replace(verified, problem=problem)
+
+
+def _runs_unrecorded(
+    records: list[chain.Record], runs: list[Any], *, keyed: bool
+) -> chain.Problem | None:
+    """A run that writes to nodes whose ``run.started`` record is gone. Runs older than
+    the first recorded one predate the trail (a state file upgraded), unless a key is set
+    and the trail is empty: then its records were all removed."""
+    started = {r.run_id for r in records if r.action == "run.started" and r.run_id}
+    first = min(started, default=None)
+    for run_id, when, command in runs:
+        if run_id in started:
+            continue
+        if first is None and not (keyed and not records):
+            return None  # no run recorded yet: all of them predate the trail
+        if first is not None and run_id < first:
+            continue
+        after = next((r for r in records if r.time >= str(when)), None)
+        return chain.Problem(
+            after.seq if after else (records[-1].seq + 1 if records else 1),
+            after.time if after else "",
+            "removed",
+            f"the {command} run {run_id} (started {when}) has no run.started record: its "
+            "records were removed",
+        )
+    return None
