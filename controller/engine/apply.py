@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from controller.store import (
     audit,
     overall_status,
 )
+
+log = logging.getLogger(__name__)
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE)
 INTERRUPTED_BEFORE = "interrupted before it started; nothing written"
@@ -467,7 +470,12 @@ async def _roll_back(
     except (TimeoutError, FazaiError, OSError) as exc:
         # The transaction stays open in the journal: the next start tries again.
         failed = f"{why}; ROLLBACK FAILED, will retry: {exc}"
-        store.audit_append(trail("failed", failed))
+        try:
+            store.audit_append(trail("failed", failed))
+        except FazaiError as error:
+            # The message must reach the user; the open transaction is in the journal,
+            # and its recovery is recorded when it happens.
+            log.warning("transaction %s: no audit record of its failed rollback: %s", txn_id, error)
         return outcome(NodeStatus.FAILED, failed)
     store.mark_rolled_back(txn_id, why, audit=trail("rolled_back", why))
     return outcome(NodeStatus.ROLLED_BACK, f"{why}; rolled back to the snapshot")
@@ -619,9 +627,9 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
     if later is not None:
         # Restoring this snapshot would undo what the later transaction committed (and
         # verified): the node is as that one left it, so this one is closed unrestored.
-        store.mark_rolled_back(
-            txn.id, f"superseded by transaction {later}, committed since; snapshot not restored"
-        )
+        why = f"superseded by transaction {later}, committed since; snapshot not restored"
+        entry = trails.node_event("node.recovered", txn.run_id, txn.node, "superseded", why)
+        store.mark_rolled_back(txn.id, why, audit=entry)
         return (
             f"{txn.node}: open transaction {txn.id} is older than transaction {later}, "
             "committed since: its snapshot was not restored over that; closed"
@@ -630,11 +638,19 @@ async def _recover_one(state: DesiredState, store: StateStore, txn: Transaction)
     snapshot, unopened = _stored_snapshot(store, txn)
     if snapshot is None and not current.snapshots and not current.steps:
         # The snapshot is recorded before anything is written: none, nothing written.
-        store.mark_rolled_back(txn.id, "interrupted before its snapshot; nothing written")
+        why = "interrupted before its snapshot; nothing written"
+        entry = trails.node_event("node.recovered", txn.run_id, txn.node, "closed", why)
+        store.mark_rolled_back(txn.id, why, audit=entry)
         return f"{txn.node}: transaction {txn.id} stopped before writing anything; closed"
     if node is None or snapshot is None:
         return f"{txn.node}: open transaction {txn.id} cannot be recovered here"
     note = _secrets_note(unopened)
+    # A restore writes outside a journalled transaction of its own: its intent is
+    # recorded first (and a trail that refuses the record stops it before any write).
+    intent = f"rolling back interrupted transaction {txn.id} to its snapshot"
+    store.audit_append(
+        trails.node_event("node.recovering", txn.run_id, txn.node, "restoring", intent)
+    )
     try:
         await _restore_snapshot(state, node, snapshot)
     except (TimeoutError, FazaiError, OSError) as exc:
@@ -724,6 +740,20 @@ async def _restore(
             run_id=new_run,
             interrupt=interrupt,
         ):
+            # A restore is not a journalled transaction: its intent is recorded first.
+            try:
+                store.audit_append(
+                    trails.node_event(
+                        "node.restoring",
+                        new_run,
+                        txn.node,
+                        "restoring",
+                        f"restoring the snapshot of run {run_id}",
+                        restores=run_id,
+                    )
+                )
+            except FazaiError as exc:
+                return NodeStatus.FAILED, f"not restored: the audit trail refused it: {exc}"
             await _restore_snapshot(state, node, snapshot)
         status, message = NodeStatus.CONVERGED, f"restored the snapshot of run {run_id}"
     except Interrupted:

@@ -7,9 +7,9 @@ the run's actor into its entries, above both the plan and the store.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
+import pwd
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -20,14 +20,21 @@ from controller.store.redact import MASK
 
 
 def os_actor(environ: Mapping[str, str] | None = None) -> str:
-    """The person behind a CLI command: the OS user, and under sudo who ran sudo."""
+    """The person behind a CLI command: the OS user of the effective uid (not $LOGNAME or
+    $USER, which anyone sets), and under sudo who ran sudo. $SUDO_USER is believed only
+    with root's euid and $SUDO_UID set, as sudo leaves them (a user setting it for
+    themselves is not root)."""
     env = os.environ if environ is None else environ
+    uid = os.geteuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    sudo = env.get("SUDO_USER")
-    return f"{user} (sudo by {sudo})" if sudo and sudo != user else user
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = "?"
+    actor = f"{user} (uid {uid})"
+    sudo, sudo_uid = env.get("SUDO_USER"), env.get("SUDO_UID")
+    if uid == 0 and sudo and sudo_uid and sudo_uid.isdigit() and sudo_uid != "0":
+        return f"{actor} (sudo by {audit.clean_text(sudo)}, uid {sudo_uid})"
+    return actor
 
 
 def commit_actor(author: str, signature: str | None) -> str:
@@ -129,7 +136,7 @@ def node_entry(
             "before": before,
             "after": after,
             "result": result,
-            "message": audit.clean(message),
+            "message": audit.clean_text(message),
         },
         run_id=run_id,
         node=node,
@@ -140,10 +147,11 @@ def node_entry(
 def node_event(
     action: str, run_id: int, node: str, result: str, message: str, **extra: Any
 ) -> audit.Entry:
-    """A node's restore (``node.restored``) or recovery (``node.recovered``: by whoever
-    runs the recovery, not the actor of the run it was part of)."""
-    payload = {"result": result, "message": audit.clean(message), **audit.clean(extra)}
-    actor = os_actor() if action == "node.recovered" else None
+    """A node's restore (``node.restoring`` before it, ``node.restored`` after) or recovery
+    (``node.recovering``, ``node.recovered``: by whoever runs the recovery, not the actor
+    of the run it was part of)."""
+    payload = {"result": result, "message": audit.clean_text(message), **audit.clean(extra)}
+    actor = os_actor() if action.startswith("node.recover") else None
     return audit.Entry(action, payload, run_id=run_id, node=node, actor=actor)
 
 
@@ -204,7 +212,7 @@ def record_approval(
     if plan is not None:
         payload["plan"] = audit.digest_of(plan)
     if reason:
-        payload["reason"] = audit.clean(reason)
+        payload["reason"] = audit.clean_text(reason)
     return store.audit_append(
         audit.Entry(f"approval.{decision}", payload, actor=actor, trigger="api")
     )

@@ -3,16 +3,19 @@ the pull-request review, both acting as the OS user that runs them."""
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 
 from controller.plan.verdicts import RunContext
 
 
 def os_user() -> str:
+    """The user of the effective uid: not $LOGNAME or $USER, which anyone sets (a policy
+    that names an actor must not be passed by ``USER=ci fazai apply``)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
-        return "unknown"
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # no passwd entry (a bare container)
+        return f"uid {os.geteuid()}"
 
 
 def cli(mode: str, source: str) -> RunContext:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.store import StateStore
 from controller.testing.fleet import Fleet
 from controller.testing.opnsense import EmulatorServer
 from tests.integration.firewallkit import firewall_node
@@ -100,10 +102,14 @@ def test_a_linux_apply_is_audited_and_tampering_is_found(fleet: Fleet, tmp_path:
         run_id = txn["runId"]
         undone = fazai("rollback", str(run_id), str(docs), "--state", str(db), "--auto-approve")
         assert undone.returncode == 0, undone.stderr
-        restored = [r for r in export(db) if r["action"] == "node.restored"]
+        restored = [r for r in export(db) if r["action"].startswith("node.restor")]
         assert [
-            (r["node"], r["payload"]["result"], r["payload"]["restores"]) for r in restored
-        ] == [(NODE, "converged", run_id)]
+            (r["action"], r["node"], r["payload"]["result"], r["payload"]["restores"])
+            for r in restored
+        ] == [  # the intent first: a restore is no journalled transaction of its own
+            ("node.restoring", NODE, "restoring", run_id),
+            ("node.restored", NODE, "converged", run_id),
+        ]
         assert fazai("audit", "verify", "--state", str(db), "--expect-head", head).returncode == 0
 
         tamper(
@@ -158,3 +164,41 @@ def test_an_opnsense_apply_is_audited_without_its_api_secret(
         found = fazai("audit", "verify", "--state", str(db))
         assert found.returncode == 1
         assert "record 3" in found.stderr and "removed" in found.stderr
+
+
+def test_an_apply_without_the_key_on_a_keyed_trail_is_refused_before_any_write(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Serve (say) writes a keyed trail; an operator's `fazai apply` without the key must
+    not append a plain record, which would make the whole trail read as forged: it stops
+    with exit 2 at its first record, before it writes anything to a node."""
+    node = fleet.nodes[NODE]
+    path = "/etc/fzaudit-keyed"
+    on = {"node": NODE}
+    key = "an-audit-key-of-32-characters-ok"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FAZAI_AUDIT_KEY")}
+
+    def docs(content: str) -> Path:
+        return write_state(
+            tmp_path / content,
+            [node_doc(fleet, NODE), resource("File", "keyed", on, path=path, content=content)],
+        )
+
+    db = tmp_path / "state.db"
+    try:
+        keyed = {**base, "FAZAI_AUDIT_KEY": key}
+        first = fazai("apply", str(docs("one\n")), "--state", str(db), "--auto-approve",
+                      env=keyed)  # fmt: skip
+        assert first.returncode == 0, first.stdout + first.stderr
+        refused = fazai("apply", str(docs("two\n")), "--state", str(db), "--auto-approve",
+                        env=base)  # fmt: skip
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "this trail is keyed with key id" in refused.stderr
+        assert key not in refused.stdout + refused.stderr
+        assert node.run(f"cat {path}").stdout == b"one\n"  # untouched
+        with StateStore(db) as store:
+            assert len(store.list_runs()) == 1
+        verified = fazai("audit", "verify", "--state", str(db), env=keyed)
+        assert verified.returncode == 0, verified.stderr
+    finally:
+        node.run(f"rm -f {path}")

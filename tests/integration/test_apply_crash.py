@@ -62,9 +62,43 @@ def test_killed_controller_is_rolled_back_at_next_start(fleet: Fleet, tmp_path: 
             trail = [(r.action, r.run_id, r.node) for r in store.audit_records()]
             assert trail == [
                 ("run.started", open_txn.run_id, None),
+                ("node.recovering", open_txn.run_id, "db-1"),  # the intent, before it
                 ("node.recovered", open_txn.run_id, "db-1"),
                 ("run.finished", open_txn.run_id, None),
             ]
             assert store.audit_verify().ok
     finally:
         node.run("rm -rf /etc/fazai-crash")
+
+
+def test_a_superseded_open_transaction_is_closed_with_a_record(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """An open transaction older than a later commit on its node is closed unrestored at
+    the next start: that closing is a write to the journal, and it leaves its record."""
+    state_dir = write_state(tmp_path / "state", [node_doc(fleet, "db-1")])
+    db = tmp_path / "state.db"
+    # A process that dies with one transaction open, after another committed on the node.
+    script = f"""
+from controller.store import Command, StateStore, Trigger
+with StateStore({str(db)!r}) as store:
+    dead = store.start_run(Trigger.CLI, Command.APPLY, "src", None, actor="ghost")
+    store.begin_transaction(dead, "db-1")
+    later = store.start_run(Trigger.CLI, Command.APPLY, "src", None, actor="ghost")
+    store.commit(store.begin_transaction(later, "db-1"))
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with StateStore(db) as store:
+        (open_txn,) = store.open_transactions()
+    command = [sys.executable, "-c", "from controller.cli import run; run()"]
+    restart = subprocess.run(
+        [*command, "apply", str(state_dir), "--state", str(db)],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "its snapshot was not restored" in restart.stderr, restart.stderr
+    with StateStore(db) as store:
+        assert store.open_transactions() == []
+        closed = [r for r in store.audit_records() if r.action == "node.recovered"]
+        assert [(r.run_id, r.node) for r in closed] == [(open_txn.run_id, "db-1")]
+        assert '"result":"superseded"' in closed[0].payload
+        assert store.audit_verify().ok

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from controller.engine import trail
 from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger, chain
@@ -88,5 +91,83 @@ def test_a_keyed_trail_needs_its_key(tmp_path: Path) -> None:
     key_file = tmp_path / "audit.key"
     key_file.write_text("another-key-of-enough-length\n")
     wrong = fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY_FILE=str(key_file))
-    assert wrong.returncode == 1 and "another HMAC key" in wrong.stderr
+    assert wrong.returncode == 2 and "cannot check: no key for kid" in wrong.stderr
     assert KEY not in refused.stderr + wrong.stderr + wrong.stdout
+
+
+def _edit(db: Path, statement: str, *params: object) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute(statement, params)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit SET payload = 'not json' WHERE seq = 2",
+        "UPDATE audit SET alg = 'md5' WHERE seq = 2",
+        "UPDATE audit SET alg = X'41' WHERE seq = 2",
+        "UPDATE audit SET payload = X'7b7d' WHERE seq = 2",
+        "UPDATE audit SET run_id = 'x' WHERE seq = 2",
+        "UPDATE audit SET time = X'00' WHERE seq = 2",
+    ],
+)
+def test_hand_edits_are_reported_never_a_traceback(tmp_path: Path, statement: str) -> None:
+    db = tmp_path / "state.db"
+    fill(db)
+    _edit(db, statement)
+    found = fazai("audit", "verify", "--state", str(db))
+    assert found.returncode == 1, found.stderr
+    assert "record 2" in found.stderr and "modified" in found.stderr
+    for listing in (("audit",), ("audit", "-o", "json")):
+        listed = fazai(*listing, "--state", str(db))
+        assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+        assert len(listed.stdout.splitlines()) == 3
+    if "payload" in statement:
+        assert "[undecodable:" in fazai("audit", "--state", str(db)).stdout
+
+
+def test_a_keyed_trail_rechained_plain_exits_1_and_plain_records_are_counted(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "state.db"
+    fill(db)
+    plain = fazai("audit", "verify", "--state", str(db))
+    assert plain.returncode == 0 and "3 records plain SHA-256" in plain.stderr
+    fill(db, KEY)
+    keyed = fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY=KEY)
+    assert keyed.returncode == 0 and "3 records plain SHA-256" in keyed.stderr
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TRIGGER audit_no_update")
+    prev = chain.GENESIS
+    for row in conn.execute("SELECT * FROM audit ORDER BY seq").fetchall():
+        record = dataclasses.replace(chain.from_row(row), alg=chain.PLAIN, prev=prev)
+        prev = chain.digest(record.material(), chain.PLAIN, None)
+        conn.execute(
+            "UPDATE audit SET alg = 'sha256', prev = ?, digest = ? WHERE seq = ?",
+            (record.prev, prev, record.seq),
+        )
+    conn.close()
+    forged = fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY=KEY)
+    assert forged.returncode == 1 and "ends in a plain SHA-256 record" in forged.stderr
+
+
+def test_a_rotated_key_file_verifies_old_and_new_records(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    fill(db, KEY)
+    new = "a-second-audit-key-32-characters"
+    keys = tmp_path / "keys"
+    keys.write_text(f"{new}\n{KEY}\n")
+    alone = fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY=new)
+    assert alone.returncode == 2 and "cannot check: no key for kid" in alone.stderr
+    rotated = fazai("audit", "verify", "--state", str(db), FAZAI_AUDIT_KEY_FILE=str(keys))
+    assert rotated.returncode == 0, rotated.stderr
+
+
+def test_an_escape_in_a_column_does_not_reach_the_terminal(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    fill(db)
+    _edit(db, "UPDATE audit SET time = ? WHERE seq = 2", "\x1b[2K\raudit trail intact")
+    found = fazai("audit", "verify", "--state", str(db))
+    assert found.returncode == 1 and "\x1b" not in found.stderr
