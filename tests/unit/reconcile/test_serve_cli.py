@@ -32,7 +32,7 @@ def test_a_bad_config_is_exit_2_with_file_line_and_field(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"{config}:4:32: ControllerConfig: sources[0].mode: 'sometimes' is not one of" in (
+    assert f"{config}:4:32: ControllerConfig: sources[0].mode: must be one of" in (
         " ".join(result.stderr.split())
     )
     assert "1 error(s) in the controller's config" in result.stderr
