@@ -15,6 +15,7 @@ holds the locks of every node of the state.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -121,14 +122,18 @@ async def run_pass(
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
     actor: str = "",
+    skip: Mapping[str, str] | None = None,
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
-    open), with why. ``begin_apply`` is asked right before writing; False (the controller
+    open), with why. ``skip``: nodes not even read (they refused our credentials or host
+    key for good, see refusals.py), with why: reported as permanent problems, their drift
+    entries kept as they were. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
     run is recorded through, off the event loop. ``actor``: the commit's author and its
     signature check, recorded with the runs and in the audit trail."""
     store = shared.store
     blocked = blocked or {}
+    skip = skip or {}
     started = time.monotonic()
     run_id = await writer.call(
         store.start_run,
@@ -147,8 +152,13 @@ async def run_pass(
         mode=source.mode.value,
     )
     try:
+        read = state
+        if skip:
+            read = dataclasses.replace(
+                state, nodes={n: d for n, d in state.nodes.items() if n not in skip}
+            )
         plan = await planning.build(
-            state, concurrency=shared.config.concurrency, publish=run_publish
+            read, concurrency=shared.config.concurrency, publish=run_publish
         )
         labels = {name: node.labels for name, node in state.nodes.items()}
         overall = await _record(shared, source, plan, run_id, publish, writer, labels)
@@ -167,6 +177,9 @@ async def run_pass(
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
     # A resource that could not be compared says nothing about retrying: temporary.
     decisions = [n.retry or _TEMPORARY for n in failed]
+    for name, why in sorted(skip.items()):
+        problems.append(f"{name}: {why}")
+        decisions.append(_REFUSED)
     by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
         if node.changed and not node.failed:
@@ -224,6 +237,7 @@ async def run_pass(
 
 
 _TEMPORARY = RetryDecision(False, None, "unclassified")
+_REFUSED = RetryDecision(True, None, "still refused")
 
 
 async def _record(
@@ -261,8 +275,8 @@ async def _record(
     kept, shown = await asyncio.to_thread(_kept_and_shown, plan)
 
     now = datetime.now(UTC)
-    planned = {n.node for n in plan.nodes}
-    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in planned]:
+    # Every node of the state: one skipped (not read) keeps its entry as it was.
+    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in labels]:
         del shared.drift[key]  # a node no longer in this source's documents
     for node in plan.nodes:
         mode = source.mode_for(node.node)
