@@ -27,9 +27,11 @@ from typing import Any
 
 import jsonschema
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from controller.errors import SettingsError
 from controller.model import ecma, validate
+from controller.model.yamlsource import FloatNumeral, Numeral
 from controller.settings import durations
 
 FieldPath = tuple[str | int, ...]
@@ -45,7 +47,10 @@ def load_schema(package: str, name: str) -> Mapping[str, Any]:
 
 @cache
 def _registry() -> Registry[Any]:
-    resource: Resource[Any] = Resource.from_contents(dict(durations.schema()))
+    # Without its "$schema": jsonschema would validate a resource that names its dialect
+    # with that dialect's stock class, dropping the ECMA patterns and duration keywords.
+    contents = {k: v for k, v in durations.schema().items() if k != "$schema"}
+    resource: Resource[Any] = Resource.from_contents(contents, default_specification=DRAFT202012)
     registry: Registry[Any] = Registry().with_resource(durations.SCHEMA_ID, resource)
     return registry
 
@@ -91,17 +96,30 @@ def _bound(name: str, holds: Any) -> Any:
     return check
 
 
+def _decimal(
+    validator: Any, wanted: bool, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if wanted and isinstance(instance, Numeral | FloatNumeral):
+        yield jsonschema.ValidationError("not written in decimal")
+
+
 @cache
 def _with_duration_bounds(cls: Any) -> Any:
     bounds = {
         "minimum": _bound("minimum", lambda v, b: v >= b),
         "exclusiveMinimum": _bound("exclusiveMinimum", lambda v, b: v > b),
         "maximum": _bound("maximum", lambda v, b: v <= b),
+        # fazai.yaml's reader marks 1:30, 0x10 and 010 (controller.model.yamlsource).
+        "x-fazai-decimal": _decimal,
     }
     return jsonschema.validators.extend(cls, bounds)  # type: ignore[no-untyped-call]
 
 
 _RANGE_RULES = ("minimum", "exclusiveMinimum", "maximum")
+_NOT_DECIMAL = (
+    "write a duration in decimal seconds or with units (90, 1m30s): unquoted, YAML reads "
+    "1:30 as 90, 0x10 as 16 and 010 as 8"
+)
 
 
 def _is_duration(schema: Mapping[str, Any]) -> bool:
@@ -156,7 +174,9 @@ def explain_all(errors: Iterable[jsonschema.ValidationError]) -> list[tuple[Fiel
                 ranged.add(path)
             if (path, message) not in found:
                 found.append((path, message))
-    return found
+    # A number not written in decimal is not the number meant: its range says nothing.
+    misread = {path for path, message in found if message == _NOT_DECIMAL}
+    return [(p, m) for p, m in found if p not in misread or m == _NOT_DECIMAL]
 
 
 def duration(value: Any, at: FieldPath, problems: list[tuple[FieldPath, str]]) -> float:
@@ -193,6 +213,9 @@ def explain(error: jsonschema.ValidationError) -> Iterator[tuple[FieldPath, str]
     path: FieldPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     rule, expected = error.validator, error.validator_value
+    if rule == "x-fazai-decimal":
+        yield path, _NOT_DECIMAL
+        return
     if rule in _RANGE_RULES and (_is_duration(schema) or isinstance(error.instance, str)):
         yield path, _duration_range(schema)  # never the value: it may be a misplaced secret
         return

@@ -113,3 +113,21 @@ def test_a_value_pasted_in_the_wrong_field_is_not_echoed(tmp_path: Path, text: s
         load(tmp_path, text)
     shown = "\n".join(str(d) for d in caught.value.diagnostics)
     assert shown and SECRET not in shown and "SECRET" not in shown
+
+
+@pytest.mark.parametrize("written", ["1:30", "0x10", "010", "1:30.5", "0b11"])
+def test_a_duration_in_yaml_1_1_numerals_is_refused_at_its_position(
+    tmp_path: Path, written: str
+) -> None:
+    """Unquoted, YAML 1.1 reads 1:30 as 90 (sexagesimal), 0x10 as 16 and 010 as 8: a
+    setting meaning 1 minute 30 becomes a minute and a half only by luck."""
+    with pytest.raises(InvalidConfigError) as caught:
+        load(tmp_path, SOURCE + f"driftCheck: {written}\n")
+    (shown,) = map(str, caught.value.diagnostics)
+    assert shown.startswith(f"{tmp_path / 'fazai.yaml'}:6:1: ControllerConfig: driftCheck: ")
+    assert "write a duration in decimal seconds or with units" in shown
+
+
+def test_other_numbers_keep_their_yaml_meaning(tmp_path: Path) -> None:
+    loaded = load(tmp_path, SOURCE + "concurrency: 0x10\ndriftCheck: 1_000\n")
+    assert (loaded.concurrency, loaded.drift_check) == (16, 1000.0)
