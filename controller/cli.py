@@ -742,7 +742,7 @@ def _since(text: str) -> Any:
     from controller.settings import durations
 
     try:
-        return datetime.now(UTC) - timedelta(seconds=durations.parse(text))
+        return datetime.now(UTC) - timedelta(seconds=durations.parse(text, maximum=None))
     except ValueError:
         pass
     except OverflowError:
@@ -1200,6 +1200,8 @@ def serve(
         poll_seconds = durations.parse(poll) if poll is not None else None
     except ValueError as exc:
         _fail(f"--poll: {exc}")
+    if poll_seconds is not None and 0 < poll_seconds < 1:
+        _fail("--poll: must be at least 1s (or 0, which turns polling off)")
     overrides = configuration.Overrides(
         listen=listen,
         state=state_file,

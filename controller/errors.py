@@ -153,19 +153,27 @@ class SettingsError(InvalidInputError):
     """A section of ``fazai.yaml`` is invalid. ``section`` names it (``reports``);
     ``problems`` lists every ``(path, message)`` found, ``path`` being the field inside the
     section, so the config loader can point at the file's line. ``path`` and ``message``
-    are the first of them. Messages never carry a secret's value."""
+    are the first of them. Messages never carry a secret's value. ``file`` is the config
+    file the section was read from, when the caller knows it ("" when not: the loader
+    pins every problem to its own path and line anyway)."""
 
-    def __init__(self, section: str, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+    def __init__(
+        self,
+        section: str,
+        problems: Sequence[tuple[tuple[str | int, ...], str]],
+        file: str = "",
+    ) -> None:
         from controller.model.diagnostics import Diagnostic, Location, format_path
 
         if not problems:
             raise ValueError("a SettingsError needs at least one problem")
         self.section = section
+        self.file = file
         self.problems = tuple(sorted(problems, key=lambda p: (tuple(map(str, p[0])), p[1])))
         self.path, self.message = self.problems[0]
         super().__init__(
             [
-                Diagnostic(Location("fazai.yaml"), msg, path=format_path((section, *path)))
+                Diagnostic(Location(file), msg, path=format_path((section, *path)))
                 for path, msg in self.problems
             ]
         )

@@ -32,7 +32,7 @@ class EventType(StrEnum):
 
     RECONCILE_QUEUED = "reconcile.queued"  # reason, revision?, coalesced
     RUN_STARTED = "run.started"  # run_id, command, revision, trigger, mode (plan runs)
-    NODE_READ = "node.read"  # run_id, node, changes (count), error, seconds
+    NODE_READ = "node.read"  # run_id, node, changes (count), error, seconds, permanent
     DRIFT_DETECTED = "drift.detected"  # run_id, node, revision, mode, changes, items (plan JSON)
     APPROVAL_PENDING = "approval.pending"  # approval_id, revision, nodes, replaces
     CHANGE_APPLIED = "change.applied"  # run_id, node, kind, name, action

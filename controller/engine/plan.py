@@ -60,6 +60,9 @@ async def build(
                 changes=len(result.changed),
                 error=result.error,
                 seconds=round(result.seconds, 3),
+                # Whether retrying the read unchanged can help (the loop stops reading a
+                # node that refused it for good: controller/reconcile/refusals.py).
+                permanent=bool(result.retry and result.retry.permanent),
             )
             if progress:
                 progress(name, result)

@@ -42,7 +42,7 @@ class Diagnostic:
         return self.severity is Severity.ERROR
 
     def __str__(self) -> str:
-        parts = [str(self.location)]
+        parts = [str(self.location)] if self.location.file else []
         if self.severity is Severity.WARNING:
             parts.append("warning")
         if self.subject:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,36 @@ FieldPath = tuple[str | int, ...]
 _COLLECTION_TAGS = (BaseResolver.DEFAULT_MAPPING_TAG, BaseResolver.DEFAULT_SEQUENCE_TAG)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+
+
+class Numeral(int):
+    """An int that YAML 1.1 read from other than decimal digits (``1:30`` is 90, ``0x10``
+    16, ``010`` 8); ``text`` is what was written. Made only where the reader is asked to
+    (``numerals=True``: fazai.yaml), so a schema can refuse such syntax where it surprises
+    (a duration) and leave it be elsewhere."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> Numeral:
+        made = super().__new__(cls, value)
+        made.text = text
+        return made
+
+
+class FloatNumeral(float):
+    """A float YAML 1.1 read from sexagesimal syntax (``1:30.5`` is 90.5); see Numeral."""
+
+    text: str
+
+    def __new__(cls, value: float, text: str) -> FloatNumeral:
+        made = super().__new__(cls, value)
+        made.text = text
+        return made
 
 
 class _TooBig(Exception):
@@ -78,8 +109,9 @@ class RawDocument:
 class _Builder:
     """Turns one composed node graph into Python values plus a position map."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, numerals: bool = False) -> None:
         self.file = file
+        self.numerals = numerals
         self.count = 0
         self.positions: dict[FieldPath, Location] = {}
         self.problems: list[Diagnostic] = []
@@ -194,6 +226,12 @@ class _Builder:
             # NaN compares false with every bound, so it would pass any minimum/maximum.
             self._refuse(node, path, "'.nan' is not a usable number")
             return None
+        if self.numerals and isinstance(node, yaml.ScalarNode):
+            text = str(node.value)
+            if node.tag == _INT_TAG and type(value) is int and not _DECIMAL_INT.fullmatch(text):
+                return Numeral(value, text)
+            if node.tag == _FLOAT_TAG and type(value) is float and ":" in text:
+                return FloatNumeral(value, text)
         return value
 
     def _refuse(self, node: yaml.Node, path: FieldPath, message: str) -> None:
@@ -207,8 +245,12 @@ def read_documents(
     *,
     skip: Callable[[Any], bool] | None = None,
     skipped: list[Location] | None = None,
+    numerals: bool = False,
 ) -> tuple[list[RawDocument], list[Diagnostic]]:
     """Parse every YAML document of ``data``; never raises for bad input.
+
+    With ``numerals``, an int or float YAML 1.1 read from other than decimal syntax is a
+    :class:`Numeral` or :class:`FloatNumeral`, which remembers what was written.
 
     A document for which ``skip`` is true (another tool's) is left out with its
     problems, and its position appended to ``skipped``."""
@@ -235,7 +277,7 @@ def read_documents(
         for index, node in enumerate(_compose_all(text)):
             if node is None:
                 continue
-            builder = _Builder(file)
+            builder = _Builder(file, numerals)
             try:
                 value = builder.build(node, (), 0)
             except _TooBig as exc:

@@ -128,11 +128,12 @@ def schema() -> Mapping[str, Any]:
 
 
 def from_config(
-    section: Sequence[Mapping[str, Any]], *, base: Path | None = None
+    section: Sequence[Mapping[str, Any]], *, base: Path | None = None, file: str = ""
 ) -> NotifySettings:
     """Settings from the ``notifications`` list; relative paths (``file`` references,
-    ``caBundle``) are resolved against ``base``, the config file's folder."""
-    check.check(SECTION, schema(), section)
+    ``caBundle``) are resolved against ``base``, the config file's folder. ``file``: the
+    config file, named by a SettingsError raised."""
+    check.check(SECTION, schema(), section, file)
     root = (base or Path.cwd()).expanduser()
     problems: list[tuple[FieldPath, str]] = []
     targets: list[Target] = []
@@ -183,7 +184,7 @@ def from_config(
             )
         )
     if problems:
-        raise SettingsError(SECTION, problems)
+        raise SettingsError(SECTION, problems, file)
     return NotifySettings(tuple(targets))
 
 

@@ -1,9 +1,11 @@
 """When a failing source is tried again: from what its failure says about retrying.
 
 A temporary failure (a timeout, a refused connection, 5xx) backs off exponentially with
-jitter; one that named its wait (``Retry-After``) waits that; a permanent one (refused
-credentials, a host key that does not verify) waits the ceiling at once, since a faster
-retry cannot help (a new commit still reconciles at once: the triggers ask for it).
+jitter; one that named its wait (``Retry-After``) waits at least that, and never less than
+the exponential backoff would (a ``Retry-After: 0`` or a date in the past must not turn the
+retries into a fast loop); a permanent one (refused credentials, a host key that does not
+verify) waits the ceiling at once, since a faster retry cannot help (a new commit still
+reconciles at once: the triggers ask for it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import random
 from collections.abc import Callable
 
 from controller.errors import RetryDecision
+from controller.settings.durations import MAX_SECONDS
 
 
 class Backoff:
@@ -29,8 +32,10 @@ class Backoff:
     ) -> None:
         if initial <= 0 or maximum < initial:
             raise ValueError("backoff needs 0 < initial <= maximum")
-        self.initial = initial
-        self.maximum = maximum
+        # A timer (and the retry_at datetime shown with it) holds no more than this; the
+        # settings refuse longer ones, a value built in code is clamped.
+        self.maximum = min(maximum, MAX_SECONDS)
+        self.initial = min(initial, self.maximum)
         self.failures = 0
         self._rand = rand
 
@@ -41,16 +46,17 @@ class Backoff:
 
     def after(self, decision: RetryDecision) -> float:
         """The wait after a failure classified as ``decision``: the ceiling for a
-        permanent one; the other side's ``delay`` (not under ``initial``, not over the
-        ceiling: the ceiling is the longest a source may go unchecked) for a temporary
-        one that named it; else :meth:`next`."""
+        permanent one; for a temporary one, :meth:`next`, or the other side's ``delay``
+        when it asks for longer (a floor, as notify/delivery.py reads it: never sooner
+        than the backoff, so ``Retry-After: 0`` cannot make a fast loop), never over the
+        ceiling (the longest a source may go unchecked)."""
         if decision.permanent:
             self.failures += 1
             return self.maximum
+        wait = self.next()
         if decision.delay is not None:
-            self.failures += 1
-            return min(self.maximum, max(self.initial, decision.delay))
-        return self.next()
+            return min(self.maximum, max(wait, decision.delay))
+        return wait
 
     def reset(self) -> None:
         self.failures = 0

@@ -167,13 +167,7 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 def _schema_problems(value: Any) -> Iterator[tuple[FieldPath, str]]:
-    seen: set[tuple[FieldPath, str]] = set()
-    errors = sorted(_validator().iter_errors(value), key=lambda e: list(map(str, e.path)))
-    for error in errors:
-        for found in check.explain(error):
-            if found not in seen:
-                seen.add(found)
-                yield found
+    yield from check.explain_all(_validator().iter_errors(value))
 
 
 class _Checker:
@@ -293,7 +287,9 @@ class _Checker:
             if section.name not in value:
                 continue
             try:
-                out[section.name] = section.parse(value, base=self.base, where=self.raw.location)
+                out[section.name] = section.parse(
+                    value, base=self.base, where=self.raw.location, file=self.raw.file
+                )
             except SettingsError as exc:
                 for inner, message in exc.problems:
                     self.problem((exc.section, *inner), message)

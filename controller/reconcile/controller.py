@@ -96,7 +96,9 @@ class Controller:
         self._prepare()
         await self._connections.enter_async_context(providers.kept_connections())
         for name, worker in self.workers.items():
-            self._worker_tasks[name] = asyncio.create_task(worker.run(), name=f"source-{name}")
+            self._worker_tasks[name] = asyncio.create_task(
+                self._keep(worker), name=f"source-{name}"
+            )
             worker.request(Request("start", Trigger.SCHEDULE, force=True))
             source = worker.config
             if source.poll > 0:
@@ -105,6 +107,22 @@ class Controller:
                 self._spawn(triggers.watch(worker, self._watch_stop), f"watch-{name}")
             if self.config.drift_check > 0:
                 self._spawn(triggers.drift_check(worker, self.config.drift_check), f"drift-{name}")
+
+    async def _keep(self, worker: SourceWorker) -> None:
+        """Run a source's worker; should it fail (the worker handles a reconcile's own
+        failures, so this is a bug), log it, show the source errored, and start it again
+        after its backoff, with a reconcile: one source's crash never stops it for good."""
+        while True:
+            try:
+                await worker.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s: the source's worker failed; restarting it", worker.name)
+                delay = worker.crashed(exc)
+            await asyncio.sleep(delay)
+            worker.request(Request("restart", Trigger.SCHEDULE, force=True))
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.create_task(self._guard(coroutine, name), name=name)

@@ -20,6 +20,7 @@ holds the locks of every node of the state.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,9 +129,12 @@ async def run_pass(
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
     actor: str | Actors = "",
+    skip: Mapping[str, str] | None = None,
 ) -> PassOutcome:
     """``blocked``: nodes that must not be written (an interrupted transaction still
-    open), with why. ``begin_apply`` is asked right before writing; False (the controller
+    open), with why. ``skip``: nodes not even read (they refused our credentials or host
+    key for good, see refusals.py), with why: reported as permanent problems, their drift
+    entries kept as they were. ``begin_apply`` is asked right before writing; False (the controller
     is stopping) skips the apply. ``writer``: the source's store thread, which the plan
     run is recorded through, off the event loop. ``actor``: who set the pass going (the
     commit's author, committer and signer, the tokens that asked), recorded with the runs
@@ -138,6 +142,7 @@ async def run_pass(
     ``run.actor``, and none of its names may approve what the pass holds for approval."""
     store = shared.store
     blocked = blocked or {}
+    skip = skip or {}
     started = time.monotonic()
     run_id = await writer.call(
         store.start_run,
@@ -158,8 +163,13 @@ async def run_pass(
     author = actor.author if isinstance(actor, Actors) else actor
     runs = {mode: context.serve(trigger, mode.value, author, source.name) for mode in Mode}
     try:
+        read = state
+        if skip:
+            read = dataclasses.replace(
+                state, nodes={n: d for n, d in state.nodes.items() if n not in skip}
+            )
         checked = await planning.plan_by(
-            state,
+            read,
             lambda node: runs[source.mode_for(node)],
             runs[source.mode],
             concurrency=shared.config.concurrency,
@@ -182,7 +192,7 @@ async def run_pass(
             command=Command.PLAN.value,
             revision=state.revision,
         )
-        return PassOutcome(run_id, None, (str(exc),), ())
+        return PassOutcome(run_id, None, (str(exc),), (), None, _TEMPORARY)
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,
@@ -195,6 +205,9 @@ async def run_pass(
     problems = [f"{n.node}: {n.error or 'some resources could not be compared'}" for n in failed]
     # A resource that could not be compared says nothing about retrying: temporary.
     decisions = [n.retry or _TEMPORARY for n in failed]
+    for name, why in sorted(skip.items()):
+        problems.append(f"{name}: {why}")
+        decisions.append(_REFUSED)
     drifted = {n.node for n in plan.nodes if n.changed}
     denials = checked.denials()
     if denials:
@@ -206,7 +219,11 @@ async def run_pass(
             f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
             + "; ".join(denials)
         )
-        return PassOutcome(run_id, None, tuple(problems), tuple(sorted(drifted)))
+        # Nothing but a new commit (or a policy change) lifts a deny: not retried fast.
+        decisions.append(_DENIED)
+        return PassOutcome(
+            run_id, None, tuple(problems), tuple(sorted(drifted)), None, combine(decisions)
+        )
     by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
         if node.changed and not node.failed:
@@ -278,6 +295,8 @@ async def run_pass(
 
 
 _TEMPORARY = RetryDecision(False, None, "unclassified")
+_REFUSED = RetryDecision(True, None, "still refused")
+_DENIED = RetryDecision(True, None, "denied by policy")
 
 
 async def _record(
@@ -315,8 +334,8 @@ async def _record(
     kept, shown = await asyncio.to_thread(_kept_and_shown, plan)
 
     now = datetime.now(UTC)
-    planned = {n.node for n in plan.nodes}
-    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in planned]:
+    # Every node of the state: one skipped (not read) keeps its entry as it was.
+    for key in [k for k in shared.drift if k[0] == source.name and k[1] not in labels]:
         del shared.drift[key]  # a node no longer in this source's documents
     for node in plan.nodes:
         mode = source.mode_for(node.node)

@@ -71,13 +71,15 @@ class Section:
         *,
         base: Path | None = None,
         where: Callable[[tuple[str | int, ...]], Location] | None = None,
+        file: str = "",
     ) -> Any:
         """The package's Settings for this section of ``config`` (the whole file's
         mapping), or the section's plain value while the package is absent.
 
         The parser gets the section's value (or, for a ``whole`` section, the whole
         mapping), plus ``base`` (the config file's folder) and ``where`` (field path from
-        the root -> file position) when its signature takes them. Whatever it raises
+        the root -> file position) and ``file`` (the config file's path, for the errors
+        it raises) when its signature takes them. Whatever it raises
         propagates; the loader maps it to positions."""
         value = config.get(self.name)
         parser = self.parser()
@@ -89,6 +91,8 @@ class Section:
             options["base"] = base
         if "where" in accepted and where is not None:
             options["where"] = where
+        if "file" in accepted and file:
+            options["file"] = file
         return parser(config if self.whole else value, **options)
 
 

@@ -27,18 +27,26 @@ _REF_FILES = ("HEAD", "packed-refs")
 async def poll(worker: SourceWorker, interval: float) -> None:
     """Every ``interval`` seconds ask the remote for the branch's head (``git
     ls-remote``, no objects transferred) and reconcile when it moved. Skipped while the
-    source backs off from a temporary failure: its retry is due soon anyway. Not while it
-    backs off from a permanent one (retried at the ceiling only): a new commit, perhaps
-    the fix, is reconciled at once."""
+    source backs off from a temporary failure: its retry is due soon anyway. While it
+    backs off from a permanent failure, polling goes on (a new commit, perhaps the fix, is
+    reconciled at once), unless the remote refuses ``ls-remote`` for good as well (our
+    credentials refused): then it is not asked again before the retry at the ceiling,
+    since each poll would be one more refused login. (A branch not pushed yet is a
+    permanent failure too, but ``ls-remote`` works, and sees the branch appear.)"""
+    refused = False  # ls-remote refused for good, while the source backs off from it
     while True:
         # A little jitter, so many sources on one server do not ask in lockstep.
         await asyncio.sleep(interval * (0.9 + 0.2 * random.random()))
-        if worker.backing_off_fast or worker.busy or worker.wanted.pending is not None:
+        refused = refused and worker.backing_off_refused
+        if worker.backing_off_fast or refused:
+            continue
+        if worker.busy or worker.wanted.pending is not None:
             continue
         try:
             head = await asyncio.to_thread(worker.git.remote_head)
         except SourceError as exc:
             log.debug("%s: poll failed: %s", worker.name, exc)
+            refused = worker.backing_off_refused and not exc.retryable
             if not worker.backing_off:
                 # The reconcile fails the same way, and reports it with backoff; one
                 # already backing off keeps its pace (a refused key, at the ceiling).

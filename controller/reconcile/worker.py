@@ -8,7 +8,10 @@ one (git remote, node or firewall down, 5xx) with exponential backoff, or after 
 the other side asked for (``Retry-After``); a permanent one (refused credentials, a host
 key or certificate that does not verify) only at the backoff ceiling, said once in the
 log, and at once when a new commit arrives; an invalid commit or a refused signature
-waits for the next commit.
+waits for the next commit. A node that refused us for good is remembered on its own
+(:mod:`~controller.reconcile.refusals`): it is not read again at the pace another node's
+temporary failure sets. Any other exception of a pass (a locked state store, a bug) goes
+the same way as a temporary failure, so the source is never left dead.
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from controller.engine.prune import Pruning
 from controller.errors import (
+    FazaiError,
     InvalidInputError,
     RetryDecision,
     SourceError,
     StoreError,
     retry_decision,
 )
-from controller.events import EventType
+from controller.events import EventType, Publish
 from controller.model.state import DesiredState
 from controller.pipeline import desired, source, writes
 from controller.reconcile import passes
@@ -39,6 +43,7 @@ from controller.reconcile.backoff import Backoff
 from controller.reconcile.config import SourceConfig
 from controller.reconcile.gitsource import GitSource
 from controller.reconcile.handle import Mode, SourceStatus
+from controller.reconcile.refusals import Refusals
 from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.reconcile.wanted import Request, Wanted
@@ -50,12 +55,14 @@ log = logging.getLogger("fazai.reconcile")
 
 
 class _Failure(Exception):
-    """``retry``: what the cause says about retrying; None: not before a new commit."""
+    """``retry``: what the cause says about retrying; None: not before a new commit.
+    ``source``: the source itself failed (git), not a node."""
 
-    def __init__(self, message: str, retry: RetryDecision | None) -> None:
+    def __init__(self, message: str, retry: RetryDecision | None, source: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.retry = retry
+        self.source = source
 
 
 class Cancellable(Protocol):
@@ -117,6 +124,9 @@ class SourceWorker:
         self._retry: Cancellable | None = None
         self._refused: set[str] = set()
         self._said: str | None = None  # the permanent failure already logged as such
+        self.refusals = Refusals()  # nodes that refused us for good, skipped for a while
+        self.source_refused = False  # the backoff is from the source's own permanent failure
+        self._skipped: dict[str, str] = {}  # the nodes the last pass skipped, as still refused
 
     # -- status ---------------------------------------------------------------------------
 
@@ -141,6 +151,14 @@ class SourceWorker:
         """Backing off from a temporary failure: its retry comes soon anyway. From a
         permanent one the triggers keep watching, so a new commit is tried at once."""
         return self.backing_off and not (self.retry_decision and self.retry_decision.permanent)
+
+    @property
+    def backing_off_refused(self) -> bool:
+        """Backing off from a permanent failure of the source itself (git refused our
+        credentials, no such branch): asking the same remote again before the ceiling
+        (``git ls-remote`` at the poll pace) would only be refused again, so the poller
+        waits for the retry at the ceiling; webhooks and watches still ask at once."""
+        return self.backing_off and self.source_refused
 
     # -- requests -------------------------------------------------------------------------
 
@@ -170,10 +188,19 @@ class SourceWorker:
             self._retry.cancel()
             self._retry = None
         self.busy = True
+        self._skipped = {}
         try:
             outcome = await self._reconcile(request)
         except _Failure as failure:
-            self._failed(failure.message, failure.retry)
+            self._failed(failure.message, failure.retry, source=failure.source)
+            return None
+        except FazaiError as exc:  # the store locked by another process, a pass's own
+            self._failed(str(exc), retry_decision(exc))
+            return None
+        except Exception as exc:  # a bug or an unmapped failure: retried, never fatal
+            log.exception("%s: reconcile failed unexpectedly", self.name)
+            self._failed(f"reconcile failed unexpectedly ({type(exc).__name__}; see the log)",
+                         retry_decision(exc))  # fmt: skip
             return None
         finally:
             self.busy = False
@@ -182,7 +209,11 @@ class SourceWorker:
         if outcome is not None:
             self.last_outcome = outcome
             if outcome.problems:
-                self._failed("; ".join(outcome.problems), outcome.retry or _UNCLASSIFIED)
+                # Only nodes skipped as still refused: said when they refused, not again.
+                again = len(outcome.problems) == len(self._skipped)
+                self._failed(
+                    "; ".join(outcome.problems), outcome.retry or _UNCLASSIFIED, again=again
+                )
             else:
                 self._succeeded()
         return outcome
@@ -192,7 +223,7 @@ class SourceWorker:
         try:
             head = await asyncio.to_thread(self.git.fetch)
         except SourceError as exc:
-            raise _Failure(str(exc), retry_decision(exc)) from exc
+            raise _Failure(str(exc), retry_decision(exc), source=True) from exc
         self.head = head
         if not request.force and head == self.revision and self.error is None:
             log.debug("%s: %s already reconciled", self.name, head[:12])
@@ -214,7 +245,7 @@ class SourceWorker:
             self.revision = target
             raise _Failure(f"commit {target[:12]} is invalid: {shown}", None) from exc
         except SourceError as exc:
-            raise _Failure(str(exc), retry_decision(exc)) from exc
+            raise _Failure(str(exc), retry_decision(exc), source=True) from exc
         self.passes += 1
         try:
             author, committer = await asyncio.to_thread(self.git.people, target)
@@ -223,6 +254,11 @@ class SourceWorker:
         actor = Actors(
             tuple(sorted(request.actors)), author, committer, self.signer, self.signer_identity
         )
+        skip = await asyncio.to_thread(
+            self.refusals.skip, state.nodes, request.trigger, self.clock()
+        )
+        self._skipped = skip
+        read: dict[str, str | None] = {}  # node -> its permanent failure, None: read or temporary
         async with self.shared.locks.hold(state.nodes):
             blocked = await self._recover(state)
             pruning = await self._pruning(state)
@@ -232,15 +268,27 @@ class SourceWorker:
                 self.config,
                 pruning.state if pruning is not None else state,
                 request.trigger,
-                self.publish,
+                self._reads(read),
                 pruning=pruning,
                 blocked=blocked,
                 begin_apply=self._begin_apply,
                 writer=self.writer,
                 actor=actor,
+                skip=skip,
             )
             self.shared.settle(self.name)
         await self._name_runs(outcome.plan_run, outcome.apply_run)
+        until = self.clock() + timedelta(seconds=self.backoff.maximum)
+        for node, refused in read.items():
+            if refused is None:
+                self.refusals.forget(node)
+            elif node in state.nodes:
+                await asyncio.to_thread(self.refusals.refused, state.nodes[node], refused, until)
+                log.warning(
+                    "%s: %s refused us (%s): not read again before %s, unless its Node "
+                    "document or what it references changes, or a reconcile is asked by hand",
+                    self.name, node, refused, until.strftime("%H:%M:%S %Z"),
+                )  # fmt: skip
         self.revision = target
         return outcome
 
@@ -256,13 +304,25 @@ class SourceWorker:
         except StoreError as exc:
             log.warning("%s: could not record the source of runs %s: %s", self.name, runs, exc)
 
+    def _reads(self, read: dict[str, str | None]) -> Publish:
+        """The source's publish, noting each node's read on the way: whether it failed
+        for good (``node.read`` says ``permanent``)."""
+
+        def publish(type: EventType, **data: Any) -> Any:
+            if type is EventType.NODE_READ and isinstance(data.get("node"), str):
+                failed = data.get("permanent") and data.get("error")
+                read[data["node"]] = str(data["error"]) if failed else None
+            return self.publish(type, **data)
+
+        return publish
+
     async def _admit(self, head: str, request: Request) -> str | None:
         """The commit to reconcile: the head, or with a refused signature the last
         accepted head for checks that re-plan (drift, API, retries), or nothing."""
         try:
             verdict = await asyncio.to_thread(self.git.verify, head)
         except SourceError as exc:
-            raise _Failure(str(exc), retry_decision(exc)) from exc
+            raise _Failure(str(exc), retry_decision(exc), source=True) from exc
         if verdict is None or verdict.accepted:
             if verdict is not None:
                 log.info("%s: %s: %s", self.name, head[:12], verdict.reason)
@@ -339,6 +399,7 @@ class SourceWorker:
     # -- results --------------------------------------------------------------------------
 
     def _succeeded(self) -> None:
+        self.source_refused = False
         self.error = None
         self.retry_at = None
         self.retry_decision = None
@@ -346,9 +407,17 @@ class SourceWorker:
         self.backoff.reset()
         self.last_sync = self.clock()
 
-    def _failed(self, message: str, retry: RetryDecision | None) -> None:
+    def _failed(
+        self,
+        message: str,
+        retry: RetryDecision | None,
+        *,
+        source: bool = False,
+        again: bool = False,
+    ) -> None:
         delay: float | None = None
         self.retry_decision = retry
+        self.source_refused = source and retry is not None and retry.permanent
         if retry is not None and not self.shared.stopping:
             delay = self.backoff.after(retry)
             self.retry_at = self.clock() + timedelta(seconds=delay)
@@ -370,7 +439,7 @@ class SourceWorker:
             retry_in=round(delay, 3) if delay is not None else None,
             permanent=permanent,
         )
-        if permanent and self._said == message:
+        if permanent and (self._said == message or again):
             log.debug("%s: still failing: %s", self.name, message)
             return
         self._said = message if permanent else None
@@ -383,6 +452,18 @@ class SourceWorker:
             )  # fmt: skip
             return
         log.warning("%s: %s%s", self.name, message, f"; retrying in {delay:.1f} s" if delay else "")
+
+    def crashed(self, exc: BaseException) -> float:
+        """The worker's task itself failed (outside a reconcile's own handling): mark the
+        source errored, and return how long to wait before it is restarted."""
+        self.busy = self.applying = False
+        self.read_once = True
+        delay = self.backoff.next()
+        self.retry_at = self.clock() + timedelta(seconds=delay)
+        self.error = f"the source's worker failed ({type(exc).__name__}; see the log); restarted"
+        self.publish(EventType.SOURCE_ERROR, message=self.error, retry_in=round(delay, 3),
+                     permanent=False)  # fmt: skip
+        return delay
 
     def _retry_now(self) -> None:
         self._retry = None

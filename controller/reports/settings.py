@@ -60,10 +60,13 @@ def schema() -> Mapping[str, Any]:
     return check.load_schema("controller.reports", "reports.schema.json")
 
 
-def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> ReportSettings:
+def from_config(
+    section: Mapping[str, Any], *, base: Path | None = None, file: str = ""
+) -> ReportSettings:
     """Settings from the ``reports`` mapping; relative paths are resolved against ``base``
-    (the config file's folder; default: the working directory at start)."""
-    check.check(SECTION, schema(), section)
+    (the config file's folder; default: the working directory at start). ``file``: the
+    config file, named by a SettingsError raised."""
+    check.check(SECTION, schema(), section, file)
     root = (base or Path.cwd()).expanduser()
     days = int(section.get("days", DEFAULT_DAYS))
     problems: list[tuple[FieldPath, str]] = []
@@ -97,7 +100,7 @@ def from_config(section: Mapping[str, Any], *, base: Path | None = None) -> Repo
         section.get("settleTimeout", DEFAULT_SETTLE), ("settleTimeout",), problems
     )
     if problems:
-        raise SettingsError(SECTION, problems)
+        raise SettingsError(SECTION, problems, file)
     author = section.get("author", {})
     repository = section.get("repository")
     return ReportSettings(

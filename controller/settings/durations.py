@@ -4,9 +4,12 @@ A duration is a number of seconds (``90``, ``0.5``), or a string: a bare number 
 (``"90"``), or one or more number-unit parts (``90s``, ``10m``, ``1h30m``, ``250ms``,
 ``1.5h``, ``7d``; units ``ms s m h d``), with spaces allowed around and between the parts
 (``"5 m"``, ``"1h 30m"``). ``0`` means "off" where a field allows it; negatives, booleans
-and anything else are refused. The same grammar, as a JSON Schema, is
-``schemas/duration.schema.json`` (:data:`SCHEMA_ID`), which every section's schema refers
-to, so the schema check and :func:`parse` can never disagree (a unit test pins that).
+and anything else are refused, and so is anything longer than :data:`MAX_SECONDS` (365
+days): no setting means more, and a bigger one only overflows the clocks and socket
+timeouts it reaches (``99999999999999d`` would stop a source's retries for good). The
+same grammar, as a JSON Schema, is ``schemas/duration.schema.json`` (:data:`SCHEMA_ID`),
+which every section's schema refers to, so the schema check and :func:`parse` can never
+disagree (a unit test pins that).
 
 Before this module, the controller's own keys took ``1h30m`` but not ``"90"`` or ``"5 m"``,
 and the ``reports``/``notifications`` sections the other way round; this grammar is their
@@ -25,6 +28,7 @@ from typing import Any
 
 SCHEMA_ID = "https://fazai.dev/schemas/v1alpha1/duration.schema.json"
 NOUN = "duration (like 90s, 10m, 1h30m, or 0)"
+MAX_SECONDS = 365 * 86400.0
 
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -41,14 +45,32 @@ def schema() -> Mapping[str, Any]:
     return loaded
 
 
-def parse(value: object) -> float:
-    """Seconds. ValueError (``'...' is not a duration ...``) for anything else; the
-    schema refuses the same values first, with a file position."""
+def parse(value: object, *, maximum: float | None = MAX_SECONDS) -> float:
+    """Seconds. ValueError (``... is not a duration ...``) for anything else; the schema
+    refuses the same values first, with a file position. ``maximum`` (365 days unless a
+    caller, like ``--since``, needs no bound but a finite one) is refused above it.
+
+    A string value is never quoted in the message: a secret pasted into a duration field
+    must not reach a log. A number is (it cannot be a secret)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{value!r} is not a {NOUN}")
+        raise ValueError(f"{_shown(value)}is not a {NOUN}")
+    if isinstance(value, float) and not 0 <= value < math.inf:  # YAML's .inf, .nan
+        raise ValueError(f"{_shown(value)}is not a {NOUN}")
+    try:
+        seconds = _seconds(value)
+    except OverflowError:  # 10**400 has no float: longer than any maximum
+        seconds = math.inf
+    if seconds is None or seconds < 0:
+        raise ValueError(f"{_shown(value)}is not a {NOUN}")
+    # A well-formed string too long for a float ("1" + 400 zeros + "s") is inf here.
+    if seconds == math.inf or (maximum is not None and seconds > maximum):
+        largest = format_seconds(maximum) if maximum is not None else "any clock can count"
+        raise ValueError(f"{_shown(value)}must be at most {largest}")
+    return seconds
+
+
+def _seconds(value: int | float | str) -> float | None:
     if isinstance(value, int | float):
-        if not 0 <= value < math.inf:  # negative, infinite (YAML's .inf), or NaN
-            raise ValueError(f"{value!r} is not a {NOUN}")
         return float(value)
     bare = _BARE.fullmatch(value)
     if bare is not None:
@@ -60,16 +82,27 @@ def parse(value: object) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         at = match.end()
     if at == 0 or at != len(value):
-        raise ValueError(f"{value!r} is not a {NOUN}")
+        return None
     return total
+
+
+def _shown(value: object) -> str:
+    """The value for a message: numbers only (a string may be a misplaced secret)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = repr(value)
+        return f"{text} " if len(text) <= 40 else "this number "
+    return ""
 
 
 def format_seconds(seconds: float) -> str:
     """``90.0`` -> ``1m30s``: for messages (and a valid duration itself)."""
+    if seconds == 0:
+        return "0"
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
     whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
+    days, rest = divmod(whole, 86400) if whole >= 2 * 86400 else (0, whole)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
     return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"

@@ -29,7 +29,8 @@ class InvalidConfigError(InvalidInputError):
 
 def read_bytes(data: bytes, file: str) -> RawDocument:
     """The one mapping ``data`` holds; InvalidConfigError, with positions, otherwise."""
-    raws, problems = read_documents(file, data)
+    # numerals: so the schema can refuse a duration written 1:30 (YAML 1.1 reads 90).
+    raws, problems = read_documents(file, data, numerals=True)
     if problems:
         raise InvalidConfigError(problems)
     if len(raws) != 1:

@@ -312,8 +312,19 @@ def test_backoff_follows_the_decision() -> None:
     assert backoff.after(RetryDecision(False)) == 2.0  # exponential, as next()
     assert backoff.after(RetryDecision(False)) == 4.0
     assert backoff.after(RetryDecision(True)) == 300.0  # permanent: the ceiling at once
-    assert backoff.after(RetryDecision(False, 7.0)) == 7.0  # the wait asked for
-    assert backoff.after(RetryDecision(False, 0.0)) == 2.0  # never under initial
+    backoff.reset()
+    assert backoff.after(RetryDecision(False, 7.0)) == 7.0  # the wait asked for, if longer
     assert backoff.after(RetryDecision(False, 3600.0)) == 300.0  # never over the ceiling
     backoff.reset()
     assert backoff.after(RetryDecision(False)) == 2.0
+
+
+def test_retry_after_is_a_floor_so_zero_or_a_past_date_still_backs_off() -> None:
+    """A server answering ``Retry-After: 0`` (or a date already past) on every try must
+    not be retried every ``initial`` forever: the wait keeps growing as without it."""
+    backoff = Backoff(2.0, 300.0, rand=lambda: 1.0)
+    waits = [backoff.after(RetryDecision(False, 0.0)) for _ in range(10)]
+    assert waits == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
+    backoff.reset()
+    assert [backoff.after(RetryDecision(False, 9.0)) for _ in range(3)] == [9.0, 9.0, 9.0]
+    assert backoff.after(RetryDecision(False, 9.0)) == 16.0  # the backoff outgrows it

@@ -43,10 +43,14 @@ def test_not_a_duration_is_refused_by_both(value: object) -> None:
     assert [path for path, _ in found] == [("d",)], found
 
 
-def test_the_schema_names_the_value_and_the_grammar() -> None:
-    assert check.problems(SCHEMA, {"d": "10x"}) == [
-        (("d",), "'10x' is not a valid duration (like 90s, 10m, 1h30m, or 0)")
+def test_the_schema_names_the_grammar_and_never_the_value() -> None:
+    # A token pasted into a duration field must not reach a log.
+    assert check.problems(SCHEMA, {"d": "ghp_10x"}) == [
+        (("d",), "is not a valid duration (like 90s, 10m, 1h30m, or 0)")
     ]
+    with pytest.raises(ValueError) as caught:
+        durations.parse("ghp_10x")
+    assert "ghp" not in str(caught.value)
 
 
 def test_format_seconds_writes_a_valid_duration() -> None:

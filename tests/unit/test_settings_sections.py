@@ -24,7 +24,7 @@ sources:
 
 # section, the YAML after HEAD, the diagnostic's line:col, field path and message (part).
 BAD = [
-    ("controller", "driftCheck: 10x\n", "6:1", "driftCheck", "'10x' is not a valid duration"),
+    ("controller", "driftCheck: 10x\n", "6:1", "driftCheck", "is not a valid duration"),
     ("controller", "backoff:\n  initial: 1 fortnight\n", "7:3", "backoff.initial",
      "is not a valid duration"),
     ("server", "server:\n  limits:\n    headTimeout: 5 parsecs\n", "8:5",
@@ -40,14 +40,14 @@ BAD = [
      "must be more than 0 and at most 10m"),
     ("forges", "forges:\n  - type: github\n    timeout: soon\n", "8:5", "forges[0].timeout",
      "is not a valid duration"),
-    # YAML's .inf is a number the schema cannot refuse; the parser does, at its position.
-    ("controller", "settle: .inf\n", "6:1", "settle", "inf is not a duration"),
+    # YAML's .inf is above the grammar's 365 days: the schema refuses it, at its position.
+    ("controller", "settle: .inf\n", "6:1", "settle", "must be at most 365d"),
     ("server", "server:\n  limits: {headTimeout: .inf}\n", "7:12", "server.limits.headTimeout",
-     "inf is not a duration"),
+     "must be more than 0 and at most 1h"),
     ("reports", "reports:\n  settleTimeout: .inf\n  schedules: [{name: d, cron: '@daily'}]\n",
-     "7:3", "reports.settleTimeout", "inf is not a duration"),
+     "7:3", "reports.settleTimeout", "must be at most 365d"),
     ("notifications", "notifications:\n  - {type: webhook, urlRef: {env: H}, timeout: .inf}\n",
-     "7:39", "notifications[0].timeout", "inf is not a duration"),
+     "7:39", "notifications[0].timeout", "must be at most 365d"),
     ("forges", "forges:\n  - {type: github, timeout: .inf}\n", "7:20", "forges[0].timeout",
      "must be more than 0"),
 ]  # fmt: skip
@@ -102,11 +102,24 @@ def test_review_reads_the_forges_section_with_the_same_reader_and_positions(
     with pytest.raises(InvalidInputError) as caught:
         command.forge_settings("github", api_url=None, token_ref=None, config=file, environ={})
     assert [str(d) for d in caught.value.diagnostics] == [
-        f"{file}:8:5: forges[0].timeout: 'soon' is not a valid duration (like 90s, 10m, "
-        "1h30m, or 0)"
+        f"{file}:8:5: forges[0].timeout: is not a valid duration (like 90s, 10m, 1h30m, or 0)"
     ]
     file.write_text(HEAD + "forges: []\nforges: [{type: github}]\n")  # a duplicate key
     with pytest.raises(InvalidInputError) as caught:
         command.forge_settings("github", api_url=None, token_ref=None, config=file, environ={})
     (duplicate,) = caught.value.diagnostics
     assert str(duplicate).startswith(f"{file}:7:1: ")
+
+
+def test_a_settings_error_names_the_file_it_was_given_and_no_other() -> None:
+    from controller.errors import SettingsError
+    from controller.reports import settings as reports
+
+    built = SettingsError("reports", [(("days",), "must be at least 1")])
+    assert [str(d) for d in built.diagnostics] == ["reports.days: must be at least 1"]
+    bad = {"schedules": [{"name": "d", "cron": "whenever"}]}
+    with pytest.raises(SettingsError) as caught:
+        reports.from_config(bad, file="/etc/fazai/serve.yaml")
+    (shown,) = map(str, caught.value.diagnostics)
+    assert shown.startswith("/etc/fazai/serve.yaml: reports.schedules[0].cron: "), shown
+    assert "fazai.yaml" not in str(SettingsError("x", [((), "m")]).diagnostics[0])

@@ -62,6 +62,10 @@ class SshTarget:
         )
 
 
+# What OpenSSH's sshd says when it disconnects after MaxAuthTries failed attempts.
+_TOO_MANY_TRIES = "too many authentication failures"
+
+
 async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
     options: dict[str, Any] = {
         "port": target.port,
@@ -101,6 +105,20 @@ async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
     except asyncssh.PermissionDenied as exc:
         raise AuthenticationError(
             target.node, f"{target.user}@{target.address} refused our credentials"
+        ) from exc
+    except asyncssh.DisconnectError as exc:
+        if _TOO_MANY_TRIES in (exc.reason or "").lower():
+            # sshd's MaxAuthTries: it hangs up (a protocol error to asyncssh) instead of
+            # answering "permission denied". Every key offered failed: trying again,
+            # unchanged, fails the same, and each try counts towards fail2ban.
+            raise AuthenticationError(
+                target.node,
+                f"{target.user}@{target.address} refused our credentials: too many "
+                "authentication failures (sshd MaxAuthTries; an agent offering many keys "
+                "uses them up: give auth.privateKeyFile and agent: false)",
+            ) from exc
+        raise UnreachableError(
+            target.node, f"cannot connect to {target.address}:{target.port}: {_reason(exc)}"
         ) from exc
     except TimeoutError as exc:
         raise UnreachableError(

@@ -78,7 +78,7 @@ def test_errors_name_the_field_and_position() -> None:
         "fazai.yaml:12:7: forges[1].token: inline tokens are refused; give the token by "
         "reference: tokenRef: {env: NAME} or {file: PATH}" in shown
     )
-    assert any("forges[0].type: 'bitbucket' is not one of" in s for s in shown)
+    assert any("forges[0].type: must be one of" in s for s in shown)
     assert any("forges[3].tokenRef: give exactly one of env or file" in s for s in shown)
     assert all("ghp_inline" not in s for s in shown)
     # Schema errors come first; the gitea entry's missing apiUrl once those are fixed.

@@ -32,11 +32,33 @@ def test_a_bad_config_is_exit_2_with_file_line_and_field(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"{config}:4:32: ControllerConfig: sources[0].mode: 'sometimes' is not one of" in (
+    assert f"{config}:4:32: ControllerConfig: sources[0].mode: must be one of" in (
         " ".join(result.stderr.split())
     )
     assert "1 error(s) in the controller's config" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("poll", "words"),
+    [("500ms", "--poll: must be at least 1s"), ("999999999999d", "--poll: must be at most 365d")],
+)
+def test_poll_from_the_command_line_has_the_config_file_s_bounds(
+    tmp_path: Path, poll: str, words: str
+) -> None:
+    config = tmp_path / "fazai.yaml"
+    config.write_text(
+        "apiVersion: fazai.dev/v1alpha1\nkind: ControllerConfig\nstate: state.db\n"
+        "sources:\n  - {name: infra, url: /srv/x}\n"
+    )
+    result = subprocess.run(
+        [*COMMAND, "serve", "--config", str(config), "--no-api", "--poll", poll],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state.db").exists()
 
 
 def test_without_a_config_it_says_what_to_do(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_a_bad_role_names_file_line_and_field(tmp_path: Path) -> None:
     )
     assert found == [
         "fazai.yaml:9:7: ControllerConfig: server.tokens[0].role: "
-        "'boss' is not one of: viewer, operator, approver, admin"
+        "must be one of: viewer, operator, approver, admin"
     ]
 
 
