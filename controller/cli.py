@@ -1186,7 +1186,7 @@ def serve(
     """
     import logging
 
-    from controller import logformat
+    from controller import daemon, logformat
     from controller.daemon import serve as serving
     from controller.reconcile import config as configuration
     from controller.reconcile import sandbox as sandboxing
@@ -1214,6 +1214,7 @@ def serve(
         reason = fleet_available()
         if reason is not None:
             _fail(f"cannot start the sandbox: {reason}")
+        daemon.register_sections()
         settings = sandboxing.load_config(config_file, overrides)
         with sandboxing.running(settings) as started:
             stderr.print(f"[dim]sandbox: {', '.join(started)}[/]")
@@ -1221,6 +1222,7 @@ def serve(
     path = config_file or Path(configuration.DEFAULT_FILE)
     if config_file is None and not path.exists():
         _fail("no fazai.yaml here; pass --config FILE (or --sandbox to try the sandbox)")
+    daemon.register_sections()
     settings = configuration.load(path, overrides)
     sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
 

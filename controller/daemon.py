@@ -16,15 +16,24 @@ from collections.abc import Coroutine
 from typing import Any
 
 from controller.notify.dispatcher import Notifier
-from controller.reconcile import sections
 from controller.reconcile import serve as serving
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.controller import Controller
 from controller.reports.scheduler import ReportScheduler
+from controller.server import settings as server_settings
 from controller.server.app import build_app
 from controller.server.run import serve_http
 
 log = logging.getLogger("fazai.serve")
+
+
+def register_sections() -> None:
+    """Make the loader of ``fazai.yaml`` know every section: each owner registers its
+    own when its settings module is imported (the loader sits below them all)."""
+    import controller.forges.settings
+    import controller.notify.settings
+    import controller.reports.settings
+    import controller.server.settings  # noqa: F401
 
 
 def services(
@@ -36,11 +45,7 @@ def services(
     if not api:
         log.info("HTTP API off (--no-api)")
     else:
-        settings = config.sections.get("server")
-        if settings is None:
-            section = sections.get("server")
-            assert section is not None
-            settings = section.parse({})
+        settings = config.sections.get("server") or server_settings.from_config({})
         out["http"] = serve_http(build_app(controller, settings), settings, stop)
     if "reports" in config.sections:
         out["reports"] = ReportScheduler(config.sections["reports"], controller).run(stop)

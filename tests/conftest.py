@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from controller import daemon
+
+# The test session is an entry point, like `fazai serve`: fazai.yaml's loader knows the
+# sections their owners register.
+daemon.register_sections()
+
 pytest_plugins = ["controller.testing.pytest_fleet"]
 
 

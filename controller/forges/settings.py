@@ -24,7 +24,7 @@ from controller.forges.clients import canonical
 from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
 from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.secrets import resolve
-from controller.settings import check, durations
+from controller.settings import check, durations, sections
 
 SECTION = "forges"
 DEFAULT_API_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
@@ -162,3 +162,7 @@ def _problems(section: Any, locate: Where) -> list[Diagnostic]:
         Diagnostic(locate((SECTION, *path)), message, path=format_path((SECTION, *path)))
         for path, message in check.problems(schema(), section)
     ]
+
+
+# fazai.yaml's loader (below this package) knows the section only through this registration.
+sections.register(sections.Section("forges", "controller.forges", from_config, whole=True))

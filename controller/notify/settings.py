@@ -16,7 +16,7 @@ from typing import Any
 
 from controller import secrets
 from controller.errors import SettingsError
-from controller.settings import check
+from controller.settings import check, sections
 from controller.settings.check import FieldPath
 
 SECTION = "notifications"
@@ -216,3 +216,7 @@ def _rate(
 def _path(root: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
+
+
+# fazai.yaml's loader (below this package) knows the section only through this registration.
+sections.register(sections.Section("notifications", "controller.notify", from_config))

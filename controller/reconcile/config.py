@@ -2,7 +2,7 @@
 
 The file is read with the same hardened YAML reader as documents, validated against
 ``schemas/config.schema.json`` (with the sections other packages own composed in, see
-:mod:`~controller.reconcile.sections`), then checked for what a schema cannot say. Every
+:mod:`~controller.settings.sections`), then checked for what a schema cannot say. Every
 problem is reported at once as ``FILE:LINE:COL: ControllerConfig: field.path: message``
 in an :class:`~controller.errors.InvalidInputError`. Relative paths are relative to the
 file's folder.
@@ -27,9 +27,8 @@ from controller.errors import FazaiError, InvalidInputError, SettingsError
 from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION
 from controller.model.yamlsource import FieldPath, RawDocument
-from controller.reconcile import sections
 from controller.reconcile.handle import Mode
-from controller.settings import check, durations
+from controller.settings import check, durations, sections
 from controller.settings import read as reading
 from controller.settings.read import InvalidConfigError
 
@@ -116,11 +115,10 @@ def config_schema() -> dict[str, Any]:
     """The whole schema of fazai.yaml: the base, with the schema of each section whose
     package is installed in place of the section's placeholder."""
     schema = copy.deepcopy(dict(base_schema()))
-    for section in sections.SECTIONS:
+    for section in sections.registered():
         sub = section.schema()
-        if sub is not None:
-            # Kept as an embedded resource: its $id scopes its own "#/$defs/..." refs.
-            schema["properties"][section.name] = {k: v for k, v in sub.items() if k != "$schema"}
+        # Kept as an embedded resource: its $id scopes its own "#/$defs/..." refs.
+        schema["properties"][section.name] = {k: v for k, v in sub.items() if k != "$schema"}
     return schema
 
 
@@ -283,11 +281,15 @@ class _Checker:
 
     def sections(self, value: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for section in sections.SECTIONS:
-            if section.name not in value:
+        for name in sections.ORDER:
+            if name not in value:
+                continue
+            section = sections.get(name)
+            if section is None:
+                out[name] = value[name]  # no owner registered: checked for its type only
                 continue
             try:
-                out[section.name] = section.parse(
+                out[name] = section.parse(
                     value, base=self.base, where=self.raw.location, file=self.raw.file
                 )
             except SettingsError as exc:

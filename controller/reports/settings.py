@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from controller.errors import SettingsError
 from controller.reports import cron
-from controller.settings import check
+from controller.settings import check, sections
 from controller.settings.check import FieldPath
 
 SECTION = "reports"
@@ -120,3 +120,7 @@ def from_config(
 def _path(root: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
+
+
+# fazai.yaml's loader (below this package) knows the section only through this registration.
+sections.register(sections.Section("reports", "controller.reports", from_config))

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 
 from controller.server.errors import ServerConfigError
-from controller.settings import check, durations
+from controller.settings import check, durations, sections
 
 FORGES = ("github", "gitlab", "gitea")
 DEFAULT_HOST = "127.0.0.1"
@@ -300,3 +300,7 @@ def _token(index: int, item: Mapping[str, Any]) -> TokenSetting:
 
 def _ref(value: Mapping[str, str]) -> SecretRef:
     return SecretRef(env=value.get("env"), file=value.get("file"))
+
+
+# fazai.yaml's loader (below this package) knows the section only through this registration.
+sections.register(sections.Section("server", "controller.server", from_config))

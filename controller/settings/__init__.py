@@ -11,6 +11,6 @@
   that a section's ``from_config`` raises as :class:`~controller.errors.SettingsError`.
 
 A section is one JSON Schema in its package's ``schemas/`` folder plus a ``from_config``
-(see :mod:`controller.reconcile.sections`); neither parses durations nor words schema
+(see :mod:`controller.settings.sections`); neither parses durations nor words schema
 errors itself.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import textwrap
@@ -12,9 +13,10 @@ import git
 import pytest
 
 from controller.errors import InvalidInputError
-from controller.reconcile import config, sections
+from controller.reconcile import config
 from controller.reconcile import sandbox as sandboxing
 from controller.reconcile.handle import Mode
+from controller.settings import sections
 
 
 def write(tmp_path: Path, text: str, name: str = "fazai.yaml") -> Path:
@@ -237,10 +239,13 @@ def widgets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "    return ('Widgets', value['size'])\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
-    monkeypatch.setattr(
-        sections,
-        "SECTIONS",
-        (*sections.SECTIONS, sections.Section("widgets", "fazai_widgets")),
+    owner = importlib.import_module("fazai_widgets.settings")
+    monkeypatch.setattr(sections, "ORDER", (*sections.ORDER, "widgets"))
+    # What the owner's settings module does when it is imported.
+    monkeypatch.setitem(
+        sections._registered,
+        "widgets",
+        sections.Section("widgets", "fazai_widgets", owner.from_config),
     )
     config._validator.cache_clear()
     yield
@@ -270,12 +275,10 @@ def test_a_section_is_validated_by_its_package_schema_and_parsed_by_it(
     ]
 
 
-def test_a_section_whose_package_is_absent_passes_through(
+def test_a_section_no_owner_registered_passes_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        sections, "SECTIONS", (sections.Section("reports", "controller.no_such_package"),)
-    )
+    monkeypatch.delitem(sections._registered, "reports")
     config._validator.cache_clear()
     try:
         path = write(tmp_path, MINIMAL + "reports: {dir: reports/, anything: [1, 2]}\n")
