@@ -58,8 +58,16 @@ def check(state: DesiredState, plan: Plan, run: RunContext) -> Plan:
 
 def check_by(state: DesiredState, plan: Plan, run_for: Callable[[str], RunContext]) -> Plan:
     """``plan`` with verdicts, each node checked for its own run (serve: a node's mode is
-    its own). The policies are loaded once; nodes keep their order."""
-    policies = load(state)
+    its own). The policies are loaded once; nodes keep their order. Policies that cannot
+    be loaded fail closed, as an evaluator that fails does: PolicyError."""
+    try:
+        policies = load(state)
+    except PolicyError:
+        raise
+    except Exception as exc:  # defaults unreadable, a broken document: never plan without
+        raise PolicyError(
+            f"the policies could not be loaded ({type(exc).__name__}: {exc}); nothing is written"
+        ) from exc
     if policies is None or not plan.nodes:
         return plan
     groups: dict[RunContext, list[NodePlan]] = {}

@@ -20,6 +20,7 @@ holds the locks of every node of the state.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine import apply as applying
-from controller.errors import RetryDecision
+from controller.errors import FazaiError, RetryDecision, retry_decision
 from controller.events import EventType, Publish, Redacted
 from controller.model.state import DesiredState
 from controller.pipeline import context, gate, planning, writes
-from controller.pipeline.errors import PolicyError
 from controller.plan import items as planitems
 from controller.plan import plan_json
 from controller.plan.diff import Action
@@ -45,6 +45,8 @@ from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
 from controller.words import count
+
+log = logging.getLogger("fazai.reconcile")
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,13 @@ async def run_pass(
     except asyncio.CancelledError:
         await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
         raise
-    except PolicyError as exc:
-        # Fails closed: a plan the policies could not judge is neither written nor offered.
-        await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+    except FazaiError as exc:
+        # Fails closed: a plan the policies could not judge (or that could not be made or
+        # recorded) is neither written nor offered, and its run is never left in progress.
+        try:
+            await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+        except FazaiError as again:
+            log.error("%s: could not record plan run %s as failed: %s", source.name, run_id, again)
         approvals.withdraw(source.name)
         run_publish(
             EventType.RUN_FINISHED,
@@ -182,7 +188,7 @@ async def run_pass(
             command=Command.PLAN.value,
             revision=state.revision,
         )
-        return PassOutcome(run_id, None, (str(exc),), ())
+        return PassOutcome(run_id, None, (str(exc),), (), retry=retry_decision(exc))
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,
