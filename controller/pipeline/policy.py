@@ -51,17 +51,25 @@ def load(state: DesiredState) -> PolicySet | None:
     return policies
 
 
-def check(state: DesiredState, plan: Plan, run: RunContext) -> Plan:
+def check(
+    state: DesiredState, plan: Plan, run: RunContext, policies_of: DesiredState | None = None
+) -> Plan:
     """``plan`` with the verdicts of ``state``'s policies for ``run``."""
-    return check_by(state, plan, lambda node: run)
+    return check_by(state, plan, lambda node: run, policies_of)
 
 
-def check_by(state: DesiredState, plan: Plan, run_for: Callable[[str], RunContext]) -> Plan:
+def check_by(
+    state: DesiredState,
+    plan: Plan,
+    run_for: Callable[[str], RunContext],
+    policies_of: DesiredState | None = None,
+) -> Plan:
     """``plan`` with verdicts, each node checked for its own run (serve: a node's mode is
-    its own). The policies are loaded once; nodes keep their order. Policies that cannot
-    be loaded fail closed, as an evaluator that fails does: PolicyError."""
+    its own). The policies are loaded once, from ``policies_of`` when given (an approval:
+    the source's latest state), else from ``state``; nodes keep their order. Policies
+    that cannot be loaded fail closed, as an evaluator that fails does: PolicyError."""
     try:
-        policies = load(state)
+        policies = load(policies_of or state)
     except PolicyError:
         raise
     except Exception as exc:  # defaults unreadable, a broken document: never plan without

@@ -96,6 +96,13 @@ class ApprovalRefused(FazaiError):
     answers 403."""
 
 
+class ApprovalSuperseded(FazaiError):
+    """The approved plan is no longer the latest offer of its source (a pass started
+    since, or is running: its plan replaces, withdraws or keeps it), or is already being
+    applied; nothing was written. The HTTP API answers 409: look at the pending
+    approvals again."""
+
+
 class ControllerStopping(FazaiError):
     """The controller is shutting down and starts no new apply; the same request can
     succeed once it runs again (the HTTP API answers 503)."""

@@ -141,6 +141,7 @@ async def run_pass(
     store = shared.store
     blocked = blocked or {}
     started = time.monotonic()
+    shared.begin_pass(source.name, state)
     run_id = await writer.call(
         store.start_run,
         trigger,
@@ -207,7 +208,7 @@ async def run_pass(
         # Deny wins over everything: nothing of this plan is written, nor offered; the
         # plan run says so in the history.
         approvals.withdraw(source.name)
-        await writer.call(_record_denied, store, run_id, checked)
+        await writer.call(_record_denied, store, run_id, checked, source.name)
         problems.append(
             f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
             + "; ".join(denials)
@@ -236,6 +237,7 @@ async def run_pass(
             required=max(1, gate.approvals_needed(waiting)),
             reasons=gate.reasons(waiting),
             actor=actor,
+            runs={n.node: runs[source.mode_for(n.node)] for n in waiting},
         ).id
     else:
         approvals.withdraw(source.name)
@@ -372,7 +374,8 @@ def _kept_and_shown(
     return kept, shown
 
 
-def _record_denied(store: StateStore, run_id: int, checked: gate.Checked) -> None:
+def _record_denied(store: StateStore, run_id: int, checked: gate.Checked, source: str) -> None:
+    writes.record_denied(store, checked, source=source)
     by_node: dict[str, list[str]] = {}
     for item, line in zip(checked.denied, checked.denials(), strict=True):
         by_node.setdefault(item.node, []).append(line)

@@ -16,6 +16,7 @@ from controller.model.state import DesiredState
 from controller.pipeline import context, policy, writes
 from controller.pipeline.errors import ApprovalRequired, PolicyDenied
 from controller.pipeline.gate import Checked, Decision
+from controller.plan import plan_json
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import Effect, RunContext, Verdict
@@ -95,17 +96,21 @@ def test_a_refused_apply_starts_no_run_and_touches_no_node(tmp_path: Path) -> No
 
 def test_a_rollback_is_judged_as_the_inverse_of_the_run_it_undoes(tmp_path: Path) -> None:
     state = _state(tmp_path)
-    recorded = {
-        "changes": [
-            {"node": "web-1", "kind": "User", "name": "svc", "action": "create",
-             "changes": [{"field": "uid", "live": None, "desired": 500}]},
-            {"node": "web-1", "kind": "File", "name": "motd", "action": "update",
-             "changes": [{"field": "sha256", "live": "aa", "desired": "bb"}]},
-            {"node": "web-2", "kind": "User", "name": "old", "action": "delete",
-             "changes": [{"field": "uid", "live": 600, "desired": None}]},
-            {"node": "web-1", "kind": "File", "name": "same", "action": "noop", "changes": []},
-        ]
-    }  # fmt: skip
+    made = Plan(
+        "here",
+        None,
+        (
+            NodePlan("web-1", "linux", (
+                PlanItem("web-1", "User", "svc", Action.CREATE, (Change("uid", None, 500),)),
+                PlanItem("web-1", "File", "motd", Action.UPDATE, (Change("sha256", "aa", "bb"),)),
+                PlanItem("web-1", "File", "same", Action.NOOP),
+            )),
+            NodePlan("web-2", "linux", (
+                PlanItem("web-2", "User", "old", Action.DELETE, (Change("uid", 600, None),)),
+            )),
+        ),
+    )  # fmt: skip
+    recorded = plan_json.to_dict(made)  # as the engine records a run's plan
     with StateStore(tmp_path / "state.db") as store:
         run_id = store.start_run(Trigger.CLI, Command.APPLY, "here", None, recorded)
         for node in ("web-1", "web-2"):
