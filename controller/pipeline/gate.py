@@ -34,7 +34,7 @@ class Checked:
 
     @property
     def denied(self) -> tuple[PlanItem, ...]:
-        return tuple(i for n in self.plan.nodes for i in n.changed if i.denied)
+        return self.plan.denied  # the items that would be written, as plan outputs count
 
     @property
     def approvals_needed(self) -> int:

@@ -51,7 +51,7 @@ from controller.store import Trigger
 
 log = logging.getLogger("fazai.reconcile")
 
-Applied = Callable[[str, DesiredState, applying.ApplyResult, Any], None]
+Applied = Callable[[str, DesiredState, applying.ApplyResult, "Pruning | None"], None]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Approvals:
         source: str,
         state: DesiredState,
         plan: Plan,
-        pruning: Any,
+        pruning: Pruning | None,
         *,
         required: int = 1,
         reasons: tuple[str, ...] = (),

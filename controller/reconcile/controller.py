@@ -18,6 +18,7 @@ from typing import Any
 
 from controller import providers
 from controller.engine import apply as applying
+from controller.engine.prune import Pruning
 from controller.errors import FazaiError
 from controller.events import EventBus
 from controller.model.state import DesiredState
@@ -225,7 +226,11 @@ class Controller:
     # -- internals ------------------------------------------------------------------------
 
     def _applied(
-        self, source: str, state: DesiredState, result: applying.ApplyResult, pruning: Any
+        self,
+        source: str,
+        state: DesiredState,
+        result: applying.ApplyResult,
+        pruning: Pruning | None,
     ) -> None:
         worker = self.workers.get(source)
         if worker is None:  # pragma: no cover - approvals come from workers

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine import apply as applying
+from controller.engine import prune
+from controller.engine.prune import Pruning
 from controller.errors import FazaiError, RetryDecision, retry_decision
 from controller.events import EventType, Publish, Redacted
 from controller.model.state import DesiredState
@@ -125,7 +127,7 @@ async def run_pass(
     trigger: Trigger,
     publish: Publish,
     *,
-    pruning: Any = None,
+    pruning: Pruning | None = None,
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
@@ -263,8 +265,6 @@ async def run_pass(
         converged = [o.node for o in result.nodes if o.status is NodeStatus.CONVERGED]
         drifted -= set(converged)
         if pruning is not None:
-            from controller.engine import prune
-
             await writer.call(prune.release, store, pruning.releases, converged, result.run_id)
         unfinished = [
             f"{o.node}: {o.status.value}: {o.message}"

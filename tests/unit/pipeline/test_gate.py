@@ -217,3 +217,20 @@ def test_an_evaluator_that_fails_fails_closed(
     plan = Plan("here", None, (NodePlan("web-1", "linux", (item(Action.CREATE),)),))
     with pytest.raises(PolicyError, match=r"could not be evaluated.*nothing is written"):
         policy.check(_state(tmp_path), plan, RUN)
+
+
+def test_verdicts_on_items_that_write_nothing_count_nowhere() -> None:
+    # A deny on an unmanaged object (or one in sync) gates nothing: the plan's outputs
+    # and the gate agree that nothing of it is denied or waits.
+    deny = Verdict("no-foreign", "the-rule", Effect.DENY, "foreign rules")
+    held = Verdict("hold", "the-rule", Effect.REQUIRE_APPROVAL, "look first", approvals=2)
+    quiet = (
+        PlanItem("fw", "FirewallRule", "theirs", Action.UNMANAGED, verdicts=(deny,)),
+        PlanItem("fw", "FirewallRule", "same", Action.NOOP, verdicts=(held,)),
+    )
+    plan = Plan("here", None, (NodePlan("fw", "opnsense", quiet),))
+    checked = Checked(plan, RunContext("cli", "apply", "me", "here"))
+    assert (plan.denied, plan.approvals_needed) == ((), 0)
+    assert (checked.denied, checked.approvals_needed) == ((), 0)
+    assert checked.decision is Decision.IN_SYNC
+    writes.admit(checked)  # lets it through: nothing of it would be written
