@@ -452,7 +452,6 @@ def apply(
     Exit 0 when every node converged, 2 otherwise, 130 when interrupted (Ctrl-C,
     SIGTERM: the node in flight finishes or rolls back first).
     """
-    from controller.engine import apply as applying
     from controller.pipeline import writes
     from controller.store import NodeStatus, StateStore
 
@@ -481,7 +480,7 @@ def apply(
             _fail("the plan has errors; nothing applied")
         if not result.has_changes:
             _release(store, pruning, [n.node for n in result.nodes])
-            for line in applying.record_adoptions(store, result):
+            for line in writes.record_adoptions(store, result):
                 stderr.print(f"adopted: {_escape(line)}")
             stderr.print("[green]nothing to apply[/]")
             sys.exit(EXIT_OK)

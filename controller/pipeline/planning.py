@@ -50,7 +50,7 @@ async def plan(
     judged = await asyncio.to_thread(
         policy.check_by, state, built, lambda node: runs.get(node, run), policies
     )
-    return Checked(judged, run)
+    return policy.judged(judged, run)
 
 
 async def plan_by(
@@ -64,7 +64,7 @@ async def plan_by(
     """As :func:`plan`, each node checked for its own run (``run_for``: serve's node
     modes); ``run`` is the pass's as a whole."""
     built = await observed(state, concurrency=concurrency, publish=publish)
-    return Checked(await asyncio.to_thread(policy.check_by, state, built, run_for), run)
+    return policy.judged(await asyncio.to_thread(policy.check_by, state, built, run_for), run)
 
 
 async def observed(
@@ -91,4 +91,4 @@ async def observed(
 
 def check(state: DesiredState, built: Plan, run: RunContext) -> Checked:
     """The policy stage alone, for a plan made another way (a rollback's)."""
-    return Checked(policy.check(state, built, run), run)
+    return policy.judged(policy.check(state, built, run), run)

@@ -17,6 +17,7 @@ from controller.errors import FazaiError
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.pipeline.errors import PolicyError
+from controller.pipeline.gate import Checked
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import RunContext
 from controller.store.redact import redact
@@ -24,6 +25,27 @@ from controller.store.redact import redact
 
 class PolicySet(Protocol):
     def evaluate(self, plan: Plan, run: RunContext, nodes: Mapping[str, Document]) -> Plan: ...
+
+
+class _Stamp:
+    """What the stage vouches for: the node plans it judged (by identity)."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: tuple[NodePlan, ...]) -> None:
+        self.nodes = frozenset(id(n) for n in nodes)
+
+
+def judged(plan: Plan, run: RunContext) -> Checked:
+    """``plan``, just given its verdicts by this stage, as the gate admits it."""
+    return Checked(plan, run, _Stamp(plan.nodes))
+
+
+def vouches(checked: Checked) -> bool:
+    """Whether ``checked`` came out of this stage: stamped by it, each node one it judged
+    (a plan made or altered after the stage, or never passed through it, is not)."""
+    stamp = checked.stamp
+    return isinstance(stamp, _Stamp) and all(id(n) in stamp.nodes for n in checked.plan.nodes)
 
 
 def _evaluator() -> ModuleType | None:

@@ -20,8 +20,13 @@ from controller import events
 from controller.engine import apply as applying
 from controller.engine import trail
 from controller.model.state import DesiredState
-from controller.pipeline import planning
-from controller.pipeline.errors import ApprovalRequired, PolicyDenied, RollbackSuperseded
+from controller.pipeline import planning, policy
+from controller.pipeline.errors import (
+    ApprovalRequired,
+    PolicyDenied,
+    PolicyError,
+    RollbackSuperseded,
+)
 from controller.pipeline.gate import Checked
 from controller.plan import plan_json
 from controller.plan.diff import Action, Change
@@ -29,6 +34,15 @@ from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import RunContext
 from controller.store import StateStore, Trigger
 from controller.words import count
+
+# What callers above the pipeline need of the engine's apply, so that none of them imports
+# it (the "gate" contract of pyproject.toml): only these functions reach a write.
+ApplyResult = applying.ApplyResult
+NodeOutcome = applying.NodeOutcome
+PlanChanged = applying.PlanChanged
+Interrupt = applying.Interrupt
+NEVER = applying.NEVER
+record_adoptions = applying.record_adoptions
 
 _INVERSE = {
     Action.CREATE: Action.DELETE,
@@ -38,7 +52,12 @@ _INVERSE = {
 
 
 def admit(checked: Checked, *, granted: int = 0) -> None:
-    """Refuse ``checked`` unless its plan may be written with ``granted`` approvals."""
+    """Refuse ``checked`` unless its plan may be written with ``granted`` approvals, and
+    one that did not come out of the policy stage as it is (PolicyError)."""
+    if not policy.vouches(checked):
+        raise PolicyError(
+            "the plan did not pass the policy stage (or was changed after it); nothing is written"
+        )
     denied = checked.denied
     if denied:
         raise PolicyDenied(
@@ -122,17 +141,18 @@ async def apply_approved(
     except PolicyDenied:
         record_denied(store, fresh, source=run.source)
         raise
-    moved = changed_nodes(approved, fresh.plan)
-    if moved:
-        raise applying.PlanChanged(
-            f"{', '.join(moved)}: the changes are no longer the approved ones (the live "
-            "state moved since the plan was offered); nothing is written: plan again"
-        )
-    # The engine writes the plan just judged (the same changes as the approved one) and
-    # checks its own read, under the node's lock, against it.
+    # The engine writes the plan just judged, where its changes are the approved ones, and
+    # checks its own read, under the node's lock, against it. A node whose changes moved
+    # since the offer gets the approved plan: the engine's read differs from it, so the node
+    # is refused (PlanChanged, recorded in the run) and nothing is written to it.
+    moved = set(changed_nodes(approved, fresh.plan))
+    now = {n.node: n for n in fresh.plan.nodes}
+    nodes = tuple(
+        n if n.node in moved or n.node not in now else now[n.node] for n in approved.nodes
+    )
     return await applying.apply(
         state,
-        fresh.plan,
+        Plan(approved.source, approved.revision, nodes, approved.warnings),
         store,
         concurrency=concurrency,
         trigger=trigger,

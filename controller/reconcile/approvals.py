@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.engine import apply as applying
 from controller.engine import trail
 from controller.engine.prune import Pruning
 from controller.events import Event, EventType
@@ -51,7 +50,7 @@ from controller.store import Trigger
 
 log = logging.getLogger("fazai.reconcile")
 
-Applied = Callable[[str, DesiredState, applying.ApplyResult, "Pruning | None"], None]
+Applied = Callable[[str, DesiredState, writes.ApplyResult, "Pruning | None"], None]
 
 
 @dataclass(frozen=True)
@@ -267,7 +266,7 @@ class Approvals:
                 started.set_result(int(data["run_id"]))
             return event
 
-        async def work() -> applying.ApplyResult:
+        async def work() -> writes.ApplyResult:
             async with self.shared.locks.hold(entry.approval.nodes):
                 current = self._still_latest(approval_id, by, pending)
                 offered = current.approval
@@ -294,7 +293,7 @@ class Approvals:
                             offered.source,
                         ),
                     )
-                except (PolicyRefused, applying.PlanChanged) as exc:
+                except (PolicyRefused, writes.PlanChanged) as exc:
                     trail.approval_event(
                         self.shared.store, offered, "refused", actor=by, reason=str(exc)
                     )

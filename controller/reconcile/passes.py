@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.engine import apply as applying
 from controller.engine import prune
 from controller.engine.prune import Pruning
 from controller.errors import FazaiError, RetryDecision, retry_decision
@@ -90,7 +89,7 @@ def subset(plan: planitems.Plan, nodes: Sequence[planitems.NodePlan]) -> planite
 
 
 def record_applied(
-    shared: Shared, source: str, mode: Callable[[str], Mode], result: applying.ApplyResult
+    shared: Shared, source: str, mode: Callable[[str], Mode], result: writes.ApplyResult
 ) -> None:
     """After an apply: converged nodes are in sync; the others keep their drift, with why."""
     now = datetime.now(UTC)
@@ -248,7 +247,7 @@ async def run_pass(
     if by_mode[Mode.AUTO] and begin_apply():
         result = await writes.apply(
             state,
-            gate.Checked(subset(plan, by_mode[Mode.AUTO]), checked.run),
+            checked.narrowed(by_mode[Mode.AUTO]),
             store,
             concurrency=shared.config.concurrency,
             trigger=trigger,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.pipeline import context, policy, writes
-from controller.pipeline.errors import ApprovalRequired, PolicyDenied
+from controller.pipeline.errors import ApprovalRequired, PolicyDenied, PolicyError
 from controller.pipeline.gate import Checked, Decision
 from controller.plan import plan_json
 from controller.plan.diff import Action, Change
@@ -35,7 +36,8 @@ def item(action: Action, *verdicts: Verdict, name: str = "svc") -> PlanItem:
 
 
 def checked(*items: PlanItem) -> Checked:
-    return Checked(Plan("here", None, (NodePlan("web-1", "linux", items),)), RUN)
+    # The verdicts are given here, as the stage's evaluator would: stamped as judged.
+    return policy.judged(Plan("here", None, (NodePlan("web-1", "linux", items),)), RUN)
 
 
 def test_a_deny_on_a_write_stops_the_plan_with_its_message() -> None:
@@ -229,8 +231,23 @@ def test_verdicts_on_items_that_write_nothing_count_nowhere() -> None:
         PlanItem("fw", "FirewallRule", "same", Action.NOOP, verdicts=(held,)),
     )
     plan = Plan("here", None, (NodePlan("fw", "opnsense", quiet),))
-    checked = Checked(plan, RunContext("cli", "apply", "me", "here"))
+    checked = policy.judged(plan, RunContext("cli", "apply", "me", "here"))
     assert (plan.denied, plan.approvals_needed) == ((), 0)
     assert (checked.denied, checked.approvals_needed) == ((), 0)
     assert checked.decision is Decision.IN_SYNC
     writes.admit(checked)  # lets it through: nothing of it would be written
+
+
+def test_the_gate_admits_only_what_came_out_of_the_policy_stage() -> None:
+    plan = Plan("here", None, (NodePlan("web-1", "linux", (item(Action.CREATE),)),))
+    with pytest.raises(PolicyError, match="did not pass the policy stage"):
+        writes.admit(Checked(plan, RUN))  # never judged
+    judged = policy.judged(plan, RUN)
+    writes.admit(judged)
+    writes.admit(judged.narrowed(judged.plan.nodes))  # some of what was judged
+    # A node swapped in after the stage (a deny taken off, say) is not vouched for.
+    swapped = dataclasses.replace(
+        judged, plan=Plan("here", None, (NodePlan("web-1", "linux", (item(Action.DELETE),)),))
+    )
+    with pytest.raises(PolicyError, match="did not pass the policy stage"):
+        writes.admit(swapped)
