@@ -143,8 +143,10 @@ class ControllerHandle(Protocol):
         once ``required`` distinct names have approved, apply it and return the run id;
         None while more approvals are needed. ``identities``: the emails and names the
         token ``by`` commits under. Raises UnknownApproval, ApprovalRefused (``by`` is
-        empty or one of the plan's actors), ControllerStopping while shutting down, or
-        the FazaiError the apply failed with before its run was recorded."""
+        empty or one of the plan's actors), ApprovalSuperseded (a pass replaced or
+        withdrew the plan while the approval waited for its nodes, or it is already being
+        applied), ControllerStopping while shutting down, or the FazaiError the apply
+        failed with before its run was recorded."""
 
     async def abort(self, approval_id: str, by: str = "") -> None:
         """Drop a pending plan. Raises UnknownApproval."""

@@ -191,6 +191,11 @@ async def run_pass(
             revision=state.revision,
         )
         return PassOutcome(run_id, None, (str(exc),), (), retry=retry_decision(exc))
+    except Exception:
+        # A bug: the worker's own guard reports it; the run is not left in progress.
+        await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+        approvals.withdraw(source.name)
+        raise
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,
