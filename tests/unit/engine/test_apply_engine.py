@@ -112,8 +112,14 @@ def approved(*nodes: str) -> Plan:
     """The plan the scripted nodes' first read makes: motd's content, old to new (the
     engine writes only if its own read makes exactly these changes)."""
     changes = compare(Observed(WANT, {"content": "sha256:old"}), "/etc/motd")[1]
-    items = lambda n: (PlanItem(n, "File", "motd", Action.UPDATE, changes),)  # noqa: E731
-    return Plan("s", None, tuple(NodePlan(n, "linux", items(n)) for n in nodes))
+    return Plan(
+        "s",
+        None,
+        tuple(
+            NodePlan(n, "linux", (PlanItem(n, "File", "motd", Action.UPDATE, changes),))
+            for n in nodes
+        ),
+    )
 
 
 def run(state: DesiredState, plan: Plan, db: Path, **kw: Any) -> applying.ApplyResult:
