@@ -452,7 +452,6 @@ def apply(
     Exit 0 when every node converged, 2 otherwise, 130 when interrupted (Ctrl-C,
     SIGTERM: the node in flight finishes or rolls back first).
     """
-    from controller.engine import apply as applying
     from controller.pipeline import writes
     from controller.store import NodeStatus, StateStore
 
@@ -476,12 +475,12 @@ def apply(
         checked = run_plan(state, nodes, concurrency, mode="apply")
         result = checked.plan
         emit_plan(result, output)
-        _gate(checked, "applied")
+        _gate(checked, "applied", store=store)
         if result.has_errors:
             _fail("the plan has errors; nothing applied")
         if not result.has_changes:
             _release(store, pruning, [n.node for n in result.nodes])
-            for line in applying.record_adoptions(store, result):
+            for line in writes.record_adoptions(store, result):
                 stderr.print(f"adopted: {_escape(line)}")
             stderr.print("[green]nothing to apply[/]")
             sys.exit(EXIT_OK)
@@ -527,6 +526,12 @@ def _recorded_source_options(func: F) -> F:
 @_recorded_source_options
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node.")
 @click.option("--auto-approve", is_flag=True, help="Restore without asking for confirmation.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even where a later run changed the node (undoing it too; its changes "
+    "are judged by the policies as well).",
+)
 @state_option
 @lock_timeout_option
 def rollback(
@@ -536,12 +541,15 @@ def rollback(
     subdir: str,
     nodes: Sequence[str],
     auto_approve: bool,
+    force: bool,
     state_file: Path | None,
     lock_timeout: float,
 ) -> None:
     """Restore, on each node, the snapshot run RUN_ID took before it wrote.
 
-    PATH gives the nodes' connection details. Exit 0 when every node was restored.
+    PATH gives the nodes' connection details. A node a later run committed on is refused
+    (its snapshot would undo that run too) unless --force. Exit 0 when every node was
+    restored.
     """
     from controller.pipeline import context, planning, writes
     from controller.store import StateStore
@@ -557,9 +565,9 @@ def rollback(
         state = _load(path, ref, subdir)
     # A rollback writes too: what it would undo passes the policy stage first.
     with StateStore(store_path) as store:
-        undo = writes.rollback_plan(state, store, run_id, nodes)
-    checked = planning.check(state, undo, context.cli("rollback", state.source.description))
-    _gate(checked, "restored", "Revert the change")
+        undo = writes.rollback_plan(state, store, run_id, nodes, force=force)
+        checked = planning.check(state, undo, context.cli("rollback", state.source.description))
+        _gate(checked, "restored", "Revert the change", store)
     if not auto_approve:
         if not sys.stdin.isatty():
             _fail("no terminal to confirm on; pass --auto-approve to roll back unattended")
@@ -568,9 +576,9 @@ def rollback(
     with StateStore(store_path) as store, store.writer(lock_timeout):
         # Checked again under the writer lock: a run recorded meanwhile is judged too.
         checked = planning.check(
-            state, writes.rollback_plan(state, store, run_id, nodes), checked.run
+            state, writes.rollback_plan(state, store, run_id, nodes, force=force), checked.run
         )
-        _gate(checked, "restored", "Revert the change")
+        _gate(checked, "restored", "Revert the change", store)
         outcome, stopped = signals.run(
             lambda stop: writes.rollback(
                 state,
@@ -578,6 +586,7 @@ def rollback(
                 store,
                 run_id,
                 only=nodes,
+                force=force,
                 lock_timeout=lock_timeout,
                 interrupt=stop,
             ),
@@ -1227,11 +1236,18 @@ def serve(
     sys.exit(asyncio.run(serving(settings, api=not no_api, once=once)))
 
 
-def _gate(checked: Checked, done: str, how: str = "Commit the change") -> None:
+def _gate(
+    checked: Checked, done: str, how: str = "Commit the change", store: StateStore | None = None
+) -> None:
     """Exit 2 unless the policies let ``checked`` be written from the CLI: a deny stops
-    it whole; an approval the CLI cannot give (a y/N, or --auto-approve, is the same
-    person saying yes) is given through serve's approval API."""
+    it whole (recorded in ``store``'s audit trail as ``policy.denied``); an approval the
+    CLI cannot give (a y/N, or --auto-approve, is the same person saying yes) is given
+    through serve's approval API."""
     if checked.denied:
+        if store is not None:
+            from controller.pipeline import writes
+
+            writes.record_denied(store, checked)
         for line in checked.denials():
             # A policy's message is the repository's text: one line, no terminal escapes.
             shown = _escape(terminal.clean(line, one_line=True))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller import events, providers
+from controller.engine import plan as planner
 from controller.engine import trail as trails
 from controller.engine.nodekey import node_key
 from controller.errors import FazaiError, Interrupted, WriterLockedError
@@ -257,9 +258,19 @@ def _unverified(changes: Sequence[Change], verified: Observation) -> list[str]:
     return problems
 
 
-def _same_as_approved(changes: Sequence[Change], approved: Sequence[PlanItem]) -> bool:
-    now = sorted((c.kind, c.name, c.action) for c in changes)
-    then = sorted((i.kind, i.name, i.action.value) for i in approved if i.action in WRITES)
+def _same_as_approved(
+    node: str,
+    resources: Sequence[Document],
+    observation: Observation,
+    approved: Sequence[PlanItem],
+) -> bool:
+    """Whether the fresh read makes exactly the changes that were judged (and approved):
+    the same items, each with the same field changes on the same live values (a field
+    edited on the node since can change a policy's verdict), compared by their trail
+    digests."""
+    fresh = (planner.item_of(node, doc, observation.resources[doc]) for doc in resources)
+    now = sorted(trails.item_digest(i) for i in fresh if i.action in WRITES)
+    then = sorted(trails.item_digest(i) for i in approved if i.action in WRITES)
     return now == then
 
 
@@ -307,7 +318,7 @@ async def apply_node(
             changes, errors = _changes(resources, observation)
             if errors:
                 return outcome(NodeStatus.FAILED, "; ".join(errors))
-            if not _same_as_approved(changes, approved):
+            if not _same_as_approved(node.name, resources, observation, approved):
                 raise PlanChanged("the node changed since the plan was approved; plan again")
             adopted = _adopted_in_sync(resources, observation)
             if not changes:

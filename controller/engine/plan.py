@@ -17,7 +17,7 @@ from controller.errors import FazaiError, NodeError, retry_decision
 from controller.hashes import mask_hashes
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.diff import Action, Change, compare
+from controller.plan.diff import Action, Change, Observed, compare
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.providers.base import Observation
 from controller.source.tree import SourceTree
@@ -94,19 +94,22 @@ async def plan_node(
             seconds=time.monotonic() - started,
             retry=retry_decision(exc),
         )
-    items = []
-    for doc in resources:
-        seen = observed.resources[doc]
-        action, changes = compare(seen, _label(doc))
-        # A node's error can quote its files (nft quotes lines it read): no hash goes further.
-        error = None if seen.error is None else mask_hashes(seen.error)
-        items.append(PlanItem(node.name, doc.kind, doc.name, action, changes, error, seen.adopt))
+    items = [item_of(node.name, doc, observed.resources[doc]) for doc in resources]
     if show_unmanaged:
         for extra in observed.unmanaged:
             changes = tuple(Change(k, v, None) for k, v in sorted(extra.live.items()))
             items.append(PlanItem(node.name, extra.kind, extra.name, Action.UNMANAGED, changes))
     items.sort(key=lambda i: (i.kind, i.name))
     return NodePlan(node.name, platform, tuple(items), seconds=time.monotonic() - started)
+
+
+def item_of(node: str, doc: Document, seen: Observed) -> PlanItem:
+    """The plan item of ``doc`` as read on ``node`` (the planner's, and the engine's
+    check that what it is about to write is what was judged)."""
+    action, changes = compare(seen, _label(doc))
+    # A node's error can quote its files (nft quotes lines it read): no hash goes further.
+    error = None if seen.error is None else mask_hashes(seen.error)
+    return PlanItem(node, doc.kind, doc.name, action, changes, error, seen.adopt)
 
 
 def _label(doc: Document) -> str:

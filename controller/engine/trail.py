@@ -69,9 +69,16 @@ def _masked(name: str, value: Any) -> Any:
     return MASK if value is not None and audit.secret_key(name) else value
 
 
-def item_payload(item: PlanItem) -> dict[str, Any]:
-    """One plan item as the trail records it: its digest, changes (no secret), verdicts."""
-    changes = audit.clean(
+def item_digest(item: PlanItem) -> str:
+    """The digest of one plan item as the trail records it: node, kind, name, action,
+    adopt and each change's field, live and desired values (and diff), secrets masked.
+    Equal digests: the same change, judged on the same live values (what the engine checks
+    before it writes a plan that was judged or approved)."""
+    return _digest(item, _changes(item))
+
+
+def _changes(item: PlanItem) -> list[dict[str, Any]]:
+    changes: list[dict[str, Any]] = audit.clean(
         [
             {
                 "field": c.field,
@@ -81,6 +88,10 @@ def item_payload(item: PlanItem) -> dict[str, Any]:
             for c in item.changes
         ]
     )
+    return changes
+
+
+def _digest(item: PlanItem, changes: list[dict[str, Any]]) -> str:
     # The digest covers the item as the plan shows it (its diffs too), secrets masked.
     whole = {
         "node": audit.clean(item.node),
@@ -93,11 +104,17 @@ def item_payload(item: PlanItem) -> dict[str, Any]:
         ],
         "adopt": audit.clean(item.adopt),
     }
+    return hashlib.sha256(chain.dumps(whole).encode()).hexdigest()
+
+
+def item_payload(item: PlanItem) -> dict[str, Any]:
+    """One plan item as the trail records it: its digest, changes (no secret), verdicts."""
+    changes = _changes(item)
     out: dict[str, Any] = {
         "kind": audit.clean(item.kind),
         "name": audit.clean(item.name),
         "action": item.action.value,
-        "digest": hashlib.sha256(chain.dumps(whole).encode()).hexdigest(),
+        "digest": _digest(item, changes),
         "changes": changes,
         "verdicts": audit.clean([_verdict(v) for v in item.verdicts]),
     }

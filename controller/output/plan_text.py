@@ -58,7 +58,7 @@ def policy_line(plan: Plan) -> str:
     if plan.denied:
         return f"policy: {len(plan.denied)} change(s) denied; nothing of this plan is applied"
     if plan.approvals_needed:
-        held = sum(1 for n in plan.nodes for i in n.items if i.approvals_needed)
+        held = sum(1 for n in plan.nodes for i in n.changed if i.approvals_needed)
         return (
             f"policy: {held} change(s) need approval "
             f"({plan.approvals_needed} approver(s)) before they are applied"

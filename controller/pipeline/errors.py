@@ -3,9 +3,10 @@
     FazaiError
     ├── PolicyError           the policies could not be evaluated: fails closed, nothing
     │                         of the plan is written
-    └── PolicyRefused         the policy stage does not let the plan be written
-        ├── PolicyDenied          a policy denies an item: nothing of the plan is written
-        └── ApprovalRequired      a policy asks for an approval this entry point cannot give
+    ├── PolicyRefused         the policy stage does not let the plan be written
+    │   ├── PolicyDenied          a policy denies an item: nothing of the plan is written
+    │   └── ApprovalRequired      a policy asks for an approval this entry point cannot give
+    └── RollbackSuperseded    a rollback's snapshot would undo later runs not asked for
 
 Both are permanent: the same plan is refused again until the documents, the policies or
 the live state change. ``lines`` are the items and the policies' messages, for people.
@@ -36,3 +37,7 @@ class ApprovalRequired(PolicyRefused):
     def __init__(self, summary: str, lines: Sequence[str], required: int) -> None:
         self.required = required
         super().__init__(summary, lines)
+
+
+class RollbackSuperseded(FazaiError):
+    pass

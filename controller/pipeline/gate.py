@@ -10,7 +10,9 @@ would be written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from controller.plan.items import NodePlan, Plan, PlanItem
@@ -27,14 +29,22 @@ class Decision(StrEnum):
 
 @dataclass(frozen=True)
 class Checked:
-    """A plan after the policy stage, and the run it was checked for."""
+    """A plan after the policy stage, and the run it was checked for. Made only by the
+    stage (``pipeline.policy``), which stamps it with the node plans it judged: the gate
+    admits only a plan whose nodes are those very ones (see ``policy.vouches``)."""
 
     plan: Plan
     run: RunContext
+    stamp: object = field(default=None, repr=False, compare=False)
+
+    def narrowed(self, nodes: Sequence[NodePlan]) -> Checked:
+        """The same judgment of some of its nodes (``nodes``: taken from ``plan.nodes``)."""
+        part = Plan(self.plan.source, self.plan.revision, tuple(nodes), self.plan.warnings)
+        return dataclasses.replace(self, plan=part)
 
     @property
     def denied(self) -> tuple[PlanItem, ...]:
-        return tuple(i for n in self.plan.nodes for i in n.changed if i.denied)
+        return self.plan.denied  # the items that would be written, as plan outputs count
 
     @property
     def approvals_needed(self) -> int:

@@ -8,7 +8,7 @@ a large plan is checked.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from controller import events
 from controller.engine import plan as planner
@@ -31,9 +31,12 @@ async def plan(
     progress: planner.ProgressCallback | None = None,
     observe: planner.Observe | None = None,
     publish: events.Publish = events.discard,
+    run_for: Mapping[str, RunContext] | None = None,
+    policies: DesiredState | None = None,
 ) -> Checked:
     """Plan ``state`` against the live nodes (all, or those in ``only``) and check the plan
-    for ``run``."""
+    for ``run`` (a node in ``run_for``: for its own run), by ``policies``' Policy documents
+    when given (else ``state``'s)."""
     built = await observed(
         state,
         only=only,
@@ -43,7 +46,11 @@ async def plan(
         observe=observe,
         publish=publish,
     )
-    return Checked(await asyncio.to_thread(policy.check, state, built, run), run)
+    runs = dict(run_for or {})
+    judged = await asyncio.to_thread(
+        policy.check_by, state, built, lambda node: runs.get(node, run), policies
+    )
+    return policy.judged(judged, run)
 
 
 async def plan_by(
@@ -57,7 +64,7 @@ async def plan_by(
     """As :func:`plan`, each node checked for its own run (``run_for``: serve's node
     modes); ``run`` is the pass's as a whole."""
     built = await observed(state, concurrency=concurrency, publish=publish)
-    return Checked(await asyncio.to_thread(policy.check_by, state, built, run_for), run)
+    return policy.judged(await asyncio.to_thread(policy.check_by, state, built, run_for), run)
 
 
 async def observed(
@@ -84,4 +91,4 @@ async def observed(
 
 def check(state: DesiredState, built: Plan, run: RunContext) -> Checked:
     """The policy stage alone, for a plan made another way (a rollback's)."""
-    return Checked(policy.check(state, built, run), run)
+    return policy.judged(policy.check(state, built, run), run)

@@ -17,6 +17,7 @@ from controller.errors import FazaiError
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.pipeline.errors import PolicyError
+from controller.pipeline.gate import Checked
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import RunContext
 from controller.store.redact import redact
@@ -24,6 +25,27 @@ from controller.store.redact import redact
 
 class PolicySet(Protocol):
     def evaluate(self, plan: Plan, run: RunContext, nodes: Mapping[str, Document]) -> Plan: ...
+
+
+class _Stamp:
+    """What the stage vouches for: the node plans it judged (by identity)."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: tuple[NodePlan, ...]) -> None:
+        self.nodes = frozenset(id(n) for n in nodes)
+
+
+def judged(plan: Plan, run: RunContext) -> Checked:
+    """``plan``, just given its verdicts by this stage, as the gate admits it."""
+    return Checked(plan, run, _Stamp(plan.nodes))
+
+
+def vouches(checked: Checked) -> bool:
+    """Whether ``checked`` came out of this stage: stamped by it, each node one it judged
+    (a plan made or altered after the stage, or never passed through it, is not)."""
+    stamp = checked.stamp
+    return isinstance(stamp, _Stamp) and all(id(n) in stamp.nodes for n in checked.plan.nodes)
 
 
 def _evaluator() -> ModuleType | None:
@@ -51,15 +73,31 @@ def load(state: DesiredState) -> PolicySet | None:
     return policies
 
 
-def check(state: DesiredState, plan: Plan, run: RunContext) -> Plan:
+def check(
+    state: DesiredState, plan: Plan, run: RunContext, policies_of: DesiredState | None = None
+) -> Plan:
     """``plan`` with the verdicts of ``state``'s policies for ``run``."""
-    return check_by(state, plan, lambda node: run)
+    return check_by(state, plan, lambda node: run, policies_of)
 
 
-def check_by(state: DesiredState, plan: Plan, run_for: Callable[[str], RunContext]) -> Plan:
+def check_by(
+    state: DesiredState,
+    plan: Plan,
+    run_for: Callable[[str], RunContext],
+    policies_of: DesiredState | None = None,
+) -> Plan:
     """``plan`` with verdicts, each node checked for its own run (serve: a node's mode is
-    its own). The policies are loaded once; nodes keep their order."""
-    policies = load(state)
+    its own). The policies are loaded once, from ``policies_of`` when given (an approval:
+    the source's latest state), else from ``state``; nodes keep their order. Policies
+    that cannot be loaded fail closed, as an evaluator that fails does: PolicyError."""
+    try:
+        policies = load(policies_of or state)
+    except PolicyError:
+        raise
+    except Exception as exc:  # defaults unreadable, a broken document: never plan without
+        raise PolicyError(
+            f"the policies could not be loaded ({type(exc).__name__}: {exc}); nothing is written"
+        ) from exc
     if policies is None or not plan.nodes:
         return plan
     groups: dict[RunContext, list[NodePlan]] = {}

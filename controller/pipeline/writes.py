@@ -15,25 +15,49 @@ holds for that node.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from controller import events
 from controller.engine import apply as applying
+from controller.engine import trail
 from controller.model.state import DesiredState
-from controller.pipeline import planning
-from controller.pipeline.errors import ApprovalRequired, PolicyDenied
+from controller.pipeline import planning, policy
+from controller.pipeline.errors import (
+    ApprovalRequired,
+    PolicyDenied,
+    PolicyError,
+    RollbackSuperseded,
+)
 from controller.pipeline.gate import Checked
+from controller.plan import plan_json
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import RunContext
 from controller.store import StateStore, Trigger
 from controller.words import count
 
-_INVERSE = {"create": Action.DELETE, "delete": Action.CREATE, "update": Action.UPDATE}
+# What callers above the pipeline need of the engine's apply, so that none of them imports
+# it (the "gate" contract of pyproject.toml): only these functions reach a write.
+ApplyResult = applying.ApplyResult
+NodeOutcome = applying.NodeOutcome
+PlanChanged = applying.PlanChanged
+Interrupt = applying.Interrupt
+NEVER = applying.NEVER
+record_adoptions = applying.record_adoptions
+
+_INVERSE = {
+    Action.CREATE: Action.DELETE,
+    Action.DELETE: Action.CREATE,
+    Action.UPDATE: Action.UPDATE,
+}
 
 
 def admit(checked: Checked, *, granted: int = 0) -> None:
-    """Refuse ``checked`` unless its plan may be written with ``granted`` approvals."""
+    """Refuse ``checked`` unless its plan may be written with ``granted`` approvals, and
+    one that did not come out of the policy stage as it is (PolicyError)."""
+    if not policy.vouches(checked):
+        raise PolicyError(
+            "the plan did not pass the policy stage (or was changed after it); nothing is written"
+        )
     denied = checked.denied
     if denied:
         raise PolicyDenied(
@@ -91,9 +115,13 @@ async def apply_approved(
     trigger: Trigger = Trigger.API,
     publish: events.Publish = events.discard,
     recorded: RunContext | None = None,
+    run_for: Mapping[str, RunContext] | None = None,
+    policies: DesiredState | None = None,
 ) -> applying.ApplyResult:
     """Apply a plan people approved (``granted``: how many approvals it got;
-    ``recorded``: who the run and the audit trail name, its approvers included).
+    ``recorded``: who the run and the audit trail name, its approvers included;
+    ``run_for``: per node, the run its offer was judged for, else ``run``; ``policies``:
+    the state whose policies judge it now, the source's latest, else ``state``).
 
     The policies are checked again against a fresh plan of its nodes first: the live
     state may have moved since the plan was offered, and a deny (or a call for more
@@ -101,12 +129,30 @@ async def apply_approved(
     then applies the approved plan, and refuses a node whose changes are no longer the
     approved ones."""
     fresh = await planning.plan(
-        state, run, only=[n.node for n in approved.nodes], concurrency=concurrency
+        state,
+        run,
+        only=[n.node for n in approved.nodes],
+        concurrency=concurrency,
+        run_for=run_for,
+        policies=policies,
     )
-    admit(fresh, granted=max(granted, 1))
+    try:
+        admit(fresh, granted=max(granted, 1))
+    except PolicyDenied:
+        record_denied(store, fresh, source=run.source)
+        raise
+    # The engine writes the plan just judged, where its changes are the approved ones, and
+    # checks its own read, under the node's lock, against it. A node whose changes moved
+    # since the offer gets the approved plan: the engine's read differs from it, so the node
+    # is refused (PlanChanged, recorded in the run) and nothing is written to it.
+    moved = set(changed_nodes(approved, fresh.plan))
+    now = {n.node: n for n in fresh.plan.nodes}
+    nodes = tuple(
+        n if n.node in moved or n.node not in now else now[n.node] for n in approved.nodes
+    )
     return await applying.apply(
         state,
-        approved,
+        Plan(approved.source, approved.revision, nodes, approved.warnings),
         store,
         concurrency=concurrency,
         trigger=trigger,
@@ -115,31 +161,102 @@ async def apply_approved(
     )
 
 
+def record_denied(store: StateStore, checked: Checked, *, source: str = "") -> None:
+    """The policy stage refused ``checked``: the audit trail says who asked for what and
+    which rules said no (``policy.denied``), nothing having been written."""
+    trail.record_denied(
+        store,
+        checked.run,
+        checked.denied,
+        source=source or checked.run.source,
+        revision=checked.plan.revision,
+    )
+
+
+def changed_nodes(approved: Plan, fresh: Plan) -> list[str]:
+    """The nodes read in ``fresh`` whose changes differ from ``approved``'s (other items,
+    other field changes, other live values: compared by the items' trail digests)."""
+
+    def digests(node: NodePlan | None) -> list[str]:
+        items = node.changed if node is not None else ()
+        return sorted(trail.item_digest(i) for i in items)
+
+    now = {n.node: n for n in fresh.nodes}
+    # A node the fresh read could not read (or compare) is not "moved": the engine fails
+    # it, recorded in the run, and writes nothing to it.
+    return [
+        n.node
+        for n in approved.nodes
+        if not (n.node in now and now[n.node].failed) and digests(n) != digests(now.get(n.node))
+    ]
+
+
+def later_runs(store: StateStore, run_id: int, only: Sequence[str] = ()) -> dict[str, list[int]]:
+    """Per node run ``run_id`` changed (or those in ``only``), the runs that committed a
+    transaction on it since: restoring ``run_id``'s snapshot there undoes theirs too."""
+    later: dict[str, list[int]] = {}
+    for txn in store.run_transactions(run_id):
+        if only and txn.node not in only:
+            continue
+        runs: list[int] = []
+        after = txn.id
+        while (next_id := store.later_commit(txn.node, after)) is not None:
+            committed = store.transaction(next_id)
+            if committed is not None and committed.run_id not in (run_id, *runs):
+                runs.append(committed.run_id)
+            after = next_id
+        if runs:
+            later[txn.node] = runs
+    return later
+
+
 def rollback_plan(
-    state: DesiredState, store: StateStore, run_id: int, only: Sequence[str] = ()
+    state: DesiredState,
+    store: StateStore,
+    run_id: int,
+    only: Sequence[str] = (),
+    *,
+    force: bool = False,
 ) -> Plan:
     """What rolling back run ``run_id`` writes, as a plan the policies can judge: on each
     node it changed (or those in ``only``), the inverse of each change it recorded (its
-    creates deleted, its deletes made again, its updates undone)."""
+    creates deleted, its deletes made again, its updates undone).
+
+    The restore puts back the node's whole snapshot, so on a node a later run committed
+    on it undoes that run too: such a rollback is refused (RollbackSuperseded) unless
+    ``force``, and then the inverses of the later runs' changes are judged as well."""
+    later = later_runs(store, run_id, only)
+    if later and not force:
+        shown = "; ".join(
+            f"{node}: run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))}"
+            for node, runs in sorted(later.items())
+        )
+        raise RollbackSuperseded(
+            f"run {run_id} is not the last to change its nodes ({shown}): restoring its "
+            "snapshot would undo those runs too; nothing restored. Roll back the later runs "
+            "first, or pass --force to restore it anyway (their changes are judged too)"
+        )
     past = store.get_run(run_id)
     nodes = sorted({t.node for t in store.run_transactions(run_id) if not only or t.node in only})
-    recorded: Mapping[str, Any] = (past.plan or {}) if past is not None else {}
     by_node: dict[str, list[PlanItem]] = {n: [] for n in nodes}
-    for item in recorded.get("changes", []):
-        inverse = _INVERSE.get(str(item.get("action")))
-        node = str(item.get("node"))
-        if inverse is None or node not in by_node:
+    for undone in (run_id, *sorted({r for runs in later.values() for r in runs})):
+        recorded = store.get_run(undone)
+        if recorded is None or not recorded.plan:
             continue
-        changes = tuple(
-            Change(str(c.get("field")), c.get("desired"), c.get("live"))
-            for c in item.get("changes", [])
-        )
-        by_node[node].append(PlanItem(node, str(item["kind"]), str(item["name"]), inverse, changes))
+        for node in plan_json.from_dict(recorded.plan, f"the plan of run {undone}").nodes:
+            if node.node not in by_node or (undone != run_id and undone not in later[node.node]):
+                continue
+            by_node[node.node] += [_inverse(i) for i in node.changed if i.action in _INVERSE]
     return Plan(
         f"rollback of run {run_id}",
         past.revision if past is not None else None,
         tuple(NodePlan(n, _platform(state, n), tuple(by_node[n])) for n in nodes),
     )
+
+
+def _inverse(item: PlanItem) -> PlanItem:
+    changes = tuple(Change(c.field, c.desired, c.live) for c in item.changes)
+    return PlanItem(item.node, item.kind, item.name, _INVERSE[item.action], changes)
 
 
 def _platform(state: DesiredState, node: str) -> str:
@@ -154,13 +271,19 @@ async def rollback(
     run_id: int,
     *,
     only: Sequence[str] = (),
+    force: bool = False,
     trigger: Trigger = Trigger.CLI,
     lock_timeout: float = 0.0,
     interrupt: applying.Interrupt = applying.NEVER,
 ) -> applying.ApplyResult:
     """Restore run ``run_id``'s snapshots, once the gate lets ``checked`` (its
-    :func:`rollback_plan`) through; a rollback has no approval path of its own."""
+    :func:`rollback_plan`, made with the same ``force``) through; a rollback has no
+    approval path of its own. Without ``force``, refused (RollbackSuperseded) where a later
+    run committed on one of its nodes: the caller holds the store's writer lock, so none
+    commits between this check and the restore."""
     admit(checked)
+    if not force:
+        rollback_plan(state, store, run_id, only)  # raises where a later run would be undone
     return await applying.roll_back_run(
         state,
         store,

@@ -85,13 +85,16 @@ class Plan:
 
     @property
     def denied(self) -> tuple[PlanItem, ...]:
-        """Items a policy denies: while there is one, nothing of the plan is applied."""
-        return tuple(i for n in self.nodes for i in n.items if i.denied)
+        """Items that would be written and a policy denies: while there is one, nothing of
+        the plan is applied. A verdict on an item that writes nothing (in sync, unmanaged,
+        not comparable) gates nothing, as the gate counts it."""
+        return tuple(i for n in self.nodes for i in n.changed if i.denied)
 
     @property
     def approvals_needed(self) -> int:
-        """How many distinct approvers the plan needs before it may be applied (0: none)."""
-        return max((i.approvals_needed for n in self.nodes for i in n.items), default=0)
+        """How many distinct approvers the plan's changes need before it may be applied
+        (0: none); items that write nothing need none."""
+        return max((i.approvals_needed for n in self.nodes for i in n.changed), default=0)
 
     def counts(self) -> dict[str, int]:
         out = {a.value: 0 for a in Action}

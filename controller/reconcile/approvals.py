@@ -28,17 +28,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.engine import apply as applying
 from controller.engine import trail
+from controller.engine.prune import Pruning
 from controller.events import Event, EventType
 from controller.model.state import DesiredState
 from controller.pipeline import context, writes
+from controller.pipeline.errors import PolicyRefused
 from controller.plan import plan_json
 from controller.plan.items import Plan
 from controller.plan.verdicts import RunContext
 from controller.reconcile import actors as actorship
 from controller.reconcile.handle import (
     ApprovalRefused,
+    ApprovalSuperseded,
     ControllerStopping,
     PendingApproval,
     UnknownApproval,
@@ -48,7 +50,7 @@ from controller.store import Trigger
 
 log = logging.getLogger("fazai.reconcile")
 
-Applied = Callable[[str, DesiredState, applying.ApplyResult, Any], None]
+Applied = Callable[[str, DesiredState, writes.ApplyResult, "Pruning | None"], None]
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,15 @@ class _Entry:
     approval: PendingApproval
     state: DesiredState
     plan: Plan
-    pruning: Any  # the prune.Pruning the plan was made with, for its releases
+    pruning: Pruning | None  # the prune the plan was made with, for its releases
     fingerprint: str  # the plan and its demands; not who triggered it
+    generation: int  # the source's pass that offered it last (Shared.generations)
     # The identities each approver so far gave, to check them again when actors join.
     identities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per node, the run its policies judged it for at the offer (trigger, mode, actor):
+    # the approval's re-check judges it for the same.
+    runs: Mapping[str, RunContext] = field(default_factory=dict)
+    applying: bool = False  # the count is complete and its apply waits for the locks
 
 
 def is_actor(actors: str | Sequence[str], name: str, identities: Sequence[str] = ()) -> bool:
@@ -73,6 +80,30 @@ class Approvals:
         self._applied = applied
         self._entries: dict[str, _Entry] = {}  # by approval id
 
+    def _still_latest(self, approval_id: str, by: str, offered: PendingApproval) -> _Entry:
+        """The entry of ``approval_id`` once its apply holds the locks, taken out of the
+        pending ones, if it is still the source's latest offer with its approvals all
+        standing; else ApprovalSuperseded (recorded in the audit trail), nothing written."""
+        entry = self._entries.get(approval_id)
+        reason = ""
+        if entry is None:
+            reason = "a pass replaced or withdrew the plan, or it was aborted"
+        elif entry.generation != self.shared.generations.get(entry.approval.source, 0):
+            reason = "a pass started since the plan was offered"
+            del self._entries[approval_id]  # the next pass offers it again
+        elif entry.approval.missing:
+            reason = "approvals stopped counting (their names triggered a later pass)"
+            self._entries[approval_id] = replace(entry, applying=False)
+        else:
+            del self._entries[approval_id]
+            return entry
+        shown = entry.approval if entry is not None else offered
+        trail.approval_event(self.shared.store, shown, "refused", actor=by, reason=reason)
+        raise ApprovalSuperseded(
+            f"approval {approval_id} is no longer the latest offer ({reason}); nothing is "
+            "written: see the pending approvals"
+        )
+
     def pending(self) -> list[PendingApproval]:
         return sorted((e.approval for e in self._entries.values()), key=lambda a: a.created)
 
@@ -84,11 +115,12 @@ class Approvals:
         source: str,
         state: DesiredState,
         plan: Plan,
-        pruning: Any,
+        pruning: Pruning | None,
         *,
         required: int = 1,
         reasons: tuple[str, ...] = (),
         actor: str | actorship.Actors | Iterable[str] = (),
+        runs: Mapping[str, RunContext] | None = None,
     ) -> PendingApproval:
         """Register ``plan`` (its nodes all manual or held back by a policy, all with
         changes) for approval by ``required`` distinct approvers other than its actors
@@ -101,7 +133,10 @@ class Approvals:
             [plan.revision, document["changes"], required, list(reasons)], sort_keys=True
         )
         existing = self._of_source(source)
+        generation = self.shared.generations.get(source, 0)
         if existing is not None and existing.fingerprint == fingerprint:
+            existing = replace(existing, generation=generation, runs=dict(runs or {}))
+            self._entries[existing.approval.id] = existing
             return self._join(existing, names)
         if existing is not None:
             del self._entries[existing.approval.id]
@@ -121,7 +156,9 @@ class Approvals:
             },
             settled={n.node: self.shared.settled.get((source, n.node)) for n in plan.nodes},
         )
-        self._entries[approval.id] = _Entry(approval, state, plan, pruning, fingerprint)
+        self._entries[approval.id] = _Entry(
+            approval, state, plan, pruning, fingerprint, generation, runs=dict(runs or {})
+        )
         self.shared.events.publish(
             EventType.APPROVAL_PENDING,
             source=source,
@@ -182,6 +219,8 @@ class Approvals:
         if entry is None:
             raise UnknownApproval(approval_id)
         pending = entry.approval
+        if entry.applying:
+            raise ApprovalSuperseded(f"approval {approval_id} is already being applied")
         if not by:
             # Counting a nameless approval would let it stand in for a person.
             raise ApprovalRefused(f"approval {approval_id}: an approval needs the approver's name")
@@ -208,7 +247,11 @@ class Approvals:
                 pending.required,
             )
             return None
-        del self._entries[approval_id]  # no await since the get: nobody else can apply it
+        # No await since the get: nobody else completes the count. The entry stays until
+        # the apply holds its nodes' locks: a pass running now may still replace it.
+        self._entries[approval_id] = replace(
+            entry, approval=replace(pending, approved_by=names), identities=known, applying=True
+        )
         approvers = ", ".join(names)
         log.info("%s: approval %s approved by %s", pending.source, approval_id, approvers)
         loop = asyncio.get_running_loop()
@@ -223,28 +266,39 @@ class Approvals:
                 started.set_result(int(data["run_id"]))
             return event
 
-        triggered = ", ".join(entry.approval.actors)
-
-        async def work() -> applying.ApplyResult:
+        async def work() -> writes.ApplyResult:
             async with self.shared.locks.hold(entry.approval.nodes):
-                # Checked against a fresh plan first: a deny now refuses the approval.
-                result = await writes.apply_approved(
-                    entry.state,
-                    entry.plan,
-                    self.shared.store,
-                    context.approval(triggered or None, entry.approval.source),
-                    granted=entry.approval.required,
-                    concurrency=self.shared.config.concurrency,
-                    trigger=Trigger.API,
-                    publish=publish,
-                    recorded=RunContext(
-                        Trigger.API.value,
-                        "approved",
-                        f"{triggered or 'unknown'}, approved by {approvers}",
-                        entry.approval.source,
-                    ),
-                )
-            self._applied(entry.approval.source, entry.state, result, entry.pruning)
+                current = self._still_latest(approval_id, by, pending)
+                offered = current.approval
+                triggered = ", ".join(offered.actors)
+                approvers = ", ".join(offered.approved_by)
+                # Checked against a fresh plan first, by the source's latest policies, for
+                # the runs the offer judged: a deny now refuses the approval.
+                try:
+                    result = await writes.apply_approved(
+                        current.state,
+                        current.plan,
+                        self.shared.store,
+                        context.approval(triggered or None, offered.source),
+                        run_for=current.runs,
+                        policies=self.shared.latest.get(offered.source, current.state),
+                        granted=offered.required,
+                        concurrency=self.shared.config.concurrency,
+                        trigger=Trigger.API,
+                        publish=publish,
+                        recorded=RunContext(
+                            Trigger.API.value,
+                            "approved",
+                            f"{triggered or 'unknown'}, approved by {approvers}",
+                            offered.source,
+                        ),
+                    )
+                except (PolicyRefused, writes.PlanChanged) as exc:
+                    trail.approval_event(
+                        self.shared.store, offered, "refused", actor=by, reason=str(exc)
+                    )
+                    raise
+            self._applied(offered.source, current.state, result, current.pruning)
             return result
 
         task = asyncio.create_task(work(), name=f"approval-{approval_id}")

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from controller import providers
-from controller.engine import apply as applying
+from controller.engine.prune import Pruning
 from controller.errors import FazaiError
 from controller.events import EventBus
 from controller.model.state import DesiredState
+from controller.pipeline import writes
 from controller.reconcile import passes, triggers
 from controller.reconcile.approvals import Approvals
 from controller.reconcile.config import ControllerConfig
@@ -243,7 +244,11 @@ class Controller:
     # -- internals ------------------------------------------------------------------------
 
     def _applied(
-        self, source: str, state: DesiredState, result: applying.ApplyResult, pruning: Any
+        self,
+        source: str,
+        state: DesiredState,
+        result: writes.ApplyResult,
+        pruning: Pruning | None,
     ) -> None:
         worker = self.workers.get(source)
         if worker is None:  # pragma: no cover - approvals come from workers

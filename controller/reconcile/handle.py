@@ -96,6 +96,13 @@ class ApprovalRefused(FazaiError):
     answers 403."""
 
 
+class ApprovalSuperseded(FazaiError):
+    """The approved plan is no longer the latest offer of its source (a pass started
+    since, or is running: its plan replaces, withdraws or keeps it), or is already being
+    applied; nothing was written. The HTTP API answers 409: look at the pending
+    approvals again."""
+
+
 class ControllerStopping(FazaiError):
     """The controller is shutting down and starts no new apply; the same request can
     succeed once it runs again (the HTTP API answers 503)."""
@@ -136,8 +143,10 @@ class ControllerHandle(Protocol):
         once ``required`` distinct names have approved, apply it and return the run id;
         None while more approvals are needed. ``identities``: the emails and names the
         token ``by`` commits under. Raises UnknownApproval, ApprovalRefused (``by`` is
-        empty or one of the plan's actors), ControllerStopping while shutting down, or
-        the FazaiError the apply failed with before its run was recorded."""
+        empty or one of the plan's actors), ApprovalSuperseded (a pass replaced or
+        withdrew the plan while the approval waited for its nodes, or it is already being
+        applied), ControllerStopping while shutting down, or the FazaiError the apply
+        failed with before its run was recorded."""
 
     async def abort(self, approval_id: str, by: str = "") -> None:
         """Drop a pending plan. Raises UnknownApproval."""

@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.engine import apply as applying
-from controller.errors import RetryDecision
+from controller.engine import prune
+from controller.engine.prune import Pruning
+from controller.errors import FazaiError, RetryDecision, retry_decision
 from controller.events import EventType, Publish, Redacted
 from controller.model.state import DesiredState
 from controller.pipeline import context, gate, planning, writes
-from controller.pipeline.errors import PolicyError
 from controller.plan import items as planitems
 from controller.plan import plan_json
 from controller.plan.diff import Action
@@ -46,6 +47,8 @@ from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.store import Command, NodeStatus, RunStatus, StateStore, Trigger
 from controller.words import count
+
+log = logging.getLogger("fazai.reconcile")
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def subset(plan: planitems.Plan, nodes: Sequence[planitems.NodePlan]) -> planite
 
 
 def record_applied(
-    shared: Shared, source: str, mode: Callable[[str], Mode], result: applying.ApplyResult
+    shared: Shared, source: str, mode: Callable[[str], Mode], result: writes.ApplyResult
 ) -> None:
     """After an apply: converged nodes are in sync; the others keep their drift, with why."""
     now = datetime.now(UTC)
@@ -124,7 +127,7 @@ async def run_pass(
     trigger: Trigger,
     publish: Publish,
     *,
-    pruning: Any = None,
+    pruning: Pruning | None = None,
     blocked: Mapping[str, str] | None = None,
     begin_apply: Callable[[], bool] = lambda: True,
     writer: StoreThread,
@@ -144,6 +147,7 @@ async def run_pass(
     blocked = blocked or {}
     skip = skip or {}
     started = time.monotonic()
+    shared.begin_pass(source.name, state)
     run_id = await writer.call(
         store.start_run,
         trigger,
@@ -181,9 +185,13 @@ async def run_pass(
     except asyncio.CancelledError:
         await writer.last(store.finish_run, run_id, RunStatus.INTERRUPTED)
         raise
-    except PolicyError as exc:
-        # Fails closed: a plan the policies could not judge is neither written nor offered.
-        await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+    except FazaiError as exc:
+        # Fails closed: a plan the policies could not judge (or that could not be made or
+        # recorded) is neither written nor offered, and its run is never left in progress.
+        try:
+            await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+        except FazaiError as again:
+            log.error("%s: could not record plan run %s as failed: %s", source.name, run_id, again)
         approvals.withdraw(source.name)
         run_publish(
             EventType.RUN_FINISHED,
@@ -192,7 +200,12 @@ async def run_pass(
             command=Command.PLAN.value,
             revision=state.revision,
         )
-        return PassOutcome(run_id, None, (str(exc),), (), None, _TEMPORARY)
+        return PassOutcome(run_id, None, (str(exc),), (), retry=retry_decision(exc))
+    except Exception:
+        # A bug: the worker's own guard reports it; the run is not left in progress.
+        await writer.call(store.finish_run, run_id, RunStatus.FAILED)
+        approvals.withdraw(source.name)
+        raise
     run_publish(
         EventType.RUN_FINISHED,
         status=overall.value,
@@ -214,7 +227,7 @@ async def run_pass(
         # Deny wins over everything: nothing of this plan is written, nor offered; the
         # plan run says so in the history.
         approvals.withdraw(source.name)
-        await writer.call(_record_denied, store, run_id, checked)
+        await writer.call(_record_denied, store, run_id, checked, source.name)
         problems.append(
             f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
             + "; ".join(denials)
@@ -247,6 +260,7 @@ async def run_pass(
             required=max(1, gate.approvals_needed(waiting)),
             reasons=gate.reasons(waiting),
             actor=actor,
+            runs={n.node: runs[source.mode_for(n.node)] for n in waiting},
         ).id
     else:
         approvals.withdraw(source.name)
@@ -255,7 +269,7 @@ async def run_pass(
     if by_mode[Mode.AUTO] and begin_apply():
         result = await writes.apply(
             state,
-            gate.Checked(subset(plan, by_mode[Mode.AUTO]), checked.run),
+            checked.narrowed(by_mode[Mode.AUTO]),
             store,
             concurrency=shared.config.concurrency,
             trigger=trigger,
@@ -272,8 +286,6 @@ async def run_pass(
         converged = [o.node for o in result.nodes if o.status is NodeStatus.CONVERGED]
         drifted -= set(converged)
         if pruning is not None:
-            from controller.engine import prune
-
             await writer.call(prune.release, store, pruning.releases, converged, result.run_id)
         unfinished = [
             f"{o.node}: {o.status.value}: {o.message}"
@@ -385,7 +397,8 @@ def _kept_and_shown(
     return kept, shown
 
 
-def _record_denied(store: StateStore, run_id: int, checked: gate.Checked) -> None:
+def _record_denied(store: StateStore, run_id: int, checked: gate.Checked, source: str) -> None:
+    writes.record_denied(store, checked, source=source)
     by_node: dict[str, list[str]] = {}
     for item, line in zip(checked.denied, checked.denials(), strict=True):
         by_node.setdefault(item.node, []).append(line)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from controller.events import EventBus, EventType, Publish
+from controller.model.state import DesiredState
 from controller.reconcile.config import ControllerConfig
 from controller.reconcile.handle import NodeDrift
 from controller.reconcile.locks import NodeLocks
@@ -35,6 +36,18 @@ class Shared:
     # with no changes, or converged): what approvers' node selectors are judged by, with
     # the labels of the plan itself (see PendingApproval.settled).
     settled: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    # source -> how many passes have started for it, and the desired state the last one
+    # planned (its policies are the source's latest): an approval applies only if no pass
+    # started since its plan was offered, and is judged by the latest policies.
+    generations: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, DesiredState] = field(default_factory=dict)
+
+    def begin_pass(self, source: str, state: DesiredState) -> int:
+        """A pass of ``source`` starts planning ``state`` (the caller holds its nodes'
+        locks): offers made before it are no longer the latest."""
+        self.generations[source] = self.generations.get(source, 0) + 1
+        self.latest[source] = state
+        return self.generations[source]
 
     def settle(self, source: str) -> None:
         """After a pass or an apply of ``source``: its nodes now in sync settle their

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from controller.errors import FazaiError, StoreError
 from controller.reconcile.handle import (
     ApprovalRefused,
+    ApprovalSuperseded,
     ControllerHandle,
     ControllerStopping,
     PendingApproval,
@@ -180,6 +181,8 @@ async def approve(request: Request) -> Response:
         return error(404, f"no pending approval {approval_id!r}")
     except ApprovalRefused as exc:
         return error(403, str(exc))
+    except ApprovalSuperseded as exc:
+        return error(409, str(exc))
     except FazaiError as exc:
         return _refused(exc)
     if run_id is None:

@@ -209,6 +209,10 @@ async def test_serve_writes_nothing_of_a_denied_plan_and_fails_the_pass(
         assert {r.status for r in runs} == {RunStatus.FAILED}
         (edge,) = runs[0].nodes
         assert (edge.status, NO_RULE_DELETE in edge.message) == (NodeStatus.FAILED, True)
+        (denied,) = [
+            r for r in loop.controller.store.audit_records() if r.action == "policy.denied"
+        ]
+        assert NO_RULE_DELETE in denied.payload
 
 
 async def test_approving_checks_the_policies_again_on_a_fresh_plan(
@@ -235,6 +239,9 @@ async def test_approving_checks_the_policies_again_on_a_fresh_plan(
         with pytest.raises(PolicyDenied, match=NO_RULE_DELETE):
             await loop.controller.approve(pending.id, "ops")
         assert rules(firewall) == {"keep: the vendor's tunnel"}
+        trail = {r.action: r for r in loop.controller.store.audit_records()}
+        assert NO_RULE_DELETE in trail["policy.denied"].payload
+        assert NO_RULE_DELETE in trail["approval.refused"].payload  # with the reason
 
 
 # -- review ----------------------------------------------------------------------------

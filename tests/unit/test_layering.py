@@ -63,6 +63,11 @@ BAD_IMPORTS = [
         "from controller.output import summary",
         "No circles between the subpackages",
     ),
+    (
+        "reconcile/passes.py",
+        "from controller.engine import apply",
+        "Only the pipeline imports the engine's apply (the gate)",
+    ),
 ]
 
 

@@ -25,7 +25,7 @@ from controller.errors import FazaiError
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.diff import Action, Observed
+from controller.plan.diff import Action, Observed, compare
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.providers.base import Change, Observation, StepJournal
 from controller.source.open import open_source
@@ -109,8 +109,17 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: Script) -> De
 
 
 def approved(*nodes: str) -> Plan:
-    items = lambda n: (PlanItem(n, "File", "motd", Action.UPDATE),)  # noqa: E731
-    return Plan("s", None, tuple(NodePlan(n, "linux", items(n)) for n in nodes))
+    """The plan the scripted nodes' first read makes: motd's content, old to new (the
+    engine writes only if its own read makes exactly these changes)."""
+    changes = compare(Observed(WANT, {"content": "sha256:old"}), "/etc/motd")[1]
+    return Plan(
+        "s",
+        None,
+        tuple(
+            NodePlan(n, "linux", (PlanItem(n, "File", "motd", Action.UPDATE, changes),))
+            for n in nodes
+        ),
+    )
 
 
 def run(state: DesiredState, plan: Plan, db: Path, **kw: Any) -> applying.ApplyResult:

@@ -20,7 +20,7 @@ from controller.engine import apply as applying
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.diff import Action, Observed
+from controller.plan.diff import Action, Observed, compare
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.providers.base import Change, Observation, StepJournal
 from controller.source.open import open_source
@@ -109,7 +109,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: Script) -> De
     return loader.load(open_source(str(tmp_path / "s")))
 
 
-PLAN = Plan("s", None, (NodePlan("a", "linux", (PlanItem("a", "File", "token", Action.UPDATE),)),))
+# What the scripted node's read makes (the engine writes only exactly the judged changes).
+CHANGES = compare(Observed(WANT, {"sha256": "old"}), "token")[1]
+PLAN = Plan(
+    "s", None, (NodePlan("a", "linux", (PlanItem("a", "File", "token", Action.UPDATE, CHANGES),)),)
+)
 
 
 def apply(state: DesiredState, db: Path) -> applying.ApplyResult:

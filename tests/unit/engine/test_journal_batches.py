@@ -24,7 +24,7 @@ from controller.events import EventBus
 from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.diff import Action, Observed
+from controller.plan.diff import Action, Observed, compare
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.source.open import open_source
@@ -137,7 +137,9 @@ def test_a_batch_costs_one_commit_for_its_intents_and_one_per_group_of_reports(
     bus = EventBus()
     with StateStore(tmp_path / "state.db") as store:
         state = setup(tmp_path, monkeypatch, FileProvider(node, store))
-        items = tuple(PlanItem("a", "File", f"f{i}", Action.UPDATE) for i in range(N))
+        # As the node's read makes them: the engine writes only exactly the judged changes.
+        changes = compare(Observed(NEW, OLD))[1]
+        items = tuple(PlanItem("a", "File", f"f{i}", Action.UPDATE, changes) for i in range(N))
         plan = Plan("s", None, (NodePlan("a", "linux", items),))
         result = asyncio.run(applying.apply(state, plan, store, publish=bus.publish))
         assert result.converged, result.nodes

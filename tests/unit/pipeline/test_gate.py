@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from controller.model import loader
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.pipeline import context, policy, writes
-from controller.pipeline.errors import ApprovalRequired, PolicyDenied
+from controller.pipeline.errors import ApprovalRequired, PolicyDenied, PolicyError
 from controller.pipeline.gate import Checked, Decision
+from controller.plan import plan_json
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import Effect, RunContext, Verdict
@@ -34,7 +36,8 @@ def item(action: Action, *verdicts: Verdict, name: str = "svc") -> PlanItem:
 
 
 def checked(*items: PlanItem) -> Checked:
-    return Checked(Plan("here", None, (NodePlan("web-1", "linux", items),)), RUN)
+    # The verdicts are given here, as the stage's evaluator would: stamped as judged.
+    return policy.judged(Plan("here", None, (NodePlan("web-1", "linux", items),)), RUN)
 
 
 def test_a_deny_on_a_write_stops_the_plan_with_its_message() -> None:
@@ -95,17 +98,21 @@ def test_a_refused_apply_starts_no_run_and_touches_no_node(tmp_path: Path) -> No
 
 def test_a_rollback_is_judged_as_the_inverse_of_the_run_it_undoes(tmp_path: Path) -> None:
     state = _state(tmp_path)
-    recorded = {
-        "changes": [
-            {"node": "web-1", "kind": "User", "name": "svc", "action": "create",
-             "changes": [{"field": "uid", "live": None, "desired": 500}]},
-            {"node": "web-1", "kind": "File", "name": "motd", "action": "update",
-             "changes": [{"field": "sha256", "live": "aa", "desired": "bb"}]},
-            {"node": "web-2", "kind": "User", "name": "old", "action": "delete",
-             "changes": [{"field": "uid", "live": 600, "desired": None}]},
-            {"node": "web-1", "kind": "File", "name": "same", "action": "noop", "changes": []},
-        ]
-    }  # fmt: skip
+    made = Plan(
+        "here",
+        None,
+        (
+            NodePlan("web-1", "linux", (
+                PlanItem("web-1", "User", "svc", Action.CREATE, (Change("uid", None, 500),)),
+                PlanItem("web-1", "File", "motd", Action.UPDATE, (Change("sha256", "aa", "bb"),)),
+                PlanItem("web-1", "File", "same", Action.NOOP),
+            )),
+            NodePlan("web-2", "linux", (
+                PlanItem("web-2", "User", "old", Action.DELETE, (Change("uid", 600, None),)),
+            )),
+        ),
+    )  # fmt: skip
+    recorded = plan_json.to_dict(made)  # as the engine records a run's plan
     with StateStore(tmp_path / "state.db") as store:
         run_id = store.start_run(Trigger.CLI, Command.APPLY, "here", None, recorded)
         for node in ("web-1", "web-2"):
@@ -212,3 +219,35 @@ def test_an_evaluator_that_fails_fails_closed(
     plan = Plan("here", None, (NodePlan("web-1", "linux", (item(Action.CREATE),)),))
     with pytest.raises(PolicyError, match=r"could not be evaluated.*nothing is written"):
         policy.check(_state(tmp_path), plan, RUN)
+
+
+def test_verdicts_on_items_that_write_nothing_count_nowhere() -> None:
+    # A deny on an unmanaged object (or one in sync) gates nothing: the plan's outputs
+    # and the gate agree that nothing of it is denied or waits.
+    deny = Verdict("no-foreign", "the-rule", Effect.DENY, "foreign rules")
+    held = Verdict("hold", "the-rule", Effect.REQUIRE_APPROVAL, "look first", approvals=2)
+    quiet = (
+        PlanItem("fw", "FirewallRule", "theirs", Action.UNMANAGED, verdicts=(deny,)),
+        PlanItem("fw", "FirewallRule", "same", Action.NOOP, verdicts=(held,)),
+    )
+    plan = Plan("here", None, (NodePlan("fw", "opnsense", quiet),))
+    checked = policy.judged(plan, RunContext("cli", "apply", "me", "here"))
+    assert (plan.denied, plan.approvals_needed) == ((), 0)
+    assert (checked.denied, checked.approvals_needed) == ((), 0)
+    assert checked.decision is Decision.IN_SYNC
+    writes.admit(checked)  # lets it through: nothing of it would be written
+
+
+def test_the_gate_admits_only_what_came_out_of_the_policy_stage() -> None:
+    plan = Plan("here", None, (NodePlan("web-1", "linux", (item(Action.CREATE),)),))
+    with pytest.raises(PolicyError, match="did not pass the policy stage"):
+        writes.admit(Checked(plan, RUN))  # never judged
+    judged = policy.judged(plan, RUN)
+    writes.admit(judged)
+    writes.admit(judged.narrowed(judged.plan.nodes))  # some of what was judged
+    # A node swapped in after the stage (a deny taken off, say) is not vouched for.
+    swapped = dataclasses.replace(
+        judged, plan=Plan("here", None, (NodePlan("web-1", "linux", (item(Action.DELETE),)),))
+    )
+    with pytest.raises(PolicyError, match="did not pass the policy stage"):
+        writes.admit(swapped)
