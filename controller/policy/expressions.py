@@ -55,11 +55,16 @@ class Expression:
         # library for each item (its conversion of Python values is most of the cost).
         variables = frozenset(self._program.variables()) & frozenset(activation.VARIABLES)
         blank = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+        item = _root_fields(blank, "item")
+        # When ``item`` is reached as a whole (item["fields"], [item].exists(i, i.fields...))
+        # the text cannot say which keys of fields/spec are read: hand over all of them,
+        # or a rule would see empty maps and silently never fire.
+        whole = item is None
         self.needs = activation.Needs(
             variables,
-            _root_fields(blank, "item"),
-            _map_keys(source, blank, "fields"),
-            _map_keys(source, blank, "spec"),
+            item,
+            None if whole else _map_keys(source, blank, "fields"),
+            None if whole else _map_keys(source, blank, "spec"),
             _root_fields(blank, "node"),
         )
 
