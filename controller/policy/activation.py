@@ -70,10 +70,21 @@ def run_view(run: RunContext) -> dict[str, Any]:
 
 
 def spec_view(document: Document | None) -> dict[str, Any]:
+    """The spec as written, less hidden fields; a FirewallRule's ``interface`` always as
+    a list of single names (``"lan,opt1"`` is two, as OPNsense reads it), so a rule
+    comparing names cannot be passed by the string form."""
     if document is None:
         return {}
     hidden = _HIDDEN_FILE_SPEC if document.kind == "File" else _HIDDEN_SPEC
-    return {k: v for k, v in document.spec.items() if k not in hidden}
+    out = {k: v for k, v in document.spec.items() if k not in hidden}
+    if document.kind == "FirewallRule" and "interface" in out:
+        out["interface"] = _interface_names(out["interface"])
+    return out
+
+
+def _interface_names(value: Any) -> list[str]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return sorted({p.strip() for i in items for p in str(i).split(",") if p.strip()})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from controller.plan.diff import Action, Change
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import Effect
-from tests.unit.policy.test_stage import effects, judge, policy, state, user_delete
+from tests.unit.policy.test_stage import effects, judge, policy, state
 
 
 def rule(expression: str, effect: str = "deny", **extra: Any) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def rule(expression: str, effect: str = "deny", **extra: Any) -> dict[str, Any]:
     [
         '"uid" in item["fields"] && item["fields"]["uid"]["live"] < 1000',
         '[item].exists(i, "uid" in i.fields && i.fields.uid.live < 1000)',
-        '[item].exists(i, has(i.fields.uid) && i.fields.uid.live < 1000)',
+        "[item].exists(i, has(i.fields.uid) && i.fields.uid.live < 1000)",
         '"uid" in item.fields && item.fields.uid.live < 1000',
     ],
 )
@@ -34,3 +34,59 @@ def test_a_deny_reaching_item_through_brackets_or_an_alias_fires(
     item = PlanItem("web-1", "User", "svc", Action.UPDATE, (Change("uid", 5, 1500),))
     got = judge(loaded, item)["User/svc"]
     assert ("mine", "r", Effect.DENY) in effects(got)
+
+
+def firewall_rule(interface: Any, action: str = "block") -> dict[str, Any]:
+    return {"apiVersion": "fazai.dev/v1alpha1", "kind": "FirewallRule",
+            "metadata": {"name": "blk"},
+            "spec": {"target": {"node": "fw"}, "action": action, "interface": interface,
+                     "description": "x", "source": {"net": "any"},
+                     "destination": {"net": "any"}}}  # fmt: skip
+
+
+HELD = ("fazai-firewall-rules", "block-on-controller-interface", Effect.REQUIRE_APPROVAL)
+
+
+@pytest.mark.parametrize(
+    ("interface", "held"),
+    [
+        ("lan", True),
+        ("lan,opt1", True),
+        ("opt1,lan", True),
+        (["opt1", "lan"], True),
+        ("mygroup", True),  # an interface group may contain lan
+        (["opt1", "lanboth"], True),
+        ("opt1", False),
+        (["opt1", "wan"], False),
+    ],
+)
+def test_a_block_on_the_controllers_interface_is_held_in_every_spelling(
+    tmp_path: Path, interface: Any, held: bool
+) -> None:
+    from controller.providers.opnsense.essence import interfaces
+
+    loaded = state(tmp_path, firewall_rule(interface))
+    create = PlanItem("fw", "FirewallRule", "blk", Action.CREATE,
+                      (Change("action", None, "block"),
+                       Change("interface", None, interfaces(interface))))  # fmt: skip
+    update = PlanItem(
+        "fw", "FirewallRule", "blk", Action.UPDATE, (Change("description", "y", "x"),)
+    )
+    for item in (create, update):
+        got = judge(loaded, item)["FirewallRule/blk"]
+        assert (HELD in effects(got)) is held, (interface, item.action)
+
+
+def test_a_plan_from_json_with_the_string_form_is_held(tmp_path: Path) -> None:
+    loaded = state(tmp_path)
+    changes = (Change("action", None, "block"), Change("interface", None, "opt1,lan"))
+    item = PlanItem("fw", "FirewallRule", "x", Action.CREATE, changes)
+    assert HELD in effects(judge(loaded, item)["FirewallRule/x"])
+
+
+def test_the_interface_string_is_checked_as_a_comma_list(tmp_path: Path) -> None:
+    from controller.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as caught:
+        state(tmp_path, firewall_rule("lan;opt1"))
+    assert "interface" in str(caught.value.diagnostics)
