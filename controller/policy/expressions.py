@@ -18,7 +18,7 @@ from typing import Any
 
 import cel
 
-from controller.policy import activation
+from controller.policy import activation, limits
 
 _POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
 _STRING = re.compile(r"""(?s)[rR]?("(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')""")
@@ -85,8 +85,12 @@ class EvaluationError(Exception):
 
 
 def compile_checked(source: str) -> Expression:
-    """The compiled expression; ExpressionError when it does not compile or names a
-    variable or field the activation does not have."""
+    """The compiled expression; ExpressionError when it exceeds a cost limit (``limits``),
+    does not compile, or names a variable or field the activation does not have."""
+    try:
+        limits.check(_STRING.sub(lambda m: " " * len(m.group(0)), source))
+    except limits.LimitError as exc:
+        raise ExpressionError(*_line_column(source, exc.offset), exc.message) from None
     expression = Expression(source)
     _check_names(source, expression)
     _dry_run(expression)

@@ -14,11 +14,19 @@ Semantics, in order of strength:
    that is not a boolean) fails closed: a deny verdict naming the policy, rule and error.
 
 Each expression is compiled once, when the set is built, not per item.
+
+Cost: the CEL library has no budget of its own and holds the GIL while it evaluates, so
+``limits`` bounds each expression statically and ``evaluate`` has a deadline
+(``budget`` seconds for the whole plan, checked before each evaluation): past it the
+set raises BudgetExceeded, which the pipeline turns into its PolicyError (fails closed,
+nothing written). One evaluation is not interrupted; its worst case within the limits is
+in bench/results/policy_limits.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +49,13 @@ from controller.policy.expressions import compile_checked as _compile
 # Items the stage never looks at: nothing of them is applied.
 _QUIET = (Action.NOOP, Action.ERROR)
 _STRENGTH = {Effect.DENY: 0, Effect.REQUIRE_APPROVAL: 1, Effect.ALLOW: 2}
+BUDGET = 10.0  # seconds of evaluation for one plan; a real set takes milliseconds
+
+
+class BudgetExceeded(RuntimeError):
+    """The policies took longer than their budget: nothing may be decided from them.
+    Not a FazaiError on purpose: the pipeline turns any evaluator failure into its
+    PolicyError (this layer may not import it)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +77,10 @@ class PolicySet:
         self,
         policies: Sequence[Policy],
         documents: Mapping[tuple[str, str], Document] | None = None,
+        budget: float = BUDGET,
     ) -> None:
         self.policies = tuple(policies)
+        self.budget = budget
         self._compiled = tuple(_compile_policy(p) for p in self.policies)
         # (kind, name) -> the desired document, for ``item.spec``.
         self._documents = dict(documents or {})
@@ -75,13 +92,15 @@ class PolicySet:
         nodes = nodes or {}
         run_view = activation.run_view(run)
         seen: dict[tuple[int, str], bool | str] = {}
+        deadline = time.monotonic() + self.budget
         out: list[NodePlan] = []
         for node_plan in plan.nodes:
             node_view = activation.node_view(
                 node_plan.node, node_plan.platform, nodes.get(node_plan.node)
             )
             items = tuple(
-                self._item(item, node_view, run, run_view, seen) for item in node_plan.items
+                self._item(item, node_view, run, run_view, deadline, seen)
+                for item in node_plan.items
             )
             out.append(dataclasses.replace(node_plan, items=items))
         return dataclasses.replace(plan, nodes=tuple(out))
@@ -91,7 +110,8 @@ class PolicySet:
     ) -> tuple[Verdict, ...]:
         """The verdicts for one item (the agent's proposals); ``node`` as
         ``activation.node_view`` builds it."""
-        return self._item(item, node, run, activation.run_view(run)).verdicts
+        deadline = time.monotonic() + self.budget
+        return self._item(item, node, run, activation.run_view(run), deadline).verdicts
 
     def _item(
         self,
@@ -99,6 +119,7 @@ class PolicySet:
         node: Mapping[str, Any],
         run: RunContext,
         run_view: Mapping[str, Any],
+        deadline: float,
         seen: dict[tuple[int, str], bool | str] | None = None,
     ) -> PlanItem:
         if item.action in _QUIET:
@@ -123,6 +144,11 @@ class PolicySet:
             key = (id(expression), _fingerprint(variables))
             known = memo.get(key)
             if known is None:
+                if time.monotonic() > deadline:
+                    raise BudgetExceeded(
+                        f"the policies took over {self.budget:g} s to evaluate "
+                        f"(at {item.kind}/{item.name} on {item.node}); nothing is decided"
+                    )
                 try:
                     known = memo[key] = expression.evaluate(cel.Context(variables=variables))
                 except EvaluationError as exc:

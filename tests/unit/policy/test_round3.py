@@ -90,3 +90,50 @@ def test_the_interface_string_is_checked_as_a_comma_list(tmp_path: Path) -> None
     with pytest.raises(InvalidInputError) as caught:
         state(tmp_path, firewall_rule("lan;opt1"))
     assert "interface" in str(caught.value.diagnostics)
+
+
+NUMBERS = "[" + ",".join(str(i) for i in range(256)) + "]"
+
+
+@pytest.mark.parametrize(
+    ("expression", "says"),
+    [
+        ("[1].all(a, [2].all(b, [3].exists(c, a + b + c > 0)))", "nested more than 2 deep"),
+        ("item.changes.all(a, item.changes.all(b, item.changes.exists (c, true)))", "nested"),
+        ("item.name in [" + ",".join(['"x"'] * 257) + "]", "over 256 entries"),
+        ("size({" + ",".join(f"{i}: 1" for i in range(257)) + "}) > 0", "over 256 entries"),
+    ],
+)
+def test_costly_expressions_are_refused_at_validate(
+    tmp_path: Path, expression: str, says: str
+) -> None:
+    from controller.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as caught:
+        state(tmp_path, policy("mine", rule(expression)))
+    (problem,) = caught.value.diagnostics
+    assert says in problem.message
+    assert problem.path == "spec.rules[0].expression" and problem.location.line > 0
+
+
+def test_comprehensions_two_deep_and_in_strings_pass(tmp_path: Path) -> None:
+    ok = '[1, 2].all(a, [3].exists(b, a < b)) && item.name != ".all(x, .all(y, .all(z,"'
+    state(tmp_path, policy("mine", rule(ok)))
+
+
+def test_evaluation_past_its_budget_fails_closed(tmp_path: Path) -> None:
+    from controller.pipeline.errors import PolicyError
+    from controller.pipeline.policy import _evaluate
+    from controller.policy import stage
+
+    # Within the limits, but reading item.name so no two items share a result.
+    slow = f'{NUMBERS}.all(a, !{NUMBERS}.exists(b, a + b < 0 && item.name == ""))'
+    loaded = state(tmp_path, policy("mine", rule(slow)))
+    items = [PlanItem("web-1", "User", f"u{i}", Action.CREATE, ()) for i in range(200)]
+    policies = stage.PolicySet(stage.load(loaded).policies, budget=0.05)
+    from tests.unit.policy.test_stage import RUN, plan
+
+    with pytest.raises(stage.BudgetExceeded, match="took over 0.05 s"):
+        policies.evaluate(plan(*items), RUN, loaded.nodes)
+    with pytest.raises(PolicyError, match="nothing is written"):
+        _evaluate(policies, plan(*items), RUN, loaded)
