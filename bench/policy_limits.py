@@ -57,7 +57,8 @@ def main() -> None:
     for n in args.entries:
         content = [f"10.0.{i // 256}.{i % 256}" for i in range(n)]
         item = {"kind": "FirewallAlias", "spec": {"content": content}, "fields": {},
-                "node": "fw", "name": "a", "action": "create", "adopt": False, "changes": []}  # fmt: skip
+                "node": "fw", "name": "a", "action": "create", "adopt": False,
+                "changes": []}  # fmt: skip
         rule = "item.spec.content.all(a, item.spec.content.exists_one(b, a == b))"
         data[str(n)] = timed(rule, {"item": item})
     results["data"] = data

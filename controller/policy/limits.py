@@ -96,6 +96,6 @@ def _indexes(text: str, offset: int) -> bool:
     start = end
     while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
         start -= 1
-    if text[start:end] == "in" and (start == 0 or not text[start - 1] == "."):
+    if text[start:end] == "in" and (start == 0 or text[start - 1] != "."):
         return False  # ``x in [...]``: the operator, then a literal
     return end > 0 and (text[end - 1].isalnum() or text[end - 1] in "_])")

@@ -133,7 +133,7 @@ def test_evaluation_past_its_budget_fails_closed(tmp_path: Path) -> None:
     policies = stage.PolicySet(stage.load(loaded).policies, budget=0.05)
     from tests.unit.policy.test_stage import RUN, plan
 
-    with pytest.raises(stage.BudgetExceeded, match="took over 0.05 s"):
+    with pytest.raises(stage.BudgetExceeded, match=r"took over 0\.05 s"):
         policies.evaluate(plan(*items), RUN, loaded.nodes)
     with pytest.raises(PolicyError, match="nothing is written"):
         _evaluate(policies, plan(*items), RUN, loaded)
