@@ -23,6 +23,7 @@ expression can read a secret in clear. Diffs of text contents are left out.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,17 @@ def spec_view(document: Document | None) -> dict[str, Any]:
     out = {k: v for k, v in document.spec.items() if k not in hidden}
     if document.kind == "FirewallRule" and "interface" in out:
         out["interface"] = _interface_names(out["interface"])
+    if document.kind == "File" and isinstance(out.get("path"), str):
+        out["path"] = _normal_path(out["path"])
     return out
+
+
+def _normal_path(path: str) -> str:
+    """The path the node resolves (symlinks aside): /etc//ssh/x, /etc/./ssh/x and
+    /etc/x/../ssh/x are /etc/ssh/x, so a prefix check cannot be passed by spelling."""
+    normal = posixpath.normpath(path)
+    # POSIX keeps a leading '//' apart; Linux does not.
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
 
 
 def _interface_names(value: Any) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from controller.plan.diff import Action, Change
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import Effect
-from tests.unit.policy.test_stage import effects, judge, policy, state
+from tests.unit.policy.test_stage import effects, file_doc, judge, policy, state, user_delete
 
 
 def rule(expression: str, effect: str = "deny", **extra: Any) -> dict[str, Any]:
@@ -137,3 +137,54 @@ def test_evaluation_past_its_budget_fails_closed(tmp_path: Path) -> None:
         policies.evaluate(plan(*items), RUN, loaded.nodes)
     with pytest.raises(PolicyError, match="nothing is written"):
         _evaluate(policies, plan(*items), RUN, loaded)
+
+
+USERS = "fazai-system-users"
+
+
+def test_a_system_account_cannot_be_renumbered_then_deleted(tmp_path: Path) -> None:
+    loaded = state(tmp_path)
+    renumber = PlanItem("web-1", "User", "sshd", Action.UPDATE, (Change("uid", 105, 5000),))
+    high = PlanItem("web-1", "User", "dyn", Action.UPDATE, (Change("uid", 61184, 5000),))
+    ordinary = PlanItem("web-1", "User", "app", Action.UPDATE, (Change("uid", 1500, 1600),))
+    got = judge(loaded, renumber, high, ordinary, user_delete("nobody", 65534))
+    assert effects(got["User/sshd"]) == [(USERS, "no-system-uid-change", Effect.DENY)]
+    assert effects(got["User/dyn"]) == [(USERS, "no-system-uid-change", Effect.DENY)]
+    assert effects(got["User/nobody"]) == [(USERS, "no-system-user-delete", Effect.DENY)]
+    assert effects(got["User/app"]) == []
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "held"),
+    [
+        ([], ["sudo"], True),
+        (None, ["wheel"], True),
+        (["users"], ["adm", "users"], True),
+        (["sudo"], ["docker", "sudo"], False),
+        ([], ["docker"], False),
+    ],
+)
+def test_joining_a_group_that_grants_root_needs_approval(
+    tmp_path: Path, live: Any, desired: Any, held: bool
+) -> None:
+    item = PlanItem("web-1", "User", "m", Action.UPDATE, (Change("groups", live, desired),))
+    got = effects(judge(state(tmp_path), item)["User/m"])
+    assert ((USERS, "privileged-group-needs-approval", Effect.REQUIRE_APPROVAL) in got) is held
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/root/.ssh/authorized_keys",
+        "/etc/passwd",
+        "/etc/shadow",
+        "/etc/group",
+        "/etc/pam.d/sshd",
+        "//etc/sudoers",  # /etc//ssh/x and /etc/x/../ssh/x are refused at validate
+    ],
+)
+def test_access_files_need_approval_in_every_spelling(tmp_path: Path, path: str) -> None:
+    loaded = state(tmp_path, file_doc("f", path))
+    item = PlanItem("web-1", "File", "f", Action.UPDATE, (Change("mode", "0644", "0600"),))
+    got = effects(judge(loaded, item)["File/f"])
+    assert got == [("fazai-access-files", "ssh-and-sudoers-need-approval", Effect.REQUIRE_APPROVAL)]
