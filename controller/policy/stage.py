@@ -7,11 +7,13 @@ Semantics, in order of strength:
 2. ``requireApproval`` holds the item until enough distinct approvers release it, even
    in ``auto`` mode (the item's ``approvals_needed`` is the largest count asked).
 3. ``allow`` is an exception to the shipped defaults only: a repository rule with
-   ``effect: allow`` (and its required ``reason``) that matches an item removes the
-   defaults' verdicts for that item, and is recorded so every output says why. It never
+   ``effect: allow`` (and its required ``reason`` and ``overrides``) that matches an item
+   removes the verdicts of the shipped rules it names in ``overrides`` for that item,
+   and is recorded so every output says why. It never
    overrides a repository's own deny or requireApproval, nor a rule that failed.
-4. A rule that cannot be evaluated for an item (a missing key, a wrong type, a result
-   that is not a boolean) fails closed: a deny verdict naming the policy, rule and error.
+4. A deny or requireApproval rule that cannot be evaluated for an item (a missing key,
+   a wrong type, a result that is not a boolean) fails closed: a deny verdict naming the
+   policy, rule and error. An allow that cannot be evaluated does not apply.
 
 Each expression is compiled once, when the set is built, not per item.
 
@@ -163,6 +165,7 @@ class PolicySet:
 @dataclass(frozen=True)
 class _Fired:
     policy: Policy
+    rule: Rule
     verdict: Verdict
     failed: bool = False  # the rule could not be evaluated: a deny nothing overrides
 
@@ -178,9 +181,15 @@ def _fired(
             try:
                 hit = outcome(entry.expression)
             except EvaluationError as exc:
+                if rule.effect is Effect.ALLOW:
+                    # An exception that cannot be evaluated is no exception: the defaults
+                    # it names stand. Only deny and requireApproval must fail closed.
+                    continue
                 message = f"denied because the rule could not be evaluated: {exc}"
                 fired.append(
-                    _Fired(policy, Verdict(policy.name, rule.name, Effect.DENY, message), True)
+                    _Fired(
+                        policy, rule, Verdict(policy.name, rule.name, Effect.DENY, message), True
+                    )
                 )
                 continue
             if hit:
@@ -188,24 +197,26 @@ def _fired(
                 verdict = Verdict(
                     policy.name, rule.name, rule.effect, rule.message, approvals, rule.reason
                 )
-                fired.append(_Fired(policy, verdict))
+                fired.append(_Fired(policy, rule, verdict))
     return fired
 
 
 def _decide(fired: Sequence[_Fired]) -> tuple[Verdict, ...]:
+    """The verdicts kept: a repository allow lifts only the shipped rules it names in
+    ``overrides``, and is shown only where it lifted one."""
     allows = [f for f in fired if f.verdict.effect is Effect.ALLOW and not f.policy.shipped]
     kept: list[Verdict] = []
-    overridden = False
+    used: list[Verdict] = []
     for f in fired:
-        effect = f.verdict.effect
-        if effect is Effect.ALLOW:
+        if f.verdict.effect is Effect.ALLOW:
             continue
-        if f.policy.shipped and allows and not f.failed:
-            overridden = True
+        key = (f.verdict.policy, f.verdict.rule)
+        lifting = [a for a in allows if key in a.rule.overrides]
+        if f.policy.shipped and lifting and not f.failed:
+            used.extend(a.verdict for a in lifting if a.verdict not in used)
             continue
         kept.append(f.verdict)
-    if overridden:
-        kept.extend(f.verdict for f in allows)
+    kept.extend(used)
     return tuple(sorted(kept, key=lambda v: (_STRENGTH[v.effect], v.policy, v.rule)))
 
 

@@ -188,3 +188,54 @@ def test_access_files_need_approval_in_every_spelling(tmp_path: Path, path: str)
     item = PlanItem("web-1", "File", "f", Action.UPDATE, (Change("mode", "0644", "0600"),))
     got = effects(judge(loaded, item)["File/f"])
     assert got == [("fazai-access-files", "ssh-and-sudoers-need-approval", Effect.REQUIRE_APPROVAL)]
+
+
+def allow(expression: str, *overrides: str) -> dict[str, Any]:
+    return rule(expression, "allow", reason="ticket OPS-1", overrides=list(overrides))
+
+
+def test_an_allow_lifts_only_the_defaults_it_names(tmp_path: Path) -> None:
+    loaded = state(
+        tmp_path,
+        policy("renumber-ok", allow("true", f"{USERS}/no-system-uid-change")),
+    )
+    renumber = PlanItem("web-1", "User", "sshd", Action.UPDATE, (Change("uid", 105, 5000),))
+    got = judge(loaded, renumber, user_delete("root", 0))
+    assert effects(got["User/sshd"]) == [("renumber-ok", "r", Effect.ALLOW)]
+    # The same allow matches root's delete but names another rule: the deny stands.
+    assert effects(got["User/root"]) == [(USERS, "no-system-user-delete", Effect.DENY)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "says", "path"),
+    [
+        (rule("true", "allow", reason="x"), "required field 'overrides'", "spec.rules[0]"),
+        (allow("true", "fazai-system-users/no-such"), "no shipped default rule",
+         "spec.rules[0].overrides[0]"),
+        (rule("true", overrides=[f"{USERS}/no-system-user-delete"]), "only an allow",
+         "spec.rules[0].overrides"),
+    ],
+)  # fmt: skip
+def test_an_allow_must_name_existing_defaults(
+    tmp_path: Path, bad: dict[str, Any], says: str, path: str
+) -> None:
+    from controller.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as caught:
+        state(tmp_path, policy("mine", bad))
+    (problem,) = caught.value.diagnostics
+    assert says in problem.message and problem.path == path and problem.location.line > 0
+
+
+def test_an_allow_that_errors_does_not_apply_and_does_not_deny(tmp_path: Path) -> None:
+    loaded = state(
+        tmp_path,
+        policy(
+            "broken-allow", allow("item.fields.nope.live == 1", f"{USERS}/no-system-user-delete")
+        ),
+        policy("broken-deny", rule("item.fields.nope.live == 1", "requireApproval")),
+    )
+    got = judge(loaded, user_delete("svc", 1500), user_delete("games", 5))
+    # The allow is not there; the requireApproval that errors still fails closed.
+    assert [(p, e) for p, _, e in effects(got["User/svc"])] == [("broken-deny", Effect.DENY)]
+    assert (USERS, "no-system-user-delete", Effect.DENY) in effects(got["User/games"])
