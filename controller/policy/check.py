@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from controller.model import kinds
 from controller.model.crosscheck import CheckContext
 from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
@@ -25,6 +26,7 @@ def check_policy(document: Document, context: CheckContext) -> Iterator[Diagnost
             document.subject,
             "metadata.name",
         )
+    yield from _check_match(document)
     seen: dict[str, int] = {}
     for index, rule in enumerate(document.spec["rules"]):
         path = ("spec", "rules", index, "expression")
@@ -112,3 +114,17 @@ def _file_text(document: Document, context: CheckContext) -> str:
             context.memo[key] = ""
     text: str = context.memo[key]
     return text
+
+
+def _check_match(document: Document) -> Iterator[Diagnostic]:
+    """A kind no one registered matches nothing: the policy would silently never apply
+    (``Usr`` for ``User``). Platforms are an enum of the schema already."""
+    known = kinds.names()
+    for index, name in enumerate(document.spec.get("match", {}).get("kinds", [])):
+        if name not in known:
+            yield Diagnostic(
+                document.location(("spec", "match", "kinds", index)),
+                f"{name!r} is no known kind; known: {', '.join(known)}",
+                document.subject,
+                f"spec.match.kinds[{index}]",
+            )

@@ -239,3 +239,13 @@ def test_an_allow_that_errors_does_not_apply_and_does_not_deny(tmp_path: Path) -
     # The allow is not there; the requireApproval that errors still fails closed.
     assert [(p, e) for p, _, e in effects(got["User/svc"])] == [("broken-deny", Effect.DENY)]
     assert (USERS, "no-system-user-delete", Effect.DENY) in effects(got["User/games"])
+
+
+def test_a_typo_in_match_kinds_is_refused_with_its_position(tmp_path: Path) -> None:
+    from controller.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as caught:
+        state(tmp_path, policy("mine", rule("true"), match={"kinds": ["User", "Usr"]}))
+    (problem,) = caught.value.diagnostics
+    assert problem.path == "spec.match.kinds[1]" and "'Usr' is no known kind" in problem.message
+    assert problem.location.line > 0 and problem.location.column > 0
