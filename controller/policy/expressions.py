@@ -178,17 +178,42 @@ def _unknown(parent: str, name: str, fields: frozenset[str]) -> str:
 
 
 def _dry_run(expression: Expression) -> None:
-    try:
-        expression.evaluate(activation.sample())
-    except EvaluationError as exc:
-        cause = exc.__cause__
-        # A missing key of a map whose keys depend on the item (fields, spec, labels) is
-        # not a mistake of the expression; at run time it fails closed.
-        if isinstance(cause, KeyError):
+    """Evaluate on a typed sample. A missing key is tolerated only where keys depend on
+    the item (``item.fields``, ``item.spec``, ``node.labels``): the sample is given that
+    key there and evaluated again; a key still missing then was missing from a typed
+    part (``item["nope"]``, an alias's ``i.nope``), which is the expression's mistake."""
+    sample = activation.sample()
+    added: set[str] = set()
+    for _ in range(_DRY_RUN_KEYS):
+        try:
+            expression.evaluate(sample)
             return
-        # The library's advice after the first sentence is long; the first one says it.
-        first = str(exc).split(". ", 1)[0].rstrip(".")
-        raise ExpressionError(1, 1, f"fails on a sample item: {first}") from None
+        except EvaluationError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, KeyError):
+                if added:
+                    return  # a type error from the stand-in values given: not the rule's
+                # The library's advice after the first sentence is long; the first says it.
+                first = str(exc).split(". ", 1)[0].rstrip(".")
+                raise ExpressionError(1, 1, f"fails on a sample item: {first}") from None
+            key = str(cause.args[0]) if cause.args else ""
+            if key in added:
+                raise ExpressionError(
+                    1, 1, f"names {key!r}, which is no field of item, node or run"
+                ) from None
+            added.add(key)
+            _give_key(sample, key)
+    # Still missing keys after so many: each was found in a free map; accept.
+
+
+_DRY_RUN_KEYS = 16
+
+
+def _give_key(sample: dict[str, Any], key: str) -> None:
+    item, node = sample["item"], sample["node"]
+    item["fields"][key] = {"live": None, "desired": None}
+    item["spec"][key] = None
+    node["labels"][key] = ""
 
 
 def _position(source: str, pattern: re.Pattern[str]) -> tuple[int, int]:

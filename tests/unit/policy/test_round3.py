@@ -249,3 +249,29 @@ def test_a_typo_in_match_kinds_is_refused_with_its_position(tmp_path: Path) -> N
     (problem,) = caught.value.diagnostics
     assert problem.path == "spec.match.kinds[1]" and "'Usr' is no known kind" in problem.message
     assert problem.location.line > 0 and problem.location.column > 0
+
+
+@pytest.mark.parametrize(
+    ("expression", "refused"),
+    [
+        ('item["nope"] == 1', True),
+        ("[item].exists(i, i.nope == 1)", True),
+        ('run["actr"] == "alice"', True),
+        ('item.fields["uid"].live < 1000', False),
+        ('node.labels["tier"] == "web"', False),
+        ('item.spec["path"].startsWith("/etc/") && item.fields.mode.live == "0644"', False),
+        ('"a" in item.fields && item.fields.a.live == 1 && item.spec.b == 2', False),
+    ],
+)
+def test_the_dry_run_tolerates_missing_keys_only_in_free_maps(
+    tmp_path: Path, expression: str, refused: bool
+) -> None:
+    from controller.errors import InvalidInputError
+
+    document = policy("mine", rule(expression))
+    if not refused:
+        state(tmp_path, document)
+        return
+    with pytest.raises(InvalidInputError) as caught:
+        state(tmp_path, document)
+    assert "which is no field of item, node or run" in str(caught.value.diagnostics)
