@@ -275,3 +275,41 @@ def test_the_dry_run_tolerates_missing_keys_only_in_free_maps(
     with pytest.raises(InvalidInputError) as caught:
         state(tmp_path, document)
     assert "which is no field of item, node or run" in str(caught.value.diagnostics)
+
+
+def test_an_unresolved_item_is_a_change_the_agent_default_holds(tmp_path: Path) -> None:
+    from controller.plan import plan_json
+    from tests.unit.policy.test_stage import plan
+
+    proposed = PlanItem("web-1", "Service", "nginx", Action.UNRESOLVED, ())
+    got = judge(state(tmp_path), proposed)["Service/nginx"]
+    assert effects(got) == [
+        ("fazai-agent-proposals", "agent-needs-approval", Effect.REQUIRE_APPROVAL)
+    ]
+    assert got.approvals_needed == 1 and not got.denied
+    whole = plan(proposed)
+    assert whole.has_changes
+    document = plan_json.to_dict(whole)
+    assert [c["action"] for c in document["changes"]] == ["unresolved"]
+    # The plan-JSON contract accepts it (fazai policy test reads such plans).
+    (back,) = [i for n in plan_json.from_dict(document).nodes for i in n.items]
+    assert back.action is Action.UNRESOLVED
+
+
+def test_every_plan_output_shows_an_unresolved_item(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    import controller.policy
+    from controller.output import plan_markdown, plan_text, summary
+    from tests.unit.policy.test_stage import RUN, plan
+
+    proposed = PlanItem("web-1", "Service", "nginx", Action.UNRESOLVED, ())
+    judged = controller.policy.load(state(tmp_path)).evaluate(plan(proposed), RUN, {})
+    buffer = io.StringIO()
+    plan_text.render(judged, Console(file=buffer, width=200))
+    for shown in (buffer.getvalue(), plan_markdown.render(judged)):
+        assert "Service/nginx" in shown and "agent-needs-approval" in shown
+    assert "1 proposed by the agent" in summary.summary_line(judged) and judged.has_changes
+    assert judged.exit_code == 1  # a change: plan says so, and apply gates it
