@@ -31,6 +31,7 @@ from typing import Any
 from controller.model.document import Document
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import RunContext
+from controller.store.redact import redact
 
 VARIABLES = ("item", "node", "run", "command")
 
@@ -77,7 +78,9 @@ def spec_view(document: Document | None) -> dict[str, Any]:
     if document is None:
         return {}
     hidden = _HIDDEN_FILE_SPEC if document.kind == "File" else _HIDDEN_SPEC
-    out = {k: v for k, v in document.spec.items() if k not in hidden}
+    # Masked as the store masks (a Secret, a secret-named key): a rule sees no more of a
+    # document than the plan's JSON shows of its changes.
+    out: dict[str, Any] = redact({k: v for k, v in document.spec.items() if k not in hidden})
     if document.kind == "FirewallRule" and "interface" in out:
         out["interface"] = _interface_names(out["interface"])
     if document.kind == "File" and isinstance(out.get("path"), str):

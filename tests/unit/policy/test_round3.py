@@ -313,3 +313,41 @@ def test_every_plan_output_shows_an_unresolved_item(tmp_path: Path) -> None:
         assert "Service/nginx" in shown and "agent-needs-approval" in shown
     assert "1 proposed by the agent" in summary.summary_line(judged) and judged.has_changes
     assert judged.exit_code == 1  # a change: plan says so, and apply gates it
+
+
+def test_missing_shipped_defaults_fail_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from controller.policy import defaults
+
+    repo = Path(__file__).resolve().parents[3]
+    folder = tmp_path / "pkg"
+    (folder / "defaults").mkdir(parents=True)
+    for name in ("access-files.yaml", "agent.yaml", "firewall-rules.yaml"):
+        shutil.copy(repo / "policies" / name, folder / "defaults" / name)
+    monkeypatch.setattr(defaults.resources, "files", lambda _package: folder)
+    defaults.shipped_policies.cache_clear()
+    try:
+        with pytest.raises(defaults.MissingDefaultsError, match="fazai-system-users"):
+            defaults.shipped_policies()
+        shutil.rmtree(folder / "defaults")
+        with pytest.raises(defaults.MissingDefaultsError, match="are missing"):
+            defaults.shipped_policies()
+    finally:
+        monkeypatch.undo()
+        defaults.shipped_policies.cache_clear()
+    assert {p.name for p in defaults.shipped_policies()} == defaults.EXPECTED
+
+
+def test_a_secret_named_spec_field_reaches_no_expression() -> None:
+    from controller.model.document import Document
+    from controller.policy import activation
+
+    spec = {"target": {"node": "web-1"}, "name": "x", "apiToken": "hunter2",
+            "env": {"dbPassword": "pw"}}  # fmt: skip
+    document = Document("Service", "x", spec)
+    shown = activation.spec_view(document)
+    assert shown["apiToken"] == "***" and shown["env"]["dbPassword"] == "***"
+    assert shown["name"] == "x" and "target" not in shown
