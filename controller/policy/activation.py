@@ -26,12 +26,15 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from controller.model.document import Document
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import RunContext
-from controller.store.redact import redact
+from controller.secrets import Secret
+from controller.store.redact import is_secret_key, redact
+from controller.store.sealed import Sealed
 
 VARIABLES = ("item", "node", "run", "command")
 
@@ -80,7 +83,9 @@ def spec_view(document: Document | None) -> dict[str, Any]:
     hidden = _HIDDEN_FILE_SPEC if document.kind == "File" else _HIDDEN_SPEC
     # Masked as the store masks (a Secret, a secret-named key): a rule sees no more of a
     # document than the plan's JSON shows of its changes.
-    out: dict[str, Any] = redact({k: v for k, v in document.spec.items() if k not in hidden})
+    out: dict[str, Any] = {k: v for k, v in document.spec.items() if k not in hidden}
+    if _has_secret(out):
+        out = redact(out)
     if document.kind == "FirewallRule" and "interface" in out:
         out["interface"] = _interface_names(out["interface"])
     if document.kind == "File" and isinstance(out.get("path"), str):
@@ -94,6 +99,19 @@ def _normal_path(path: str) -> str:
     normal = posixpath.normpath(path)
     # POSIX keeps a leading '//' apart; Linux does not.
     return "/" + normal.lstrip("/") if normal.startswith("/") else normal
+
+
+_secret_key = cache(is_secret_key)  # spec keys repeat across documents: check each once
+
+
+def _has_secret(value: Any) -> bool:
+    """Whether ``redact`` would mask anything in ``value``: most specs have nothing to
+    mask, and walking them with cached key checks costs a fraction of copying them."""
+    if isinstance(value, Mapping):
+        return any(_secret_key(str(k)) or _has_secret(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_secret(v) for v in value)
+    return isinstance(value, Secret | Sealed)
 
 
 def _interface_names(value: Any) -> list[str]:

@@ -86,6 +86,15 @@ class PolicySet:
         self._compiled = tuple(_compile_policy(p) for p in self.policies)
         # (kind, name) -> the desired document, for ``item.spec``.
         self._documents = dict(documents or {})
+        # Its spec as rules see it (masked, normalized): built once per document, as
+        # masking walks the whole spec and a set judges many plans.
+        self._specs: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def _spec(self, key: tuple[str, str]) -> Mapping[str, Any]:
+        known = self._specs.get(key)
+        if known is None:
+            known = self._specs[key] = activation.spec_view(self._documents.get(key))
+        return known
 
     def evaluate(
         self, plan: Plan, run: RunContext, nodes: Mapping[str, Document] | None = None
@@ -130,8 +139,7 @@ class PolicySet:
         matching = [c for c in self._compiled if _matches(c.policy.match, item, action, node, run)]
         if not matching:
             return item if not item.verdicts else dataclasses.replace(item, verdicts=())
-        document = self._documents.get((item.kind, item.name))
-        spec = activation.spec_view(document)
+        spec = self._spec((item.kind, item.name))
         memo: dict[tuple[int, str], bool | str] = {} if seen is None else seen
 
         def outcome(expression: Expression) -> bool:
