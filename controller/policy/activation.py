@@ -106,12 +106,19 @@ _secret_key = cache(is_secret_key)  # spec keys repeat across documents: check e
 
 def _has_secret(value: Any) -> bool:
     """Whether ``redact`` would mask anything in ``value``: most specs have nothing to
-    mask, and walking them with cached key checks costs a fraction of copying them."""
-    if isinstance(value, Mapping):
+    mask, and walking them with cached key checks costs a fraction of copying them
+    (plain types first: an isinstance check against an ABC is slow)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if kind is dict or isinstance(value, Mapping):
         return any(_secret_key(str(k)) or _has_secret(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_secret(v) for v in value)
+    if kind is list or kind is tuple:
+        return any(type(v) not in _PLAIN and _has_secret(v) for v in value)
     return isinstance(value, Secret | Sealed)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _interface_names(value: Any) -> list[str]:

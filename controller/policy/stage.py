@@ -139,7 +139,7 @@ class PolicySet:
         matching = [c for c in self._compiled if _matches(c.policy.match, item, action, node, run)]
         if not matching:
             return item if not item.verdicts else dataclasses.replace(item, verdicts=())
-        spec = self._spec((item.kind, item.name))
+        key = (item.kind, item.name)
         memo: dict[tuple[int, str], bool | str] = {} if seen is None else seen
 
         def outcome(expression: Expression) -> bool:
@@ -149,10 +149,13 @@ class PolicySet:
             looks the same to the rule as one before gets that one's result: most items
             of a plan share their kind and action, which is all many rules read."""
             needs = expression.needs
-            view = activation.item_view(item, spec, needs)
+            # The spec view only for a rule that reads item.spec (it is built once per
+            # document, but most items meet only rules that never look at it).
+            reads_spec = needs.item is None or "spec" in needs.item
+            view = activation.item_view(item, self._spec(key) if reads_spec else {}, needs)
             variables = activation.activation(view, node, run_view, item.command, needs)
-            key = (id(expression), _fingerprint(variables))
-            known = memo.get(key)
+            seen_key = (id(expression), _fingerprint(variables))
+            known = memo.get(seen_key)
             if known is None:
                 if time.monotonic() > deadline:
                     raise BudgetExceeded(
@@ -160,9 +163,9 @@ class PolicySet:
                         f"(at {item.kind}/{item.name} on {item.node}); nothing is decided"
                     )
                 try:
-                    known = memo[key] = expression.evaluate(cel.Context(variables=variables))
+                    known = memo[seen_key] = expression.evaluate(cel.Context(variables=variables))
                 except EvaluationError as exc:
-                    known = memo[key] = str(exc)
+                    known = memo[seen_key] = str(exc)
             if isinstance(known, str):
                 raise EvaluationError(known)
             return known
