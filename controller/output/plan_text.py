@@ -24,6 +24,7 @@ STYLES = {
     "noop": "dim",
     "error": "bold red",
     "unmanaged": "magenta",
+    "unresolved": "bold yellow",
 }
 
 

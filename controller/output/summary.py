@@ -19,10 +19,20 @@ def summary_line(plan: Plan) -> str:
         parts.append(f"{counts['error']} not comparable")
     if counts["unmanaged"]:
         parts.append(f"{counts['unmanaged']} unmanaged")
+    if counts.get("unresolved"):
+        parts.append(f"{counts['unresolved']} proposed by the agent")
     text = f"Plan: {', '.join(parts)} on {count(len(plan.nodes), 'node')}"
     if failed:
         text += f"; {count(len(failed), 'node')} could not be read"
     return text + "."
 
 
-SYMBOLS = {"create": "+", "update": "~", "delete": "-", "noop": "=", "error": "!", "unmanaged": "?"}
+SYMBOLS = {
+    "create": "+",
+    "update": "~",
+    "delete": "-",
+    "noop": "=",
+    "error": "!",
+    "unmanaged": "?",
+    "unresolved": "*",  # what the agent proposes: a change, held by the defaults
+}

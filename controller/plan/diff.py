@@ -27,6 +27,9 @@ class Action(StrEnum):
     NOOP = "noop"
     ERROR = "error"  # the resource could not be compared; the message says why
     UNMANAGED = "unmanaged"  # on the node, in no document: reported, never touched
+    # What the agent proposes where no document says the outcome (a command, a tool
+    # call): a change like any other, held by the shipped fazai-agent-proposals default.
+    UNRESOLVED = "unresolved"
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,18 @@ expression can read a secret in clear. Diffs of text contents are left out.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from controller.model.document import Document
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import RunContext
+from controller.secrets import Secret
+from controller.store.redact import is_secret_key, redact
+from controller.store.sealed import Sealed
 
 VARIABLES = ("item", "node", "run", "command")
 
@@ -70,10 +75,55 @@ def run_view(run: RunContext) -> dict[str, Any]:
 
 
 def spec_view(document: Document | None) -> dict[str, Any]:
+    """The spec as written, less hidden fields; a FirewallRule's ``interface`` always as
+    a list of single names (``"lan,opt1"`` is two, as OPNsense reads it), so a rule
+    comparing names cannot be passed by the string form."""
     if document is None:
         return {}
     hidden = _HIDDEN_FILE_SPEC if document.kind == "File" else _HIDDEN_SPEC
-    return {k: v for k, v in document.spec.items() if k not in hidden}
+    # Masked as the store masks (a Secret, a secret-named key): a rule sees no more of a
+    # document than the plan's JSON shows of its changes.
+    out: dict[str, Any] = {k: v for k, v in document.spec.items() if k not in hidden}
+    if _has_secret(out):
+        out = redact(out)
+    if document.kind == "FirewallRule" and "interface" in out:
+        out["interface"] = _interface_names(out["interface"])
+    if document.kind == "File" and isinstance(out.get("path"), str):
+        out["path"] = _normal_path(out["path"])
+    return out
+
+
+def _normal_path(path: str) -> str:
+    """The path the node resolves (symlinks aside): /etc//ssh/x, /etc/./ssh/x and
+    /etc/x/../ssh/x are /etc/ssh/x, so a prefix check cannot be passed by spelling."""
+    normal = posixpath.normpath(path)
+    # POSIX keeps a leading '//' apart; Linux does not.
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
+
+
+_secret_key = cache(is_secret_key)  # spec keys repeat across documents: check each once
+
+
+def _has_secret(value: Any) -> bool:
+    """Whether ``redact`` would mask anything in ``value``: most specs have nothing to
+    mask, and walking them with cached key checks costs a fraction of copying them
+    (plain types first: an isinstance check against an ABC is slow)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if kind is dict or isinstance(value, Mapping):
+        return any(_secret_key(str(k)) or _has_secret(v) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return any(type(v) not in _PLAIN and _has_secret(v) for v in value)
+    return isinstance(value, Secret | Sealed)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _interface_names(value: Any) -> list[str]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return sorted({p.strip() for i in items for p in str(i).split(",") if p.strip()})
 
 
 @dataclass(frozen=True)

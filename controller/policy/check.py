@@ -3,11 +3,14 @@ only what the activation has; the error points into the expression, in the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+from controller.model import kinds
 from controller.model.crosscheck import CheckContext
 from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
+from controller.policy.defaults import shipped_policies
 from controller.policy.expressions import ExpressionError, compile_checked
 
 SHIPPED_PREFIX = "fazai-"  # every shipped default's name starts so (policies/*.yaml)
@@ -23,6 +26,7 @@ def check_policy(document: Document, context: CheckContext) -> Iterator[Diagnost
             document.subject,
             "metadata.name",
         )
+    yield from _check_match(document)
     seen: dict[str, int] = {}
     for index, rule in enumerate(document.spec["rules"]):
         path = ("spec", "rules", index, "expression")
@@ -41,6 +45,32 @@ def check_policy(document: Document, context: CheckContext) -> Iterator[Diagnost
                 f"spec.rules[{index}].name",
             )
         seen.setdefault(name, index)
+        yield from _check_overrides(document, index, rule)
+
+
+def _check_overrides(
+    document: Document, index: int, rule: Mapping[str, Any]
+) -> Iterator[Diagnostic]:
+    """An allow names the shipped rules it lifts; each must exist, and only an allow
+    lifts anything."""
+    overrides = rule.get("overrides", [])
+    if overrides and rule["effect"] != "allow":
+        yield Diagnostic(
+            document.location(("spec", "rules", index, "overrides")),
+            "only an allow rule overrides anything; remove overrides or make the effect allow",
+            document.subject,
+            f"spec.rules[{index}].overrides",
+        )
+        return
+    known = {f"{p.name}/{r.name}" for p in shipped_policies() for r in p.rules}
+    for position, name in enumerate(overrides):
+        if name not in known:
+            yield Diagnostic(
+                document.location(("spec", "rules", index, "overrides", position)),
+                f"{name!r} is no shipped default rule; known: {', '.join(sorted(known))}",
+                document.subject,
+                f"spec.rules[{index}].overrides[{position}]",
+            )
 
 
 def _inside(
@@ -84,3 +114,17 @@ def _file_text(document: Document, context: CheckContext) -> str:
             context.memo[key] = ""
     text: str = context.memo[key]
     return text
+
+
+def _check_match(document: Document) -> Iterator[Diagnostic]:
+    """A kind no one registered matches nothing: the policy would silently never apply
+    (``Usr`` for ``User``). Platforms are an enum of the schema already."""
+    known = kinds.names()
+    for index, name in enumerate(document.spec.get("match", {}).get("kinds", [])):
+        if name not in known:
+            yield Diagnostic(
+                document.location(("spec", "match", "kinds", index)),
+                f"{name!r} is no known kind; known: {', '.join(known)}",
+                document.subject,
+                f"spec.match.kinds[{index}]",
+            )

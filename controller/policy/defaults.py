@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from controller.errors import InvalidInputError
 from controller.model import validate
@@ -13,10 +14,37 @@ from controller.model.yamlsource import read_documents
 from controller.policy import kind as _kind  # noqa: F401  (registers Policy before reading)
 from controller.policy.document import Policy, from_document
 
+# The defaults every installation must have: a missing one (a wheel built without the
+# data files, a broken link) would silently drop a guardrail.
+EXPECTED = frozenset(
+    {
+        "fazai-access-files",
+        "fazai-agent-proposals",
+        "fazai-firewall-rules",
+        "fazai-system-users",
+    }
+)
+
+
+class MissingDefaultsError(RuntimeError):
+    """FazAI is installed without its default policies: a packaging bug, never skipped."""
+
 
 @cache
 def shipped_policies() -> tuple[Policy, ...]:
     folder = resources.files("controller.policy").joinpath("defaults")
+    if not folder.is_dir():
+        raise MissingDefaultsError(f"the shipped default policies are missing ({folder})")
+    policies = _read(folder)
+    missing = EXPECTED - {p.name for p in policies}
+    if missing:
+        raise MissingDefaultsError(
+            f"shipped default policies missing from {folder}: {', '.join(sorted(missing))}"
+        )
+    return policies
+
+
+def _read(folder: Traversable) -> tuple[Policy, ...]:
     policies: list[Policy] = []
     problems = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):

@@ -35,6 +35,7 @@ class Rule:
     message: str
     approvals: int = 1
     reason: str | None = None
+    overrides: frozenset[tuple[str, str]] = frozenset()  # allow: (policy, rule) it lifts
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ def from_document(document: Document, *, shipped: bool = False) -> Policy:
             message=rule.get("message") or f"rule {rule.get('name') or index}",
             approvals=int(rule.get("approvals", 1)),
             reason=rule.get("reason"),
+            overrides=frozenset(
+                (policy, name)
+                for policy, _, name in (str(o).partition("/") for o in rule.get("overrides", ()))
+            ),
         )
         for index, rule in enumerate(spec["rules"])
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import cel
 
-from controller.policy import activation
+from controller.policy import activation, limits
 
 _POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
 _STRING = re.compile(r"""(?s)[rR]?("(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')""")
@@ -55,11 +55,16 @@ class Expression:
         # library for each item (its conversion of Python values is most of the cost).
         variables = frozenset(self._program.variables()) & frozenset(activation.VARIABLES)
         blank = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+        item = _root_fields(blank, "item")
+        # When ``item`` is reached as a whole (item["fields"], [item].exists(i, i.fields...))
+        # the text cannot say which keys of fields/spec are read: hand over all of them,
+        # or a rule would see empty maps and silently never fire.
+        whole = item is None
         self.needs = activation.Needs(
             variables,
-            _root_fields(blank, "item"),
-            _map_keys(source, blank, "fields"),
-            _map_keys(source, blank, "spec"),
+            item,
+            None if whole else _map_keys(source, blank, "fields"),
+            None if whole else _map_keys(source, blank, "spec"),
             _root_fields(blank, "node"),
         )
 
@@ -80,8 +85,12 @@ class EvaluationError(Exception):
 
 
 def compile_checked(source: str) -> Expression:
-    """The compiled expression; ExpressionError when it does not compile or names a
-    variable or field the activation does not have."""
+    """The compiled expression; ExpressionError when it exceeds a cost limit (``limits``),
+    does not compile, or names a variable or field the activation does not have."""
+    try:
+        limits.check(_STRING.sub(lambda m: " " * len(m.group(0)), source))
+    except limits.LimitError as exc:
+        raise ExpressionError(*_line_column(source, exc.offset), exc.message) from None
     expression = Expression(source)
     _check_names(source, expression)
     _dry_run(expression)
@@ -169,17 +178,42 @@ def _unknown(parent: str, name: str, fields: frozenset[str]) -> str:
 
 
 def _dry_run(expression: Expression) -> None:
-    try:
-        expression.evaluate(activation.sample())
-    except EvaluationError as exc:
-        cause = exc.__cause__
-        # A missing key of a map whose keys depend on the item (fields, spec, labels) is
-        # not a mistake of the expression; at run time it fails closed.
-        if isinstance(cause, KeyError):
+    """Evaluate on a typed sample. A missing key is tolerated only where keys depend on
+    the item (``item.fields``, ``item.spec``, ``node.labels``): the sample is given that
+    key there and evaluated again; a key still missing then was missing from a typed
+    part (``item["nope"]``, an alias's ``i.nope``), which is the expression's mistake."""
+    sample = activation.sample()
+    added: set[str] = set()
+    for _ in range(_DRY_RUN_KEYS):
+        try:
+            expression.evaluate(sample)
             return
-        # The library's advice after the first sentence is long; the first one says it.
-        first = str(exc).split(". ", 1)[0].rstrip(".")
-        raise ExpressionError(1, 1, f"fails on a sample item: {first}") from None
+        except EvaluationError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, KeyError):
+                if added:
+                    return  # a type error from the stand-in values given: not the rule's
+                # The library's advice after the first sentence is long; the first says it.
+                first = str(exc).split(". ", 1)[0].rstrip(".")
+                raise ExpressionError(1, 1, f"fails on a sample item: {first}") from None
+            key = str(cause.args[0]) if cause.args else ""
+            if key in added:
+                raise ExpressionError(
+                    1, 1, f"names {key!r}, which is no field of item, node or run"
+                ) from None
+            added.add(key)
+            _give_key(sample, key)
+    # Still missing keys after so many: each was found in a free map; accept.
+
+
+_DRY_RUN_KEYS = 16
+
+
+def _give_key(sample: dict[str, Any], key: str) -> None:
+    item, node = sample["item"], sample["node"]
+    item["fields"][key] = {"live": None, "desired": None}
+    item["spec"][key] = None
+    node["labels"][key] = ""
 
 
 def _position(source: str, pattern: re.Pattern[str]) -> tuple[int, int]:

@@ -7,18 +7,28 @@ Semantics, in order of strength:
 2. ``requireApproval`` holds the item until enough distinct approvers release it, even
    in ``auto`` mode (the item's ``approvals_needed`` is the largest count asked).
 3. ``allow`` is an exception to the shipped defaults only: a repository rule with
-   ``effect: allow`` (and its required ``reason``) that matches an item removes the
-   defaults' verdicts for that item, and is recorded so every output says why. It never
+   ``effect: allow`` (and its required ``reason`` and ``overrides``) that matches an item
+   removes the verdicts of the shipped rules it names in ``overrides`` for that item,
+   and is recorded so every output says why. It never
    overrides a repository's own deny or requireApproval, nor a rule that failed.
-4. A rule that cannot be evaluated for an item (a missing key, a wrong type, a result
-   that is not a boolean) fails closed: a deny verdict naming the policy, rule and error.
+4. A deny or requireApproval rule that cannot be evaluated for an item (a missing key,
+   a wrong type, a result that is not a boolean) fails closed: a deny verdict naming the
+   policy, rule and error. An allow that cannot be evaluated does not apply.
 
 Each expression is compiled once, when the set is built, not per item.
+
+Cost: the CEL library has no budget of its own and holds the GIL while it evaluates, so
+``limits`` bounds each expression statically and ``evaluate`` has a deadline
+(``budget`` seconds for the whole plan, checked before each evaluation): past it the
+set raises BudgetExceeded, which the pipeline turns into its PolicyError (fails closed,
+nothing written). One evaluation is not interrupted; its worst case within the limits is
+in bench/results/policy_limits.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +51,13 @@ from controller.policy.expressions import compile_checked as _compile
 # Items the stage never looks at: nothing of them is applied.
 _QUIET = (Action.NOOP, Action.ERROR)
 _STRENGTH = {Effect.DENY: 0, Effect.REQUIRE_APPROVAL: 1, Effect.ALLOW: 2}
+BUDGET = 10.0  # seconds of evaluation for one plan; a real set takes milliseconds
+
+
+class BudgetExceeded(RuntimeError):
+    """The policies took longer than their budget: nothing may be decided from them.
+    Not a FazaiError on purpose: the pipeline turns any evaluator failure into its
+    PolicyError (this layer may not import it)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +79,22 @@ class PolicySet:
         self,
         policies: Sequence[Policy],
         documents: Mapping[tuple[str, str], Document] | None = None,
+        budget: float = BUDGET,
     ) -> None:
         self.policies = tuple(policies)
+        self.budget = budget
         self._compiled = tuple(_compile_policy(p) for p in self.policies)
         # (kind, name) -> the desired document, for ``item.spec``.
         self._documents = dict(documents or {})
+        # Its spec as rules see it (masked, normalized): built once per document, as
+        # masking walks the whole spec and a set judges many plans.
+        self._specs: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def _spec(self, key: tuple[str, str]) -> Mapping[str, Any]:
+        known = self._specs.get(key)
+        if known is None:
+            known = self._specs[key] = activation.spec_view(self._documents.get(key))
+        return known
 
     def evaluate(
         self, plan: Plan, run: RunContext, nodes: Mapping[str, Document] | None = None
@@ -75,13 +103,15 @@ class PolicySet:
         nodes = nodes or {}
         run_view = activation.run_view(run)
         seen: dict[tuple[int, str], bool | str] = {}
+        deadline = time.monotonic() + self.budget
         out: list[NodePlan] = []
         for node_plan in plan.nodes:
             node_view = activation.node_view(
                 node_plan.node, node_plan.platform, nodes.get(node_plan.node)
             )
             items = tuple(
-                self._item(item, node_view, run, run_view, seen) for item in node_plan.items
+                self._item(item, node_view, run, run_view, deadline, seen)
+                for item in node_plan.items
             )
             out.append(dataclasses.replace(node_plan, items=items))
         return dataclasses.replace(plan, nodes=tuple(out))
@@ -91,7 +121,8 @@ class PolicySet:
     ) -> tuple[Verdict, ...]:
         """The verdicts for one item (the agent's proposals); ``node`` as
         ``activation.node_view`` builds it."""
-        return self._item(item, node, run, activation.run_view(run)).verdicts
+        deadline = time.monotonic() + self.budget
+        return self._item(item, node, run, activation.run_view(run), deadline).verdicts
 
     def _item(
         self,
@@ -99,6 +130,7 @@ class PolicySet:
         node: Mapping[str, Any],
         run: RunContext,
         run_view: Mapping[str, Any],
+        deadline: float,
         seen: dict[tuple[int, str], bool | str] | None = None,
     ) -> PlanItem:
         if item.action in _QUIET:
@@ -107,8 +139,7 @@ class PolicySet:
         matching = [c for c in self._compiled if _matches(c.policy.match, item, action, node, run)]
         if not matching:
             return item if not item.verdicts else dataclasses.replace(item, verdicts=())
-        document = self._documents.get((item.kind, item.name))
-        spec = activation.spec_view(document)
+        key = (item.kind, item.name)
         memo: dict[tuple[int, str], bool | str] = {} if seen is None else seen
 
         def outcome(expression: Expression) -> bool:
@@ -118,15 +149,23 @@ class PolicySet:
             looks the same to the rule as one before gets that one's result: most items
             of a plan share their kind and action, which is all many rules read."""
             needs = expression.needs
-            view = activation.item_view(item, spec, needs)
+            # The spec view only for a rule that reads item.spec (it is built once per
+            # document, but most items meet only rules that never look at it).
+            reads_spec = needs.item is None or "spec" in needs.item
+            view = activation.item_view(item, self._spec(key) if reads_spec else {}, needs)
             variables = activation.activation(view, node, run_view, item.command, needs)
-            key = (id(expression), _fingerprint(variables))
-            known = memo.get(key)
+            seen_key = (id(expression), _fingerprint(variables))
+            known = memo.get(seen_key)
             if known is None:
+                if time.monotonic() > deadline:
+                    raise BudgetExceeded(
+                        f"the policies took over {self.budget:g} s to evaluate "
+                        f"(at {item.kind}/{item.name} on {item.node}); nothing is decided"
+                    )
                 try:
-                    known = memo[key] = expression.evaluate(cel.Context(variables=variables))
+                    known = memo[seen_key] = expression.evaluate(cel.Context(variables=variables))
                 except EvaluationError as exc:
-                    known = memo[key] = str(exc)
+                    known = memo[seen_key] = str(exc)
             if isinstance(known, str):
                 raise EvaluationError(known)
             return known
@@ -137,6 +176,7 @@ class PolicySet:
 @dataclass(frozen=True)
 class _Fired:
     policy: Policy
+    rule: Rule
     verdict: Verdict
     failed: bool = False  # the rule could not be evaluated: a deny nothing overrides
 
@@ -152,9 +192,15 @@ def _fired(
             try:
                 hit = outcome(entry.expression)
             except EvaluationError as exc:
+                if rule.effect is Effect.ALLOW:
+                    # An exception that cannot be evaluated is no exception: the defaults
+                    # it names stand. Only deny and requireApproval must fail closed.
+                    continue
                 message = f"denied because the rule could not be evaluated: {exc}"
                 fired.append(
-                    _Fired(policy, Verdict(policy.name, rule.name, Effect.DENY, message), True)
+                    _Fired(
+                        policy, rule, Verdict(policy.name, rule.name, Effect.DENY, message), True
+                    )
                 )
                 continue
             if hit:
@@ -162,24 +208,26 @@ def _fired(
                 verdict = Verdict(
                     policy.name, rule.name, rule.effect, rule.message, approvals, rule.reason
                 )
-                fired.append(_Fired(policy, verdict))
+                fired.append(_Fired(policy, rule, verdict))
     return fired
 
 
 def _decide(fired: Sequence[_Fired]) -> tuple[Verdict, ...]:
+    """The verdicts kept: a repository allow lifts only the shipped rules it names in
+    ``overrides``, and is shown only where it lifted one."""
     allows = [f for f in fired if f.verdict.effect is Effect.ALLOW and not f.policy.shipped]
     kept: list[Verdict] = []
-    overridden = False
+    used: list[Verdict] = []
     for f in fired:
-        effect = f.verdict.effect
-        if effect is Effect.ALLOW:
+        if f.verdict.effect is Effect.ALLOW:
             continue
-        if f.policy.shipped and allows and not f.failed:
-            overridden = True
+        key = (f.verdict.policy, f.verdict.rule)
+        lifting = [a for a in allows if key in a.rule.overrides]
+        if f.policy.shipped and lifting and not f.failed:
+            used.extend(a.verdict for a in lifting if a.verdict not in used)
             continue
         kept.append(f.verdict)
-    if overridden:
-        kept.extend(f.verdict for f in allows)
+    kept.extend(used)
     return tuple(sorted(kept, key=lambda v: (_STRENGTH[v.effect], v.policy, v.rule)))
 
 

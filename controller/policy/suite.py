@@ -28,6 +28,7 @@ from controller.plan import plan_json
 from controller.plan.items import Plan, PlanItem
 from controller.plan.verdicts import Effect, RunContext
 from controller.policy.stage import PolicySet
+from controller.words import count
 
 NONE = "none"
 _ORDER = (Effect.DENY, Effect.REQUIRE_APPROVAL, Effect.ALLOW)
@@ -78,8 +79,17 @@ def run(
             if plan is not None:
                 cases.append((raw, plan))
     if problems:
-        raise InvalidInputError(problems)
+        raise CaseFilesError(problems)
     return [_check(policies, nodes, raw, plan) for raw, plan in cases]
+
+
+class CaseFilesError(InvalidInputError):
+    """Test case or plan files that cannot be used; says so, not "the desired state"."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        super().__init__(diagnostics)
+        errors = sum(1 for d in self.diagnostics if d.is_error)
+        self.args = (f"{count(errors, 'error')} in the test files",)
 
 
 def _check(
@@ -193,10 +203,17 @@ def _read_plan(file: Path, raw: RawDocument, problems: list[Diagnostic]) -> Plan
     except json.JSONDecodeError as exc:
         problems.append(Diagnostic(Location(str(plan_file), exc.lineno, exc.colno), exc.msg))
         return None
+    except RecursionError:
+        problems.append(Diagnostic(Location(str(plan_file)), "nested too deeply to read"))
+        return None
     try:
         return plan_json.from_dict(data, str(plan_file))
     except InvalidInputError as exc:
+        # The JSON reader keeps no positions: these name the file and the field's path.
         problems.extend(exc.diagnostics)
+        return None
+    except RecursionError:
+        problems.append(Diagnostic(Location(str(plan_file)), "nested too deeply to read"))
         return None
 
 

@@ -72,7 +72,9 @@ OWN_RULES = {
     "spec": {
         "match": {"kinds": ["FirewallRule"]},
         "rules": [{"name": "own-rules", "effect": "allow", "expression": "true",
-                   "message": "this test's rules", "reason": "the emulator is the test's own"}],
+                   "message": "this test's rules", "reason": "the emulator is the test's own",
+                   "overrides": ["fazai-firewall-rules/rule-delete-needs-approval",
+                                 "fazai-firewall-rules/block-on-controller-interface"]}],
     },
 }  # fmt: skip
 ALLOW_WEB = object_uuid(NODE, "FirewallRule", "allow-web")

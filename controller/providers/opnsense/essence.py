@@ -38,8 +38,11 @@ def protocol(value: str) -> str:
 
 
 def interfaces(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return sorted({str(i) for i in items})
+    """The interface names, one each: OPNsense itself writes a list as "lan,opt1", so a
+    string (or a list item) carrying commas is several interfaces, never one name that
+    matches no check (the anti-lockout check and the policies compare names)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return sorted({part.strip() for i in items for part in str(i).split(",") if part.strip()})
 
 
 # -- desired -----------------------------------------------------------------

@@ -137,8 +137,9 @@ class Rule:
     @property
     def interfaces(self) -> tuple[str, ...]:
         value = self.fields.get("interface", [])
-        items = value if isinstance(value, list | tuple) else str(value).split(",")
-        return tuple(str(i) for i in items if str(i))
+        items = value if isinstance(value, list | tuple) else [value]
+        # "lan,opt1" is two interfaces wherever it appears, a list item included.
+        return tuple(p.strip() for i in items for p in str(i).split(",") if p.strip())
 
     @property
     def floating(self) -> bool:

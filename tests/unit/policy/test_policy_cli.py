@@ -120,3 +120,14 @@ def test_a_repository_policy_cannot_take_a_shipped_defaults_name(tmp_path: Path)
         "policy.yaml:3:12: Policy/fazai-system-users: metadata.name: names starting with "
         "'fazai-' are kept for the shipped defaults" in done.stderr
     )
+
+
+def test_a_plan_nested_too_deep_is_trouble_naming_the_file(tmp_path: Path) -> None:
+    suite = tmp_path / "tests"
+    shutil.copytree(REPO / "policies" / "tests", suite)
+    (suite / "plans" / "linux.json").write_text("[" * 200_000)
+    done = fazai("policy", "test", "desired_state", "--plans", str(suite))
+    assert done.returncode == 2, done.stderr
+    assert "linux.json: nested too deeply to read" in done.stderr
+    assert "internal error" not in done.stderr.lower() and "Traceback" not in done.stderr
+    assert "1 error in the test files" in done.stderr

@@ -152,7 +152,8 @@ def test_allow_with_reason_overrides_a_default_and_says_why(tmp_path: Path) -> N
     allow = policy(
         "retire-games",
         {"name": "games-goes", "effect": "allow", "message": "games is retired",
-         "reason": "ticket OPS-12: the games account is unused", "expression":
+         "reason": "ticket OPS-12: the games account is unused",
+         "overrides": ["fazai-system-users/no-system-user-delete"], "expression":
          'item.kind == "User" && item.name == "games"'},
     )  # fmt: skip
     got = judge(state(tmp_path, allow), user_delete("games", 5), user_delete("lp", 7))
@@ -164,11 +165,16 @@ def test_allow_with_reason_overrides_a_default_and_says_why(tmp_path: Path) -> N
     assert got["User/lp"].denied  # the allow matched games only
 
 
+AGENT = "fazai-agent-proposals/agent-needs-approval"
+USER_DELETE = "fazai-system-users/no-system-user-delete"
+
+
 def test_repository_allow_never_overrides_a_repository_deny(tmp_path: Path) -> None:
     deny = policy("no-ftp", {"name": "no", "effect": "deny", "message": "no ftp",
                              "expression": 'item.name == "ftp"'})  # fmt: skip
     allow = policy("yes-ftp", {"name": "yes", "effect": "allow", "message": "ftp",
-                               "reason": "legacy", "expression": 'item.name == "ftp"'})  # fmt: skip
+                               "reason": "legacy", "expression": 'item.name == "ftp"',
+                               "overrides": [AGENT]})  # fmt: skip
     got = judge(state(tmp_path, deny, allow), PlanItem("web-1", "Package", "ftp", Action.CREATE))
     assert effects(got["Package/ftp"]) == [("no-ftp", "no", Effect.DENY)]
 
@@ -182,7 +188,8 @@ def test_a_rule_that_errors_at_run_time_fails_closed(tmp_path: Path) -> None:
          "expression": "item.fields.uid.desired < 100"},
     )  # fmt: skip
     allow = policy("all-fine", {"name": "ok", "effect": "allow", "message": "fine",
-                                "reason": "test", "expression": "true"})  # fmt: skip
+                                "reason": "test", "expression": "true",
+                                "overrides": [USER_DELETE]})  # fmt: skip
     item = PlanItem("web-1", "User", "bob", Action.CREATE, (Change("shell", None, "/bin/sh"),))
     got = judge(state(tmp_path, risky, allow), item)
     (verdict,) = got["User/bob"].verdicts

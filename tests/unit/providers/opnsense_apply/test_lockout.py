@@ -214,3 +214,16 @@ def test_ipv6_paths() -> None:
     assert [f.rule.key for f in find_lockouts([v6], {}, path) if f.rule] == ["b"]
     assert find_lockouts([block(source_net="10.0.0.0/8")], {}, path) == []
     assert "[2001:db8::1]:443/tcp" in str(path)
+
+
+def test_a_comma_list_of_interfaces_is_each_of_them() -> None:
+    # OPNsense's own spelling of [lan, opt1]; the essence splits it, and a Rule given
+    # the raw string or a list item carrying commas reads it the same way.
+    from controller.providers.opnsense.essence import desired_rule, interfaces
+
+    assert interfaces("lan,opt1") == ["lan", "opt1"] == interfaces(["opt1,lan"])
+    spec = {"action": "block", "quick": True, "interface": "lan,opt1", "direction": "in",
+            "ipprotocol": "inet", "protocol": "any", "log": False, "enabled": True}  # fmt: skip
+    assert desired_rule(spec)["interface"] == ["lan", "opt1"]
+    for value in ("lan,opt1", ["lan,opt1"], desired_rule(spec)["interface"]):
+        assert blocked(block(interface=value), interfaces=["lan"]) == ["b"], value
