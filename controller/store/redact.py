@@ -58,11 +58,21 @@ def is_secret_key(name: str) -> bool:
 _secret_name = functools.lru_cache(maxsize=4096)(is_secret_key)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def redact(value: Any) -> Any:
     """A copy of ``value`` (JSON-like: mappings, lists, tuples, scalars) with secrets masked.
 
     ``None`` under a secret-named key stays ``None``: "no password set" is not a secret, and
     keeping it lets a rollback tell an unset field from a masked one."""
+    kind = type(value)
+    # Exact types first (a Secret or a Sealed is neither): a plan of 300 items is 16,000
+    # values, and the ABC checks below cost a microsecond each.
+    if kind in _PLAIN:
+        return value
+    if kind is list:
+        return [redact(item) for item in value]
     if isinstance(value, Secret):
         return MASK
     if isinstance(value, Sealed):
