@@ -296,6 +296,30 @@ def write_fazai(emu: EmulatorServer, objs: Objects, folder: Path) -> Path:
         },
     }
     (state_dir / "node.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
+    # The shipped default holds a block rule for approval when the Node does not say which
+    # interfaces the controller comes in on. Saying so (controllerInterfaces) would also
+    # narrow the provider's anti-lockout check, so the bench lifts the default for its own
+    # rules instead, as a user would, and the lockout check still covers every interface.
+    policy = {
+        "apiVersion": "fazai.dev/v1alpha1",
+        "kind": "Policy",
+        "metadata": {"name": "bench-rules"},
+        "spec": {
+            "match": {"kinds": ["FirewallRule"], "actions": ["create", "update"]},
+            "rules": [
+                {
+                    "name": "bench-block-rules",
+                    "effect": "allow",
+                    "message": "the benchmark's rules",
+                    "reason": "every destination is in 10.0.0.0/8, away from the controller's "
+                    "loopback path; the anti-lockout check still runs at apply",
+                    "expression": 'item.name.startsWith("rule-")',
+                    "overrides": ["fazai-firewall-rules/block-on-controller-interface"],
+                }
+            ],
+        },
+    }
+    (state_dir / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
     for fname, group in (
         ("aliases.yaml", objs.aliases),
         ("rules.yaml", objs.rules),

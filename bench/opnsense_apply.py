@@ -222,11 +222,12 @@ def _text(data: bytes | str | None) -> str:
 
 
 def fazai_apply(
-    emu: EmulatorServer, objs: Objects, workdir: Path, timeout: float
+    emu: EmulatorServer, objs: Objects, workdir: Path, timeout: float, command: str | None = None
 ) -> dict[str, Any]:
-    """`fazai apply --auto-approve` on a fresh firewall, checked, then `fazai plan`."""
+    """`fazai apply --auto-approve` on a fresh firewall, checked, then `fazai plan`
+    (``command``: another `fazai`, say an older tree's, instead of this venv's)."""
     docs = write_fazai(emu, objs, workdir / "fazai")
-    fazai = fazai_command()
+    fazai = command or fazai_command()
     argv = [fazai, "apply", str(docs), "--auto-approve", "--state", str(workdir / "state.db")]
     emu.requests.clear()
     run = run_timed(argv, timeout)
@@ -464,6 +465,12 @@ def main() -> int:
         help="seconds the emulator waits before answering each request (a model of a real "
         "firewall's PHP start and config save; concurrent requests wait side by side)",
     )
+    ap.add_argument(
+        "--fazai-before",
+        metavar="CMD",
+        help="a second `fazai` to run interleaved with this one (say a script that runs an "
+        "export of the parent commit), shown as fazai_before",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -479,6 +486,13 @@ def main() -> int:
     tools: list[tuple[str, Callable[[EmulatorServer, Path], dict[str, Any]]]] = [
         ("fazai", lambda emu, wd: fazai_apply(emu, objs, wd, args.timeout)),
     ]
+    if args.fazai_before:
+        tools.append(
+            (
+                "fazai_before",
+                lambda emu, wd: fazai_apply(emu, objs, wd, args.timeout, args.fazai_before),
+            )
+        )
     for mode in modes:
         run_oxl = functools.partial(
             oxl_apply, objs=objs, mode=mode, api_timeout=args.api_timeout, timeout=args.timeout
@@ -510,7 +524,7 @@ def main() -> int:
                     outcome = run(emu, workdir / f"{name}-{i + 1}")
                 runs[name].append(outcome)
                 show(f"{name} run {i + 1}", outcome)
-                if name == "fazai":
+                if name.startswith("fazai"):
                     again = outcome["second_plan"]
                     print(
                         f"  second fazai plan: rc={again['rc']}, {again.get('changes')} changes, "
@@ -535,7 +549,10 @@ def main() -> int:
     )
     base = fz["best_seconds"]
     base_cpu = fz["least_tool_cpu_seconds"]
-    labels = {"fazai": "fazai apply --auto-approve (CLI)"}
+    labels = {
+        "fazai": "fazai apply --auto-approve (CLI)",
+        "fazai_before": "the same, --fazai-before",
+    }
     labels.update({f"oxl_{mode}": label for mode, label in OXL_MODES.items()})
     ratios: dict[str, float] = {}
     for name, _ in tools:
@@ -549,6 +566,7 @@ def main() -> int:
         ratio = top["seconds"] / base if base else None
         cpu_ratio = cpu / base_cpu if base_cpu else None
         if ratio is not None and cpu_ratio is not None and name != "fazai":
+            # oxl_multi/fazai: how many times FazAI's time oxl takes (2.0 is the target)
             ratios[f"{name}/fazai"] = round(ratio, 2)
             ratios[f"{name}/fazai_tool_cpu"] = round(cpu_ratio, 2)
             ratios[f"{name}/fazai_requests"] = round(top["requests"] / fz["requests"], 2)

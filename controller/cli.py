@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import controller
 import controller.policy  # registers the Policy kind, as providers.load_all the platforms
@@ -381,6 +380,8 @@ def run_plan(
     selected = [n for n in state.nodes if not nodes or n in nodes]
     if not stderr.is_terminal:
         return signals.run_cancellable(lambda: planning.plan(state, run, **options))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("reading nodes"),
         BarColumn(),

@@ -76,6 +76,12 @@ def _key_like(key: str, word: str) -> bool:
 
 
 def _foreign_mapping(value: dict[Any, Any]) -> bool:
+    api = value.get("apiVersion")
+    if isinstance(api, str) and _looks_ours(api):
+        # Ours whatever its keys say (every test below only keeps a document ours): the
+        # common case answered before the near-miss key tests, whose difflib ratios cost
+        # 0.25 ms a document (0.08 s of loading 300).
+        return False
     keys = [k for k in value if isinstance(k, str)]
     # A key spelt almost like one of FazAI's envelope is a FazAI document with a typo.
     for key in keys:

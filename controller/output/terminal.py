@@ -47,6 +47,11 @@ def clean(text: str, *, one_line: bool = False) -> str:
     return text.translate(_TABLE) if _UNSAFE.search(text) else text
 
 
+def is_clean(text: str) -> bool:
+    """Whether :func:`clean` would leave ``text`` as it is (newlines aside)."""
+    return _UNSAFE.search(text) is None
+
+
 def echo(text: str, **options: Any) -> None:
     """``click.echo`` of cleaned text."""
     click.echo(clean(text), **options)

@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cel
-
 from controller.errors import InvalidInputError
 from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
@@ -43,6 +41,7 @@ from controller.plan.diff import Action
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import Effect, RunContext, Verdict
 from controller.policy import activation
+from controller.policy.celengine import engine as cel
 from controller.policy.defaults import shipped_policies
 from controller.policy.document import Match, Policy, Rule, from_document
 from controller.policy.expressions import EvaluationError, Expression, ExpressionError

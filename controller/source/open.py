@@ -19,18 +19,35 @@ def open_source(
     location: str, ref: str | None = None, subdir: str = "", cache_dir: Path | None = None
 ) -> SourceTree:
     """A directory as it is on disk, or, with ``ref`` (or a URL), a git commit's tree."""
-    # GitPython is imported only when a repository is read: plain folders skip its cost.
-    from controller.source import git
+    # GitPython (0.03-0.05 s to import) only when a repository may be read: a folder in
+    # no repository skips its cost.
+    if ref is not None or "://" in location or location.startswith("git@"):
+        from controller.source import git
 
-    if ref is not None or git.is_git_url(location):
-        return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
+        if ref is not None or git.is_git_url(location):
+            return git.read_git(location, ref or "HEAD", cache_dir or default_cache_dir(), subdir)
     root = Path(location) / subdir if subdir else Path(location)
     tree = directory.read_directory(root)
-    revision = git.head_revision(root, tree.paths()) if root.is_dir() else None
+    if not root.is_dir() or not _maybe_in_repository(root):
+        return tree
+    from controller.source import git
+
+    revision = git.head_revision(root, tree.paths())
     if revision is None:
         return tree
     # A working copy: HEAD, marked +dirty when the files read are not HEAD's.
     return tree.at_revision(revision)
+
+
+def _maybe_in_repository(folder: Path) -> bool:
+    """False only when no repository can hold ``folder``: neither it nor a folder above
+    has a ``.git`` (directory, gitfile or link) or a ``HEAD`` (a bare repository or a
+    git directory itself), which is all GitPython's search looks for."""
+    here = Path(os.path.abspath(folder))  # as GitPython walks it: normalized, not resolved
+    for place in (here, *here.parents):
+        if os.path.lexists(place / ".git") or os.path.lexists(place / "HEAD"):
+            return True
+    return False
 
 
 def reopen(source: str, revision: str | None, cache_dir: Path | None = None) -> SourceTree:

@@ -15,6 +15,7 @@ leaked key costs the fleet.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -53,11 +54,25 @@ def is_secret_key(name: str) -> bool:
     return flat not in ("key", "keys") and flat.endswith(("key", "keys"))
 
 
+# Cached: a journal of 300 objects asks the same twenty names 4,000 times.
+_secret_name = functools.lru_cache(maxsize=4096)(is_secret_key)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def redact(value: Any) -> Any:
     """A copy of ``value`` (JSON-like: mappings, lists, tuples, scalars) with secrets masked.
 
     ``None`` under a secret-named key stays ``None``: "no password set" is not a secret, and
     keeping it lets a rollback tell an unset field from a masked one."""
+    kind = type(value)
+    # Exact types first (a Secret or a Sealed is neither): a plan of 300 items is 16,000
+    # values, and the ABC checks below cost a microsecond each.
+    if kind in _PLAIN:
+        return value
+    if kind is list:
+        return [redact(item) for item in value]
     if isinstance(value, Secret):
         return MASK
     if isinstance(value, Sealed):
@@ -66,7 +81,7 @@ def redact(value: Any) -> Any:
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key)
-            if is_secret_key(name) and item is not None and not isinstance(item, Sealed):
+            if _secret_name(name) and item is not None and not isinstance(item, Sealed):
                 out[name] = MASK
             else:
                 out[name] = redact(item)

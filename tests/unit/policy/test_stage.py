@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cel
 import pytest
 import yaml
 
@@ -19,6 +18,7 @@ from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import Effect, RunContext
 from controller.policy import PolicySet
+from controller.policy.celengine import engine as cel
 from controller.source.open import open_source
 
 RUN = RunContext(trigger="commit", mode="auto", actor="alice", source="infra")

@@ -315,3 +315,31 @@ def test_only_a_sealed_value_passes_the_redaction() -> None:
     assert token.to_json()["escrow"] == FORMAT
     assert parse({**token.to_json(), "extra": 1}) is None
     assert parse({"escrow": FORMAT, "kid": "nothex!", "sealed": "AAAA"}) is None
+
+
+def test_cryptography_is_loaded_only_when_a_secret_is_sealed(tmp_path: Path) -> None:
+    """Opening the store and journaling an apply that seals nothing (most do not) costs no
+    cryptography import (10-16 ms of every command); sealing still works after."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from controller.store import Command, StateStore, Trigger\n"
+        f"store = StateStore(Path({str(tmp_path / 'state.db')!r}))\n"
+        "run = store.start_run(Trigger.CLI, Command.APPLY, 's', None)\n"
+        "txn = store.begin_transaction(run, 'web-1')\n"
+        "store.record_snapshot(txn, 'Node', 'web-1', 'transaction', {'mode': '0644'},\n"
+        "                      escrow=('secretContent',))\n"
+        "print('cryptography' in sys.modules)\n"
+        "store.record_snapshot(txn, 'Node', 'web-2', 'transaction', {'secretContent': 'x'},\n"
+        "                      escrow=('secretContent',))\n"
+        "print('cryptography' in sys.modules)\n"
+        "sealed = next(s for s in store.snapshots(txn) if s.name == 'web-2')\n"
+        "print(store.reveal(txn, sealed).before == {'secretContent': 'x'})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.split() == ["False", "True", "True"], done.stderr
