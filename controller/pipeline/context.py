@@ -6,8 +6,8 @@ One builder per entry point, so that the words a policy matches on (``run.trigge
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 
 from controller.plan.verdicts import RunContext
 from controller.store import Trigger
@@ -20,12 +20,13 @@ _TRIGGERS = {Trigger.WATCH: "commit"}
 
 
 def os_user() -> str:
-    """The person running the CLI: the login name, else the uid's name, else ``uid N``
-    (a container may run as a uid with no passwd entry)."""
+    """The person running the CLI: the effective uid's name, else ``uid N`` (a container
+    may run as a uid with no passwd entry). Never $LOGNAME or $USER, which whoever runs
+    the command sets (the audit trail's actor is taken the same way)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # getpass falls back to pwd, which raises KeyError
-        return f"uid {os.getuid()}"
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def cli(mode: str, source: str = "", actor: str | None = None) -> RunContext:

@@ -312,8 +312,8 @@ def test_the_os_actor_is_the_effective_user_not_the_environment() -> None:
 def test_the_policy_actor_of_a_cli_run_ignores_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from controller.policy import runs
+    from controller.pipeline import context
 
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         monkeypatch.setenv(name, "ci-bot")
-    assert runs.cli("apply", ".").actor == pwd.getpwuid(os.geteuid()).pw_name
+    assert context.cli("apply", ".").actor == pwd.getpwuid(os.geteuid()).pw_name
