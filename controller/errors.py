@@ -64,13 +64,10 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from controller.diagnostics import Diagnostic, Location, format_path
 from controller.hashes import mask_hashes
 from controller.words import count
-
-if TYPE_CHECKING:
-    from controller.model.diagnostics import Diagnostic
 
 
 class FazaiError(Exception):
@@ -163,8 +160,6 @@ class SettingsError(InvalidInputError):
         problems: Sequence[tuple[tuple[str | int, ...], str]],
         file: str = "",
     ) -> None:
-        from controller.model.diagnostics import Diagnostic, Location, format_path
-
         if not problems:
             raise ValueError("a SettingsError needs at least one problem")
         self.section = section
@@ -282,8 +277,6 @@ class PlanFormatError(InvalidInputError):
     and ``file`` the document's file where it has one."""
 
     def __init__(self, message: str, path: str = "", file: str = "<plan>") -> None:
-        from controller.model.diagnostics import Diagnostic, Location
-
         self.path = path
         self.message = message
         super().__init__([Diagnostic(Location(file), message, "Plan", path)])

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controller import providers
+from controller.diagnostics import Diagnostic, Location, Severity
 from controller.model import kinds
-from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.providers.base import NO_OWNERSHIP, Ownership

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.diagnostics import Diagnostic, Location, format_path
 from controller.errors import InvalidInputError
 from controller.forges.base import STATUS_CONTEXT
 from controller.forges.clients import canonical
 from controller.forges.http import DEFAULT_TIMEOUT, ForgeTarget
-from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.secrets import resolve
 from controller.settings import check, durations, sections
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.diagnostics import Diagnostic, Severity
 from controller.model import kinds
-from controller.model.diagnostics import Diagnostic, Severity
 from controller.model.document import Document
 from controller.model.state import target_nodes
 from controller.source.tree import SourceTree

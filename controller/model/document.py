@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.model.diagnostics import Location
+from controller.diagnostics import Location
 from controller.model.yamlsource import FieldPath, RawDocument
 
 API_VERSION = "fazai.dev/v1alpha1"

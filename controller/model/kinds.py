@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from controller.model.document import API_VERSION, Document
 
 if TYPE_CHECKING:
+    from controller.diagnostics import Diagnostic
     from controller.model.crosscheck import CheckContext
-    from controller.model.diagnostics import Diagnostic
 
 InstanceKey = Callable[[Mapping[str, Any]], str]
 # Rules one document must follow that its schema cannot say (they need other documents,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from controller.diagnostics import Diagnostic, Location, Severity
 from controller.errors import InvalidInputError, SourceError
 from controller.model import crosscheck, foreign, kinds, validate
-from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.model.yamlsource import MAX_FILE_BYTES, read_documents

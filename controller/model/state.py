@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from controller.diagnostics import Diagnostic, Location
 from controller.model import kinds
-from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
 from controller.source.tree import SourceTree
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import jsonschema
 
+from controller.diagnostics import Diagnostic, format_path
 from controller.model import ecma, kinds
-from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION, Document
 from controller.model.yamlsource import FieldPath, RawDocument
 

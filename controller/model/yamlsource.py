@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from yaml.resolver import BaseResolver
 
-from controller.model.diagnostics import Diagnostic, Location, format_path
+from controller.diagnostics import Diagnostic, Location, format_path
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64

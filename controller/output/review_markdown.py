@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from controller.model.diagnostics import Diagnostic
+from controller.diagnostics import Diagnostic
 from controller.output import terminal
 from controller.output.plan_markdown import cell, item_lines, node_table
 from controller.output.plan_text import policy_line

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from controller.diagnostics import Diagnostic
 from controller.errors import RetryDecision
-from controller.model.diagnostics import Diagnostic
 from controller.plan.diff import Action, Change
 from controller.plan.verdicts import Effect, Verdict
 

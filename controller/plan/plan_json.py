@@ -13,8 +13,8 @@ from typing import Any
 
 import jsonschema
 
+from controller.diagnostics import Diagnostic, Location, Severity, format_path
 from controller.errors import PlanFormatError
-from controller.model.diagnostics import Diagnostic, Location, Severity, format_path
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import Effect, Verdict

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from controller.diagnostics import Diagnostic, Location
 from controller.model import kinds
 from controller.model.crosscheck import CheckContext
-from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
 from controller.policy.defaults import shipped_policies
 from controller.policy.expressions import ExpressionError, compile_checked

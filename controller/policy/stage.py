@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controller.diagnostics import Diagnostic, Location
 from controller.errors import InvalidInputError
-from controller.model.diagnostics import Diagnostic, Location
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.plan.diff import Action

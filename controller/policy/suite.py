@@ -20,8 +20,8 @@ from typing import Any
 
 import jsonschema
 
+from controller.diagnostics import Diagnostic, Location, format_path
 from controller.errors import InvalidInputError
-from controller.model.diagnostics import Diagnostic, Location, format_path
 from controller.model.document import Document
 from controller.model.yamlsource import MAX_FILE_BYTES, RawDocument, read_documents
 from controller.plan import plan_json

@@ -23,8 +23,8 @@ from typing import Any
 
 import jsonschema
 
+from controller.diagnostics import Diagnostic, format_path
 from controller.errors import FazaiError, InvalidInputError, SettingsError
-from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import API_VERSION
 from controller.model.yamlsource import FieldPath, RawDocument
 from controller.reconcile.handle import Mode

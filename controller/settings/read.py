@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from controller.diagnostics import Diagnostic, Location
 from controller.errors import InvalidInputError
-from controller.model.diagnostics import Diagnostic, Location
 from controller.model.yamlsource import RawDocument, read_documents
 
 SUBJECT = "ControllerConfig"

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from controller.model.diagnostics import Location
+from controller.diagnostics import Location
 
 
 @dataclass(frozen=True)

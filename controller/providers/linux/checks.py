@@ -5,8 +5,8 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterator
 
+from controller.diagnostics import Diagnostic
 from controller.model.crosscheck import CheckContext
-from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.model.state import target_nodes
 from controller.providers.linux import nftbody

@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from controller.diagnostics import Diagnostic
 from controller.errors import (
     ApiError,
     FazaiError,
@@ -53,7 +54,6 @@ from controller.errors import (
     UnreachableError,
     ValidationFailedError,
 )
-from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.plan.diff import Action, Observed
 from controller.plan.diff import compare as compare_essences

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from controller.diagnostics import Diagnostic, Severity, format_path
 from controller.model.crosscheck import CheckContext
-from controller.model.diagnostics import Diagnostic, Severity, format_path
 from controller.model.document import Document
 from controller.model.state import target_nodes
 from controller.providers.opnsense import naming

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 
+from controller.diagnostics import Diagnostic
 from controller.model.crosscheck import CheckContext
-from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.model.state import target_nodes
 from controller.providers.opnsense import adoption

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from controller.diagnostics import Diagnostic
 from controller.model.crosscheck import CheckContext
-from controller.model.diagnostics import Diagnostic
 from controller.model.document import Document
 from controller.model.kinds import NODE_CHECKS, Kind, register
 from controller.providers.opnsense import checks, claims

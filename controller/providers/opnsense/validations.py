@@ -8,8 +8,8 @@ path, so the message is reported as ``FILE:LINE:COL: FirewallRule/x: spec.destin
 
 from __future__ import annotations
 
+from controller.diagnostics import Diagnostic, format_path
 from controller.errors import ValidationFailedError
-from controller.model.diagnostics import Diagnostic, format_path
 from controller.model.document import Document
 
 # API model field -> document path, where they differ in more than the "spec." prefix.

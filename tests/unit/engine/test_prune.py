@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.diagnostics import Severity
 from controller.engine import prune
 from controller.model import kinds, loader
-from controller.model.diagnostics import Severity
 from controller.model.state import DesiredState
 from controller.providers.opnsense.identity import object_uuid, parse_alias_record
 from controller.source.open import open_source

@@ -7,9 +7,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from controller.diagnostics import Location
 from controller.errors import InvalidInputError, SecretError
 from controller.forges import settings
-from controller.model.diagnostics import Location
 
 
 def test_schema_is_valid_json_schema() -> None:

@@ -104,7 +104,7 @@ def test_markdown_keeps_within_the_forge_limit() -> None:
 
 
 def test_invalid_head_comment_lists_diagnostics() -> None:
-    from controller.model.diagnostics import Diagnostic, Location
+    from controller.diagnostics import Diagnostic, Location
 
     diagnostics = [
         Diagnostic(Location("a.yaml", 3, 5), "unknown field 'x'", "File/motd", "spec.x"),

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
+from controller.diagnostics import Diagnostic, Severity
 from controller.errors import InvalidInputError
 from controller.model import kinds, loader
-from controller.model.diagnostics import Diagnostic, Severity
 from controller.source.open import open_source
 
 FW = {

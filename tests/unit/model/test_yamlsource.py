@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.model.diagnostics import Location
+from controller.diagnostics import Location
 from controller.model.yamlsource import MAX_VALUES, read_documents
 
 DOC = """\

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from controller.diagnostics import Diagnostic, Location, Severity
 from controller.errors import PlanFormatError
-from controller.model.diagnostics import Diagnostic, Location, Severity
 from controller.plan import plan_json
 from controller.plan.diff import Action, Change
 from controller.plan.items import NodePlan, Plan, PlanItem

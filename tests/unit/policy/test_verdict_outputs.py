@@ -128,7 +128,7 @@ def test_from_dict_round_trips_the_plan_json() -> None:
 
 
 def test_from_dict_keeps_errors_adoption_and_warnings() -> None:
-    from controller.model.diagnostics import Diagnostic, Location, Severity
+    from controller.diagnostics import Diagnostic, Location, Severity
 
     plan = Plan(
         "s", None,

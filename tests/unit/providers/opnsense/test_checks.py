@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.diagnostics import Diagnostic, Severity
 from controller.errors import InvalidInputError
 from controller.model import loader
-from controller.model.diagnostics import Diagnostic, Severity
 from controller.source.open import open_source
 
 NODE = {
