@@ -41,7 +41,8 @@ def test_deleting_a_system_user_is_denied_and_nothing_is_written(
         said = " ".join(refused.stderr.split())
         assert (
             "denied: web-2: delete User/svc-legacy: fazai-system-users/no-system-user-delete: "
-            "deleting a system account (uid below 1000 or 60000 and above) or root is refused" in said
+            "deleting a system account (uid below 1000 or 60000 and above) or root is refused"
+            in said
         )
         assert "nothing applied" in said
         assert node.run("id -u svc-legacy").stdout.strip() == b"990"
