@@ -18,7 +18,8 @@ and at once when the source changes.
 
     FazaiError
     ├── InvalidInputError     documents that cannot be used; carries every Diagnostic found
-    │   └── SettingsError         a fazai.yaml section that cannot be used; .problems (permanent)
+    │   ├── SettingsError         a fazai.yaml section that cannot be used; .problems (permanent)
+    │   └── PlanFormatError       a plan JSON document (a file, a stored run) is not one; .path
     ├── SourceError           the desired-state source cannot be read      (temporary; a git
     │                         failure that names refused credentials or a missing ref: permanent)
     ├── NodeError             one node cannot be read or changed; others carry on (temporary)
@@ -35,7 +36,6 @@ and at once when the source changes.
     │       ├── ValidationFailedError the firewall refused the values; see .validations
     │       ├── RateLimitedError      too many requests (429)            (temporary, delay)
     │       └── ServerError           the firewall failed (5xx)          (temporary, delay)
-    ├── PlanFormatError       a plan JSON document (a file, a stored run) is not one; .path
     ├── SandboxError          the sandbox (demo, serve --sandbox) cannot start: a subnet or
     │                         port already in use, no root; says how to fix it  (permanent)
     ├── StoreError            the state store (runs, journal, inventory) is unusable (permanent)
@@ -51,6 +51,10 @@ and at once when the source changes.
         │   └── ForgeUnavailableError unreachable, timed out, or 5xx    (temporary, delay)
         └── WebhookRefused        an incoming delivery is refused; .status_code, .reason
             └── PushIgnored           authentic, but no branch push to act on (202)
+
+The pipeline's refusals (``PolicyError``, ``PolicyDenied``, ``ApprovalRequired``,
+``RollbackSuperseded``) sit in the same tree, defined beside the stage that raises them
+(``controller/pipeline/errors.py``).
 
 The classification is a class attribute, overridden on an instance where the mapping
 knows better (an UnreachableError caused by a certificate failure is permanent).

@@ -8,11 +8,10 @@ knows how they are made.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Mapping
-from types import ModuleType
 from typing import Protocol
 
+from controller import policy as evaluator
 from controller.errors import FazaiError
 from controller.model.document import Document
 from controller.model.state import DesiredState
@@ -20,6 +19,7 @@ from controller.pipeline.errors import PolicyError
 from controller.pipeline.gate import Checked
 from controller.plan.items import NodePlan, Plan, PlanItem
 from controller.plan.verdicts import RunContext
+from controller.policy.stage import BudgetExceeded
 from controller.store.redact import redact
 
 
@@ -48,28 +48,16 @@ def vouches(checked: Checked) -> bool:
     return isinstance(stamp, _Stamp) and all(id(n) in stamp.nodes for n in checked.plan.nodes)
 
 
-def _evaluator() -> ModuleType | None:
-    try:
-        return importlib.import_module("controller.policy")
-    except ModuleNotFoundError as exc:
-        if exc.name != "controller.policy":
-            raise  # the evaluator is there but broken: never plan without it
-        return None
-
-
 def register() -> None:
     """Make the Policy kind known to the loader (importing the evaluator registers it, as
     a platform registers its kinds): called before any desired state is loaded."""
-    _evaluator()
+    # Importing the evaluator (above) registered the kind; nothing more to do. Kept as
+    # the one call every loader makes, so the registration is visible where it matters.
 
 
-def load(state: DesiredState) -> PolicySet | None:
-    """The policies of ``state`` (its Policy documents and the shipped defaults); None
-    only where this build has no evaluator at all."""
-    module = _evaluator()
-    if module is None:
-        return None
-    policies: PolicySet = module.load(state)
+def load(state: DesiredState) -> PolicySet:
+    """The policies of ``state``: its Policy documents and the shipped defaults."""
+    policies: PolicySet = evaluator.load(state)
     return policies
 
 
@@ -98,7 +86,7 @@ def check_by(
         raise PolicyError(
             f"the policies could not be loaded ({type(exc).__name__}: {exc}); nothing is written"
         ) from exc
-    if policies is None or not plan.nodes:
+    if not plan.nodes:
         return plan
     groups: dict[RunContext, list[NodePlan]] = {}
     for node in plan.nodes:
@@ -134,9 +122,12 @@ def _evaluate(
     except FazaiError:
         raise
     except Exception as exc:  # a bug of the evaluator must not let a write through
-        raise PolicyError(
+        error = PolicyError(
             f"the policies could not be evaluated ({type(exc).__name__}: {exc}); nothing is written"
-        ) from exc
+        )
+        # The budget runs out on a loaded machine too: the next pass may finish in time.
+        error.retryable = isinstance(exc, BudgetExceeded)
+        raise error from exc
 
 
 def _shown(plan: Plan) -> Plan:

@@ -100,7 +100,7 @@ async def apply(
         publish=publish,
         lock_timeout=lock_timeout,
         interrupt=interrupt,
-        run=recorded or checked.run,
+        run=recorded or _recorded(checked.run),
     )
 
 
@@ -139,7 +139,7 @@ async def apply_approved(
     try:
         admit(fresh, granted=max(granted, 1))
     except PolicyDenied:
-        record_denied(store, fresh, source=run.source)
+        record_denied(store, fresh, source=run.source, recorded=recorded)
         raise
     # The engine writes the plan just judged, where its changes are the approved ones, and
     # checks its own read, under the node's lock, against it. A node whose changes moved
@@ -161,16 +161,34 @@ async def apply_approved(
     )
 
 
-def record_denied(store: StateStore, checked: Checked, *, source: str = "") -> None:
+def record_denied(
+    store: StateStore,
+    checked: Checked,
+    *,
+    source: str = "",
+    run_id: int | None = None,
+    recorded: RunContext | None = None,
+) -> None:
     """The policy stage refused ``checked``: the audit trail says who asked for what and
-    which rules said no (``policy.denied``), nothing having been written."""
+    which rules said no (``policy.denied``), nothing having been written. ``run_id``: the
+    plan run that found it; ``recorded``: who the trail names (as :func:`apply`)."""
     trail.record_denied(
         store,
-        checked.run,
+        recorded or _recorded(checked.run),
         checked.denied,
         source=source or checked.run.source,
         revision=checked.plan.revision,
+        run_id=run_id,
     )
+
+
+def _recorded(run: RunContext) -> RunContext:
+    """Who the runs and the audit trail name for a run the policies saw as ``run``: for
+    the CLI, the OS user as the trail writes it (the effective uid, and who ran sudo);
+    the policies match the plain login name."""
+    if run.trigger != Trigger.CLI.value:
+        return run
+    return RunContext(run.trigger, run.mode, trail.os_actor(), run.source)
 
 
 def changed_nodes(approved: Plan, fresh: Plan) -> list[str]:
@@ -292,6 +310,7 @@ async def rollback(
         trigger=trigger,
         lock_timeout=lock_timeout,
         interrupt=interrupt,
+        run=_recorded(checked.run),
     )
 
 

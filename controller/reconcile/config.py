@@ -286,8 +286,11 @@ class _Checker:
                 continue
             section = sections.get(name)
             if section is None:
-                out[name] = value[name]  # no owner registered: checked for its type only
-                continue
+                # Read unchecked, a section would start services on what nobody validated.
+                raise RuntimeError(
+                    f"fazai.yaml's {name!r} section has no registered owner: call "
+                    "controller.daemon.register_sections() before loading the config"
+                )
             try:
                 out[name] = section.parse(
                     value, base=self.base, where=self.raw.location, file=self.raw.file

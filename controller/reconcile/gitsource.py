@@ -93,15 +93,6 @@ class GitSource:
         self._repo = repo
         return gitsource.tree_at(repo, self.config.url, revision, self.config.path)
 
-    def author(self, revision: str) -> str | None:
-        """The commit's author, as ``Name <email>`` (None when it cannot be read): the
-        policies see it as the actor of a run the commit starts. Who wrote a commit is
-        what it says; a source that must trust it checks signatures."""
-        try:
-            return self.people(revision)[0]
-        except SourceError:
-            return None
-
     def people(self, revision: str) -> tuple[str, str]:
         """The author and the committer of commit ``revision``, each "Name <email>"."""
         repo = self._repo or gitsource.open_repository(

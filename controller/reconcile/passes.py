@@ -227,7 +227,8 @@ async def run_pass(
         # Deny wins over everything: nothing of this plan is written, nor offered; the
         # plan run says so in the history.
         approvals.withdraw(source.name)
-        await writer.call(_record_denied, store, run_id, checked, source.name)
+        recorded = RunContext(trigger.value, source.mode.value, str(actor), source.name)
+        await writer.call(_record_denied, store, run_id, checked, recorded)
         problems.append(
             f"a policy denies {count(len(denials), 'change')}; nothing written, on any node: "
             + "; ".join(denials)
@@ -397,8 +398,10 @@ def _kept_and_shown(
     return kept, shown
 
 
-def _record_denied(store: StateStore, run_id: int, checked: gate.Checked, source: str) -> None:
-    writes.record_denied(store, checked, source=source)
+def _record_denied(
+    store: StateStore, run_id: int, checked: gate.Checked, recorded: RunContext
+) -> None:
+    writes.record_denied(store, checked, source=recorded.source, run_id=run_id, recorded=recorded)
     by_node: dict[str, list[str]] = {}
     for item, line in zip(checked.denied, checked.denials(), strict=True):
         by_node.setdefault(item.node, []).append(line)

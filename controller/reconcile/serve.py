@@ -107,7 +107,13 @@ async def _run(
     try:
         await asyncio.to_thread(warm_up)  # nothing else imports yet: no lock contention
         await controller.start()
-        started = services(controller, config, stop, api=api) if services else {}
+        try:
+            started = services(controller, config, stop, api=api) if services else {}
+        except BaseException:
+            # A service that cannot even be built: the loop stops as on a signal (its
+            # applies get their grace, its kept connections are closed).
+            await controller.stop()
+            raise
         if not started:
             log.info("no HTTP API, reports or notifications: running the loop only")
         tasks: dict[asyncio.Task[Any], str] = {

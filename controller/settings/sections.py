@@ -5,14 +5,14 @@ A package that reads a section ships its schema as
 ``controller/<package>/schemas/<section>.schema.json`` and registers the section from
 its ``settings`` module, with its ``from_config(value) -> Settings`` (see
 :meth:`Section.parse` for the arguments it may take): the config loader, below those
-packages, knows them only through this registry, and the entry points (``fazai serve``,
-``fazai validate``, the test kits) import the owners first
+packages, knows them only through this registry, and the entry points (``fazai serve``
+and ``serve --sandbox``, the test session) import the owners first
 (:func:`controller.daemon.register_sections`). The loader validates the section with
 that schema (through the settings kit: a schema refers to the shared duration by
 ``$ref``) and hands the Settings on; what ``from_config`` finds beyond the schema it
 raises as a :class:`~controller.errors.SettingsError`, which the loader pins to the
-file's lines. A section no owner registered is only checked for its JSON type and passed
-through as plain data, as a section of a package that is not installed.
+file's lines. Loading a file with a section no owner registered is refused (a
+programming error of the entry point, never passed through unchecked).
 """
 
 from __future__ import annotations
