@@ -218,8 +218,11 @@ def record_approval(
     plan: Any = None,
     reason: str = "",
 ) -> chain.Record:
-    """An approval given (``approved``), refused (``refused``: a token without the role)
-    or dropped (``aborted``)."""
+    """An approval given (``approved``), refused (``refused``: by a policy on the fresh
+    plan, because the approver set the change going, or because a newer offer superseded
+    it; ``reason`` says which) or dropped (``aborted``). A token without the approver role
+    or outside the approval's scope is refused by the API (403) before any approval is
+    looked at, and leaves no record here."""
     payload: dict[str, Any] = {
         "approval": approval_id,
         "source": audit.clean(source),
