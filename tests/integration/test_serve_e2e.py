@@ -389,7 +389,13 @@ def test_push_watch_converge_refuse_forgeries_detect_drift_metrics_approve_and_s
                 explain,
             )
             assert events.status == 200
-            assert http.get(f"{url}/readyz").json()["ready"] is True
+            # Ready once every source's first pass has ended, which is a moment after its
+            # last event (the pass still names its runs and notes refusals).
+            until(
+                lambda: http.get(f"{url}/readyz").json()["ready"] is True,
+                "/readyz ready after the first pass",
+                explain,
+            )
             assert cat(fleet, "db-1", DB_CONF) == b"max_connections = 100\n"
 
             # 1. Push a commit (one rule, one file), then its signed webhook.
