@@ -48,13 +48,6 @@ def vouches(checked: Checked) -> bool:
     return isinstance(stamp, _Stamp) and all(id(n) in stamp.nodes for n in checked.plan.nodes)
 
 
-def register() -> None:
-    """Make the Policy kind known to the loader (importing the evaluator registers it, as
-    a platform registers its kinds): called before any desired state is loaded."""
-    # Importing the evaluator (above) registered the kind; nothing more to do. Kept as
-    # the one call every loader makes, so the registration is visible where it matters.
-
-
 def load(state: DesiredState) -> PolicySet:
     """The policies of ``state``: its Policy documents and the shipped defaults."""
     policies: PolicySet = evaluator.load(state)

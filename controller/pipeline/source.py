@@ -4,15 +4,14 @@ repository's guardrails are loaded, and checked, with the rest of its documents.
 
 from __future__ import annotations
 
+import controller.policy  # noqa: F401  (importing the evaluator registers the Policy kind)
 from controller import providers
 from controller.model import loader
 from controller.model.state import DesiredState
-from controller.pipeline import policy
 from controller.source.tree import SourceTree
 
 
 def load(tree: SourceTree) -> DesiredState:
     """``tree``'s desired state (InvalidInputError with every problem found)."""
     providers.load_all()
-    policy.register()
     return loader.load(tree)
