@@ -1,0 +1,73 @@
+"""The model runtime's failures, in FazAI's one exception tree (``controller.errors``).
+
+    FazaiError
+    └── ModelError                a model could not give an answer       (temporary)
+        ├── BackendUnavailable        a backend is down, crashed, timed out, or its
+        │                             circuit is open; the chain tries the next (temporary)
+        ├── BackendBusy               its queue is full (429 / busy)  (temporary, delay)
+        ├── BackendRefused            it refused the request (4xx, bad request)  (permanent)
+        ├── SchemaUnsupported         the schema cannot be enforced as a grammar (permanent)
+        ├── AnswerTruncated           the budget's max_tokens ended it mid-answer (permanent)
+        ├── GenerationAborted         an abort or the budget's deadline stopped it (permanent)
+        └── NoBackendLeft             every backend of the role failed; .attempts (temporary)
+
+Messages name the backend and model, never a prompt's text or an API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from controller.errors import FazaiError
+
+
+class ModelError(FazaiError):
+    retryable = True
+
+    def __init__(self, backend: str, message: str) -> None:
+        self.backend = backend
+        super().__init__(f"{backend}: {message}" if backend else message)
+
+
+class BackendUnavailable(ModelError):
+    pass
+
+
+class BackendBusy(ModelError):
+    def __init__(self, backend: str, message: str, delay: float | None = None) -> None:
+        super().__init__(backend, message)
+        self.delay = delay
+
+
+class BackendRefused(ModelError):
+    retryable = False
+
+
+class SchemaUnsupported(ModelError):
+    retryable = False
+
+
+class AnswerTruncated(ModelError):
+    """``text`` is what was made before the budget ran out: never a valid answer."""
+
+    retryable = False
+
+    def __init__(self, backend: str, message: str, text: str = "") -> None:
+        super().__init__(backend, message)
+        self.text = text
+
+
+class GenerationAborted(ModelError):
+    retryable = False
+
+
+class NoBackendLeft(ModelError):
+    """Every backend of ``role`` failed; ``attempts`` holds each one's error, in order."""
+
+    def __init__(self, role: str, attempts: Sequence[ModelError]) -> None:
+        self.role = role
+        self.attempts = tuple(attempts)
+        tried = "; ".join(str(a) for a in self.attempts) or "no backend is configured"
+        super().__init__("", f"no backend could answer for {role}: {tried}")
+        delays = [a.delay for a in self.attempts if a.delay is not None]
+        self.delay = min(delays) if delays else None
