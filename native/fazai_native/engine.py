@@ -50,9 +50,10 @@ FinishReason = Literal["stop", "length", "abort"]
 DEFAULT_SESSION_BYTES = 256 * 1024 * 1024
 # Tokens per decode of a prompt. llama.cpp reserves a compute buffer for the worst case
 # of a batch whose every token asks for logits: n_batch x vocabulary x 4 bytes, 514 MiB
-# per context for Gemma 3 (262k vocabulary) at 512. Half of that costs little prompt
-# speed on a CPU and halves each slot's memory.
-N_BATCH = 256
+# per context for Gemma 3 (262k vocabulary) at 512. 256 halves that but evaluated a
+# 436-token prompt 15-50% slower here (both models, alternated runs): the time to first
+# token wins by default; Engine(n_batch=...) trades it back where memory is short.
+N_BATCH = 512
 SLOT_WAIT_S = 0.05  # how often a call waiting for a slot looks at its abort and deadline
 # A prompt formatted without a chat template (see _plain_chat): each turn on its own line
 # after its role's name, the answer after "assistant:"; the next turn's name stops it.
@@ -101,10 +102,14 @@ class _Slot:
 class Engine:
     """A GGUF model loaded for generation (see the module's docstring)."""
 
-    def __init__(self, spec: ModelSpec, *, sessions: SessionStore | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, sessions: SessionStore | None = None, n_batch: int = N_BATCH
+    ) -> None:
         if spec.kind != "gguf":
             raise LoadFailed(f"model {spec.name!r}: kind {spec.kind!r} is not a GGUF model")
         path = str(spec.path)
+        if not 32 <= n_batch <= 4096:
+            raise LoadFailed(f"model {spec.name!r}: n_batch {n_batch} is not in 32..4096")
         if not os.path.isfile(path):
             raise LoadFailed(f"model {spec.name!r}: no file at {path}")
         self.spec = spec
@@ -119,8 +124,8 @@ class Engine:
                     n_ctx=spec.n_ctx,
                     n_threads=spec.n_threads,
                     n_threads_batch=spec.n_threads,
-                    n_batch=N_BATCH,
-                    n_ubatch=N_BATCH,
+                    n_batch=n_batch,
+                    n_ubatch=n_batch,
                     # A sliding-window cache that keeps the whole context lets a session's
                     # prefix be truncated and restored like any other (Gemma 3).
                     swa_full=True,
@@ -138,6 +143,8 @@ class Engine:
         # What a session state must have been made by to be restored here.
         self._fingerprint = f"{os.path.realpath(path)}:{self._file_bytes}:{self.n_ctx}"
         self._kv_bytes_per_token = _kv_bytes_per_token(first)
+        # The file's pages once (the slots map the same file: the page cache holds it
+        # once), then each slot's KV cache at full context and its working memory.
         self.memory_bytes = self._file_bytes + spec.slots * (
             self._kv_bytes_per_token * self.n_ctx + _compute_bytes(first)
         )
@@ -588,14 +595,13 @@ def _kv_bytes_per_token(llama: llama_cpp.Llama) -> int:
 
 
 def _compute_bytes(llama: llama_cpp.Llama) -> int:
-    """A context's other buffers, as llama.cpp sizes them (its load log, measured): the
-    compute buffer for a batch whose every token has logits plus the hidden states, and
-    the one position's output logits. 98.25 MiB for SmolLM2 and 514.5 MiB for Gemma 3
-    at a batch of 512; this formula gives 100.5 and 514.5 MiB. Measured RSS growth with
-    two slots after a 300-token prompt each (n_ctx 1024, batch 256): SmolLM2 293 MB against
-    the 352 MB estimate, Gemma 3 640 MB against 1.37 GB (pages reserved, not touched)."""
-    batch, vocab = llama.n_batch, llama.n_vocab()
-    compute = batch * (vocab + 4 * llama.n_embd()) * 4 + vocab * 4
-    # llama-cpp-python's own scores array (n_batch x vocabulary floats), allocated per
-    # Llama; mostly untouched (so RSS shows less), counted so that the budget errs high.
-    return compute + batch * vocab * 4
+    """A context's memory besides the weights and its KV cache, as measured (PSS and
+    anonymous RSS growth per added slot after a prompt, n_ctx 1024, batch 512): 35-40 MB
+    for SmolLM2 (49k vocabulary), 85-90 MB for Gemma 3 (262k), 12 MB less for Gemma at a
+    batch of 256. Each ``Llama`` loads its own vocabulary (about 200 bytes a token) and
+    touches a batch-sized share of its compute buffer. llama.cpp reserves far more (n_batch
+    x vocabulary floats for logits, 514 MiB for Gemma), but this engine asks for the last
+    position's logits only, so those pages are never touched; the formula errs ~25% high:
+    with two slots it says 249 MB for SmolLM2 (measured PSS 222) and 509 MB for Gemma 3
+    (449)."""
+    return 256 * llama.n_vocab() + llama.n_batch * llama.n_embd() * 4 * 20 + (16 << 20)
