@@ -165,7 +165,9 @@ class Engine:
         Raises ContextOverflow (prompt + max_tokens > n_ctx), SchemaUnsupported (a schema
         the grammar cannot enforce), InvalidOutput (a finished schema answer the schema
         refuses), EngineError (llama.cpp failed). An abort or the deadline ends it with
-        ``finish_reason`` "abort" and what was made so far."""
+        ``finish_reason`` "abort" and what was made so far (nothing when it stopped the
+        prompt's evaluation). An exception raised by ``emit`` ends the generation, frees
+        the slot and propagates; the session's state is then not saved."""
         grammar = grammar_for(request.schema) if request.schema is not None else None
         if grammar is not None:
             self._check_grammar(grammar)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from fazai_native.engine import ContextOverflow, Engine, _Text
+from fazai_native.engine import ContextOverflow, Engine, LoadFailed, _Text
 from fazai_native.protocol import Sampling
 from fazai_native.sessions import SessionStore
 from fazai_native.shipped import smollm2_path
@@ -315,3 +316,12 @@ def test_a_state_from_another_model_sharing_the_store_is_not_restored(engine: En
     run(engine, prompt=SHORT, session="mine", sampling=Sampling(max_tokens=2))
     assert "mine" in engine.sessions
     assert engine.drop_session("mine")
+
+
+def test_a_missing_or_broken_model_file_fails_to_load_clearly(tmp_path: Path) -> None:
+    with pytest.raises(LoadFailed, match="no file at"):
+        Engine(ModelSpec(name="gone", path=str(tmp_path / "none.gguf")))
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(LoadFailed, match="cannot load"):
+        Engine(ModelSpec(name="broken", path=str(broken), n_ctx=256, n_threads=1))
