@@ -325,3 +325,33 @@ def test_a_missing_or_broken_model_file_fails_to_load_clearly(tmp_path: Path) ->
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(LoadFailed, match="cannot load"):
         Engine(ModelSpec(name="broken", path=str(broken), n_ctx=256, n_threads=1))
+
+
+def test_a_call_beyond_the_slots_waits_and_its_abort_still_works(engine: Engine) -> None:
+    stop_long = threading.Event()
+    results: list[GenerateResult] = []
+
+    def long_one() -> None:
+        results.append(run(engine, prompt=LONG, abort=stop_long, sampling=Sampling(max_tokens=2)))
+
+    workers = [threading.Thread(target=long_one) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    wait_until = time.monotonic() + 5
+    while engine.busy_slots() < 2 and time.monotonic() < wait_until:
+        time.sleep(0.001)
+    assert engine.busy_slots() == 2
+    queued_abort = threading.Event()
+    timer = threading.Timer(0.1, queued_abort.set)
+    started = time.monotonic()
+    timer.start()
+    queued = run(engine, prompt="1, 2, 3,", abort=queued_abort, sampling=Sampling(max_tokens=4))
+    waited = time.monotonic() - started
+    assert queued.finish_reason == "abort" and queued.completion_tokens == 0
+    assert 0.1 <= waited < 0.3  # it waited for a slot, then its abort ended the wait
+    assert engine.busy_slots() == 2  # the long ones were still evaluating their prompts
+    stop_long.set()
+    for worker in workers:
+        worker.join(30)
+    assert [r.finish_reason for r in results] == ["abort", "abort"]
+    timer.join()
