@@ -139,12 +139,12 @@ class Runtime:
 
     def generate(self, request: GenerateRequest, abort: threading.Event, emit: Emit) -> Generation:
         """Run one generation (blocking). Raises WorkerError."""
-        from fazai_native import engine, grammar
-
         began = time.monotonic()
         spec = self.residency.spec(request.model)
         if spec.kind != "gguf":
             raise errors.BadRequest(f"model: {request.model!r} is an embedder, not a generator")
+        from fazai_native import engine, grammar
+
         slot = self._slot(request.model, abort)
         try:
             with self.residency.use(request.model) as model:
@@ -182,11 +182,11 @@ class Runtime:
 
     def embed(self, name: str, texts: Sequence[str], abort: threading.Event) -> list[list[float]]:
         """Embed ``texts`` with embedder ``name`` (blocking)."""
-        from fazai_native import embed
-
         spec = self.residency.spec(name)
         if spec.kind != "embedder":
             raise errors.BadRequest(f"model: {name!r} is a generator, not an embedder")
+        from fazai_native import embed
+
         slot = self._slot(name, abort)
         try:
             with self.residency.use(name) as model, self._running():
