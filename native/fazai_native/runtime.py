@@ -30,7 +30,10 @@ def load_model(spec: ModelSpec) -> Loaded:
     if spec.kind == "embedder":
         from fazai_native import embed
 
-        return embed.Embedder(spec)
+        try:
+            return embed.Embedder(spec)
+        except embed.EmbedFailed as exc:
+            raise errors.LoadFailed(f"model {spec.name!r} could not be loaded: {exc}") from exc
     from fazai_native import engine
 
     try:
@@ -200,7 +203,10 @@ class Runtime:
         slot = self._slot(name, abort)
         try:
             with self.residency.use(name) as model, self._running():
-                vectors = cast("embed.Embedder", model).embed(list(texts))
+                try:
+                    vectors = cast("embed.Embedder", model).embed(list(texts))
+                except embed.EmbedFailed as exc:
+                    raise errors.BadRequest(f"texts: {exc}") from exc
         finally:
             slot.release()
         with self._lock:
