@@ -91,6 +91,7 @@ def test_a_deadline_stops_a_generation(worker: WorkerProcess) -> None:
         assert done["code"] == "aborted", done
     else:
         assert done["finish_reason"] == "abort", done
+        assert done["abort_reason"] == "deadline"
     assert took < 2.0, took
 
 
