@@ -128,7 +128,9 @@ def test_sessions_reuse_their_prompt_and_can_be_dropped(worker: WorkerProcess) -
         twice = client.call(generate("s2", 4, session="agent-1", prompt="The sky is blue and"))
         assert once["event"] == twice["event"] == "done", (once, twice)
         assert twice["usage"]["cached_tokens"] > 0, twice["usage"]
-        assert client.stats()["models"]["brain"]["sessions_bytes"] > 0
+        brain = client.stats()["models"]["brain"]
+        assert brain["sessions"] == 1 and brain["sessions_bytes"] > 0
+        assert brain["sessions_capacity_bytes"] >= brain["sessions_bytes"]
         dropped = client.call({"op": "drop", "id": "x1", "session": "agent-1"})
         assert dropped["result"] == {"session": "agent-1", "dropped": True}
         again = client.call({"op": "drop", "id": "x2", "session": "agent-1"})
