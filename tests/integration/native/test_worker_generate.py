@@ -218,3 +218,18 @@ def test_a_reader_that_falls_behind_has_its_generation_aborted(tmp_path: Path) -
     assert done["event"] == "done" and done["finish_reason"] == "abort", done
     assert done["abort_reason"] == "slow_reader"
     assert done["usage"]["completion_tokens"] < 450
+
+
+def test_a_deadline_reached_while_waiting_for_the_slot_aborts_it_there(
+    worker: WorkerProcess,
+) -> None:
+    with worker.client() as client:
+        client.send(generate("holder", 450))
+        assert client.next_for("holder")["event"] == "token"
+        began = time.monotonic()
+        waited = client.call(generate("waiter", 4, deadline=0.3))
+        took = time.monotonic() - began
+        assert waited["event"] == "error" and waited["code"] == "aborted", waited
+        assert took < 1.0, took
+        client.send({"op": "abort", "id": "a", "target": "holder"})
+        assert client.final("holder")[1]["finish_reason"] == "abort"
