@@ -135,12 +135,9 @@ def run(name: str, path: str, threads: int) -> list[Outcome]:
                 )
                 text = reply["choices"][0]["text"]
             finish = str(reply["choices"][0]["finish_reason"])
-            valid, sensible = judge(text, finish, action, word)
-            out.append(
-                Outcome(
-                    name, mode, index, text, valid, sensible, finish, time.monotonic() - started
-                )
-            )
+            valid, right, sensible = judge(text, finish, action, word)
+            spent = time.monotonic() - started
+            out.append(Outcome(name, mode, index, text, valid, right, sensible, finish, spent))
     llm.close()
     return out
 
