@@ -257,11 +257,17 @@ async def test_a_refused_request_stops_the_chain_a_refused_key_does_not(
     with pytest.raises(BackendRefused) as caught:
         await collect(rt)
     assert caught.value.request_fault and good.hits == 0
-    assert str(caught.value) == "refuses: answered HTTP 400"
+    assert str(caught.value) == "refuses: answered HTTP 400 (invalid_value)"
     await rt.close()
-    rt = runtime(endpoint("unauthorized", unauthorized.url), endpoint("good", good.url))
+    # A wrong key, or a prompt longer than this model's context: the next may serve.
+    small = start(servers, "overflow")
+    rt = runtime(
+        endpoint("unauthorized", unauthorized.url),
+        endpoint("small", small.url),
+        endpoint("good", good.url),
+    )
     answer = (await collect(rt))[-1]
-    assert isinstance(answer, Answer) and answer.fallbacks == ("unauthorized",)
+    assert isinstance(answer, Answer) and answer.fallbacks == ("unauthorized", "small")
     await rt.close()
 
 
@@ -363,4 +369,15 @@ async def test_the_key_never_shows(
     with pytest.raises(NoBackendLeft) as caught:
         await collect(rt)
     assert "environment variable THE_KEY is not set" in str(caught.value.attempts[0])
+    await rt.close()
+
+
+async def test_a_stream_line_without_end_is_cut_at_a_bound(servers: ExitStack) -> None:
+    endless, good = start(servers, "endless"), start(servers, "ok")
+    bus = EventBus()
+    rt = runtime(endpoint("endless", endless.url), endpoint("good", good.url), bus=bus)
+    answer = (await collect(rt))[-1]
+    assert isinstance(answer, Answer) and answer.fallbacks == ("endless",)
+    fallback = next(e for e in bus.history() if e.type is EventType.MODEL_FALLBACK)
+    assert fallback.data["message"] == "endless: sent a stream line over 1048576 bytes"
     await rt.close()
