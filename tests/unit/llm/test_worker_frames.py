@@ -199,7 +199,7 @@ async def test_no_frame_in_time_is_unavailable_and_aborts(tmp_path: Path) -> Non
     server = await asyncio.start_unix_server(scripted.handle, path)
     backend = WorkerBackend("local", "tiny", SocketLink(path), frame_timeout=0.3, owns_link=True)
     try:
-        with pytest.raises(BackendUnavailable, match="no frame from the worker within 0.3 s"):
+        with pytest.raises(BackendUnavailable, match=r"no frame from the worker within 0\.3 s"):
             await collect(backend, ask("hang"))
         await asyncio.wait_for(scripted.aborted.wait(), 5)
     finally:
