@@ -1,0 +1,242 @@
+"""The worker's facade over the residency and the engines: what the server calls.
+
+Every failure leaves here as a :class:`~fazai_native.errors.WorkerError` whose ``code``
+is the protocol's; the engines' own exceptions are mapped ``from`` the original. Each
+model runs at most ``spec.slots`` requests at once; the others wait here (the server
+bounds how many may wait), abortable while they do."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from fazai_native import catalog, errors
+from fazai_native.residency import Loaded, Residency
+from fazai_native.types import GenerateRequest, GenerateResult, ModelSpec
+
+Emit = Callable[[str, int], None]
+RECENT = 32  # requests per model whose timings the stats keep
+SLOT_POLL_S = 0.05  # how often a request waiting for a slot looks at its abort flag
+
+
+def load_model(spec: ModelSpec) -> Loaded:
+    """The real loader: an Engine for a GGUF file, an Embedder for the embedder."""
+    if spec.kind == "embedder":
+        from fazai_native import embed
+
+        return embed.Embedder(spec)
+    from fazai_native import engine
+
+    try:
+        return engine.Engine(spec)
+    except engine.LoadFailed as exc:
+        raise errors.LoadFailed(f"model {spec.name!r} could not be loaded: {exc}") from exc
+
+
+def resolve_spec(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with an ``embedded:NAME`` path made the file that package ships."""
+    if not spec.path.startswith(catalog.PREFIX):
+        return spec
+    try:
+        path = catalog.resolve(spec.path)
+        kind = catalog.kind(spec.path)
+    except catalog.CatalogError as exc:
+        raise errors.LoadFailed(str(exc)) from exc
+    if kind != spec.kind:
+        raise errors.BadRequest(f"spec.kind: {spec.path} is a {kind} model, not {spec.kind}")
+    return dataclasses.replace(spec, path=path)
+
+
+@dataclass(frozen=True)
+class Generation:
+    result: GenerateResult
+    model: str
+    waited_s: float  # for a slot (and a load) before the engine began
+
+
+@dataclass
+class _Recent:
+    ttft_s: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=RECENT))
+    tokens_per_s: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=RECENT))
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+def decode_rate(result: GenerateResult) -> float | None:
+    """Tokens per second after the first (the first's time is the prompt's)."""
+    span = result.total_s - result.ttft_s
+    if result.completion_tokens < 2 or span <= 0:
+        return None
+    return (result.completion_tokens - 1) / span
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+class Runtime:
+    """The models a worker serves, under one memory budget."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        budget_bytes: int | None = None,
+        loader: Callable[[ModelSpec], Loaded] = load_model,
+    ) -> None:
+        self.residency = Residency(budget_bytes, loader)
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._recent: dict[str, _Recent] = {}
+        self._errors: dict[str, int] = {}
+        self.running = 0  # requests an engine or embedder is working on now
+        self.started = time.time()
+        for spec in specs:
+            self.declare(spec)
+
+    def declare(self, spec: ModelSpec) -> None:
+        self.residency.declare(spec)
+        with self._lock:
+            self._slots.setdefault(spec.name, threading.BoundedSemaphore(spec.slots))
+            self._recent.setdefault(spec.name, _Recent())
+
+    def start(self) -> None:
+        """Load the pinned models."""
+        self.residency.start()
+
+    def count_error(self, code: str) -> None:
+        with self._lock:
+            self._errors[code] = self._errors.get(code, 0) + 1
+
+    # -- requests -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def _slot(self, name: str, abort: threading.Event) -> threading.BoundedSemaphore:
+        with self._lock:
+            slot = self._slots.get(name)
+        if slot is None:
+            raise errors.UnknownModel(f"no model named {name!r} is declared")
+        while not slot.acquire(timeout=SLOT_POLL_S):
+            if abort.is_set():
+                raise errors.Aborted("aborted while waiting for the model")
+        return slot
+
+    def generate(self, request: GenerateRequest, abort: threading.Event, emit: Emit) -> Generation:
+        """Run one generation (blocking). Raises WorkerError."""
+        began = time.monotonic()
+        spec = self.residency.spec(request.model)
+        if spec.kind != "gguf":
+            raise errors.BadRequest(f"model: {request.model!r} is an embedder, not a generator")
+        from fazai_native import engine, grammar
+
+        slot = self._slot(request.model, abort)
+        try:
+            with self.residency.use(request.model) as model:
+                if abort.is_set():
+                    raise errors.Aborted("aborted before it began")
+                waited = time.monotonic() - began
+                try:
+                    with self._running():
+                        result = cast("engine.Engine", model).generate(
+                            request, abort=abort, emit=emit
+                        )
+                except engine.ContextOverflow as exc:
+                    raise errors.ContextOverflow(str(exc)) from exc
+                except grammar.SchemaUnsupported as exc:
+                    raise errors.SchemaRefused(str(exc)) from exc
+        finally:
+            slot.release()
+        if result.finish_reason == "abort" and result.completion_tokens == 0:
+            raise errors.Aborted("aborted before any token")
+        self._record(request.model, result)
+        return Generation(result, request.model, waited)
+
+    def _record(self, name: str, result: GenerateResult) -> None:
+        with self._lock:
+            recent = self._recent[name]
+            recent.requests += 1
+            recent.prompt_tokens += result.prompt_tokens
+            recent.completion_tokens += result.completion_tokens
+            recent.cached_tokens += result.cached_tokens
+            if result.completion_tokens:
+                recent.ttft_s.append(result.ttft_s)
+            rate = decode_rate(result)
+            if rate is not None:
+                recent.tokens_per_s.append(rate)
+
+    def embed(self, name: str, texts: Sequence[str], abort: threading.Event) -> list[list[float]]:
+        """Embed ``texts`` with embedder ``name`` (blocking)."""
+        spec = self.residency.spec(name)
+        if spec.kind != "embedder":
+            raise errors.BadRequest(f"model: {name!r} is a generator, not an embedder")
+        from fazai_native import embed
+
+        slot = self._slot(name, abort)
+        try:
+            with self.residency.use(name) as model, self._running():
+                vectors = cast("embed.Embedder", model).embed(list(texts))
+        finally:
+            slot.release()
+        with self._lock:
+            self._recent[name].requests += 1
+        return [[float(x) for x in v] for v in vectors]
+
+    # -- management ---------------------------------------------------------------
+
+    def load(self, name: str | None = None, spec: ModelSpec | None = None) -> dict[str, Any]:
+        if spec is not None:
+            spec = resolve_spec(spec)
+            self.declare(spec)
+            name = spec.name
+        assert name is not None
+        return self.residency.load(name)
+
+    def unload(self, name: str) -> dict[str, Any]:
+        return {"model": name, "unloaded": self.residency.unload(name)}
+
+    def drop(self, session: str) -> dict[str, Any]:
+        dropped = False
+        for _, model in self.residency.loaded():
+            drop = getattr(model, "drop_session", None)
+            if callable(drop) and drop(session):
+                dropped = True
+        return {"session": session, "dropped": dropped}
+
+    def stats(self) -> dict[str, Any]:
+        out = self.residency.stats()
+        with self._lock:
+            totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
+            for name, recent in self._recent.items():
+                model = out["models"].get(name)
+                if model is None:
+                    continue
+                model["requests"] = recent.requests
+                model["completion_tokens"] = recent.completion_tokens
+                model["recent_tokens_per_s"] = _mean(recent.tokens_per_s)
+                model["recent_ttft_s"] = _mean(recent.ttft_s)
+                totals["requests"] += recent.requests
+                totals["prompt_tokens"] += recent.prompt_tokens
+                totals["completion_tokens"] += recent.completion_tokens
+                totals["cached_tokens"] += recent.cached_tokens
+            out["totals"] = {**totals, "errors": dict(self._errors)}
+        out["uptime_s"] = round(time.time() - self.started, 3)
+        return out
+
+    def close(self) -> None:
+        self.residency.close()

@@ -1,0 +1,357 @@
+"""The worker's asyncio server: connections, admission, streaming and shutdown.
+
+Each connection reads frames (at most :data:`~fazai_native.protocol.MAX_FRAME` bytes a
+line) and runs any number of requests at once, told apart by id. ``generate`` and
+``embed`` run in threads, admitted only while fewer than ``queue`` of them are in flight
+or waiting in the whole worker; beyond that the answer is ``busy`` at once, so memory
+stays bounded. Tokens go out as the engine makes them (``call_soon_threadsafe`` into the
+loop); a connection whose unread output passes ``write_limit`` bytes has the request that
+made it aborted, so a slow reader never holds the engine or the worker's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from fazai_native import errors, frames, protocol
+from fazai_native.protocol import ProtocolError
+from fazai_native.runtime import Runtime
+
+WRITE_LIMIT = 1 << 20  # unread bytes a connection may hold before its stream aborts
+SHUTDOWN_GRACE_S = 10.0  # for in-flight requests to see their abort and answer
+CLOSE_GRACE_S = 2.0  # for final frames to reach the client
+MAX_PER_CONNECTION = 64  # requests in flight on one connection (the queue bounds generate)
+
+
+@dataclass
+class _Request:
+    rid: str
+    op: str
+    abort: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""  # why it was aborted: abort, deadline, slow_reader, closed, shutdown
+    admitted_at: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def stop(self, reason: str) -> None:
+        if not self.abort.is_set():
+            self.reason = reason
+            self.abort.set()
+
+
+class Worker:
+    """Serves a :class:`Runtime` on a listening Unix socket."""
+
+    def __init__(self, runtime: Runtime, queue: int = 8, write_limit: int = WRITE_LIMIT) -> None:
+        if queue < 1:
+            raise ValueError("the queue holds at least one request")
+        self.runtime = runtime
+        self.queue = queue
+        self.write_limit = write_limit
+        self.pending = 0  # admitted generate/embed requests not yet finished (loop only)
+        self.busy_refusals = 0
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        # One thread per admitted request, so none waits for a thread; load, unload, drop
+        # and stats get their own few, so they never take a generation's place.
+        self._pool = ThreadPoolExecutor(max_workers=queue, thread_name_prefix="request")
+        self._admin = ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin")
+        self._recent_total_s: deque[float] = deque(maxlen=32)
+
+    # -- admission ------------------------------------------------------------------
+
+    def admit(self) -> bool:
+        if self.pending >= self.queue:
+            self.busy_refusals += 1
+            return False
+        self.pending += 1
+        return True
+
+    def finished(self, total_s: float | None) -> None:
+        self.pending -= 1
+        if total_s is not None:
+            self._recent_total_s.append(total_s)
+
+    def retry_after(self) -> float:
+        """A guess at when a place frees: the mean time of recent requests."""
+        if not self._recent_total_s:
+            return 1.0
+        mean = sum(self._recent_total_s) / len(self._recent_total_s)
+        return round(min(max(mean, 0.1), 30.0), 3)
+
+    async def in_thread(self, fn: Callable[[], Any], counted: bool) -> Any:
+        pool = self._pool if counted else self._admin
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def stats(self) -> dict[str, Any]:
+        """The server's half of the stats (the loop's own counters)."""
+        in_flight = sum(len(c.requests) for c in self.connections)
+        return {
+            "queue": {
+                "size": self.queue,
+                "pending": self.pending,  # running or waiting for a slot or a load
+                "running": self.runtime.running,
+                "depth": max(0, self.pending - self.runtime.running),  # waiting
+                "busy_refusals": self.busy_refusals,
+            },
+            "connections": len(self.connections),
+            "in_flight": in_flight,
+        }
+
+    # -- serving --------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(self, reader, writer)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    async def shutdown(self) -> None:
+        """Abort everything in flight, answer each with an error, close the connections."""
+        self.stopping = True
+        connections = list(self.connections)
+        tasks = []
+        for connection in connections:
+            for request in connection.requests.values():
+                request.stop("shutdown")
+                if request.task is not None:
+                    tasks.append(request.task)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            if late:
+                print(f"fazai_native: {len(late)} request(s) did not stop in time", file=sys.stderr)
+        for connection in connections:
+            await connection.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._admin.shutdown(wait=False, cancel_futures=True)
+
+
+class _Connection:
+    def __init__(
+        self, worker: Worker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.worker = worker
+        self.reader = reader
+        self.writer = writer
+        self.requests: dict[str, _Request] = {}
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+
+    # -- writing --------------------------------------------------------------------
+
+    def backlog(self) -> int:
+        return self.writer.transport.get_write_buffer_size()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.closed or self.writer.is_closing():
+            return
+        try:
+            line = protocol.encode(frame)
+        except ProtocolError:
+            line = protocol.encode(
+                protocol.error(
+                    frame.get("id", ""), "internal", "the answer exceeds the frame limit"
+                )
+            )
+        self.writer.write(line)
+
+    def send_error(self, rid: str, exc: errors.WorkerError | ProtocolError) -> None:
+        if isinstance(exc, ProtocolError):
+            code, message, retry = "bad_request", str(exc), None
+        else:
+            code, message, retry = exc.code, str(exc), exc.retry_after
+        self.worker.runtime.count_error(code)
+        self.send(protocol.error(rid, code, message, retry))
+
+    def token(self, request: _Request, piece: str, index: int) -> None:
+        """In the loop: one token frame, unless the reader has fallen too far behind."""
+        if request.abort.is_set():
+            return
+        if self.backlog() > self.worker.write_limit:
+            request.stop("slow_reader")
+            return
+        self.send(frames.token(request.rid, piece, index))
+
+    def emitter(self, request: _Request) -> Callable[[str, int], None]:
+        """What the engine calls, in its thread, for each token."""
+
+        def emit(piece: str, index: int) -> None:
+            self.loop.call_soon_threadsafe(self.token, request, piece, index)
+
+        return emit
+
+    # -- reading --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self.worker.stopping:
+                if self.backlog() > self.worker.write_limit:
+                    # The client sends but does not read: stop reading until it does.
+                    await self.writer.drain()
+                try:
+                    line = await self.reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break  # closed (a last line without its newline is not a frame)
+                except asyncio.LimitOverrunError:
+                    self.send(
+                        protocol.error(
+                            "", "bad_request", f"a frame exceeds {protocol.MAX_FRAME} bytes"
+                        )
+                    )
+                    self.worker.runtime.count_error("bad_request")
+                    break
+                if line.strip():
+                    self.dispatch(line)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for request in self.requests.values():
+                request.stop("closed")
+            await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.drain(), CLOSE_GRACE_S)
+        self.closed = True
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_GRACE_S)
+
+    def dispatch(self, line: bytes) -> None:
+        rid = ""
+        try:
+            frame = protocol.decode(line)
+            raw = frame.get("id")
+            if isinstance(raw, str) and len(raw) <= protocol.MAX_ID:
+                rid = raw
+            rid = protocol.request_id(frame)
+            op = frame.get("op")
+            if op not in protocol.OPS:
+                raise ProtocolError(f"must be one of {', '.join(protocol.OPS)}", "op")
+            if rid in self.requests:
+                raise ProtocolError("a request with this id is in flight on this connection", "id")
+            self.start(rid, str(op), frame)
+        except ProtocolError as exc:
+            self.send_error(rid, exc)
+        except errors.WorkerError as exc:
+            self.send_error(rid, exc)
+
+    def start(self, rid: str, op: str, frame: dict[str, Any]) -> None:
+        worker = self.worker
+        if op == "abort":
+            frames.check_fields(frame, op)
+            target = frames.text(frame, "target")
+            found = self.requests.get(target)
+            if found is not None:
+                found.stop("abort")
+            self.send(frames.result(rid, {"target": target, "aborted": found is not None}))
+            return
+        if worker.stopping:
+            raise errors.Internal("the worker is shutting down")
+        if len(self.requests) >= MAX_PER_CONNECTION:
+            raise errors.Busy(
+                f"{MAX_PER_CONNECTION} requests are in flight on this connection", retry_after=1.0
+            )
+        if op == "generate":
+            generate, deadline = frames.generate_request(frame)
+            self.admitted(
+                rid,
+                op,
+                lambda request: (
+                    lambda: worker.runtime.generate(generate, request.abort, self.emitter(request))
+                ),
+                deadline,
+            )
+        elif op == "embed":
+            model, texts = frames.embed_request(frame)
+            self.admitted(
+                rid,
+                op,
+                lambda request: (
+                    lambda: {
+                        "model": model,
+                        "vectors": worker.runtime.embed(model, texts, request.abort),
+                    }
+                ),
+                None,
+            )
+        elif op == "load":
+            name, spec = frames.load_request(frame)
+            self.spawn(_Request(rid, op), lambda: worker.runtime.load(name, spec))
+        elif op == "unload":
+            frames.check_fields(frame, op)
+            name = frames.text(frame, "model")
+            self.spawn(_Request(rid, op), lambda: worker.runtime.unload(name))
+        elif op == "drop":
+            frames.check_fields(frame, op)
+            session = frames.text(frame, "session")
+            self.spawn(_Request(rid, op), lambda: worker.runtime.drop(session))
+        else:  # stats
+            frames.check_fields(frame, op)
+            own = worker.stats()  # the loop's counters, read in the loop
+            self.spawn(_Request(rid, op), lambda: {**worker.runtime.stats(), **own})
+
+    def admitted(
+        self,
+        rid: str,
+        op: str,
+        job: Callable[[_Request], Callable[[], Any]],
+        deadline: float | None,
+    ) -> None:
+        if not self.worker.admit():
+            raise errors.Busy(
+                f"the queue is full ({self.worker.queue} requests)",
+                retry_after=self.worker.retry_after(),
+            )
+        request = _Request(rid, op)
+        if deadline is not None:
+            request.timer = self.loop.call_later(deadline, request.stop, "deadline")
+        self.spawn(request, job(request), counted=True)
+
+    def spawn(self, request: _Request, fn: Callable[[], Any], counted: bool = False) -> None:
+        self.requests[request.rid] = request
+        request.task = asyncio.create_task(self.finish(request, fn, counted))
+
+    async def finish(self, request: _Request, fn: Callable[[], Any], counted: bool) -> None:
+        total: float | None = None
+        try:
+            value = await self.worker.in_thread(fn, counted)
+            total = time.monotonic() - request.admitted_at
+            if request.reason == "shutdown":
+                raise errors.Internal("the worker is shutting down")
+            if request.op == "generate":
+                frame = frames.done(request.rid, value, value.waited_s)
+                if value.result.finish_reason == "abort":
+                    frame["abort_reason"] = request.reason or "abort"
+                self.send(frame)
+            else:
+                self.send(frames.result(request.rid, value))
+        except errors.WorkerError as exc:
+            if request.reason == "shutdown" and not isinstance(exc, errors.Internal):
+                exc = errors.Internal("the worker is shutting down")
+            self.send_error(request.rid, exc)
+        except ProtocolError as exc:
+            self.send_error(request.rid, exc)
+        except Exception as exc:  # a bug: say so, keep serving
+            print(f"fazai_native: {request.op} failed: {type(exc).__name__}", file=sys.stderr)
+            self.send_error(
+                request.rid, errors.Internal(f"{request.op} failed: {type(exc).__name__}")
+            )
+        finally:
+            if request.timer is not None:
+                request.timer.cancel()
+            self.requests.pop(request.rid, None)
+            if counted:
+                self.worker.finished(total)
