@@ -31,6 +31,7 @@ def register_sections() -> None:
     """Make the loader of ``fazai.yaml`` know every section: each owner registers its
     own when its settings module is imported (the loader sits below them all)."""
     import controller.forges.settings
+    import controller.llm.settings
     import controller.notify.settings
     import controller.reports.settings
     import controller.server.settings  # noqa: F401

@@ -43,6 +43,13 @@ class EventType(StrEnum):
     SOURCE_ERROR = "source.error"  # message, retry_in (seconds), permanent
     SIGNATURE_REFUSED = "signature.refused"  # revision, reason
     AGENT_TOKEN = "agent.token"  # session, text
+    # The model runtime (controller.llm.chain); ``request`` ties one completion's events.
+    # No prompt text in any: a token event carries a piece of the answer only.
+    MODEL_TOKEN = "model.token"  # request, role, session, backend, index, text, restart
+    MODEL_FALLBACK = "model.fallback"  # request, role, backend, error, message, chunks
+    # request, role, backend, model, finish_reason, fallbacks, usage {prompt, completion,
+    # cached}, ttft_s, total_s, per_second (no key names "token": the bus would mask it)
+    MODEL_ANSWER = "model.answer"
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,9 @@ class Chunk:
     text: str
     index: int  # 0-based count of pieces so far
     backend: str  # the backend's name (from fazai.yaml), e.g. "local" or "ollama"
+    # The chain switched backends after chunks had come out: this chunk is the first of
+    # the answer made again from the start by ``backend``; discard every text before it.
+    restart: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,16 @@ class BackendBusy(ModelError):
 
 
 class BackendRefused(ModelError):
+    """``request_fault``: the request itself was refused (400, 413, 422: the next backend
+    would most likely refuse it too, so the chain stops); False when it is this backend's
+    own configuration (401, 403, 404: a wrong key or model name), which the chain passes
+    over to the next one."""
+
     retryable = False
+
+    def __init__(self, backend: str, message: str, *, request_fault: bool = True) -> None:
+        super().__init__(backend, message)
+        self.request_fault = request_fault
 
 
 class SchemaUnsupported(ModelError):
@@ -71,3 +80,6 @@ class NoBackendLeft(ModelError):
         super().__init__("", f"no backend could answer for {role}: {tried}")
         delays = [a.delay for a in self.attempts if a.delay is not None]
         self.delay = min(delays) if delays else None
+        # Temporary while any backend failed temporarily (or none is configured: a config
+        # reload may add one); when every one refused for good, so is the whole.
+        self.retryable = not self.attempts or any(a.retryable for a in self.attempts)

@@ -69,7 +69,7 @@ class Section:
 
 
 # The order sections are read in (and their problems listed); names only, owners register.
-ORDER = ("server", "reports", "notifications", "forges")
+ORDER = ("server", "reports", "notifications", "forges", "models")
 _registered: dict[str, Section] = {}
 
 
