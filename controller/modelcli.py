@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -32,7 +32,10 @@ import click
 from controller.output.terminal import SafeConsole, clean
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from controller.gateway.app import Model
+    from controller.llm.metrics import ModelMetrics
     from controller.llm.runtime import ModelRuntime
     from controller.llm.settings import ModelsSettings
 
@@ -92,7 +95,9 @@ def socket_of(models: ModelsSettings, given: Path | None) -> Path:
 
 def supervised_elsewhere(socket: Path) -> bool:
     """Whether a supervisor (``fazai model serve``, ``fazai serve``) holds ``socket``."""
-    lock = socket.with_name(socket.name + ".lock")
+    from controller.llm.supervisor import lock_path_of
+
+    lock = lock_path_of(socket)
     try:
         handle = open(lock, encoding="utf-8")  # noqa: SIM115
     except OSError:
@@ -106,7 +111,9 @@ def supervised_elsewhere(socket: Path) -> bool:
     return False
 
 
-def build_runtime(models: ModelsSettings, socket: Path | None = None) -> ModelRuntime:
+def build_runtime(
+    models: ModelsSettings, socket: Path | None = None, metrics: ModelMetrics | None = None
+) -> ModelRuntime:
     """The runtime; its local backends go to a worker already supervised on the socket
     (a running ``fazai model serve``) when there is one, else to one it starts."""
     import dataclasses
@@ -127,8 +134,8 @@ def build_runtime(models: ModelsSettings, socket: Path | None = None) -> ModelRu
             for b in models.backends
             if b.local is not None
         }
-        return ModelRuntime(models, backends)
-    return ModelRuntime(models)
+        return ModelRuntime(models, backends, metrics=metrics)
+    return ModelRuntime(models, metrics=metrics)
 
 
 def gateway_models(models: ModelsSettings) -> list[Model]:
@@ -235,9 +242,13 @@ def serve_command(
     models = load_models(config_file)
 
     async def main() -> None:
-        from controller.gateway.serve import serve
+        from prometheus_client import CollectorRegistry
 
-        runtime = build_runtime(models, socket_path)
+        from controller.gateway.serve import serve
+        from controller.llm.metrics import ModelMetrics
+
+        registry = CollectorRegistry()
+        runtime = build_runtime(models, socket_path, ModelMetrics(registry))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -253,7 +264,7 @@ def serve_command(
                 settings,
                 gateway_models(models),
                 stop,
-                metrics=_metrics_of(runtime),
+                metrics=_metrics_of(runtime, registry),
                 on_listen=listening,
             )
         finally:
@@ -263,15 +274,17 @@ def serve_command(
     sys.exit(EXIT_OK)
 
 
-def _metrics_of(runtime: Any) -> Callable[[], tuple[bytes, str]] | None:
-    """The exposition of the runtime's ModelMetrics (its own registry)."""
+def _metrics_of(
+    runtime: ModelRuntime, registry: CollectorRegistry
+) -> Callable[[], Awaitable[tuple[bytes, str]]]:
+    """The exposition of the runtime's ModelMetrics, the worker's stats read first."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    metrics = getattr(runtime, "metrics", None)
-    registry = getattr(metrics, "registry", None)
-    if registry is None:
-        return None
-    return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST)
+    async def render() -> tuple[bytes, str]:
+        await runtime.refresh_metrics()
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    return render
 
 
 async def _worker_call(socket: Path, frame: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,7 +316,10 @@ def list_command(config_file: Path | None, socket_path: Path | None, output: str
     loaded: set[str] | None = None
     with contextlib.suppress(ModelError):
         stats = asyncio.run(_worker_call(socket, {"op": "stats"}))
-        loaded = {str(m.get("name")) for m in stats.get("models", []) if m.get("loaded")}
+        found = stats.get("models", {})
+        loaded = (
+            {n for n, m in found.items() if m.get("loaded")} if isinstance(found, dict) else set()
+        )
     rows = []
     for b in models.backends:
         if b.endpoint is not None:

@@ -40,7 +40,7 @@ from controller.gateway import errors, requests
 from controller.gateway.errors import BadRequest
 from controller.gateway.settings import GatewaySettings
 from controller.llm.completion import Answer, Chunk, Completion, Role
-from controller.llm.errors import AnswerTruncated, ModelError
+from controller.llm.errors import AnswerTruncated, BackendUnavailable, ModelError
 from controller.server.replies import read_body
 
 log = logging.getLogger("fazai.gateway")
@@ -71,7 +71,7 @@ def build_app(
     settings: GatewaySettings,
     models: Sequence[Model],
     *,
-    metrics: Callable[[], tuple[bytes, str]] | None = None,
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None,
 ) -> Starlette:
     """The gateway over ``runtime``. Reads every token now, so a missing one stops the
     start (SecretError) rather than failing the first request. ``metrics`` renders the
@@ -144,7 +144,7 @@ def build_app(
     async def show_metrics(request: Request) -> Response:
         if metrics is None:
             return errors.reply(404, "no metrics here", code="not_found")
-        data, kind = metrics()
+        data, kind = await metrics()
         return Response(data, media_type=kind)
 
     async def healthz(request: Request) -> Response:
@@ -390,9 +390,17 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     model = parsed.model
     item: Chunk | Answer | None = first
+    sent = False
     try:
         while item is not None:
+            if isinstance(item, Chunk) and item.restart and sent:
+                # The chain started the answer again on another backend: what this client
+                # got cannot be taken back, so the response fails rather than splice two.
+                raise BackendUnavailable(
+                    item.backend, "the stream broke on a backend after tokens were sent"
+                )
             if isinstance(item, Chunk):
+                sent = sent or bool(item.text)
                 yield _sse(_chunk(ident, created, model, chat, item.text, None))
             else:
                 last = _chunk(ident, created, model, chat, None, _finish(item))

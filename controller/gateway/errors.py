@@ -75,6 +75,11 @@ def status_of(exc: ModelError) -> tuple[int, str, str, float | None]:
     if isinstance(exc, NoBackendLeft):
         if exc.attempts and all(isinstance(a, BackendBusy) for a in exc.attempts):
             return 429, "rate_limit_error", "busy", exc.delay
+        if exc.attempts and not exc.retryable:
+            # Every backend refused for good (say, none can enforce the schema): the
+            # first one's reason stands for the whole.
+            status, kind, code, _ = status_of(exc.attempts[0])
+            return status, kind, code, None
         return 503, "server_error", "no_backend", exc.delay
     if isinstance(exc, SchemaUnsupported):
         return 400, "invalid_request_error", "schema_unsupported", None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from controller.gateway.app import Model, Runtime, build_app
 from controller.gateway.settings import GatewaySettings, check_exposure
@@ -16,7 +16,7 @@ async def serve(
     models: Sequence[Model],
     stop: asyncio.Event,
     *,
-    metrics: Callable[[], tuple[bytes, str]] | None = None,
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None,
     on_listen: Callable[[str, int], None] | None = None,
 ) -> None:
     """Refuses (ServerConfigError) a non-loopback address without a token, like

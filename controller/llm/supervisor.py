@@ -6,7 +6,7 @@ killer, a SIGKILL, a decode that hangs) never kills the controller. The supervis
 * writes the worker's JSON config (mode 0600, in a private folder) and starts
   ``sys.executable -m fazai_native --socket PATH --config FILE --queue N``, then waits
   for its ``ready <socket>`` line (``ready_timeout``) and connects;
-* holds an exclusive lock beside the socket (``PATH.lock``) for as long as it runs, so
+* holds an exclusive lock beside the socket (``PATH.supervisor.lock``) for as long as it runs, so
   a second supervisor on the same path refuses at once instead of removing the first
   one's socket from under it;
 * watches the process: when it ends, the requests in flight fail at once with
@@ -33,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ log = logging.getLogger("fazai.llm")
 
 NAME = "worker"
 MAX_STDERR_LINE = 4096  # a line of the worker's stderr beyond this is cut in the log
+STDERR_TAIL = 5  # its last lines, kept for the message when it fails to start
 
 
 class SupervisorError(BackendUnavailable):
@@ -68,6 +70,11 @@ class WorkerOptions:
     stop_grace: float = 5.0
     extra_args: Sequence[str] = ()  # more of the worker's options (tests)
     env: Mapping[str, str] | None = None  # the worker's environment (default: ours)
+
+
+def lock_path_of(socket: Path) -> Path:
+    """The supervisor's lock beside ``socket`` (the worker holds ``PATH.lock`` itself)."""
+    return socket.with_name(socket.name + ".supervisor.lock")
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -162,7 +169,7 @@ class Supervisor:
     def _take_lock(self) -> None:
         socket = self.options.socket
         socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock_path = socket.with_name(socket.name + ".lock")
+        lock_path = lock_path_of(socket)
         handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held while we run)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -198,9 +205,8 @@ class Supervisor:
     async def _spawn(self) -> None:
         """Starts one worker and waits for its ``ready`` line and the connection."""
         options = self.options
-        # A socket file left by a worker that died: ours (we hold the lock), so stale.
-        with contextlib.suppress(FileNotFoundError):
-            options.socket.unlink()
+        # A socket left by a worker that died is the worker's to find stale and replace
+        # (fazai_native.listen); one that is live is someone's worker: it refuses.
         args = [
             sys.executable,
             "-m",
@@ -224,11 +230,12 @@ class Supervisor:
         self._proc = proc
         self.pid = proc.pid
         assert proc.stdout is not None and proc.stderr is not None
-        stderr_task = asyncio.create_task(_log_lines(proc.stderr, proc.pid))
+        tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        stderr_task = asyncio.create_task(_log_lines(proc.stderr, proc.pid, tail))
         proc._fazai_stderr = stderr_task  # type: ignore[attr-defined]  # kept alive with it
         try:
             async with asyncio.timeout(options.ready_timeout):
-                await _wait_ready(proc, proc.stdout, options.socket)
+                await _wait_ready(proc, proc.stdout, stderr_task, tail)
         except TimeoutError:
             await self._stop_process()
             raise BackendUnavailable(
@@ -333,18 +340,23 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        with contextlib.suppress(FileNotFoundError):
-            self.options.socket.unlink()
 
 
 async def _wait_ready(
-    proc: asyncio.subprocess.Process, stdout: asyncio.StreamReader, socket: Path
+    proc: asyncio.subprocess.Process,
+    stdout: asyncio.StreamReader,
+    stderr: asyncio.Task[None],
+    tail: deque[str],
 ) -> None:
     while True:
         line = await stdout.readline()
         if not line:
             status = await proc.wait()
-            raise BackendUnavailable(NAME, f"{describe_exit(status)} before it was ready")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await stderr  # its last words, for the message
+            said = f": {tail[-1]}" if tail else ""
+            raise BackendUnavailable(NAME, f"{describe_exit(status)} before it was ready{said}")
         text = line.decode("utf-8", "replace").strip()
         if text.startswith("ready"):
             return
@@ -357,7 +369,7 @@ async def _drain(stream: asyncio.StreamReader) -> None:
             pass
 
 
-async def _log_lines(stream: asyncio.StreamReader, pid: int) -> None:
+async def _log_lines(stream: asyncio.StreamReader, pid: int, tail: deque[str]) -> None:
     """The worker's stderr into our log, line by line (it logs no prompt's text)."""
     with contextlib.suppress(OSError):
         while True:
@@ -370,3 +382,4 @@ async def _log_lines(stream: asyncio.StreamReader, pid: int) -> None:
             text = line.decode("utf-8", "replace").rstrip()
             if text:
                 log.info("worker %d: %s", pid, text[:MAX_STDERR_LINE])
+                tail.append(text[:MAX_STDERR_LINE])

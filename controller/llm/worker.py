@@ -174,6 +174,16 @@ class WorkerBackend:
             raise BackendUnavailable(self.name, "the worker's embed answer has no vectors")
         return [[float(x) for x in v] for v in vectors]
 
+    async def stats(self) -> dict[str, Any]:
+        """The worker's stats, with ``queue`` as the number of requests waiting (what
+        the runtime's metrics read; the worker's own breakdown stays in ``queue_detail``)."""
+        found = await self.call({"op": "stats"})
+        queue = found.get("queue")
+        if isinstance(queue, Mapping):
+            found["queue_detail"] = dict(queue)
+            found["queue"] = queue.get("depth", 0)
+        return found
+
     async def call(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         """A request answered by one ``result`` frame (embed, load, unload, drop,
         stats): its ``result`` mapping."""
