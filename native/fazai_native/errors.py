@@ -38,6 +38,13 @@ class ContextOverflow(WorkerError):
     code = "context_overflow"
 
 
+class InvalidOutput(WorkerError):
+    """A schema-constrained answer that finished but does not validate (the grammar
+    cannot enforce all of JSON Schema). Retryable: another backend may do better."""
+
+    code = "invalid_output"
+
+
 class MemoryShort(WorkerError):
     """The model does not fit in the memory budget, even after evicting every idle
     unpinned model. Retryable: the models in use may finish."""

@@ -63,8 +63,8 @@ def generate_request(frame: Mapping[str, Any]) -> tuple[GenerateRequest, float |
     if (prompt is None) == (raw_messages is None):
         raise ProtocolError("give exactly one of prompt and messages", "prompt")
     messages: tuple[ChatMessage, ...] = ()
-    if prompt is not None and not isinstance(prompt, str):
-        raise ProtocolError("must be a string", "prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt):
+        raise ProtocolError("must be a non-empty string", "prompt")
     if raw_messages is not None:
         messages = _messages(raw_messages)
     session = frame.get("session")

@@ -61,6 +61,7 @@ ERROR_CODES: Mapping[str, bool] = {
     "unknown_model": False,  # no model of that name is declared
     "schema_unsupported": False,  # the schema cannot be made into a grammar: refused
     "context_overflow": False,  # prompt + max_tokens exceed the model's context
+    "invalid_output": True,  # a schema answer the schema refuses: never passed on as valid
     "memory": True,  # the model does not fit in the memory budget now
     "load_failed": False,  # the model file could not be loaded
     "aborted": False,  # an abort frame or the deadline stopped it before any token

@@ -160,6 +160,16 @@ class Runtime:
                     raise errors.ContextOverflow(str(exc)) from exc
                 except grammar.SchemaUnsupported as exc:
                     raise errors.SchemaRefused(str(exc)) from exc
+                except engine.InvalidOutput as exc:
+                    # Not the reason's text: it may quote the output, which may quote
+                    # the prompt.
+                    raise errors.InvalidOutput(
+                        f"the output of {request.model!r} does not match the schema"
+                    ) from exc
+                except engine.EngineError as exc:
+                    raise errors.Internal(f"model {request.model!r} failed: {exc}") from exc
+                except ValueError as exc:  # an empty prompt, a template that cannot place it
+                    raise errors.BadRequest(f"prompt: {exc}") from exc
         finally:
             slot.release()
         if result.finish_reason == "abort" and result.completion_tokens == 0:

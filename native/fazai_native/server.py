@@ -15,6 +15,7 @@ import contextlib
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -344,8 +345,14 @@ class _Connection:
             self.send_error(request.rid, exc)
         except ProtocolError as exc:
             self.send_error(request.rid, exc)
-        except Exception as exc:  # a bug: say so, keep serving
-            print(f"fazai_native: {request.op} failed: {type(exc).__name__}", file=sys.stderr)
+        except Exception as exc:  # a bug: say where (not the message: it may quote input)
+            where = "; ".join(
+                f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
+            )
+            print(
+                f"fazai_native: {request.op} failed: {type(exc).__name__} at {where}",
+                file=sys.stderr,
+            )
             self.send_error(
                 request.rid, errors.Internal(f"{request.op} failed: {type(exc).__name__}")
             )

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fazai_native import catalog
 
 NATIVE = Path(__file__).resolve().parents[3] / "native"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from fazai_native import config, frames
 from fazai_native.protocol import ProtocolError
 

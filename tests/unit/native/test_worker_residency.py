@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-
 from fazai_native import errors
 from fazai_native.residency import Residency
 from fazai_native.types import ModelSpec
