@@ -20,7 +20,10 @@ from controller.llm.settings import BackendSettings, LocalModel, ModelsSettings,
 TOKEN = "gateway-test-token-0123456789abcdef"
 
 
-def smollm2_settings(folder: Path, *, queue: int = 8, slots: int = 1) -> ModelsSettings:
+def smollm2_settings(
+    folder: Path, *, queue: int = 8, slots: int = 1, embedder: bool = False
+) -> ModelsSettings:
+    minilm = BackendSettings("minilm", Role.EMBEDDER, LocalModel(embedded="minilm"), threads=1)
     return ModelsSettings(
         backends=(
             BackendSettings(
@@ -31,7 +34,7 @@ def smollm2_settings(folder: Path, *, queue: int = 8, slots: int = 1) -> ModelsS
                 threads=1,
                 slots=slots,
             ),
-            BackendSettings("minilm", Role.EMBEDDER, LocalModel(embedded="minilm"), threads=1),
+            *((minilm,) if embedder else ()),
         ),
         worker=WorkerSettings(socket=folder / "worker.sock", queue=queue),
     )

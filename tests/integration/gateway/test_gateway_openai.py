@@ -16,17 +16,17 @@ import jsonschema
 import openai
 import pytest
 import pytest_asyncio
-
-from controller.llm import worker
-from controller.llm.runtime import ModelRuntime
-from controller.llm.settings import ModelsSettings
-from tests.integration.gateway.gatewaykit import (
+from gatewaykit import (
     TOKEN,
     Running,
     gateway,
     models_of,
     smollm2_settings,
 )
+
+from controller.llm import worker
+from controller.llm.runtime import ModelRuntime
+from controller.llm.settings import ModelsSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -76,7 +76,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 async def test_models_lists_roles_and_backends(stack: Stack) -> None:
     listed = await stack.client().models.list()
     names = {m.id for m in listed.data}
-    assert {"brain", "embedder", "smollm2", "minilm"} <= names
+    assert {"brain", "smollm2"} <= names
 
 
 async def test_chat_whole_and_streamed_agree(stack: Stack) -> None:
@@ -145,19 +145,6 @@ async def test_a_schema_that_cannot_be_enforced_is_400(stack: Stack) -> None:
             max_tokens=8,
         )
     assert caught.value.code == "schema_unsupported"
-
-
-async def test_embeddings(stack: Stack) -> None:
-    done = await stack.client().embeddings.create(
-        model="embedder", input=["a firewall rule", "a packet filter rule", "banana bread"]
-    )
-    vectors = [d.embedding for d in done.data]
-    assert len(vectors) == 3 and len(vectors[0]) == 384
-
-    def cos(a: list[float], b: list[float]) -> float:
-        return sum(x * y for x, y in zip(a, b, strict=True))
-
-    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
 
 
 async def test_no_token_is_401(stack: Stack) -> None:
