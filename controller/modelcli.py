@@ -180,6 +180,7 @@ def worker_command(
 
     models = load_models(config_file)
     socket = socket_of(models, socket_path)
+    socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(prefix="fazai-worker-") as folder:
         if worker_config is None:
             worker_config = Path(folder) / "worker.json"
