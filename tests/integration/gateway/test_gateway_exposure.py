@@ -4,11 +4,16 @@ bounded. No model is needed: the refusals come before the runtime is asked."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
-from gatewaykit import gateway
+from gatewaykit import TOKEN, gateway
 
 from controller.gateway import settings as gateway_settings
 from controller.gateway.app import Model
@@ -102,3 +107,59 @@ async def test_a_body_beyond_the_limit_is_413() -> None:
             headers={"Content-Type": "application/json"},
         )
         assert got.status_code == 413
+
+
+def test_fazai_model_serve_answers_an_openai_client(tmp_path: Path) -> None:
+    """The whole command: ``fazai model serve`` with the embedded defaults replaced by a
+    small SmolLM2 (fazai.yaml), a real OpenAI client, no network; /metrics after it."""
+    import openai
+
+    config = tmp_path / "fazai.yaml"
+    config.write_text(
+        "apiVersion: fazai.dev/v1alpha1\nkind: ControllerConfig\n"
+        f"sources: [{{name: site, url: {tmp_path}}}]\n"
+        f"models:\n  worker: {{socket: {tmp_path / 'm.sock'}}}\n"
+        "  backends:\n    - {name: tiny, role: brain, local: {embedded: smollm2-135m}, "
+        "contextSize: 1024, threads: 1}\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GW_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from controller.cli import run; run()",
+            "model",
+            "serve",
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-ref",
+            "env:GW_TOKEN",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), proc.stderr.read() if proc.stderr else ""
+        url = line.split()[-1]
+        client = openai.OpenAI(base_url=url, api_key=TOKEN, max_retries=0, timeout=120)
+        done = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+        )
+        assert done.choices[0].message.content
+        metrics = httpx.get(
+            url.replace("/v1", "/metrics"), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert metrics.status_code == 200
+        assert 'backend="tiny"' in metrics.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0
+    assert not (tmp_path / "m.sock").exists()  # the worker it started stopped with it
