@@ -104,6 +104,11 @@ class Supervisor:
         self._watcher: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._last_failure = "the worker has not started"
+        self._first_failure: str | None = None  # why the first start failed, if it did
+        self._first_delay = 0.0
+        self._first_retry_at = 0.0
+        self._config_path = Path()
+        self._started_at = 0.0
         self.restarts = 0  # how many times a worker was started again (tests, stats)
         self.pid: int | None = None
 
@@ -137,12 +142,27 @@ class Supervisor:
         async with self._start_lock:
             if self._watcher is not None:
                 return
+            # A first start that failed is not tried again by every request at once:
+            # they fail with its reason until the backoff has passed.
+            wait = self._first_retry_at - time.monotonic()
+            if self._first_failure is not None and wait > 0:
+                raise BackendUnavailable(NAME, f"{self._first_failure} (next try in {wait:.1f} s)")
             self._take_lock()
             try:
                 await self._spawn()
+            except BackendUnavailable as exc:
+                self._release()
+                self._first_failure = _reason(exc)
+                self._first_delay = min(
+                    max(self._first_delay * 2, self.options.backoff_initial),
+                    self.options.backoff_max,
+                )
+                self._first_retry_at = time.monotonic() + self._first_delay
+                raise
             except BaseException:
                 self._release()
                 raise
+            self._first_failure = None
             self._watcher = asyncio.create_task(self._watch(), name="fazai-worker-watch")
 
     async def close(self) -> None:
@@ -340,6 +360,11 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def _reason(exc: BackendUnavailable) -> str:
+    text = str(exc)
+    return text[len(NAME) + 2 :] if text.startswith(f"{NAME}: ") else text
 
 
 async def _wait_ready(

@@ -98,7 +98,12 @@ async def test_close_stops_the_worker(tmp_path: Path) -> None:
 
 
 async def test_a_worker_that_cannot_start_is_unavailable(tmp_path: Path) -> None:
-    sup = Supervisor(options(tmp_path, config={"models": "nope"}))
+    sup = Supervisor(options(tmp_path, config={"models": "nope"}, backoff_initial=30.0))
     with pytest.raises(BackendUnavailable, match="exited with status 2 before it was ready"):
         await sup.start()
+    # The requests right after it are not each a new start: they get its reason.
+    pid = sup.pid
+    with pytest.raises(BackendUnavailable, match=r"exited with status 2.*next try in"):
+        await sup.connection()
+    assert sup.pid == pid
     await sup.close()
