@@ -1,4 +1,5 @@
-"""``python -m fazai_native --socket PATH [--config FILE.json] [--queue N]``: the worker.
+"""``python -m fazai_native --socket PATH [--config FILE.json] [--queue N]
+[--write-limit BYTES]``: the worker.
 
 Claims the socket (see :mod:`fazai_native.listen`), loads the pinned models, then
 listens and prints ``ready PATH`` on stdout (the supervisor waits for that line).
@@ -16,7 +17,7 @@ import sys
 from fazai_native import config as configuration
 from fazai_native import errors, listen, protocol
 from fazai_native.runtime import Runtime, resolve_spec
-from fazai_native.server import Worker
+from fazai_native.server import WRITE_LIMIT, Worker
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -26,9 +27,17 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--queue", type=int, default=8, help="generate/embed requests in flight or waiting"
     )
+    parser.add_argument(
+        "--write-limit",
+        type=int,
+        default=WRITE_LIMIT,
+        help="unread bytes a connection may hold before the generation feeding it is aborted",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.queue <= 1024:
         parser.error("--queue must be from 1 to 1024")
+    if not 4096 <= args.write_limit <= 1 << 30:
+        parser.error("--write-limit must be from 4096 to 1073741824 bytes")
     return args
 
 
@@ -37,7 +46,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-async def _serve(claimed: listen.Claimed, runtime: Runtime, queue: int) -> int:
+async def _serve(claimed: listen.Claimed, runtime: Runtime, queue: int, write_limit: int) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,7 +63,7 @@ async def _serve(claimed: listen.Claimed, runtime: Runtime, queue: int) -> int:
         starting.result()
     except errors.WorkerError as exc:
         return _fail(str(exc), 1)
-    worker = Worker(runtime, queue=queue)
+    worker = Worker(runtime, queue=queue, write_limit=write_limit)
     claimed.sock.listen(128)
     claimed.sock.setblocking(False)
     server = await asyncio.start_unix_server(
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 1)
     runtime = Runtime(specs, config.memory_budget)
     try:
-        return asyncio.run(_serve(claimed, runtime, args.queue))
+        return asyncio.run(_serve(claimed, runtime, args.queue, args.write_limit))
     finally:
         runtime.close()
         claimed.release()

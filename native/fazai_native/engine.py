@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from fazai_native.grammar import SchemaUnsupported, check_output, grammar_for
 from fazai_native.sessions import SessionState, SessionStore
@@ -152,7 +153,7 @@ class Engine:
         if grammar is not None:
             self._check_grammar(grammar)
         stopping = _stopping(abort, request.deadline)
-        slot = self._acquire(request.session, stopping)
+        slot = None if stopping() else self._acquire(request.session, stopping)
         if slot is None:
             return _result("", "abort", 0, 0, 0, 0.0, 0.0)
         try:
@@ -174,7 +175,17 @@ class Engine:
         return self.sessions.drop(session)
 
     def sessions_bytes(self) -> int:
+        """The bytes of the session states kept (their KV caches and token ids)."""
         return self.sessions.bytes_used
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    def busy_slots(self) -> int:
+        """How many slots are generating now."""
+        with self._cond:
+            return sum(slot.busy for slot in self._slots)
 
     def tokenize(self, text: str) -> list[int]:
         """``text`` as this model's tokens (special tokens' text stays plain text)."""
@@ -238,7 +249,7 @@ class Engine:
         self,
         slot: _Slot,
         request: GenerateRequest,
-        grammar: llama_cpp.LlamaGrammar | None,
+        grammar: LlamaGrammar | None,
         stopping: Callable[[], bool],
         emit: Emit,
     ) -> GenerateResult:
@@ -385,10 +396,10 @@ class Engine:
         memory = llama_cpp.llama_get_memory(llama._ctx.ctx)
         if memory is not None:
             llama_cpp.llama_memory_clear(memory, True)
-        llama.reset()
+        llama.reset()  # type: ignore[no-untyped-call]
         slot.state = None
 
-    def _check_grammar(self, grammar: llama_cpp.LlamaGrammar) -> None:
+    def _check_grammar(self, grammar: LlamaGrammar) -> None:
         """llama.cpp parses the grammar when the sampler is made; a NULL there would be
         added to the sampler chain unchecked: parse it here first."""
         sampler = llama_cpp.llama_sampler_init_grammar(
@@ -464,8 +475,9 @@ class _Text:
         return self._take(len(self._text) - held), False
 
     def flush(self) -> str:
-        """The end: what the decoder and the stop check still held."""
-        self._text += self._decoder.decode(b"", final=True)
+        """The end: what the stop check still held. Bytes of a character the last token
+        left incomplete (cut by max_tokens or an abort) are dropped, not shown as U+FFFD."""
+        self._decoder.reset()
         return self._take(len(self._text))
 
     def _take(self, end: int) -> str:

@@ -5,6 +5,8 @@ stats say what ran."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -142,7 +144,7 @@ def test_stats_name_models_memory_sessions_queue_and_speeds(worker: WorkerProces
     assert brain["recent_tokens_per_s"] > 0 and brain["recent_ttft_s"] > 0
     assert "sessions_bytes" in brain
     assert stats["queue"]["size"] == 8 and stats["queue"]["pending"] == 0
-    assert stats["in_flight"] == 1  # this stats request
+    assert stats["in_flight"] == 0  # counted before the stats request itself
     assert stats["swaps"] == 0  # the brain loaded at start
     assert stats["totals"]["completion_tokens"] >= brain["completion_tokens"]
     assert stats["budget_bytes"] is None and stats["used_bytes"] >= brain["memory_bytes"]
@@ -179,3 +181,37 @@ def test_sigterm_answers_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
         client.close()
         assert worker.proc.wait(30) == 0
         assert not Path(worker.path).exists()
+
+
+def test_a_reader_that_falls_behind_has_its_generation_aborted(tmp_path: Path) -> None:
+    limit = 65536
+    with (
+        running_worker(tmp_path, models=[BRAIN], extra=("--write-limit", str(limit))) as worker,
+        worker.client() as client,
+    ):
+        client.send(generate("fed", 450))
+        assert client.next_for("fed")["event"] == "token"
+        # Stop reading, and make the worker answer a flood of small requests: their
+        # answers fill the socket's buffers, then the worker's, past the limit.
+        target = "t" * 128
+        flood = b"".join(
+            json.dumps({"op": "abort", "id": f"{i:0128d}", "target": target}).encode() + b"\n"
+            for i in range(4000)
+        )
+        client.sock.setblocking(False)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while sent < len(flood):
+                sent += client.sock.send(flood[sent : sent + 65536])
+        # Still not reading: wait (watching from another connection) until the worker
+        # has ended the generation, which it must do without this reader's help.
+        with worker.client() as watcher:
+            deadline = time.monotonic() + 60
+            while watcher.stats()["in_flight"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        client.sock.setblocking(True)
+        client.sock.settimeout(60)
+        _, done = client.final("fed")
+    assert done["event"] == "done" and done["finish_reason"] == "abort", done
+    assert done["abort_reason"] == "slow_reader"
+    assert done["usage"]["completion_tokens"] < 450

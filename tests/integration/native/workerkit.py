@@ -56,12 +56,14 @@ def launch(
     models: list[dict[str, Any]] | None = None,
     budget: int | None = None,
     queue: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
     config = workdir / f"config-{time.monotonic_ns()}.json"
     config.write_text(json.dumps({"memory_budget": budget, "models": models or []}))
     argv = [sys.executable, "-m", "fazai_native", "--socket", path, "--config", str(config)]
     if queue is not None:
         argv += ["--queue", str(queue)]
+    argv += extra
     stderr = open(workdir / "worker.stderr", "a")  # noqa: SIM115 (the child holds it)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     try:
@@ -90,9 +92,10 @@ def running_worker(
     budget: int | None = None,
     queue: int | None = None,
     name: str = "w.sock",
+    extra: tuple[str, ...] = (),
 ) -> Iterator[WorkerProcess]:
     path = str(workdir / name)
-    proc = launch(path, workdir, models, budget, queue)
+    proc = launch(path, workdir, models, budget, queue, extra)
     worker = WorkerProcess(proc, path, workdir / "worker.stderr")
     try:
         worker.ready_line = wait_ready(proc)
