@@ -13,6 +13,7 @@ from contextlib import ExitStack
 
 import pytest
 from openaikit import Behaviour, FakeServer, free_port, serving
+from prometheus_client import CollectorRegistry
 
 from controller.events import EventBus, EventType
 from controller.llm.completion import Answer, Budget, Chunk, Completion, Message, Role
@@ -23,6 +24,7 @@ from controller.llm.errors import (
     NoBackendLeft,
     SchemaUnsupported,
 )
+from controller.llm.metrics import ModelMetrics
 from controller.llm.runtime import ModelRuntime
 from controller.llm.settings import (
     BackendSettings,
@@ -57,10 +59,13 @@ def endpoint(name: str, url: str, role: Role = Role.BRAIN, **options: object) ->
 
 
 def runtime(
-    *backends: BackendSettings, bus: EventBus | None = None, **circuit: float
+    *backends: BackendSettings,
+    bus: EventBus | None = None,
+    metrics: ModelMetrics | None = None,
+    **circuit: float,
 ) -> ModelRuntime:
     settings = ModelsSettings(backends=backends, circuit=CircuitSettings(**circuit))  # type: ignore[arg-type]
-    return ModelRuntime(settings, events=bus)
+    return ModelRuntime(settings, events=bus, metrics=metrics)
 
 
 async def collect(rt: ModelRuntime, request: Completion = CHAT) -> list[Chunk | Answer]:
@@ -104,7 +109,13 @@ async def test_500_falls_over_to_the_next_without_quoting_the_servers_body(
 ) -> None:
     broken, good = start(servers, "500"), start(servers, "ok")
     bus = EventBus()
-    rt = runtime(endpoint("broken", broken.url), endpoint("good", good.url), bus=bus)
+    registry = CollectorRegistry()
+    rt = runtime(
+        endpoint("broken", broken.url),
+        endpoint("good", good.url),
+        bus=bus,
+        metrics=ModelMetrics(registry),
+    )
     assert rt.chain(Role.BRAIN) == ("broken", "good")
     answer = (await collect(rt))[-1]
     assert isinstance(answer, Answer)
@@ -116,6 +127,24 @@ async def test_500_falls_over_to_the_next_without_quoting_the_servers_body(
     assert "nginx" not in json.dumps([e.to_dict() for e in bus.history()])
     done = next(e for e in bus.history() if e.type is EventType.MODEL_ANSWER)
     assert done.data["fallbacks"] == ["broken"] and done.data["usage"]["completion"] == 4
+    sample = registry.get_sample_value
+    assert (
+        sample(
+            "fazai_model_fallbacks_total",
+            {"role": "brain", "backend": "broken", "kind": "BackendUnavailable"},
+        )
+        == 1
+    )
+    assert (
+        sample(
+            "fazai_model_errors_total",
+            {"backend": "broken", "model": "broken-model", "kind": "BackendUnavailable"},
+        )
+        == 1
+    )
+    good_labels = {"backend": "good", "model": "good-model"}
+    assert sample("fazai_model_tokens_total", {**good_labels, "kind": "completion"}) == 4
+    assert sample("fazai_model_time_to_first_token_seconds_count", good_labels) == 1
     await rt.close()
 
 
