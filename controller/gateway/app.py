@@ -17,11 +17,13 @@ closes (the stream is cancelled, which sends ``abort`` to the worker), a whole o
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -109,14 +111,16 @@ def build_app(
         if role is not Role.EMBEDDER:
             raise BadRequest("names a model that makes completions, not embeddings", "model")
         texts = requests.embedding_input(body)
+        encoding = requests.embedding_format(body)
         vectors = await _unless_gone(request, runtime.embed(texts))
         if vectors is None:
             return Response(status_code=499)
+        encode = _base64 if encoding == "base64" else list
         return JSONResponse(
             {
                 "object": "list",
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": v}
+                    {"object": "embedding", "index": i, "embedding": encode(v)}
                     for i, v in enumerate(vectors)
                 ],
                 "model": body.get("model") or Role.EMBEDDER.value,
@@ -173,6 +177,10 @@ def build_app(
     app.state.settings = settings.server()
     app.state.closing = asyncio.Event()
     return app
+
+
+def _base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def _read_token(ref: Any, index: int) -> str:

@@ -100,6 +100,15 @@ def completion(
     return _parsed(body, headers, roles, prompt=prompt)
 
 
+def embedding_format(body: Mapping[str, Any]) -> str:
+    """``float`` (lists of numbers) or ``base64`` (little-endian float32, what the
+    openai client asks for by default)."""
+    kind = body.get("encoding_format") or "float"
+    if kind not in ("float", "base64"):
+        raise BadRequest("must be float or base64", "encoding_format")
+    return str(kind)
+
+
 def embedding_input(body: Mapping[str, Any]) -> list[str]:
     value = body.get("input")
     texts = [value] if isinstance(value, str) else value
@@ -107,8 +116,7 @@ def embedding_input(body: Mapping[str, Any]) -> list[str]:
         raise BadRequest("must be a string or a non-empty list of strings", "input")
     if len(texts) > 2048:
         raise BadRequest("at most 2048 inputs", "input")
-    if body.get("encoding_format", "float") != "float":
-        raise BadRequest("only float is supported", "encoding_format")
+    embedding_format(body)
     return texts
 
 

@@ -117,7 +117,8 @@ def test_embedding_input() -> None:
     with pytest.raises(BadRequest):
         requests.embedding_input({"input": [1, 2]})
     with pytest.raises(BadRequest):
-        requests.embedding_input({"input": "a", "encoding_format": "base64"})
+        requests.embedding_input({"input": "a", "encoding_format": "hex"})
+    assert requests.embedding_format({"encoding_format": "base64"}) == "base64"
 
 
 @pytest.mark.parametrize(
