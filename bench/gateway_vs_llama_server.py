@@ -67,6 +67,10 @@ def start_llama_server(model: str, threads: int, ctx: int) -> tuple[subprocess.P
             "127.0.0.1",
             "--port",
             str(port),
+            # Its default (True) cancels a stream in flight when another request arrives:
+            # the first of two sessions would get nothing. Off, the second waits instead.
+            "--interrupt_requests",
+            "False",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -127,7 +131,7 @@ async def one(
     messages: list[dict[str, str]],
     max_tokens: int,
     session: str | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """One streamed chat completion: TTFT, tokens/s after the first, pieces, total."""
     body: dict[str, Any] = {
         "model": "smollm2",
@@ -140,6 +144,7 @@ async def one(
     started = time.perf_counter()
     first = last = 0.0
     pieces = 0
+    text: list[str] = []
     async with http.stream("POST", f"{url}/chat/completions", json=body, headers=headers) as got:
         got.raise_for_status()
         async for line in got.aiter_lines():
@@ -148,6 +153,7 @@ async def one(
             chunk = json.loads(line[6:])
             choices = chunk.get("choices") or []
             if choices and (choices[0].get("delta") or {}).get("content"):
+                text.append(choices[0]["delta"]["content"])
                 now = time.perf_counter()
                 pieces += 1
                 first = first or now
@@ -159,6 +165,7 @@ async def one(
         "rate": rate,
         "pieces": pieces,
         "total": total,
+        "text": "".join(text),
     }
 
 
@@ -187,10 +194,10 @@ async def measure(urls: dict[str, str], runs: int, max_tokens: int) -> dict[str,
         if gateway is not None:
             cold = await one(http, gateway, ask(3000), max_tokens, session="bench-cold")
             history = ask(4000)
-            await one(http, gateway, history, max_tokens, session="bench-agent")
+            said = await one(http, gateway, history, max_tokens, session="bench-agent")
             history = [
                 *history,
-                {"role": "assistant", "content": "Noted."},
+                {"role": "assistant", "content": said["text"]},
                 {"role": "user", "content": "And port 22?"},
             ]
             warm = await one(http, gateway, history, max_tokens, session="bench-agent")
@@ -198,7 +205,7 @@ async def measure(urls: dict[str, str], runs: int, max_tokens: int) -> dict[str,
     return results
 
 
-def median(values: list[dict[str, float]], key: str) -> float:
+def median(values: list[dict[str, Any]], key: str) -> float:
     return statistics.median(v[key] for v in values)
 
 
@@ -233,13 +240,16 @@ def main() -> None:
         f"SmolLM2-135M-Instruct Q4_1, n_ctx {args.ctx}, {args.threads} thread(s), "
         f"max_tokens {args.max_tokens}, median of {args.runs}; worker slots {args.slots}"
     )
-    print(f"{'server':<18} {'TTFT s':>8} {'tok/s':>7} | two at once: TTFT a, b  (total a, b)")
+    print(
+        f"{'server':<18} {'TTFT s':>8} {'tok/s':>7} | "
+        "two at once: TTFT a, b  (total a, b; pieces a, b)"
+    )
     for name, found in results.items():
         a, b = found["pair"]
         print(
             f"{name:<18} {median(found['solo'], 'ttft'):>8.3f} "
             f"{median(found['solo'], 'rate'):>7.1f} | {a['ttft']:.3f}, {b['ttft']:.3f}  "
-            f"({a['total']:.2f}, {b['total']:.2f})"
+            f"({a['total']:.2f}, {b['total']:.2f}; {a['pieces']:.0f}, {b['pieces']:.0f})"
         )
     session = results["fazai gateway"].get("session")
     if session:
