@@ -413,10 +413,10 @@ def chat_command(
     try:
         if prompt is not None:
             history.append(Message("user", prompt))
-            answer, aborted = loop.run_until_complete(
+            answer, outcome = loop.run_until_complete(
                 _one_answer(runtime, role, history, session, max_tokens, temperature)
             )
-            code = EXIT_INTERRUPTED if aborted else EXIT_OK
+            code = {"aborted": EXIT_INTERRUPTED, "failed": EXIT_TROUBLE}.get(outcome, EXIT_OK)
         else:
             while True:
                 try:
@@ -447,9 +447,9 @@ async def _one_answer(
     session: str,
     max_tokens: int,
     temperature: float,
-) -> tuple[str, bool]:
-    """Streams one answer to stdout; (its text, whether Ctrl-C aborted it). A model
-    error is printed, not raised (the chat goes on); its text is "" then."""
+) -> tuple[str, str]:
+    """Streams one answer to stdout; (its text, "ok", "cut", "aborted" (Ctrl-C) or
+    "failed"). A model error is printed, not raised (the chat goes on); its text is ""."""
     from controller.llm.completion import Answer, Budget, Chunk, Completion, Role, Sampling
     from controller.llm.errors import AnswerTruncated, ModelError
 
@@ -480,23 +480,29 @@ async def _one_answer(
     except asyncio.CancelledError:
         out.print()
         err.print("[yellow]aborted[/] (the model stays loaded)")
-        return "", True
+        return "", "aborted"
     except AnswerTruncated as exc:
         out.print()
         err.print("[yellow]cut at --max-tokens[/]")
-        return exc.text, False
+        return exc.text, "cut"
     except ModelError as exc:
         out.print()
         from rich.markup import escape
 
         err.print(f"[bold red]error:[/] {escape(clean(str(exc), one_line=True))}")
-        return "", False
+        return "", "failed"
     finally:
         loop.remove_signal_handler(signal.SIGINT)
     out.print()
-    if answer is not None:
-        err.print(
-            f"[dim]{answer.backend} · {answer.usage.completion_tokens} tokens · "
-            f"first {answer.timings.ttft_s:.2f} s · {answer.tokens_per_s:.1f} tok/s[/]"
-        )
-    return "".join(pieces) if answer is None else answer.text, False
+    if answer is None:
+        return "".join(pieces), "failed"
+    from rich.markup import escape
+
+    cut = answer.finish_reason == "length"
+    err.print(
+        f"[dim]{escape(clean(answer.backend, one_line=True))} · "
+        f"{answer.usage.completion_tokens} tokens · first {answer.timings.ttft_s:.2f} s · "
+        f"{answer.tokens_per_s:.1f} tok/s{' · cut at --max-tokens' if cut else ''}[/]"
+    )
+    # A cut answer is still shown (a person reads it), but it is not a whole one.
+    return answer.text, "cut" if cut else "ok"

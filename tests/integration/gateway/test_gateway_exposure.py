@@ -158,6 +158,28 @@ def test_fazai_model_serve_answers_an_openai_client(tmp_path: Path) -> None:
         )
         assert metrics.status_code == 200
         assert 'backend="tiny"' in metrics.text
+        # A chat beside it uses the worker it supervises instead of refusing or starting one.
+        chat = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from controller.cli import run; run()",
+                "model",
+                "chat",
+                "Say hi.",
+                "--max-tokens",
+                "6",
+                "--config",
+                str(config),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert chat.returncode == 0, chat.stderr
+        assert "tiny" in chat.stderr and "tok/s" in chat.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)

@@ -170,3 +170,21 @@ def test_ctrl_c_aborts_the_answer_and_the_chat_goes_on(config: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_chat_that_no_backend_answers_is_trouble(tmp_path: Path) -> None:
+    import socket as sockets
+
+    with sockets.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "fazai.yaml"
+    config.write_text(
+        "apiVersion: fazai.dev/v1alpha1\nkind: ControllerConfig\n"
+        f"sources: [{{name: site, url: {tmp_path}}}]\n"
+        "models:\n  backends:\n    - name: remote\n      role: brain\n"
+        f"      endpoint: {{url: 'http://127.0.0.1:{port}/v1', model: m, maxRetries: 0}}\n"
+    )
+    done = fazai("model", "chat", "hi", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no backend could answer for brain" in done.stderr
