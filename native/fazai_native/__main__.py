@@ -17,7 +17,7 @@ import sys
 from fazai_native import config as configuration
 from fazai_native import errors, listen, protocol
 from fazai_native.runtime import Runtime, resolve_spec
-from fazai_native.server import WRITE_LIMIT, Worker
+from fazai_native.server import MAX_CONNECTIONS, WRITE_LIMIT, Worker
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -64,7 +64,7 @@ async def _serve(claimed: listen.Claimed, runtime: Runtime, queue: int, write_li
     except errors.WorkerError as exc:
         return _fail(str(exc), 1)
     worker = Worker(runtime, queue=queue, write_limit=write_limit)
-    claimed.sock.listen(128)
+    claimed.sock.listen(MAX_CONNECTIONS)  # a burst of connects is queued, not refused
     claimed.sock.setblocking(False)
     server = await asyncio.start_unix_server(
         worker.handle, sock=claimed.sock, limit=protocol.MAX_FRAME

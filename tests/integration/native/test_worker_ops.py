@@ -16,6 +16,7 @@ from workerkit import SMOLLM2, WorkerProcess, running_worker
 MODELS = [
     {"name": "brain", "pinned": True, **SMOLLM2},
     {"name": "spare", **SMOLLM2},
+    {"name": "embedder", "path": "embedded:minilm", "kind": "embedder", "n_threads": 1},
 ]
 
 
@@ -121,12 +122,36 @@ def test_an_abort_during_a_long_prompt_stops_it_before_any_token(worker: WorkerP
         assert client.call(generate("after"))["event"] == "done"
 
 
+def test_minilm_embeds_on_demand_and_ranks_a_paraphrase_first(worker: WorkerProcess) -> None:
+    texts = [
+        "Open port 443 on the firewall for the web server.",
+        "Allow HTTPS traffic through the firewall to the web host.",
+        "My grandmother bakes bread on Sundays.",
+    ]
+    with worker.client() as client:
+        answer = client.call({"op": "embed", "id": "e1", "model": "embedder", "texts": texts})
+        assert answer["event"] == "result", answer
+        vectors = answer["result"]["vectors"]
+        assert answer["result"]["model"] == "embedder"
+        assert len(vectors) == 3 and all(len(v) == 384 for v in vectors)
+        assert all(abs(sum(x * x for x in v) - 1.0) < 1e-3 for v in vectors)
+
+        def cosine(a: list[float], b: list[float]) -> float:
+            return sum(x * y for x, y in zip(a, b, strict=True))
+
+        assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
+        stats = client.stats()["models"]["embedder"]
+        assert stats["loaded"] and stats["kind"] == "embedder" and stats["requests"] == 1
+
+
 def test_an_embedder_refuses_generate_and_a_generator_refuses_embed(
     worker: WorkerProcess,
 ) -> None:
     with worker.client() as client:
         refused = client.call({"op": "embed", "id": "e", "model": "brain", "texts": ["x"]})
-    assert refused["code"] == "bad_request" and refused["message"].startswith("model:")
+        assert refused["code"] == "bad_request" and refused["message"].startswith("model:")
+        refused = client.call(generate("g", model="embedder"))
+        assert refused["code"] == "bad_request" and refused["message"].startswith("model:")
 
 
 def test_a_pinned_model_that_cannot_load_stops_the_worker_with_exit_1(tmp_path: Path) -> None:

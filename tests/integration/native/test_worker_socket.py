@@ -9,9 +9,10 @@ import os
 import signal
 import socket
 import stat
+import time
 from pathlib import Path
 
-from fazai_native import protocol
+from fazai_native import protocol, server
 from workerkit import launch, running_worker
 
 
@@ -153,3 +154,28 @@ def test_bad_frames_are_answered_naming_the_field_and_the_connection_serves_on(
         stats = client.stats()
         assert stats["totals"]["errors"]["bad_request"] == 8
         assert stats["totals"]["errors"]["unknown_model"] == 1
+
+
+def test_connections_beyond_the_limit_are_answered_busy_and_closed(tmp_path: Path) -> None:
+    with running_worker(tmp_path) as worker:
+        clients = []
+        try:
+            for i in range(server.MAX_CONNECTIONS):
+                clients.append(worker.client())
+                if i % 64 == 63:  # answered: the worker has accepted all before it
+                    clients[-1].stats()
+            assert clients[-1].stats()["connections"] == server.MAX_CONNECTIONS
+            with worker.client() as extra:
+                refused = extra.recv()
+                assert refused is not None and refused["code"] == "busy", refused
+                assert refused["retry_after"] > 0
+                assert extra.recv() is None
+            clients.pop().close()
+            deadline = time.monotonic() + 30
+            while clients[0].stats()["connections"] == server.MAX_CONNECTIONS:
+                assert time.monotonic() < deadline, "the worker never saw the close"
+            with worker.client() as client:  # room again
+                assert client.stats()["connections"] == server.MAX_CONNECTIONS
+        finally:
+            for client in clients:
+                client.close()
