@@ -12,9 +12,20 @@ and its target names the thing the task is about. The model with more sensible a
 
     nice -n 10 .venv/bin/python bench/model_choice.py [--threads 1] [--json out.json]
 
-Measured on the 2-core dev machine (n_threads 1, load from other users around 3), see
-the numbers in the module's last run printed by this script; the result set
-``DEFAULT_BRAIN``.
+Measured on the 2-core dev machine (2026-12-02, n_threads 1, greedy, so the same on
+every run; two runs gave these counts, the seconds vary with the machine's load):
+
+    model          mode     valid  action  sensible  s/answer
+    gemma3-270m    chat      10/10     4/10       0/10      2.64
+    gemma3-270m    prompt    10/10     4/10       0/10      4.40
+    smollm2-135m   chat      10/10     7/10       2/10      3.54
+    smollm2-135m   prompt    10/10     5/10       1/10      2.69
+
+The grammar holds for both (every answer valid); SmolLM2 picks the right action 12 times
+of 20 against Gemma's 8 (Gemma answers restart_service for almost everything, and fills
+target with an action's name), and only SmolLM2 ever names the right target (3/20, in
+chat mode mostly). So SmolLM2-135M-Instruct is ``DEFAULT_BRAIN`` and Gemma 3 270M the
+executor. Neither plans usefully: the brain's usefulness comes from an endpoint.
 """
 
 from __future__ import annotations

@@ -12,6 +12,23 @@ and measures:
   when the remote is asked alone, so ``first - direct`` is what the failover cost.
 
     nice -n 10 .venv/bin/python bench/model_failover.py [--rounds 3]
+
+Measured on the 2-core dev machine (2026-12-02, load ~3 from other users; seconds,
+median of 3 rounds):
+
+    measure           r1      r2      r3   median
+    direct         8.225   0.042   0.063    0.063
+    dead_switch    0.061   0.057   0.055    0.057
+    dead_first     0.131   0.094   0.083    0.094
+    mid_switch     0.003   0.002   0.002    0.002
+    mid_first      0.044   0.039   0.089    0.044
+
+A dead backend costs a refused connection plus its one retry (``maxRetries: 1``, 50 ms
+apart): ~57 ms; a stream cut by SIGKILL is seen at once (the kernel resets the socket):
+~2 ms to the switch. ``first`` after round 1 is small because llama-cpp-python's server
+keeps the last prompt's KV cache and the rounds ask the same prompt; a cold remote adds
+its own prompt evaluation (round 1's ``direct``: 8.2 s for the first, uncached request
+on the loaded machine). Target (<= 1 s to the next backend): met.
 """
 
 from __future__ import annotations

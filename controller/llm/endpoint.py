@@ -58,6 +58,8 @@ MAX_BODY = 64 * 1024 * 1024  # bytes of a non-streamed answer (embeddings)
 MAX_RETRY_WAIT = 2.0  # longer Retry-After: the chain moves on rather than wait here
 DEFAULT_TOP_K = 40  # llama.cpp's own default: not sent, since OpenAI's API refuses top_k
 _REQUEST_FAULTS = (400, 413, 422)  # the request's content was refused, not the backend
+_CAPACITY_CODES = ("context_length_exceeded",)  # ... unless it is this model's context
+MAX_ERROR_BODY = 4096  # bytes of an error answer read, for its code
 
 
 class EndpointBackend:
@@ -177,13 +179,17 @@ class EndpointBackend:
         return "completions", body
 
     async def _open(
-        self, path: str, body: Mapping[str, Any], deadline: float | None
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        deadline: float | None,
+        accept: str = "text/event-stream",
     ) -> httpx.Response:
         """The response, status 200, its body not read yet; retried where nothing of an
         answer can have been made (the connection refused, 429, 503)."""
         attempt = 0
         while True:
-            headers = {"Accept": "text/event-stream", **self._auth()}
+            headers = {"Accept": accept, **self._auth()}
             try:
                 sent = self._client.build_request("POST", path, json=body, headers=headers)
                 response: httpx.Response = await self._bounded(
@@ -200,8 +206,13 @@ class EndpointBackend:
                 raise _transport_error(self.name, exc) from exc
             if response.status_code == 200:
                 return response
-            await response.aclose()
-            error = _status_error(self.name, response)
+            try:  # the first KiBs only: for the error's code, never quoted whole
+                head, _ = await self._bounded(_read(response, MAX_ERROR_BODY), deadline)
+            except httpx.HTTPError:
+                head = b""
+            finally:
+                await response.aclose()
+            error = _status_error(self.name, response, head)
             delay = error.delay or 0.0
             retryable = response.status_code in (429, 503)
             if (
@@ -254,34 +265,17 @@ class EndpointBackend:
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         body = {"model": self.model, "input": list(texts)}
-        attempt = 0
-        while True:
-            try:
-                response = await self._client.post("embeddings", json=body, headers=self._auth())
-            except httpx.ConnectError as exc:
-                if attempt < self.settings.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(0.05 * attempt)
-                    continue
-                raise BackendUnavailable(self.name, "cannot connect") from exc
-            except httpx.HTTPError as exc:
-                raise _transport_error(self.name, exc) from exc
-            if response.status_code == 200:
-                break
-            error = _status_error(self.name, response)
-            if (
-                response.status_code in (429, 503)
-                and attempt < self.settings.max_retries
-                and (error.delay or 0.0) <= MAX_RETRY_WAIT
-            ):
-                attempt += 1
-                await asyncio.sleep(error.delay or 0.0)
-                continue
-            raise error
-        if len(response.content) > MAX_BODY:
-            raise BackendUnavailable(self.name, "sent an answer over 64 MiB")
+        response = await self._open("embeddings", body, None, accept="application/json")
         try:
-            items = sorted(response.json()["data"], key=lambda d: d["index"])
+            content, whole = await _read(response, MAX_BODY)
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.name, exc) from exc
+        finally:
+            await response.aclose()
+        if not whole:
+            raise BackendUnavailable(self.name, f"sent an answer over {MAX_BODY} bytes")
+        try:
+            items = sorted(json.loads(content)["data"], key=lambda d: d["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in items]
         except (ValueError, KeyError, TypeError) as exc:
             raise BackendUnavailable(self.name, "sent embeddings in an unknown shape") from exc
@@ -374,27 +368,39 @@ def _transport_error(backend: str, exc: httpx.HTTPError) -> ModelError:
     return BackendUnavailable(backend, f"connection failed ({type(exc).__name__})")
 
 
-def _status_error(backend: str, response: httpx.Response) -> ModelError:
+def _status_error(backend: str, response: httpx.Response, head: bytes) -> ModelError:
     """The error an HTTP status means. The body is not quoted: a server may echo the
-    prompt in it; only its OpenAI error ``code``, when it is a short word."""
+    prompt in it; only its OpenAI error ``code``, when it is a short word. A prompt too
+    long for this model's context is this backend's limit, not the request's fault: the
+    chain tries the next (which may have a larger context)."""
     status = response.status_code
-    code = _error_code(response)
+    code = _error_code(head)
     words = f"answered HTTP {status}" + (f" ({code})" if code else "")
     delay = retry_after(response.headers.get("Retry-After"))
     if status == 429:
         return BackendBusy(backend, words, delay=delay)
     if 400 <= status < 500 and status != 408:
-        return BackendRefused(backend, words, request_fault=status in _REQUEST_FAULTS)
+        fault = status in _REQUEST_FAULTS and code not in _CAPACITY_CODES
+        return BackendRefused(backend, words, request_fault=fault)
     error = BackendUnavailable(backend, words)
     error.delay = delay
     return error
 
 
-def _error_code(response: httpx.Response) -> str:
+async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body, and whether that was all of it."""
+    data = b""
+    async for part in response.aiter_raw():
+        data += part
+        if len(data) > limit:
+            return data[:limit], False
+    return data, True
+
+
+def _error_code(head: bytes) -> str:
     try:
-        content = response.content[:4096] if response.is_stream_consumed else b""
-        error = json.loads(content).get("error") if content else None
-    except (ValueError, AttributeError, httpx.HTTPError):
+        error = json.loads(head).get("error") if head else None
+    except (ValueError, AttributeError):
         return ""
     code = error.get("code") if isinstance(error, Mapping) else None
     if isinstance(code, str) and len(code) <= 40 and code.replace("_", "").isalnum():

@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-Behaviour = Literal["ok", "500", "429", "hang", "drop", "badjson", "length", "401", "400"]
+Behaviour = Literal[
+    "ok", "500", "429", "hang", "drop", "badjson", "length", "401", "400", "overflow", "endless"
+]
 
 
 @dataclass
@@ -67,6 +69,8 @@ def app(server: FakeServer) -> Starlette:
             # A server echoing the prompt in its error: it must not reach a message.
             return JSONResponse({"error": {"message": json.dumps(body)}}, status_code=500)
         if kind == "400":
+            return JSONResponse({"error": {"code": "invalid_value"}}, status_code=400)
+        if kind == "overflow":
             return JSONResponse({"error": {"code": "context_length_exceeded"}}, status_code=400)
         if kind == "401":
             return JSONResponse({"error": {"code": "invalid_api_key"}}, status_code=401)
@@ -81,6 +85,14 @@ def app(server: FakeServer) -> Starlette:
         pieces = server.pieces
         if kind == "badjson":
             pieces = ('{"action": ', '"reboot"', ", oops")
+
+        async def endless() -> AsyncIterator[bytes]:
+            yield b"data: "
+            for _ in range(64):  # 4 MiB in one line, never ended: a bounded client stops
+                yield b"x" * 65536
+
+        if kind == "endless":
+            return StreamingResponse(endless(), media_type="text/event-stream")
 
         async def sse() -> AsyncIterator[bytes]:
             for index, piece in enumerate(pieces):

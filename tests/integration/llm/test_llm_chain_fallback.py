@@ -79,7 +79,8 @@ async def test_a_good_endpoint_streams_and_the_answer_says_who_served_it(
     monkeypatch.setenv("GOOD_KEY", KEY)
     rt = runtime(endpoint("good", good.url, api_key=SecretRef(env="GOOD_KEY")))
     items = await collect(rt)
-    chunks, answer = items[:-1], items[-1]
+    chunks, answer = [c for c in items if isinstance(c, Chunk)], items[-1]
+    assert len(chunks) == len(items) - 1
     assert [(c.text, c.index, c.backend, c.restart) for c in chunks] == [
         ("Hello", 0, "good", False), (", ", 1, "good", False),
         ("world", 2, "good", False), ("!", 3, "good", False),
@@ -257,11 +258,17 @@ async def test_a_refused_request_stops_the_chain_a_refused_key_does_not(
     with pytest.raises(BackendRefused) as caught:
         await collect(rt)
     assert caught.value.request_fault and good.hits == 0
-    assert str(caught.value) == "refuses: answered HTTP 400"
+    assert str(caught.value) == "refuses: answered HTTP 400 (invalid_value)"
     await rt.close()
-    rt = runtime(endpoint("unauthorized", unauthorized.url), endpoint("good", good.url))
+    # A wrong key, or a prompt longer than this model's context: the next may serve.
+    small = start(servers, "overflow")
+    rt = runtime(
+        endpoint("unauthorized", unauthorized.url),
+        endpoint("small", small.url),
+        endpoint("good", good.url),
+    )
     answer = (await collect(rt))[-1]
-    assert isinstance(answer, Answer) and answer.fallbacks == ("unauthorized",)
+    assert isinstance(answer, Answer) and answer.fallbacks == ("unauthorized", "small")
     await rt.close()
 
 
@@ -363,4 +370,15 @@ async def test_the_key_never_shows(
     with pytest.raises(NoBackendLeft) as caught:
         await collect(rt)
     assert "environment variable THE_KEY is not set" in str(caught.value.attempts[0])
+    await rt.close()
+
+
+async def test_a_stream_line_without_end_is_cut_at_a_bound(servers: ExitStack) -> None:
+    endless, good = start(servers, "endless"), start(servers, "ok")
+    bus = EventBus()
+    rt = runtime(endpoint("endless", endless.url), endpoint("good", good.url), bus=bus)
+    answer = (await collect(rt))[-1]
+    assert isinstance(answer, Answer) and answer.fallbacks == ("endless",)
+    fallback = next(e for e in bus.history() if e.type is EventType.MODEL_FALLBACK)
+    assert fallback.data["message"] == "endless: sent a stream line over 1048576 bytes"
     await rt.close()

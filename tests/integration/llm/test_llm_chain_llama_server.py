@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from llamakit import LlamaServer, running
-from openaikit import free_port
+from openaikit import FakeServer, free_port, serving
 
 from controller.events import EventBus, EventType
 from controller.llm.breaker import State
@@ -152,18 +152,24 @@ async def test_a_backend_killed_mid_stream_restarts_on_the_next_and_the_caller_i
         await rt.close()
 
 
-async def test_a_circuit_opened_on_a_dead_server_closes_through_its_probe(
-    remote: LlamaServer, tmp_path: Path
-) -> None:
+async def test_a_circuit_opened_on_a_dead_server_closes_through_its_probe(tmp_path: Path) -> None:
+    # The second backend is a fast loopback server, so the requests made while the
+    # circuit is open take milliseconds, well inside its one second.
     port = free_port()
-    rt = runtime(
-        endpoint(
-            "flaky", f"http://127.0.0.1:{port}/v1", max_retries=0, response_format="json_object"
-        ),
-        endpoint("remote", remote.url, response_format="json_object"),
-        failures=2,
-        reset=0.5,
-    )
+    quick = FakeServer("ok", pieces=('{"action": "none"}',))
+    with serving(quick):
+        rt = runtime(
+            endpoint(
+                "flaky", f"http://127.0.0.1:{port}/v1", max_retries=0, response_format="json_object"
+            ),
+            endpoint("quick", quick.url),
+            failures=2,
+            reset=1.0,
+        )
+        await _circuit_round(rt, port, tmp_path)
+
+
+async def _circuit_round(rt: ModelRuntime, port: int, tmp_path: Path) -> None:
     breaker = rt._chains[Role.BRAIN].links[0].breaker
     for _ in range(2):
         assert (await rt.complete(SHORT)).fallbacks == ("flaky",)
