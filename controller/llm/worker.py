@@ -156,6 +156,14 @@ class WorkerBackend:
                     yield Chunk(str(frame.get("text", "")), int(frame.get("index", 0)), self.name)
                 elif event == "done":
                     finished = True
+                    if frame.get("finish_reason") == "abort" and frame.get("abort_reason") in (
+                        "slow_reader",
+                        "closed",
+                    ):
+                        # The worker gave up on this connection, not the caller on it.
+                        raise BackendUnavailable(
+                            self.name, f"the worker aborted it ({frame['abort_reason']})"
+                        )
                     yield self._answer(frame, started, first)
                     return
                 elif event == "error":

@@ -60,6 +60,20 @@ class ScriptedWorker:
                     reply["retry_after"] = 2.5
                 send(writer, reply)
                 continue
+            if script.startswith("abort:"):
+                send(writer, token(rid, "a", 0))
+                send(
+                    writer,
+                    {
+                        "id": rid,
+                        "event": "done",
+                        "text": "a",
+                        "finish_reason": "abort",
+                        "abort_reason": script.split(":", 1)[1],
+                        "model": "tiny",
+                    },
+                )
+                continue
             reason = "length" if script == "length" else "stop"
             for index, piece in enumerate(["Hel", "lo"]):
                 send(writer, token(rid, piece, index))
@@ -223,3 +237,15 @@ async def test_no_socket_is_unavailable(tmp_path: Path) -> None:
     backend = WorkerBackend("local", "tiny", SocketLink(str(tmp_path / "none.sock")))
     with pytest.raises(BackendUnavailable, match="local: cannot connect"):
         await collect(backend, ask("tokens"))
+
+
+async def test_a_deadline_abort_is_an_answer_that_says_so(worker: Any) -> None:
+    _, backend = worker
+    answer = (await collect(backend, ask("abort:deadline")))[-1]
+    assert isinstance(answer, Answer) and answer.finish_reason == "abort"
+
+
+async def test_the_worker_giving_up_on_a_slow_reader_is_unavailable(worker: Any) -> None:
+    _, backend = worker
+    with pytest.raises(BackendUnavailable, match="slow_reader"):
+        await collect(backend, ask("abort:slow_reader"))
