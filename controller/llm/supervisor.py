@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -268,7 +269,10 @@ class Supervisor:
         proc._fazai_stdout = asyncio.create_task(_drain(proc.stdout))  # type: ignore[attr-defined]
         try:
             self._conn = await Connection.open(
-                str(options.socket), timeout=options.connect_timeout, name=NAME, lost=self._why
+                str(options.socket),
+                timeout=options.connect_timeout,
+                name=NAME,
+                lost=functools.partial(self._why, proc),
             )
         except BackendUnavailable:
             await self._stop_process()
@@ -277,13 +281,11 @@ class Supervisor:
         self._up.set()
         log.info("model worker %d ready on %s", proc.pid, options.socket)
 
-    async def _why(self, reason: str) -> str:
-        """The connection's reason for failing, told better when the worker died: a
-        dead worker closes its socket as it exits, so its status follows at once."""
-        self._up.clear()
-        proc = self._proc
-        if proc is None:
-            return reason
+    async def _why(self, proc: asyncio.subprocess.Process, reason: str) -> str:
+        """The reason ``proc``'s connection failed, told better when it died: a dead
+        worker closes its socket as it exits, so its status follows at once."""
+        if proc is self._proc:
+            self._up.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await proc.wait()

@@ -99,6 +99,7 @@ class Connection:
         self._prefix = f"c{os.getpid()}-"
         self._write_lock = asyncio.Lock()
         self._failure: BackendUnavailable | None = None
+        self._background: set[asyncio.Task[None]] = set()  # aborts in flight, kept alive
         self.closed = asyncio.Event()
         self.last_frame = time.monotonic()  # when the worker last said anything
         self._task = asyncio.create_task(self._read(), name=f"{name}-reader")
@@ -141,6 +142,13 @@ class Connection:
             await self._send({**frame, "id": rid})
         except BaseException:
             self._pending.pop(rid, None)
+            if not self.failed:
+                # Cancelled while the line was being written: the worker may have it,
+                # and would then generate for nobody. An abort of an id it never got is
+                # answered with an error and costs nothing.
+                task = asyncio.get_running_loop().create_task(self.abort(pending))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             raise
         return pending
 
@@ -212,7 +220,9 @@ class Connection:
             self._pending.pop(pending.id, None)
             pending._end(BackendUnavailable(self.name, "the reader fell behind the worker"))
             if not final:
-                asyncio.get_running_loop().create_task(self.abort(pending))
+                task = asyncio.get_running_loop().create_task(self.abort(pending))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     def fail(self, reason: str) -> None:
         """Ends every waiting request with BackendUnavailable(reason) and closes."""
