@@ -63,7 +63,7 @@ class Stack:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    settings = smollm2_settings(tmp_path_factory.mktemp("gateway"), queue=2)
+    settings = smollm2_settings(tmp_path_factory.mktemp("gateway"), queue=2, slots=2)
     backends = {b.name: worker.local_backend(settings, b) for b in settings.backends}
     runtime = ModelRuntime(settings, backends)
     try:
@@ -201,7 +201,36 @@ async def test_a_client_that_goes_away_aborts_its_generation(stack: Stack) -> No
     assert await running_generations(stack) == 0
 
 
+async def test_two_sessions_at_once_neither_waits_for_the_other(stack: Stack) -> None:
+    """Two slots over the one model: each session's first token comes before the other
+    session's answer is done (llama_cpp.server's one lock makes the second wait)."""
+    client = stack.client()
+
+    async def timed(question: str, session: str) -> tuple[float, float]:
+        stream = await client.chat.completions.create(
+            model="brain",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=120,
+            stream=True,
+            user=session,
+        )
+        first = 0.0
+        async for chunk in stream:
+            if not first and chunk.choices and chunk.choices[0].delta.content:
+                first = time.monotonic()
+        return first, time.monotonic()
+
+    (first_a, done_a), (first_b, done_b) = await asyncio.gather(
+        timed("Count from one to two hundred, in words.", "session-a"),
+        timed("List every letter of the alphabet with a word for each.", "session-b"),
+    )
+    assert first_a and first_b
+    assert first_b < done_a and first_a < done_b
+
+
 async def test_busy_is_429_with_retry_after(stack: Stack) -> None:
+    # Last in the module: the chain then honours the worker's Retry-After by sending it
+    # nothing for that long (the circuit's pause), which later tests would run into.
     # The worker queues 2: two long generations fill it, the third is refused.
     client = stack.client()
     long = [{"role": "user", "content": "Count from one to five hundred."}]
