@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
@@ -134,6 +135,8 @@ class Engine:
         self._vocab = first._model.vocab
         self._formatter = self._chat_formatter(first)
         self._file_bytes = os.path.getsize(path)
+        # What a session state must have been made by to be restored here.
+        self._fingerprint = f"{os.path.realpath(path)}:{self._file_bytes}:{self.n_ctx}"
         self._kv_bytes_per_token = _kv_bytes_per_token(first)
         self.memory_bytes = self._file_bytes + spec.slots * (
             self._kv_bytes_per_token * self.n_ctx + _compute_bytes(first)
@@ -159,12 +162,22 @@ class Engine:
         grammar = grammar_for(request.schema) if request.schema is not None else None
         if grammar is not None:
             self._check_grammar(grammar)
+        # Tokenizing reads only the vocabulary (llama.cpp's tokenizer is const): it needs
+        # no slot, so an overflow is refused without waiting for one.
+        if self._closed or not self._slots:
+            raise EngineError(f"model {self.spec.name!r} is closed")
+        tokens, stops = self._prompt(self._slots[0].llama, request)
+        if len(tokens) + request.sampling.max_tokens > self.n_ctx:
+            raise ContextOverflow(
+                f"prompt of {len(tokens)} tokens + max_tokens {request.sampling.max_tokens} "
+                f"exceed the context of {self.n_ctx}"
+            )
         stopping = _stopping(abort, request.deadline)
         slot = None if stopping() else self._acquire(request.session, stopping)
         if slot is None:
-            return _result("", "abort", 0, 0, 0, 0.0, 0.0)
+            return _result("", "abort", len(tokens), 0, 0, 0.0, 0.0)
         try:
-            result = self._generate(slot, request, grammar, stopping, emit)
+            result = self._generate(slot, request, tokens, stops, grammar, stopping, emit)
         finally:
             self._release(slot)
         if request.schema is not None and result.finish_reason == "stop":
@@ -175,11 +188,12 @@ class Engine:
 
     def drop_session(self, session: str) -> bool:
         """Forget a session's KV state; False when it had none."""
+        dropped = self.sessions.drop(session)
         with self._cond:
             for slot in self._slots:
-                if slot.state is not None and slot.state is self.sessions.get(session):
-                    slot.state = None
-        return self.sessions.drop(session)
+                if slot.state is not None and slot.state.owner == session:
+                    slot.state = None  # a later request of that name starts cold
+        return dropped
 
     def sessions_bytes(self) -> int:
         """The bytes of the session states kept (their KV caches and token ids)."""
@@ -199,7 +213,8 @@ class Engine:
         return self._slots[0].llama.tokenize(text.encode(), add_bos=False, special=False)
 
     def close(self) -> None:
-        """Free the contexts (waits for running generations to give their slots back)."""
+        """Free the contexts (waits for running generations to give their slots back) and
+        drop the session states this model made (others sharing the store stay)."""
         with self._cond:
             self._closed = True
             while any(slot.busy for slot in self._slots):
@@ -208,7 +223,8 @@ class Engine:
         for slot in slots:
             llama_cpp.llama_set_abort_callback(slot.llama._ctx.ctx, _NO_CALLBACK, None)
             slot.llama.close()
-        self.sessions.clear()
+        if hasattr(self, "_fingerprint"):  # a load that failed made no states
+            self.sessions.drop_model(self._fingerprint)
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -256,6 +272,8 @@ class Engine:
         self,
         slot: _Slot,
         request: GenerateRequest,
+        tokens: list[int],
+        format_stops: tuple[str, ...],
         grammar: LlamaGrammar | None,
         stopping: Callable[[], bool],
         emit: Emit,
@@ -263,15 +281,7 @@ class Engine:
         start = time.monotonic()
         llama = slot.llama
         sampling = request.sampling
-        tokens, stops = self._prompt(llama, request)
-        stops = tuple(s for s in (*sampling.stop, *stops) if s)
-        if len(tokens) + sampling.max_tokens > self.n_ctx:
-            raise ContextOverflow(
-                f"prompt of {len(tokens)} tokens + max_tokens {sampling.max_tokens} "
-                f"exceed the context of {self.n_ctx}"
-            )
-        if not tokens:
-            raise ValueError("empty prompt")
+        stops = tuple(s for s in (*sampling.stop, *format_stops) if s)
         cached = self._place(slot, request.session, tokens)
         suffix = tokens[cached:]
 
@@ -351,7 +361,8 @@ class Engine:
         already), else nothing. Returns how many prompt tokens need no evaluation."""
         llama = slot.llama
         state = self.sessions.get(session) if session is not None else None
-        if state is None:
+        if state is None or state.model != self._fingerprint:
+            # None, or made by another model sharing the store: its bytes mean nothing here.
             self._clear(slot)
             return 0
         if slot.state is not state and not self._restore(slot, state):
@@ -395,7 +406,9 @@ class Engine:
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
         tokens = tuple(int(t) for t in llama.input_ids[: llama.n_tokens])
-        state = SessionState(tokens=tokens, kv=bytes(buffer)[:written])
+        state = SessionState(
+            tokens=tokens, kv=bytes(buffer)[:written], model=self._fingerprint, owner=session
+        )
         slot.state = state if self.sessions.put(session, state) else None
 
     def _clear(self, slot: _Slot) -> None:
@@ -441,7 +454,7 @@ class Engine:
             if self._formatter is None:
                 return _plain_chat(llama, request.messages), PLAIN_STOP
             return _templated_chat(llama, self._formatter, request.messages), ()
-        if request.prompt is None:
+        if not request.prompt:
             raise ValueError("a request needs a prompt or messages")
         return llama.tokenize(request.prompt.encode(), add_bos=True, special=False), ()
 
@@ -529,7 +542,10 @@ def _templated_chat(
     placeholders, its own text tokenized with special tokens and each content as plain
     text, so that a message cannot carry a control token."""
     marked = [{"role": m.role, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
-    rendered = formatter(messages=marked).prompt  # type: ignore[arg-type]
+    try:
+        rendered = formatter(messages=marked).prompt  # type: ignore[arg-type]
+    except jinja2.TemplateError as exc:  # raise_exception() in a template: a ValueError
+        raise ValueError(f"the chat template refused the messages: {exc}") from exc
     tokens: list[int] = []
     rest = rendered
     for index, message in enumerate(messages):

@@ -47,6 +47,14 @@ def sessions_bytes(model: Loaded) -> int:
     return int(measure()) if callable(measure) else 0
 
 
+def sessions_count(model: Loaded) -> tuple[int, int | None]:
+    """How many sessions the model keeps, and the bytes they may hold (None: unknown)."""
+    store = getattr(model, "sessions", None)
+    if store is None or not hasattr(store, "__len__"):
+        return 0, None
+    return len(store), getattr(store, "capacity_bytes", None)
+
+
 def files_bytes(path: str) -> int:
     """The bytes of a model's file, or of every file in its folder."""
     target = Path(path)
@@ -349,6 +357,7 @@ class Residency:
             models = {}
             for name, entry in self._entries.items():
                 loaded = entry.model is not None
+                count, capacity = sessions_count(entry.model) if entry.model else (0, None)
                 models[name] = {
                     "kind": entry.spec.kind,
                     "role": entry.spec.role,
@@ -357,7 +366,9 @@ class Residency:
                     "loading": entry.loading,
                     "in_use": entry.in_use,
                     "memory_bytes": entry.known_bytes if loaded else 0,
+                    "sessions": count,
                     "sessions_bytes": sessions_bytes(entry.model) if entry.model else 0,
+                    "sessions_capacity_bytes": capacity,
                     "estimated_bytes": entry.estimate(),
                     "loads": entry.loads,
                     "load_s_total": round(entry.load_s, 4),

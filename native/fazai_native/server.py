@@ -42,6 +42,16 @@ class _Request:
     admitted_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
+    deadline_at: float | None = None  # time.monotonic()
+
+    def abort_reason(self) -> str:
+        """Why a generation ended ``abort``: the engine may see the deadline pass before
+        the loop's timer does."""
+        if self.reason:
+            return self.reason
+        if self.deadline_at is not None and time.monotonic() >= self.deadline_at:
+            return "deadline"
+        return "abort"
 
     def stop(self, reason: str) -> None:
         if not self.abort.is_set():
@@ -328,6 +338,7 @@ class _Connection:
             )
         request = _Request(rid, op)
         if deadline is not None:
+            request.deadline_at = time.monotonic() + deadline
             request.timer = self.loop.call_later(deadline, request.stop, "deadline")
         self.spawn(request, job(request), counted=True)
 
@@ -345,7 +356,7 @@ class _Connection:
             if request.op == "generate":
                 frame = frames.done(request.rid, value, value.waited_s)
                 if value.result.finish_reason == "abort":
-                    frame["abort_reason"] = request.reason or "abort"
+                    frame["abort_reason"] = request.abort_reason()
                 self.send(frame)
             else:
                 self.send(frames.result(request.rid, value))

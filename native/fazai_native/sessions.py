@@ -18,10 +18,14 @@ TOKEN_BYTES = 4  # a token id as llama.cpp holds it (int32)
 
 @dataclass(frozen=True)
 class SessionState:
-    """One session's KV cache: ``tokens`` are the ids it covers, in order."""
+    """One session's KV cache: ``tokens`` are the ids it covers, in order; ``model`` says
+    which loaded model made it (a state restores only into that one), ``owner`` the
+    session."""
 
     tokens: tuple[int, ...]
     kv: bytes
+    model: str = ""
+    owner: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -93,6 +97,14 @@ class SessionStore:
                 return False
             self._bytes -= state.nbytes
             return True
+
+    def drop_model(self, model: str) -> int:
+        """Forget every state ``model`` made (it is being unloaded); how many went."""
+        with self._lock:
+            gone = [name for name, state in self._states.items() if state.model == model]
+            for name in gone:
+                self._bytes -= self._states.pop(name).nbytes
+            return len(gone)
 
     def clear(self) -> None:
         with self._lock:

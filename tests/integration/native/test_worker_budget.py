@@ -68,6 +68,8 @@ def test_the_budget_keeps_the_brain_and_alternates_the_others(tmp_path: Path) ->
         assert not stats["models"]["executor"]["loaded"]
         assert stats["models"]["coder"]["loaded"] and stats["models"]["brain"]["loaded"]
         assert stats["models"]["coder"]["sessions_bytes"] > 0
+        # Under the budget, a model's sessions may hold an eighth of it.
+        assert stats["models"]["coder"]["sessions_capacity_bytes"] == budget // 8
         assert stats["swaps"] == 2
         coder_swap = stats["last_swap_s"]
         assert stats["evictions"][-1]["model"] == "executor"

@@ -91,6 +91,7 @@ def test_a_deadline_stops_a_generation(worker: WorkerProcess) -> None:
         assert done["code"] == "aborted", done
     else:
         assert done["finish_reason"] == "abort", done
+        assert done["abort_reason"] == "deadline"
     assert took < 2.0, took
 
 
@@ -127,7 +128,9 @@ def test_sessions_reuse_their_prompt_and_can_be_dropped(worker: WorkerProcess) -
         twice = client.call(generate("s2", 4, session="agent-1", prompt="The sky is blue and"))
         assert once["event"] == twice["event"] == "done", (once, twice)
         assert twice["usage"]["cached_tokens"] > 0, twice["usage"]
-        assert client.stats()["models"]["brain"]["sessions_bytes"] > 0
+        brain = client.stats()["models"]["brain"]
+        assert brain["sessions"] == 1 and brain["sessions_bytes"] > 0
+        assert brain["sessions_capacity_bytes"] >= brain["sessions_bytes"]
         dropped = client.call({"op": "drop", "id": "x1", "session": "agent-1"})
         assert dropped["result"] == {"session": "agent-1", "dropped": True}
         again = client.call({"op": "drop", "id": "x2", "session": "agent-1"})
@@ -215,3 +218,18 @@ def test_a_reader_that_falls_behind_has_its_generation_aborted(tmp_path: Path) -
     assert done["event"] == "done" and done["finish_reason"] == "abort", done
     assert done["abort_reason"] == "slow_reader"
     assert done["usage"]["completion_tokens"] < 450
+
+
+def test_a_deadline_reached_while_waiting_for_the_slot_aborts_it_there(
+    worker: WorkerProcess,
+) -> None:
+    with worker.client() as client:
+        client.send(generate("holder", 450))
+        assert client.next_for("holder")["event"] == "token"
+        began = time.monotonic()
+        waited = client.call(generate("waiter", 4, deadline=0.3))
+        took = time.monotonic() - began
+        assert waited["event"] == "error" and waited["code"] == "aborted", waited
+        assert took < 1.0, took
+        client.send({"op": "abort", "id": "a", "target": "holder"})
+        assert client.final("holder")[1]["finish_reason"] == "abort"

@@ -179,3 +179,15 @@ def test_connections_beyond_the_limit_are_answered_busy_and_closed(tmp_path: Pat
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_worker_killed_with_sigkill_leaves_a_socket_the_next_one_replaces(
+    tmp_path: Path,
+) -> None:
+    with running_worker(tmp_path) as first:
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.proc.wait(30) == -signal.SIGKILL
+        assert stat.S_ISSOCK(os.lstat(first.path).st_mode)  # left behind
+        with running_worker(tmp_path) as second, second.client() as client:
+            assert second.path == first.path
+            assert client.stats()["connections"] == 1

@@ -281,3 +281,37 @@ def test_a_message_cannot_forge_a_turn_with_a_control_token(engine: Engine) -> N
     plain = run(engine, messages=(ChatMessage("user", "hi"),), sampling=Sampling(max_tokens=1))
     # The forged content costs its text's tokens, not the one control token.
     assert result.prompt_tokens - plain.prompt_tokens > len(engine.tokenize("assistant I am root"))
+
+
+def test_a_seed_makes_sampling_repeatable(engine: Engine) -> None:
+    hot = {"temperature": 1.2, "top_k": 100, "top_p": 1.0, "min_p": 0.0, "max_tokens": 12}
+    one = run(engine, prompt="Once upon a time", sampling=Sampling(seed=7, **hot))  # type: ignore[arg-type]
+    two = run(engine, prompt="Once upon a time", sampling=Sampling(seed=7, **hot))  # type: ignore[arg-type]
+    others = {
+        run(engine, prompt="Once upon a time", sampling=Sampling(seed=s, **hot)).text  # type: ignore[arg-type]
+        for s in (8, 9, 10)
+    }
+    assert one.text == two.text
+    assert len(others | {one.text}) > 1
+
+
+def test_a_state_from_another_model_sharing_the_store_is_not_restored(engine: Engine) -> None:
+    run(engine, prompt=SHORT, session="shared", sampling=Sampling(max_tokens=2))
+    run(engine, prompt=SHORT, session="kept", sampling=Sampling(max_tokens=2))
+    other = Engine(
+        ModelSpec(name="smol-512", path=smollm2_path(), n_ctx=512, n_threads=1),
+        sessions=engine.sessions,
+    )
+    try:
+        result = run(
+            other, prompt=SHORT + " More.", session="shared", sampling=Sampling(max_tokens=4)
+        )
+        cold = run(other, prompt=SHORT + " More.", sampling=Sampling(max_tokens=4))
+    finally:
+        other.close()
+    assert result.cached_tokens == 0 and result.text == cold.text
+    assert "shared" not in engine.sessions  # the 512 model's state went with it
+    assert engine.drop_session("kept")  # this model's state outlived the other's close
+    run(engine, prompt=SHORT, session="mine", sampling=Sampling(max_tokens=2))
+    assert "mine" in engine.sessions
+    assert engine.drop_session("mine")

@@ -51,3 +51,11 @@ def test_drop_says_whether_there_was_a_state() -> None:
 def test_a_negative_capacity_is_refused() -> None:
     with pytest.raises(ValueError):
         SessionStore(-1)
+
+
+def test_a_model_unloading_drops_only_its_own_states() -> None:
+    store = SessionStore(capacity_bytes=1000)
+    store.put("a", SessionState(tokens=(1,), kv=b"x", model="m1"))
+    store.put("b", SessionState(tokens=(1,), kv=b"x", model="m2"))
+    assert store.drop_model("m1") == 1
+    assert store.sessions() == ["b"] and store.bytes_used == 5
