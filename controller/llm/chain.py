@@ -123,8 +123,7 @@ class Chain:
         delivered = 0  # chunks the caller got, from every backend so far
         for link in self.links:
             if not link.breaker.allow():
-                wait = link.breaker.retry_in()
-                attempts.append(BackendUnavailable(link.name, f"circuit open ({wait:.1f}s left)"))
+                attempts.append(_skipped(link))
                 continue
             sub = request
             if deadline is not None:
@@ -201,7 +200,7 @@ class Chain:
         attempts: list[ModelError] = []
         for link in self.links:
             if not link.breaker.allow():
-                attempts.append(BackendUnavailable(link.name, "circuit open"))
+                attempts.append(_skipped(link))
                 continue
             try:
                 vectors = await link.backend.embed(texts)
@@ -212,7 +211,15 @@ class Chain:
                     raise
                 attempts.append(exc)
                 continue
-            except BaseException:
+            except Exception as exc:  # a backend broke its contract: it is down to us
+                log.exception("model backend %s failed unexpectedly", link.name)
+                error = BackendUnavailable(link.name, f"failed ({type(exc).__name__})")
+                error.__cause__ = exc
+                link.breaker.failure(error)
+                self._failed("", link, error, 0)
+                attempts.append(error)
+                continue
+            except BaseException:  # cancelled: no word on the backend
                 link.breaker.release()
                 raise
             link.breaker.success()
@@ -276,6 +283,14 @@ class Chain:
             total_s=round(answer.timings.total_s, 4),
             per_second=round(answer.tokens_per_s, 2),
         )
+
+
+def _skipped(link: Link) -> ModelError:
+    """What an open circuit says in NoBackendLeft: when to try it again."""
+    wait = link.breaker.retry_in()
+    error = BackendUnavailable(link.name, f"circuit open ({wait:.1f}s left)")
+    error.delay = wait
+    return error
 
 
 def _last(attempts: Sequence[ModelError]) -> ModelError | None:

@@ -173,3 +173,16 @@ async def test_token_and_answer_events_carry_no_prompt_and_no_masked_counts() ->
 async def test_embeddings_fall_over_too() -> None:
     chain = make(Scripted("a", fail=BackendUnavailable("a", "down")), Scripted("b"))
     assert await chain.embed(["t", "u"]) == [[1.0], [1.0]]
+
+
+async def test_an_open_circuit_tells_when_to_come_back() -> None:
+    down = Scripted("a", fail=BackendUnavailable("a", "down"))
+    chain = make(down)
+    for _ in range(2):
+        with pytest.raises(NoBackendLeft):
+            await items(chain)
+    with pytest.raises(NoBackendLeft) as caught:
+        await items(chain)
+    assert len(down.calls) == 2  # skipped
+    assert caught.value.delay is not None and 59 < caught.value.delay <= 60
+    assert "circuit open" in str(caught.value)
