@@ -128,12 +128,17 @@ def build_runtime(
         )
     path = models.worker.socket_path
     if supervised_elsewhere(path):
+        from controller.llm.backend import Backend
+        from controller.llm.endpoint import EndpointBackend
+
         link = worker.SocketLink(str(path))
-        backends = {
-            b.name: worker.WorkerBackend(b.name, b.name, link)
-            for b in models.backends
-            if b.local is not None
-        }
+        backends: dict[str, Backend] = {}
+        for b in models.backends:
+            if b.endpoint is not None:
+                backends[b.name] = EndpointBackend(b.name, b.endpoint)
+            else:
+                # Shared: the runtime closes them all at once, and closing it twice is nothing.
+                backends[b.name] = worker.WorkerBackend(b.name, b.name, link, owns_link=True)
         return ModelRuntime(models, backends, metrics=metrics)
     return ModelRuntime(models, metrics=metrics)
 

@@ -121,6 +121,8 @@ def test_fazai_model_serve_answers_an_openai_client(tmp_path: Path) -> None:
         f"models:\n  worker: {{socket: {tmp_path / 'm.sock'}}}\n"
         "  backends:\n    - {name: tiny, role: brain, local: {embedded: smollm2-135m}, "
         "contextSize: 1024, threads: 1}\n"
+        # An endpoint beside it (never asked here): a chat beside serve builds it too.
+        "    - {name: far, role: executor, endpoint: {url: 'http://127.0.0.1:9/v1', model: m}}\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GW_TOKEN": TOKEN}
     proc = subprocess.Popen(
