@@ -107,3 +107,15 @@ async def test_a_worker_that_cannot_start_is_unavailable(tmp_path: Path) -> None
         await sup.connection()
     assert sup.pid == pid
     await sup.close()
+
+
+async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    sup = Supervisor(options(tmp_path, stop_grace=0.5))
+    await sup.start()
+    pid = sup.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # stopped: SIGTERM stays pending, never handled
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(sup.close(), 10)
+    assert not alive(pid)
+    assert 0.5 <= asyncio.get_running_loop().time() - started < 5
