@@ -14,7 +14,7 @@ import click
 
 import controller
 import controller.policy  # registers the Policy kind, as providers.load_all the platforms
-from controller import providers, signals
+from controller import modelcli, providers, signals
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
@@ -1498,6 +1498,10 @@ def policy_test(path: str | None, ref: str | None, subdir: str, cases: Sequence[
     failed = sum(1 for r in results if not r.passed)
     out.print(f"[{'red' if failed else 'green'}]{count(len(results), 'case')}, {failed} failed[/]")
     sys.exit(EXIT_DIFF if failed else EXIT_OK)
+
+
+# `fazai model ...`: its own module, so this one does not grow with the model runtime.
+main.add_command(modelcli.model)
 
 
 def run() -> None:

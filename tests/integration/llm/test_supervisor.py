@@ -1,0 +1,121 @@
+"""The supervisor with the real worker process (``python -m fazai_native``) on a real
+Unix socket: start and ready, one supervisor per socket, a SIGKILLed worker failing the
+requests in flight at once and coming back, a stop that ends the process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from controller.llm.errors import BackendUnavailable
+from controller.llm.supervisor import Supervisor, SupervisorError, WorkerOptions
+from controller.llm.worker import WorkerBackend
+
+
+def options(tmp_path: Path, **kwargs: object) -> WorkerOptions:
+    base: dict[str, object] = {
+        "socket": tmp_path / "run" / "w.sock",
+        "config": {"memory_budget": None, "models": []},
+        "ready_timeout": 60.0,
+        "backoff_initial": 0.05,
+        "restart_wait": 30.0,
+        "env": {**os.environ, "HF_HUB_OFFLINE": "1"},
+    }
+    base.update(kwargs)
+    return WorkerOptions(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def supervisor(tmp_path: Path) -> AsyncIterator[Supervisor]:
+    sup = Supervisor(options(tmp_path))
+    await sup.start()
+    yield sup
+    await sup.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_starts_the_worker_and_answers(supervisor: Supervisor) -> None:
+    backend = WorkerBackend("local", "none", supervisor)
+    stats = await backend.call({"op": "stats"})
+    assert "models" in stats and "queue" in stats
+    sock = supervisor.options.socket
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+
+
+async def test_a_second_supervisor_on_the_socket_refuses(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    other = Supervisor(options(tmp_path))
+    with pytest.raises(SupervisorError, match=f"another supervisor \\(pid {os.getpid()}\\)"):
+        await other.start()
+    # The first one's worker is untouched.
+    assert supervisor.pid is not None and alive(supervisor.pid)
+    await WorkerBackend("local", "none", supervisor).call({"op": "stats"})
+
+
+async def test_sigkill_restarts_the_worker(supervisor: Supervisor) -> None:
+    backend = WorkerBackend("local", "none", supervisor)
+    await backend.call({"op": "stats"})
+    first = supervisor.pid
+    assert first is not None
+    conn = await supervisor.connection()
+    os.kill(first, signal.SIGKILL)
+    await asyncio.wait_for(conn.closed.wait(), 10)
+    # The next request waits for the restarted worker and is answered by it.
+    stats = await asyncio.wait_for(backend.call({"op": "stats"}), 60)
+    assert "models" in stats
+    assert supervisor.pid != first and supervisor.restarts == 1
+    assert not alive(first)
+
+
+async def test_close_stops_the_worker(tmp_path: Path) -> None:
+    sup = Supervisor(options(tmp_path))
+    await sup.start()
+    pid = sup.pid
+    assert pid is not None
+    await sup.close()
+    assert not alive(pid)
+    assert not sup.options.socket.exists()
+    with pytest.raises(BackendUnavailable, match="closing"):
+        await sup.connection()
+    # And the socket is free for the next one.
+    again = Supervisor(options(tmp_path))
+    await again.start()
+    await again.close()
+
+
+async def test_a_worker_that_cannot_start_is_unavailable(tmp_path: Path) -> None:
+    sup = Supervisor(options(tmp_path, config={"models": "nope"}, backoff_initial=30.0))
+    with pytest.raises(BackendUnavailable, match="exited with status 2 before it was ready"):
+        await sup.start()
+    # The requests right after it are not each a new start: they get its reason.
+    pid = sup.pid
+    with pytest.raises(BackendUnavailable, match=r"exited with status 2.*next try in"):
+        await sup.connection()
+    assert sup.pid == pid
+    await sup.close()
+
+
+async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    sup = Supervisor(options(tmp_path, stop_grace=0.5))
+    await sup.start()
+    pid = sup.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # stopped: SIGTERM stays pending, never handled
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(sup.close(), 10)
+    assert not alive(pid)
+    assert 0.5 <= asyncio.get_running_loop().time() - started < 5

@@ -1,0 +1,154 @@
+"""OpenAI request bodies into Completions, and ModelErrors into OpenAI statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.gateway import errors, requests
+from controller.gateway.errors import BadRequest
+from controller.llm.completion import Role
+from controller.llm.errors import (
+    BackendBusy,
+    BackendRefused,
+    BackendUnavailable,
+    NoBackendLeft,
+    SchemaUnsupported,
+)
+
+ROLES = {"smollm2": Role.BRAIN, "gemma": Role.EXECUTOR, "minilm": Role.EMBEDDER}
+HI = [{"role": "user", "content": "hi"}]
+
+
+def chat(body: dict[str, Any], headers: dict[str, str] | None = None) -> requests.Parsed:
+    return requests.chat(body, headers or {}, ROLES)
+
+
+def test_a_chat_request_becomes_a_completion() -> None:
+    parsed = chat(
+        {
+            "model": "gemma",
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                },
+            ],
+            "max_tokens": 9,
+            "temperature": 0.5,
+            "seed": 7,
+            "stop": "END",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "user": "agent-1",
+        }
+    )
+    done = parsed.completion
+    assert done.role is Role.EXECUTOR and parsed.model == "gemma" and parsed.stream
+    assert [(m.role, m.content) for m in done.messages] == [("system", "be brief"), ("user", "ab")]
+    assert done.budget.max_tokens == 9 and done.sampling.seed == 7
+    assert done.sampling.stop == ("END",) and done.session == "agent-1"
+    assert parsed.include_usage
+
+
+def test_the_session_header_wins_over_user() -> None:
+    parsed = chat({"messages": HI, "user": "u"}, {"x-session-id": "s-1"})
+    assert parsed.completion.session == "s-1"
+    assert parsed.completion.role is Role.BRAIN  # no model: the brain
+
+
+@pytest.mark.parametrize(
+    ("format_", "schema"),
+    [
+        ({"type": "json_object"}, {"type": "object"}),
+        (
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array"}}},
+            {"type": "array"},
+        ),
+        ({"type": "text"}, None),
+    ],
+)
+def test_response_format_shapes(format_: dict[str, Any], schema: Any) -> None:
+    assert chat({"messages": HI, "response_format": format_}).completion.schema == schema
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": HI, "n": 3}, "n"),
+        ({"messages": HI, "logprobs": True}, "logprobs"),
+        ({"messages": HI, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HI, "max_tokens": True}, "max_tokens"),
+        ({"messages": HI, "temperature": "hot"}, "temperature"),
+        ({"messages": HI, "stop": ["a"] * 17}, "stop"),
+        ({"messages": HI, "user": "x" * 129}, "user"),
+        ({"messages": HI, "user": "a b"}, "user"),
+        ({"messages": HI, "model": "minilm"}, "model"),
+        ({"messages": HI, "response_format": {"type": "yaml"}}, "response_format.type"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content",
+        ),
+    ],
+)
+def test_what_cannot_be_done_is_refused_with_its_field(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        chat(body)
+    assert caught.value.param == param and caught.value.status == 400
+
+
+def test_an_unknown_model_is_404() -> None:
+    with pytest.raises(BadRequest) as caught:
+        chat({"messages": HI, "model": "gpt-4o"})
+    assert caught.value.status == 404
+
+
+def test_completion_takes_one_prompt() -> None:
+    assert requests.completion({"prompt": ["x"]}, {}, ROLES).completion.prompt == "x"
+    with pytest.raises(BadRequest):
+        requests.completion({"prompt": ["x", "y"]}, {}, ROLES)
+
+
+def test_embedding_input() -> None:
+    assert requests.embedding_input({"input": "a"}) == ["a"]
+    with pytest.raises(BadRequest):
+        requests.embedding_input({"input": [1, 2]})
+    with pytest.raises(BadRequest):
+        requests.embedding_input({"input": "a", "encoding_format": "hex"})
+    assert requests.embedding_format({"encoding_format": "base64"}) == "base64"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "retry"),
+    [
+        (BackendBusy("w", "full", delay=2.2), 429, "busy", "3"),
+        (
+            NoBackendLeft("brain", [BackendBusy("a", "x", 1.0), BackendBusy("b", "y", 4.0)]),
+            429,
+            "busy",
+            "1",
+        ),
+        (NoBackendLeft("brain", [BackendUnavailable("a", "down")]), 503, "no_backend", None),
+        (
+            NoBackendLeft("brain", [SchemaUnsupported("a", "no grammar")]),
+            400,
+            "schema_unsupported",
+            None,
+        ),
+        (SchemaUnsupported("a", "no grammar"), 400, "schema_unsupported", None),
+        (BackendRefused("a", "too long"), 400, "refused", None),
+        (BackendUnavailable("a", "down"), 503, "unavailable", None),
+    ],
+)
+def test_model_errors_as_openai_answers(
+    error: Any, status: int, code: str, retry: str | None
+) -> None:
+    reply = errors.for_model_error(error)
+    assert reply.status_code == status
+    assert reply.headers.get("retry-after") == retry
+    import json
+
+    assert json.loads(reply.body)["error"]["code"] == code
