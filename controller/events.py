@@ -140,12 +140,20 @@ class EventBus:
         self._subscribers: set[Subscription] = set()
         self._queue_size = queue_size
 
-    def publish(self, type: EventType, **data: Any) -> Event:
+    def publish(self, type: EventType, *, ephemeral: bool = False, **data: Any) -> Event:
         """Keep and deliver an event; on the loop's thread only. ``data`` is redacted
-        here, except values wrapped in :class:`Redacted` (already redacted)."""
+        here, except values wrapped in :class:`Redacted` (already redacted).
+
+        ``ephemeral``: deliver it to the live subscribers but keep it out of the replay
+        history, for events that come in floods and are worth nothing later (a model's
+        tokens: one answer makes hundreds), so that they cannot push the run and
+        approval events a reconnecting subscriber needs out of the bounded history. It
+        still takes an id; a subscriber resuming after it counts it in ``lost`` (it will
+        never get it). No event carries a data key named ``ephemeral``."""
         event = Event(next(self._ids), EventType(type), datetime.now(UTC), _redacted(data))
         self._last = event.id
-        self._history.append(event)
+        if not ephemeral:
+            self._history.append(event)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()  # the slow subscriber loses its oldest event

@@ -42,10 +42,18 @@
   ``retry_decision``). When every backend failed, :class:`NoBackendLeft` lists each one's
   error; it is permanent only when all of them were.
 
-The budget's deadline is the chain's: each backend gets what is left of it. Events (no
-prompt text in any): ``model.token`` per chunk (the answer's own text, for the SSE
-stream), ``model.fallback`` when a backend fails and the next one is tried,
-``model.answer`` with backend, model, fallbacks, token counts and timings.
+The budget's deadline is the chain's: each backend gets all that is left of it, not a
+share kept back for the fallbacks (a long answer must not be cut short for a fallback
+that may never be needed). A backend that hangs with a budget shorter than its own
+``tokenTimeout`` therefore spends the whole budget: it raises
+:class:`~controller.llm.errors.DeadlineExceeded`, which goes to the caller (no time is
+left for another backend) and counts as a temporary failure on its circuit, so that after
+``failures`` such requests in a row it is skipped and the next backend gets the budget.
+
+Events (no prompt text in any): ``model.token`` per chunk (the answer's own text, for the
+SSE stream; ephemeral: live subscribers get it, the bus's replay history does not keep
+it), ``model.fallback`` when a backend fails and the next one is tried, ``model.answer``
+with backend, model (as the backend reports it), fallbacks, token counts and timings.
 """
 
 from __future__ import annotations
@@ -122,14 +130,15 @@ class Chain:
         fallbacks: list[str] = []
         delivered = 0  # chunks the caller got, from every backend so far
         for link in self.links:
-            if not link.breaker.allow():
+            admission = link.breaker.allow()
+            if admission is None:
                 attempts.append(_skipped(link))
                 continue
             sub = request
             if deadline is not None:
                 left = deadline - self._clock()
                 if left <= 0:
-                    link.breaker.release()
+                    link.breaker.release(admission)
                     raise GenerationAborted("", "the budget's deadline passed") from _last(attempts)
                 sub = dataclasses.replace(
                     request, budget=dataclasses.replace(request.budget, seconds=left)
@@ -140,7 +149,14 @@ class Chain:
             verdict = False
             items = link.backend.stream(sub)
             try:
-                async for item in items:
+                while True:
+                    # Only the backend's own step is its failure: what the chain does
+                    # with an item (events, metrics) failing is the chain's bug, raised
+                    # to the caller and not counted against the backend.
+                    failure = await _step(link, items)
+                    if isinstance(failure, ModelError):
+                        break
+                    item = failure
                     if isinstance(item, Chunk):
                         if produced == 0:
                             first_at = self._clock()
@@ -151,7 +167,7 @@ class Chain:
                         yield chunk
                         continue
                     verdict = True
-                    link.breaker.success()
+                    link.breaker.success(admission)
                     if restart and produced == 0:
                         marker = Chunk("", 0, link.name, restart=True)
                         self._token(call, request, marker)
@@ -167,30 +183,19 @@ class Chain:
                             total_s=now - start,
                         ),
                     )
-                    self._answered(call, answer)
+                    self._answered(call, link, answer)
                     yield answer
                     return
-                raise BackendUnavailable(link.name, "the stream ended without an answer")
-            except ModelError as exc:
                 verdict = True
-                link.breaker.failure(exc)
-                self._failed(call, link, exc, produced)
-                if stops_chain(exc):
-                    raise
-                attempts.append(exc)
-                fallbacks.append(link.name)
-            except Exception as exc:  # a backend broke its contract: it is down to us
-                verdict = True
-                log.exception("model backend %s failed unexpectedly", link.name)
-                error = BackendUnavailable(link.name, f"failed ({type(exc).__name__})")
-                error.__cause__ = exc
-                link.breaker.failure(error)
-                self._failed(call, link, error, produced)
-                attempts.append(error)
+                link.breaker.failure(failure, admission)
+                self._failed(call, link, failure, produced)
+                if stops_chain(failure):
+                    raise failure
+                attempts.append(failure)
                 fallbacks.append(link.name)
             finally:
                 if not verdict:  # the caller stopped reading: no word on the backend
-                    link.breaker.release()
+                    link.breaker.release(admission)
                 closing = getattr(items, "aclose", None)
                 if closing is not None:
                     await closing()  # aborts the generation on the backend
@@ -199,42 +204,44 @@ class Chain:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         attempts: list[ModelError] = []
         for link in self.links:
-            if not link.breaker.allow():
+            admission = link.breaker.allow()
+            if admission is None:
                 attempts.append(_skipped(link))
                 continue
             try:
                 vectors = await link.backend.embed(texts)
             except ModelError as exc:
-                link.breaker.failure(exc)
+                link.breaker.failure(exc, admission)
                 self._failed("", link, exc, 0)
                 if stops_chain(exc):
                     raise
                 attempts.append(exc)
                 continue
             except Exception as exc:  # a backend broke its contract: it is down to us
-                log.exception("model backend %s failed unexpectedly", link.name)
-                error = BackendUnavailable(link.name, f"failed ({type(exc).__name__})")
-                error.__cause__ = exc
-                link.breaker.failure(error)
+                error = _broken(link, exc)
+                link.breaker.failure(error, admission)
                 self._failed("", link, error, 0)
                 attempts.append(error)
                 continue
             except BaseException:  # cancelled: no word on the backend
-                link.breaker.release()
+                link.breaker.release(admission)
                 raise
-            link.breaker.success()
+            link.breaker.success(admission)
             return vectors
         raise NoBackendLeft(self.role.value, attempts) from _last(attempts)
 
     # -- what the chain tells ------------------------------------------------------
 
-    def _publish(self, type: EventType, **data: Any) -> None:
+    def _publish(self, type: EventType, *, ephemeral: bool = False, **data: Any) -> None:
         if self._events is not None:
-            self._events.publish(type, **data)
+            self._events.publish(type, ephemeral=ephemeral, **data)
 
     def _token(self, call: str, request: Completion, chunk: Chunk) -> None:
+        # Ephemeral: live subscribers get every token, the bus's replay history keeps
+        # none, so a long answer cannot push run and approval events out of it.
         self._publish(
             EventType.MODEL_TOKEN,
+            ephemeral=True,
             request=call,
             role=self.role.value,
             session=request.session,
@@ -263,9 +270,9 @@ class Chain:
             chunks=produced,
         )
 
-    def _answered(self, call: str, answer: Answer) -> None:
-        if self._metrics is not None:
-            self._metrics.answer(self.role.value, answer)
+    def _answered(self, call: str, link: Link, answer: Answer) -> None:
+        if self._metrics is not None:  # labelled by the configured model: a bounded set
+            self._metrics.answer(self.role.value, link.model, answer)
         self._publish(
             EventType.MODEL_ANSWER,
             request=call,
@@ -283,6 +290,26 @@ class Chain:
             total_s=round(answer.timings.total_s, 4),
             per_second=round(answer.tokens_per_s, 2),
         )
+
+
+async def _step(link: Link, items: AsyncIterator[Chunk | Answer]) -> Chunk | Answer | ModelError:
+    """The backend's next item, or the error it failed with (mapped when it broke its
+    contract: an unmapped exception, a stream that ended without its Answer)."""
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return BackendUnavailable(link.name, "the stream ended without an answer")
+    except ModelError as exc:
+        return exc
+    except Exception as exc:  # a backend broke its contract: it is down to us
+        return _broken(link, exc)
+
+
+def _broken(link: Link, exc: Exception) -> ModelError:
+    log.error("model backend %s failed unexpectedly", link.name, exc_info=exc)
+    error = BackendUnavailable(link.name, f"failed ({type(exc).__name__})")
+    error.__cause__ = exc
+    return error
 
 
 def _skipped(link: Link) -> ModelError:

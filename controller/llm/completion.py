@@ -8,6 +8,7 @@ ends it as ``finish_reason == "length"`` (tokens) or aborts it (seconds). An
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +37,20 @@ class Budget:
 
     max_tokens: int = 256
     seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        tokens = self.max_tokens
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError("a Budget's max_tokens must be an integer of at least 1")
+        seconds = self.seconds
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
+            # NaN would compare false with every clock reading: a deadline never met.
+            raise ValueError("a Budget's seconds must be a finite number above 0, or None")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@
         ├── SchemaUnsupported         the schema cannot be enforced as a grammar (permanent)
         ├── AnswerTruncated           the budget's max_tokens ended it mid-answer (permanent)
         ├── GenerationAborted         an abort or the budget's deadline stopped it (permanent)
+        │   └── DeadlineExceeded          ... the deadline, while waiting on this backend
         └── NoBackendLeft             every backend of the role failed; .attempts (temporary)
 
 Messages name the backend and model, never a prompt's text or an API key.
@@ -68,6 +69,13 @@ class AnswerTruncated(ModelError):
 
 class GenerationAborted(ModelError):
     retryable = False
+
+
+class DeadlineExceeded(GenerationAborted):
+    """The budget's deadline fired while the backend was being waited on (connecting,
+    for its first piece, between pieces): the caller's limit for the caller, but for the
+    backend's circuit breaker a temporary failure (a hung backend spends every budget),
+    unlike an abort, which says nothing about the backend."""
 
 
 class NoBackendLeft(ModelError):

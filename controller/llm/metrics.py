@@ -76,8 +76,11 @@ class ModelMetrics:
         )
         self._swaps_seen: dict[str, int] = {}
 
-    def answer(self, role: str, answer: Answer) -> None:
-        at = (answer.backend, answer.model)
+    def answer(self, role: str, model: str, answer: Answer) -> None:
+        """One answer, labelled by ``model`` as configured (never ``answer.model``, which
+        the backend reports: a server naming a new model each time would add series
+        without bound)."""
+        at = (answer.backend, model)
         self.answers.labels(*at, role, answer.finish_reason).inc()
         if answer.usage.completion_tokens:
             self.ttft.labels(*at).observe(answer.timings.ttft_s)

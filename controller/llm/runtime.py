@@ -22,7 +22,7 @@ from controller.llm.breaker import Breaker
 from controller.llm.chain import Chain, Link
 from controller.llm.completion import Answer, Chunk, Completion, Role
 from controller.llm.endpoint import EndpointBackend
-from controller.llm.errors import AnswerTruncated, BackendUnavailable
+from controller.llm.errors import AnswerTruncated, BackendUnavailable, GenerationAborted
 from controller.llm.metrics import ModelMetrics
 from controller.llm.settings import BackendSettings, ModelsSettings
 
@@ -77,8 +77,9 @@ class ModelRuntime:
         return self._chains[request.role].stream(request)
 
     async def complete(self, request: Completion) -> Answer:
-        """The whole Answer. Raises AnswerTruncated when max_tokens ended it (its ``text``
-        holds what was made: never a valid answer)."""
+        """The whole Answer, finished (``finish_reason == "stop"``). Raises
+        AnswerTruncated when max_tokens ended it (its ``text`` holds what was made: never
+        a valid answer), GenerationAborted when the backend aborted it."""
         stream = self.stream(request)
         try:
             async for item in stream:
@@ -89,6 +90,8 @@ class ModelRuntime:
                             f"max_tokens ({request.budget.max_tokens}) ended the answer",
                             item.text,
                         )
+                    if item.finish_reason != "stop":
+                        raise GenerationAborted(item.backend, "the backend aborted the answer")
                     return item
         finally:
             await stream.aclose()  # type: ignore[attr-defined]

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from controller.errors import SettingsError
 from controller.llm.completion import Role
 from controller.settings import check, sections
@@ -293,7 +295,7 @@ def _endpoint(
             else SecretRef(file=str(_path(root, given["file"])))
         )
     return EndpointSettings(
-        url=raw["url"].rstrip("/"),
+        url=_url(raw["url"], (*at, "url"), problems),
         model=raw["model"],
         api_key=ref,
         connect_timeout=check.duration(
@@ -305,6 +307,28 @@ def _endpoint(
         max_retries=int(raw.get("maxRetries", DEFAULT_MAX_RETRIES)),
         response_format=raw.get("responseFormat", "json_schema"),
     )
+
+
+def _url(value: str, at: FieldPath, problems: list[tuple[FieldPath, str]]) -> str:
+    """The base URL, read as httpx will read it: the schema's pattern cannot see an
+    empty host (``http://:80/v1``), a bad port or a broken IPv6 literal. The value is not
+    quoted in the problem (the field is named)."""
+    problem = "is not an http(s) URL with a host (like http://10.0.0.5:11434/v1)"
+    try:
+        url = httpx.URL(value)
+        port = url.port
+    except (httpx.InvalidURL, ValueError):
+        problems.append((at, problem))
+        return value
+    if url.scheme not in ("http", "https") or not url.host:
+        problems.append((at, problem))
+    elif port is not None and not 0 < port < 65536:
+        problems.append((at, "has a port outside 1-65535"))
+    elif url.userinfo or url.query or url.fragment:
+        problems.append(
+            (at, "holds user:password@, a query or a fragment: the key goes in apiKeyRef")
+        )
+    return value.rstrip("/")
 
 
 def _path(root: Path, value: str) -> Path:

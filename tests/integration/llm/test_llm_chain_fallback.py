@@ -16,6 +16,7 @@ from openaikit import Behaviour, FakeServer, free_port, serving
 from prometheus_client import CollectorRegistry
 
 from controller.events import EventBus, EventType
+from controller.llm.breaker import State
 from controller.llm.completion import Answer, Budget, Chunk, Completion, Message, Role
 from controller.llm.errors import (
     AnswerTruncated,
@@ -181,7 +182,9 @@ async def test_a_hanging_endpoint_is_left_when_its_token_timeout_fires(servers: 
     answer = (await collect(rt))[-1]
     spent = time.monotonic() - started
     assert isinstance(answer, Answer) and answer.fallbacks == ("hung",)
-    assert 0.5 <= spent < 1.5
+    # At least the timeout, and nowhere near the hour the server hangs for: no tighter
+    # upper bound, which a loaded 2-core machine could overrun.
+    assert 0.5 <= spent < 10
     await rt.close()
 
 
@@ -192,7 +195,9 @@ async def test_a_stream_cut_halfway_restarts_on_the_next_backend_and_says_so(
     good = start(servers, "ok")
     bus = EventBus()
     rt = runtime(endpoint("cut", cut.url), endpoint("good", good.url), bus=bus)
-    items = await collect(rt)
+    async with bus.subscribe() as live:  # token events are ephemeral: live only
+        items = await collect(rt)
+        seen = [live.get_nowait() for _ in range(live.qsize())]
     chunks = [i for i in items if isinstance(i, Chunk)]
     assert [(c.text, c.index, c.backend, c.restart) for c in chunks] == [
         ("Part", 0, "cut", False), ("ial", 1, "cut", False),
@@ -208,7 +213,8 @@ async def test_a_stream_cut_halfway_restarts_on_the_next_backend_and_says_so(
     assert kept == answer.text == "Hello, world!" and answer.fallbacks == ("cut",)
     fallback = next(e for e in bus.history() if e.type is EventType.MODEL_FALLBACK)
     assert (fallback.data["backend"], fallback.data["chunks"]) == ("cut", 2)
-    tokens = [e.data for e in bus.history() if e.type is EventType.MODEL_TOKEN]
+    tokens = [e.data for e in seen if e.type is EventType.MODEL_TOKEN]
+    assert not [e for e in bus.history() if e.type is EventType.MODEL_TOKEN]
     assert [(t["backend"], t["index"], t["restart"]) for t in tokens][1:3] == [
         ("cut", 1, False), ("good", 0, True),
     ]  # fmt: skip
@@ -274,20 +280,23 @@ async def test_a_refused_request_stops_the_chain_a_refused_key_does_not(
 
 async def test_the_circuit_opens_skips_the_backend_then_probes_it(servers: ExitStack) -> None:
     broken, good = start(servers, "500"), start(servers, "ok")
+    # The open period is long against three loopback answers (a loaded 2-core machine
+    # must not outrun it); the wait for half-open is the breaker's own retry_in().
     rt = runtime(
         endpoint("broken", broken.url, max_retries=0), endpoint("good", good.url),
-        failures=2, reset=0.3,
+        failures=2, reset=3.0,
     )  # fmt: skip
     for _ in range(2):
         await collect(rt)
-    opened = time.monotonic()  # at the second failure
-    skipped = 0
-    while time.monotonic() - opened < 0.25:
+    breaker = rt._chains[Role.BRAIN].links[0].breaker
+    assert breaker.state is State.OPEN
+    for _ in range(3):
         answer = (await collect(rt))[-1]
         assert isinstance(answer, Answer) and answer.fallbacks == ()  # skipped, not tried
-        skipped += 1
-    assert broken.hits == 2 and good.hits == 2 + skipped and skipped > 0
-    await asyncio.sleep(0.3 - (time.monotonic() - opened))  # the breaker's own delay
+    assert breaker.state is State.OPEN  # still in the open period: the skips were its
+    assert broken.hits == 2 and good.hits == 2 + 3
+    await asyncio.sleep(breaker.retry_in())  # the breaker's own delay
+    assert breaker.state is State.HALF_OPEN
     answer = (await collect(rt))[-1]  # half-open: one probe, which fails
     assert isinstance(answer, Answer) and answer.fallbacks == ("broken",) and broken.hits == 3
     await collect(rt)
@@ -301,7 +310,7 @@ async def test_the_budget_deadline_spans_the_chain(servers: ExitStack) -> None:
     started = time.monotonic()
     with pytest.raises(GenerationAborted):
         await collect(rt, Completion(Role.BRAIN, prompt="x", budget=Budget(seconds=0.4)))
-    assert time.monotonic() - started < 1.0 and good.hits == 0
+    assert time.monotonic() - started < 5.0 and good.hits == 0
     await rt.close()
 
 

@@ -62,8 +62,9 @@ def test_a_failed_probe_opens_it_again_for_the_whole_delay(clock: Clock) -> None
     breaker.failure(DOWN)
     breaker.failure(DOWN)
     clock.now += 5.0
-    assert breaker.allow()
-    breaker.failure(DOWN)  # one failure is enough in half-open
+    probe = breaker.allow()
+    assert probe is not None and probe.probe
+    breaker.failure(DOWN, probe)  # one failure is enough in half-open
     assert breaker.state is State.OPEN and not breaker.allow()
     clock.now += 4.9
     assert not breaker.allow()
@@ -75,8 +76,9 @@ def test_a_probe_given_up_by_the_caller_lets_the_next_one_through(clock: Clock) 
     breaker = Breaker(failures=1, reset=1.0, clock=clock)
     breaker.failure(DOWN)
     clock.now += 1.0
-    assert breaker.allow() and not breaker.allow()
-    breaker.release()
+    probe = breaker.allow()
+    assert probe and not breaker.allow()
+    breaker.release(probe)
     assert breaker.allow()
 
 
@@ -96,8 +98,9 @@ def test_a_permanent_answer_to_a_probe_shows_the_backend_is_up(clock: Clock) -> 
     breaker = Breaker(failures=1, reset=1.0, clock=clock)
     breaker.failure(DOWN)
     clock.now += 1.0
-    assert breaker.allow()
-    breaker.failure(BackendRefused("b", "400"))
+    probe = breaker.allow()
+    assert probe is not None
+    breaker.failure(BackendRefused("b", "400"), probe)
     assert breaker.state is State.CLOSED
 
 

@@ -245,3 +245,23 @@ def test_the_default_socket_follows_the_runtime_dir(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     monkeypatch.setenv("FAZAI_STATE", "/var/lib/fazai/state.db")
     assert settings.default_socket() == Path("/var/lib/fazai/fazai-model.sock")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://:8080/v1", "is not an http(s) URL with a host"),
+        ("http://[::1/v1", "is not an http(s) URL with a host"),
+        ("http://h:99999/v1", "has a port outside 1-65535"),
+    ],
+)
+def test_an_endpoint_url_is_read_as_httpx_reads_it_and_the_field_named(
+    url: str, problem: str
+) -> None:
+    """The schema's pattern passes these; httpx would fail on them at the first request,
+    far from the config's line."""
+    raw = {"name": "a", "role": "brain", "endpoint": {"url": url, "model": "m"}}
+    with pytest.raises(SettingsError) as caught:
+        from_config({"backends": [raw]})
+    assert caught.value.problems[0][0] == ("backends", 0, "endpoint", "url")
+    assert caught.value.problems[0][1].startswith(problem)
