@@ -104,12 +104,14 @@ class ModelRuntime:
 
     async def refresh_metrics(self) -> None:
         """Read the stats of every backend that has them (the worker: queue depth,
-        swaps) into the metrics; a backend that cannot answer is skipped."""
+        swaps) into the metrics; a backend that cannot answer is skipped, and one that
+        says it is not ``running`` (a worker not started yet) is not asked: a scrape
+        must not start a model."""
         if self._metrics is None:
             return
         for name, backend in self._backends.items():
             stats = getattr(backend, "stats", None)
-            if stats is None:
+            if stats is None or getattr(backend, "running", True) is False:
                 continue
             try:
                 found = await asyncio.wait_for(stats(), 2.0)

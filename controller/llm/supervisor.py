@@ -113,6 +113,11 @@ class Supervisor:
         self.restarts = 0  # how many times a worker was started again (tests, stats)
         self.pid: int | None = None
 
+    @property
+    def running(self) -> bool:
+        """Started (and not closing): a worker is up or being restarted."""
+        return self._watcher is not None and not self._closing
+
     # -- the Link --------------------------------------------------------------------
 
     async def connection(self) -> Connection:

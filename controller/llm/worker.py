@@ -140,6 +140,13 @@ class WorkerBackend:
     def __repr__(self) -> str:
         return f"WorkerBackend({self.name!r}, model={self.model!r})"
 
+    @property
+    def running(self) -> bool:
+        """False while its worker is not started (a supervised one starts on first use):
+        what is only looked at, such as the metrics, does not start it."""
+        running = getattr(self._link, "running", True)
+        return bool(running)
+
     async def stream(self, request: Completion) -> AsyncIterator[Chunk | Answer]:
         started = time.monotonic()
         conn = await self._connection()
@@ -311,6 +318,10 @@ class _SharedLink:
             link = cls._by_socket[key] = cls(Supervisor(options))
         link.users += 1
         return link
+
+    @property
+    def running(self) -> bool:
+        return self.supervisor.running
 
     async def connection(self) -> Connection:
         return await self.supervisor.connection()

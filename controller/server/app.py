@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -36,13 +36,23 @@ from controller.server.settings import FORGES, Role, ServerSettings
 log = logging.getLogger("fazai.server")
 
 
-def build_app(handle: ControllerHandle, settings: ServerSettings) -> Starlette:
+def build_app(
+    handle: ControllerHandle,
+    settings: ServerSettings,
+    *,
+    metrics: Metrics | None = None,
+    before_scrape: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Starlette:
     """The app serving ``handle``. Reads every token and webhook secret now, so a missing
-    one fails the start (SecretError) rather than the first request."""
+    one fails the start (SecretError) rather than the first request.
+
+    ``metrics``: the registry /metrics shows, when others than the server's own feed it
+    (the model runtime's, see ``controller.daemon``); ``before_scrape``: coroutines run at
+    each scrape to bring those up to date."""
     tokens = TokenTable.from_settings(settings)
     if any(t.scope.sources is not None for t in settings.tokens):
         _warn_unknown_sources(settings, {s.name for s in handle.sources()})
-    metrics = Metrics()
+    metrics = metrics if metrics is not None else Metrics()
     hook_routes = [Route(f"/hooks/{f}", _webhooks_not_configured, methods=["POST"]) for f in FORGES]
     hook_secrets = None
     if settings.webhooks:
@@ -88,6 +98,7 @@ def build_app(handle: ControllerHandle, settings: ServerSettings) -> Starlette:
     app.state.settings = settings
     app.state.tokens = tokens
     app.state.metrics = metrics
+    app.state.before_scrape = tuple(before_scrape)
     app.state.hooks = hook_secrets
     app.state.closing = asyncio.Event()  # set by serve_http: ends the event streams
     app.state.streams = 0
@@ -101,6 +112,11 @@ async def _metrics(request: Request) -> Response:
         # Labelled by every source and node: a scoped token would see others' drift.
         return error(403, f"token {caller.name!r} is scoped; metrics cover every source")
     metrics: Metrics = request.app.state.metrics
+    for refresh in request.app.state.before_scrape:
+        try:
+            await refresh()
+        except Exception:  # one source of figures failing must not fail the scrape
+            log.exception("metrics: refreshing before the scrape failed")
     metrics.refresh(request.app.state.handle)
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

@@ -79,8 +79,8 @@ def test_the_services_are_those_configured_and_the_api_unless_off(
         with StateStore(tmp_path / "s.db") as store:
             controller = Controller(config, store, EventBus())
             stop = asyncio.Event()
-            assert daemon.services(controller, config, stop, api=False) == {}
-            started = daemon.services(controller, config, stop, api=True)
+            assert daemon.Services()(controller, config, stop, api=False) == {}
+            started = daemon.Services()(controller, config, stop, api=True)
             assert list(started) == ["http"]
             for coroutine in started.values():
                 coroutine.close()  # never run: only which services start is checked
