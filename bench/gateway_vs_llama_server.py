@@ -12,8 +12,8 @@ Measured, for each server:
 * two sessions at once (two different prompts sent together): each one's TTFT. The
   question is whether one waits for the other's whole answer (llama_cpp.server: one
   global lock) or not (the worker: ``slots`` contexts over one loaded model);
-* the gateway only: a session's second iteration (the first prompt plus a few words)
-  against the same prompt cold.
+* the gateway only: a session's second iteration (the first prompt, its answer and a
+  new question) against the same prompt cold (no session).
 
     python bench/gateway_vs_llama_server.py [--runs 5] [--max-tokens 64] [--threads 1]
 """
@@ -192,7 +192,6 @@ async def measure(urls: dict[str, str], runs: int, max_tokens: int) -> dict[str,
             results[name]["pair"] = pair
         gateway = urls.get("fazai gateway")
         if gateway is not None:
-            cold = await one(http, gateway, ask(3000), max_tokens, session="bench-cold")
             history = ask(4000)
             said = await one(http, gateway, history, max_tokens, session="bench-agent")
             history = [
@@ -200,6 +199,9 @@ async def measure(urls: dict[str, str], runs: int, max_tokens: int) -> dict[str,
                 {"role": "assistant", "content": said["text"]},
                 {"role": "user", "content": "And port 22?"},
             ]
+            # The same second-iteration prompt, without a session (nothing reused) and
+            # then in the session that holds the first iteration.
+            cold = await one(http, gateway, history, max_tokens)
             warm = await one(http, gateway, history, max_tokens, session="bench-agent")
             results["fazai gateway"]["session"] = {"cold": cold, "second": warm}
     return results
