@@ -40,6 +40,20 @@ ACTION = {
     "required": ["action", "reason"],
     "additionalProperties": False,
 }
+# An answer of thirty forced items: near a hundred tokens whatever the model prefers.
+LONG = {
+    "type": "object",
+    "properties": {
+        "words": {
+            "type": "array",
+            "items": {"enum": ["alpha", "beta", "gamma"]},
+            "minItems": 30,
+            "maxItems": 30,
+        }
+    },
+    "required": ["words"],
+    "additionalProperties": False,
+}
 
 
 class Stack:
@@ -203,27 +217,38 @@ async def test_a_client_that_goes_away_aborts_its_generation(stack: Stack) -> No
 
 async def test_two_sessions_at_once_neither_waits_for_the_other(stack: Stack) -> None:
     """Two slots over the one model: each session's first token comes before the other
-    session's answer is done (llama_cpp.server's one lock makes the second wait)."""
+    session's answer is done (llama_cpp.server's one lock makes the second wait). Both
+    answers are held to a long shape by a schema, so neither can end early by chance and
+    hide a wait (a short free-text answer did, on a slower machine)."""
     client = stack.client()
+    long_answer = {
+        "type": "json_schema",
+        "json_schema": {"name": "words", "schema": LONG, "strict": True},
+    }
 
-    async def timed(question: str, session: str) -> tuple[float, float]:
+    async def timed(question: str, session: str) -> tuple[float, float, str]:
         stream = await client.chat.completions.create(
             model="brain",
             messages=[{"role": "user", "content": question}],
-            max_tokens=120,
+            max_tokens=400,
             stream=True,
             user=session,
+            response_format=long_answer,  # type: ignore[arg-type]
         )
         first = 0.0
+        finish = ""
         async for chunk in stream:
             if not first and chunk.choices and chunk.choices[0].delta.content:
                 first = time.monotonic()
-        return first, time.monotonic()
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+        return first, time.monotonic(), finish
 
-    (first_a, done_a), (first_b, done_b) = await asyncio.gather(
-        timed("Count from one to two hundred, in words.", "session-a"),
-        timed("List every letter of the alphabet with a word for each.", "session-b"),
+    (first_a, done_a, finish_a), (first_b, done_b, finish_b) = await asyncio.gather(
+        timed("Name thirty words.", "session-a"),
+        timed("List thirty words, one for each thing you see.", "session-b"),
     )
+    assert (finish_a, finish_b) == ("stop", "stop")  # the whole long shape was made
     assert first_a and first_b
     assert first_b < done_a and first_a < done_b
 

@@ -2,14 +2,16 @@
 
 Redacting, encoding and committing a plan of thousands of objects is a second of work;
 on the loop it froze ``/healthz`` and the SSE stream (bench/commit_to_converged.py
---diagnose). The reconcile pass does it in threads: the loop keeps ticking meanwhile.
+--diagnose). The reconcile pass does it in threads. What is asserted is where that work
+runs (never on the loop's thread), not how late the loop ticked: a thread holding the GIL
+in one C call (json.dumps of the whole plan) or a full garbage collection of a big test
+process delays the loop too, by an amount no bound fits on every machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,10 @@ from controller.reconcile.shared import Shared
 from controller.reconcile.storethread import StoreThread
 from controller.secrets import Secret
 from controller.source.tree import SourceTree
-from controller.store import NodeStatus, RunStatus, StateStore, Trigger
-from controller.store.database import to_json
+from controller.store import NodeStatus, RunStatus, StateStore, Trigger, database
 from controller.store.redact import MASK, redact
 
 ITEMS = 2000
-LAG_BOUND = 0.25  # seconds: generous (a busy machine), far below the unthreaded stall
 NODE = "edge-fw"
 
 
@@ -61,17 +61,6 @@ def big_plan() -> planitems.Plan:
     return planitems.Plan("mem", "c0ffee", (node,))
 
 
-async def max_lag(stop: asyncio.Event) -> float:
-    """The longest the loop answered a 10 ms sleep late, until ``stop``."""
-    loop = asyncio.get_running_loop()
-    worst = 0.0
-    while not stop.is_set():
-        before = loop.time()
-        await asyncio.sleep(0.01)
-        worst = max(worst, loop.time() - before - 0.01)
-    return worst
-
-
 async def test_a_big_plan_is_recorded_and_published_without_stalling_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,6 +70,19 @@ async def test_a_big_plan_is_recorded_and_published_without_stalling_the_loop(
         return plan  # the live reads are not what this test is about
 
     monkeypatch.setattr(planning, "build", build)
+    # The heavy steps, wrapped to note the thread each ran in.
+    ran: dict[str, set[int]] = {"to_dict": set(), "redact": set(), "kept_and_shown": set()}
+
+    def noting(name: str, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            ran[name].add(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(plan_json, "to_dict", noting("to_dict", plan_json.to_dict))
+    monkeypatch.setattr(database, "redact", noting("redact", database.redact))
+    monkeypatch.setattr(passes, "_kept_and_shown", noting("kept_and_shown", passes._kept_and_shown))
     source = SourceConfig("infra", str(tmp_path), mode=Mode.DETECT)
     config = ControllerConfig(sources=(source,), state=tmp_path / "state.db")
     bus = EventBus()
@@ -90,9 +92,7 @@ async def test_a_big_plan_is_recorded_and_published_without_stalling_the_loop(
         shared = Shared(config, bus, store)
         approvals = Approvals(shared, lambda *_: None)
         async with bus.subscribe() as queue:
-            stop = asyncio.Event()
-            ticker = asyncio.create_task(max_lag(stop))
-            await asyncio.sleep(0.05)
+            loop_thread = threading.get_ident()
             outcome = await passes.run_pass(
                 shared,
                 approvals,
@@ -102,24 +102,15 @@ async def test_a_big_plan_is_recorded_and_published_without_stalling_the_loop(
                 shared.publisher(source=source.name),
                 writer=writer,
             )
-            stop.set()
-            lag = await ticker
             events: list[Event] = []
             while not queue.empty():
                 events.append(queue.get_nowait())
         writer.close()
         run = store.get_run(outcome.plan_run)
 
-        # What the loop would have stalled for, doing the same redaction and encoding
-        # itself (the store's plan record, the drift event's items), not even counting
-        # the commits.
-        started = time.perf_counter()
-        document = plan_json.to_dict(plan)
-        to_json(document, "the plan", tmp_path)
-        redact(document["changes"])
-        unthreaded = time.perf_counter() - started
-
-    assert lag < LAG_BOUND, f"loop stalled {lag:.3f} s (the same work on it: {unthreaded:.3f} s)"
+    assert all(ran.values()), ran  # each step was taken, and noted
+    on_loop = [name for name, threads in ran.items() if loop_thread in threads]
+    assert on_loop == [], f"done on the event loop's thread: {on_loop}"
 
     assert outcome.problems == ()
     assert outcome.drifted == (NODE,)
