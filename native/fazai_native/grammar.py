@@ -30,7 +30,19 @@ looser grammar that the model then follows "successfully". Read from its ``visit
 So :func:`grammar_for` walks the schema first and raises :class:`SchemaUnsupported`
 naming the first construct outside that set; every finished answer is still checked
 against the schema with jsonschema (:func:`check_output`), since a grammar cannot say
-everything a schema does (``oneOf``, real dates)."""
+everything a schema does (``oneOf``, real dates).
+
+Sizes are bounded before llama.cpp sees anything, because its grammar parser does not
+bound itself: a repetition becomes nested optional groups parsed by recursion, and a
+``maxLength`` of 20000 overflows the worker's stack (a segfault, measured); from about
+1200 it refuses with "exceeds sane defaults". So every count (``minLength``,
+``maxLength``, ``minItems``, ``maxItems``, a pattern's ``{m,n}``) is at most
+:data:`MAX_REPEAT`, a pattern's ``{m,n}`` applies to one character or class (a group's
+would multiply), nesting is at most :data:`MAX_DEPTH`, the schema's JSON at most
+:data:`MAX_SCHEMA_BYTES` and the grammar made from it at most :data:`MAX_GRAMMAR_BYTES`.
+A schema that is not valid JSON Schema, or that no value could satisfy (``minItems``
+over ``maxItems``, an ``enum`` value the rest of its schema refuses), is refused too:
+the model would be held to a shape no answer can have."""
 
 from __future__ import annotations
 
@@ -42,7 +54,21 @@ from typing import Any
 import jsonschema
 from llama_cpp.llama_grammar import RESERVED_NAMES, LlamaGrammar, json_schema_to_gbnf
 
-__all__ = ["SchemaUnsupported", "check_output", "grammar_for"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_GRAMMAR_BYTES",
+    "MAX_REPEAT",
+    "MAX_SCHEMA_BYTES",
+    "SchemaUnsupported",
+    "check_output",
+    "grammar_for",
+]
+
+MAX_REPEAT = 1000  # llama.cpp's parser refuses from ~1200 and overflows its stack later
+MAX_DEPTH = 32  # nested subschemas, and a pattern's nested groups
+MAX_PATTERN = 512  # characters of one pattern
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_GRAMMAR_BYTES = 256 * 1024
 
 
 class SchemaUnsupported(Exception):
@@ -111,13 +137,38 @@ def grammar_for(schema: Mapping[str, Any]) -> LlamaGrammar:
     say it; SchemaUnsupported for anything it would have loosened or got wrong."""
     if not isinstance(schema, Mapping):
         raise SchemaUnsupported("the schema must be an object")
+    try:
+        size = len(json.dumps(schema))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SchemaUnsupported(f"the schema is not JSON: {exc}") from exc
+    if size > MAX_SCHEMA_BYTES:
+        raise SchemaUnsupported(f"the schema is {size} bytes, over {MAX_SCHEMA_BYTES}")
+    _check_schema(schema)
     cleaned = _Walker(schema).walk(schema, "#")
     try:
         gbnf = json_schema_to_gbnf(json.dumps(cleaned))
     except (AssertionError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SchemaUnsupported(f"the grammar converter refused it: {exc}") from exc
+    if len(gbnf) > MAX_GRAMMAR_BYTES:
+        raise SchemaUnsupported(
+            f"its grammar is {len(gbnf)} bytes, over {MAX_GRAMMAR_BYTES}: fewer or shorter "
+            "repetitions, please"
+        )
     lines = [SAFE_CHAR_RULE if line.startswith("char ::= ") else line for line in gbnf.splitlines()]
     return LlamaGrammar.from_string("\n".join(lines), verbose=False)
+
+
+def _check_schema(schema: Mapping[str, Any]) -> None:
+    """Refuse what is not JSON Schema at all (``"maxLength": "ten"``): the walker's
+    checks assume the keywords' own types."""
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
+        raise SchemaUnsupported(f"not a valid JSON Schema at {where}: {exc.message}") from exc
+    except (jsonschema.exceptions.UnknownType, RecursionError) as exc:
+        raise SchemaUnsupported(f"not a valid JSON Schema: {exc}") from exc
 
 
 def check_output(schema: Mapping[str, Any], text: str) -> str | None:
@@ -143,8 +194,18 @@ class _Walker:
     def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
         self.ref_names: dict[str, str] = {}
+        self.depth = 0
 
     def walk(self, node: Any, where: str) -> dict[str, Any]:
+        if self.depth >= MAX_DEPTH:
+            raise SchemaUnsupported(f"{where}: subschemas nested more than {MAX_DEPTH} deep")
+        self.depth += 1
+        try:
+            return self._walk(node, where)
+        finally:
+            self.depth -= 1
+
+    def _walk(self, node: Any, where: str) -> dict[str, Any]:
         if not isinstance(node, Mapping):
             raise SchemaUnsupported(f"{where}: a boolean or non-object schema")
         for key in node:
@@ -180,6 +241,7 @@ class _Walker:
                 raise SchemaUnsupported(f"{where}/enum: must be a non-empty list")
             for value in values:
                 _literal(value, where)
+            _satisfiable(node, values, where)
             return out
         self._object(out, types, where)
         self._array(out, types, where)
@@ -267,10 +329,7 @@ class _Walker:
             out["items"] = self.walk(items, f"{where}/items")
         elif counts:
             raise SchemaUnsupported(f"{where}: {sorted(counts)[0]} without items is dropped")
-        for name in counts:
-            value = out[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SchemaUnsupported(f"{where}/{name}: must be a non-negative integer")
+        _bounds(out, "minItems", "maxItems", where)
         if types not in (None, "array") and ({"items", "prefixItems"} | counts) & set(out):
             raise SchemaUnsupported(f"{where}: array keywords on type {types!r}")
 
@@ -289,15 +348,46 @@ class _Walker:
                 raise SchemaUnsupported(f"{where}/format: {out['format']!r} is not enforced")
             if used - {"format"}:
                 raise SchemaUnsupported(f"{where}: format drops {sorted(used - {'format'})[0]!r}")
-        for name in {"minLength", "maxLength"} & used:
-            value = out[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SchemaUnsupported(f"{where}/{name}: must be a non-negative integer")
+        _bounds(out, "minLength", "maxLength", where)
 
 
-def _literal(value: Any, where: str) -> None:
+def _bounds(out: Mapping[str, Any], low: str, high: str, where: str) -> None:
+    """A count pair: each a whole number up to MAX_REPEAT, the low one not over the high."""
+    for name in (low, high):
+        if name not in out:
+            continue
+        value = out[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SchemaUnsupported(f"{where}/{name}: must be a non-negative integer")
+        if value > MAX_REPEAT:
+            raise SchemaUnsupported(
+                f"{where}/{name}: {value} is over {MAX_REPEAT} (llama.cpp's grammar cannot "
+                "hold such a repetition)"
+            )
+    if low in out and high in out and out[low] > out[high]:
+        raise SchemaUnsupported(f"{where}: {low} {out[low]} over {high} {out[high]}: no value fits")
+
+
+def _satisfiable(node: Mapping[str, Any], values: list[Any], where: str) -> None:
+    """Refuse an ``enum``/``const`` value that the rest of its own schema refuses: the
+    grammar would make the model write it and the answer would then fail its check."""
+    rest = {k: v for k, v in node.items() if k not in ("enum", "const", *DEFINITIONS)}
+    if not rest or "$ref" in json.dumps(rest):
+        return  # nothing else, or a reference the node alone cannot resolve
+    validator = jsonschema.validators.validator_for(node)(rest)
+    for value in values:
+        if not validator.is_valid(value):
+            raise SchemaUnsupported(
+                f"{where}: the value {json.dumps(value)[:40]} is refused by the rest of "
+                "its schema: no answer could be valid"
+            )
+
+
+def _literal(value: Any, where: str, depth: int = 0) -> None:
     """A const, enum value or property name: its strings must come out of the converter's
     escaping intact."""
+    if depth > MAX_DEPTH:
+        raise SchemaUnsupported(f"{where}: a literal nested more than {MAX_DEPTH} deep")
     if isinstance(value, str):
         for char in value:
             if char in '"\\' or ord(char) < 0x20 or ord(char) == 0x7F or ord(char) > 0xFFFF:
@@ -307,11 +397,11 @@ def _literal(value: Any, where: str) -> None:
                 )
     elif isinstance(value, list):
         for item in value:
-            _literal(item, where)
+            _literal(item, where, depth + 1)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _literal(key, where)
-            _literal(item, where)
+            _literal(key, where, depth + 1)
+            _literal(item, where, depth + 1)
     elif isinstance(value, float) and value != value:
         raise SchemaUnsupported(f"{where}: NaN is not JSON")
 
@@ -319,6 +409,12 @@ def _literal(value: Any, where: str) -> None:
 def _pattern(pattern: Any, where: str) -> None:
     if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
         raise SchemaUnsupported(f"{where}/pattern: must be anchored as ^...$ ({pattern!r})")
+    if len(pattern) > MAX_PATTERN:
+        raise SchemaUnsupported(f"{where}/pattern: {len(pattern)} characters, over {MAX_PATTERN}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise SchemaUnsupported(f"{where}/pattern: not a regular expression: {exc}") from exc
     body, i = pattern[1:-1], 0
     depth = 0
     while i < len(body):
@@ -335,11 +431,28 @@ def _pattern(pattern: Any, where: str) -> None:
             match = _PATTERN_QUANTIFIER.match(body, i)
             if match is None or i == 0:
                 raise SchemaUnsupported(f"{where}/pattern: quantifier at {i}")
+            if body[i - 1] in ")}*+?" and body[i - 2 : i] != "\\" + body[i - 1]:
+                # The converter writes a counted group out that many times: nested, the
+                # grammar would multiply (a{1000}){1000}.
+                raise SchemaUnsupported(
+                    f"{where}/pattern: a {{m,n}} at {i} may follow one character or class "
+                    "only, not a group or another quantifier"
+                )
+            low, _, high = match.group()[1:-1].partition(",")
+            numbers = [int(low), *([int(high)] if high else [])]
+            if max(numbers) > MAX_REPEAT:
+                raise SchemaUnsupported(
+                    f"{where}/pattern: the quantifier {match.group()} at {i} is over {MAX_REPEAT}"
+                )
+            if len(numbers) == 2 and numbers[0] > numbers[1]:
+                raise SchemaUnsupported(f"{where}/pattern: the quantifier {match.group()} at {i}")
             i = match.end()
         elif char == "(":
             if body[i + 1 : i + 2] == "?":
                 raise SchemaUnsupported(f"{where}/pattern: '(?' groups are not supported")
             depth += 1
+            if depth > MAX_DEPTH:
+                raise SchemaUnsupported(f"{where}/pattern: groups nested over {MAX_DEPTH} deep")
             i += 1
         elif char == ")":
             depth -= 1

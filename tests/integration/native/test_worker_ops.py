@@ -101,6 +101,20 @@ def test_a_schema_constrains_the_output_and_one_it_cannot_enforce_is_refused(
         assert "multipleOf" in refused["message"]
 
 
+def test_a_schema_whose_grammar_crashed_llama_cpp_is_refused_and_the_worker_lives(
+    worker: WorkerProcess,
+) -> None:
+    # Handed to llama.cpp, this grammar overflowed the parser's stack: a segfault.
+    crashing = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 20000}}}
+    with worker.client() as client:
+        refused = client.call(generate("big", schema=crashing))
+        assert refused["code"] == "schema_unsupported", refused
+        assert "20000 is over 1000" in refused["message"]
+        done = client.call(generate("after", params={"max_tokens": 2}))
+        assert done["event"] == "done", done
+    assert worker.proc.poll() is None
+
+
 def test_prompt_and_max_tokens_beyond_the_context_overflow(worker: WorkerProcess) -> None:
     with worker.client() as client:
         refused = client.call(generate("o", params={"max_tokens": 600}))  # n_ctx 512

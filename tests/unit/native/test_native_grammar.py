@@ -14,7 +14,13 @@ import jsonschema
 import llama_cpp
 import pytest
 from fazai_native.engine import Engine, InvalidOutput
-from fazai_native.grammar import SchemaUnsupported, check_output, grammar_for
+from fazai_native.grammar import (
+    MAX_DEPTH,
+    MAX_REPEAT,
+    SchemaUnsupported,
+    check_output,
+    grammar_for,
+)
 from fazai_native.protocol import Sampling
 from fazai_native.shipped import smollm2_path
 from fazai_native.types import ChatMessage, GenerateRequest, ModelSpec
@@ -32,6 +38,14 @@ ACTION = {
     "required": ["action", "port", "reason"],
     "additionalProperties": False,
 }
+
+
+def deep_list(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
 
 # Each: a schema the converter would loosen or get wrong, and what the refusal names.
 REFUSED: list[tuple[dict[str, Any], str]] = [
@@ -103,7 +117,30 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "'b' is not in properties",
     ),
     ({"type": "object", "nullable": True}, "'nullable'"),
-    ({"type": "strng"}, "unknown type"),
+    ({"type": "strng"}, "not a valid JSON Schema at type"),
+    # Sizes llama.cpp's grammar parser cannot take (20000 overflowed its stack).
+    ({"type": "string", "maxLength": 20000}, "20000 is over 1000"),
+    ({"type": "array", "items": {"type": "integer"}, "maxItems": 1001}, "1001 is over 1000"),
+    ({"type": "string", "pattern": "^a{1001}$"}, "{1001} at 1 is over 1000"),
+    ({"type": "string", "pattern": "^(ab){3}$"}, "one character or class"),
+    ({"type": "string", "pattern": "^a{2}{3}$"}, "is not a 'regex'"),
+    ({"type": "string", "pattern": "^" + "(" * 40 + "a" + ")" * 40 + "$"}, "nested over 32"),
+    ({"type": "string", "pattern": "^" + "a" * 600 + "$"}, "over 512"),
+    ({"type": "string", "pattern": "^[a-z]{5,2}$"}, "is not a 'regex'"),
+    ({"const": deep_list(40)}, "literal nested"),
+    ({"enum": [f"value-{i:05d}" for i in range(8000)]}, "bytes, over 65536"),
+    (
+        {
+            "type": "object",
+            "properties": {f"p{i}": {"type": "string", "maxLength": 1000} for i in range(40)},
+        },
+        "its grammar is",
+    ),
+    # Nothing could satisfy these: the model would be held to an impossible shape.
+    ({"type": "string", "minLength": 5, "maxLength": 2}, "no value fits"),
+    ({"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 1}, "no value"),
+    ({"type": "string", "enum": ["a", 1]}, "refused by the rest of its schema"),
+    ({"type": "string", "maxLength": "ten"}, "not a valid JSON Schema at maxLength"),
     ({"$id": "https://example.com/x", "type": "string"}, "'$id'"),
 ]
 
@@ -115,6 +152,21 @@ def test_a_construct_the_grammar_would_not_enforce_is_refused(
     with pytest.raises(SchemaUnsupported) as caught:
         grammar_for(schema)
     assert named in str(caught.value)
+
+
+def nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+def test_subschemas_nested_deeper_than_the_cap_are_refused_not_a_recursion_error() -> None:
+    grammar_for(nested(MAX_DEPTH - 1))
+    with pytest.raises(SchemaUnsupported, match="nested more than 32 deep"):
+        grammar_for(nested(MAX_DEPTH + 1))
+    with pytest.raises(SchemaUnsupported):
+        grammar_for(nested(5000))  # past Python's own recursion limit
 
 
 ACCEPTED: list[dict[str, Any]] = [
@@ -226,3 +278,16 @@ def test_no_raw_newline_gets_into_a_string(engine: Engine) -> None:
     assert allowed(engine, theirs, prefix, ["\n", "b"]) == [True, True]  # the converter's
     ours = grammar_for(schema)._grammar
     assert allowed(engine, ours, prefix, ["\n", "\t", "b", "\\"]) == [False, False, True, True]
+
+
+def test_the_largest_allowed_repetitions_still_parse_in_llama_cpp(engine: Engine) -> None:
+    for schema in (
+        {"type": "string", "minLength": MAX_REPEAT, "maxLength": MAX_REPEAT},
+        {"type": "array", "items": {"type": "integer"}, "maxItems": MAX_REPEAT},
+        {"type": "string", "pattern": "^[a-z]{0,1000}$"},
+        {
+            "type": "object",
+            "properties": {f"p{i}": {"type": "string", "maxLength": 1000} for i in range(10)},
+        },
+    ):
+        engine._check_grammar(grammar_for(schema))  # SchemaUnsupported if llama.cpp refused
