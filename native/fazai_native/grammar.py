@@ -163,7 +163,7 @@ def _check_schema(schema: Mapping[str, Any]) -> None:
     checks assume the keywords' own types."""
     try:
         validator_class = jsonschema.validators.validator_for(schema)
-        validator_class.check_schema(schema)
+        validator_class.check_schema(dict(schema))
     except jsonschema.exceptions.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
         raise SchemaUnsupported(f"not a valid JSON Schema at {where}: {exc.message}") from exc
