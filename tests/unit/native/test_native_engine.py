@@ -355,3 +355,23 @@ def test_a_call_beyond_the_slots_waits_and_its_abort_still_works(engine: Engine)
         worker.join(30)
     assert [r.finish_reason for r in results] == ["abort", "abort"]
     timer.join()
+
+
+def test_a_token_longer_than_32_bytes_keeps_its_text(engine: Engine) -> None:
+    # llama-cpp-python's detokenize gave these nothing: indentation and rules of dashes.
+    vocab = engine._slots[0].llama
+    long_tokens = [t for t in range(vocab.n_vocab()) if len(engine.piece(t)) > 32]
+    assert len(long_tokens) >= 40  # SmolLM2 has 47
+    for token in long_tokens:
+        text = engine.piece(token)
+        assert vocab.tokenize(text, add_bos=False, special=False) == [token], text
+
+
+def test_indented_code_keeps_its_indentation(engine: Engine) -> None:
+    # A newline and 39 spaces is one token of SmolLM2's: code the executor writes.
+    indent = " " * 40
+    prompt = "def f():\n" + "".join(f"{indent}x{i} = {i}\n" for i in range(8)) + indent + "x8 = 8"
+    pieces: list[str] = []
+    result = run(engine, prompt=prompt, pieces=pieces, sampling=Sampling(max_tokens=12))
+    assert result.text.startswith(f"\n{indent}x9 = 9\n{indent}"), result.text
+    assert "".join(pieces) == result.text
