@@ -16,12 +16,14 @@ would cost generation speed that the between-token check already covers.
 from __future__ import annotations
 
 import codecs
+import collections
+import contextlib
 import ctypes
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -100,6 +102,13 @@ class _Slot:
     callback: Any = None  # the ctypes callback; referenced so it is not collected
 
 
+@dataclass(eq=False)  # told apart by identity: two runs of one session look alike
+class _Run:
+    """One generation of a session, running: a drop meanwhile marks it."""
+
+    dropped: bool = False
+
+
 class Engine:
     """A GGUF model loaded for generation (see the module's docstring)."""
 
@@ -117,6 +126,9 @@ class Engine:
         self.sessions = sessions if sessions is not None else SessionStore(DEFAULT_SESSION_BYTES)
         self._cond = threading.Condition()
         self._closed = False
+        self._users = 0  # calls inside generate/tokenize: close frees nothing under them
+        self._waiting: collections.deque[object] = collections.deque()  # FIFO for slots
+        self._runs: dict[str, list[_Run]] = {}  # running generations, by session
         self._slots: list[_Slot] = []
         try:
             for index in range(spec.slots):
@@ -170,12 +182,20 @@ class Engine:
         prompt's evaluation). An exception raised by ``emit`` ends the generation, frees
         the slot and propagates; the session's state is then not saved."""
         grammar = grammar_for(request.schema) if request.schema is not None else None
-        if grammar is not None:
-            self._check_grammar(grammar)
+        with self._use():
+            if grammar is not None:
+                self._check_grammar(grammar)
+            return self._generate_using(request, grammar, abort, emit)
+
+    def _generate_using(
+        self,
+        request: GenerateRequest,
+        grammar: LlamaGrammar | None,
+        abort: threading.Event,
+        emit: Emit,
+    ) -> GenerateResult:
         # Tokenizing reads only the vocabulary (llama.cpp's tokenizer is const): it needs
         # no slot, so an overflow is refused without waiting for one.
-        if self._closed or not self._slots:
-            raise EngineError(f"model {self.spec.name!r} is closed")
         tokens, stops = self._prompt(self._slots[0].llama, request)
         if len(tokens) + request.sampling.max_tokens > self.n_ctx:
             raise ContextOverflow(
@@ -186,9 +206,11 @@ class Engine:
         slot = None if stopping() else self._acquire(request.session, stopping)
         if slot is None:
             return _result("", "abort", len(tokens), 0, 0, 0.0, 0.0)
+        run = self._begin_run(request.session)
         try:
-            result = self._generate(slot, request, tokens, stops, grammar, stopping, emit)
+            result = self._generate(slot, request, tokens, stops, grammar, stopping, emit, run)
         finally:
+            self._end_run(request.session, run)
             self._release(slot)
         if request.schema is not None and result.finish_reason == "stop":
             reason = check_output(request.schema, result.text)
@@ -200,6 +222,8 @@ class Engine:
         """Forget a session's KV state; False when it had none."""
         dropped = self.sessions.drop(session)
         with self._cond:
+            for run in self._runs.get(session, ()):
+                run.dropped = True  # a generation of it running now saves nothing at its end
             for slot in self._slots:
                 if slot.state is not None and slot.state.owner == session:
                     slot.state = None  # a later request of that name starts cold
@@ -235,14 +259,17 @@ class Engine:
 
     def tokenize(self, text: str) -> list[int]:
         """``text`` as this model's tokens (special tokens' text stays plain text)."""
-        return self._slots[0].llama.tokenize(text.encode(), add_bos=False, special=False)
+        with self._use():
+            return self._slots[0].llama.tokenize(text.encode(), add_bos=False, special=False)
 
     def close(self) -> None:
-        """Free the contexts (waits for running generations to give their slots back) and
-        drop the session states this model made (others sharing the store stay)."""
+        """Free the contexts (waits for running calls to end: generations give their slots
+        back, callers waiting for a slot are refused) and drop the session states this
+        model made (others sharing the store stay)."""
         with self._cond:
             self._closed = True
-            while any(slot.busy for slot in self._slots):
+            self._cond.notify_all()
+            while self._users:
                 self._cond.wait()
             slots, self._slots = self._slots, []
         for slot in slots:
@@ -252,6 +279,38 @@ class Engine:
             self.sessions.drop_model(self._fingerprint)
 
     # -- slots ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[None]:
+        """Hold the contexts alive for one call: refused once closed; ``close`` waits for
+        every holder (a tokenize racing a close would read freed memory)."""
+        with self._cond:
+            if self._closed or not self._slots:
+                raise EngineError(f"model {self.spec.name!r} is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    def _begin_run(self, session: str | None) -> _Run:
+        run = _Run()
+        if session is not None:
+            with self._cond:
+                self._runs.setdefault(session, []).append(run)
+        return run
+
+    def _end_run(self, session: str | None, run: _Run) -> None:
+        if session is None:
+            return
+        with self._cond:
+            runs = self._runs.get(session, [])
+            if run in runs:
+                runs.remove(run)
+            if not runs:
+                self._runs.pop(session, None)
 
     def _make_slot(self, index: int, llama: llama_cpp.Llama) -> _Slot:
         slot = _Slot(index=index, llama=llama)
@@ -265,26 +324,33 @@ class Engine:
 
     def _acquire(self, session: str | None, stopping: Callable[[], bool]) -> _Slot | None:
         """A free slot, the one already holding the session's state if it is free; None
-        when the call was aborted while it waited."""
+        when the call was aborted while it waited. Callers are served in arrival order: a
+        newcomer never takes a slot ahead of one already waiting for it."""
+        ticket = object()
         with self._cond:
-            while True:
-                if self._closed:
-                    raise EngineError(f"model {self.spec.name!r} is closed")
-                free = [slot for slot in self._slots if not slot.busy]
-                if free:
-                    wanted = self.sessions.get(session) if session is not None else None
-                    chosen = next(
-                        (s for s in free if wanted is not None and s.state is wanted), None
-                    )
-                    if chosen is None:
-                        # Prefer a slot holding no live session state, so that other
-                        # sessions keep their affinity.
-                        chosen = min(free, key=lambda s: s.state is not None)
-                    chosen.busy = True
-                    return chosen
-                if stopping():
-                    return None
-                self._cond.wait(SLOT_WAIT_S)
+            self._waiting.append(ticket)
+            try:
+                while True:
+                    if self._closed:
+                        raise EngineError(f"model {self.spec.name!r} is closed")
+                    free = [slot for slot in self._slots if not slot.busy]
+                    if free and self._waiting.index(ticket) < len(free):
+                        wanted = self.sessions.get(session) if session is not None else None
+                        chosen = next(
+                            (s for s in free if wanted is not None and s.state is wanted), None
+                        )
+                        if chosen is None:
+                            # Prefer a slot holding no live session state, so that other
+                            # sessions keep their affinity.
+                            chosen = min(free, key=lambda s: s.state is not None)
+                        chosen.busy = True
+                        return chosen
+                    if stopping():
+                        return None
+                    self._cond.wait(SLOT_WAIT_S)
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()  # the next in line may now be within reach
 
     def _release(self, slot: _Slot) -> None:
         with self._cond:
@@ -302,6 +368,7 @@ class Engine:
         grammar: LlamaGrammar | None,
         stopping: Callable[[], bool],
         emit: Emit,
+        run: _Run,
     ) -> GenerateResult:
         start = time.monotonic()
         llama = slot.llama
@@ -376,7 +443,12 @@ class Engine:
                 emit(rest, pieces)
                 pieces += 1
         if request.session is not None:
-            self._save(slot, request.session)
+            with self._cond:
+                dropped = run.dropped
+            if dropped:
+                slot.state = None  # dropped while it ran: it stays dropped
+            else:
+                self._save(slot, request.session)
         total = time.monotonic() - start
         return _result(text.value, finish, len(tokens), len(completion), cached, ttft, total)
 
