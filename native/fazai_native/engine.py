@@ -20,6 +20,7 @@ import collections
 import contextlib
 import ctypes
 import os
+import re
 import secrets
 import threading
 import time
@@ -629,6 +630,7 @@ def _result(
     )
 
 
+_CONTINUATION = re.compile(r"\r\n|\r|\n|\u2028|\u2029|\x0b|\x0c|\x1c|\x1d|\x1e|\x85")
 _PLACEHOLDER = "\x00fazai-content-{}\x00"
 
 
@@ -657,11 +659,16 @@ def _templated_chat(
 
 
 def _plain_chat(llama: llama_cpp.Llama, messages: Sequence[ChatMessage]) -> list[int]:
+    return llama.tokenize(plain_chat_text(messages).encode(), add_bos=True, special=False)
+
+
+def plain_chat_text(messages: Sequence[ChatMessage]) -> str:
     """A model without a chat template (a base model): each turn as ``role: content``
-    on its own line, then ``assistant:`` for the answer; PLAIN_STOP ends it when the model
-    starts the next turn itself."""
-    text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
-    return llama.tokenize(text.encode(), add_bos=True, special=False)
+    from the start of a line, then ``assistant:`` for the answer; PLAIN_STOP ends it when
+    the model starts the next turn itself. A content's own line breaks are followed by an
+    indent, so that no content can start a line with ``assistant:`` and forge a turn."""
+    turns = (f"{m.role}: {_CONTINUATION.sub(chr(10) + '  ', m.content)}\n" for m in messages)
+    return "".join(turns) + "assistant:"
 
 
 def _kv_bytes_per_token(llama: llama_cpp.Llama) -> int:

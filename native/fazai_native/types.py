@@ -56,6 +56,15 @@ class ChatMessage:
     role: Literal["system", "user", "assistant"]
     content: str
 
+    def __post_init__(self) -> None:
+        # Checked here too, not only at the frame: a role is written into the prompt.
+        if self.role not in ("system", "user", "assistant"):
+            raise ValueError(
+                f"a chat message's role must be system, user or assistant: {self.role!r}"
+            )
+        if not isinstance(self.content, str):
+            raise ValueError("a chat message's content must be text")
+
 
 @dataclass(frozen=True)
 class GenerateRequest:

@@ -409,6 +409,7 @@ def test_callers_waiting_for_a_slot_are_served_in_arrival_order(one_slot: Engine
     holder = threading.Thread(target=call, args=("holder", 40))
     holder.start()
     wait_for(lambda: order == ["holder"])
+
     def waiting(count: int) -> Callable[[], bool]:
         return lambda: len(one_slot._waiting) == count
 
