@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controller.errors import FazaiError
+from controller.llm.completion import Usage
 
 
 class ModelError(FazaiError):
@@ -58,13 +59,24 @@ class SchemaUnsupported(ModelError):
 
 
 class AnswerTruncated(ModelError):
-    """``text`` is what was made before the budget ran out: never a valid answer."""
+    """``text`` is what was made before the budget ran out: never a valid answer.
+    ``usage`` and ``model`` are the cut answer's own (what it cost, who made it)."""
 
     retryable = False
 
-    def __init__(self, backend: str, message: str, text: str = "") -> None:
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        text: str = "",
+        *,
+        model: str = "",
+        usage: Usage | None = None,
+    ) -> None:
         super().__init__(backend, message)
         self.text = text
+        self.model = model
+        self.usage = usage if usage is not None else Usage()
 
 
 class GenerationAborted(ModelError):
