@@ -47,7 +47,7 @@ from controller.gateway import errors, requests
 from controller.gateway.errors import BadRequest
 from controller.gateway.settings import GatewaySettings
 from controller.llm.completion import Answer, Chunk, Completion, Role
-from controller.llm.errors import AnswerTruncated, ModelError
+from controller.llm.errors import AnswerTruncated, GenerationAborted, ModelError
 from controller.server.replies import read_body
 
 log = logging.getLogger("fazai.gateway")
@@ -311,6 +311,13 @@ async def _whole(runtime: Runtime, request: Completion) -> Answer:
         await stream.aclose()  # type: ignore[attr-defined]
     if answer is None:
         raise ModelError("", "the runtime ended without an answer")
+    return _finished(answer)
+
+
+def _finished(answer: Answer) -> Answer:
+    """``answer``, unless it was aborted: that one is no answer to pass on as done."""
+    if answer.finish_reason == "abort":
+        raise GenerationAborted(answer.backend, "the backend aborted the answer")
     return answer
 
 
@@ -450,6 +457,7 @@ async def _events(
                 sent = sent or bool(item.text)
                 yield _sse(_chunk(ident, created, model, chat, item.text, None))
             else:
+                item = _finished(item)
                 last = _chunk(ident, created, model, chat, None, _finish(item))
                 last["system_fingerprint"] = item.backend
                 yield _sse(last)

@@ -267,3 +267,21 @@ async def test_a_truncated_answer_keeps_its_usage_and_model(
     assert answer["usage"]["completion_tokens"] == 4 and answer["usage"]["prompt_tokens"] == 7
     assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 2
     assert answer["fazai"]["model"] == "tiny-q4"
+
+
+async def test_an_aborted_answer_is_never_passed_on_as_finished(
+    served: tuple[Scripted, Running], runtime: Scripted
+) -> None:
+    async def aborted(request: Completion) -> AsyncIterator[Chunk | Answer]:
+        yield Chunk("hal", 0, "local")
+        yield Answer("hal", "abort", "local", "tiny")
+
+    runtime.script = aborted
+    url = f"{served[1].url}/chat/completions"
+    async with http() as client:
+        whole = await client.post(url, json={"messages": ASK})
+        assert whole.status_code == 504 and whole.json()["error"]["code"] == "aborted"
+        async with client.stream("POST", url, json={"messages": ASK, "stream": True}) as got:
+            lines = [line async for line in got.aiter_lines() if line.startswith("data: ")]
+    assert json.loads(lines[-1][6:])["error"]["code"] == "aborted"
+    assert not any('"finish_reason":"stop"' in line for line in lines)

@@ -130,15 +130,34 @@ async def test_closing_the_stream_frees_the_worker(
     assert stats["queue_detail"]["running"] == 0
 
 
-@pytest.mark.parametrize("seconds", [0.05, 1.5])
+# An answer of 120 forced items: hundreds of tokens (and seconds) whatever the model
+# prefers, so no budget of 2 s can see it finish (the count alone ends after 51 tokens).
+ENDLESS = {
+    "type": "object",
+    "properties": {
+        "words": {
+            "type": "array",
+            "items": {"enum": ["alpha", "beta", "gamma"]},
+            "minItems": 120,
+            "maxItems": 120,
+        }
+    },
+    "required": ["words"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seconds", [0.05, 2.0])
 async def test_the_worker_s_deadline_is_deadline_exceeded_and_no_failure(
     backend: WorkerBackend, seconds: float
 ) -> None:
     """The worker stops at the budget's deadline (before its first token with 50 ms,
-    mid-answer with 1.5 s of a 600-token count): the caller gets DeadlineExceeded, never
-    an answer passed off as one, and the backend's circuit stays closed however often
-    it happens (the worker answered: it is up)."""
-    request = dataclasses.replace(LONG, budget=Budget(max_tokens=600, seconds=seconds))
+    mid-answer with 2 s of a forced long answer): the caller gets DeadlineExceeded,
+    never an answer passed off as one, and the backend's circuit stays closed however
+    often it happens (the worker answered: it is up)."""
+    request = dataclasses.replace(
+        LONG, schema=ENDLESS, budget=Budget(max_tokens=600, seconds=seconds)
+    )
     breaker = Breaker(failures=1, reset=60.0)
     chain = Chain(Role.BRAIN, [Link(backend, breaker, "smollm2")])
     for _ in range(2):
