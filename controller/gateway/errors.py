@@ -119,6 +119,10 @@ def message_of(exc: ModelError, status: int, code: str) -> str:
     """What the client reads of ``exc``: its own text for a 4xx, a fixed sentence for a
     server-side failure (whose text is logged here instead)."""
     if status < 500:
+        if isinstance(exc, NoBackendLeft) and exc.attempts:
+            # The first refusal stands for the whole (status_of): its text alone, not
+            # every backend's (one may be a server-side failure's).
+            return f"no backend could answer for {exc.role}: {exc.attempts[0]}"
         return str(exc)
     log.warning("answered %d %s: %s", status, code, exc)
     return _GENERIC.get(code, _GENERIC["model_error"])

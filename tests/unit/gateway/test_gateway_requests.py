@@ -178,3 +178,28 @@ def test_model_errors_as_openai_answers(
     import json
 
     assert json.loads(reply.body)["error"]["code"] == code
+
+
+def test_a_server_side_failure_is_told_in_fixed_words() -> None:
+    import json
+
+    from controller.llm.supervisor import SupervisorError
+
+    down = BackendUnavailable("local", "generate failed: KeyError at /opt/x.py:9 (internal)")
+    for reply in (
+        errors.for_model_error(down),
+        errors.for_model_error(NoBackendLeft("brain", [down])),
+    ):
+        assert reply.status_code == 503
+        assert "/opt/x.py" not in reply.body.decode() and "KeyError" not in reply.body.decode()
+    assert "x.py" not in json.dumps(errors.stream_error(down))
+    # Every backend refused for good: the first refusal's words, not the others' text.
+    held = SupervisorError("worker", "another supervisor (pid 7) runs a worker on /run/w.sock")
+    refused = NoBackendLeft("brain", [SchemaUnsupported("a", "no grammar"), held])
+    reply = errors.for_model_error(refused)
+    assert reply.status_code == 400
+    message = json.loads(reply.body)["error"]["message"]
+    assert "no grammar" in message and "/run/w.sock" not in message
+    # The request's own faults keep their words: the client has to act on them.
+    too_long = errors.for_model_error(BackendRefused("a", "prompt of 9000 tokens over 8192"))
+    assert "9000 tokens" in json.loads(too_long.body)["error"]["message"]
