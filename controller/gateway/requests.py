@@ -1,8 +1,9 @@
 """OpenAI request bodies as the runtime's :class:`~controller.llm.completion.Completion`.
 
-What the runtime cannot do is refused with 400 and the field's name (``n`` above 1,
-``tools``, ``logprobs``, ``echo``), never ignored: a client must not believe it got what
-it asked. Fields that change nothing here (``stream_options`` aside from usage,
+What the runtime cannot do is refused with 400 and the field's name (``n`` other than
+the integer 1, ``tools``, ``logprobs``, ``echo``, more than 4 ``stop`` strings, a schema
+too big for a grammar: 400 ``schema_unsupported``), never ignored: a client must not
+believe it got what it asked. Fields that change nothing here (``stream_options`` aside from usage,
 ``presence_penalty`` of 0, ``metadata``) are accepted.
 
 ``model`` names a role (``brain``, ``executor``) or a backend of fazai.yaml, which stands
