@@ -10,15 +10,20 @@ Routes (a bearer token needed on each when tokens are configured):
     GET  /healthz               open, for probes
 
 A client that goes away aborts its generation: a streamed one when its connection
-closes (the stream is cancelled, which sends ``abort`` to the worker), a whole one too
-(the request's task watches for the disconnect while the answer is made).
+closes (the stream is cancelled, which sends ``abort`` to the worker), also while the
+gateway still waits for its first token (before the response starts: a long prompt, a
+queue), a whole one too (the request's task watches for the disconnect while the answer
+is made).
+
+Sessions (``X-Session-Id``) are the caller's own: the worker gets the name under a
+namespace derived from the bearer token (:func:`owner_of`), so two tokens never share a
+session's KV state whatever names they pick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -42,12 +47,13 @@ from controller.gateway import errors, requests
 from controller.gateway.errors import BadRequest
 from controller.gateway.settings import GatewaySettings
 from controller.llm.completion import Answer, Chunk, Completion, Role
-from controller.llm.errors import AnswerTruncated, BackendUnavailable, ModelError
+from controller.llm.errors import AnswerTruncated, GenerationAborted, ModelError
 from controller.server.replies import read_body
 
 log = logging.getLogger("fazai.gateway")
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request, str], Awaitable[Response]]
+OPEN_OWNER = "open"  # the sessions' namespace of a gateway without tokens (loopback only)
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -81,13 +87,13 @@ def build_app(
     digests = tuple(_digest(_read_token(ref, i)) for i, ref in enumerate(settings.tokens))
     roles = {m.name: m.role for m in models if m.backend}
 
-    def guarded(endpoint: Endpoint, write: bool) -> Endpoint:
+    def guarded(endpoint: Endpoint, write: bool) -> Callable[[Request], Awaitable[Response]]:
         async def guard(request: Request) -> Response:
             refused = _refused(request, digests, write)
             if refused is not None:
                 return refused
             try:
-                return await endpoint(request)
+                return await endpoint(request, owner_of(request, bool(digests)))
             except BadRequest as exc:
                 return errors.for_bad_request(exc)
             except ModelError as exc:
@@ -95,17 +101,17 @@ def build_app(
 
         return guard
 
-    async def chat(request: Request) -> Response:
+    async def chat(request: Request, owner: str) -> Response:
         body = await _json(request, settings.max_body)
-        parsed = requests.chat(body, request.headers, roles)
+        parsed = requests.chat(body, request.headers, roles, owner=owner)
         return await _answer(request, runtime, parsed, chat=True)
 
-    async def complete(request: Request) -> Response:
+    async def complete(request: Request, owner: str) -> Response:
         body = await _json(request, settings.max_body)
-        parsed = requests.completion(body, request.headers, roles)
+        parsed = requests.completion(body, request.headers, roles, owner=owner)
         return await _answer(request, runtime, parsed, chat=False)
 
-    async def embeddings(request: Request) -> Response:
+    async def embeddings(request: Request, owner: str) -> Response:
         body = await _json(request, settings.max_body)
         role = requests.role_for(body.get("model"), roles, Role.EMBEDDER)
         if role is not Role.EMBEDDER:
@@ -128,7 +134,7 @@ def build_app(
             }
         )
 
-    async def list_models(request: Request) -> Response:
+    async def list_models(request: Request, owner: str) -> Response:
         return JSONResponse(
             {
                 "object": "list",
@@ -145,7 +151,7 @@ def build_app(
             }
         )
 
-    async def show_metrics(request: Request) -> Response:
+    async def show_metrics(request: Request, owner: str) -> Response:
         if metrics is None:
             return errors.reply(404, "no metrics here", code="not_found")
         data, kind = await metrics()
@@ -196,6 +202,17 @@ def _read_token(ref: Any, index: int) -> str:
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def owner_of(request: Request, tokens: bool) -> str:
+    """The namespace of the caller's sessions: a digest of its bearer token (already
+    checked), under a label of its own so that it is not the digest the tokens are
+    compared by; without tokens, every (loopback) caller is the one operator."""
+    if not tokens:
+        return OPEN_OWNER
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    mark = hashlib.sha256(b"fazai-gateway-session\0" + token.encode("utf-8", "surrogatepass"))
+    return "t" + mark.hexdigest()[:24]
 
 
 def _refused(request: Request, digests: tuple[bytes, ...], write: bool) -> Response | None:
@@ -274,9 +291,14 @@ async def _unless_gone(request: Request, work: Awaitable[Any]) -> Any:
     return task.result()
 
 
+def _truncated(exc: AnswerTruncated) -> Answer:
+    """An AnswerTruncated as the answer that says ``length`` (what an OpenAI client
+    expects: finish_reason tells it), with the usage and model it came with."""
+    return Answer(exc.text, "length", exc.backend, exc.model, usage=exc.usage)
+
+
 async def _whole(runtime: Runtime, request: Completion) -> Answer:
-    """The whole answer; an AnswerTruncated's text as an answer that says ``length``
-    (what an OpenAI client expects: finish_reason tells it)."""
+    """The whole answer; an AnswerTruncated as an answer that says ``length``."""
     answer: Answer | None = None
     stream = runtime.stream(request)
     try:
@@ -284,11 +306,18 @@ async def _whole(runtime: Runtime, request: Completion) -> Answer:
             if isinstance(item, Answer):
                 answer = item
     except AnswerTruncated as exc:
-        return Answer(exc.text, "length", exc.backend, "")
+        return _truncated(exc)
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
     if answer is None:
         raise ModelError("", "the runtime ended without an answer")
+    return _finished(answer)
+
+
+def _finished(answer: Answer) -> Answer:
+    """``answer``, unless it was aborted: that one is no answer to pass on as done."""
+    if answer.finish_reason == "abort":
+        raise GenerationAborted(answer.backend, "the backend aborted the answer")
     return answer
 
 
@@ -300,14 +329,24 @@ async def _answer(
     if parsed.stream:
         stream = runtime.stream(parsed.completion)
         # The first item decides the status: a failure before any token is a real error
-        # answer (429, 503), not a 200 stream holding it.
+        # answer (429, 503), not a 200 stream holding it. The wait for it (a long prompt,
+        # a queue) comes before the response and its disconnect watch, so it watches for
+        # the client going away itself: cancelled then, which aborts the generation.
+
+        async def first_item() -> Chunk | Answer:
+            try:
+                return await anext(stream)
+            except AnswerTruncated as exc:
+                return _truncated(exc)
+
         try:
-            first = await anext(stream)
-        except AnswerTruncated as exc:
-            first = Answer(exc.text, "length", exc.backend, "")
+            first = await _unless_gone(request, first_item())
         except BaseException:
             await stream.aclose()  # type: ignore[attr-defined]
             raise
+        if first is None:
+            await stream.aclose()  # type: ignore[attr-defined]
+            return Response(status_code=499)
         events = _events(stream, first, ident, created, parsed, chat)
         return _EventStream(events, stream)
     answer = await _unless_gone(request, _whole(runtime, parsed.completion))
@@ -404,13 +443,21 @@ async def _events(
             if isinstance(item, Chunk) and item.restart and sent:
                 # The chain started the answer again on another backend: what this client
                 # got cannot be taken back, so the response fails rather than splice two.
-                raise BackendUnavailable(
-                    item.backend, "the stream broke on a backend after tokens were sent"
+                # The gateway's own words (no backend's text): the client must retry.
+                log.warning("%s: the stream broke after tokens were sent", item.backend)
+                yield _sse(
+                    errors.body(
+                        "the stream broke on a backend after tokens were sent; send it again",
+                        "server_error",
+                        "unavailable",
+                    )
                 )
+                return
             if isinstance(item, Chunk):
                 sent = sent or bool(item.text)
                 yield _sse(_chunk(ident, created, model, chat, item.text, None))
             else:
+                item = _finished(item)
                 last = _chunk(ident, created, model, chat, None, _finish(item))
                 last["system_fingerprint"] = item.backend
                 yield _sse(last)
@@ -429,11 +476,17 @@ async def _events(
             except StopAsyncIteration:
                 item = None
             except AnswerTruncated as exc:
-                item = Answer(exc.text, "length", exc.backend, "")
+                item = _truncated(exc)
     except ModelError as exc:
         # The 200 is sent: the failure goes as the stream's last event (OpenAI's clients
         # raise it), then the stream ends without [DONE].
         yield _sse(errors.stream_error(exc))
+    except Exception as exc:
+        # A bug below (not a ModelError): logged here, where its traceback still is
+        # (the response's task swallows what its sender raises), and told the client
+        # as a server error rather than a stream that just stops.
+        log.error("%s: the stream failed", parsed.model, exc_info=exc)
+        yield _sse(errors.body("internal error", "server_error", "server_error"))
 
 
 class _EventStream(StreamingResponse):
@@ -459,7 +512,11 @@ class _EventStream(StreamingResponse):
             for task in (sender, watcher):
                 task.cancel()
             for task in (sender, watcher):
-                with contextlib.suppress(asyncio.CancelledError, OSError, Exception):
+                try:
                     await task
+                except (asyncio.CancelledError, OSError):
+                    pass  # cancelled here, or the client's connection went
+                except Exception as exc:  # a bug: never swallowed unseen
+                    log.error("the event stream failed", exc_info=exc)
             await self._events.aclose()  # type: ignore[attr-defined]
             await self._source.aclose()  # type: ignore[attr-defined]

@@ -15,11 +15,16 @@ BackendRefused             400     the request itself (too long for the context,
 GenerationAborted          504     the deadline or an abort ended it before an answer
 =========================  ======  ===================================================
 
-Messages are the errors' own, which name backends and models, never a prompt or a key.
+The client's message is the error's own for its faults and the backends' limits (4xx:
+busy, refused, a schema that cannot be enforced: what it must change). For the server's
+own failures (5xx) it is a fixed sentence per code: a worker's or a remote endpoint's
+text (a crash's exception, a path, a remote server's body) is the operator's to read, in
+the gateway's log, not a client's.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -34,6 +39,16 @@ from controller.llm.errors import (
     NoBackendLeft,
     SchemaUnsupported,
 )
+
+log = logging.getLogger("fazai.gateway")
+
+# What a client is told of a server-side failure, by code; the detail goes to the log.
+_GENERIC = {
+    "no_backend": "no model backend could answer now; try again later",
+    "unavailable": "the model backend is unavailable now; try again later",
+    "aborted": "the generation was stopped before it finished",
+    "model_error": "the model backend failed",
+}
 
 
 def body(
@@ -57,14 +72,22 @@ class BadRequest(Exception):
     """A request the gateway refuses before the runtime sees it; ``param`` names the
     field at fault."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        status: int = 400,
+        *,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.param = param
         self.status = status
+        self.code = code
 
 
 def for_bad_request(exc: BadRequest) -> JSONResponse:
-    code = "model_not_found" if exc.status == 404 else None
+    code = exc.code or ("model_not_found" if exc.status == 404 else None)
     return reply(exc.status, str(exc), code=code, param=exc.param)
 
 
@@ -92,16 +115,29 @@ def status_of(exc: ModelError) -> tuple[int, str, str, float | None]:
     return 503, "server_error", "model_error", None
 
 
+def message_of(exc: ModelError, status: int, code: str) -> str:
+    """What the client reads of ``exc``: its own text for a 4xx, a fixed sentence for a
+    server-side failure (whose text is logged here instead)."""
+    if status < 500:
+        if isinstance(exc, NoBackendLeft) and exc.attempts:
+            # The first refusal stands for the whole (status_of): its text alone, not
+            # every backend's (one may be a server-side failure's).
+            return f"no backend could answer for {exc.role}: {exc.attempts[0]}"
+        return str(exc)
+    log.warning("answered %d %s: %s", status, code, exc)
+    return _GENERIC.get(code, _GENERIC["model_error"])
+
+
 def for_model_error(exc: ModelError) -> JSONResponse:
     status, kind, code, delay = status_of(exc)
     headers = {}
     if delay is not None:
         headers["Retry-After"] = str(max(1, math.ceil(delay)))
     param = "response_format" if code == "schema_unsupported" else None
-    return reply(status, str(exc), kind, code, param, headers)
+    return reply(status, message_of(exc, status, code), kind, code, param, headers)
 
 
 def stream_error(exc: ModelError) -> dict[str, Any]:
     """The error as the last event of a stream whose 200 was already sent."""
-    _, kind, code, _ = status_of(exc)
-    return body(str(exc), kind, code)
+    status, kind, code, _ = status_of(exc)
+    return body(message_of(exc, status, code), kind, code)

@@ -1,18 +1,23 @@
 """OpenAI request bodies as the runtime's :class:`~controller.llm.completion.Completion`.
 
-What the runtime cannot do is refused with 400 and the field's name (``n`` above 1,
-``tools``, ``logprobs``, ``echo``), never ignored: a client must not believe it got what
-it asked. Fields that change nothing here (``stream_options`` aside from usage,
+What the runtime cannot do is refused with 400 and the field's name (``n`` other than
+the integer 1, ``tools``, ``logprobs``, ``echo``, more than 4 ``stop`` strings, a schema
+too big for a grammar: 400 ``schema_unsupported``), never ignored: a client must not
+believe it got what it asked. Fields that change nothing here (``stream_options`` aside from usage,
 ``presence_penalty`` of 0, ``metadata``) are accepted.
 
 ``model`` names a role (``brain``, ``executor``) or a backend of fazai.yaml, which stands
 for its role's chain. The session that keeps a conversation's KV state in the worker is
-the ``X-Session-Id`` header, else the ``user`` field: the agent sends the same one on
-each iteration, so its second prompt is not read again from the start.
+the ``X-Session-Id`` header: the agent sends the same one on each iteration, so its
+second prompt is not read again from the start. The name the worker gets is that one
+under the caller's namespace (``owner``: a digest of its bearer token), so two tokens
+that pick the same name never share, nor read, each other's KV state. OpenAI's ``user``
+field is not a session: it names an end user, often the same one across conversations.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +27,16 @@ from controller.gateway.errors import BadRequest
 from controller.llm.completion import Budget, Completion, Message, Role, Sampling
 
 SESSION_HEADER = "x-session-id"
-MAX_SESSION = 128
+MAX_SESSION = 96  # the worker's 128 less the owner's namespace (``owner:``)
+MAX_OWNER = 31
 MAX_TOKENS = 1 << 20
 MAX_MESSAGES = 4096
-MAX_STOPS = 16
-_SESSION = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+MAX_STOPS = 4  # OpenAI's limit: a client written for it sends no more
+MAX_STOP_CHARS = 256
+MAX_SCHEMA_BYTES = 64 * 1024  # a grammar from more than this is not one the worker makes
+MAX_SCHEMA_NODES = 4096  # values in it (keys' values, items), at any depth
+MAX_SCHEMA_DEPTH = 32  # nested objects/arrays: deeper blows the converter's recursion
+_SESSION = re.compile(rf"[A-Za-z0-9._:@/+=-]{{1,{MAX_SESSION}}}")
 
 # Fields that ask for something this gateway does not do: refused, never ignored.
 _UNSUPPORTED = (
@@ -67,37 +77,52 @@ def role_for(model: Any, roles: Mapping[str, Role], default: Role = Role.BRAIN) 
     raise BadRequest(f"the model {model!r} does not exist; known: {known}", "model", 404)
 
 
-def session_of(body: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
-    value = headers.get(SESSION_HEADER) or body.get("user")
+def session_of(headers: Mapping[str, str], owner: str) -> str | None:
+    """The worker's session for the ``X-Session-Id`` header, under ``owner``'s namespace
+    (``owner:name``): the caller's own, never another token's."""
+    value = headers.get(SESSION_HEADER)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _SESSION.fullmatch(value):
+    if not _SESSION.fullmatch(value):
         raise BadRequest(
-            f"a session (X-Session-Id or user) is 1 to {MAX_SESSION} letters, digits or ._:@/+=-",
-            "user",
+            f"a session (X-Session-Id) is 1 to {MAX_SESSION} letters, digits or ._:@/+=-",
+            SESSION_HEADER,
         )
-    return value
+    if not owner or len(owner) > MAX_OWNER or ":" in owner:
+        raise ValueError("a session's owner is 1 to 31 characters, without ':'")
+    return f"{owner}:{value}"
 
 
-def chat(body: Mapping[str, Any], headers: Mapping[str, str], roles: Mapping[str, Role]) -> Parsed:
+def chat(
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    roles: Mapping[str, Role],
+    *,
+    owner: str = "open",
+) -> Parsed:
+    """``owner``: the namespace of the caller's sessions (see :func:`session_of`)."""
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise BadRequest("must be a non-empty list of messages", "messages")
     if len(raw) > MAX_MESSAGES:
         raise BadRequest(f"at most {MAX_MESSAGES} messages", "messages")
     messages = tuple(_message(m, i) for i, m in enumerate(raw))
-    return _parsed(body, headers, roles, messages=messages)
+    return _parsed(body, headers, roles, owner, messages=messages)
 
 
 def completion(
-    body: Mapping[str, Any], headers: Mapping[str, str], roles: Mapping[str, Role]
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    roles: Mapping[str, Role],
+    *,
+    owner: str = "open",
 ) -> Parsed:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise BadRequest("must be a string (one prompt per request)", "prompt")
-    return _parsed(body, headers, roles, prompt=prompt)
+    return _parsed(body, headers, roles, owner, prompt=prompt)
 
 
 def embedding_format(body: Mapping[str, Any]) -> str:
@@ -148,6 +173,7 @@ def _parsed(
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     roles: Mapping[str, Role],
+    owner: str,
     *,
     prompt: str | None = None,
     messages: tuple[Message, ...] = (),
@@ -155,8 +181,10 @@ def _parsed(
     for name in _UNSUPPORTED:
         if body.get(name) not in (None, False, [], {}):
             raise BadRequest(f"{name} is not supported by this gateway", name)
-    if body.get("n", 1) != 1:
-        raise BadRequest("only n=1 is supported", "n")
+    n = body.get("n")
+    # True == 1 and 1.0 == 1 in Python: only the integer 1 itself is one choice.
+    if n is not None and (type(n) is not int or n != 1):
+        raise BadRequest("only n=1 is supported (an integer)", "n")
     model = body.get("model")
     role = role_for(model, roles)
     if role is Role.EMBEDDER:
@@ -171,19 +199,23 @@ def _parsed(
     options = body.get("stream_options") or {}
     if not isinstance(options, Mapping):
         raise BadRequest("must be an object", "stream_options")
+    include_usage = options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        # "false" is truthy: a client must get what it said, not what bool() makes of it.
+        raise BadRequest("must be true or false", "stream_options.include_usage")
     return Parsed(
         Completion(
             role,
             prompt=prompt,
             messages=messages,
-            session=session_of(body, headers),
+            session=session_of(headers, owner),
             schema=_schema(body.get("response_format")),
             budget=Budget(max_tokens=max_tokens),
             sampling=_sampling(body),
         ),
         model if isinstance(model, str) and model else role.value,
         stream,
-        bool(options.get("include_usage", False)),
+        bool(include_usage),
     )
 
 
@@ -195,6 +227,8 @@ def _sampling(body: Mapping[str, Any]) -> Sampling:
         raise BadRequest("must be a string or a list of strings", "stop")
     if len(stops) > MAX_STOPS:
         raise BadRequest(f"at most {MAX_STOPS} stop strings", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise BadRequest(f"a stop string is at most {MAX_STOP_CHARS} characters", "stop")
     seed = body.get("seed")
     return Sampling(
         temperature=_number(body.get("temperature", default.temperature), "temperature", 0, 2),
@@ -226,8 +260,42 @@ def _schema(value: Any) -> Mapping[str, Any] | None:
             raise BadRequest(
                 "must be an object (a JSON Schema)", "response_format.json_schema.schema"
             )
+        _bounded(schema)
         return dict(schema)
     raise BadRequest("type must be text, json_object or json_schema", "response_format.type")
+
+
+def _bounded(schema: Mapping[str, Any]) -> None:
+    """Refuses a schema too big or too deep to be made into a grammar, as the worker
+    refuses one it cannot convert (400 ``schema_unsupported``): past these bounds the
+    conversion would blow the frame limit or the converter's recursion, a server error
+    for what is the request's fault."""
+    where = "response_format.json_schema.schema"
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_SCHEMA_DEPTH:
+            raise BadRequest(
+                f"a schema nested deeper than {MAX_SCHEMA_DEPTH} levels cannot be enforced",
+                where,
+                code="schema_unsupported",
+            )
+        if nodes > MAX_SCHEMA_NODES:
+            break  # too big already: no need to walk the rest
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    size = MAX_SCHEMA_BYTES + 1 if nodes > MAX_SCHEMA_NODES else len(json.dumps(schema))
+    if size > MAX_SCHEMA_BYTES:
+        raise BadRequest(
+            f"a schema over {MAX_SCHEMA_BYTES} bytes (or {MAX_SCHEMA_NODES} values) "
+            "is too big to be made into a grammar here",
+            where,
+            code="schema_unsupported",
+        )
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:

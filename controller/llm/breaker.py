@@ -17,7 +17,9 @@ backend is up. A :class:`~controller.llm.errors.DeadlineExceeded` (the budget's 
 fired while this backend was being waited on) counts as a temporary failure, so that a
 hung backend is left once ``failures`` requests in a row spent their budget on it, even
 when every budget is shorter than its own ``tokenTimeout``; a probe that runs into it is
-released, not judged (its budget was too short to say the backend is up or down). A
+released, not judged (its budget was too short to say the backend is up or down). One
+the backend answered itself (``DeadlineExceeded.answered``: the worker stopped at the
+deadline and said so) is no failure: the backend is up, as after a permanent error. A
 ``Retry-After`` the backend sent (``BackendBusy.delay``) holds the circuit open for that
 long, at most :data:`MAX_HOLD`, without counting as a failure: the backend asked, it is
 not broken, but neither it nor a proxy in front of it may switch itself off for good.
@@ -114,6 +116,10 @@ class Breaker:
         """Count ``exc`` when it is temporary; a permanent one only ends a probe (the
         backend answered: it is up, so the circuit closes)."""
         probe = admission is not None and admission is self._probe
+        if isinstance(exc, DeadlineExceeded) and exc.answered:
+            if probe:  # it answered: it is up
+                self.success(admission)
+            return
         if isinstance(exc, DeadlineExceeded):
             if probe:  # no verdict: the next request probes again
                 self._end(admission)

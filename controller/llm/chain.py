@@ -49,6 +49,8 @@ that may never be needed). A backend that hangs with a budget shorter than its o
 :class:`~controller.llm.errors.DeadlineExceeded`, which goes to the caller (no time is
 left for another backend) and counts as a temporary failure on its circuit, so that after
 ``failures`` such requests in a row it is skipped and the next backend gets the budget.
+A backend that stops at the deadline itself and says so (the worker:
+``DeadlineExceeded.answered``) goes to the caller too, but counts nothing: it is up.
 
 Events (no prompt text in any): ``model.token`` per chunk (the answer's own text, for the
 SSE stream; ephemeral: live subscribers get it, the bus's replay history does not keep

@@ -10,6 +10,7 @@
         ├── AnswerTruncated           the budget's max_tokens ended it mid-answer (permanent)
         ├── GenerationAborted         an abort or the budget's deadline stopped it (permanent)
         │   └── DeadlineExceeded          ... the deadline, while waiting on this backend
+        │                                 (or said by it: .answered)
         └── NoBackendLeft             every backend of the role failed; .attempts (temporary)
 
 Messages name the backend and model, never a prompt's text or an API key.
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controller.errors import FazaiError
+from controller.llm.completion import Usage
 
 
 class ModelError(FazaiError):
@@ -58,13 +60,24 @@ class SchemaUnsupported(ModelError):
 
 
 class AnswerTruncated(ModelError):
-    """``text`` is what was made before the budget ran out: never a valid answer."""
+    """``text`` is what was made before the budget ran out: never a valid answer.
+    ``usage`` and ``model`` are the cut answer's own (what it cost, who made it)."""
 
     retryable = False
 
-    def __init__(self, backend: str, message: str, text: str = "") -> None:
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        text: str = "",
+        *,
+        model: str = "",
+        usage: Usage | None = None,
+    ) -> None:
         super().__init__(backend, message)
         self.text = text
+        self.model = model
+        self.usage = usage if usage is not None else Usage()
 
 
 class GenerationAborted(ModelError):
@@ -75,7 +88,15 @@ class DeadlineExceeded(GenerationAborted):
     """The budget's deadline fired while the backend was being waited on (connecting,
     for its first piece, between pieces): the caller's limit for the caller, but for the
     backend's circuit breaker a temporary failure (a hung backend spends every budget),
-    unlike an abort, which says nothing about the backend."""
+    unlike an abort, which says nothing about the backend.
+
+    ``answered``: the backend itself stopped at the deadline and said so (the worker's
+    ``abort_reason: deadline``): it is up and working, the budget was just too short for
+    the answer, so the breaker counts nothing."""
+
+    def __init__(self, backend: str, message: str, *, answered: bool = False) -> None:
+        super().__init__(backend, message)
+        self.answered = answered
 
 
 class NoBackendLeft(ModelError):

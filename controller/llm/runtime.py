@@ -89,6 +89,8 @@ class ModelRuntime:
                             item.backend,
                             f"max_tokens ({request.budget.max_tokens}) ended the answer",
                             item.text,
+                            model=item.model,
+                            usage=item.usage,
                         )
                     if item.finish_reason != "stop":
                         raise GenerationAborted(item.backend, "the backend aborted the answer")

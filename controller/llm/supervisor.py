@@ -6,13 +6,21 @@ killer, a SIGKILL, a decode that hangs) never kills the controller. The supervis
 * writes the worker's JSON config (mode 0600, in a private folder) and starts
   ``sys.executable -m fazai_native --socket PATH --config FILE --queue N``, then waits
   for its ``ready <socket>`` line (``ready_timeout``) and connects;
-* holds an exclusive lock beside the socket (``PATH.supervisor.lock``) for as long as it runs, so
-  a second supervisor on the same path refuses at once instead of removing the first
-  one's socket from under it;
+* checks the socket's folder first (made mode 0700 when missing): it must be ours and
+  writable by no one else, or another user could put a socket of its own where ours
+  goes, or take the lock; it refuses (SupervisorError) otherwise;
+* holds an exclusive lock beside the socket (``PATH.supervisor.lock``, mode 0600) for as
+  long as it runs, so a second supervisor on the same path refuses at once instead of
+  removing the first one's socket from under it; a start that fails after taking it
+  lets it go;
 * watches the process: when it ends, the requests in flight fail at once with
   BackendUnavailable naming how it died ("the worker died (signal 9)"), and it is
   started again after a delay that doubles from ``backoff_initial`` up to
-  ``backoff_max``, back to the start once a worker has stayed up ``stable_after``;
+  ``backoff_max``, back to the start once a worker has stayed up ``stable_after``; a
+  restart that cannot even start a process (an OSError: no more processes, a missing
+  interpreter) is retried the same way. Should the watcher itself fail (a bug), it is
+  logged, the worker is stopped and the lock let go, so that the next request starts
+  it all again instead of waiting for a watcher that is gone;
 * kills a hung worker: one with generations in flight that has sent no frame for
   ``hang_timeout`` seconds (the decode is stuck; the abort callback cannot reach it);
 * on :meth:`close`, SIGTERM, then SIGKILL after ``stop_grace``.
@@ -31,6 +39,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -153,8 +162,8 @@ class Supervisor:
             wait = self._first_retry_at - time.monotonic()
             if self._first_failure is not None and wait > 0:
                 raise BackendUnavailable(NAME, f"{self._first_failure} (next try in {wait:.1f} s)")
-            self._take_lock()
             try:
+                self._take_lock()
                 await self._spawn()
             except BackendUnavailable as exc:
                 self._release()
@@ -170,6 +179,7 @@ class Supervisor:
                 raise
             self._first_failure = None
             self._watcher = asyncio.create_task(self._watch(), name="fazai-worker-watch")
+            self._watcher.add_done_callback(self._watch_ended)
 
     async def close(self) -> None:
         self._closing = True
@@ -192,11 +202,52 @@ class Supervisor:
 
     # -- inside ----------------------------------------------------------------------
 
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        """The watcher ended: by close() (cancelled), or by a bug. Then nothing would
+        restart the worker and every request would wait for one that never comes: the
+        supervisor goes back to not started (worker stopped, lock let go), so that the
+        next request starts it again."""
+        if task is not self._watcher or self._closing or task.cancelled():
+            return  # close() or the loop's own end: they stop the rest themselves
+        self._watcher = None
+        self._up.clear()
+        error = task.exception()
+        self._last_failure = f"the worker's watcher failed ({type(error).__name__})"
+        log.error(
+            "the model worker's watcher failed; the next request starts it again", exc_info=error
+        )
+        if self._conn is not None:
+            self._conn.fail(self._last_failure)
+            self._conn = None
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # no one watches it now; a new start makes another
+        self._release()
+
+    def _check_folder(self, folder: Path) -> None:
+        """``folder`` (where the socket and the lock go) is ours and no one else's to
+        write: another user who could write there could put its own socket in our
+        socket's place (and read every prompt), or hold our lock."""
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = folder.stat()
+        if found.st_uid != os.getuid():
+            raise SupervisorError(
+                NAME, f"the worker's socket folder {folder} belongs to uid {found.st_uid}, not us"
+            )
+        if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise SupervisorError(
+                NAME,
+                f"the worker's socket folder {folder} is writable by others "
+                f"(mode {stat.S_IMODE(found.st_mode):o}): give the socket a private folder",
+            )
+
     def _take_lock(self) -> None:
         socket = self.options.socket
-        socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._check_folder(socket.parent)
         lock_path = lock_path_of(socket)
-        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held while we run)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        handle = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -208,11 +259,16 @@ class Supervisor:
                 f"another supervisor (pid {holder}) runs a worker on {socket}; stop it, "
                 "or give this one another worker socket (models.worker.socket)",
             ) from None
+        except BaseException:
+            handle.close()
+            raise
+        # Held from here: whatever fails next, _release lets it go.
+        self._lock_file = handle
+        os.fchmod(fd, 0o600)  # one left by an older version may be wider
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        self._lock_file = handle
         self._folder = tempfile.TemporaryDirectory(prefix="fazai-worker-")
         config = Path(self._folder.name) / "worker.json"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -245,14 +301,19 @@ class Supervisor:
             str(options.queue),
             *options.extra_args,
         ]
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(options.env) if options.env is not None else None,
-            start_new_session=True,  # a Ctrl-C in the terminal is the controller's to handle
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(options.env) if options.env is not None else None,
+                start_new_session=True,  # a Ctrl-C in the terminal is the controller's
+            )
+        except OSError as exc:  # no more processes or descriptors, no interpreter
+            raise BackendUnavailable(
+                NAME, f"cannot start the worker: {exc.strerror or type(exc).__name__}"
+            ) from exc
         self._proc = proc
         self.pid = proc.pid
         assert proc.stdout is not None and proc.stderr is not None
@@ -317,7 +378,8 @@ class Supervisor:
                 delay = min(delay * 2, self.options.backoff_max)
                 try:
                     await self._spawn()
-                except BackendUnavailable as exc:
+                except (BackendUnavailable, OSError) as exc:
+                    # OSError: the worker's socket or pipes; the next try may well work.
                     self._last_failure = str(exc)
                     log.warning("restarting the model worker failed: %s", exc)
                     continue

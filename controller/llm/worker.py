@@ -4,7 +4,11 @@ embeddings over its Unix socket (:mod:`fazai_native.protocol`).
 Frames become values here: ``token`` a :class:`Chunk`, ``done`` the :class:`Answer`
 (usage, timings, this backend's name, the model), ``error`` the ModelError its code
 stands for (:func:`error_for`). ``finish_reason: length`` comes back as an Answer that
-says so: the runtime, which knows the budget, raises AnswerTruncated. Giving up on a
+says so: the runtime, which knows the budget, raises AnswerTruncated. The worker stopping
+at the budget's deadline (``abort_reason: deadline``, or an ``aborted`` error once the
+deadline has passed: no one else aborts our requests) is DeadlineExceeded, ``answered``:
+the worker is up, so the circuit breaker counts nothing, and an aborted answer is never
+passed on as one that finished. Giving up on a
 stream (``aclose()``, a cancelled task, a frame that does not come in time) sends
 ``abort`` for that request, so the worker stops generating for nobody.
 
@@ -26,6 +30,7 @@ from controller.llm.errors import (
     BackendBusy,
     BackendRefused,
     BackendUnavailable,
+    DeadlineExceeded,
     GenerationAborted,
     ModelError,
     SchemaUnsupported,
@@ -163,7 +168,8 @@ class WorkerBackend:
                     yield Chunk(str(frame.get("text", "")), int(frame.get("index", 0)), self.name)
                 elif event == "done":
                     finished = True
-                    if frame.get("finish_reason") == "abort" and frame.get("abort_reason") in (
+                    reason = frame.get("abort_reason")
+                    if frame.get("finish_reason") == "abort" and reason in (
                         "slow_reader",
                         "closed",
                     ):
@@ -171,11 +177,17 @@ class WorkerBackend:
                         raise BackendUnavailable(
                             self.name, f"the worker aborted it ({frame['abort_reason']})"
                         )
+                    if frame.get("finish_reason") == "abort" and reason == "deadline":
+                        raise _deadline(self.name, request)
                     yield self._answer(frame, started, first)
                     return
                 elif event == "error":
                     finished = True
-                    raise error_for(self.name, frame)
+                    error = error_for(self.name, frame)
+                    if isinstance(error, GenerationAborted) and _past(request, started):
+                        # Only we can abort our requests, and we did not: its deadline.
+                        raise _deadline(self.name, request) from error
+                    raise error
         finally:
             if not finished:
                 # aclose(), a cancelled task, a timeout: the worker stops for nobody.
@@ -270,6 +282,21 @@ class WorkerBackend:
                 total_s=now - started,
             ),
         )
+
+
+def _deadline(backend: str, request: Completion) -> DeadlineExceeded:
+    seconds = request.budget.seconds
+    within = f" ({seconds:g} s)" if seconds is not None else ""
+    return DeadlineExceeded(
+        backend, f"the worker stopped at the budget's deadline{within}", answered=True
+    )
+
+
+def _past(request: Completion, started: float) -> bool:
+    """Whether ``request``'s deadline has passed (the worker's clock started after
+    ``started``: when it fires, ours has passed too)."""
+    seconds = request.budget.seconds
+    return seconds is not None and time.monotonic() - started >= seconds
 
 
 def _reason(exc: ModelError) -> str:

@@ -58,15 +58,20 @@ async def gateway(
     *,
     token_env: str | None = None,
     metrics: object = None,
+    more_tokens: Sequence[str] = (),
 ) -> AsyncIterator[Running]:
     """The gateway on 127.0.0.1, a free port; with ``token_env`` a bearer token is
-    needed (TOKEN, through that environment variable)."""
+    needed (TOKEN, through that environment variable, or one of ``more_tokens``,
+    through that name with ``_1``, ``_2``... appended)."""
     from controller.server.settings import SecretRef
 
-    tokens = ()
+    tokens: tuple[SecretRef, ...] = ()
     if token_env is not None:
         os.environ[token_env] = TOKEN
         tokens = (SecretRef(env=token_env),)
+        for i, extra in enumerate(more_tokens, 1):
+            os.environ[f"{token_env}_{i}"] = extra
+            tokens += (SecretRef(env=f"{token_env}_{i}"),)
     settings = GatewaySettings("127.0.0.1", 0, tokens)
     stop = asyncio.Event()
     listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -31,6 +31,7 @@ from controller.llm.settings import ModelsSettings
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ASK = [{"role": "user", "content": "Name one colour."}]
+OTHER = "a-second-gateway-token-0123456789"
 ACTION = {
     "type": "object",
     "properties": {
@@ -81,7 +82,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     backends = {b.name: worker.local_backend(settings, b) for b in settings.backends}
     runtime = ModelRuntime(settings, backends)
     try:
-        async with gateway(runtime, models_of(settings), token_env="FAZAI_TEST_GATEWAY") as running:
+        async with gateway(
+            runtime, models_of(settings), token_env="FAZAI_TEST_GATEWAY", more_tokens=(OTHER,)
+        ) as running:
             yield Stack(settings, runtime, running, backends["smollm2"])
     finally:
         await runtime.close()
@@ -177,7 +180,7 @@ async def test_a_session_reuses_the_prompt(stack: Stack) -> None:
         {"role": "user", "content": "Say hi."},
     ]
     first = await client.chat.completions.create(
-        model="brain", messages=history, max_tokens=6, user="agent-run-1"
+        model="brain", messages=history, max_tokens=6, extra_headers={"X-Session-Id": "agent-run-1"}
     )
     history += [
         {"role": "assistant", "content": first.choices[0].message.content or ""},
@@ -188,6 +191,34 @@ async def test_a_session_reuses_the_prompt(stack: Stack) -> None:
     )
     assert second.usage is not None and second.usage.prompt_tokens_details is not None
     assert second.usage.prompt_tokens_details.cached_tokens > 0
+
+
+async def test_another_token_never_reads_a_session_of_the_same_name(stack: Stack) -> None:
+    """The worker's KV state of token A's session is not B's to extend, whatever name B
+    gives: B's request evaluates its whole prompt, A's own reuses it (the state was there
+    to be read)."""
+    history = [
+        {"role": "system", "content": "You watch the edge routers of a small campus. " * 8},
+        {"role": "user", "content": "Say ok."},
+    ]
+    session = {"X-Session-Id": "shared-name"}
+    first = await stack.client().chat.completions.create(
+        model="brain", messages=history, max_tokens=4, extra_headers=session
+    )
+    history += [
+        {"role": "assistant", "content": first.choices[0].message.content or ""},
+        {"role": "user", "content": "Again."},
+    ]
+    theirs = await stack.client(OTHER).chat.completions.create(
+        model="brain", messages=history, max_tokens=4, extra_headers=session
+    )
+    assert theirs.usage is not None and theirs.usage.prompt_tokens_details is not None
+    assert theirs.usage.prompt_tokens_details.cached_tokens == 0
+    mine = await stack.client().chat.completions.create(
+        model="brain", messages=history, max_tokens=4, extra_headers=session
+    )
+    assert mine.usage is not None and mine.usage.prompt_tokens_details is not None
+    assert mine.usage.prompt_tokens_details.cached_tokens > 0
 
 
 async def running_generations(stack: Stack) -> int:
@@ -232,7 +263,7 @@ async def test_two_sessions_at_once_neither_waits_for_the_other(stack: Stack) ->
             messages=[{"role": "user", "content": question}],
             max_tokens=400,
             stream=True,
-            user=session,
+            extra_headers={"X-Session-Id": session},
             response_format=long_answer,  # type: ignore[arg-type]
         )
         first = 0.0

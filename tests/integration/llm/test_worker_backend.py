@@ -2,11 +2,14 @@
 streamed as chunks, the answer's usage and timings; the worker SIGKILLed mid-stream
 (the caller gets BackendUnavailable at once, naming the signal; the supervisor starts it
 again and the next request is answered); a hung worker (SIGSTOP: no frame for the hang
-timeout) killed and replaced; closing the stream aborts the generation."""
+timeout) killed and replaced; closing the stream aborts the generation; the worker's
+own deadline as DeadlineExceeded, which leaves the circuit closed; a truncated answer's
+usage and model."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -15,8 +18,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from controller.llm.breaker import Breaker, State
+from controller.llm.chain import Chain, Link
 from controller.llm.completion import Answer, Budget, Chunk, Completion, Message, Role
-from controller.llm.errors import BackendUnavailable
+from controller.llm.errors import AnswerTruncated, BackendUnavailable, DeadlineExceeded
+from controller.llm.runtime import ModelRuntime
+from controller.llm.settings import BackendSettings, LocalModel, ModelsSettings
 from controller.llm.supervisor import Supervisor, WorkerOptions
 from controller.llm.worker import WorkerBackend
 
@@ -121,3 +128,53 @@ async def test_closing_the_stream_frees_the_worker(
     assert time.monotonic() - started < 5.0
     stats = await backend.stats()
     assert stats["queue_detail"]["running"] == 0
+
+
+# An answer of 120 forced items: hundreds of tokens (and seconds) whatever the model
+# prefers, so no budget of 2 s can see it finish (the count alone ends after 51 tokens).
+ENDLESS = {
+    "type": "object",
+    "properties": {
+        "words": {
+            "type": "array",
+            "items": {"enum": ["alpha", "beta", "gamma"]},
+            "minItems": 120,
+            "maxItems": 120,
+        }
+    },
+    "required": ["words"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seconds", [0.05, 2.0])
+async def test_the_worker_s_deadline_is_deadline_exceeded_and_no_failure(
+    backend: WorkerBackend, seconds: float
+) -> None:
+    """The worker stops at the budget's deadline (before its first token with 50 ms,
+    mid-answer with 2 s of a forced long answer): the caller gets DeadlineExceeded,
+    never an answer passed off as one, and the backend's circuit stays closed however
+    often it happens (the worker answered: it is up)."""
+    request = dataclasses.replace(
+        LONG, schema=ENDLESS, budget=Budget(max_tokens=600, seconds=seconds)
+    )
+    breaker = Breaker(failures=1, reset=60.0)
+    chain = Chain(Role.BRAIN, [Link(backend, breaker, "smollm2")])
+    for _ in range(2):
+        with pytest.raises(DeadlineExceeded) as caught:
+            async for _ in chain.stream(request):
+                pass
+        assert caught.value.answered and caught.value.backend == "smollm2"
+    assert breaker.state is State.CLOSED
+    items = [item async for item in chain.stream(SHORT)]
+    assert isinstance(items[-1], Answer) and items[-1].text
+
+
+async def test_a_truncated_answer_keeps_its_usage_and_model(backend: WorkerBackend) -> None:
+    local = BackendSettings("smollm2", Role.BRAIN, LocalModel(embedded="smollm2-135m"))
+    runtime = ModelRuntime(ModelsSettings(backends=(local,)), {"smollm2": backend})
+    with pytest.raises(AnswerTruncated) as caught:
+        await runtime.complete(dataclasses.replace(LONG, budget=Budget(max_tokens=5)))
+    cut = caught.value
+    assert cut.usage.completion_tokens == 5 and cut.usage.prompt_tokens > 0
+    assert cut.model == "smollm2" and cut.text

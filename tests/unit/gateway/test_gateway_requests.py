@@ -43,20 +43,25 @@ def test_a_chat_request_becomes_a_completion() -> None:
             "stream": True,
             "stream_options": {"include_usage": True},
             "user": "agent-1",
-        }
+        },
+        {"x-session-id": "agent-1"},
     )
     done = parsed.completion
     assert done.role is Role.EXECUTOR and parsed.model == "gemma" and parsed.stream
     assert [(m.role, m.content) for m in done.messages] == [("system", "be brief"), ("user", "ab")]
     assert done.budget.max_tokens == 9 and done.sampling.seed == 7
-    assert done.sampling.stop == ("END",) and done.session == "agent-1"
+    assert done.sampling.stop == ("END",) and done.session == "open:agent-1"
     assert parsed.include_usage
 
 
-def test_the_session_header_wins_over_user() -> None:
-    parsed = chat({"messages": HI, "user": "u"}, {"x-session-id": "s-1"})
-    assert parsed.completion.session == "s-1"
+def test_the_session_is_the_header_under_its_owner() -> None:
+    parsed = requests.chat(
+        {"messages": HI, "user": "u"}, {"x-session-id": "s-1"}, ROLES, owner="tA"
+    )
+    assert parsed.completion.session == "tA:s-1"
     assert parsed.completion.role is Role.BRAIN  # no model: the brain
+    # ``user`` names an end user, not a session.
+    assert chat({"messages": HI, "user": "u"}).completion.session is None
 
 
 @pytest.mark.parametrize(
@@ -83,9 +88,14 @@ def test_response_format_shapes(format_: dict[str, Any], schema: Any) -> None:
         ({"messages": HI, "max_tokens": 0}, "max_tokens"),
         ({"messages": HI, "max_tokens": True}, "max_tokens"),
         ({"messages": HI, "temperature": "hot"}, "temperature"),
-        ({"messages": HI, "stop": ["a"] * 17}, "stop"),
-        ({"messages": HI, "user": "x" * 129}, "user"),
-        ({"messages": HI, "user": "a b"}, "user"),
+        ({"messages": HI, "n": True}, "n"),
+        ({"messages": HI, "n": 1.0}, "n"),
+        ({"messages": HI, "stop": ["a"] * 5}, "stop"),
+        ({"messages": HI, "stop": ["a" * 257]}, "stop"),
+        (
+            {"messages": HI, "stream_options": {"include_usage": "no"}},
+            "stream_options.include_usage",
+        ),
         ({"messages": HI, "model": "minilm"}, "model"),
         ({"messages": HI, "response_format": {"type": "yaml"}}, "response_format.type"),
         (
@@ -98,6 +108,22 @@ def test_what_cannot_be_done_is_refused_with_its_field(body: dict[str, Any], par
     with pytest.raises(BadRequest) as caught:
         chat(body)
     assert caught.value.param == param and caught.value.status == 400
+
+
+@pytest.mark.parametrize("session", ["x" * (requests.MAX_SESSION + 1), "a b"])
+def test_a_bad_session_is_refused(session: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        chat({"messages": HI}, {"x-session-id": session})
+    assert caught.value.param == "x-session-id"
+
+
+def test_the_longest_session_fits_the_worker_under_any_owner() -> None:
+    owner = "t" + "0" * 24  # as the app makes them
+    parsed = requests.chat(
+        {"messages": HI}, {"x-session-id": "s" * requests.MAX_SESSION}, ROLES, owner=owner
+    )
+    assert parsed.completion.session is not None
+    assert len(parsed.completion.session) <= 128  # the worker's limit on a session id
 
 
 def test_an_unknown_model_is_404() -> None:
@@ -152,3 +178,28 @@ def test_model_errors_as_openai_answers(
     import json
 
     assert json.loads(reply.body)["error"]["code"] == code
+
+
+def test_a_server_side_failure_is_told_in_fixed_words() -> None:
+    import json
+
+    from controller.llm.supervisor import SupervisorError
+
+    down = BackendUnavailable("local", "generate failed: KeyError at /opt/x.py:9 (internal)")
+    for reply in (
+        errors.for_model_error(down),
+        errors.for_model_error(NoBackendLeft("brain", [down])),
+    ):
+        assert reply.status_code == 503
+        assert "/opt/x.py" not in reply.body.decode() and "KeyError" not in reply.body.decode()
+    assert "x.py" not in json.dumps(errors.stream_error(down))
+    # Every backend refused for good: the first refusal's words, not the others' text.
+    held = SupervisorError("worker", "another supervisor (pid 7) runs a worker on /run/w.sock")
+    refused = NoBackendLeft("brain", [SchemaUnsupported("a", "no grammar"), held])
+    reply = errors.for_model_error(refused)
+    assert reply.status_code == 400
+    message = json.loads(reply.body)["error"]["message"]
+    assert "no grammar" in message and "/run/w.sock" not in message
+    # The request's own faults keep their words: the client has to act on them.
+    too_long = errors.for_model_error(BackendRefused("a", "prompt of 9000 tokens over 8192"))
+    assert "9000 tokens" in json.loads(too_long.body)["error"]["message"]

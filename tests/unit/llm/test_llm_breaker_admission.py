@@ -165,3 +165,27 @@ async def test_through_the_chain_a_disconnecting_caller_frees_someone_elses_prob
     await third.aclose()  # type: ignore[attr-defined]
     await probe.aclose()  # type: ignore[attr-defined]
     assert not second_probe and backend.calls == 2, backend.calls
+
+
+def test_a_deadline_the_backend_answered_itself_is_no_failure() -> None:
+    """The worker stopped at the deadline and said so: it is up, the budget was short.
+    However many in a row, the circuit stays closed; a probe that ends so closes it."""
+    clock = Clock()
+    breaker = Breaker(failures=2, reset=10.0, clock=clock)
+    said = DeadlineExceeded("b", "the worker stopped at the deadline", answered=True)
+    for _ in range(5):
+        breaker.failure(said, breaker.allow())
+    assert breaker.state is State.CLOSED
+    breaker.failure(DOWN, breaker.allow())
+    breaker.failure(DOWN, breaker.allow())
+    assert breaker.state is State.OPEN
+    clock.now += 10.0
+    probe = breaker.allow()
+    assert probe is not None and probe.probe
+    breaker.failure(said, probe)
+    assert breaker.state is State.CLOSED
+    # Unanswered (the backend hung until the deadline), it still counts.
+    hung = DeadlineExceeded("b", "the budget's deadline passed")
+    breaker.failure(hung, breaker.allow())
+    breaker.failure(hung, breaker.allow())
+    assert breaker.state is State.OPEN

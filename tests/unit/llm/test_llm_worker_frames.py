@@ -18,6 +18,7 @@ from controller.llm.errors import (
     BackendBusy,
     BackendRefused,
     BackendUnavailable,
+    DeadlineExceeded,
     GenerationAborted,
     SchemaUnsupported,
 )
@@ -239,10 +240,13 @@ async def test_no_socket_is_unavailable(tmp_path: Path) -> None:
         await collect(backend, ask("tokens"))
 
 
-async def test_a_deadline_abort_is_an_answer_that_says_so(worker: Any) -> None:
+async def test_a_deadline_abort_is_deadline_exceeded_never_an_answer(worker: Any) -> None:
+    """The worker stopped at the deadline: the caller's limit, said by a backend that
+    is up (``answered``: its circuit counts nothing); never an answer that looks done."""
     _, backend = worker
-    answer = (await collect(backend, ask("abort:deadline")))[-1]
-    assert isinstance(answer, Answer) and answer.finish_reason == "abort"
+    with pytest.raises(DeadlineExceeded) as caught:
+        await collect(backend, ask("abort:deadline"))
+    assert caught.value.answered
 
 
 async def test_the_worker_giving_up_on_a_slow_reader_is_unavailable(worker: Any) -> None:
