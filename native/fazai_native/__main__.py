@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = configuration.load(args.config) if args.config else configuration.Config()
         specs = [resolve_spec(spec) for spec in config.models]
+        runtime = Runtime(specs, config.memory_budget)
     except configuration.ConfigError as exc:
         return _fail(f"config: {exc}", 2)
     except errors.WorkerError as exc:
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         claimed = listen.claim(args.socket)
     except listen.SocketRefused as exc:
         return _fail(str(exc), 1)
-    runtime = Runtime(specs, config.memory_budget)
     try:
         return asyncio.run(_serve(claimed, runtime, args.queue, args.write_limit))
     finally:
