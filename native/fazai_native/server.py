@@ -41,6 +41,7 @@ class _Request:
     reason: str = ""  # why it was aborted: abort, deadline, slow_reader, closed, shutdown
     admitted_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    answered: bool = False  # its final frame was sent (shutdown may answer it first)
     timer: asyncio.TimerHandle | None = None
     deadline_at: float | None = None  # time.monotonic()
 
@@ -62,12 +63,19 @@ class _Request:
 class Worker:
     """Serves a :class:`Runtime` on a listening Unix socket."""
 
-    def __init__(self, runtime: Runtime, queue: int = 8, write_limit: int = WRITE_LIMIT) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        queue: int = 8,
+        write_limit: int = WRITE_LIMIT,
+        shutdown_grace: float = SHUTDOWN_GRACE_S,
+    ) -> None:
         if queue < 1:
             raise ValueError("the queue holds at least one request")
         self.runtime = runtime
         self.queue = queue
         self.write_limit = write_limit
+        self.shutdown_grace = shutdown_grace
         self.pending = 0  # admitted generate/embed requests not yet finished (loop only)
         self.busy_refusals = 0
         self.connections: set[_Connection] = set()
@@ -137,8 +145,11 @@ class Worker:
         finally:
             self.connections.discard(connection)
 
-    async def shutdown(self) -> None:
-        """Abort everything in flight, answer each with an error, close the connections."""
+    async def shutdown(self) -> int:
+        """Abort everything in flight, answer each with an error, close the connections.
+        Returns how many requests did not stop within the grace: their threads still run
+        (an embed, a load or a native call that never looks at its abort), so the caller
+        must not close the models under them, nor wait for those threads to end."""
         self.stopping = True
         connections = list(self.connections)
         tasks = []
@@ -147,14 +158,22 @@ class Worker:
                 request.stop("shutdown")
                 if request.task is not None:
                     tasks.append(request.task)
+        late_count = 0
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            _, late = await asyncio.wait(tasks, timeout=self.shutdown_grace)
+            late_count = len(late)
             if late:
                 print(f"fazai_native: {len(late)} request(s) did not stop in time", file=sys.stderr)
+            for connection in connections:
+                # Every request gets its final frame, even one whose thread goes on.
+                for request in list(connection.requests.values()):
+                    if request.task in late:
+                        connection.answer_late(request)
         for connection in connections:
             await connection.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._admin.shutdown(wait=False, cancel_futures=True)
+        return late_count
 
 
 class _Connection:
@@ -186,13 +205,26 @@ class _Connection:
             )
         self.writer.write(line)
 
-    def send_error(self, rid: str, exc: errors.WorkerError | ProtocolError) -> None:
+    def error_frame(self, rid: str, exc: errors.WorkerError | ProtocolError) -> dict[str, Any]:
+        """The error frame for ``exc``, counted in the stats."""
         if isinstance(exc, ProtocolError):
             code, message, retry = "bad_request", str(exc), None
         else:
             code, message, retry = exc.code, str(exc), exc.retry_after
         self.worker.runtime.count_error(code)
-        self.send(protocol.error(rid, code, message, retry))
+        return protocol.error(rid, code, message, retry)
+
+    def send_error(self, rid: str, exc: errors.WorkerError | ProtocolError) -> None:
+        self.send(self.error_frame(rid, exc))
+
+    def answer_late(self, request: _Request) -> None:
+        """At shutdown: the final frame of a request whose thread did not stop in time."""
+        if request.answered:
+            return
+        request.answered = True
+        self.send_error(
+            request.rid, errors.Internal("the worker is shutting down (the request did not stop)")
+        )
 
     def token(self, request: _Request, piece: str, index: int) -> None:
         """In the loop: one token frame, unless the reader has fallen too far behind."""
@@ -348,24 +380,24 @@ class _Connection:
 
     async def finish(self, request: _Request, fn: Callable[[], Any], counted: bool) -> None:
         total: float | None = None
+        final: dict[str, Any]
         try:
             value = await self.worker.in_thread(fn, counted)
             total = time.monotonic() - request.admitted_at
             if request.reason == "shutdown":
                 raise errors.Internal("the worker is shutting down")
             if request.op == "generate":
-                frame = frames.done(request.rid, value, value.waited_s)
+                final = frames.done(request.rid, value, value.waited_s)
                 if value.result.finish_reason == "abort":
-                    frame["abort_reason"] = request.abort_reason()
-                self.send(frame)
+                    final["abort_reason"] = request.abort_reason()
             else:
-                self.send(frames.result(request.rid, value))
+                final = frames.result(request.rid, value)
         except errors.WorkerError as exc:
             if request.reason == "shutdown" and not isinstance(exc, errors.Internal):
                 exc = errors.Internal("the worker is shutting down")
-            self.send_error(request.rid, exc)
+            final = self.error_frame(request.rid, exc)
         except ProtocolError as exc:
-            self.send_error(request.rid, exc)
+            final = self.error_frame(request.rid, exc)
         except Exception as exc:  # a bug: say where (not the message: it may quote input)
             where = "; ".join(
                 f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
@@ -374,7 +406,7 @@ class _Connection:
                 f"fazai_native: {request.op} failed: {type(exc).__name__} at {where}",
                 file=sys.stderr,
             )
-            self.send_error(
+            final = self.error_frame(
                 request.rid, errors.Internal(f"{request.op} failed: {type(exc).__name__}")
             )
         finally:
@@ -383,3 +415,6 @@ class _Connection:
             self.requests.pop(request.rid, None)
             if counted:
                 self.worker.finished(total)
+        if not request.answered:  # shutdown may have answered it already
+            request.answered = True
+            self.send(final)
