@@ -1,5 +1,5 @@
 """``python -m fazai_native --socket PATH [--config FILE.json] [--queue N]
-[--write-limit BYTES] [--shutdown-grace S]``: the worker.
+[--write-limit BYTES] [--shutdown-grace S] [--stall-timeout S] [--idle-timeout S]``: the worker.
 
 Claims the socket (see :mod:`fazai_native.listen`), loads the pinned models, then
 listens and prints ``ready PATH`` on stdout (the supervisor waits for that line).
@@ -21,9 +21,17 @@ import sys
 import threading
 
 from fazai_native import config as configuration
-from fazai_native import errors, listen, protocol
+from fazai_native import errors, listen
 from fazai_native.runtime import Runtime, resolve_spec
-from fazai_native.server import MAX_CONNECTIONS, SHUTDOWN_GRACE_S, WRITE_LIMIT, Worker
+from fazai_native.server import (
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    READ_LIMIT,
+    SHUTDOWN_GRACE_S,
+    STALL_TIMEOUT_S,
+    WRITE_LIMIT,
+    Worker,
+)
 
 CLOSE_MODELS_S = 10.0  # for the models to close at exit; then the OS frees them
 
@@ -47,7 +55,24 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         default=SHUTDOWN_GRACE_S,
         help="seconds in-flight requests get to stop at SIGTERM before the worker exits anyway",
     )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=STALL_TIMEOUT_S,
+        help="seconds a frame may take to arrive, and unread output may wait, before the"
+        " connection is closed",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT_S,
+        help="close a connection with nothing sent or in flight for this long (0: never)",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 < args.stall_timeout <= 86400.0:
+        parser.error("--stall-timeout must be from 0 to 86400 seconds")
+    if not 0.0 <= args.idle_timeout <= 86400.0:
+        parser.error("--idle-timeout must be from 0 (never) to 86400 seconds")
     if not 0.0 < args.shutdown_grace <= 3600.0:
         parser.error("--shutdown-grace must be from 0 to 3600 seconds")
     if not 1 <= args.queue <= 1024:
@@ -119,12 +144,12 @@ async def _serve(claimed: listen.Claimed, runtime: Runtime, args: argparse.Names
         queue=args.queue,
         write_limit=args.write_limit,
         shutdown_grace=args.shutdown_grace,
+        stall_timeout=args.stall_timeout,
+        idle_timeout=args.idle_timeout,
     )
     claimed.sock.listen(MAX_CONNECTIONS)  # a burst of connects is queued, not refused
     claimed.sock.setblocking(False)
-    server = await asyncio.start_unix_server(
-        worker.handle, sock=claimed.sock, limit=protocol.MAX_FRAME
-    )
+    server = await asyncio.start_unix_server(worker.handle, sock=claimed.sock, limit=READ_LIMIT)
     print(f"ready {claimed.path}", flush=True)
     await stop.wait()
     server.close()

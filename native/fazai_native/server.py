@@ -31,6 +31,14 @@ SHUTDOWN_GRACE_S = 10.0  # for in-flight requests to see their abort and answer
 CLOSE_GRACE_S = 2.0  # for final frames to reach the client
 MAX_CONNECTIONS = 256  # beyond: answered busy and closed (each costs buffers and a task)
 MAX_PER_CONNECTION = 64  # requests in flight on one connection (the queue bounds generate)
+STALL_TIMEOUT_S = 60.0  # a frame begun must end, output over write_limit must be read, by then
+IDLE_TIMEOUT_S = 0.0  # 0: an idle connection stays (a supervisor keeps one for the worker's life)
+IDLE_TICK_S = 5.0  # how often a connection with requests in flight looks at its idle clock
+READ_CHUNK = 64 * 1024
+# The StreamReader's own buffer stops reading the socket past twice its limit; with the
+# unfinished frame (under MAX_FRAME) and one chunk, that bounds a connection's input.
+READ_LIMIT = READ_CHUNK
+MAX_BUFFERED = protocol.MAX_FRAME + READ_CHUNK + 2 * READ_LIMIT
 
 
 @dataclass
@@ -69,6 +77,8 @@ class Worker:
         queue: int = 8,
         write_limit: int = WRITE_LIMIT,
         shutdown_grace: float = SHUTDOWN_GRACE_S,
+        stall_timeout: float = STALL_TIMEOUT_S,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
         if queue < 1:
             raise ValueError("the queue holds at least one request")
@@ -76,6 +86,8 @@ class Worker:
         self.queue = queue
         self.write_limit = write_limit
         self.shutdown_grace = shutdown_grace
+        self.stall_timeout = stall_timeout
+        self.idle_timeout = idle_timeout  # 0: never
         self.pending = 0  # admitted generate/embed requests not yet finished (loop only)
         self.busy_refusals = 0
         self.connections: set[_Connection] = set()
@@ -186,6 +198,7 @@ class _Connection:
         self.requests: dict[str, _Request] = {}
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.last_active = time.monotonic()  # last bytes read or request finished
 
     # -- writing --------------------------------------------------------------------
 
@@ -246,31 +259,89 @@ class _Connection:
     # -- reading --------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Reads frames until the client closes, breaks a limit, or goes quiet too long.
+        Its own framing over ``read`` (not ``readuntil``) so that an unfinished line can
+        be timed and what is buffered stays bounded (:data:`MAX_BUFFERED`)."""
+        worker = self.worker
+        buf = bytearray()
+        scanned = 0  # buf[:scanned] holds no newline
+        began: float | None = None  # when the unfinished frame in buf began to arrive
         try:
-            while not self.worker.stopping:
-                if self.backlog() > self.worker.write_limit:
-                    # The client sends but does not read: stop reading until it does.
-                    await self.writer.drain()
-                try:
-                    line = await self.reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
-                    break  # closed (a last line without its newline is not a frame)
-                except asyncio.LimitOverrunError:
-                    self.send(
-                        protocol.error(
-                            "", "bad_request", f"a frame exceeds {protocol.MAX_FRAME} bytes"
-                        )
-                    )
-                    self.worker.runtime.count_error("bad_request")
+            while not worker.stopping:
+                if self.backlog() > worker.write_limit:
+                    # The client sends but does not read: stop reading until it does,
+                    # for as long as a frame may take; then it is given up.
+                    try:
+                        await asyncio.wait_for(self.writer.drain(), worker.stall_timeout)
+                    except TimeoutError:
+                        self.note("its output was not read")
+                        break
+                newline = buf.find(b"\n", scanned)
+                if newline >= 0:
+                    if newline + 1 > protocol.MAX_FRAME:
+                        self.refuse(f"a frame exceeds {protocol.MAX_FRAME} bytes")
+                        break
+                    line = bytes(buf[: newline + 1])
+                    del buf[: newline + 1]
+                    scanned, began = 0, (time.monotonic() if buf else None)
+                    if line.strip():
+                        self.dispatch(line)
+                    continue
+                scanned = len(buf)
+                if len(buf) >= protocol.MAX_FRAME:  # no newline yet: the line is longer
+                    self.refuse(f"a frame exceeds {protocol.MAX_FRAME} bytes")
                     break
-                if line.strip():
-                    self.dispatch(line)
+                timeout = self.read_timeout(began)
+                try:
+                    chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+                except TimeoutError:
+                    now = time.monotonic()
+                    if began is not None and now - began >= worker.stall_timeout:
+                        self.refuse(
+                            f"a frame was begun but not finished within {worker.stall_timeout:g} s"
+                        )
+                        break
+                    if (
+                        began is None
+                        and worker.idle_timeout
+                        and not self.requests
+                        and now - self.last_active >= worker.idle_timeout
+                    ):
+                        break  # idle: nothing sent or in flight for idle_timeout
+                    continue
+                if not chunk:
+                    break  # closed (a last line without its newline is not a frame)
+                self.last_active = time.monotonic()
+                if began is None:
+                    began = self.last_active
+                buf += chunk
         except (ConnectionError, OSError):
             pass
         finally:
             for request in self.requests.values():
                 request.stop("closed")
             await self.close()
+
+    def read_timeout(self, began: float | None) -> float | None:
+        """How long the next read may wait before a timeout is checked."""
+        worker = self.worker
+        now = time.monotonic()
+        if began is not None:
+            return max(0.0, began + worker.stall_timeout - now)
+        if not worker.idle_timeout:
+            return None
+        if self.requests:
+            # Not idle while a request runs; its end resets the clock (last_active).
+            return min(worker.idle_timeout, IDLE_TICK_S)
+        return max(0.0, self.last_active + worker.idle_timeout - now)
+
+    def refuse(self, why: str) -> None:
+        """A connection-level error (id ""), just before the connection is closed."""
+        self.send(protocol.error("", "bad_request", why))
+        self.worker.runtime.count_error("bad_request")
+
+    def note(self, why: str) -> None:
+        print(f"fazai_native: a connection was closed: {why}", file=sys.stderr)
 
     async def close(self) -> None:
         if self.closed:
@@ -413,6 +484,7 @@ class _Connection:
             if request.timer is not None:
                 request.timer.cancel()
             self.requests.pop(request.rid, None)
+            self.last_active = time.monotonic()
             if counted:
                 self.worker.finished(total)
         if not request.answered:  # shutdown may have answered it already

@@ -4,14 +4,17 @@ its abort, idle and slow connections, oversized lines, aborts after the fact."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
+from fazai_native import protocol
 from fazai_native.embed import MAX_CHARS
 from fazai_native.residency import MAX_MODELS
-from workerkit import SMOLLM2, launch, running_worker
+from workerkit import LONG, SMOLLM2, launch, running_worker
 
 
 def test_a_failed_load_by_spec_declares_nothing_and_keeps_a_good_spec(tmp_path: Path) -> None:
@@ -98,3 +101,86 @@ def test_sigterm_with_requests_that_ignore_their_abort_still_answers_and_exits(
         assert took < 45, took
         assert "did not stop" in worker.stderr()
         assert not os.path.exists(worker.path)
+
+
+def test_a_frame_begun_but_never_finished_is_refused_and_closed(tmp_path: Path) -> None:
+    extra = ("--stall-timeout", "1")
+    with running_worker(tmp_path, extra=extra) as worker:
+        with worker.client() as client:
+            client.sock.sendall(b'{"op": "stats", "id": ')  # and nothing more
+            frame = client.recv()
+            assert frame is not None and frame["id"] == "", frame
+            assert frame["code"] == "bad_request" and "not finished" in frame["message"]
+            assert client.recv() is None  # closed
+        with worker.client() as client:  # a slow but finished frame is fine
+            client.sock.sendall(b'{"op": "stats",')
+            time.sleep(0.3)
+            client.sock.sendall(b' "id": "s"}\n')
+            assert client.next_for("s")["event"] == "result"
+
+
+def test_an_idle_connection_is_closed_but_not_one_with_a_request_running(tmp_path: Path) -> None:
+    models = [{"name": "brain", **SMOLLM2}]
+    extra = ("--idle-timeout", "1")
+    with running_worker(tmp_path, models=models, extra=extra) as worker:
+        with worker.client() as client:
+            assert client.recv() is None  # nothing sent: closed after the idle timeout
+        with worker.client() as client:
+            # Silent for longer than the idle timeout, but a request is running.
+            client.send(
+                {
+                    "op": "generate",
+                    "id": "g",
+                    "model": "brain",
+                    "prompt": LONG,
+                    "params": {"max_tokens": 200},
+                }
+            )
+            tokens, done = client.final("g")
+            assert done["event"] == "done" and done["finish_reason"] in ("length", "stop"), done
+            assert len(tokens) == done["usage"]["completion_tokens"]
+            assert client.recv() is None  # then idle again: closed
+
+
+def test_frame_size_limit_at_the_byte(tmp_path: Path) -> None:
+    def line_of(size: int) -> bytes:
+        head = b'{"op": "stats", "id": "big", "pad": "'
+        tail = b'"}\n'
+        return head + b"x" * (size - len(head) - len(tail)) + tail
+
+    with running_worker(tmp_path) as worker:
+        with worker.client() as client:
+            client.sock.sendall(line_of(protocol.MAX_FRAME))  # at the limit: a frame
+            answer = client.next_for("big")
+            assert answer["code"] == "bad_request" and "pad" in answer["message"], answer
+            assert client.stats()["connections"] == 1  # and the connection serves on
+        with worker.client() as client:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                client.sock.sendall(line_of(protocol.MAX_FRAME + 1))
+            frame = client.recv()
+            assert frame is not None and frame["id"] == "" and frame["code"] == "bad_request"
+            assert str(protocol.MAX_FRAME) in frame["message"]
+            assert client.recv() is None  # closed
+
+
+def test_a_client_that_never_reads_its_answers_is_closed(tmp_path: Path) -> None:
+    extra = ("--stall-timeout", "1", "--write-limit", "4096")
+    with running_worker(tmp_path, extra=extra) as worker:
+        with worker.client() as client:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sent = 0
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+                client.sock.settimeout(10)
+                for i in range(2000):
+                    client.send({"op": "stats", "id": f"s{i}"})
+                    sent += 1
+            time.sleep(3)  # past the stall timeout, reading nothing
+            client.sock.settimeout(30)
+            answered = 0
+            with contextlib.suppress(ConnectionResetError):
+                while client.recv() is not None:
+                    answered += 1
+            assert answered < sent  # given up on: closed, not answered to the end
+        assert "its output was not read" in worker.stderr()
+        with worker.client() as client:
+            assert client.stats()["connections"] == 1
