@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ STALL_TIMEOUT_S = 60.0  # a frame begun must end, output over write_limit must b
 IDLE_TIMEOUT_S = 0.0  # 0: an idle connection stays (a supervisor keeps one for the worker's life)
 IDLE_TICK_S = 5.0  # how often a connection with requests in flight looks at its idle clock
 READ_CHUNK = 64 * 1024
+RECENT_IDS = 1024  # finished request ids a connection remembers, for a late abort's answer
 # The StreamReader's own buffer stops reading the socket past twice its limit; with the
 # unfinished frame (under MAX_FRAME) and one chunk, that bounds a connection's input.
 READ_LIMIT = READ_CHUNK
@@ -199,6 +200,7 @@ class _Connection:
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.last_active = time.monotonic()  # last bytes read or request finished
+        self.finished: OrderedDict[str, None] = OrderedDict()  # the last RECENT_IDS ended
 
     # -- writing --------------------------------------------------------------------
 
@@ -378,9 +380,14 @@ class _Connection:
             frames.check_fields(frame, op)
             target = frames.text(frame, "target")
             found = self.requests.get(target)
+            answer: dict[str, Any] = {"target": target, "aborted": found is not None}
             if found is not None:
                 found.stop("abort")
-            self.send(frames.result(rid, {"target": target, "aborted": found is not None}))
+            else:
+                # Too late (its final frame is out) or never sent: the client may tell
+                # "it finished on its own" from a typo in the id.
+                answer["reason"] = "finished" if target in self.finished else "unknown"
+            self.send(frames.result(rid, answer))
             return
         if worker.stopping:
             raise errors.Internal("the worker is shutting down")
@@ -485,6 +492,10 @@ class _Connection:
                 request.timer.cancel()
             self.requests.pop(request.rid, None)
             self.last_active = time.monotonic()
+            self.finished[request.rid] = None
+            self.finished.move_to_end(request.rid)
+            while len(self.finished) > RECENT_IDS:
+                self.finished.popitem(last=False)
             if counted:
                 self.worker.finished(total)
         if not request.answered:  # shutdown may have answered it already

@@ -184,3 +184,42 @@ def test_a_client_that_never_reads_its_answers_is_closed(tmp_path: Path) -> None
         assert "its output was not read" in worker.stderr()
         with worker.client() as client:
             assert client.stats()["connections"] == 1
+
+
+def test_an_abort_after_its_target_finished_says_so(tmp_path: Path) -> None:
+    models = [{"name": "brain", **SMOLLM2}]
+    with running_worker(tmp_path, models=models) as worker, worker.client() as client:
+        done = client.call(
+            {
+                "op": "generate",
+                "id": "g",
+                "model": "brain",
+                "prompt": "Hi",
+                "params": {"max_tokens": 2},
+            }
+        )
+        assert done["event"] == "done", done
+        late = client.call({"op": "abort", "id": "a1", "target": "g"})
+        assert late["result"] == {"target": "g", "aborted": False, "reason": "finished"}
+        stats = client.call({"op": "stats", "id": "s"})
+        assert stats["event"] == "result"
+        late = client.call({"op": "abort", "id": "a2", "target": "s"})  # any op's id
+        assert late["result"] == {"target": "s", "aborted": False, "reason": "finished"}
+        never = client.call({"op": "abort", "id": "a3", "target": "typo"})
+        assert never["result"] == {"target": "typo", "aborted": False, "reason": "unknown"}
+        with worker.client() as other:  # ids are per connection
+            elsewhere = other.call({"op": "abort", "id": "a4", "target": "g"})
+            assert elsewhere["result"]["reason"] == "unknown"
+        client.send(
+            {
+                "op": "generate",
+                "id": "long",
+                "model": "brain",
+                "prompt": LONG,
+                "params": {"max_tokens": 400},
+            }
+        )
+        assert client.next_for("long")["event"] == "token"
+        live = client.call({"op": "abort", "id": "a5", "target": "long"})
+        assert live["result"] == {"target": "long", "aborted": True}
+        assert client.final("long")[1]["finish_reason"] == "abort"
