@@ -223,3 +223,15 @@ def test_an_abort_after_its_target_finished_says_so(tmp_path: Path) -> None:
         live = client.call({"op": "abort", "id": "a5", "target": "long"})
         assert live["result"] == {"target": "long", "aborted": True}
         assert client.final("long")[1]["finish_reason"] == "abort"
+
+
+def test_the_worker_refuses_a_socket_folder_anyone_may_write_to(tmp_path: Path) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    folder.chmod(0o777)
+    proc = launch(str(folder / "w.sock"), tmp_path)
+    assert proc.wait(60) == 1
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert "writable by everyone" in (tmp_path / "worker.stderr").read_text()
+    assert not (folder / "w.sock").exists()
