@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fazai_native.protocol import ProtocolError
+from fazai_native.residency import MAX_MODELS
 from fazai_native.types import ModelSpec
 
 MAX_CONFIG = 1 << 20
@@ -38,6 +39,8 @@ def parse(value: Any) -> Config:
     models = value.get("models", [])
     if not isinstance(models, list):
         raise ConfigError("models: must be a list")
+    if len(models) > MAX_MODELS:
+        raise ConfigError(f"models: at most {MAX_MODELS} models may be declared")
     specs = []
     for i, item in enumerate(models):
         if not isinstance(item, dict):

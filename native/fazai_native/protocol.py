@@ -2,9 +2,10 @@
 
 One frame is one JSON object on one line (UTF-8, no raw newline inside: ``json.dumps``
 escapes them), at most :data:`MAX_FRAME` bytes; a longer line is refused with a
-``bad_request`` error and the connection closed, so a client cannot make the worker
-buffer without bound. A connection carries any number of requests at once, told apart by
-the ``id`` the client gives each (unique per connection, at most 128 characters).
+``bad_request`` error and the connection closed, as is a line not finished within the
+stall timeout, so a client cannot make the worker buffer (or wait) without bound. A
+connection carries any number of requests at once, told apart by the ``id`` the client
+gives each (unique per connection, at most 128 characters).
 Closing a connection aborts every request it still has in flight.
 
 Requests (client -> worker), each ``{"op": OP, "id": ID, ...}``:
@@ -18,7 +19,9 @@ op             fields
                ``schema`` (optional JSON Schema: output constrained to it),
                ``deadline`` (optional seconds from now: the request aborts then)
 ``embed``      ``model``, ``texts`` (list of strings)
-``abort``      ``target`` (the id of a request on this connection)
+``abort``      ``target`` (the id of a request on this connection); its result:
+               ``aborted``, and when false, ``reason``: ``finished`` (too late) or
+               ``unknown`` (no such request among the connection's recent ones)
 ``load``       ``model`` (a declared name), or ``spec`` (declares it too)
 ``unload``     ``model``
 ``drop``       ``session``

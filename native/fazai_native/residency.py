@@ -11,9 +11,12 @@ maps the GGUF file; its context and compute buffers come on top); after a load t
 model's own ``memory_bytes`` is known and used from then on, and the budget is checked
 again with it. Sessions' KV bytes count against the budget too.
 
-Thread-safe: one lock guards the table; loading and closing happen outside it, so a
-request for a loaded model never waits for another model's load, and two requests for
-the same unloaded model load it once (the second waits for the first's load)."""
+Thread-safe: one lock guards the table; loading, closing and reading the disk (the
+estimate) happen outside it, so a request for a loaded model never waits for another
+model's load or a slow disk, and two requests for the same unloaded model load it once
+(the second waits for the first's load). A ``load`` with a spec declares the model only
+if it loads: a failed one leaves the table as it was (a new name undeclared, an old
+name's good spec kept). At most :data:`MAX_MODELS` models are declared."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from typing import Any, Protocol
 
 from fazai_native import errors
 from fazai_native.types import ModelSpec
+
+MAX_MODELS = 64  # declared models: each costs a table entry, stats and a slot gate
 
 
 class Loaded(Protocol):
@@ -81,11 +86,13 @@ class _Entry:
     evictions: int = 0
     sessions_dropped_bytes: int = 0
     reserved: int = 0  # bytes counted for it while it loads
+    files: int = 0  # its files' bytes, read from disk at its declaration (not under the lock)
+    provisional: bool = False  # declared by a load that has not succeeded yet: not visible
 
     def estimate(self) -> int:
         if self.known_bytes is not None:
             return self.known_bytes
-        return files_bytes(self.spec.path)
+        return self.files
 
 
 @dataclass
@@ -124,11 +131,18 @@ class Residency:
 
     def declare(self, spec: ModelSpec) -> None:
         """Declare (or re-declare, while not loaded) a model."""
+        files = files_bytes(spec.path)  # the disk, before the lock: it may be slow
         with self._lock:
             entry = self._entries.get(spec.name)
-            if entry is None:
-                self._entries[spec.name] = _Entry(spec)
-                return
+            if entry is None or entry.provisional:
+                while entry is not None and entry.loading:
+                    self._lock.wait()
+                    entry = self._entries.get(spec.name)
+                if entry is None:
+                    self._check_room_for_one()
+                    self._entries[spec.name] = _Entry(spec, files=files)
+                    return
+                entry.provisional = False
             if entry.spec == spec:
                 return
             if entry.model is not None or entry.loading:
@@ -137,6 +151,13 @@ class Residency:
                 )
             entry.spec = spec
             entry.known_bytes = None
+            entry.files = files
+
+    def _check_room_for_one(self) -> None:
+        if len(self._entries) >= MAX_MODELS:
+            raise errors.BadRequest(
+                f"spec: at most {MAX_MODELS} models may be declared in one worker"
+            )
 
     def spec(self, name: str) -> ModelSpec:
         with self._lock:
@@ -144,11 +165,11 @@ class Residency:
 
     def names(self) -> list[str]:
         with self._lock:
-            return list(self._entries)
+            return [n for n, e in self._entries.items() if not e.provisional]
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
-        if entry is None:
+        if entry is None or entry.provisional:
             raise errors.UnknownModel(f"no model named {name!r} is declared")
         return entry
 
@@ -178,9 +199,29 @@ class Residency:
         with self._lock:
             entry = self._entry(name)
             already = entry.model is not None
-        self._ensure(name, on_demand=not self.spec(name).pinned)
+            pinned = entry.spec.pinned
+        self._ensure(name, on_demand=not pinned)
+        return self._cost(name, already)
+
+    def load_spec(self, spec: ModelSpec) -> dict[str, Any]:
+        """Declare ``spec`` and load it (a ``load`` op with a spec), as one step: if the
+        load fails, the declaration is undone (a new name is forgotten; a name declared
+        before keeps its old spec), so a bad spec never replaces a good one."""
+        files = files_bytes(spec.path)  # the disk, before the lock
         with self._lock:
-            entry = self._entries[name]
+            entry = self._entries.get(spec.name)
+            already = (
+                entry is not None
+                and not entry.provisional
+                and entry.spec == spec
+                and entry.model is not None
+            )
+        self._ensure(spec.name, on_demand=not spec.pinned, declare=(spec, files))
+        return self._cost(spec.name, already)
+
+    def _cost(self, name: str, already: bool) -> dict[str, Any]:
+        with self._lock:
+            entry = self._entry(name)
             return {
                 "model": name,
                 "already_loaded": already,
@@ -188,37 +229,99 @@ class Residency:
                 "load_s": None if already else entry.last_load_s,
             }
 
-    def _ensure(self, name: str, *, on_demand: bool, hold: bool = False) -> Loaded:
-        victims: list[tuple[_Entry, Loaded]] = []
-        with self._lock:
+    def _wait_loaded(self, name: str) -> _Entry:
+        """Under the lock: the entry once no load of it is under way, refusing if the
+        residency closed meanwhile (nothing may be loaded into a closing worker)."""
+        while True:
             if self._closed:
                 raise errors.Internal("the worker is shutting down")
-            entry = self._entry(name)
-            while entry.loading:
-                self._lock.wait()
+            entry = self._entry(name)  # again after each wait: it may have gone
+            if not entry.loading:
+                return entry
+            self._lock.wait()
+
+    def _declare_for_load(self, spec: ModelSpec, files: int) -> tuple[_Entry, Any]:
+        """Under the lock: the entry ``spec`` loads into, and how to undo it on failure."""
+        while True:
+            if self._closed:
+                raise errors.Internal("the worker is shutting down")
+            entry = self._entries.get(spec.name)
+            if entry is None or not entry.loading:
+                break
+            self._lock.wait()
+        if entry is None:
+            self._check_room_for_one()
+            entry = _Entry(spec, files=files, provisional=True)
+            self._entries[spec.name] = entry
+            return entry, None
+        if entry.spec == spec:
+            return entry, ("keep",)
+        if entry.model is not None:
+            raise errors.Busy(f"model {spec.name!r} is loaded with another spec: unload it first")
+        undo = (entry.spec, entry.known_bytes, entry.files, entry.provisional)
+        entry.spec, entry.known_bytes, entry.files = spec, None, files
+        return entry, undo
+
+    def _undo_declare(self, entry: _Entry, undo: Any) -> None:
+        """Under the lock: a load with a spec failed; put the table back."""
+        if undo is None:
+            if self._entries.get(entry.spec.name) is entry:
+                del self._entries[entry.spec.name]
+        elif undo != ("keep",):
+            entry.spec, entry.known_bytes, entry.files, entry.provisional = undo
+
+    def _ensure(
+        self,
+        name: str,
+        *,
+        on_demand: bool,
+        hold: bool = False,
+        declare: tuple[ModelSpec, int] | None = None,
+    ) -> Loaded:
+        victims: list[tuple[_Entry, Loaded]] = []
+        undo: Any = ("keep",)
+        with self._lock:
+            if declare is not None:
+                entry, undo = self._declare_for_load(*declare)
+            else:
+                entry = self._wait_loaded(name)
             if entry.model is not None:
                 entry.last_used = time.monotonic()
                 if hold:
                     entry.in_use += 1
                 return entry.model
             need = entry.estimate()
-            victims = self._make_room(need, entry)
+            try:
+                victims = self._make_room(need, entry)
+            except errors.WorkerError:
+                self._undo_declare(entry, undo)
+                raise
             entry.loading = True
             entry.reserved = need
+            spec = entry.spec
+        model: Loaded | None = None
         try:
             self._close_all(victims)
             began = time.monotonic()
             try:
-                model = self._loader(entry.spec)
+                model = self._loader(spec)
             except errors.WorkerError:
                 raise
             except Exception as exc:  # llama.cpp's and onnxruntime's failures vary
                 raise errors.LoadFailed(f"model {name!r} could not be loaded: {exc}") from exc
             took = time.monotonic() - began
+            try:
+                measured = int(model.memory_bytes)
+            except Exception as exc:  # a model that cannot say its size is not kept
+                raise errors.LoadFailed(f"model {name!r} could not be measured: {exc}") from exc
         except BaseException:
+            if model is not None:
+                with contextlib.suppress(Exception):
+                    model.close()
             with self._lock:
                 entry.loading = False
                 entry.reserved = 0
+                self._undo_declare(entry, undo)
                 self._lock.notify_all()
             raise
         late: list[tuple[_Entry, Loaded]] = []
@@ -226,13 +329,17 @@ class Residency:
         with self._lock:
             entry.loading = False
             entry.reserved = 0
-            entry.known_bytes = int(model.memory_bytes)
-            try:
-                # The estimate may have been short: measured, it must still fit.
-                late = self._make_room(entry.known_bytes, entry)
-            except errors.MemoryShort as exc:
-                refused = exc
+            entry.known_bytes = measured
+            if self._closed:
+                refused = errors.Internal("the worker is shutting down")
+            else:
+                try:
+                    # The estimate may have been short: measured, it must still fit.
+                    late = self._make_room(entry.known_bytes, entry)
+                except errors.MemoryShort as exc:
+                    refused = exc
             if refused is None:
+                entry.provisional = False
                 entry.model = model
                 entry.loads += 1
                 entry.load_s += took
@@ -244,6 +351,8 @@ class Residency:
                     self._totals.swaps += 1
                     self._totals.swap_s += took
                     self._totals.last_swap_s = took
+            else:
+                self._undo_declare(entry, undo)
             self._lock.notify_all()
         self._close_all(late)
         if refused is not None:
@@ -323,6 +432,7 @@ class Residency:
             entry = self._entry(name)
             while entry.loading:
                 self._lock.wait()
+                entry = self._entry(name)  # a failed load with a spec may have undone it
             if entry.model is None:
                 return False
             if entry.in_use:
@@ -339,11 +449,11 @@ class Residency:
             return [(n, e.model) for n, e in self._entries.items() if e.model is not None]
 
     def close(self) -> None:
-        """Close every model; later requests are refused."""
+        """Close every loaded model; later requests are refused. A load under way is not
+        waited for (it may never end): it sees the residency closed and closes its model."""
         with self._lock:
             self._closed = True
-            while any(e.loading for e in self._entries.values()):
-                self._lock.wait()
+            self._lock.notify_all()
             models = [e.model for e in self._entries.values() if e.model is not None]
             for entry in self._entries.values():
                 entry.model = None
@@ -356,6 +466,8 @@ class Residency:
         with self._lock:
             models = {}
             for name, entry in self._entries.items():
+                if entry.provisional:
+                    continue
                 loaded = entry.model is not None
                 count, capacity = sessions_count(entry.model) if entry.model else (0, None)
                 models[name] = {

@@ -63,6 +63,35 @@ def resolve_spec(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, path=path)
 
 
+class Slots:
+    """At most ``capacity`` requests of one model at once; the rest wait, abortable. One
+    object per model for the worker's life: a re-declaration resizes it in place, so the
+    requests already holding or waiting for a place keep counting against the same one."""
+
+    def __init__(self, capacity: int) -> None:
+        self._cond = threading.Condition()
+        self.capacity = capacity
+        self.taken = 0
+
+    def acquire(self, abort: threading.Event) -> None:
+        with self._cond:
+            while self.taken >= self.capacity:
+                if abort.is_set():
+                    raise errors.Aborted("aborted while waiting for the model")
+                self._cond.wait(SLOT_POLL_S)
+            self.taken += 1
+
+    def release(self) -> None:
+        with self._cond:
+            self.taken -= 1
+            self._cond.notify_all()
+
+    def resize(self, capacity: int) -> None:
+        with self._cond:
+            self.capacity = capacity
+            self._cond.notify_all()
+
+
 @dataclass(frozen=True)
 class Generation:
     result: GenerateResult
@@ -107,7 +136,7 @@ class Runtime:
             loader = functools.partial(load_model, session_bytes=share)
         self.residency = Residency(budget_bytes, loader)
         self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[str, Slots] = {}
         self._recent: dict[str, _Recent] = {}
         self._errors: dict[str, int] = {}
         self.running = 0  # requests an engine or embedder is working on now
@@ -117,9 +146,16 @@ class Runtime:
 
     def declare(self, spec: ModelSpec) -> None:
         self.residency.declare(spec)
+        self._gate(spec.name, spec.slots).resize(spec.slots)
+
+    def _gate(self, name: str, capacity: int) -> Slots:
+        """The model's slots, made when first needed (never replaced after)."""
         with self._lock:
-            self._slots.setdefault(spec.name, threading.BoundedSemaphore(spec.slots))
-            self._recent.setdefault(spec.name, _Recent())
+            slots = self._slots.get(name)
+            if slots is None:
+                slots = self._slots[name] = Slots(capacity)
+            self._recent.setdefault(name, _Recent())
+            return slots
 
     def start(self) -> None:
         """Load the pinned models."""
@@ -141,14 +177,11 @@ class Runtime:
             with self._lock:
                 self.running -= 1
 
-    def _slot(self, name: str, abort: threading.Event) -> threading.BoundedSemaphore:
-        with self._lock:
-            slot = self._slots.get(name)
-        if slot is None:
-            raise errors.UnknownModel(f"no model named {name!r} is declared")
-        while not slot.acquire(timeout=SLOT_POLL_S):
-            if abort.is_set():
-                raise errors.Aborted("aborted while waiting for the model")
+    def _slot(self, spec: ModelSpec, abort: threading.Event) -> Slots:
+        # Made here too: a failed load of the same name may have removed the gate
+        # just before another load of it declared the model.
+        slot = self._gate(spec.name, spec.slots)
+        slot.acquire(abort)
         return slot
 
     def generate(self, request: GenerateRequest, abort: threading.Event, emit: Emit) -> Generation:
@@ -159,7 +192,7 @@ class Runtime:
             raise errors.BadRequest(f"model: {request.model!r} is an embedder, not a generator")
         from fazai_native import engine, grammar
 
-        slot = self._slot(request.model, abort)
+        slot = self._slot(spec, abort)
         try:
             with self.residency.use(request.model) as model:
                 if abort.is_set():
@@ -211,7 +244,7 @@ class Runtime:
             raise errors.BadRequest(f"model: {name!r} is a generator, not an embedder")
         from fazai_native import embed
 
-        slot = self._slot(name, abort)
+        slot = self._slot(spec, abort)
         try:
             with self.residency.use(name) as model, self._running():
                 try:
@@ -227,12 +260,24 @@ class Runtime:
     # -- management ---------------------------------------------------------------
 
     def load(self, name: str | None = None, spec: ModelSpec | None = None) -> dict[str, Any]:
-        if spec is not None:
-            spec = resolve_spec(spec)
-            self.declare(spec)
-            name = spec.name
-        assert name is not None
-        return self.residency.load(name)
+        if spec is None:
+            assert name is not None
+            return self.residency.load(name)
+        spec = resolve_spec(spec)
+        # The gate first: once the residency shows the model, a request must find it.
+        with self._lock:
+            created = spec.name not in self._slots
+        slots = self._gate(spec.name, spec.slots)
+        try:
+            out = self.residency.load_spec(spec)
+        except BaseException:
+            if created and spec.name not in self.residency.names():
+                with self._lock:  # the load failed and undid the declaration
+                    self._slots.pop(spec.name, None)
+                    self._recent.pop(spec.name, None)
+            raise
+        slots.resize(self.residency.spec(spec.name).slots)
+        return out
 
     def unload(self, name: str) -> dict[str, Any]:
         return {"model": name, "unloaded": self.residency.unload(name)}

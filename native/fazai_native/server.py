@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +31,15 @@ SHUTDOWN_GRACE_S = 10.0  # for in-flight requests to see their abort and answer
 CLOSE_GRACE_S = 2.0  # for final frames to reach the client
 MAX_CONNECTIONS = 256  # beyond: answered busy and closed (each costs buffers and a task)
 MAX_PER_CONNECTION = 64  # requests in flight on one connection (the queue bounds generate)
+STALL_TIMEOUT_S = 60.0  # a frame begun must end, output over write_limit must be read, by then
+IDLE_TIMEOUT_S = 0.0  # 0: an idle connection stays (a supervisor keeps one for the worker's life)
+IDLE_TICK_S = 5.0  # how often a connection with requests in flight looks at its idle clock
+READ_CHUNK = 64 * 1024
+RECENT_IDS = 1024  # finished request ids a connection remembers, for a late abort's answer
+# The StreamReader's own buffer stops reading the socket past twice its limit; with the
+# unfinished frame (under MAX_FRAME) and one chunk, that bounds a connection's input.
+READ_LIMIT = READ_CHUNK
+MAX_BUFFERED = protocol.MAX_FRAME + READ_CHUNK + 2 * READ_LIMIT
 
 
 @dataclass
@@ -41,6 +50,7 @@ class _Request:
     reason: str = ""  # why it was aborted: abort, deadline, slow_reader, closed, shutdown
     admitted_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    answered: bool = False  # its final frame was sent (shutdown may answer it first)
     timer: asyncio.TimerHandle | None = None
     deadline_at: float | None = None  # time.monotonic()
 
@@ -62,12 +72,23 @@ class _Request:
 class Worker:
     """Serves a :class:`Runtime` on a listening Unix socket."""
 
-    def __init__(self, runtime: Runtime, queue: int = 8, write_limit: int = WRITE_LIMIT) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        queue: int = 8,
+        write_limit: int = WRITE_LIMIT,
+        shutdown_grace: float = SHUTDOWN_GRACE_S,
+        stall_timeout: float = STALL_TIMEOUT_S,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ) -> None:
         if queue < 1:
             raise ValueError("the queue holds at least one request")
         self.runtime = runtime
         self.queue = queue
         self.write_limit = write_limit
+        self.shutdown_grace = shutdown_grace
+        self.stall_timeout = stall_timeout
+        self.idle_timeout = idle_timeout  # 0: never
         self.pending = 0  # admitted generate/embed requests not yet finished (loop only)
         self.busy_refusals = 0
         self.connections: set[_Connection] = set()
@@ -137,8 +158,11 @@ class Worker:
         finally:
             self.connections.discard(connection)
 
-    async def shutdown(self) -> None:
-        """Abort everything in flight, answer each with an error, close the connections."""
+    async def shutdown(self) -> int:
+        """Abort everything in flight, answer each with an error, close the connections.
+        Returns how many requests did not stop within the grace: their threads still run
+        (an embed, a load or a native call that never looks at its abort), so the caller
+        must not close the models under them, nor wait for those threads to end."""
         self.stopping = True
         connections = list(self.connections)
         tasks = []
@@ -147,14 +171,22 @@ class Worker:
                 request.stop("shutdown")
                 if request.task is not None:
                     tasks.append(request.task)
+        late_count = 0
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            _, late = await asyncio.wait(tasks, timeout=self.shutdown_grace)
+            late_count = len(late)
             if late:
                 print(f"fazai_native: {len(late)} request(s) did not stop in time", file=sys.stderr)
+            for connection in connections:
+                # Every request gets its final frame, even one whose thread goes on.
+                for request in list(connection.requests.values()):
+                    if request.task in late:
+                        connection.answer_late(request)
         for connection in connections:
             await connection.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._admin.shutdown(wait=False, cancel_futures=True)
+        return late_count
 
 
 class _Connection:
@@ -167,6 +199,8 @@ class _Connection:
         self.requests: dict[str, _Request] = {}
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.last_active = time.monotonic()  # last bytes read or request finished
+        self.finished: OrderedDict[str, None] = OrderedDict()  # the last RECENT_IDS ended
 
     # -- writing --------------------------------------------------------------------
 
@@ -186,13 +220,26 @@ class _Connection:
             )
         self.writer.write(line)
 
-    def send_error(self, rid: str, exc: errors.WorkerError | ProtocolError) -> None:
+    def error_frame(self, rid: str, exc: errors.WorkerError | ProtocolError) -> dict[str, Any]:
+        """The error frame for ``exc``, counted in the stats."""
         if isinstance(exc, ProtocolError):
             code, message, retry = "bad_request", str(exc), None
         else:
             code, message, retry = exc.code, str(exc), exc.retry_after
         self.worker.runtime.count_error(code)
-        self.send(protocol.error(rid, code, message, retry))
+        return protocol.error(rid, code, message, retry)
+
+    def send_error(self, rid: str, exc: errors.WorkerError | ProtocolError) -> None:
+        self.send(self.error_frame(rid, exc))
+
+    def answer_late(self, request: _Request) -> None:
+        """At shutdown: the final frame of a request whose thread did not stop in time."""
+        if request.answered:
+            return
+        request.answered = True
+        self.send_error(
+            request.rid, errors.Internal("the worker is shutting down (the request did not stop)")
+        )
 
     def token(self, request: _Request, piece: str, index: int) -> None:
         """In the loop: one token frame, unless the reader has fallen too far behind."""
@@ -214,31 +261,89 @@ class _Connection:
     # -- reading --------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Reads frames until the client closes, breaks a limit, or goes quiet too long.
+        Its own framing over ``read`` (not ``readuntil``) so that an unfinished line can
+        be timed and what is buffered stays bounded (:data:`MAX_BUFFERED`)."""
+        worker = self.worker
+        buf = bytearray()
+        scanned = 0  # buf[:scanned] holds no newline
+        began: float | None = None  # when the unfinished frame in buf began to arrive
         try:
-            while not self.worker.stopping:
-                if self.backlog() > self.worker.write_limit:
-                    # The client sends but does not read: stop reading until it does.
-                    await self.writer.drain()
-                try:
-                    line = await self.reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
-                    break  # closed (a last line without its newline is not a frame)
-                except asyncio.LimitOverrunError:
-                    self.send(
-                        protocol.error(
-                            "", "bad_request", f"a frame exceeds {protocol.MAX_FRAME} bytes"
-                        )
-                    )
-                    self.worker.runtime.count_error("bad_request")
+            while not worker.stopping:
+                if self.backlog() > worker.write_limit:
+                    # The client sends but does not read: stop reading until it does,
+                    # for as long as a frame may take; then it is given up.
+                    try:
+                        await asyncio.wait_for(self.writer.drain(), worker.stall_timeout)
+                    except TimeoutError:
+                        self.note("its output was not read")
+                        break
+                newline = buf.find(b"\n", scanned)
+                if newline >= 0:
+                    if newline + 1 > protocol.MAX_FRAME:
+                        self.refuse(f"a frame exceeds {protocol.MAX_FRAME} bytes")
+                        break
+                    line = bytes(buf[: newline + 1])
+                    del buf[: newline + 1]
+                    scanned, began = 0, (time.monotonic() if buf else None)
+                    if line.strip():
+                        self.dispatch(line)
+                    continue
+                scanned = len(buf)
+                if len(buf) >= protocol.MAX_FRAME:  # no newline yet: the line is longer
+                    self.refuse(f"a frame exceeds {protocol.MAX_FRAME} bytes")
                     break
-                if line.strip():
-                    self.dispatch(line)
+                timeout = self.read_timeout(began)
+                try:
+                    chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+                except TimeoutError:
+                    now = time.monotonic()
+                    if began is not None and now - began >= worker.stall_timeout:
+                        self.refuse(
+                            f"a frame was begun but not finished within {worker.stall_timeout:g} s"
+                        )
+                        break
+                    if (
+                        began is None
+                        and worker.idle_timeout
+                        and not self.requests
+                        and now - self.last_active >= worker.idle_timeout
+                    ):
+                        break  # idle: nothing sent or in flight for idle_timeout
+                    continue
+                if not chunk:
+                    break  # closed (a last line without its newline is not a frame)
+                self.last_active = time.monotonic()
+                if began is None:
+                    began = self.last_active
+                buf += chunk
         except (ConnectionError, OSError):
             pass
         finally:
             for request in self.requests.values():
                 request.stop("closed")
             await self.close()
+
+    def read_timeout(self, began: float | None) -> float | None:
+        """How long the next read may wait before a timeout is checked."""
+        worker = self.worker
+        now = time.monotonic()
+        if began is not None:
+            return max(0.0, began + worker.stall_timeout - now)
+        if not worker.idle_timeout:
+            return None
+        if self.requests:
+            # Not idle while a request runs; its end resets the clock (last_active).
+            return min(worker.idle_timeout, IDLE_TICK_S)
+        return max(0.0, self.last_active + worker.idle_timeout - now)
+
+    def refuse(self, why: str) -> None:
+        """A connection-level error (id ""), just before the connection is closed."""
+        self.send(protocol.error("", "bad_request", why))
+        self.worker.runtime.count_error("bad_request")
+
+    def note(self, why: str) -> None:
+        print(f"fazai_native: a connection was closed: {why}", file=sys.stderr)
 
     async def close(self) -> None:
         if self.closed:
@@ -275,9 +380,14 @@ class _Connection:
             frames.check_fields(frame, op)
             target = frames.text(frame, "target")
             found = self.requests.get(target)
+            answer: dict[str, Any] = {"target": target, "aborted": found is not None}
             if found is not None:
                 found.stop("abort")
-            self.send(frames.result(rid, {"target": target, "aborted": found is not None}))
+            else:
+                # Too late (its final frame is out) or never sent: the client may tell
+                # "it finished on its own" from a typo in the id.
+                answer["reason"] = "finished" if target in self.finished else "unknown"
+            self.send(frames.result(rid, answer))
             return
         if worker.stopping:
             raise errors.Internal("the worker is shutting down")
@@ -348,24 +458,24 @@ class _Connection:
 
     async def finish(self, request: _Request, fn: Callable[[], Any], counted: bool) -> None:
         total: float | None = None
+        final: dict[str, Any]
         try:
             value = await self.worker.in_thread(fn, counted)
             total = time.monotonic() - request.admitted_at
             if request.reason == "shutdown":
                 raise errors.Internal("the worker is shutting down")
             if request.op == "generate":
-                frame = frames.done(request.rid, value, value.waited_s)
+                final = frames.done(request.rid, value, value.waited_s)
                 if value.result.finish_reason == "abort":
-                    frame["abort_reason"] = request.abort_reason()
-                self.send(frame)
+                    final["abort_reason"] = request.abort_reason()
             else:
-                self.send(frames.result(request.rid, value))
+                final = frames.result(request.rid, value)
         except errors.WorkerError as exc:
             if request.reason == "shutdown" and not isinstance(exc, errors.Internal):
                 exc = errors.Internal("the worker is shutting down")
-            self.send_error(request.rid, exc)
+            final = self.error_frame(request.rid, exc)
         except ProtocolError as exc:
-            self.send_error(request.rid, exc)
+            final = self.error_frame(request.rid, exc)
         except Exception as exc:  # a bug: say where (not the message: it may quote input)
             where = "; ".join(
                 f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
@@ -374,12 +484,20 @@ class _Connection:
                 f"fazai_native: {request.op} failed: {type(exc).__name__} at {where}",
                 file=sys.stderr,
             )
-            self.send_error(
+            final = self.error_frame(
                 request.rid, errors.Internal(f"{request.op} failed: {type(exc).__name__}")
             )
         finally:
             if request.timer is not None:
                 request.timer.cancel()
             self.requests.pop(request.rid, None)
+            self.last_active = time.monotonic()
+            self.finished[request.rid] = None
+            self.finished.move_to_end(request.rid)
+            while len(self.finished) > RECENT_IDS:
+                self.finished.popitem(last=False)
             if counted:
                 self.worker.finished(total)
+        if not request.answered:  # shutdown may have answered it already
+            request.answered = True
+            self.send(final)

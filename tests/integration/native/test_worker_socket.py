@@ -150,7 +150,7 @@ def test_bad_frames_are_answered_naming_the_field_and_the_connection_serves_on(
         unknown = client.call({"op": "generate", "id": "g", "model": "nope", "prompt": secret})
         assert unknown["code"] == "unknown_model" and secret not in unknown["message"]
         gone = client.call({"op": "abort", "id": "h", "target": "never-sent"})
-        assert gone["result"] == {"target": "never-sent", "aborted": False}
+        assert gone["result"] == {"target": "never-sent", "aborted": False, "reason": "unknown"}
         stats = client.stats()
         assert stats["totals"]["errors"]["bad_request"] == 8
         assert stats["totals"]["errors"]["unknown_model"] == 1

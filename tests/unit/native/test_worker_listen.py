@@ -89,3 +89,72 @@ def test_a_second_claim_while_the_first_holds_the_lock_is_refused(tmp_path: Path
     finally:
         first.release()
     listen.claim(path).release()  # the lock is free again
+
+
+def test_a_folder_everyone_may_write_to_is_refused_unless_sticky(tmp_path: Path) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(listen.SocketRefused, match="writable by everyone"):
+        listen.claim(str(folder / "w.sock"))
+    assert not (folder / "w.sock").exists()
+    folder.chmod(0o1777)  # sticky, as /tmp: nobody else may remove or rename our socket
+    listen.claim(str(folder / "w.sock")).release()
+
+
+def test_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)  # the tests run as root: nobody's folder
+    with pytest.raises(listen.SocketRefused, match="another user"):
+        listen.claim(str(folder / "w.sock"))
+
+
+def _stale(path: str) -> None:
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(path)
+    dead.close()
+
+
+def test_a_stale_socket_gone_before_the_unlink_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "w.sock")
+    _stale(path)
+    real = listen._answering
+
+    def answering(p: str) -> bool:
+        alive = real(p)
+        os.unlink(p)  # another cleaner got there first, between the check and the unlink
+        return alive
+
+    monkeypatch.setattr(listen, "_answering", answering)
+    listen.claim(path).release()
+
+
+def test_a_stale_socket_replaced_by_a_file_before_the_unlink_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "w.sock"
+    _stale(str(path))
+    real = listen._answering
+
+    def answering(p: str) -> bool:
+        alive = real(p)
+        os.unlink(p)
+        path.write_text("keep me")  # swapped between the check and the unlink
+        return alive
+
+    monkeypatch.setattr(listen, "_answering", answering)
+    with pytest.raises(listen.SocketRefused, match="changed"):
+        listen.claim(str(path))
+    assert path.read_text() == "keep me"
+
+
+def test_a_stale_socket_of_another_user_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "w.sock"
+    _stale(str(path))
+    os.chown(path, 65534, 65534)
+    with pytest.raises(listen.SocketRefused, match="another user"):
+        listen.claim(str(path))
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)

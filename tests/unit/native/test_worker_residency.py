@@ -207,3 +207,127 @@ def test_close_closes_every_model_and_refuses_later_requests() -> None:
     assert all(b.closed for b in loader.made)
     with pytest.raises(errors.Internal), res.use("coder"):
         pass
+
+
+def test_a_failed_load_with_a_spec_leaves_no_declaration_and_keeps_a_good_spec() -> None:
+    def loader(s: ModelSpec) -> Block:
+        if "bad" in s.path:
+            raise ValueError("not a model")
+        return Block(s, MB)
+
+    res = Residency(None, loader)
+    with pytest.raises(errors.LoadFailed):
+        res.load_spec(ModelSpec(name="ghost", path="/bad/ghost.gguf"))
+    assert res.names() == [] and "ghost" not in res.stats()["models"]
+    with pytest.raises(errors.UnknownModel):
+        res.spec("ghost")
+    good = ModelSpec(name="coder", path="/good/coder.gguf")
+    res.declare(good)
+    with pytest.raises(errors.LoadFailed):
+        res.load_spec(ModelSpec(name="coder", path="/bad/coder.gguf"))
+    assert res.spec("coder") == good  # the bad spec did not replace it
+    with res.use("coder") as model:
+        assert model.spec == good  # type: ignore[attr-defined]
+
+
+def test_a_model_that_cannot_say_its_size_is_closed_and_not_left_loading() -> None:
+    made: list[Block | Sizeless] = []
+
+    class Sizeless:
+        closed = False
+
+        @property
+        def memory_bytes(self) -> int:
+            raise RuntimeError("no size")
+
+        def close(self) -> None:
+            self.closed = True
+
+    def loader(s: ModelSpec) -> Block | Sizeless:
+        block: Block | Sizeless = Sizeless() if not made else Block(s, MB)
+        made.append(block)
+        return block
+
+    res = Residency(None, loader)
+    res.declare(spec("coder"))
+    with pytest.raises(errors.LoadFailed), res.use("coder"):
+        pass
+    assert made[0].closed
+    with res.use("coder"):  # not stuck "loading": a second try loads it
+        pass
+    assert res.stats()["models"]["coder"]["loading"] is False
+
+
+def test_at_most_max_models_are_declared() -> None:
+    from fazai_native.residency import MAX_MODELS
+
+    calls: list[str] = []
+    res = Residency(None, lambda s: calls.append(s.name) or Block(s, MB))  # type: ignore[func-returns-value]
+    for i in range(MAX_MODELS):
+        res.declare(spec(f"m{i}"))
+    with pytest.raises(errors.BadRequest) as refused:
+        res.declare(spec("one-more"))
+    assert str(MAX_MODELS) in str(refused.value)
+    with pytest.raises(errors.BadRequest):
+        res.load_spec(spec("one-more"))
+    assert calls == [] and len(res.names()) == MAX_MODELS
+    res.declare(spec("m0"))  # the same again is no new declaration
+
+
+def test_the_disk_is_read_outside_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fazai_native import residency as module
+
+    res, _ = residency(None, brain=10, writer=10)
+    seen: list[bool] = []
+
+    def files_bytes(path: str) -> int:
+        # Another thread must be able to take the lock while the disk is read.
+        free: list[bool] = []
+
+        def probe() -> None:
+            got = res._lock.acquire(timeout=2)
+            if got:
+                res._lock.release()
+            free.append(got)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join(5)
+        seen.append(free == [True])
+        return 7
+
+    monkeypatch.setattr(module, "files_bytes", files_bytes)
+    res.declare(spec("coder"))
+    res.load_spec(spec("writer"))
+    res.stats()
+    assert seen and all(seen)
+    assert res.stats()["models"]["coder"]["estimated_bytes"] == 7
+
+
+def test_close_during_a_load_closes_what_it_loads_and_refuses_its_waiters() -> None:
+    res, loader = residency(None, brain=10, coder=10)
+    loader.gate = threading.Event()
+    errs: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            with res.use("coder"):
+                pass
+        except errors.WorkerError as exc:
+            errs.append(exc)
+
+    first = threading.Thread(target=ask)
+    first.start()
+    assert loader.entered.wait(10)
+    second = threading.Thread(target=ask)
+    second.start()
+    closer = threading.Thread(target=res.close)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive()  # close does not wait for a load that may never end
+    loader.gate.set()
+    first.join(10)
+    second.join(10)
+    assert len(errs) == 2 and all(isinstance(e, errors.Internal) for e in errs)
+    assert [b.closed for b in loader.made] == [True]
+    assert res.loaded() == []
