@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from fazai_native.embed import Embedder, EmbedFailed, prepare_minilm
+from fazai_native.embed import READ_CHARS, Embedder, EmbedFailed, prepare_minilm
 from fazai_native.types import ModelSpec
 
 
@@ -30,6 +32,27 @@ def test_a_paraphrase_scores_above_unrelated_text(embedder: Embedder) -> None:
     assert len(ssh) == 384
     assert math.isclose(cosine(ssh, ssh), 1.0, abs_tol=1e-4)  # normalised
     assert cosine(ssh, allow) > 0.5 > cosine(ssh, cake) + 0.3
+
+
+def test_a_long_text_is_read_only_as_far_as_the_model_reads_it(
+    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = " ".join(f"rule{i % 97} allows port {i}" for i in range(4000))  # ~90 KB
+    text = words[: 64 * 1024]
+    padded = " \n\t " * 10_000 + text[:20_000]  # whitespace runs first: they count for nothing
+    model = embedder._model
+    given: list[str] = []
+
+    def noting(texts: list[str]) -> Any:
+        given.extend(texts)
+        return model.embed(texts)
+
+    monkeypatch.setattr(embedder, "_model", SimpleNamespace(embed=noting))
+    long, head, spaced = embedder.embed([text, text[:8192], padded])
+    # The tokenizer saw at most READ_CHARS of each (a whole 64 KiB text took 0.22 s).
+    assert [len(t) <= READ_CHARS for t in given] == [True, True, True]
+    assert long == head  # what is past the model's 256 word pieces changes nothing
+    assert max(abs(x - y) for x, y in zip(spaced, long, strict=True)) < 1e-6
 
 
 def test_nothing_in_nothing_out_and_bounds_hold(embedder: Embedder) -> None:
