@@ -204,15 +204,18 @@ class Engine:
                 f"exceed the context of {self.n_ctx}"
             )
         stopping = _stopping(abort, request.deadline)
-        slot = None if stopping() else self._acquire(request.session, stopping)
-        if slot is None:
-            return _result("", "abort", len(tokens), 0, 0, 0.0, 0.0)
+        # Registered before it waits for a slot: a drop from then on is seen at its end.
         run = self._begin_run(request.session)
         try:
-            result = self._generate(slot, request, tokens, stops, grammar, stopping, emit, run)
+            slot = None if stopping() else self._acquire(request.session, stopping)
+            if slot is None:
+                return _result("", "abort", len(tokens), 0, 0, 0.0, 0.0)
+            try:
+                result = self._generate(slot, request, tokens, stops, grammar, stopping, emit, run)
+            finally:
+                self._release(slot)
         finally:
             self._end_run(request.session, run)
-            self._release(slot)
         if request.schema is not None and result.finish_reason == "stop":
             reason = check_output(request.schema, result.text)
             if reason is not None:
@@ -221,8 +224,8 @@ class Engine:
 
     def drop_session(self, session: str) -> bool:
         """Forget a session's KV state; False when it had none."""
-        dropped = self.sessions.drop(session)
-        with self._cond:
+        with self._cond:  # with the store's drop: a save checks and puts under it too
+            dropped = self.sessions.drop(session)
             for run in self._runs.get(session, ()):
                 run.dropped = True  # a generation of it running now saves nothing at its end
             for slot in self._slots:
@@ -444,12 +447,7 @@ class Engine:
                 emit(rest, pieces)
                 pieces += 1
         if request.session is not None:
-            with self._cond:
-                dropped = run.dropped
-            if dropped:
-                slot.state = None  # dropped while it ran: it stays dropped
-            else:
-                self._save(slot, request.session)
+            self._save(slot, request.session, run)
         total = time.monotonic() - start
         return _result(text.value, finish, len(tokens), len(completion), cached, ttft, total)
 
@@ -497,7 +495,9 @@ class Engine:
         slot.state = state
         return True
 
-    def _save(self, slot: _Slot, session: str) -> None:
+    def _save(self, slot: _Slot, session: str, run: _Run) -> None:
+        """Keep the slot's state as the session's, unless the session was dropped while
+        this run had it (checked and put under the lock drop_session holds)."""
         llama = slot.llama
         ctx = llama._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
@@ -507,7 +507,9 @@ class Engine:
         state = SessionState(
             tokens=tokens, kv=bytes(buffer)[:written], model=self._fingerprint, owner=session
         )
-        slot.state = state if self.sessions.put(session, state) else None
+        with self._cond:
+            kept = not run.dropped and self.sessions.put(session, state)
+            slot.state = state if kept else None
 
     def _clear(self, slot: _Slot) -> None:
         llama = slot.llama

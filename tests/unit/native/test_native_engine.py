@@ -476,3 +476,26 @@ def test_a_session_dropped_while_it_generates_stays_dropped(engine: Engine) -> N
     assert "forget-me" not in engine.sessions  # its end saved nothing
     again = run(engine, prompt=NOTES, session="forget-me", sampling=Sampling(max_tokens=4))
     assert again.cached_tokens == 0
+
+
+def test_a_session_dropped_while_its_request_waits_for_a_slot_stays_dropped(
+    one_slot: Engine,
+) -> None:
+    holder = threading.Thread(
+        target=run,
+        args=(one_slot,),
+        kwargs={"prompt": "1, 2,", "sampling": Sampling(max_tokens=40)},
+    )
+    holder.start()
+    wait_for(lambda: one_slot.busy_slots() == 1)
+    waiter = threading.Thread(
+        target=run,
+        args=(one_slot,),
+        kwargs={"prompt": SHORT, "session": "gone", "sampling": Sampling(max_tokens=2)},
+    )
+    waiter.start()
+    wait_for(lambda: len(one_slot._waiting) == 1)
+    one_slot.drop_session("gone")
+    holder.join(60)
+    waiter.join(60)
+    assert "gone" not in one_slot.sessions
