@@ -7,6 +7,7 @@ bounds how many may wait), abortable while they do."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -66,20 +67,29 @@ def resolve_spec(spec: ModelSpec) -> ModelSpec:
 class Slots:
     """At most ``capacity`` requests of one model at once; the rest wait, abortable. One
     object per model for the worker's life: a re-declaration resizes it in place, so the
-    requests already holding or waiting for a place keep counting against the same one."""
+    requests already holding or waiting for a place keep counting against the same one.
+    Waiters are served in arrival order: a newcomer never takes a place ahead of one that
+    was already waiting (the engine's own slots keep that order too)."""
 
     def __init__(self, capacity: int) -> None:
         self._cond = threading.Condition()
         self.capacity = capacity
         self.taken = 0
+        self._waiting: collections.deque[object] = collections.deque()
 
     def acquire(self, abort: threading.Event) -> None:
+        ticket = object()
         with self._cond:
-            while self.taken >= self.capacity:
-                if abort.is_set():
-                    raise errors.Aborted("aborted while waiting for the model")
-                self._cond.wait(SLOT_POLL_S)
-            self.taken += 1
+            self._waiting.append(ticket)
+            try:
+                while self._waiting.index(ticket) >= self.capacity - self.taken:
+                    if abort.is_set():
+                        raise errors.Aborted("aborted while waiting for the model")
+                    self._cond.wait(SLOT_POLL_S)
+                self.taken += 1
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()  # the next in line may now be within reach
 
     def release(self) -> None:
         with self._cond:
