@@ -17,28 +17,14 @@ from gatewaykit import TOKEN, Running, gateway, models_of, smollm2_settings
 
 from controller.llm import worker
 from controller.llm.runtime import ModelRuntime
+from tests.answerkit import forced_words
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # Hundreds of forced tokens under a grammar: many seconds of the one slot.
 ENDLESS = {
     "type": "json_schema",
-    "json_schema": {
-        "name": "words",
-        "schema": {
-            "type": "object",
-            "properties": {
-                "words": {
-                    "type": "array",
-                    "items": {"enum": ["alpha", "beta", "gamma"]},
-                    "minItems": 120,
-                    "maxItems": 120,
-                }
-            },
-            "required": ["words"],
-            "additionalProperties": False,
-        },
-    },
+    "json_schema": {"name": "words", "schema": forced_words(120)},
 }
 
 

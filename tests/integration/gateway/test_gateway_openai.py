@@ -27,6 +27,7 @@ from gatewaykit import (
 from controller.llm import worker
 from controller.llm.runtime import ModelRuntime
 from controller.llm.settings import ModelsSettings
+from tests.answerkit import forced_words
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,20 +42,8 @@ ACTION = {
     "required": ["action", "reason"],
     "additionalProperties": False,
 }
-# An answer of thirty forced items: near a hundred tokens whatever the model prefers.
-LONG = {
-    "type": "object",
-    "properties": {
-        "words": {
-            "type": "array",
-            "items": {"enum": ["alpha", "beta", "gamma"]},
-            "minItems": 30,
-            "maxItems": 30,
-        }
-    },
-    "required": ["words"],
-    "additionalProperties": False,
-}
+# Thirty forced items: near a hundred tokens whatever the model prefers.
+LONG = forced_words(30)
 
 
 class Stack:

@@ -26,6 +26,7 @@ from controller.llm.runtime import ModelRuntime
 from controller.llm.settings import BackendSettings, LocalModel, ModelsSettings
 from controller.llm.supervisor import Supervisor, WorkerOptions
 from controller.llm.worker import WorkerBackend
+from tests.answerkit import forced_words
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -132,19 +133,7 @@ async def test_closing_the_stream_frees_the_worker(
 
 # An answer of 120 forced items: hundreds of tokens (and seconds) whatever the model
 # prefers, so no budget of 2 s can see it finish (the count alone ends after 51 tokens).
-ENDLESS = {
-    "type": "object",
-    "properties": {
-        "words": {
-            "type": "array",
-            "items": {"enum": ["alpha", "beta", "gamma"]},
-            "minItems": 120,
-            "maxItems": 120,
-        }
-    },
-    "required": ["words"],
-    "additionalProperties": False,
-}
+ENDLESS = forced_words(120)
 
 
 @pytest.mark.parametrize("seconds", [0.05, 2.0])

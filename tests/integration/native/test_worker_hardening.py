@@ -14,7 +14,7 @@ from pathlib import Path
 from fazai_native import protocol
 from fazai_native.embed import MAX_CHARS
 from fazai_native.residency import MAX_MODELS
-from workerkit import LONG, SMOLLM2, launch, running_worker
+from workerkit import LONG, SMOLLM2, generate, launch, running_worker
 
 
 def test_a_failed_load_by_spec_declares_nothing_and_keeps_a_good_spec(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_a_failed_load_by_spec_declares_nothing_and_keeps_a_good_spec(tmp_path: 
         )
         assert failed["code"] == "load_failed", failed
         assert "ghost" not in client.stats()["models"]
-        unknown = client.call({"op": "generate", "id": "g1", "model": "ghost", "prompt": "Hi"})
+        unknown = client.call(generate("g1", "ghost"))
         assert unknown["code"] == "unknown_model", unknown
         bad = tmp_path / "bad.gguf"
         bad.write_bytes(b"GGUF" + b"\0" * 64)
@@ -36,15 +36,7 @@ def test_a_failed_load_by_spec_declares_nothing_and_keeps_a_good_spec(tmp_path: 
         # The good spec is still the one declared: loading it by name works.
         loaded = client.call({"op": "load", "id": "l3", "model": "spare"})
         assert loaded["event"] == "result", loaded
-        done = client.call(
-            {
-                "op": "generate",
-                "id": "g2",
-                "model": "spare",
-                "prompt": "The capital of France is",
-                "params": {"max_tokens": 2},
-            }
-        )
+        done = client.call(generate("g2", "spare", max_tokens=2))
         assert done["event"] == "done", done
 
 
@@ -127,15 +119,7 @@ def test_an_idle_connection_is_closed_but_not_one_with_a_request_running(tmp_pat
             assert client.recv() is None  # nothing sent: closed after the idle timeout
         with worker.client() as client:
             # Silent for longer than the idle timeout, but a request is running.
-            client.send(
-                {
-                    "op": "generate",
-                    "id": "g",
-                    "model": "brain",
-                    "prompt": LONG,
-                    "params": {"max_tokens": 200},
-                }
-            )
+            client.send(generate("g", prompt=LONG, max_tokens=200))
             tokens, done = client.final("g")
             assert done["event"] == "done" and done["finish_reason"] in ("length", "stop"), done
             assert len(tokens) == done["usage"]["completion_tokens"]
@@ -189,15 +173,7 @@ def test_a_client_that_never_reads_its_answers_is_closed(tmp_path: Path) -> None
 def test_an_abort_after_its_target_finished_says_so(tmp_path: Path) -> None:
     models = [{"name": "brain", **SMOLLM2}]
     with running_worker(tmp_path, models=models) as worker, worker.client() as client:
-        done = client.call(
-            {
-                "op": "generate",
-                "id": "g",
-                "model": "brain",
-                "prompt": "Hi",
-                "params": {"max_tokens": 2},
-            }
-        )
+        done = client.call(generate("g", prompt="Hi", max_tokens=2))
         assert done["event"] == "done", done
         late = client.call({"op": "abort", "id": "a1", "target": "g"})
         assert late["result"] == {"target": "g", "aborted": False, "reason": "finished"}
@@ -210,15 +186,7 @@ def test_an_abort_after_its_target_finished_says_so(tmp_path: Path) -> None:
         with worker.client() as other:  # ids are per connection
             elsewhere = other.call({"op": "abort", "id": "a4", "target": "g"})
             assert elsewhere["result"]["reason"] == "unknown"
-        client.send(
-            {
-                "op": "generate",
-                "id": "long",
-                "model": "brain",
-                "prompt": LONG,
-                "params": {"max_tokens": 400},
-            }
-        )
+        client.send(generate("long", prompt=LONG, max_tokens=400))
         assert client.next_for("long")["event"] == "token"
         live = client.call({"op": "abort", "id": "a5", "target": "long"})
         assert live["result"] == {"target": "long", "aborted": True}

@@ -8,10 +8,9 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from workerkit import SMOLLM2, WorkerProcess, running_worker
+from workerkit import SMOLLM2, WorkerProcess, generate, running_worker
 
 MODELS = [
     {"name": "brain", "pinned": True, **SMOLLM2},
@@ -24,13 +23,6 @@ MODELS = [
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     with running_worker(tmp_path_factory.mktemp("ops"), models=MODELS) as running:
         yield running
-
-
-def generate(rid: str, model: str = "brain", **fields: Any) -> dict[str, Any]:
-    if "messages" not in fields:
-        fields.setdefault("prompt", "The capital of France is")
-    fields.setdefault("params", {"max_tokens": 4})
-    return {"op": "generate", "id": rid, "model": model, **fields}
 
 
 def test_load_and_unload_by_name(worker: WorkerProcess) -> None:

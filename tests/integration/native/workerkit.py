@@ -26,6 +26,16 @@ GEMMA3 = {"path": "embedded:gemma3-270m", "n_ctx": 512, "n_threads": 1}
 LONG = "Count from one to one thousand, in words, one number per line:\n"
 
 
+def generate(
+    rid: str, model: str = "brain", *, max_tokens: int = 4, **fields: Any
+) -> dict[str, Any]:
+    """A generate frame: a short prompt unless ``prompt`` or ``messages`` is given."""
+    if "messages" not in fields:
+        fields.setdefault("prompt", "The capital of France is")
+    fields.setdefault("params", {"max_tokens": max_tokens})
+    return {"op": "generate", "id": rid, "model": model, **fields}
+
+
 @dataclass
 class WorkerProcess:
     proc: subprocess.Popen[str]
