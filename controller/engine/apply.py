@@ -35,7 +35,7 @@ from controller.errors import FazaiError, Interrupted, WriterLockedError
 from controller.model import kinds
 from controller.model.document import Document
 from controller.model.state import DesiredState
-from controller.plan.diff import Action, compare
+from controller.plan.diff import WRITES, Action, compare
 from controller.plan.items import Plan, PlanItem
 from controller.plan.verdicts import RunContext
 from controller.providers.base import Change, Intent, NodeTransaction, Observation, PlatformIds
@@ -55,7 +55,6 @@ from controller.store import (
 
 log = logging.getLogger(__name__)
 
-WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE)
 INTERRUPTED_BEFORE = "interrupted before it started; nothing written"
 
 

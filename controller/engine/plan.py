@@ -109,7 +109,8 @@ def item_of(node: str, doc: Document, seen: Observed) -> PlanItem:
     action, changes = compare(seen, _label(doc))
     # A node's error can quote its files (nft quotes lines it read): no hash goes further.
     error = None if seen.error is None else mask_hashes(seen.error)
-    return PlanItem(node, doc.kind, doc.name, action, changes, error, seen.adopt)
+    reason = None if action is not Action.UNRESOLVED else seen.unresolved
+    return PlanItem(node, doc.kind, doc.name, action, changes, error, seen.adopt, reason=reason)
 
 
 def _label(doc: Document) -> str:

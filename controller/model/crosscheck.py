@@ -84,7 +84,7 @@ def _targets(
     for doc in resources:
         target = doc.spec["target"]
         kind = kinds.get(doc.kind)
-        platform = kind.platform if kind else None
+        platform = kind.platform_of(doc.spec) if kind else None
         if "node" in target:
             node = nodes.get(target["node"])
             if node is None and target["node"] in broken_nodes:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from controller.model.crosscheck import CheckContext
 
 InstanceKey = Callable[[Mapping[str, Any]], str]
+# The platform a document of a cross-platform kind belongs to, read from its spec (a
+# Goal's checks say it); None when the spec cannot tell (its validation reports why).
+PlatformOf = Callable[[Mapping[str, Any]], str | None]
 # Rules one document must follow that its schema cannot say (they need other documents,
 # the source tree, or a platform's own naming rules).
 DocumentCheck = Callable[[Document, "CheckContext"], Iterable["Diagnostic"]]
@@ -39,6 +42,8 @@ class Kind:
     # nodes: they have no spec.target, are never planned on a node, and DesiredState
     # keeps them apart (``controls``).
     targeted: bool = True
+    # Kinds whose schema names no platform (Goal) say per document which one it is.
+    platform_for: PlatformOf | None = field(default=None, compare=False)
 
     @property
     def spec_schema(self) -> Mapping[str, Any]:
@@ -48,6 +53,12 @@ class Kind:
     def platform(self) -> str | None:
         platform = self.spec_schema.get("x-fazai-platform")
         return str(platform) if platform else None
+
+    def platform_of(self, spec: Mapping[str, Any]) -> str | None:
+        """The platform of one document of this kind: the schema's, or its spec's."""
+        if self.platform is not None:
+            return self.platform
+        return self.platform_for(spec) if self.platform_for is not None else None
 
     def document_schema(self) -> dict[str, Any]:
         """The whole document's schema: the common envelope around this kind's spec."""

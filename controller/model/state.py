@@ -21,7 +21,7 @@ def target_nodes(resource: Document, nodes: Mapping[str, Document]) -> list[str]
     if "node" in target:
         return [target["node"]] if target["node"] in nodes else []
     kind = kinds.get(resource.kind)
-    platform = kind.platform if kind else None
+    platform = kind.platform_of(resource.spec) if kind else None
     selector = target.get("matchLabels", {})
     return sorted(
         name

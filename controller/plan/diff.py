@@ -25,9 +25,16 @@ class Action(StrEnum):
     NOOP = "noop"
     ERROR = "error"  # the resource could not be compared; the message says why
     UNMANAGED = "unmanaged"  # on the node, in no document: reported, never touched
-    # What the agent proposes where no document says the outcome (a command, a tool
-    # call): a change like any other, held by the shipped fazai-agent-proposals default.
+    # A difference no deterministic handler can write (a Goal whose checks fail, a
+    # resource the node has no applier for): the item's reason says why. It counts as a
+    # difference, is never written by an apply, and is all that is handed to the agent.
+    # An item that also carries a command is what the agent proposes for it: a change
+    # like any other, held by the shipped fazai-agent-proposals default.
     UNRESOLVED = "unresolved"
+
+
+# What an apply writes to a node.
+WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE})
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,19 @@ class Observed:
     # would create (found by the platform's natural key, or named by ``spec.adopt``): the
     # plan marks the change "adopt" and the apply writes that object in place.
     adopt: str | None = None
+    # Why no handler can make this difference so (None: one can). A difference found
+    # with a reason plans as UNRESOLVED; in sync is in sync whatever the reason.
+    unresolved: str | None = None
 
 
 def compare(observed: Observed, label: str = "") -> tuple[Action, tuple[Change, ...]]:
+    action, changes = _compare(observed, label)
+    if observed.unresolved is not None and action in WRITES:
+        return Action.UNRESOLVED, changes
+    return action, changes
+
+
+def _compare(observed: Observed, label: str) -> tuple[Action, tuple[Change, ...]]:
     if observed.error is not None:
         return Action.ERROR, ()
     desired, live = observed.desired, observed.live

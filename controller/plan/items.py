@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from controller.diagnostics import Diagnostic
 from controller.errors import RetryDecision
-from controller.plan.diff import Action, Change
+from controller.plan.diff import WRITES, Action, Change
 from controller.plan.verdicts import Effect, Verdict
 
 
@@ -27,6 +27,16 @@ class PlanItem:
     # The command or tool call the agent proposes for this item (None: a typed change of
     # a document); policies see it as ``command``.
     command: str | None = None
+    # Why an UNRESOLVED item is left for the agent (no handler can make it so).
+    reason: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        """Whether applying the plan would write this item: a typed change, or what the
+        agent proposes. An unresolved difference with no proposal writes nothing."""
+        return self.action in WRITES or (
+            self.action is Action.UNRESOLVED and self.command is not None
+        )
 
     @property
     def denied(self) -> tuple[Verdict, ...]:
@@ -57,6 +67,15 @@ class NodePlan:
         return tuple(i for i in self.items if i.action not in quiet)
 
     @property
+    def writes(self) -> tuple[PlanItem, ...]:
+        """The changes an apply would write (the differences less what is unresolved)."""
+        return tuple(i for i in self.items if i.writes)
+
+    @property
+    def unresolved(self) -> tuple[PlanItem, ...]:
+        return tuple(i for i in self.items if i.action is Action.UNRESOLVED)
+
+    @property
     def failed(self) -> bool:
         return self.error is not None or any(i.action is Action.ERROR for i in self.items)
 
@@ -71,6 +90,15 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return any(n.changed for n in self.nodes)
+
+    @property
+    def has_writes(self) -> bool:
+        """Whether an apply would write anything (unresolved differences are not written)."""
+        return any(n.writes for n in self.nodes)
+
+    @property
+    def unresolved(self) -> tuple[PlanItem, ...]:
+        return tuple(i for n in self.nodes for i in n.unresolved)
 
     @property
     def has_errors(self) -> bool:
@@ -88,13 +116,13 @@ class Plan:
         """Items that would be written and a policy denies: while there is one, nothing of
         the plan is applied. A verdict on an item that writes nothing (in sync, unmanaged,
         not comparable) gates nothing, as the gate counts it."""
-        return tuple(i for n in self.nodes for i in n.changed if i.denied)
+        return tuple(i for n in self.nodes for i in n.writes if i.denied)
 
     @property
     def approvals_needed(self) -> int:
         """How many distinct approvers the plan's changes need before it may be applied
         (0: none); items that write nothing need none."""
-        return max((i.approvals_needed for n in self.nodes for i in n.changed), default=0)
+        return max((i.approvals_needed for n in self.nodes for i in n.writes), default=0)
 
     def counts(self) -> dict[str, int]:
         out = {a.value: 0 for a in Action}
