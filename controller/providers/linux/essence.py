@@ -11,21 +11,27 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.model.document import Document
+from controller.model.goal import CommandCheck, checks_of
 from controller.plan.diff import Observed
 from controller.source.tree import SourceTree, resolve_relative
 
 SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
+# The seconds a node spends on Goal checks when the provider sets no budget of its own
+# (it derives one from the node's command timeout; see LinuxProvider.gather).
+DEFAULT_CHECK_BUDGET = 45.0
 
 
 @dataclass
 class FactRequest:
-    """The request sent to remote_facts.py; positions in ``files``/``nft`` index answers."""
+    """The request sent to remote_facts.py; positions in ``files``/``nft``/``checks``
+    index answers."""
 
     packages: set[str] = field(default_factory=set)
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -33,6 +39,10 @@ class FactRequest:
     sysctls: set[str] = field(default_factory=set)
     nft: list[dict[str, Any]] = field(default_factory=list)
     services: set[str] = field(default_factory=set)
+    # Goal checks, each {"argv": [...], "timeout": seconds}, run in order on the node
+    # within ``check_budget`` seconds all together.
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    check_budget: float = DEFAULT_CHECK_BUDGET
 
     def to_json(self) -> str:
         return json.dumps(
@@ -44,6 +54,8 @@ class FactRequest:
                 "sysctl_file": SYSCTL_FILE,
                 "nft": self.nft,
                 "services": sorted(self.services),
+                "checks": self.checks,
+                "check_budget": self.check_budget,
             }
         )
 
@@ -105,14 +117,33 @@ def _package(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
             desired["version"] = doc.spec["version"]
 
     def read(answer: Answer) -> Observed:
+        manager = answer.get("host", {}).get("package_manager")
+        if manager is None:
+            # Nothing to read the packages with: none is installed as far as FazAI can
+            # tell, and none can be installed. An absent package is in sync.
+            return Observed(desired, None, unresolved=NO_PACKAGE_MANAGER)
         facts = answer.get("packages", {})
         if "error" in facts:
             return Observed(desired, None, facts["error"])
         version = facts.get("installed", {}).get(name)
         live = None if version is None else {"installed": True, "version": version}
-        return Observed(desired, live)
+        # rpm is read (the plan shows the difference) but never written: the apply's
+        # package steps are apt's (operations refuses any other manager).
+        unresolved = None if manager == "dpkg" else package_reason(str(manager))
+        return Observed(desired, live, unresolved=unresolved)
 
     return read
+
+
+NO_PACKAGE_MANAGER = (
+    "FazAI applies packages with dpkg/apt; this node has no package manager it can read "
+    "(neither dpkg nor rpm)"
+)
+NO_SYSTEMD = "FazAI applies services with systemd; this node does not run it"
+
+
+def package_reason(manager: str) -> str:
+    return f"FazAI applies packages with dpkg/apt; this node uses {manager}"
 
 
 def _file(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
@@ -167,6 +198,9 @@ def _service(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     desired = {k: doc.spec[k] for k in ("running", "enabled") if k in doc.spec}
 
     def read(answer: Answer) -> Observed:
+        if answer.get("host", {}).get("service_manager") != "systemd":
+            # No unit can be read or started: a difference no handler can write.
+            return Observed(desired, None, unresolved=NO_SYSTEMD)
         facts = answer.get("services", {})
         if "error" in facts:
             return Observed(desired, None, facts["error"])
@@ -278,7 +312,65 @@ def _nft_table(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     return read
 
 
+PASS = "pass"
+
+
+def _goal(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
+    """A goal's essence is each check's verdict: desired all "pass", live what the node's
+    run of it came to. Only the verdict is kept, never the command's output (a probe's
+    output can hold secrets): a failing check says why in words of FazAI's own."""
+    every = checks_of(doc.spec)
+    commands = [c for c in every if isinstance(c, CommandCheck)]
+    if len(commands) != len(every):  # validation keeps API checks off Linux nodes
+        return lambda answer: Observed(None, None, "an API check cannot run on a Linux node")
+    start = len(request.checks)
+    for check in commands:
+        request.checks.append({"argv": list(check.command), "timeout": check.timeout})
+    desired = {check.name: PASS for check in commands}
+
+    def read(answer: Answer) -> Observed:
+        answers = answer.get("checks")
+        if not isinstance(answers, list) or len(answers) < start + len(commands):
+            return Observed(desired, None, "the node did not answer the goal's checks")
+        live = {
+            check.name: verdict(check, answers[start + index])
+            for index, check in enumerate(commands)
+        }
+        failing = [f"{name} ({value.removeprefix('fail: ')})" for name, value in live.items()
+                   if value != PASS]  # fmt: skip
+        reason = "checks failing: " + ", ".join(failing) if failing else None
+        return Observed(desired, live, unresolved=reason)
+
+    return read
+
+
+def verdict(check: CommandCheck, answer: Mapping[str, Any]) -> str:
+    """The verdict on one check from its answer: "pass", or "fail: " and why."""
+    if "error" in answer:
+        return "fail: " + str(answer["error"])
+    if answer.get("timed_out"):
+        seconds = float(answer.get("timeout", check.timeout))
+        why = f"fail: timed out after {seconds:g}s"
+        return why + " (the node's check time budget ran out)" if answer.get("budget") else why
+    code = answer.get("exit")
+    if not isinstance(code, int):
+        return "fail: the node reported no exit status"
+    if code != check.exit_code:
+        return f"fail: killed by signal {-code}" if code < 0 else f"fail: exit {code}"
+    stdout = str(answer.get("stdout", ""))
+    # Only the first 64 KiB of the output come back: say so when the text may be beyond.
+    cut = " (only the first 64 KiB of the output are read)" if answer.get("truncated") else ""
+    if check.stdout_contains is not None and check.stdout_contains not in stdout:
+        return "fail: output lacks the expected text" + cut
+    if check.stdout_matches is not None and not re.search(
+        check.stdout_matches, stdout, re.MULTILINE
+    ):
+        return "fail: output does not match" + cut
+    return PASS
+
+
 _PREPARERS: dict[str, Callable[[Document, SourceTree, FactRequest], Reader]] = {
+    "Goal": _goal,
     "Package": _package,
     "File": _file,
     "Service": _service,

@@ -34,6 +34,14 @@ def facts_command() -> str:
     return "python3 -I -S -c " + shlex.quote(source)
 
 
+def check_budget(command_timeout: float) -> float:
+    """The seconds a node may spend on Goal checks in one fact read: the node's command
+    timeout less room for the other facts and the round trip (a quarter of it, at least
+    15 s), and at least 1 s. The checks' own timeouts may add up to more; those the budget leaves no
+    time for fail as not run, rather than the whole read timing out."""
+    return max(1.0, min(command_timeout - 15, 0.75 * command_timeout))
+
+
 class LinuxProvider:
     platform = "linux"
     ownership = OWNERSHIP
@@ -76,6 +84,7 @@ class LinuxProvider:
         connection: asyncssh.SSHClientConnection | None = None,
     ) -> Mapping[str, Any]:
         target = ssh.SshTarget.from_node(node)
+        request.check_budget = check_budget(target.command_timeout)
         if connection is None:
             result = await pool.read(target, facts_command(), request.to_json())
         else:

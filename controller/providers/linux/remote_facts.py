@@ -7,23 +7,37 @@ per-item errors in the answer instead of failing the whole read.
 """
 
 import base64
+import contextlib
 import grp
 import hashlib
 import json
 import os
 import pwd
 import re
+import selectors
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 # typing.Dict and friends, not dict[...]: this file must run on the Python 3.6 of old nodes.
 Fact = Dict[str, Any]
 
 MAX_CONTENT = 1024 * 1024  # files larger than this are compared by hash only
+
+# A Goal's check runs with a fixed, minimal environment: what it reports must not depend
+# on the login's locale, its PATH or the directory the fact read started in.
+CHECK_ENV = {
+    "LC_ALL": "C",
+    "LANG": "C",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
+CHECK_OUTPUT = 64 * 1024  # bytes of a check's standard output kept (stderr: none)
+POLL_S = 0.05  # how often a running check is looked at between reads of its output
 
 
 def run(argv: List[str], data: Optional[bytes] = None) -> Tuple[int, str, str]:
@@ -434,7 +448,135 @@ def services(names: List[str], manager: Optional[str]) -> Fact:
     return {"units": found}
 
 
+def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
+    """Run one Goal check: ``item["argv"]`` without a shell, within ``item["timeout"]``
+    seconds (or ``limit``, the time left of the node's check budget, when less).
+
+    The answer is {"exit", "stdout", "truncated"}, {"timed_out": true, "timeout"} or
+    {"error"}; whether that passes is decided by the controller. The check runs in a
+    session of its own, so that a timeout kills everything it started (its process
+    group), and whatever of the group outlives it is killed when it exits: a probe
+    leaves nothing running. Both pipes are read as long as it runs, the first
+    CHECK_OUTPUT bytes of standard output kept and the rest (and all of standard error)
+    discarded: a program that prints much more still runs on to its own exit status
+    instead of blocking on a full pipe (the timeout bounds how long that takes).
+    """
+    argv = item.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return {"error": "not a command (argv must be a list of strings)"}
+    timeout = float(item.get("timeout", 10))
+    budgeted = limit is not None and limit < timeout
+    if budgeted:
+        timeout = max(0.0, float(limit))  # type: ignore[arg-type]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            shell=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=CHECK_ENV,
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return {"error": "no such program: " + argv[0]}
+    except PermissionError:
+        return {"error": "permission denied: " + argv[0]}
+    except OSError as exc:
+        return {"error": "cannot run " + argv[0] + ": " + str(exc.strerror)}
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    kept = bytearray()
+    produced = 0
+
+    def take(key: Any) -> None:
+        nonlocal produced, kept
+        chunk = os.read(key.fd, 65536)
+        if not chunk:
+            selector.unregister(key.fileobj)
+        elif key.fileobj is proc.stdout:
+            produced += len(chunk)
+            if len(kept) < CHECK_OUTPUT:
+                kept += chunk[: CHECK_OUTPUT - len(kept)]
+
+    selector = selectors.DefaultSelector()
+    try:
+        for pipe in (proc.stdout, proc.stderr):
+            selector.register(pipe, selectors.EVENT_READ)
+        done = False
+        # Until the program exits or the time is out. Its exit is seen without reaping
+        # it, so that its id (its group's) stays reserved for the kill below; the pipes
+        # may stay open after it (held by something it started), so they are not waited
+        # for, only drained of what is already in them.
+        while not done and time.monotonic() < deadline:
+            left = deadline - time.monotonic()
+            if selector.get_map():
+                for key, _ in selector.select(min(left, POLL_S)):
+                    take(key)
+            else:
+                time.sleep(min(left, POLL_S / 5))
+            done = exited(proc.pid)
+        while done and selector.get_map():
+            ready = selector.select(0)
+            if not ready or time.monotonic() >= deadline:
+                break
+            for key, _ in ready:
+                take(key)
+        # Everything of the group goes: on a timeout the program itself, else whatever
+        # it started and left behind. A probe leaves nothing running.
+        kill_group(proc.pid)
+        proc.wait()
+    finally:
+        selector.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    if not done:
+        answer = {"timed_out": True, "timeout": round(timeout, 2)}  # type: Fact
+        if budgeted:
+            answer["budget"] = True
+        return answer
+    return {
+        "exit": proc.returncode,
+        "stdout": bytes(kept).decode("utf-8", "replace"),
+        "truncated": produced > CHECK_OUTPUT,
+    }
+
+
+def exited(pid: int) -> bool:
+    """Whether the child ``pid`` has ended, leaving it to be reaped (waitid WNOWAIT)."""
+    try:
+        state = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return state is not None
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # none of it is left
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def checks(items: List[Fact], budget: float, started: Optional[float] = None) -> List[Fact]:
+    """Run the checks in order within ``budget`` seconds, counted from ``started`` (the
+    start of the fact read; now when None): each gets at most the time left, and those
+    after the budget is spent are not run. The budget keeps the whole read within the
+    node's command timeout, whatever the checks' own timeouts add up to."""
+    if started is None:
+        started = time.monotonic()
+    out = []  # type: List[Fact]
+    for item in items:
+        left = budget - (time.monotonic() - started)
+        if left <= 0:
+            out.append({"error": "not run: the node's check time budget (%gs) is spent" % budget})
+            continue
+        out.append(run_check(item, left))
+    return out
+
+
 def gather(request: Fact) -> Fact:
+    started = time.monotonic()
     host = host_facts()
     answer = {"host": host}  # type: Fact
     if request.get("packages"):
@@ -446,6 +588,10 @@ def gather(request: Fact) -> Fact:
     answer["nft"] = [nft_table(item) for item in request.get("nft", [])]
     if request.get("services"):
         answer["services"] = services(request["services"], host["service_manager"])
+    if request.get("checks"):
+        # Last, and on what is left of the budget: the other facts are read first.
+        budget = float(request.get("check_budget", 45))
+        answer["checks"] = checks(request["checks"], budget, started)
     return answer
 
 
