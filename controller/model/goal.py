@@ -10,13 +10,13 @@ from its checks, so one goal is one platform.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from controller.diagnostics import Diagnostic
+from controller.model import probes
 from controller.model.crosscheck import CheckContext
 from controller.model.document import Document
 from controller.model.kinds import Kind, register
@@ -24,26 +24,11 @@ from controller.model.kinds import Kind, register
 DEFAULT_TIMEOUT = 10
 DEFAULT_ITERATIONS = 32
 
-# A check is a probe: argv[0] must be a program that reads, not one that runs what its
-# arguments say. Shells, interpreters and command wrappers would turn a check into
-# arbitrary code (and a "read-only" label into a promise nobody can keep).
-REFUSED_PROGRAMS = frozenset(
-    {
-        "sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox",
-        "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua",
-        "tclsh", "awk", "gawk", "mawk", "nawk",
-        "env", "sudo", "su", "doas", "runuser", "setsid", "nohup", "timeout", "nice",
-        "ionice", "chroot", "nsenter", "unshare", "xargs", "find", "watch", "script",
-        "systemd-run", "ssh", "scp", "eval", "exec", "time", "strace", "gdb",
-    }
-)  # fmt: skip
-
 # The API actions that read on OPNsense (its controllers name them; anything else, such
 # as set, add, del, apply, reconfigure, may change the firewall even on a GET).
 READ_ACTIONS = frozenset(
     {"get", "search", "status", "show", "list", "info", "stats", "dump", "read"}
 )
-_VERSIONED = re.compile(r"^python\d(\.\d+)?$|^perl\d[\d.]*$|^ruby\d[\d.]*$|^lua\d[\d.]*$")
 
 
 @dataclass(frozen=True)
@@ -185,18 +170,13 @@ def check_goal(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
 def _command_problems(check: Mapping[str, Any], expect: Mapping[str, Any], problem: Any) -> Any:
     for key in _API_EXPECT:
         if key in expect:
-            yield problem(("expect", key), f"'{key}' applies to API checks ('get')", f"expect.{key}")
-    argv = check["command"]
-    program = posixpath.basename(argv[0]) if argv and isinstance(argv[0], str) else ""
-    if not program:
-        yield problem(("command", 0), "the command's first item must name a program", "command")
-    elif program in REFUSED_PROGRAMS or _VERSIONED.match(program):
-        yield problem(
-            ("command", 0),
-            f"{program!r} runs whatever its arguments say: a check runs one read-only "
-            "program directly (no shell, interpreter or wrapper)",
-            "command",
-        )
+            message = f"'{key}' applies to API checks ('get')"
+            yield problem(("expect", key), message, f"expect.{key}")
+    # A check runs during every plan, dry runs and review plans included: only what the
+    # allow-list of probes (controller/model/probes.py) knows to be read-only.
+    reason = probes.refusal(check["command"])
+    if reason is not None:
+        yield problem(("command",), reason, "command")
     pattern = expect.get("stdoutMatches")
     if isinstance(pattern, str):
         try:
