@@ -18,6 +18,7 @@ from controller.providers.base import Change, Observation, Part, Unmanaged
 from controller.providers.opnsense import (
     adoption,
     essence,
+    goals,
     importing,
     live,
     naming,
@@ -75,21 +76,23 @@ class OpnsenseProvider:
         self, node: Document, resources: Sequence[Document], tree: SourceTree
     ) -> Observation:
         async with OpnsenseClient(api_target(node), self.transport) as client:
-            firewall = await live.read(client, kinds_for(resources))
+            firewall = await live.read(client, kinds_for(resources), goals.paths(resources))
         return compare(node.name, resources, firewall)
 
     async def observe_many(self, node: Document, parts: Sequence[Part]) -> list[Observation]:
         """One bulk read of the object types any part uses; each part is then compared
         with the firewall restricted to its own types (as its own read would see it)."""
         wanted = [kinds_for(resources) for resources, _ in parts]
+        checked = [goals.paths(resources) for resources, _ in parts]
         async with OpnsenseClient(api_target(node), self.transport) as client:
-            firewall = await live.read(client, set().union(*wanted))
+            firewall = await live.read(client, set().union(*wanted), set().union(*checked))
         out = []
-        for (resources, _), kinds in zip(parts, wanted, strict=True):
+        for (resources, _), kinds, paths in zip(parts, wanted, checked, strict=True):
             own = live.LiveFirewall(
                 firewall.version,
                 firewall.version_text,
                 {k: v for k, v in firewall.items.items() if k in kinds},
+                {p: v for p, v in firewall.checks.items() if p in paths},
             )
             out.append(compare(node.name, resources, own))
         return out
@@ -100,7 +103,8 @@ class OpnsenseProvider:
         """Every object of every firewall kind that none of ``resources`` describes."""
         async with OpnsenseClient(api_target(node), self.transport) as client:
             firewall = await live.read(client, set(live.MODELS))
-        return compare(node.name, resources, firewall).unmanaged
+        objects = [d for d in resources if not goals.is_goal(d)]  # goals claim no object
+        return compare(node.name, objects, firewall).unmanaged
 
     def import_spec(self, item: Unmanaged) -> tuple[str, dict[str, Any]]:
         """(a name hint, the spec) of a document describing ``item`` as it is."""
@@ -150,18 +154,18 @@ def kinds_for(resources: Sequence[Document]) -> set[str]:
 
 def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewall) -> Observation:
     """Each document's desired and live essence (desired None: ``state: absent``), and
-    the objects no document claims."""
+    the objects no document claims. A Goal binds no object: its checks' verdicts are
+    its essence (see goals.py)."""
+    objects = [d for d in resources if not goals.is_goal(d)]
     aliases_by_name = {
         str(item.get("name")): (uuid, item) for uuid, item in firewall.of("FirewallAlias").items()
     }
-    desired_aliases = {
-        d.spec["name"] for d in resources if d.kind == "FirewallAlias" and present(d)
-    }
+    desired_aliases = {d.spec["name"] for d in objects if d.kind == "FirewallAlias" and present(d)}
     known_aliases = desired_aliases | set(aliases_by_name)
     claimed: dict[tuple[str, str], list[Document]] = {}
     observed: dict[Document, Observed] = {}
     keys: dict[Document, references.Key] = {}
-    for doc in resources:
+    for doc in objects:
         wanted = present(doc)
         adopted: str | None = None
         bind_error: str | None = None
@@ -209,6 +213,9 @@ def compare(node: str, resources: Sequence[Document], firewall: live.LiveFirewal
         observed[doc] = Observed(desired, live_essence, problem, adopt=adopted)
     _refuse_shared_objects(observed, claimed)
     _refuse_aliases_in_use(observed, keys, firewall)
+    for doc in resources:
+        if goals.is_goal(doc):
+            observed[doc] = goals.observe(doc, firewall.checks)
     return Observation(observed, tuple(_unmanaged(firewall, set(claimed))))
 
 

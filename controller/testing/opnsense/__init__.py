@@ -2,9 +2,9 @@
 
 It answers the endpoints FazAI and its peers use (aliases, filter rules, Unbound host
 overrides, the bulk alias import and CSV rule upload, reconfigure/apply, rollback,
-backups, firmware) the way opnsense/core 24.7 to 26.7 do, down to validation messages,
-and gives tests hooks the real box lacks: fault injection, a request log, and direct
-access to its configuration.
+backups, firmware, the service list) the way opnsense/core 24.7 to 26.7 do, down to
+validation messages, and gives tests hooks the real box lacks: fault injection, a
+request log, and direct access to its configuration.
 
     with EmulatorServer(version="26.1", rollback_seconds=0.5) as fw:
         httpx.get(f"{fw.url}/api/firewall/alias/searchItem", auth=fw.auth)

@@ -597,6 +597,32 @@ async def unbound_status(call: Call) -> Answer:
     return {"status": "running"}
 
 
+# Services — Core/Api/ServiceController.php
+
+# What configd's "service list" names on a stock box (the services this emulator's
+# configuration runs), and whether the GUI may stop each.
+SERVICES = (
+    ("configd", "System Configuration Daemon", True),
+    ("login", "Users and Groups", True),
+    ("openssh", "Secure Shell Daemon", False),
+    ("pf", "Packet Filter", True),
+    ("routing", "System routing", True),
+    ("syslog-ng", "Syslog-ng Daemon", False),
+    ("unbound", "Unbound DNS", False),
+    ("webgui", "Web GUI", True),
+)
+
+
+async def service_search(call: Call) -> Answer:
+    """searchAction(): one row per service; locked and running are integers, not the
+    model's "0"/"1" strings."""
+    rows = [
+        {"id": name, "locked": 1 if locked else 0, "running": 1, "description": text, "name": name}
+        for name, text, locked in SERVICES
+    ]
+    return search.search_recordset(rows, call.params, None)
+
+
 # Firmware — Core/Api/FirmwareController.php
 
 
@@ -786,6 +812,7 @@ def build_routes(emu: Emulator) -> dict[tuple[str, str], dict[str, Route]]:
             reconfigure=(unbound_reconfigure, 0), status=(unbound_status, 0)
         ),
         ("core", "Firmware"): table(status=(firmware_status, 0), info=(firmware_info, 0)),
+        ("core", "Service"): table(search=(service_search, 0)),
         ("core", "Backup"): table(
             providers=(backup_providers, 0),
             backups=(backup_list, 1),

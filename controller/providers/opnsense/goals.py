@@ -1,0 +1,147 @@
+"""Goals on OPNsense: their checks' API reads and the judgement of each answer.
+
+A Goal in sync is every check passing; ``desired`` is ``{check: "pass"}`` and ``live``
+the verdict of each, so a failing check shows as that one field differing and the plan
+item is unresolved with the failing checks as its reason. Nothing read from the
+firewall goes into a verdict beyond a few fixed words (a value may be a secret: a
+pre-shared key, a password hash), and a check whose path is not a plain relative API
+path is never sent (validation refuses such paths; this is the last line).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from controller.model.document import Document
+from controller.model.goal import ApiCheck, checks_of
+from controller.plan.diff import Observed
+from controller.providers.opnsense.live import ReadFailed
+
+KIND = "Goal"
+PASS = "pass"
+# module/controller/action[/arg...]: relative, so the client's base URL keeps it under
+# /api/; no ".", "..", empty segment, query, fragment or escape can take it elsewhere.
+_SEGMENT = r"[A-Za-z0-9_:-]+(?:\.[A-Za-z0-9_:-]+)*"
+_PLAIN = re.compile(rf"[a-z][a-z0-9_]*(?:/{_SEGMENT}){{2,6}}")
+_MISSING = object()
+
+
+def is_goal(doc: Document) -> bool:
+    return doc.kind == KIND
+
+
+def plain_path(path: str) -> bool:
+    """Whether ``path`` is a relative API path that cannot leave /api/."""
+    return _PLAIN.fullmatch(path) is not None and all(s not in (".", "..") for s in path.split("/"))
+
+
+def api_checks(doc: Document) -> tuple[ApiCheck, ...]:
+    return tuple(c for c in checks_of(doc.spec) if isinstance(c, ApiCheck))
+
+
+def paths(resources: Iterable[Document]) -> set[str]:
+    """The API paths the Goals among ``resources`` read, each once."""
+    return {c.path for d in resources if is_goal(d) for c in api_checks(d) if plain_path(c.path)}
+
+
+def observe(doc: Document, answers: Mapping[str, Any]) -> Observed:
+    """The Goal's verdicts from ``answers`` (path -> JSON answer or ReadFailed)."""
+    checks = checks_of(doc.spec)
+    desired = {c.name: PASS for c in checks}
+    live = {
+        c.name: judge(c, answers)
+        if isinstance(c, ApiCheck)
+        else "fail: a command check does not run on OPNsense"
+        for c in checks
+    }
+    failing = [(name, verdict) for name, verdict in live.items() if verdict != PASS]
+    return Observed(desired, live, unresolved=reason(failing) if failing else None)
+
+
+def reason(failing: Sequence[tuple[str, str]]) -> str:
+    """``checks failing: name (why), ...``."""
+    whys = (f"{name} ({verdict.removeprefix('fail: ')})" for name, verdict in failing)
+    return "checks failing: " + ", ".join(whys)
+
+
+def judge(check: ApiCheck, answers: Mapping[str, Any]) -> str:
+    """``pass``, or ``fail: <why>`` in fixed words."""
+    if not plain_path(check.path):
+        return "fail: not a plain API path"
+    answer = answers.get(check.path, _MISSING)
+    if answer is _MISSING:
+        return "fail: not read"
+    if isinstance(answer, ReadFailed):
+        return f"fail: {answer.why}"
+    value = at(answer, check.at) if check.at is not None else answer
+    if check.exists is not None:
+        found = value is not _MISSING
+        if found == check.exists:
+            return PASS
+        return "fail: path missing" if check.exists else "fail: path present"
+    if value is _MISSING:
+        return "fail: path missing"
+    if check.has_equals:
+        return PASS if same(value, check.equals) else "fail: value differs"
+    if check.contains is not None:
+        return _contains(value, check.contains)
+    return "fail: no expectation"
+
+
+def at(answer: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (dict keys; list items by index), or the missing marker."""
+    value = answer
+    for part in dotted.split("."):
+        if isinstance(value, Mapping):
+            if part not in value:
+                return _MISSING
+            value = value[part]
+        elif isinstance(value, list) and part.isdecimal() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def same(live: Any, expected: Any) -> bool:
+    """Equal as OPNsense writes values: "1", 1 and true are one value, "0", 0 and false
+    another; anything else equal with equal types (so "443" is not 443), all the way
+    down a list or a map."""
+    if isinstance(live, Mapping) and isinstance(expected, Mapping):
+        return live.keys() == expected.keys() and all(same(live[k], expected[k]) for k in live)
+    if isinstance(live, list) and isinstance(expected, list):
+        return len(live) == len(expected) and all(
+            same(a, b) for a, b in zip(live, expected, strict=True)
+        )
+    live_flag, expected_flag = _flag(live), _flag(expected)
+    if live_flag is not None or expected_flag is not None:
+        return live_flag == expected_flag
+    return type(live) is type(expected) and bool(live == expected)
+
+
+def _flag(value: Any) -> str | None:
+    if value is True or value == "1" or (type(value) is int and value == 1):
+        return "1"
+    if value is False or value == "0" or (type(value) is int and value == 0):
+        return "0"
+    return None
+
+
+def _contains(value: Any, wanted: str) -> str:
+    if isinstance(value, str):
+        return PASS if wanted in value else "fail: not contained"
+    if isinstance(value, list):
+        items = (_text(v) for v in value)
+        return PASS if wanted in items else "fail: not contained"
+    return "fail: neither text nor a list"
+
+
+def _text(value: Any) -> str | None:
+    """A list item as text, to compare with ``contains`` (numbers as JSON writes them)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
