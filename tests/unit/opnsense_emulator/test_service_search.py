@@ -23,4 +23,3 @@ def test_phrase_and_paging_as_search_recordset_base(api: httpx.Client) -> None:
     first = api.get("/api/core/service/search", params={"rowCount": 2, "current": 2}).json()
     assert (first["rowCount"], first["current"]) == (2, 2)
     assert first["total"] > 2
-
