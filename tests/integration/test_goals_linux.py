@@ -31,6 +31,13 @@ def goal(name: str, *checks: dict[str, Any]) -> dict[str, Any]:
 ETC = {"name": "etc-there", "command": ["test", "-d", "/etc"], "expect": {"exitCode": 0}}
 MISSING = {"name": "marker", "command": ["test", "-e", "/nonexistent"], "expect": {"exitCode": 0}}
 REASON = "checks failing: marker (exit 1)"
+# Opening a FIFO for reading waits for a writer, and none comes: a read-only check
+# that never ends on its own (the probe allow-list has no sleep).
+FIFO = "/tmp/fazai-goal.fifo"
+
+
+def hang(name: str, timeout: int) -> dict[str, Any]:
+    return {"name": name, "command": ["cat", FIFO], "timeout": timeout, "expect": {"exitCode": 0}}
 
 
 def test_a_passing_goal_is_in_sync(fleet: Fleet, tmp_path: Path) -> None:
@@ -49,7 +56,7 @@ def test_a_passing_goal_is_in_sync(fleet: Fleet, tmp_path: Path) -> None:
 def test_a_failing_goal_plans_unresolved_with_its_reason(fleet: Fleet, tmp_path: Path) -> None:
     secret = "fazai-goal-secret-7d1c"
     node = fleet.nodes["web-1"]
-    node.run(f"echo 'TOKEN={secret}' > /etc/fazai-goal.env")
+    node.run(f"echo 'TOKEN={secret}' > /etc/fazai-goal.env && rm -f {FIFO} && mkfifo {FIFO}")
     try:
         failing = goal(
             "marker-there",
@@ -61,7 +68,7 @@ def test_a_failing_goal_plans_unresolved_with_its_reason(fleet: Fleet, tmp_path:
                 "command": ["cat", "/etc/fazai-goal.env"],
                 "expect": {"stdoutContains": "READY"},
             },
-            {"name": "slow", "command": ["sleep", "20"], "timeout": 1, "expect": {"exitCode": 0}},
+            hang("slow", 1),
         )
         state = write_state(tmp_path / "state", [node_doc(fleet, "web-1"), failing])
         started = time.monotonic()
@@ -69,13 +76,13 @@ def test_a_failing_goal_plans_unresolved_with_its_reason(fleet: Fleet, tmp_path:
         took = time.monotonic() - started
         as_json = fazai("plan", str(state), "--output", "json")
     finally:
-        node.run("rm -f /etc/fazai-goal.env")
+        node.run(f"rm -f /etc/fazai-goal.env {FIFO}")
     reason = (
         "checks failing: marker (exit 1), env-ready (output lacks the expected text), "
         "slow (timed out after 1s)"
     )
     assert text.returncode == 1, text.stdout + text.stderr
-    assert took < 20  # the 20 s sleep was killed at its 1 s timeout
+    assert took < 15  # the check that never ends was killed at its 1 s timeout
     assert "Goal/marker-there" in text.stdout and "unresolved" in text.stdout
     assert reason in text.stdout
     assert as_json.returncode == 1, as_json.stderr
@@ -101,14 +108,15 @@ def test_a_failing_goal_plans_unresolved_with_its_reason(fleet: Fleet, tmp_path:
 def test_the_check_budget_bounds_the_fact_read(fleet: Fleet, tmp_path: Path) -> None:
     # A command timeout of 10 s leaves 1 s for checks: the first check is cut at what is
     # left, the others are not run, and the read ends well within the node's timeout.
-    slow = [
-        {"name": f"slow-{i}", "command": ["sleep", "20"], "timeout": 8, "expect": {"exitCode": 0}}
-        for i in range(3)
-    ]
+    slow = [hang(f"slow-{i}", 8) for i in range(3)]
     node = node_doc(fleet, "web-1", commandTimeout=10)
     state = write_state(tmp_path / "state", [node, goal("slow", *slow)])
+    fleet.nodes["web-1"].run(f"rm -f {FIFO} && mkfifo {FIFO}")
     started = time.monotonic()
-    planned = fazai("plan", str(state), "--output", "json")
+    try:
+        planned = fazai("plan", str(state), "--output", "json")
+    finally:
+        fleet.nodes["web-1"].run(f"rm -f {FIFO}")
     assert time.monotonic() - started < 10
     assert planned.returncode == 1, planned.stdout + planned.stderr
     (item,) = json.loads(planned.stdout)["changes"]
