@@ -349,3 +349,18 @@ def test_goal_only_node_reads_its_checks_and_lists_unmanaged(fw: Firewall) -> No
     assert [u.name for u in seen.unmanaged] == ["kept"]
     unmanaged = asyncio.run(provider.unmanaged(node, [only], fw.state().source))
     assert [u.name for u in unmanaged] == ["kept"]
+
+
+def test_one_read_for_many_parts_judges_each_part_with_its_own_checks(fw: Firewall) -> None:
+    """observe_many (review plans of base and head): the checks of every part in one
+    pass, each part seeing only its own paths (as its own read would)."""
+    node = Document("Node", NODE, fw.node()["spec"])
+    tree = fw.state().source
+    dns = {"name": "dns", "get": "unbound/service/status", "expect": {"exists": True}}
+    ids = {"name": "ids", "get": "ids/settings/get", "expect": {"exists": True}}
+    base, head = goal_doc("g", dns), goal_doc("g", dns, ids)
+    fw.emu.requests.clear()
+    seen = asyncio.run(OpnsenseProvider().observe_many(node, [([base], tree), ([head], tree)]))
+    assert seen[0].resources[base].live == {"dns": "pass"}
+    assert seen[1].resources[head].live == {"dns": "pass", "ids": "fail: HTTP 404"}
+    assert fw.emu.requests.count("GET", r"^/api/unbound/service/status$") == 1
