@@ -71,8 +71,10 @@ Programs with a grammar of their own (anything outside it is refused)
 What the gate cannot see
     A GET that an endpoint acts on is still a write (the API checks of OPNsense goals
     are limited to reading actions elsewhere); files the node holds are trusted (a
-    checksum list or a symlink can name a device); apt-cache and iptables -t may
-    refresh a cache or load a table module, as any read by those tools does.
+    checksum list or a symlink can name a device, root's ~/.curlrc adds options to
+    curl); curl -L follows redirects to the protocols curl allows by default (HTTP(S)
+    and FTP(S) since 7.65.2); apt-cache and iptables -t may refresh a cache or load a
+    table module, and nginx -t may create its log files, as any run of them does.
 """
 
 from __future__ import annotations
@@ -155,10 +157,14 @@ def allowed_programs() -> tuple[str, ...]:
 # --- option scanning -----------------------------------------------------------------
 
 
-def _refuse_options(short: str = "", long: Sequence[str] = (), why: str = "") -> Rule:
+def _refuse_options(
+    short: str = "", long: Sequence[str] = (), why: str = "", exact: Sequence[str] = ()
+) -> Rule:
     """A program that reads whatever it is given, except the options named. Every letter
     of a short cluster is looked at (a value glued to its option may be refused: give it
-    as a separate argument), and a long option is refused when it abbreviates one named."""
+    as a separate argument), and a long option is refused when it abbreviates one named,
+    unless it is spelled out in ``exact`` (getopt takes an exact name before any
+    abbreviation: journalctl's --cursor is not --cursor-file)."""
 
     def rule(name: str, args: Sequence[str]) -> str | None:
         for arg in args:
@@ -166,7 +172,11 @@ def _refuse_options(short: str = "", long: Sequence[str] = (), why: str = "") ->
                 return None
             if arg.startswith("--"):
                 word = arg[2:].partition("=")[0]
-                hit = next((r for r in long if word and r.startswith(word)), None)
+                hit = (
+                    None
+                    if word in exact
+                    else next((r for r in long if word and r.startswith(word)), None)
+                )
                 if hit is not None:
                     return f"{name}: {arg!r} (--{hit}) is refused: {why}"
             elif arg.startswith("-") and len(arg) > 1:
@@ -763,6 +773,7 @@ RULES: Mapping[str, Rule] = {
          "setup-keys", "update-catalog", "relinquish-var", "smart-relinquish-var",
          "cursor-file", "image"),
         "a probe reads the journal once and changes nothing of it",
+        exact=("cursor",),
     ),
     "tail": _tail,
     "date": _date,

@@ -69,6 +69,7 @@ ALLOWED = [
     ["journalctl", "-u", "nginx", "-n", "50", "--no-pager"],
     ["journalctl", "--since", "1 hour ago", "-p", "err", "-xe"],
     ["journalctl", "--file", "/var/log/journal/x.journal"],
+    ["journalctl", "--cursor=s=abc", "--reverse", "--since", "today", "--system"],
     ["systemctl", "is-active", "nginx"],
     ["systemctl", "--no-pager", "status", "ssh.service"],
     ["systemctl", "show", "-p", "ActiveState", "--value", "nginx"],
