@@ -27,7 +27,8 @@ Rules for every argv
 
 Programs that only read, whatever their arguments (minus the options named)
     test, [, true, false, cat, head, wc, grep/egrep/fgrep (not -D/--devices), stat,
-    ls, readlink, realpath, id, getent, whoami, uname, df, findmnt (not -p/--poll),
+    ls, readlink, realpath, id, getent, whoami, uname, df, findmnt (not -p/--poll,
+    -F/--tab-file),
     lsblk, ps, pgrep, pidof, which, sha256sum, sha1sum, md5sum, cmp, diff, jq,
     ss (not -K/--kill, -D/--diag, -E/--events), nproc, uptime, free (not -s/--seconds),
     lscpu, dig, host, named-checkconf, journalctl (not -f/--follow, --vacuum-*,
@@ -308,10 +309,10 @@ def _has(parsed: Parsed, *options: str) -> bool:
 
 
 def _number(most: float | None = None, least: float = 0, integer: bool = False) -> Check:
-    pattern = re.compile(r"^[0-9]{1,6}$" if integer else r"^[0-9]{1,6}(\.[0-9]{1,3})?$")
+    pattern = re.compile(r"[0-9]{1,6}" if integer else r"[0-9]{1,6}(\.[0-9]{1,3})?")
 
     def check(value: str) -> str | None:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             return "not a number" if not integer else "not a whole number"
         if float(value) < least or (most is not None and float(value) > most):
             return f"must be from {least:g} to {most:g}" if most is not None else "too small"
@@ -534,7 +535,7 @@ _NFT_OBJECTS = (
     "counters", "counter", "quotas", "quota", "flowtables", "flowtable", "meters",
     "meter", "limits", "limit", "hooks",
 )  # fmt: skip
-_NFT_WORD = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_NFT_WORD = re.compile(r"[A-Za-z0-9_.:-]+")  # whole words only: fullmatch
 _NFT_VERBS = frozenset(
     {"add", "create", "insert", "replace", "delete", "destroy", "flush", "reset",
      "rename", "import", "export", "monitor", "describe", "get"}
@@ -551,7 +552,7 @@ def _nft_then(name: str, parsed: Parsed) -> str | None:
     for word in words[2:]:
         # nft joins its arguments into one script: a ';' or a newline starts another
         # command, so every word is one plain token.
-        if not _NFT_WORD.match(word) or word in _NFT_VERBS or word == "list":
+        if not _NFT_WORD.fullmatch(word) or word in _NFT_VERBS or word == "list":
             return f"{name}: {word!r} is not a plain family or name in nft list"
     return None
 
@@ -568,14 +569,14 @@ _IPTABLES = Grammar(
         else "not a table (filter, nat, mangle, raw, security)",
     },
 )  # fmt: skip
-_CHAIN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_CHAIN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _iptables_then(name: str, parsed: Parsed) -> str | None:
     commands = [o for o, _ in parsed.options if o in ("-S", "-L", "--list", "--list-rules")]
     if len(commands) != 1:
         return f"{name}: a probe gives exactly one of -S or -L"
-    if len(parsed.operands) > 2 or not all(_CHAIN.match(o) for o in parsed.operands):
+    if len(parsed.operands) > 2 or not all(_CHAIN.fullmatch(o) for o in parsed.operands):
         return f"{name}: after -S/-L only a chain (and a rule number) may follow"
     return None
 
@@ -643,13 +644,13 @@ _RPM = Grammar(
     values={"--qf": _queryformat, "--queryformat": _queryformat},
     equals=True,
 )
-_RPM_FIRST = re.compile(r"^-q[ailcdfpRs]*$")
+_RPM_FIRST = re.compile(r"-q[ailcdfpRs]*")
 
 
 def _rpm(name: str, args: Sequence[str]) -> str | None:
     # rpm reads -i as install unless a query came first: the query opens the argv, and a
     # lone -i is refused (--info says the same).
-    if not args or not (_RPM_FIRST.match(args[0]) or args[0] == "--query"):
+    if not args or not (_RPM_FIRST.fullmatch(args[0]) or args[0] == "--query"):
         return f"{name}: a probe is a query: the first argument is -q[ailcdfpRs] or --query"
     parsed = _parse(name, _RPM, args[1:])
     if isinstance(parsed, str):
@@ -712,7 +713,7 @@ def _curl_then(name: str, parsed: Parsed) -> str | None:
     if not parsed.operands:
         return f"{name}: give the http:// or https:// URL to read"
     for url in parsed.operands:
-        if url.startswith("@") or not re.match(r"^https?://[^\s]+$", url):
+        if url.startswith("@") or not re.fullmatch(r"https?://[^\s]+", url):
             return (
                 f"{name}: {url!r}: a probe reads http:// or https:// URLs only "
                 "(other schemes can send arbitrary bytes, @ reads a file)"
@@ -761,7 +762,9 @@ RULES: Mapping[str, Rule] = {
         "uptime", "lscpu", "dig", "host", "named-checkconf",
     )},
     **{n: _refuse_options("D", ("devices",), _DEVICES) for n in ("grep", "egrep", "fgrep")},
-    "findmnt": _refuse_options("p", ("poll",), _FOLLOW),
+    "findmnt": _refuse_options(
+        "pF", ("poll", "tab-file"), "-p would not end, -F opens the file it names"
+    ),
     "free": _refuse_options("s", ("seconds",), "repeating would not end; read once"),
     "ss": _refuse_options(
         "KDE", ("kill", "diag", "events"),

@@ -22,6 +22,7 @@ ALLOWED = [
     ["stat", "-c", "%a %U", "/dev/null"],
     ["ls", "-l", "/dev/disk/by-uuid"],
     ["findmnt", "-n", "/srv"],
+    ["findmnt", "-S", "/dev/sda1"],
     ["true"],
     ["false"],
     ["head", "-n", "5", "/var/log/syslog"],
@@ -184,6 +185,8 @@ REFUSED = [
     (["free", "-s", "1"], "-s"),
     (["free", "--seconds=1"], "--seconds"),
     (["findmnt", "--poll"], "--poll"),
+    (["findmnt", "-F", "/dev/watchdog"], "-F"),  # findmnt may name devices, not open them
+    (["findmnt", "--tab-file=/dev/watchdog"], "--tab-file"),
     (["ss", "-K", "dst", "10.0.0.1"], "-K"),
     (["ss", "-tK"], "-K"),
     (["ss", "--kill"], "--kill"),
@@ -253,6 +256,9 @@ REFUSED = [
     (["nft", "list", "table", "inet", "x; flush ruleset"], "x; flush ruleset"),
     (["nft", "list", "table", "inet", "filter", "delete"], "'delete'"),
     (["nft", "reset", "counters"], "only lists"),
+    # A newline ends one nft command and "table inet x" alone adds a table.
+    (["nft", "list", "tables", "inet\n", "table", "inet", "evil"], "plain family"),
+    (["nft", "list", "table", "inet", "filter\n"], "plain family"),
     # iptables.
     (["iptables", "-F"], "'-F'"),
     (["iptables", "-A", "INPUT", "-j", "DROP"], "'-A'"),
@@ -310,6 +316,10 @@ REFUSED = [
     (["curl", "file:///etc/shadow"], "http:// or https://"),
     (["curl", "example.com"], "http:// or https://"),
     (["curl", "-m", "forever", "http://x"], "not a number"),
+    (["curl", "-m", "5\n", "http://x"], "not a number"),
+    (["curl", "http://x/\n"], "http:// or https://"),
+    (["rpm", "-qa\n"], "query"),
+    (["iptables", "-S", "INPUT\n"], "chain"),
     (["curl"], "URL"),
     (["curl", "--data-binary", "x", "http://x"], "--data-binary"),
     # Configuration tests.
