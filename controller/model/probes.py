@@ -31,7 +31,7 @@ Programs that only read, whatever their arguments (minus the options named)
     -F/--tab-file),
     lsblk, ps, pgrep, pidof, which, sha256sum, sha1sum, md5sum, cmp, diff, jq,
     ss (not -K/--kill, -D/--diag, -E/--events), nproc, uptime, free (not -s/--seconds),
-    lscpu, dig, host, named-checkconf, journalctl (not -f/--follow, --vacuum-*,
+    lscpu, dig, host, journalctl (not -f/--follow, --vacuum-*,
     --rotate, --flush, --sync, --setup-keys, --update-catalog, --relinquish-var,
     --smart-relinquish-var, --cursor-file (it writes the file), --image).
 
@@ -60,13 +60,14 @@ Programs with a grammar of their own (anything outside it is refused)
                 --query; then query flags and --qf/--queryformat FMT; no URLs
     apt-cache   policy, show, madison, depends, rdepends, search (with --names-only,
                 --full, --installed, --recurse, --no-all-versions, -q)
-    curl        GET/HEAD of http:// or https:// URLs only: -f -s -S -k -I -L -4 -6
+    curl        GET/HEAD of http:// or https:// URLs only: -q -f -s -S -k -I -L -4 -6
                 (single or clustered), -m/--max-time N, --connect-timeout N,
                 -o/--output /dev/null, -w FORMAT (no @file, no %output),
                 -H HEADER (no @file), --resolve H:P:A, --http1.1, --cacert PATH
     nginx       -t or -T (with -q): a configuration test
     apachectl   -t or configtest (apache2ctl too)
     sshd        -t or -T
+    named-checkconf  the node's own configuration: -z -j -p -x -l, no file
     visudo      -c (with -q, -s, -f FILE, files)
 
 What the gate cannot see
@@ -504,6 +505,11 @@ _SYSCTL = Grammar(
 )
 
 
+# A key is its segments joined by dots or slashes: no empty, '.' or '..' segment, so no
+# key reaches outside /proc/sys.
+_SYSCTL_KEY = re.compile(r"[A-Za-z0-9_:@*+-]+([./][A-Za-z0-9_:@*+-]+)*")
+
+
 def _sysctl_then(name: str, parsed: Parsed) -> str | None:
     for operand in parsed.operands:
         if "=" in operand:
@@ -511,6 +517,8 @@ def _sysctl_then(name: str, parsed: Parsed) -> str | None:
                 f"{name}: {operand!r} sets a value; a probe names keys only "
                 "(a Sysctl document sets them)"
             )
+        if not _SYSCTL_KEY.fullmatch(operand):
+            return f"{name}: {operand!r} is not a key (dotted or slashed words)"
     return None
 
 
@@ -695,8 +703,9 @@ def _dev_null(value: str) -> str | None:
 
 _CURL = Grammar(
     flags=_flags(
-        "-f", "--fail", "-s", "--silent", "-S", "--show-error", "-k", "--insecure", "-I",
-        "--head", "-L", "--location", "-4", "--ipv4", "-6", "--ipv6", "--http1.1",
+        "-q", "--disable", "-f", "--fail", "-s", "--silent", "-S", "--show-error", "-k",
+        "--insecure", "-I", "--head", "-L", "--location", "-4", "--ipv4", "-6", "--ipv6",
+        "--http1.1",
     ),
     values={
         "-m": _number(30), "--max-time": _number(30), "--connect-timeout": _number(30),
@@ -759,7 +768,7 @@ RULES: Mapping[str, Rule] = {
         "test", "[", "true", "false", "cat", "head", "wc", "stat", "ls", "readlink",
         "realpath", "id", "getent", "whoami", "uname", "df", "lsblk", "ps", "pgrep",
         "pidof", "which", "sha256sum", "sha1sum", "md5sum", "cmp", "diff", "jq", "nproc",
-        "uptime", "lscpu", "dig", "host", "named-checkconf",
+        "uptime", "lscpu", "dig", "host",
     )},
     **{n: _refuse_options("D", ("devices",), _DEVICES) for n in ("grep", "egrep", "fgrep")},
     "findmnt": _refuse_options(
@@ -798,6 +807,10 @@ RULES: Mapping[str, Rule] = {
     "curl": _grammar_rule(_CURL, _curl_then),
     "nginx": _grammar_rule(
         Grammar(flags=_flags("-t", "-T", "-q")), _no_operands(_needs("-t", "-T"))
+    ),
+    # Only the node's own configuration: a file named in the argv could load a plugin.
+    "named-checkconf": _grammar_rule(
+        Grammar(flags=_flags("-z", "-j", "-p", "-x", "-l")), _no_operands(lambda n, p: None)
     ),
     "apachectl": _exact(("-t",), ("configtest",)),
     "apache2ctl": _exact(("-t",), ("configtest",)),

@@ -86,6 +86,7 @@ ALLOWED = [
     ["sysctl", "net.ipv4.ip_forward"],
     ["sysctl", "-n", "-e", "net.ipv4.ip_forward", "vm.swappiness"],
     ["sysctl", "-ne", "net/ipv4/ip_forward"],
+    ["sysctl", "net.ipv4.conf.eth0/100.rp_filter"],
     ["nft", "list", "ruleset"],
     ["nft", "-a", "-j", "list", "table", "inet", "filter"],
     ["nft", "list", "set", "inet", "filter", "blocked"],
@@ -108,6 +109,7 @@ ALLOWED = [
     ["apt-cache", "policy", "nginx"],
     ["apt-cache", "--names-only", "search", "nginx"],
     ["curl", "https://example.com/health"],
+    ["curl", "-q", "-fsS", "https://example.com/health"],
     ["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8080/"],
     ["curl", "-fsSo", "/dev/null", "https://x/"],
     ["curl", "-fsSL", "-m", "5", "--connect-timeout", "2", "https://x/"],
@@ -246,6 +248,9 @@ REFUSED = [
     (["sysctl", "--system"], "--system"),
     (["sysctl", "--load=/etc/x"], "--load"),
     (["sysctl", "-nw", "a=1"], "-w"),
+    (["sysctl", "../../sys/kernel/x"], "not a key"),
+    (["sysctl", "net..ipv4"], "not a key"),
+    (["sysctl", "/net/ipv4"], "not a key"),
     # nft.
     (["nft", "flush", "ruleset"], "only lists"),
     (["nft", "-f", "x"], "'-f'"),
@@ -332,6 +337,8 @@ REFUSED = [
     (["sshd"], "check mode"),
     (["sshd", "-t", "-f", "/tmp/c"], "'-f'"),
     (["visudo"], "check mode"),
+    (["named-checkconf", "/tmp/evil.conf"], "/tmp/evil.conf"),
+    (["named-checkconf", "-t", "/tmp"], "'-t'"),
     (["visudo", "-c", "-x", "/tmp/out"], "'-x'"),
 ]  # fmt: skip
 
