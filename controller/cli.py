@@ -450,8 +450,9 @@ def apply(
 
     Shows the plan and asks for confirmation unless --auto-approve; with no terminal and
     no --auto-approve it refuses; answering no cancels it (exit 0, nothing applied).
-    Exit 0 when every node converged, 2 otherwise, 130 when interrupted (Ctrl-C,
-    SIGTERM: the node in flight finishes or rolls back first).
+    Exit 0 when every node converged, 1 when they did but differences no handler can
+    write are left (unresolved: a failing Goal), 2 otherwise, 130 when interrupted
+    (Ctrl-C, SIGTERM: the node in flight finishes or rolls back first).
     """
     from controller.pipeline import writes
     from controller.store import NodeStatus, StateStore
@@ -479,10 +480,14 @@ def apply(
         _gate(checked, "applied", store=store)
         if result.has_errors:
             _fail("the plan has errors; nothing applied")
-        if not result.has_changes:
+        if not result.has_writes:
             _release(store, pruning, [n.node for n in result.nodes])
             for line in writes.record_adoptions(store, result):
                 stderr.print(f"adopted: {_escape(line)}")
+            if result.unresolved:
+                _say_unresolved(result)
+                stderr.print("nothing to apply: what differs, no handler can write")
+                sys.exit(EXIT_DIFF)
             stderr.print("[green]nothing to apply[/]")
             sys.exit(EXIT_OK)
         if not auto_approve:
@@ -515,7 +520,19 @@ def apply(
         _interrupted(f"run {outcome.run_id} stopped; where each node ended is listed above")
     if stopped or signals.late():
         _interrupted(f"nothing was cut short; run {outcome.run_id} is recorded as the nodes ended")
+    if outcome.exit_code == EXIT_OK and result.unresolved:
+        _say_unresolved(result)
+        sys.exit(EXIT_DIFF)
     sys.exit(outcome.exit_code)
+
+
+def _say_unresolved(plan: planitems.Plan) -> None:
+    """What an apply leaves as it is because no handler can make it so, item by item."""
+    for item in plan.unresolved:
+        why = terminal.clean(item.reason or "no handler can make it so", one_line=True)
+        stderr.print(
+            f"[yellow]unresolved:[/] {_escape(f'{item.node}: {item.kind}/{item.name}: {why}')}"
+        )
 
 
 def _recorded_source_options(func: F) -> F:

@@ -207,6 +207,15 @@ def _changes(
     return changes, errors
 
 
+def _unresolved(resources: Sequence[Document], observation: Observation) -> str:
+    """The documents no handler can make so on this node, for the node's message."""
+    return ", ".join(
+        doc.subject
+        for doc in resources
+        if compare(observation.resources[doc])[0] is Action.UNRESOLVED
+    )
+
+
 def _adopted_in_sync(
     resources: Sequence[Document], observation: Observation
 ) -> dict[tuple[str, str], str]:
@@ -322,6 +331,9 @@ async def apply_node(
             adopted = _adopted_in_sync(resources, observation)
             if not changes:
                 store.record_inventory(node.name, run_id, adopted, ())
+                left = _unresolved(resources, observation)
+                if left:
+                    return outcome(NodeStatus.CONVERGED, f"nothing to write; unresolved: {left}")
                 return outcome(NodeStatus.CONVERGED, "already in sync")
             if interrupt.is_set():
                 return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)

@@ -136,10 +136,15 @@ def check_goal(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         here = ("spec", "checks", index)
         field = f"spec.checks[{index}]"
 
-        def problem(path: tuple[str | int, ...], message: str, sub: str = "") -> Diagnostic:
-            return Diagnostic(
-                doc.location(here + path), message, doc.subject, field + (f".{sub}" if sub else "")
-            )
+        def problem(
+            path: tuple[str | int, ...],
+            message: str,
+            sub: str = "",
+            here: tuple[str | int, ...] = here,
+            field: str = field,
+        ) -> Diagnostic:
+            where = field + (f".{sub}" if sub else "")
+            return Diagnostic(doc.location(here + path), message, doc.subject, where)
 
         name = check.get("name")
         if name in seen:

@@ -49,6 +49,8 @@ def item_lines(item: PlanItem, note: str = "", *, diffs: bool = True) -> list[st
     lines = [f"- `{SYMBOLS[action]}` **{subject}** {action}{adopt}{note}"]
     if item.error:
         lines.append(f"  - error: {html.escape(_cell(item.error), quote=False)}")
+    if item.reason:
+        lines.append(f"  - unresolved: {html.escape(_cell(item.reason), quote=False)}")
     lines.extend(verdict_line(v) for v in item.verdicts)
     for change in item.changes:
         lines.append(f"  - `{change.field}`: `{_value(change.live)}` → `{_value(change.desired)}`")
@@ -77,10 +79,12 @@ def verdict_line(verdict: Verdict) -> str:
 
 
 def node_table(plan: Plan) -> list[str]:
-    """The per-node summary table."""
+    """The per-node summary table (with an unresolved column when any item is)."""
+    unresolved = bool(plan.unresolved)
+    extra, rule = (" unresolved |", "---:|") if unresolved else ("", "")
     lines = [
-        "| node | platform | create | update | delete | in sync | status |",
-        "|---|---|---:|---:|---:|---:|---|",
+        f"| node | platform | create | update | delete | in sync |{extra} status |",
+        f"|---|---|---:|---:|---:|---:|{rule}---|",
     ]
     for node in plan.nodes:
         count = {a: sum(1 for i in node.items if i.action is a) for a in Action}
@@ -91,7 +95,9 @@ def node_table(plan: Plan) -> list[str]:
         )
         lines.append(
             f"| {node.node} | {node.platform} | {count[Action.CREATE]} | {count[Action.UPDATE]} "
-            f"| {count[Action.DELETE]} | {count[Action.NOOP]} | {status_cell} |"
+            f"| {count[Action.DELETE]} | {count[Action.NOOP]} |"
+            + (f" {count[Action.UNRESOLVED]} |" if unresolved else "")
+            + f" {status_cell} |"
         )
     return lines
 

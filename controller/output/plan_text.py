@@ -62,7 +62,7 @@ def policy_line(plan: Plan) -> str:
     if plan.denied:
         return f"policy: {len(plan.denied)} change(s) denied; nothing of this plan is applied"
     if plan.approvals_needed:
-        held = sum(1 for n in plan.nodes for i in n.changed if i.approvals_needed)
+        held = sum(1 for n in plan.nodes for i in n.writes if i.approvals_needed)
         return (
             f"policy: {held} change(s) need approval "
             f"({plan.approvals_needed} approver(s)) before they are applied"
@@ -149,6 +149,9 @@ def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> _Lines:
         )
         if item.error:
             out.line(f"      {terminal.clean(item.error, one_line=True)}", style="red")
+        if item.reason:
+            reason = terminal.clean(item.reason, one_line=True)
+            out.line(f"      unresolved: {reason}", style="yellow")
         for verdict in item.verdicts:
             out.line(*_verdict(verdict))
         if item.action is Action.UNMANAGED:

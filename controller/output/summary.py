@@ -20,7 +20,7 @@ def summary_line(plan: Plan) -> str:
     if counts["unmanaged"]:
         parts.append(f"{counts['unmanaged']} unmanaged")
     if counts.get("unresolved"):
-        parts.append(f"{counts['unresolved']} proposed by the agent")
+        parts.append(f"{counts['unresolved']} unresolved")
     text = f"Plan: {', '.join(parts)} on {count(len(plan.nodes), 'node')}"
     if failed:
         text += f"; {count(len(failed), 'node')} could not be read"
@@ -34,5 +34,5 @@ SYMBOLS = {
     "noop": "=",
     "error": "!",
     "unmanaged": "?",
-    "unresolved": "*",  # what the agent proposes: a change, held by the defaults
+    "unresolved": "*",  # no handler can make it so: left for the agent
 }

@@ -4,8 +4,8 @@ Deny wins over everything: while one item that would be written is denied, nothi
 the plan is written, on any node. ``requireApproval`` turns an automatic apply into a
 pending approval, even in ``auto`` mode; only an approval given through ``serve``'s API
 releases it (a person answering the CLI's y/N is not a second person). Verdicts on items
-that write nothing (in sync, unmanaged, not comparable) gate nothing: nothing of theirs
-would be written.
+that write nothing (in sync, unmanaged, not comparable, unresolved with no proposal)
+gate nothing: nothing of theirs would be written.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class Checked:
             return Decision.DENIED
         if self.plan.has_errors:
             return Decision.ERRORS
-        if not self.plan.has_changes:
-            return Decision.IN_SYNC
+        if not self.plan.has_writes:
+            return Decision.IN_SYNC  # unresolved differences may be left: none is written
         if self.approvals_needed:
             return Decision.APPROVAL
         return Decision.APPLY
@@ -71,12 +71,12 @@ class Checked:
 
 
 def needs_approval(node: NodePlan) -> bool:
-    return any(i.approvals_needed for i in node.changed)
+    return any(i.approvals_needed for i in node.writes)
 
 
 def approvals_needed(nodes: tuple[NodePlan, ...] | list[NodePlan]) -> int:
     """How many distinct approvers the changes of ``nodes`` need (0: none)."""
-    return max((i.approvals_needed for n in nodes for i in n.changed), default=0)
+    return max((i.approvals_needed for n in nodes for i in n.writes), default=0)
 
 
 def reasons(nodes: tuple[NodePlan, ...] | list[NodePlan]) -> tuple[str, ...]:
@@ -84,7 +84,7 @@ def reasons(nodes: tuple[NodePlan, ...] | list[NodePlan]) -> tuple[str, ...]:
     return tuple(
         _line(i, tuple(v for v in i.verdicts if v.effect is Effect.REQUIRE_APPROVAL))
         for n in nodes
-        for i in n.changed
+        for i in n.writes
         if i.approvals_needed
     )
 

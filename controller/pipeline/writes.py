@@ -196,7 +196,7 @@ def changed_nodes(approved: Plan, fresh: Plan) -> list[str]:
     other field changes, other live values: compared by the items' trail digests)."""
 
     def digests(node: NodePlan | None) -> list[str]:
-        items = node.changed if node is not None else ()
+        items = node.writes if node is not None else ()
         return sorted(trail.item_digest(i) for i in items)
 
     now = {n.node: n for n in fresh.nodes}

@@ -81,6 +81,8 @@ def _item(item: PlanItem) -> dict[str, Any]:
         out["adoptedId"] = item.adopt
     if item.command is not None:
         out["command"] = item.command
+    if item.reason is not None:
+        out["reason"] = item.reason
     if item.verdicts:
         out["verdicts"] = [_verdict(v) for v in item.verdicts]
     return out
@@ -174,6 +176,7 @@ def _read_item(entry: Mapping[str, Any]) -> PlanItem:
         adopt=entry.get("adoptedId") if entry.get("adopt") else None,
         verdicts=verdicts,
         command=entry.get("command"),
+        reason=entry.get("reason"),
     )
 
 

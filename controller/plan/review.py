@@ -54,8 +54,14 @@ def key(item: PlanItem) -> Key:
 
 
 def same(a: PlanItem, b: PlanItem) -> bool:
-    """The same action with the same field changes (diff texts aside: they follow)."""
-    if a.action is not b.action or a.error != b.error or len(a.changes) != len(b.changes):
+    """The same action with the same field changes (diff texts aside: they follow), and
+    the same reason to be unresolved."""
+    if (
+        a.action is not b.action
+        or a.error != b.error
+        or a.reason != b.reason
+        or len(a.changes) != len(b.changes)
+    ):
         return False
     return all(
         (x.field, x.live, x.desired) == (y.field, y.live, y.desired)

@@ -90,9 +90,15 @@ def subset(plan: planitems.Plan, nodes: Sequence[planitems.NodePlan]) -> planite
 
 
 def record_applied(
-    shared: Shared, source: str, mode: Callable[[str], Mode], result: writes.ApplyResult
+    shared: Shared,
+    source: str,
+    mode: Callable[[str], Mode],
+    result: writes.ApplyResult,
+    left: Mapping[str, tuple[planitems.PlanItem, ...]] | None = None,
 ) -> None:
-    """After an apply: converged nodes are in sync; the others keep their drift, with why."""
+    """After an apply: converged nodes are in sync but for what no apply writes (``left``:
+    their unresolved items, masked); the others keep their drift, with why."""
+    left = left or {}
     now = datetime.now(UTC)
     for outcome in result.nodes:
         before = shared.drift.get((source, outcome.node))
@@ -104,6 +110,7 @@ def record_applied(
                 mode(outcome.node),
                 now,
                 revision,
+                left.get(outcome.node, ()),
                 labels=before.labels if before else {},
             )
         elif before is not None:
@@ -240,7 +247,9 @@ async def run_pass(
         )
     by_mode: dict[Mode, list[planitems.NodePlan]] = {m: [] for m in Mode}
     for node in plan.nodes:
-        if node.changed and not node.failed:
+        # Only what an apply would write is applied or offered for approval: an
+        # unresolved difference alone (a failing Goal) stays drift, for the agent.
+        if node.writes and not node.failed:
             if node.node in blocked:
                 problems.append(f"{node.node}: {blocked[node.node]}")
                 decisions.append(_TEMPORARY)  # the rollback is retried each pass
@@ -283,9 +292,10 @@ async def run_pass(
             ),
         )
         apply_run = result.run_id
-        record_applied(shared, source.name, source.mode_for, result)
+        left = {n.node: masked_all(n.unresolved) for n in by_mode[Mode.AUTO] if n.unresolved}
+        record_applied(shared, source.name, source.mode_for, result, left)
         converged = [o.node for o in result.nodes if o.status is NodeStatus.CONVERGED]
-        drifted -= set(converged)
+        drifted -= set(converged) - set(left)
         if pruning is not None:
             await writer.call(prune.release, store, pruning.releases, converged, result.run_id)
         unfinished = [

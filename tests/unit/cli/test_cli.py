@@ -51,6 +51,7 @@ def test_schema_of_a_kind_validates_documents() -> None:
         "File",
         "FirewallAlias",
         "FirewallRule",
+        "Goal",
         "HostOverride",
         "NftTable",
         "Node",

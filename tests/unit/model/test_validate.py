@@ -39,7 +39,7 @@ def _valid(text: str) -> Document:
 
 
 KNOWN = (
-    "File, FirewallAlias, FirewallRule, HostOverride, NftTable, Node, Package, Policy, "
+    "File, FirewallAlias, FirewallRule, Goal, HostOverride, NftTable, Node, Package, Policy, "
     "Service, Sysctl, User"
 )
 
@@ -92,6 +92,14 @@ VALID = {
         "HostOverride",
         "www",
         TARGET + "  hostname: www\n  domain: example.net\n  server: 10.0.10.11\n",
+    ),
+    "Goal": _doc(
+        "Goal",
+        "nginx-serves",
+        TARGET + "  description: nginx answers on port 80\n  checks:\n"
+        "    - name: active\n      command: [systemctl, is-active, nginx]\n"
+        "      timeout: 5\n      expect: {exitCode: 0, stdoutContains: active}\n"
+        "  budget: {iterations: 8, tokens: 20000, seconds: 300}\n",
     ),
     "Policy": _doc(
         "Policy",

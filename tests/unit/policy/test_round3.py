@@ -277,18 +277,20 @@ def test_the_dry_run_tolerates_missing_keys_only_in_free_maps(
     assert "which is no field of item, node or run" in str(caught.value.diagnostics)
 
 
-def test_an_unresolved_item_is_a_change_the_agent_default_holds(tmp_path: Path) -> None:
+def test_what_the_agent_proposes_is_a_change_the_agent_default_holds(tmp_path: Path) -> None:
     from controller.plan import plan_json
     from tests.unit.policy.test_stage import plan
 
-    proposed = PlanItem("web-1", "Service", "nginx", Action.UNRESOLVED, ())
+    proposed = PlanItem(
+        "web-1", "Service", "nginx", Action.UNRESOLVED, (), command="usetool restart-nginx"
+    )
     got = judge(state(tmp_path), proposed)["Service/nginx"]
     assert effects(got) == [
         ("fazai-agent-proposals", "agent-needs-approval", Effect.REQUIRE_APPROVAL)
     ]
     assert got.approvals_needed == 1 and not got.denied
     whole = plan(proposed)
-    assert whole.has_changes
+    assert whole.has_changes and whole.has_writes
     document = plan_json.to_dict(whole)
     assert [c["action"] for c in document["changes"]] == ["unresolved"]
     # The plan-JSON contract accepts it (fazai policy test reads such plans).
@@ -305,14 +307,23 @@ def test_every_plan_output_shows_an_unresolved_item(tmp_path: Path) -> None:
     from controller.output import plan_markdown, plan_text, summary
     from tests.unit.policy.test_stage import RUN, plan
 
-    proposed = PlanItem("web-1", "Service", "nginx", Action.UNRESOLVED, ())
+    proposed = PlanItem(
+        "web-1", "Service", "nginx", Action.UNRESOLVED, (), command="usetool restart-nginx"
+    )
     judged = controller.policy.load(state(tmp_path)).evaluate(plan(proposed), RUN, {})
     buffer = io.StringIO()
     plan_text.render(judged, Console(file=buffer, width=200))
     for shown in (buffer.getvalue(), plan_markdown.render(judged)):
         assert "Service/nginx" in shown and "agent-needs-approval" in shown
-    assert "1 proposed by the agent" in summary.summary_line(judged) and judged.has_changes
+    assert "1 unresolved" in summary.summary_line(judged) and judged.has_changes
     assert judged.exit_code == 1  # a change: plan says so, and apply gates it
+
+
+def test_an_unresolved_item_with_no_proposal_is_held_by_no_default(tmp_path: Path) -> None:
+    # A failing Goal writes nothing: an approval would approve nothing.
+    left = PlanItem("web-1", "Goal", "nginx", Action.UNRESOLVED, (), reason="checks failing: up")
+    got = judge(state(tmp_path), left)["Goal/nginx"]
+    assert effects(got) == [] and got.approvals_needed == 0
 
 
 def test_missing_shipped_defaults_fail_loudly(
