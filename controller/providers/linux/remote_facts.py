@@ -571,8 +571,27 @@ def checks(items: List[Fact], budget: float, started: Optional[float] = None) ->
         if left <= 0:
             out.append({"error": "not run: the node's check time budget (%gs) is spent" % budget})
             continue
-        out.append(run_check(item, left))
+        out.append(judge_output(item, run_check(item, left)))
     return out
+
+
+def judge_output(item: Fact, answer: Fact) -> Fact:
+    """Replace a check's output with the answers to what its goal asks of it ("contains":
+    a text in it; "matches": a regular expression searched in it, multiline): the
+    output never leaves the node (a probe's output can hold secrets), and a pattern that
+    backtracks for ever stalls this read, which the node's command timeout ends, not
+    the controller."""
+    if "stdout" not in answer:
+        return answer
+    stdout = answer.pop("stdout")
+    if item.get("contains") is not None:
+        answer["contains"] = str(item["contains"]) in stdout
+    if item.get("matches") is not None:
+        try:
+            answer["matches"] = re.search(str(item["matches"]), stdout, re.MULTILINE) is not None
+        except re.error:
+            return {"error": "this node's Python cannot compile the expected pattern"}
+    return answer
 
 
 def gather(request: Fact) -> Fact:

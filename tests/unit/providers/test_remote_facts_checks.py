@@ -174,6 +174,21 @@ def _as_the_node_runs_it(request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def test_the_node_judges_the_output_and_never_sends_it() -> None:
+    item = {
+        "argv": ["printf", "ready\\nTOKEN=s3cr3t-9f8e\\n"],
+        "contains": "TOKEN=",
+        "matches": "^TOKEN=[a-z0-9-]+$",
+    }
+    (answer,) = remote_facts.checks([item], 5)
+    assert answer == {"exit": 0, "contains": True, "matches": True, "truncated": False}
+    (missed,) = remote_facts.checks([{**item, "contains": "absent", "matches": "^ready$x"}], 5)
+    assert missed == {"exit": 0, "contains": False, "matches": False, "truncated": False}
+    assert "s3cr3t" not in json.dumps([answer, missed])
+    (bad,) = remote_facts.checks([{**item, "matches": "("}], 5)
+    assert bad == {"error": "this node's Python cannot compile the expected pattern"}
+
+
 def test_the_fact_read_answers_checks_only_when_asked() -> None:
     answer = _as_the_node_runs_it(
         {
@@ -181,10 +196,7 @@ def test_the_fact_read_answers_checks_only_when_asked() -> None:
             "check_budget": 5,
         }
     )
-    assert answer["checks"] == [
-        {"exit": 0, "stdout": "", "truncated": False},
-        {"exit": 1, "stdout": "", "truncated": False},
-    ]
+    assert answer["checks"] == [{"exit": 0, "truncated": False}, {"exit": 1, "truncated": False}]
     assert "checks" not in _as_the_node_runs_it({"users": ["root"]})
 
 
