@@ -107,8 +107,9 @@ def at(answer: Any, dotted: str) -> Any:
 
 def same(live: Any, expected: Any) -> bool:
     """Equal as OPNsense writes values: "1", 1 and true are one value, "0", 0 and false
-    another; anything else equal with equal types (so "443" is not 443), all the way
-    down a list or a map."""
+    another, and a number equals its text ("443" is 443: the API answers every field as
+    text, documents write ports as numbers); anything else equal with equal types, all
+    the way down a list or a map."""
     if isinstance(live, Mapping) and isinstance(expected, Mapping):
         return live.keys() == expected.keys() and all(same(live[k], expected[k]) for k in live)
     if isinstance(live, list) and isinstance(expected, list):
@@ -118,7 +119,21 @@ def same(live: Any, expected: Any) -> bool:
     live_flag, expected_flag = _flag(live), _flag(expected)
     if live_flag is not None or expected_flag is not None:
         return live_flag == expected_flag
+    live_number, expected_number = _number(live), _number(expected)
+    if live_number is not None and expected_number is not None:
+        return live_number == expected_number
     return type(live) is type(expected) and bool(live == expected)
+
+
+def _number(value: Any) -> str | None:
+    """A number, or a string that is one as JSON writes it, as that text (else None)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", value):
+        return value
+    return None
 
 
 def _flag(value: Any) -> str | None:
