@@ -186,7 +186,8 @@ def _command_problems(check: Mapping[str, Any], expect: Mapping[str, Any], probl
     if isinstance(pattern, str):
         try:
             re.compile(pattern, re.MULTILINE)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:
+            # OverflowError: a repetition count over the engine's limit (a{4294967296}).
             yield problem(
                 ("expect", "stdoutMatches"),
                 f"not a regular expression: {exc}",

@@ -15,8 +15,9 @@ Rules for every argv
     * ``argv[0]`` is a bare program name, or an absolute normalized path in one of
       ``PROGRAM_DIRS`` (a program elsewhere, /tmp/cat, could be anything). The rules
       below are chosen by the name (the basename).
-    * No argument may open a device: none holds ``dev/`` (/dev/null excepted), ``fd/``
-      or ``map_files/`` (a process's open files), or ``kmsg``, unless the program only
+    * No argument may open a device: none is /dev or holds ``dev/`` (/dev/null
+      excepted), ``fd/`` or ``map_files/`` (a process's open files), ``kmsg`` or
+      ``trace_pipe`` (their read consumes them), unless the program only
       looks at paths (``STAT_ONLY``). Opening a device can act on it (opening
       /dev/watchdog arms a reboot, a tape device rewinds; reading kmsg consumes it).
       This refuses some harmless arguments too, ``grep /dev/sda1 /etc/fstab`` among
@@ -26,12 +27,13 @@ Rules for every argv
       options are allow-listed, only the exact spellings below are taken.
 
 Programs that only read, whatever their arguments (minus the options named)
-    test, [, true, false, cat, head, wc, grep/egrep/fgrep (not -D/--devices), stat,
+    test, [, true, false, cat, head, wc, grep/egrep/fgrep (not -D/--devices, nor
+    -r/-R/-d/--recursive: a walk reaches files whose read acts), stat,
     ls, readlink, realpath, id, getent, whoami, uname, df, findmnt (not -p/--poll,
     -F/--tab-file),
     lsblk, ps, pgrep, pidof, which, sha256sum, sha1sum, md5sum, cmp, diff, jq,
     ss (not -K/--kill, -D/--diag, -E/--events), nproc, uptime, free (not -s/--seconds),
-    lscpu, dig, host, journalctl (not -f/--follow, --vacuum-*,
+    lscpu, journalctl (not -f/--follow, --vacuum-*,
     --rotate, --flush, --sync, --setup-keys, --update-catalog, --relinquish-var,
     --smart-relinquish-var, --cursor-file (it writes the file), --image).
 
@@ -40,7 +42,6 @@ Programs with a grammar of their own (anything outside it is refused)
     date        -d/-f/-r V, -u, -R, -I[FMT], --iso-8601[=FMT], --rfc-3339=FMT; an
                 operand only as +FORMAT (date MMDDhhmm sets the clock)
     hostname    no argument, or one of -f -s -i -I -d
-    nslookup    at least one name; never interactive (no operands, or ``-``)
     ping        -c N (1 to 10, required), -W N, -n, -q, -4, -6 and one host
     timedatectl nothing, ``status`` or ``show`` (with -p/--property, --value, -a)
     hostnamectl nothing or ``status`` (with --static, --transient, --pretty)
@@ -133,7 +134,7 @@ def refusal(argv: Sequence[str]) -> str | None:
         )
     args = argv[1:]
     if name not in STAT_ONLY:
-        opened = next((a for a in args if _opens_device(a)), None)
+        opened = next((a for a in args if _opens_device(a, name)), None)
         if opened is not None:
             return (
                 f"{name}: {opened!r} may open a device, and opening one can act on it "
@@ -144,11 +145,17 @@ def refusal(argv: Sequence[str]) -> str | None:
 
 # Opening these acts on something: a device (by path, or as a process's open file or
 # mapping in /proc), or the kernel log, whose read consumes what it returns.
-_DEVICE_HINTS = ("dev/", "fd/", "map_files/", "kmsg")
+_DEVICE_HINTS = ("dev/", "fd/", "map_files/", "kmsg", "trace_pipe")
 
 
-def _opens_device(arg: str) -> bool:
-    return arg != "/dev/null" and any(hint in arg for hint in _DEVICE_HINTS)
+def _opens_device(arg: str, name: str = "") -> bool:
+    if arg == "/dev/null":
+        return False
+    folder = arg.rstrip("/")
+    # The folder itself too: a program that walks it (diff -r) opens what is inside. A
+    # bare "dev" is /dev from the checks' cwd, except as ip's keyword (ip ... dev eth0).
+    walked = folder == "/dev" or folder.endswith("/dev") or (folder == "dev" and name != "ip")
+    return walked or any(hint in arg for hint in _DEVICE_HINTS)
 
 
 def allowed_programs() -> tuple[str, ...]:
@@ -169,9 +176,12 @@ def _refuse_options(
     abbreviation: journalctl's --cursor is not --cursor-file)."""
 
     def rule(name: str, args: Sequence[str]) -> str | None:
+        # Every argument is looked at, after a "--" too: which arguments are values
+        # (``-e --`` makes "--" a pattern, and getopt reads options on after it) is the
+        # program's to say, and guessing it wrong would let a refused option through.
         for arg in args:
             if arg == "--":
-                return None
+                continue
             if arg.startswith("--"):
                 word = arg[2:].partition("=")[0]
                 hit = (
@@ -381,14 +391,6 @@ def _hostname(name: str, args: Sequence[str]) -> str | None:
             f"{name}: {' '.join(args)!r}: hostname with an operand sets the name; "
             "a probe takes no argument or one of -f -s -i -I -d"
         )
-    return None
-
-
-def _nslookup(name: str, args: Sequence[str]) -> str | None:
-    if "-" in args:
-        return f"{name}: '-' makes it interactive; give the name to look up"
-    if not any(not a.startswith("-") for a in args):
-        return f"{name}: without a name to look up it is interactive; give one"
     return None
 
 
@@ -727,6 +729,11 @@ def _curl_then(name: str, parsed: Parsed) -> str | None:
                 f"{name}: {url!r}: a probe reads http:// or https:// URLs only "
                 "(other schemes can send arbitrary bytes, @ reads a file)"
             )
+        if any(c in url for c in "[]{}"):
+            return (
+                f"{name}: {url!r}: [ ] and {{ }} make curl fetch many URLs (globbing); "
+                "a probe reads one (percent-encode them)"
+            )
     return None
 
 
@@ -768,9 +775,17 @@ RULES: Mapping[str, Rule] = {
         "test", "[", "true", "false", "cat", "head", "wc", "stat", "ls", "readlink",
         "realpath", "id", "getent", "whoami", "uname", "df", "lsblk", "ps", "pgrep",
         "pidof", "which", "sha256sum", "sha1sum", "md5sum", "cmp", "diff", "jq", "nproc",
-        "uptime", "lscpu", "dig", "host",
+        "uptime", "lscpu",
     )},
-    **{n: _refuse_options("D", ("devices",), _DEVICES) for n in ("grep", "egrep", "fgrep")},
+    **{
+        n: _refuse_options(
+            "DdrR",
+            ("devices", "directories", "recursive", "dereference-recursive"),
+            "-D reads devices, and a recursive grep reaches files whose read acts "
+            "(/proc/kmsg, trace_pipe, device registers under /sys); name the files",
+        )
+        for n in ("grep", "egrep", "fgrep")
+    },
     "findmnt": _refuse_options(
         "pF", ("poll", "tab-file"), "-p would not end, -F opens the file it names"
     ),
@@ -790,7 +805,6 @@ RULES: Mapping[str, Rule] = {
     "tail": _tail,
     "date": _date,
     "hostname": _hostname,
-    "nslookup": _nslookup,
     "ping": _grammar_rule(_PING, _ping_then),
     "timedatectl": _verb_rule(_TIMEDATECTL, ("status", "show"), True, takes_operands=False),
     "hostnamectl": _verb_rule(_HOSTNAMECTL, ("status",), True, takes_operands=False),

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.model import probes
 from controller.model.document import Document
 from controller.model.goal import CommandCheck, checks_of
 from controller.plan.diff import Observed
@@ -42,6 +43,9 @@ class FactRequest:
     # within ``check_budget`` seconds all together.
     checks: list[dict[str, Any]] = field(default_factory=list)
     check_budget: float = DEFAULT_CHECK_BUDGET
+    # Seconds after which the fact process ends itself, whatever it is doing (the
+    # node's command timeout: the controller has given up on the read by then).
+    watchdog: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,6 +59,7 @@ class FactRequest:
                 "services": sorted(self.services),
                 "checks": self.checks,
                 "check_budget": self.check_budget,
+                **({"watchdog": self.watchdog} if self.watchdog is not None else {}),
             }
         )
 
@@ -322,6 +327,10 @@ def _goal(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     commands = [c for c in every if isinstance(c, CommandCheck)]
     if len(commands) != len(every):  # validation keeps API checks off Linux nodes
         return lambda answer: Observed(None, None, "an API check cannot run on a Linux node")
+    # Validation refused these already; this is the last line before the node runs them.
+    refused = next((r for c in commands if (r := probes.refusal(c.command)) is not None), None)
+    if refused is not None:
+        return lambda answer: Observed(None, None, f"not a read-only probe, not run: {refused}")
     start = len(request.checks)
     for check in commands:
         request.checks.append(

@@ -85,6 +85,7 @@ class LinuxProvider:
     ) -> Mapping[str, Any]:
         target = ssh.SshTarget.from_node(node)
         request.check_budget = check_budget(target.command_timeout)
+        request.watchdog = target.command_timeout
         if connection is None:
             result = await pool.read(target, facts_command(), request.to_json())
         else:

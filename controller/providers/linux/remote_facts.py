@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -487,6 +488,7 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
     except OSError as exc:
         return {"error": "cannot run " + argv[0] + ": " + str(exc.strerror)}
     assert proc.stdout is not None and proc.stderr is not None
+    RUNNING["group"] = proc.pid
     deadline = time.monotonic() + timeout
     kept = bytearray()
     produced = 0
@@ -527,6 +529,7 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
         # Everything of the group goes: on a timeout the program itself, else whatever
         # it started and left behind. A probe leaves nothing running.
         kill_group(proc.pid)
+        RUNNING["group"] = None  # before the reap: its id may be reused after it
         proc.wait()
     finally:
         selector.close()
@@ -571,27 +574,62 @@ def checks(items: List[Fact], budget: float, started: Optional[float] = None) ->
         if left <= 0:
             out.append({"error": "not run: the node's check time budget (%gs) is spent" % budget})
             continue
-        out.append(judge_output(item, run_check(item, left)))
+        answer = run_check(item, left)
+        out.append(judge_output(item, answer, budget - (time.monotonic() - started)))
     return out
 
 
-def judge_output(item: Fact, answer: Fact) -> Fact:
+def judge_output(item: Fact, answer: Fact, seconds: float = 10.0) -> Fact:
     """Replace a check's output with the answers to what its goal asks of it ("contains":
     a text in it; "matches": a regular expression searched in it, multiline): the
-    output never leaves the node (a probe's output can hold secrets), and a pattern that
-    backtracks for ever stalls this read, which the node's command timeout ends, not
-    the controller."""
+    output never leaves the node (a probe's output can hold secrets). The search runs
+    in a child killed after ``seconds`` (what is left of the check budget): a pattern
+    that backtracks for ever fails its check instead of stalling the read."""
     if "stdout" not in answer:
         return answer
     stdout = answer.pop("stdout")
     if item.get("contains") is not None:
         answer["contains"] = str(item["contains"]) in stdout
     if item.get("matches") is not None:
-        try:
-            answer["matches"] = re.search(str(item["matches"]), stdout, re.MULTILINE) is not None
-        except re.error:
+        found = search_within(str(item["matches"]), stdout, seconds)
+        if found == "error":
             return {"error": "this node's Python cannot compile the expected pattern"}
+        if found == "late":
+            return {"error": "matching the expected pattern ran out of the check time budget"}
+        answer["matches"] = found == "yes"
     return answer
+
+
+def search_within(pattern: str, text: str, seconds: float) -> str:
+    """re.search(pattern, text, MULTILINE) in a forked child given ``seconds``: "yes",
+    "no", "error" (the pattern does not compile here) or "late" (killed)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer one byte, never return into the caller's code
+        code = b"e"
+        try:
+            os.close(read_end)
+            code = b"y" if re.search(pattern, text, re.MULTILINE) else b"n"
+        except BaseException:
+            pass
+        finally:
+            try:
+                os.write(write_end, code)
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    got = b""
+    try:
+        ready, _, _ = select.select([read_end], [], [], max(0.0, seconds))
+        if ready:
+            got = os.read(read_end, 1)
+    finally:
+        os.close(read_end)
+        if not got:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return {b"y": "yes", b"n": "no", b"e": "error"}.get(got, "late")
 
 
 def gather(request: Fact) -> Fact:
@@ -614,8 +652,28 @@ def gather(request: Fact) -> Fact:
     return answer
 
 
+# The process group of the check running now (None: none), for the watchdog.
+RUNNING = {"group": None}  # type: Dict[str, Optional[int]]
+
+
+def watchdog(seconds: float) -> None:
+    """End this process after ``seconds``, the check running then with it (its own
+    session would outlive us): the controller gave up on the read at that point."""
+
+    def expire(signum: int, frame: Any) -> None:
+        group = RUNNING["group"]
+        if group is not None:
+            kill_group(group)
+        os._exit(124)
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(0.1, seconds))
+
+
 def main() -> None:
     request = json.loads(sys.stdin.read() or "{}")
+    if request.get("watchdog"):
+        watchdog(float(request["watchdog"]))
     sys.stdout.write(json.dumps(gather(request), sort_keys=True))
     sys.stdout.write("\n")
 

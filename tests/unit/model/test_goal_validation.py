@@ -192,3 +192,19 @@ def test_a_goal_of_allowed_probes_loads(tmp_path: Path) -> None:
         ("curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/"),
         ("/usr/sbin/nginx", "-t"),
     ]
+
+
+def test_a_repetition_over_the_engine_limit_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    lines = _problems(
+        tmp_path,
+        _goal(
+            "big",
+            "web-1",
+            "    - name: unit\n      command: [cat, /etc/hostname]\n"
+            "      expect: {stdoutMatches: 'a{4294967296}'}\n",
+        ),
+    )
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "goals.yaml:10:16: Goal/big: spec.checks[0].expect.stdoutMatches: not a regular expression"
+    )

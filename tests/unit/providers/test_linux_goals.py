@@ -8,6 +8,7 @@ the request a goal adds to the node's one fact read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,16 @@ def test_an_answer_without_the_checks_is_an_error(tmp_path: Path) -> None:
     )
     assert compare(seen["g"])[0] is Action.ERROR
     assert seen["g"].error == "the node did not answer the goal's checks"
+
+
+def test_a_command_that_skipped_validation_is_never_sent(tmp_path: Path) -> None:
+    # The loader refuses such a goal; the provider checks again before the node runs it.
+    state = load([goal({"name": "a", "command": ["true"], "expect": {"exitCode": 0}})], tmp_path)
+    (valid,) = state.resources
+    checks = [{"name": "a", "command": ["rm", "-rf", "/etc"], "expect": {"exitCode": 0}}]
+    bad = dataclasses.replace(valid, spec={**valid.spec, "checks": checks})
+    request = essence.FactRequest()
+    seen = essence.prepare(bad, state.source, request)({"checks": []})
+    assert request.checks == []
+    assert seen.error is not None and seen.error.startswith("not a read-only probe")
+    assert compare(seen)[0] is Action.ERROR

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -221,3 +222,35 @@ def test_the_script_stays_runnable_on_old_pythons() -> None:
 def test_the_check_budget_leaves_room_in_the_command_timeout(timeout: float, budget: float) -> None:
     assert check_budget(timeout) == budget
     assert check_budget(timeout) < timeout or timeout <= 1
+
+
+def test_a_pattern_that_backtracks_for_ever_fails_its_check_in_time() -> None:
+    item = {"argv": ["printf", "a" * 40], "matches": "^(a|a)*b$"}
+    started = time.monotonic()
+    (answer,) = remote_facts.checks([item], 2)
+    assert answer == {"error": "matching the expected pattern ran out of the check time budget"}
+    assert time.monotonic() - started < 10
+
+
+def test_the_watchdog_ends_the_read_and_the_check_running_then(tmp_path: Path) -> None:
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    request = {
+        # A check that blocks (a FIFO nobody writes), then a budget far past the watchdog.
+        "checks": [{"argv": ["cat", str(fifo)], "timeout": 30}],
+        "check_budget": 30,
+        "watchdog": 1,
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, remote_facts.__file__],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 124 and result.stdout == ""
+    assert time.monotonic() - started < 8
+    # Nothing of the check is left: no process still has the FIFO open for reading.
+    leftovers = subprocess.run(["pgrep", "-f", f"cat {fifo}"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
