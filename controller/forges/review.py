@@ -20,11 +20,18 @@ Only the base is trusted with how to reach a node: a head that adds a node or ch
 Node's connection (address, URL, port, user, keys, secret references, TLS) would make
 the controller connect, with its credentials, where the unmerged pull request says. Such
 a node is not read (an ``UntrustedNodeError`` in the plan) unless ``trust_head`` is set.
+
+Nor is the head trusted with what runs on a node: a Goal's checks run as the node's
+user, and whether each passes shows in the comment, so checks the base does not run as
+they are (a goal the head adds, or changes in any way) would make every push a question
+answered by the node (does /etc/shadow match this pattern?). Such goals are listed as
+unresolved, not run, unless ``trust_head`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,11 +40,19 @@ from controller.engine.plan import Observe
 from controller.errors import UntrustedNodeError
 from controller.forges.observe import SharedReads, connection
 from controller.model.document import Document
-from controller.model.state import DesiredState
+from controller.model.state import DesiredState, target_nodes
 from controller.pipeline import context
 from controller.pipeline import planning as pipeline
+from controller.plan.diff import Action
+from controller.plan.items import Plan, PlanItem
 from controller.plan.review import Review, classify
 from controller.source.tree import SourceTree
+
+GOAL = "Goal"
+NOT_RUN = (
+    "not run in a review: the pull request adds or changes this goal, and its checks "
+    "run on the node only once merged (--trust-head runs them now)"
+)
 
 
 def untrusted(base: DesiredState | None, head: DesiredState) -> dict[str, str]:
@@ -53,6 +68,38 @@ def untrusted(base: DesiredState | None, head: DesiredState) -> dict[str, str]:
         if changed:
             out[name] = f"the pull request changes how to reach this node ({', '.join(changed)})"
     return out
+
+
+def untrusted_goals(base: DesiredState | None, head: DesiredState) -> tuple[Document, ...]:
+    """The head's Goals whose checks the base does not run as they are (same spec)."""
+    trusted = {d.name: d.spec for d in base.resources if d.kind == GOAL} if base else {}
+    return tuple(d for d in head.resources if d.kind == GOAL and trusted.get(d.name) != d.spec)
+
+
+def _without(state: DesiredState, held: Sequence[Document]) -> DesiredState:
+    if not held:
+        return state
+    kept = [r for r in state.resources if not any(r is h for h in held)]
+    return dataclasses.replace(state, resources=kept)
+
+
+def _with_held(plan: Plan, held: Sequence[Document], head: DesiredState) -> Plan:
+    """``plan`` with each held goal as an unresolved item on the nodes it targets (those
+    that could be read: a node that failed says so already)."""
+    if not held:
+        return plan
+    nodes = []
+    for node in plan.nodes:
+        extra = tuple(
+            PlanItem(node.node, GOAL, d.name, Action.UNRESOLVED, (), reason=NOT_RUN)
+            for d in held
+            if node.node in target_nodes(d, head.nodes)
+        )
+        if extra and node.error is None:
+            items = tuple(sorted(node.items + extra, key=lambda i: (i.kind, i.name)))
+            node = dataclasses.replace(node, items=items)
+        nodes.append(node)
+    return dataclasses.replace(plan, nodes=tuple(nodes))
 
 
 async def build(
@@ -71,9 +118,11 @@ async def build(
     """Plan ``head`` and ``base`` (None: it could not be loaded, ``base_error`` says why)
     against one read of each node, check both with their policies (``author``: who the
     pull request's changes come from, the run's actor), and mark the head's changes."""
+    held = () if trust_head else untrusted_goals(base, head)
+    full_head, head = head, _without(head, held)
     states = [head] if base is None else [base, head]
     shared = SharedReads(states)
-    refused = {} if trust_head else untrusted(base, head)
+    refused = {} if trust_head else untrusted(base, full_head)
     options: dict[str, Any] = {
         "only": only,
         "concurrency": concurrency,
@@ -88,12 +137,13 @@ async def build(
         **options,
     )
     if base is None:
-        head_plan = (await head_run).plan
+        head_plan = _with_held((await head_run).plan, held, full_head)
         return Review(head_plan, None, base_source, None, base_error, reads=dict(shared.reads))
     base_checked, head_checked = await asyncio.gather(
         pipeline.plan(base, run, observe=shared.observer(base), **options), head_run
     )
-    base_plan, head_plan = base_checked.plan, head_checked.plan
+    base_plan = base_checked.plan
+    head_plan = _with_held(head_checked.plan, held, full_head)
     markings, before, dropped = classify(head_plan, base_plan)
     return Review(
         head_plan,
