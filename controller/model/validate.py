@@ -140,6 +140,11 @@ def _explain(error: jsonschema.ValidationError, kind: str) -> Iterator[tuple[Fie
         length = len(error.instance) if isinstance(error.instance, str) else 0
         yield path, f"is {length} characters long; at most {error.validator_value} allowed"
         return
+    if v in ("minItems", "maxItems") and isinstance(error.instance, list):
+        # The count, not the list: it can be long, and hold what should not be echoed.
+        bound = "at least" if v == "minItems" else "at most"
+        yield path, f"has {len(error.instance)} items; {bound} {error.validator_value} allowed"
+        return
     if v in ("minProperties", "maxProperties") and path and path[-1] == "target":
         yield path, "target needs exactly one of 'node' or 'matchLabels'"
         return

@@ -208,3 +208,13 @@ def test_a_repetition_over_the_engine_limit_is_a_diagnostic_not_a_crash(tmp_path
     assert lines[0].startswith(
         "goals.yaml:10:16: Goal/big: spec.checks[0].expect.stdoutMatches: not a regular expression"
     )
+
+
+def test_too_many_checks_say_how_many_not_what(tmp_path: Path) -> None:
+    many = "".join(
+        f"    - name: c{i}\n      command: [test, -d, /etc]\n      expect: {{exitCode: 0}}\n"
+        for i in range(40)
+    )
+    assert _problems(tmp_path, _goal("many", "web-1", many)) == [
+        "goals.yaml:7:3: Goal/many: spec.checks: has 40 items; at most 32 allowed"
+    ]
