@@ -480,6 +480,7 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
             cwd="/",
             close_fds=True,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     except FileNotFoundError:
         return {"error": "no such program: " + argv[0]}
@@ -545,6 +546,19 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
         "stdout": bytes(kept).decode("utf-8", "replace"),
         "truncated": produced > CHECK_OUTPUT,
     }
+
+
+def die_with_parent() -> None:
+    """In the check's process, before it runs the program: be killed when this fact
+    process dies, however it dies (SIGKILL included), so a check never outlives the read
+    (Linux prctl PR_SET_PDEATHSIG; elsewhere the group kills and the watchdog remain)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def exited(pid: int) -> bool:

@@ -254,3 +254,33 @@ def test_the_watchdog_ends_the_read_and_the_check_running_then(tmp_path: Path) -
     # Nothing of the check is left: no process still has the FIFO open for reading.
     leftovers = subprocess.run(["pgrep", "-f", f"cat {fifo}"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
+
+
+def test_a_check_dies_with_a_fact_process_killed_outright(tmp_path: Path) -> None:
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    request = {"checks": [{"argv": ["cat", str(fifo)], "timeout": 30}], "check_budget": 30}
+    facts = subprocess.Popen(
+        [sys.executable, remote_facts.__file__],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert facts.stdin is not None
+    facts.stdin.write(json.dumps(request).encode())
+    facts.stdin.close()
+
+    def running() -> str:
+        found = subprocess.run(["pgrep", "-f", f"cat {fifo}"], capture_output=True, text=True)
+        return found.stdout.strip()
+
+    deadline = time.monotonic() + 10
+    while not running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running()
+    facts.kill()  # SIGKILL: no handler, no cleanup of its own runs
+    facts.wait()
+    deadline = time.monotonic() + 5
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == ""
