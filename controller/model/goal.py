@@ -193,6 +193,21 @@ def _command_problems(check: Mapping[str, Any], expect: Mapping[str, Any], probl
                 f"not a regular expression: {exc}",
                 "expect.stdoutMatches",
             )
+        else:
+            if _newer_syntax(pattern):
+                yield problem(
+                    ("expect", "stdoutMatches"),
+                    "atomic groups (?>...) and possessive quantifiers (*+ ++ ?+ {m,n}+) "
+                    "need Python 3.11 on the node, where the pattern is searched; write it "
+                    "without them",
+                    "expect.stdoutMatches",
+                )
+
+
+def _newer_syntax(pattern: str) -> bool:
+    """Whether ``pattern`` uses syntax older Pythons (3.6-3.10, a node's) do not have."""
+    bare = re.sub(r"\[(?:\\.|[^\]\\])*\]", "", re.sub(r"\\.", "", pattern))
+    return re.search(r"\(\?>|[*+?}]\+", bare) is not None
 
 
 def _api_problems(check: Mapping[str, Any], expect: Mapping[str, Any], problem: Any) -> Any:

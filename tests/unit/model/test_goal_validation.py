@@ -218,3 +218,30 @@ def test_too_many_checks_say_how_many_not_what(tmp_path: Path) -> None:
     assert _problems(tmp_path, _goal("many", "web-1", many)) == [
         "goals.yaml:7:3: Goal/many: spec.checks: has 40 items; at most 32 allowed"
     ]
+
+
+@pytest.mark.parametrize("pattern", ["a++b", "(?>a+)b", "x{2,3}+", "y*+z"])
+def test_syntax_a_node_python_may_lack_is_refused(tmp_path: Path, pattern: str) -> None:
+    lines = _problems(
+        tmp_path,
+        _goal(
+            "newer",
+            "web-1",
+            "    - name: unit\n      command: [cat, /etc/hostname]\n"
+            f"      expect: {{stdoutMatches: '{pattern}'}}\n",
+        ),
+    )
+    assert len(lines) == 1 and "need Python 3.11 on the node" in lines[0]
+    assert lines[0].startswith("goals.yaml:10:16: Goal/newer: spec.checks[0].expect.stdoutMatches")
+
+
+@pytest.mark.parametrize("pattern", [r"a\++", "[*+]x", "^(a|b)*$", r"port \d+$"])
+def test_patterns_every_node_python_reads_load(tmp_path: Path, pattern: str) -> None:
+    (tmp_path / "nodes.yaml").write_text(NODES)
+    check = (
+        "    - name: unit\n      command: [cat, /etc/hostname]\n"
+        f"      expect: {{stdoutMatches: '{pattern}'}}\n"
+    )
+    (tmp_path / "goals.yaml").write_text(_goal("fine", "web-1", check))
+    (doc,) = [d for d in loader.load(open_source(str(tmp_path))).resources if d.kind == "Goal"]
+    assert doc.spec["checks"][0]["expect"]["stdoutMatches"] == pattern
