@@ -71,9 +71,20 @@ def untrusted(base: DesiredState | None, head: DesiredState) -> dict[str, str]:
 
 
 def untrusted_goals(base: DesiredState | None, head: DesiredState) -> tuple[Document, ...]:
-    """The head's Goals whose checks the base does not run as they are (same spec)."""
-    trusted = {d.name: d.spec for d in base.resources if d.kind == GOAL} if base else {}
-    return tuple(d for d in head.resources if d.kind == GOAL and trusted.get(d.name) != d.spec)
+    """The head's Goals whose checks the base does not run as they are: another spec, or
+    nodes the base does not run them on (a label the head gives a node can widen a
+    selector's reach)."""
+    if base is None:
+        return tuple(d for d in head.resources if d.kind == GOAL)
+    trusted = {d.name: d for d in base.resources if d.kind == GOAL}
+
+    def held(goal: Document) -> bool:
+        ours = trusted.get(goal.name)
+        if ours is None or ours.spec != goal.spec:
+            return True
+        return not set(target_nodes(goal, head.nodes)) <= set(target_nodes(ours, base.nodes))
+
+    return tuple(d for d in head.resources if d.kind == GOAL and held(d))
 
 
 def _without(state: DesiredState, held: Sequence[Document]) -> DesiredState:

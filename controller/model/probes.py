@@ -31,14 +31,15 @@ Programs that only read, whatever their arguments (minus the options named)
     -r/-R/-d/--recursive: a walk reaches files whose read acts), stat,
     ls, readlink, realpath, id, getent, whoami, uname, df, findmnt (not -p/--poll,
     -F/--tab-file),
-    lsblk, ps, pgrep, pidof, which, sha256sum, sha1sum, md5sum, cmp, diff, jq,
-    ss (not -K/--kill, -D/--diag, -E/--events), nproc, uptime, free (not -s/--seconds),
-    lscpu, journalctl (not -f/--follow, --vacuum-*,
+    lsblk, ps, pgrep, pidof, which, sha256sum, sha1sum, md5sum, cmp, diff (not
+    -r/-N/--recursive/--new-file), jq,
+    ss (not -K/--kill, -D/--diag, -E/--events), nproc, uptime, free (not -s/--seconds,
+    -c/--count), lscpu, journalctl (no wildcards, not -f/--follow, --vacuum-*,
     --rotate, --flush, --sync, --setup-keys, --update-catalog, --relinquish-var,
-    --smart-relinquish-var, --cursor-file (it writes the file), --image).
+    --smart-relinquish-var, --cursor-file (it writes the file), --image, -i/--file).
 
 Programs with a grammar of their own (anything outside it is refused)
-    tail        -n/-c N, -q, -v, -z and files (never -f/-F: it would not end)
+    tail        -n/-c N, -q, -v, -z and files (never -f/-F or +N: it would not end)
     date        -d/-f/-r V, -u, -R, -I[FMT], --iso-8601[=FMT], --rfc-3339=FMT; an
                 operand only as +FORMAT (date MMDDhhmm sets the clock)
     hostname    no argument, or one of -f -s -i -I -d
@@ -155,6 +156,7 @@ def _opens_device(arg: str, name: str = "") -> bool:
     # The folder itself too: a program that walks it (diff -r) opens what is inside. A
     # bare "dev" is /dev from the checks' cwd, except as ip's keyword (ip ... dev eth0).
     walked = folder == "/dev" or folder.endswith("/dev") or (folder == "dev" and name != "ip")
+    walked = walked or folder.endswith("/fd") or folder.endswith("/map_files")
     return walked or any(hint in arg for hint in _DEVICE_HINTS)
 
 
@@ -205,6 +207,19 @@ def _refuse_options(
 
 def _any(name: str, args: Sequence[str]) -> str | None:
     return None
+
+
+def _no_globs(rule: Rule) -> Rule:
+    """``rule``, for a program that expands wildcards itself (journalctl's paths): a
+    pattern could name what the device check cannot see (/d?v/watchdog)."""
+
+    def checked(name: str, args: Sequence[str]) -> str | None:
+        pattern = next((a for a in args if any(c in a for c in "*?[")), None)
+        if pattern is not None:
+            return f"{name}: {pattern!r}: wildcards are refused ({name} expands them itself)"
+        return rule(name, args)
+
+    return checked
 
 
 Check = Callable[[str], "str | None"]
@@ -347,6 +362,9 @@ _TAIL = Grammar(
 
 def _tail(name: str, args: Sequence[str]) -> str | None:
     for arg in args:
+        if arg.startswith("+"):
+            # The obsolete +N[bcl][f] form: "tail +f FILE" follows for ever.
+            return f"{name}: {arg!r}: the +N form is refused (+f follows); use -n +N"
         short = arg.startswith("-") and not arg.startswith("--")
         if (short and arg[1:2] in ("f", "F")) or (arg.startswith("--f") and len(arg) > 3):
             return f"{name}: {arg!r}: following a file would not end; read it once"
@@ -774,7 +792,7 @@ RULES: Mapping[str, Rule] = {
     **{n: _any for n in (
         "test", "[", "true", "false", "cat", "head", "wc", "stat", "ls", "readlink",
         "realpath", "id", "getent", "whoami", "uname", "df", "lsblk", "ps", "pgrep",
-        "pidof", "which", "sha256sum", "sha1sum", "md5sum", "cmp", "diff", "jq", "nproc",
+        "pidof", "which", "sha256sum", "sha1sum", "md5sum", "cmp", "jq", "nproc",
         "uptime", "lscpu",
     )},
     **{
@@ -789,19 +807,26 @@ RULES: Mapping[str, Rule] = {
     "findmnt": _refuse_options(
         "pF", ("poll", "tab-file"), "-p would not end, -F opens the file it names"
     ),
-    "free": _refuse_options("s", ("seconds",), "repeating would not end; read once"),
+    "free": _refuse_options("sc", ("seconds", "count"), "repeating would not end; read once"),
+    "diff": _refuse_options(
+        "rN",
+        ("recursive", "new-file", "unidirectional-new-file"),
+        "a recursive diff reaches files whose read acts (/proc/kmsg, trace_pipe, /sys); "
+        "name the files",
+    ),
     "ss": _refuse_options(
         "KDE", ("kill", "diag", "events"),
         "-K kills sockets, -D writes a file, -E would not end",
     ),
-    "journalctl": _refuse_options(
-        "f",
+    "journalctl": _no_globs(_refuse_options(
+        "fi",
         ("follow", "vacuum-size", "vacuum-time", "vacuum-files", "rotate", "flush", "sync",
          "setup-keys", "update-catalog", "relinquish-var", "smart-relinquish-var",
-         "cursor-file", "image"),
-        "a probe reads the journal once and changes nothing of it",
+         "cursor-file", "image", "file"),
+        "a probe reads the journal once and changes nothing of it (--file opens what its "
+        "pattern matches, devices too: read a journal folder with -D)",
         exact=("cursor",),
-    ),
+    )),
     "tail": _tail,
     "date": _date,
     "hostname": _hostname,

@@ -466,6 +466,7 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         return {"error": "not a command (argv must be a list of strings)"}
     timeout = float(item.get("timeout", 10))
+    parent = os.getpid()
     budgeted = limit is not None and limit < timeout
     if budgeted:
         timeout = max(0.0, float(limit))  # type: ignore[arg-type]
@@ -480,7 +481,7 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
             cwd="/",
             close_fds=True,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=lambda: prepare_check(parent),
         )
     except FileNotFoundError:
         return {"error": "no such program: " + argv[0]}
@@ -548,16 +549,45 @@ def run_check(item: Fact, limit: Optional[float] = None) -> Fact:
     }
 
 
-def die_with_parent() -> None:
-    """In the check's process, before it runs the program: be killed when this fact
-    process dies, however it dies (SIGKILL included), so a check never outlives the read
-    (Linux prctl PR_SET_PDEATHSIG; elsewhere the group kills and the watchdog remain)."""
+# A check's memory (address space) and CPU time: a probe that explodes (jq building a
+# string of 2^34 bytes) fails alone instead of pushing the node into the OOM killer.
+CHECK_MEMORY = 1024 * 1024 * 1024
+CHECK_CPU_S = 31
+
+
+def _libc() -> Any:
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True)
     except Exception:
+        return None
+
+
+LIBC = _libc()  # loaded once, here: a child between fork and exec should do little
+
+
+def die_with_parent(parent: Optional[int] = None) -> None:
+    """In a child of this fact process: be killed when it dies, however it dies (SIGKILL
+    included), so nothing it starts outlives the read (Linux prctl PR_SET_PDEATHSIG;
+    elsewhere the group kills and the watchdog remain). ``parent``: its pid, to catch a
+    death between the fork and the prctl."""
+    if LIBC is not None:
+        with contextlib.suppress(Exception):
+            LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def prepare_check(parent: int) -> None:
+    """Before a check's program runs: dies with the read, bounded memory and CPU."""
+    die_with_parent(parent)
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (CHECK_MEMORY, CHECK_MEMORY))
+        resource.setrlimit(resource.RLIMIT_CPU, (CHECK_CPU_S, CHECK_CPU_S))
+    except (ImportError, ValueError, OSError):
         pass
 
 
@@ -617,12 +647,21 @@ def judge_output(item: Fact, answer: Fact, seconds: float = 10.0) -> Fact:
 def search_within(pattern: str, text: str, seconds: float) -> str:
     """re.search(pattern, text, MULTILINE) in a forked child given ``seconds``: "yes",
     "no", "error" (the pattern does not compile here) or "late" (killed)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    parent = os.getpid()
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return "late"  # no process to search in (the node is out of them): not judged
     if pid == 0:  # the child: answer one byte, never return into the caller's code
         code = b"e"
         try:
+            die_with_parent(parent)
             os.close(read_end)
+            # Not the SSH channel, nor the request: the child only answers its byte.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
             code = b"y" if re.search(pattern, text, re.MULTILINE) else b"n"
         except BaseException:
             pass
@@ -632,6 +671,7 @@ def search_within(pattern: str, text: str, seconds: float) -> str:
             finally:
                 os._exit(0)
     os.close(write_end)
+    RUNNING["search"] = pid
     got = b""
     try:
         ready, _, _ = select.select([read_end], [], [], max(0.0, seconds))
@@ -642,6 +682,7 @@ def search_within(pattern: str, text: str, seconds: float) -> str:
         if not got:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        RUNNING["search"] = None
         os.waitpid(pid, 0)
     return {b"y": "yes", b"n": "no", b"e": "error"}.get(got, "late")
 
@@ -666,8 +707,9 @@ def gather(request: Fact) -> Fact:
     return answer
 
 
-# The process group of the check running now (None: none), for the watchdog.
-RUNNING = {"group": None}  # type: Dict[str, Optional[int]]
+# The process group of the check running now and the pattern search's child (None:
+# none), for the watchdog.
+RUNNING = {"group": None, "search": None}  # type: Dict[str, Optional[int]]
 
 
 def watchdog(seconds: float) -> None:
@@ -675,9 +717,12 @@ def watchdog(seconds: float) -> None:
     session would outlive us): the controller gave up on the read at that point."""
 
     def expire(signum: int, frame: Any) -> None:
-        group = RUNNING["group"]
+        group, search = RUNNING["group"], RUNNING["search"]
         if group is not None:
             kill_group(group)
+        if search is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(search, signal.SIGKILL)
         os._exit(124)
 
     signal.signal(signal.SIGALRM, expire)

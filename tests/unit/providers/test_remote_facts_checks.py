@@ -284,3 +284,36 @@ def test_a_check_dies_with_a_fact_process_killed_outright(tmp_path: Path) -> Non
     while running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running() == ""
+
+
+def test_a_check_that_explodes_in_memory_fails_alone() -> None:
+    # 2 GiB: over a check's address-space limit (1 GiB), under this machine's memory.
+    grow = [sys.executable, "-c", "x = bytearray(2 * 1024 ** 3)"]
+    answer = run_check({"argv": grow, "timeout": 20})
+    assert answer.get("exit") not in (0, None)
+
+
+def test_the_search_child_dies_with_a_fact_process_killed_outright(tmp_path: Path) -> None:
+    script = tmp_path / "search.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(remote_facts.__file__).parent)!r})\n"
+        "import remote_facts\n"
+        "remote_facts.search_within('^(a+)+$', 'a' * 40 + 'b', 60)\n"
+    )
+    facts = subprocess.Popen([sys.executable, str(script)])
+
+    def searching() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True)
+        return [p for p in found.stdout.split() if p != str(facts.pid)]
+
+    deadline = time.monotonic() + 10
+    while not searching() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert searching()
+    facts.kill()
+    facts.wait()
+    deadline = time.monotonic() + 5
+    while searching() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert searching() == []
