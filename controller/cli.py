@@ -485,7 +485,7 @@ def apply(
             for line in writes.record_adoptions(store, result):
                 stderr.print(f"adopted: {_escape(line)}")
             if result.unresolved:
-                _say_unresolved(result)
+                _say_unresolved(result.unresolved)
                 stderr.print("nothing to apply: what differs, no handler can write")
                 sys.exit(EXIT_DIFF)
             stderr.print("[green]nothing to apply[/]")
@@ -520,15 +520,18 @@ def apply(
         _interrupted(f"run {outcome.run_id} stopped; where each node ended is listed above")
     if stopped or signals.late():
         _interrupted(f"nothing was cut short; run {outcome.run_id} is recorded as the nodes ended")
-    if outcome.exit_code == EXIT_OK and result.unresolved:
-        _say_unresolved(result)
+    # What the apply's own reads still find unresolved (an apply can meet a goal: a File
+    # it writes may be what the goal checks), with the reasons the plan gave.
+    left = {(n.node, s) for n in outcome.nodes for s in n.unresolved}
+    if outcome.exit_code == EXIT_OK and left:
+        _say_unresolved([i for i in result.unresolved if (i.node, f"{i.kind}/{i.name}") in left])
         sys.exit(EXIT_DIFF)
     sys.exit(outcome.exit_code)
 
 
-def _say_unresolved(plan: planitems.Plan) -> None:
+def _say_unresolved(items: Sequence[planitems.PlanItem]) -> None:
     """What an apply leaves as it is because no handler can make it so, item by item."""
-    for item in plan.unresolved:
+    for item in items:
         why = terminal.clean(item.reason or "no handler can make it so", one_line=True)
         stderr.print(
             f"[yellow]unresolved:[/] {_escape(f'{item.node}: {item.kind}/{item.name}: {why}')}"

@@ -102,6 +102,9 @@ class NodeOutcome:
     changes: int = 0
     seconds: float = 0.0
     interrupted: bool = False  # skipped or rolled back because a signal asked to stop
+    # Documents no handler can make so, as the apply's last read of the node saw them
+    # (its verify where that reads them, else the read before the write): "Kind/name".
+    unresolved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,13 +210,15 @@ def _changes(
     return changes, errors
 
 
-def _unresolved(resources: Sequence[Document], observation: Observation) -> str:
-    """The documents no handler can make so on this node, for the node's message."""
-    return ", ".join(
-        doc.subject
-        for doc in resources
-        if compare(observation.resources[doc])[0] is Action.UNRESOLVED
-    )
+def _unresolved(resources: Sequence[Document], *reads: Observation) -> tuple[str, ...]:
+    """The documents no handler can make so on this node, each judged by the last of
+    ``reads`` that holds it (a verify may read only what was written)."""
+    out = []
+    for doc in resources:
+        seen = next((r.resources[doc] for r in reversed(reads) if doc in r.resources), None)
+        if seen is not None and compare(seen)[0] is Action.UNRESOLVED:
+            out.append(doc.subject)
+    return tuple(out)
 
 
 def _adopted_in_sync(
@@ -298,10 +303,12 @@ async def apply_node(
     ``lock_timeout`` s for it; a node another process writes is left alone, failed)."""
     started = time.monotonic()
 
-    def outcome(status: NodeStatus, message: str = "", count: int = 0) -> NodeOutcome:
+    def outcome(
+        status: NodeStatus, message: str = "", count: int = 0, unresolved: tuple[str, ...] = ()
+    ) -> NodeOutcome:
         cut = message == INTERRUPTED_BEFORE
         seconds = time.monotonic() - started
-        result = NodeOutcome(node.name, status, message, count, seconds, cut)
+        result = NodeOutcome(node.name, status, message, count, seconds, cut, unresolved)
         store.record_node(run_id, node.name, status, message, result.seconds)
         if status in _FAILURE_EVENTS:
             publish(_FAILURE_EVENTS[status], run_id=run_id, node=node.name, reason=message)
@@ -333,14 +340,15 @@ async def apply_node(
                 store.record_inventory(node.name, run_id, adopted, ())
                 left = _unresolved(resources, observation)
                 if left:
-                    return outcome(NodeStatus.CONVERGED, f"nothing to write; unresolved: {left}")
+                    said = f"nothing to write; unresolved: {', '.join(left)}"
+                    return outcome(NodeStatus.CONVERGED, said, unresolved=left)
                 return outcome(NodeStatus.CONVERGED, "already in sync")
             if interrupt.is_set():
                 return outcome(NodeStatus.SKIPPED, INTERRUPTED_BEFORE)
             async with provider.transaction(node, changes, resources, state.source) as txn:
                 result = await _transact(
                     txn, node, resources, changes, store, run_id, outcome, publish, interrupt,
-                    approved,
+                    approved, observation,
                 )  # fmt: skip
             if result.status is NodeStatus.CONVERGED:
                 store.record_inventory(node.name, run_id, adopted, ())
@@ -381,7 +389,10 @@ async def _transact(
     publish: events.Publish = events.discard,
     interrupt: Interrupt = NEVER,
     approved: Sequence[PlanItem] = (),
+    read: Observation | None = None,
 ) -> NodeOutcome:
+    """``read``: the node as read before the write (what the verify does not re-read
+    stays as it said)."""
     before: str | None = None
     after: str | None = None
 
@@ -427,7 +438,8 @@ async def _transact(
     store.commit(txn_id, audit=trail("converged", ""))
     ids = txn.platform_ids() if isinstance(txn, PlatformIds) else {}
     _record_ownership(store, run_id, node.name, changes, ids)
-    return outcome(NodeStatus.CONVERGED, "", len(changes))
+    left = _unresolved(resources, *(r for r in (read, verified) if r is not None))
+    return outcome(NodeStatus.CONVERGED, "", len(changes), left)
 
 
 def _escrowed(snapshot: Mapping[str, Any]) -> tuple[str, ...]:

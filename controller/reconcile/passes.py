@@ -94,13 +94,18 @@ def record_applied(
     source: str,
     mode: Callable[[str], Mode],
     result: writes.ApplyResult,
-    left: Mapping[str, tuple[planitems.PlanItem, ...]] | None = None,
+    unresolved: Mapping[str, tuple[planitems.PlanItem, ...]] | None = None,
 ) -> None:
-    """After an apply: converged nodes are in sync but for what no apply writes (``left``:
-    their unresolved items, masked); the others keep their drift, with why."""
-    left = left or {}
+    """After an apply: converged nodes are in sync but for what no apply writes (of the
+    plan's ``unresolved`` items, masked, those the apply's reads still found so); the
+    others keep their drift, with why."""
     now = datetime.now(UTC)
     for outcome in result.nodes:
+        left = tuple(
+            i
+            for i in (unresolved or {}).get(outcome.node, ())
+            if f"{i.kind}/{i.name}" in outcome.unresolved
+        )
         before = shared.drift.get((source, outcome.node))
         revision = before.revision if before else None
         if outcome.status is NodeStatus.CONVERGED:
@@ -110,7 +115,7 @@ def record_applied(
                 mode(outcome.node),
                 now,
                 revision,
-                left.get(outcome.node, ()),
+                left,
                 labels=before.labels if before else {},
             )
         elif before is not None:
@@ -292,10 +297,10 @@ async def run_pass(
             ),
         )
         apply_run = result.run_id
-        left = {n.node: masked_all(n.unresolved) for n in by_mode[Mode.AUTO] if n.unresolved}
-        record_applied(shared, source.name, source.mode_for, result, left)
+        unresolved = {n.node: masked_all(n.unresolved) for n in by_mode[Mode.AUTO]}
+        record_applied(shared, source.name, source.mode_for, result, unresolved)
         converged = [o.node for o in result.nodes if o.status is NodeStatus.CONVERGED]
-        drifted -= set(converged) - set(left)
+        drifted -= {o.node for o in result.nodes if o.node in converged and not o.unresolved}
         if pruning is not None:
             await writer.call(prune.release, store, pruning.releases, converged, result.run_id)
         unfinished = [

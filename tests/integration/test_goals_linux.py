@@ -1,6 +1,7 @@
 """Goals on real OpenSSH nodes: checks run in the one fact read; a passing goal is in sync,
 a failing one plans unresolved with its reason (text and JSON, exit 1), and an apply
-writes what it can beside it and leaves the goal unresolved."""
+writes what it can beside it and leaves the goal unresolved, or, where what it wrote is
+what the goal checks, finds the goal met and says so (exit 0)."""
 
 from __future__ import annotations
 
@@ -142,14 +143,6 @@ def test_apply_writes_the_file_and_leaves_the_goal_unresolved(fleet: Fleet, tmp_
     db = tmp_path / "state.db"
     try:
         applied = fazai("apply", str(state), "--state", str(db), "--auto-approve")
-        print(
-            "apply exit",
-            applied.returncode,
-            "\nstdout:",
-            applied.stdout,
-            "\nstderr:",
-            applied.stderr,
-        )
         assert node.run(f"cat {path}").stdout == b"managed\n"
         assert "marker-there" in applied.stdout + applied.stderr
         assert REASON in applied.stdout + applied.stderr
@@ -162,5 +155,31 @@ def test_apply_writes_the_file_and_leaves_the_goal_unresolved(fleet: Fleet, tmp_
         assert [(c["kind"], c["name"], c["action"], c["reason"]) for c in changes] == [
             ("Goal", "marker-there", "unresolved", REASON)
         ]
+    finally:
+        node.run(f"rm -f {path}")
+
+
+def test_an_apply_that_meets_the_goal_ends_in_sync(fleet: Fleet, tmp_path: Path) -> None:
+    node = fleet.nodes["web-1"]
+    path = "/etc/fazai-goal-met.conf"
+    written = {"name": "written", "command": ["grep", "-qx", "managed", path]}
+    docs = [
+        node_doc(fleet, "web-1"),
+        resource("File", "conf", ON, path=path, content="managed\n", mode="0644"),
+        goal("conf-written", {**written, "expect": {"exitCode": 0}}),
+    ]
+    state = write_state(tmp_path / "state", docs)
+    try:
+        before = fazai("plan", str(state), "--output", "json")
+        assert [c["action"] for c in json.loads(before.stdout)["changes"]] == [
+            "create",
+            "unresolved",
+        ]
+        db = tmp_path / "state.db"
+        applied = fazai("apply", str(state), "--state", str(db), "--auto-approve")
+        # The apply's verify read the goal again: met, so nothing is left unresolved.
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "unresolved:" not in applied.stderr
+        assert fazai("plan", str(state)).returncode == 0
     finally:
         node.run(f"rm -f {path}")

@@ -20,7 +20,7 @@ from controller.store import NodeStatus, StateStore
 GOAL = PlanItem(
     "web-1",
     "Goal",
-    "nginx-serves",
+    "up",
     Action.UNRESOLVED,
     (Change("up", "fail: exit 3", "pass"),),
     reason="checks failing: up (exit 3)",
@@ -28,7 +28,7 @@ GOAL = PlanItem(
 FILE = PlanItem("web-1", "File", "motd", Action.CREATE, (Change("content", None, "x"),))
 
 
-def test_a_converged_node_keeps_only_its_unresolved_items(tmp_path: Path) -> None:
+def test_a_converged_node_keeps_only_what_its_apply_found_unresolved(tmp_path: Path) -> None:
     source = SourceConfig("infra", str(tmp_path), mode=Mode.AUTO)
     config = ControllerConfig(sources=(source,), state=tmp_path / "state.db")
     with StateStore(tmp_path / "state.db") as store:
@@ -38,14 +38,17 @@ def test_a_converged_node_keeps_only_its_unresolved_items(tmp_path: Path) -> Non
             shared.drift[("infra", node)] = NodeDrift(
                 node, "infra", Mode.AUTO, then, "c0ffee", (GOAL, FILE), labels={"role": "web"}
             )
+        # web-1's apply still found the goal unresolved; web-2's apply met it (the File
+        # it wrote is what the goal checks).
         result = ApplyResult(
             7,
             (
-                NodeOutcome("web-1", NodeStatus.CONVERGED, changes=1),
+                NodeOutcome("web-1", NodeStatus.CONVERGED, changes=1, unresolved=("Goal/up",)),
                 NodeOutcome("web-2", NodeStatus.CONVERGED, changes=1),
             ),
         )
-        passes.record_applied(shared, "infra", source.mode_for, result, {"web-1": (GOAL,)})
+        planned = {"web-1": (GOAL,), "web-2": (GOAL,)}
+        passes.record_applied(shared, "infra", source.mode_for, result, planned)
         kept = shared.drift[("infra", "web-1")]
         assert kept.items == (GOAL,) and kept.labels == {"role": "web"}
         assert kept.checked > then and kept.error is None
