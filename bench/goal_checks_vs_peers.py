@@ -42,6 +42,9 @@ sys.path.insert(0, str(REPO))
 
 from controller.testing.fleet import Fleet, NodeSpec, fleet_available  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from plan_vs_peers import Run, timed  # noqa: E402  (one way to time a tool, for every bench)
+
 RESULTS = REPO / "bench" / "results" / "goal_checks_vs_peers.json"
 DIR = "/etc/bench-goal"
 # Per network namespace, so every node holds its own value: (key, value set on the node).
@@ -350,36 +353,6 @@ def write_ssh_loop(fleet: Fleet, checks: list[Check], folder: Path, control: boo
 
 # --------------------------------------------------------------------------
 # running and checking
-
-
-@dataclass
-class Run:
-    seconds: float
-    rc: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-
-
-def timed(argv: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None) -> Run:
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, err = proc.communicate()
-        return Run(time.perf_counter() - start, None, out, err, timed_out=True)
-    return Run(time.perf_counter() - start, proc.returncode, out, err)
 
 
 Found = dict[str, dict[str, list[str]]]  # node -> goal -> failing checks, sorted

@@ -439,6 +439,7 @@ def timed(argv: list[str], env: dict[str, str], timeout: float, cwd: Path | None
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,  # a tool that asks (ssh, a prompt) must not wait here
         text=True,
         env=env,
         cwd=cwd,

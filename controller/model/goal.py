@@ -68,6 +68,22 @@ class Budget:
     seconds: int | None = None
 
 
+# A check's verdict: PASS, or "fail: " and why in a few words of FazAI's own (never
+# what the probe read). A goal's desired essence is every check at PASS, its live one
+# each check's verdict; both platforms judge this way.
+PASS = "pass"
+
+
+def failing_reason(verdicts: Mapping[str, str]) -> str | None:
+    """``checks failing: name (why), ...`` for the checks not passing; None when all do."""
+    failing = [
+        f"{name} ({verdict.removeprefix('fail: ')})"
+        for name, verdict in verdicts.items()
+        if verdict != PASS
+    ]
+    return "checks failing: " + ", ".join(failing) if failing else None
+
+
 def platform_of(spec: Mapping[str, Any]) -> str | None:
     """linux for command checks, opnsense for API ones; None for a mix or none."""
     found = {_platform_of_check(c) for c in spec.get("checks", ()) if isinstance(c, Mapping)}

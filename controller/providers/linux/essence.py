@@ -18,7 +18,7 @@ from typing import Any
 
 from controller.model import probes
 from controller.model.document import Document
-from controller.model.goal import CommandCheck, checks_of
+from controller.model.goal import PASS, CommandCheck, checks_of, failing_reason
 from controller.plan.diff import Observed
 from controller.source.tree import SourceTree, resolve_relative
 
@@ -316,9 +316,6 @@ def _nft_table(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     return read
 
 
-PASS = "pass"
-
-
 def _goal(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     """A goal's essence is each check's verdict: desired all "pass", live what the node's
     run of it came to. Only the verdict is kept, never the command's output (a probe's
@@ -352,10 +349,7 @@ def _goal(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
             check.name: verdict(check, answers[start + index])
             for index, check in enumerate(commands)
         }
-        failing = [f"{name} ({value.removeprefix('fail: ')})" for name, value in live.items()
-                   if value != PASS]  # fmt: skip
-        reason = "checks failing: " + ", ".join(failing) if failing else None
-        return Observed(desired, live, unresolved=reason)
+        return Observed(desired, live, unresolved=failing_reason(live))
 
     return read
 

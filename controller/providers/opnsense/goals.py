@@ -11,16 +11,15 @@ path is never sent (validation refuses such paths; this is the last line).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controller.model.document import Document
-from controller.model.goal import ApiCheck, checks_of
+from controller.model.goal import PASS, ApiCheck, checks_of, failing_reason
 from controller.plan.diff import Observed
 from controller.providers.opnsense.live import ReadFailed
 
 KIND = "Goal"
-PASS = "pass"
 # module/controller/action[/arg...]: relative, so the client's base URL keeps it under
 # /api/; no ".", "..", empty segment, query, fragment or escape can take it elsewhere.
 _SEGMENT = r"[A-Za-z0-9_:-]+(?:\.[A-Za-z0-9_:-]+)*"
@@ -56,14 +55,7 @@ def observe(doc: Document, answers: Mapping[str, Any]) -> Observed:
         else "fail: a command check does not run on OPNsense"
         for c in checks
     }
-    failing = [(name, verdict) for name, verdict in live.items() if verdict != PASS]
-    return Observed(desired, live, unresolved=reason(failing) if failing else None)
-
-
-def reason(failing: Sequence[tuple[str, str]]) -> str:
-    """``checks failing: name (why), ...``."""
-    whys = (f"{name} ({verdict.removeprefix('fail: ')})" for name, verdict in failing)
-    return "checks failing: " + ", ".join(whys)
+    return Observed(desired, live, unresolved=failing_reason(live))
 
 
 def judge(check: ApiCheck, answers: Mapping[str, Any]) -> str:
