@@ -16,6 +16,7 @@ The base (``main``) and the head (``feature``) differ so that every marking show
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,6 +145,22 @@ class PullRequest:
         self.head = commit(self.repo, files, message)
         self.repo.heads["main"].checkout()
         return self.head
+
+
+@contextlib.contextmanager
+def opened(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[PullRequest, EmulatorServer]]:
+    """A pull request on ``fleet`` and a fresh emulated firewall, the live state set as
+    the base describes it (but for the drift ``set_linux_live_state`` makes)."""
+    with EmulatorServer(version="26.1", tls=True) as emu:
+        key_file = tmp_path / "fw.key"
+        key_file.write_text(emu.api_key + "\n")
+        monkeypatch.setenv(SECRET_ENV, emu.api_secret)
+        pr = PullRequest(tmp_path / "infra", fleet, emu, key_file)
+        converge_firewall_by_hand(emu, pr.root)
+        set_linux_live_state(fleet)
+        yield pr, emu
 
 
 def converge_firewall_by_hand(emu: EmulatorServer, root: Path) -> None:

@@ -19,13 +19,10 @@ from controller.forges import command, comment
 from controller.forges.settings import ForgeSettings
 from controller.testing.fleet import Fleet
 from controller.testing.forges import ForgeServer
-from controller.testing.opnsense import EmulatorServer
 from tests.integration.reviewkit import (
-    SECRET_ENV,
     PullRequest,
-    converge_firewall_by_hand,
+    opened,
     review_fleet,
-    set_linux_live_state,
 )
 
 __all__ = ["review_fleet"]
@@ -36,13 +33,7 @@ TOKEN_ENV = "FAZAI_TEST_FORGE_TOKEN"
 def pull_request(
     review_fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[PullRequest]:
-    with EmulatorServer(version="26.1", tls=True) as emu:
-        key_file = tmp_path / "fw.key"
-        key_file.write_text(emu.api_key + "\n")
-        monkeypatch.setenv(SECRET_ENV, emu.api_secret)
-        pr = PullRequest(tmp_path / "infra", review_fleet, emu, key_file)
-        converge_firewall_by_hand(emu, pr.root)
-        set_linux_live_state(review_fleet)
+    with opened(review_fleet, tmp_path, monkeypatch) as (pr, _):
         yield pr
 
 

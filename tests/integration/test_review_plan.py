@@ -23,12 +23,10 @@ from controller.testing.fleet import Fleet
 from controller.testing.opnsense import EmulatorServer
 from tests.integration.reviewkit import (
     NODE,
-    SECRET_ENV,
     PullRequest,
-    converge_firewall_by_hand,
     firewall_node,
+    opened,
     review_fleet,
-    set_linux_live_state,
 )
 
 __all__ = ["review_fleet"]  # the fixture, imported for pytest
@@ -52,13 +50,7 @@ def fazai(*args: str) -> subprocess.CompletedProcess[str]:
 def pull_request(
     review_fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[PullRequest, EmulatorServer]]:
-    with EmulatorServer(version="26.1", tls=True) as emu:
-        key_file = tmp_path / "fw.key"
-        key_file.write_text(emu.api_key + "\n")
-        monkeypatch.setenv(SECRET_ENV, emu.api_secret)
-        pr = PullRequest(tmp_path / "infra", review_fleet, emu, key_file)
-        converge_firewall_by_hand(emu, pr.root)
-        set_linux_live_state(review_fleet)
+    with opened(review_fleet, tmp_path, monkeypatch) as (pr, emu):
         emu.requests.clear()
         yield pr, emu
 

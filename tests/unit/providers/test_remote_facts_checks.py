@@ -14,13 +14,13 @@ import sys
 import time
 import tokenize
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from controller.providers.linux import remote_facts
-from controller.providers.linux.provider import check_budget, facts_command
+from controller.providers.linux.provider import check_budget
 from controller.providers.linux.remote_facts import CHECK_ENV, CHECK_OUTPUT, checks, run_check
+from tests.unit.providers.test_remote_facts import gather
 
 
 def test_exit_status_and_output_come_back() -> None:
@@ -162,19 +162,6 @@ def test_the_budget_counts_from_the_start_of_the_read() -> None:
     assert answers == [{"error": "not run: the node's check time budget (5s) is spent"}]
 
 
-def _as_the_node_runs_it(request: dict[str, Any]) -> dict[str, Any]:
-    result = subprocess.run(
-        ["sh", "-c", facts_command()],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    answer: dict[str, Any] = json.loads(result.stdout)
-    return answer
-
-
 def test_the_node_judges_the_output_and_never_sends_it() -> None:
     item = {
         "argv": ["printf", "ready\\nTOKEN=s3cr3t-9f8e\\n"],
@@ -191,14 +178,14 @@ def test_the_node_judges_the_output_and_never_sends_it() -> None:
 
 
 def test_the_fact_read_answers_checks_only_when_asked() -> None:
-    answer = _as_the_node_runs_it(
+    answer = gather(
         {
             "checks": [{"argv": ["test", "-d", "/etc"]}, {"argv": ["test", "-e", "/nonexistent"]}],
             "check_budget": 5,
         }
     )
     assert answer["checks"] == [{"exit": 0, "truncated": False}, {"exit": 1, "truncated": False}]
-    assert "checks" not in _as_the_node_runs_it({"users": ["root"]})
+    assert "checks" not in gather({"users": ["root"]})
 
 
 def test_the_script_stays_runnable_on_old_pythons() -> None:
