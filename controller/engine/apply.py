@@ -267,7 +267,9 @@ def _unverified(changes: Sequence[Change], verified: Observation) -> list[str]:
             continue
         action, _ = compare(seen)
         if action is not Action.NOOP:
-            problems.append(f"{change.kind}/{change.name}: {seen.error or action.value}")
+            problems.append(
+                f"{change.kind}/{change.name}: {seen.error or seen.unresolved or action.value}"
+            )
     return problems
 
 

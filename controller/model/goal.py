@@ -177,7 +177,7 @@ def check_goal(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         if has_command:
             yield from _command_problems(check, expect, problem)
         else:
-            yield from _api_problems(check, expect, problem)
+            yield from api_check_problems(check, expect, problem)
     if len(platforms) > 1:
         yield Diagnostic(
             doc.location(("spec", "checks", platforms["opnsense"])),
@@ -186,6 +186,9 @@ def check_goal(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
             doc.subject,
             f"spec.checks[{platforms['opnsense']}]",
         )
+    from controller.model.tool import check_resolved_by  # tool.py builds on this module
+
+    yield from check_resolved_by(doc, context)
 
 
 def _command_problems(check: Mapping[str, Any], expect: Mapping[str, Any], problem: Any) -> Any:
@@ -226,7 +229,7 @@ def _newer_syntax(pattern: str) -> bool:
     return re.search(r"\(\?>|[*+?}]\+", bare) is not None
 
 
-def _api_problems(check: Mapping[str, Any], expect: Mapping[str, Any], problem: Any) -> Any:
+def api_check_problems(check: Mapping[str, Any], expect: Mapping[str, Any], problem: Any) -> Any:
     for key in (*_LINUX_EXPECT, "timeout"):
         where = ("expect", key) if key != "timeout" else ("timeout",)
         if key in (expect if key != "timeout" else check):

@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.diagnostics import Diagnostic, Location, Severity
 from controller.errors import InvalidInputError, SourceError
-from controller.model import crosscheck, foreign, kinds, validate
+from controller.model import crosscheck, foreign, kinds, tool, validate
 from controller.model.document import Document
 from controller.model.state import DesiredState
 from controller.model.yamlsource import MAX_FILE_BYTES, read_documents
@@ -78,6 +78,7 @@ def load(tree: SourceTree) -> DesiredState:
             )
             problems.append(note)
         raise InvalidInputError(problems)
+    documents = tool.bind(documents)
     nodes = {d.name: d for d in documents if d.kind == "Node"}
     resources = [d for d in documents if d.kind != "Node" and _targeted(d)]
     controls = [d for d in documents if d.kind != "Node" and not _targeted(d)]

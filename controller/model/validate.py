@@ -251,3 +251,21 @@ def _field_noun(path: FieldPath, kind: str) -> str:
     if "groups" in path:
         return "group name"
     return _NOUNS.get(last, f"value for {last}")
+
+
+def errors_against(schema: Mapping[str, Any], value: Any, kind: str) -> list[tuple[FieldPath, str]]:
+    """``value`` checked against a schema a document carries (a Tool's params), with the
+    same plain messages as a document's own fields; paths relative to ``value``."""
+    cls = ecma.validator_class(schema)
+    return list(_schema_errors(cls(schema), value, kind))
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` is not a JSON Schema its validator can use; None when it is."""
+    if not isinstance(schema, Mapping):
+        return "a JSON Schema is a mapping"
+    try:
+        ecma.validator_class(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"not a valid JSON Schema: {exc.message}"
+    return None

@@ -20,6 +20,7 @@ PLATFORMS = ("linux", "opnsense")
 def load_all() -> None:
     # Goal belongs to no one platform: each provider reads the checks of its own.
     importlib.import_module("controller.model.goal")
+    importlib.import_module("controller.model.tool")
     for platform in PLATFORMS:
         importlib.import_module(f"controller.providers.{platform}")
 

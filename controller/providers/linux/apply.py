@@ -32,6 +32,7 @@ import asyncssh
 
 from controller.errors import FactsError, NodeError, UnreachableError
 from controller.model.document import Document
+from controller.model.tool import resolution_of
 from controller.providers.base import Change, Intent, Observation, StepJournal
 from controller.providers.linux import batch, checks, essence, operations, pool, ssh
 from controller.providers.linux import snapshot as snapshots
@@ -113,7 +114,34 @@ def _instance_key(kind: str, spec: Mapping[str, Any]) -> str:
         return f"{spec['family']} {spec['name']}"
     if kind in ("Package", "User", "Service"):
         return str(spec["name"])
+    if kind == "Goal":
+        return f"goal {spec.get('resolvedBy', {}).get('tool', '')}"
     raise ApplyRefusedError("-", f"{kind}: not a Linux kind")
+
+
+def _kept(targets: Sequence[Target]) -> list[Target]:
+    """What the tools of goal targets list to snapshot, as targets of their own kinds
+    (read before the write and restored by a rollback, never written forward); files
+    are kept as sensitive: a tool's files may hold anything, so their content goes to
+    the escrow, not the journal."""
+    taken = {(t.kind, t.key) for t in targets}
+    out: list[Target] = []
+    for target in targets:
+        resolution = resolution_of(target.spec) if target.kind == "Goal" else None
+        if resolution is None:
+            continue
+        kept = resolution.snapshot
+        wanted = [
+            *(Target("File", target.name, p, "update", {}, sensitive=True) for p in kept.paths),
+            *(Target("Package", target.name, p, "update", {}) for p in kept.packages),
+            *(Target("User", target.name, u, "update", {"groups": []}) for u in kept.users),
+            *(Target("Service", target.name, u, "update", {}) for u in kept.services),
+        ]
+        for one in wanted:
+            if (one.kind, one.key) not in taken:
+                taken.add((one.kind, one.key))
+                out.append(one)
+    return out
 
 
 def _prune(node: str, change: Change, owned: Mapping[tuple[str, str], str]) -> Target:
@@ -178,7 +206,8 @@ class LinuxTransaction:
     # -- NodeTransaction ---------------------------------------------------------------
 
     async def snapshot(self) -> Mapping[str, Any]:
-        request = {**snapshots.request_for(self.targets), "maxContent": self._max_content()}
+        snapshotted = [*self.targets, *_kept(self.targets)]
+        request = {**snapshots.request_for(snapshotted), "maxContent": self._max_content()}
         first = self._held is None
         try:
             answer = await self._read(request)
@@ -188,7 +217,7 @@ class LinuxTransaction:
             # The kept connection was lost since its last use (the node rebooted, its sshd
             # restarted): nothing was sent yet, read over a new one.
             answer = await self._read(request)
-        taken = snapshots.build(self.node.name, self.targets, answer)
+        taken = snapshots.build(self.node.name, snapshotted, answer)
         problems = snapshots.errors(taken)
         if problems:
             # Without the previous state there is no rollback: touch nothing.
@@ -276,6 +305,8 @@ class LinuxTransaction:
             # node first.
             problems, after = await self._restore(objects)
         for step in after.steps:
+            if step.kind == "Goal":
+                continue  # a tool's rollback script: run once, nothing to compare
             message = f"{step.kind}/{step.name}: still differs from the snapshot after rollback"
             if not any(p.startswith(f"{step.kind}/{step.name}:") for p in problems):
                 problems.append(message)

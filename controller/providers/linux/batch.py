@@ -79,6 +79,8 @@ def runner_command() -> str:
 
 
 def step_timeout(step: Step, target: ssh.SshTarget) -> float:
+    if step.timeout is not None:
+        return float(step.timeout)
     return max(target.command_timeout, PACKAGE_TIMEOUT) if step.slow else target.command_timeout
 
 

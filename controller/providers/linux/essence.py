@@ -19,6 +19,7 @@ from typing import Any
 from controller.model import probes
 from controller.model.document import Document
 from controller.model.goal import PASS, CommandCheck, checks_of, failing_reason
+from controller.model.tool import resolution_of
 from controller.plan.diff import Observed
 from controller.source.tree import SourceTree, resolve_relative
 
@@ -328,6 +329,12 @@ def _goal(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
     refused = next((r for c in commands if (r := probes.refusal(c.command)) is not None), None)
     if refused is not None:
         return lambda answer: Observed(None, None, f"not a read-only probe, not run: {refused}")
+    resolution = resolution_of(doc.spec)
+    tool_argv = resolution.check_command if resolution is not None else None
+    if resolution is not None and tool_argv is None:
+        return lambda answer: Observed(None, None, "an opnsense tool cannot run on a Linux node")
+    if tool_argv is not None and (refused := probes.refusal(list(tool_argv))) is not None:
+        return lambda answer: Observed(None, None, f"the tool's check is not run: {refused}")
     start = len(request.checks)
     for check in commands:
         request.checks.append(
@@ -339,19 +346,64 @@ def _goal(doc: Document, tree: SourceTree, request: FactRequest) -> Reader:
                 "matches": check.stdout_matches,
             }
         )
+    if resolution is not None and tool_argv is not None:
+        request.checks.append({"argv": list(tool_argv), "timeout": resolution.check_timeout})
     desired = {check.name: PASS for check in commands}
+    wanted = start + len(commands) + (resolution is not None)
 
     def read(answer: Answer) -> Observed:
         answers = answer.get("checks")
-        if not isinstance(answers, list) or len(answers) < start + len(commands):
+        if not isinstance(answers, list) or len(answers) < wanted:
             return Observed(desired, None, "the node did not answer the goal's checks")
         live = {
             check.name: verdict(check, answers[start + index])
             for index, check in enumerate(commands)
         }
-        return Observed(desired, live, unresolved=failing_reason(live))
+        failing = failing_reason(live)
+        if resolution is None or failing is None:
+            # Met is in sync, whatever a tool would say: nothing to write.
+            return Observed(desired, live, unresolved=failing)
+        return _resolvable(resolution.tool, desired, live, failing, answers[wanted - 1])
 
     return read
+
+
+def _resolvable(
+    tool: str, desired: dict[str, str], live: dict[str, str], failing: str, answer: Answer
+) -> Observed:
+    """An unmet goal with a tool: an update when the tool's check says "not converged"
+    (exit 1), unresolved when it says converged (the tool cannot help) or fails."""
+    field = f"Tool/{tool}"
+    state = tool_state(answer)
+    desired = {**desired, field: CONVERGED}
+    live = {**live, field: state}
+    if state == NOT_CONVERGED:
+        return Observed(desired, live)
+    if state == CONVERGED:
+        why = f"{failing}; Tool/{tool} reports it converged, so applying it cannot help"
+    else:
+        why = f"{failing}; Tool/{tool}'s check {state.removeprefix('error: ')}"
+    return Observed(desired, live, unresolved=why)
+
+
+CONVERGED = "converged"
+NOT_CONVERGED = "not converged"
+
+
+def tool_state(answer: Mapping[str, Any]) -> str:
+    """A tool check's answer: exit 0 converged, 1 not, anything else an error."""
+    if "error" in answer:
+        return "error: " + str(answer["error"])
+    if answer.get("timed_out"):
+        return f"error: timed out after {float(answer.get('timeout', 0)):g}s"
+    code = answer.get("exit")
+    if code == 0:
+        return CONVERGED
+    if code == 1:
+        return NOT_CONVERGED
+    if isinstance(code, int) and code < 0:
+        return f"error: killed by signal {-code}"
+    return f"error: exit {code}" if isinstance(code, int) else "error: no exit status"
 
 
 def verdict(check: CommandCheck, answer: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.model.tool import resolution_of
 from controller.providers.linux import nftbody
 from controller.store.redact import MASK
 
@@ -32,8 +33,9 @@ SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
 APT_LOCK = "-o DPkg::Lock::Timeout=120"
 # Creates and updates go in this order (a file may need its owner, a service its
-# package); deletes go after them, in the reverse order.
-KIND_ORDER = ("Package", "User", "File", "Sysctl", "NftTable", "Service")
+# package, a goal's tool what the other documents set up); deletes go after them, in
+# the reverse order.
+KIND_ORDER = ("Package", "User", "File", "Sysctl", "NftTable", "Service", "Goal")
 # Password fields that hold no secret: empty, locked without a hash, "see shadow".
 _NO_SECRET = ("", "*", "x")
 
@@ -74,6 +76,7 @@ class Step:
     # its stdin carries a secret (a sensitive file, account lines): whatever the node
     # prints about the step is masked of that data before it is journaled or shown
     sensitive: bool = False
+    timeout: float | None = None  # seconds; the node's command timeout (or slow's) if None
 
     def payload(self) -> dict[str, Any]:
         """What the journal records: the script, and only a digest of the data sent; for
@@ -281,6 +284,8 @@ def forward_steps(
         (ups if target.present else downs).extend(_nft_steps(target, facts))
     for target in by_kind.get("Service", []):
         ups += _service_steps(target, facts, host)
+    for target in by_kind.get("Goal", []):
+        ups.append(_tool_step(target))
     # deletes in reverse kind order: nft tables, files, users, then the package removal
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     downs.sort(key=lambda s: -rank[s.kind])
@@ -486,6 +491,53 @@ def _service_commands(
     return [Step(kind, name, "update", " && ".join(parts), keys=(unit,))]
 
 
+def tool_script(script: str, environment: Mapping[str, str]) -> str:
+    """A tool's script as a step: its own ``sh``, the params in its environment (values
+    quoted, never spliced into its text), nothing on its standard input."""
+    assignments = " ".join(f"{name}={q(value)}" for name, value in sorted(environment.items()))
+    prefix = assignments + " " if assignments else ""
+    return f"{prefix}sh -c {q(script)} fazai-tool </dev/null"
+
+
+def _tool_step(target: Target) -> Step:
+    resolution = resolution_of(target.spec)
+    if resolution is None or resolution.apply.script is None:
+        raise OperationError(f"Goal/{target.name}: no linux tool resolves it")
+    paths = resolution.snapshot.paths
+    return Step(
+        "Goal",
+        target.name,
+        "update",
+        tool_script(resolution.apply.script, resolution.environment()),
+        keys=(f"Tool/{resolution.tool}", *paths),
+        timeout=resolution.apply.timeout,
+    )
+
+
+def tool_record(target: Target) -> dict[str, Any] | None:
+    """The snapshot record that runs a tool's own rollback script after the restore of
+    its snapshot (the record is first in the snapshot, so restored last); None when the
+    tool has none. The environment is [name, value] pairs: the journal masks values
+    under keys named like secrets, and a param may be called ``password_file``."""
+    resolution = resolution_of(target.spec)
+    if resolution is None or resolution.rollback is None or resolution.rollback.script is None:
+        return None
+    environment = [[k, v] for k, v in sorted(resolution.environment().items())]
+    before = {"exists": True, "tool": resolution.tool, "rollback": resolution.rollback.script,
+              "environment": environment, "timeout": resolution.rollback.timeout}  # fmt: skip
+    return {"kind": "Goal", "name": target.name, "key": target.key, "before": before}
+
+
+def _restore_tool(record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str) -> None:
+    before = record["before"]
+    environment = {str(k): str(v) for k, v in before.get("environment", [])}
+    timeout = before.get("timeout")
+    plan.steps.append(
+        Step("Goal", record["name"], "rollback", tool_script(str(before["rollback"]), environment),
+             keys=(f"Tool/{before.get('tool')}",), timeout=timeout)
+    )  # fmt: skip
+
+
 # -- snapshot records and rollback ----------------------------------------------------
 
 
@@ -548,6 +600,7 @@ def rollback_steps(objects: Sequence[Mapping[str, Any]], current: Facts) -> Roll
         "Sysctl": _restore_sysctl,
         "NftTable": _restore_nft,
         "Service": _restore_service,
+        "Goal": _restore_tool,
     }
     # Reverse order, except that among the sysctl records forwarding switches go before
     # the keys they reset; every other record keeps its place.

@@ -152,7 +152,15 @@ def build(
     the tag of the transaction's temp files (``tag``, or a new one)."""
     objects: list[dict[str, Any]] = []
     sysctl_names: list[str] = []
+    tools: list[dict[str, Any]] = []
     for target in operations.ordered(targets):
+        if target.kind == "Goal":
+            # Not an object: its tool's snapshot list comes as targets of their own
+            # kinds (LinuxTransaction adds them); only its rollback script is kept here.
+            record = operations.tool_record(target)
+            if record is not None:
+                tools.append(record)
+            continue
         if target.kind == "Sysctl":
             sysctl_names.append(target.name)
             if not target.present:
@@ -178,6 +186,8 @@ def build(
         # First, so that rollback (in reverse) restores it last, after the tables
         # themselves.
         objects.insert(0, _ruleset_record(tables, answer.get("nftRuleset")))
+    # First of all: a tool's rollback script runs after everything else is restored.
+    objects[0:0] = tools
     # Last: not an object, only what names the transaction's temp files.
     objects.append(operations.temp_record(tag or operations.new_tag()))
     return {"format": FORMAT, "node": node, "escrow": list(ESCROW), "objects": objects}

@@ -40,7 +40,7 @@ def _valid(text: str) -> Document:
 
 KNOWN = (
     "File, FirewallAlias, FirewallRule, Goal, HostOverride, NftTable, Node, Package, Policy, "
-    "Service, Sysctl, User"
+    "Service, Sysctl, Tool, User"
 )
 
 VALID = {
@@ -100,6 +100,15 @@ VALID = {
         "    - name: active\n      command: [systemctl, is-active, nginx]\n"
         "      timeout: 5\n      expect: {exitCode: 0, stdoutContains: active}\n"
         "  budget: {iterations: 8, tokens: 20000, seconds: 300}\n",
+    ),
+    "Tool": _doc(
+        "Tool",
+        "nginx-started",
+        "  platform: linux\n  description: start nginx\n"
+        "  params: {type: object, properties: {unit: {type: string, default: nginx}}}\n"
+        "  check: {command: [systemctl, is-active, -q, '${unit}']}\n"
+        "  apply: {script: 'systemctl start \"$FAZAI_PARAM_unit\"', timeout: 60}\n"
+        "  snapshot: {services: [nginx]}\n",
     ),
     "Policy": _doc(
         "Policy",
