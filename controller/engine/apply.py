@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,6 +132,10 @@ class VerifyMismatch(FazaiError):
 
 class PlanChanged(FazaiError):
     """The live state moved between the approved plan and the apply."""
+
+
+# More checks inside a transaction, after its verify: (transaction, journal) -> problems.
+AlsoVerify = Callable[[NodeTransaction, "StoreJournal"], Awaitable[list[str]]]
 
 
 class StoreJournal:
@@ -299,10 +303,14 @@ async def apply_node(
     *,
     lock_timeout: float = 0.0,
     interrupt: Interrupt = NEVER,
+    also_verify: AlsoVerify | None = None,
 ) -> NodeOutcome:
     """Converge one node as one transaction, holding the node's writer lock across
     processes from the fresh read to the commit or rollback (waiting up to
-    ``lock_timeout`` s for it; a node another process writes is left alone, failed)."""
+    ``lock_timeout`` s for it; a node another process writes is left alone, failed).
+
+    ``also_verify``: more checks after the verify and before the commit (the agent's
+    verification of a tool it made); the problems it returns roll the node back."""
     started = time.monotonic()
 
     def outcome(
@@ -350,7 +358,7 @@ async def apply_node(
             async with provider.transaction(node, changes, resources, state.source) as txn:
                 result = await _transact(
                     txn, node, resources, changes, store, run_id, outcome, publish, interrupt,
-                    approved, observation,
+                    approved, observation, also_verify,
                 )  # fmt: skip
             if result.status is NodeStatus.CONVERGED:
                 store.record_inventory(node.name, run_id, adopted, ())
@@ -392,6 +400,7 @@ async def _transact(
     interrupt: Interrupt = NEVER,
     approved: Sequence[PlanItem] = (),
     read: Observation | None = None,
+    also_verify: AlsoVerify | None = None,
 ) -> NodeOutcome:
     """``read``: the node as read before the write (what the verify does not re-read
     stays as it said)."""
@@ -430,6 +439,10 @@ async def _transact(
         problems = _unverified(changes, verified)
         if problems:
             raise VerifyMismatch(f"verify found the node still differs: {'; '.join(problems)}")
+        if also_verify is not None:
+            problems = await also_verify(txn, journal)
+            if problems:
+                raise VerifyMismatch(f"verification failed: {'; '.join(problems)}")
         publish(events.EventType.NODE_VERIFIED, run_id=run_id, node=node.name, changes=len(changes))
         await txn.commit()
     except (FazaiError, OSError, TimeoutError) as exc:
@@ -486,6 +499,8 @@ def _record_ownership(
             disowned.append((change.kind, change.name))
             continue
         kind = kinds.get(change.kind)
+        if kind is not None and not kind.claims_object:
+            continue  # a goal resolved by its tool: an outcome, nothing to prune later
         spec = change.document.spec if change.document is not None else {}
         key = kind.instance_key(spec) if kind and kind.instance_key else change.name
         owned[(change.kind, change.name)] = platform_ids.get((change.kind, change.name), key)

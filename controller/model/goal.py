@@ -258,4 +258,4 @@ def api_check_problems(check: Mapping[str, Any], expect: Mapping[str, Any], prob
         yield problem(("expect",), f"'{tests[0]}' needs 'path'", "expect")
 
 
-GOAL = register(Kind("Goal", check=check_goal, platform_for=platform_of))
+GOAL = register(Kind("Goal", check=check_goal, platform_for=platform_of, claims_object=False))

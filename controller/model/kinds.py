@@ -44,6 +44,9 @@ class Kind:
     targeted: bool = True
     # Kinds whose schema names no platform (Goal) say per document which one it is.
     platform_for: PlatformOf | None = field(default=None, compare=False)
+    # False for kinds that describe an outcome, not an object (Goal): an apply of one
+    # makes FazAI own nothing, so the inventory that decides prune never records it.
+    claims_object: bool = True
 
     @property
     def spec_schema(self) -> Mapping[str, Any]:

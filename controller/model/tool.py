@@ -48,6 +48,10 @@ NOT_CONVERGED = "not converged"
 # API calls a tool may not make: they reboot, upgrade or power off the firewall, or
 # touch the configuration history that every OPNsense rollback restores from.
 _REFUSED_CONTROLLERS = {("core", "firmware"), ("core", "backup")}
+# Whole modules a tool may not call: firewall rules, aliases and NAT are typed documents
+# (FirewallRule, FirewallAlias), whose writes are checked for a self-lockout and armed
+# with the firewall's own dead-man timer; interfaces can cut the controller off.
+_REFUSED_MODULES = {"firewall", "interfaces"}
 _REFUSED_ACTIONS = {"reboot", "halt", "poweroff", "upgrade", "update", "factoryreset"}
 
 
@@ -323,6 +327,12 @@ def _call_refusal(path: str) -> str | None:
     if len(segments) < 3:
         return f"{path!r} names no action (module/controller/action)"
     module, controller, action = (s.lower() for s in segments[:3])
+    if module in _REFUSED_MODULES:
+        return (
+            f"{module}/ is refused to tools: its changes can lock the controller out; "
+            "firewall rules and aliases are FirewallRule and FirewallAlias documents, "
+            "whose writes are checked for that"
+        )
     if (module, controller) in _REFUSED_CONTROLLERS:
         return (
             f"{module}/{controller} is refused to tools: firmware and the configuration "

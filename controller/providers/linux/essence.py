@@ -19,7 +19,7 @@ from typing import Any
 from controller.model import probes
 from controller.model.document import Document
 from controller.model.goal import PASS, CommandCheck, checks_of, failing_reason
-from controller.model.tool import resolution_of
+from controller.model.tool import CONVERGED, NOT_CONVERGED, resolution_of
 from controller.plan.diff import Observed
 from controller.source.tree import SourceTree, resolve_relative
 
@@ -384,10 +384,6 @@ def _resolvable(
     else:
         why = f"{failing}; Tool/{tool}'s check {state.removeprefix('error: ')}"
     return Observed(desired, live, unresolved=why)
-
-
-CONVERGED = "converged"
-NOT_CONVERGED = "not converged"
 
 
 def tool_state(answer: Mapping[str, Any]) -> str:

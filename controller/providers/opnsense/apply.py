@@ -12,23 +12,27 @@ The order, and why:
     the newest configuration backup is noted (after the savepoint, whose save makes one
     of the running configuration): ``revertBackup`` to it is the rollback on every
     release (it restores deleted objects too, at their uuids). The raw items of every
-    touched object, deleted ones included, are kept to check a rollback against.
+    touched object, deleted ones included, are kept to check a rollback against, and
+    for each Goal a Tool resolves, the calls its rollback sends (see ``toolcalls``).
 ``write(journal)``
     add/set/del in dependency order: aliases (nested ones first) before the rules that
     use them; deletions the other way round, rules and host overrides before aliases,
     an alias before those its content names; two or more upserts of a kind in one bulk
     request where upstream has one (``bulk``). Each object is journaled before the
     request that carries it is sent; then ONE reconfigure/apply per subsystem touched,
-    never one per object.
+    never one per object; then each goal's tool calls, in order, each journaled (its
+    path and body digest) before it is sent.
 ``verify()``
-    A fresh read, compared as a plan would.
+    A fresh read, compared as a plan would: the written objects, and each goal's checks
+    with its tool's check (a goal still unmet after its tool fails the verify).
 ``commit()``
     Only after a clean verify: cancels the dead-man timer. A controller that dies before
     this leaves the firewall to revert the rules by itself.
 ``rollback(snapshot)``
     From the snapshot alone (a new process can do it): ``revertBackup`` to the noted
     backup, ``revert/{revision}`` of the savepoint where there is one, the timer
-    cancelled, each subsystem reloaded, then the touched objects are read back and
+    cancelled, each subsystem reloaded, the reloads among the tools' calls sent again
+    and the tools' own rollback calls sent, then the touched objects are read back and
     compared with the snapshot's raw items.
 """
 
@@ -55,6 +59,7 @@ from controller.errors import (
     ValidationFailedError,
 )
 from controller.model.document import Document
+from controller.model.tool import Resolution
 from controller.plan.diff import Action, Observed
 from controller.plan.diff import compare as compare_essences
 from controller.providers.base import Change, Intent, Observation, StepJournal
@@ -62,10 +67,12 @@ from controller.providers.opnsense import (
     adoption,
     bulk,
     essence,
+    goals,
     live,
     lockout,
     payload,
     references,
+    toolcalls,
     validations,
 )
 from controller.providers.opnsense.client import OpnsenseClient
@@ -236,6 +243,7 @@ class OpnsenseTransaction:
         self._verified = False
         self._verified_read: live.LiveFirewall | None = None
         self._created: dict[str, str] = {}  # alias name -> the uuid addItem answered
+        self._tools: list[tuple[str, Resolution]] = []  # (goal, its tool), in change order
 
     @property
     def name(self) -> str:
@@ -244,19 +252,30 @@ class OpnsenseTransaction:
     @property
     def touched_subsystems(self) -> list[str]:
         order = ["alias", "filter", "unbound"]
-        used = {KINDS[c.kind].subsystem for c in self.changes if c.action != Action.NOOP}
+        used = {
+            KINDS[c.kind].subsystem
+            for c in self.changes
+            if c.action != Action.NOOP and c.kind in KINDS
+        }
         return [s for s in order if s in used]
 
     # -- snapshot ------------------------------------------------------------------------
 
     async def snapshot(self) -> Mapping[str, Any]:
         for change in self.changes:
-            if change.kind not in KINDS:
+            if change.kind not in KINDS and change.kind != toolcalls.KIND:
                 raise NodeError(self.name, f"{change.kind}/{change.name}: not an OPNsense kind")
+        self._tools = [
+            (c.name, toolcalls.resolution_for(self.name, c))
+            for c in self.changes
+            if c.kind == toolcalls.KIND and c.action != Action.NOOP
+        ]
         # Rules and aliases always (the lockout and alias-in-use checks read them); host
-        # overrides only when one changes.
-        kinds = {"FirewallAlias", "FirewallRule"} | {c.kind for c in self.changes}
-        firewall = await live.read(self.client, kinds)
+        # overrides only when one changes; the goals' checks and their tools' checks.
+        kinds = {"FirewallAlias", "FirewallRule"} | {
+            c.kind for c in self.changes if c.kind in KINDS
+        }
+        firewall = await live.read(self.client, kinds, goals.paths(self._goal_documents()))
         self._firewall = firewall
         self._check_not_stale(firewall)
         self._writes = self._plan_writes(firewall)
@@ -274,6 +293,7 @@ class OpnsenseTransaction:
             listing = await self.client.get(BACKUPS)
         backup = self._newest_backup(listing)
         objects = [self._object_snapshot(firewall, w) for w in self._writes]
+        tools = [toolcalls.record(goal, resolution) for goal, resolution in self._tools]
         self._snapshot = {
             "format": SNAPSHOT_FORMAT,
             "platform": "opnsense",
@@ -283,8 +303,14 @@ class OpnsenseTransaction:
             "savepoint": savepoint,
             "subsystems": sorted({w.subsystem for w in self._writes}),
             "objects": objects,
+            "tools": tools,
+            # A tool's rollback body may hold a secret: sealed in the journal, not masked.
+            "escrow": toolcalls.secret_fields(tools),
         }
         return self._snapshot
+
+    def _goal_documents(self) -> list[Document]:
+        return [c.document for c in self.changes if c.kind == toolcalls.KIND and c.document]
 
     def _check_not_stale(self, firewall: live.LiveFirewall) -> None:
         """Refuse when an object differs from what the plan saw: the plan's changes were
@@ -292,7 +318,10 @@ class OpnsenseTransaction:
         or delete the wrong thing."""
         moved = []
         for change in self.changes:
-            now = _live_essence(change.kind, self._find(firewall, change)[1])
+            if change.kind == toolcalls.KIND and change.document is not None:
+                now = goals.observe(change.document, firewall.checks).live
+            else:
+                now = _live_essence(change.kind, self._find(firewall, change)[1])
             if now != (dict(change.observed.live) if change.observed.live is not None else None):
                 moved.append(f"{change.kind}/{change.name}")
         if moved:
@@ -344,8 +373,8 @@ class OpnsenseTransaction:
         ups: dict[str, list[Write]] = {k: [] for k in KINDS}
         downs: dict[str, list[Write]] = {k: [] for k in KINDS}
         for change in self.changes:
-            if change.action == Action.NOOP:
-                continue
+            if change.action == Action.NOOP or change.kind not in KINDS:
+                continue  # a goal writes no object: its tool's calls come after
             api = KINDS[change.kind]
             uuid, item = self._find(firewall, change)
             alias = _alias_name(change) if change.kind == "FirewallAlias" else ""
@@ -549,6 +578,7 @@ class OpnsenseTransaction:
             for w in _members(send)
         ]
         calls += [Intent("OPNsense", sub, "reconfigure", {"path": path}) for sub, path in reloads]
+        calls += [i for goal, tool in self._tools for i in toolcalls.intents(goal, tool)]
         steps = journal.intend_many(calls)
         writes = len(self._writes)
         # Steps the firewall answered for are marked done in one commit when the writes
@@ -568,7 +598,29 @@ class OpnsenseTransaction:
                     at += 1
         finally:
             journal.done_many(made)
-        await self._apply(journal, reloads, steps[writes:])
+        after = writes + len(reloads)
+        await self._apply(journal, reloads, steps[writes:after])
+        await self._run_tools(journal, steps[after:])
+
+    async def _run_tools(self, journal: StepJournal, steps: Sequence[int]) -> None:
+        """Each goal's tool calls, in order, each already intended as its step."""
+        made: list[int] = []
+        at = 0
+        try:
+            for goal, resolution in self._tools:
+                for index, call in enumerate(resolution.apply.calls, 1):
+                    step = steps[at]
+                    try:
+                        await toolcalls.send(
+                            self.client, self.name, goal, resolution.tool, index, call
+                        )
+                    except toolcalls.ToolCallError as exc:
+                        journal.failed(step, exc.message)
+                        raise
+                    made.append(step)
+                    at += 1
+        finally:
+            journal.done_many(made)
 
     # -- bulk ----------------------------------------------------------------------------
 
@@ -824,11 +876,14 @@ class OpnsenseTransaction:
         from controller.providers.opnsense.provider import compare, kinds_for
 
         documents = [c.document for c in self.changes if c.document is not None]
-        # What the changed documents need, as a plan reads them; a rule's aliases too.
-        kinds = kinds_for(documents) | {c.kind for c in self.changes}
+        objects = [d for d in documents if not goals.is_goal(d)]
+        # What the changed documents need, as a plan reads them; a rule's aliases too;
+        # the goals' checks and their tools' (a goal alone needs no object type).
+        kinds = kinds_for(objects) if objects else set()
+        kinds |= {c.kind for c in self.changes if c.kind in KINDS}
         if "FirewallRule" in kinds:
             kinds.add("FirewallAlias")
-        firewall = await live.read(self.client, kinds)
+        firewall = await live.read(self.client, kinds, goals.paths(documents))
         self._verified_read = firewall
         observation = compare(self.name, documents, firewall)
         resources: dict[Document, Observed] = dict(observation.resources)
@@ -889,6 +944,7 @@ class OpnsenseTransaction:
                 await self.client.post(f"firewall/filter/cancelRollback/{savepoint}")
         self._armed = None
         subsystems = [s for s in ("alias", "filter", "unbound") if s in snapshot["subsystems"]]
+        reloaded: set[str] = set()
         for subsystem in subsystems:
             reload = {
                 "alias": "firewall/alias/reconfigure",
@@ -897,6 +953,8 @@ class OpnsenseTransaction:
             }[subsystem]
             answer = await self.client.post(reload)
             _expect_status(self.name, reload, answer)
+            reloaded.add(reload)
+        problems += await self._undo_tools(snapshot, reloaded)
         problems += await self._differences(snapshot)
         if problems:
             raise RollbackError(
@@ -905,6 +963,41 @@ class OpnsenseTransaction:
                 + "; ".join(problems),
                 problems,
             )
+
+    async def _undo_tools(self, snapshot: Mapping[str, Any], reloaded: set[str]) -> list[str]:
+        """After the revert: the reloads the tools' calls made, sent again (what they made
+        live is now the restored configuration; each once, none the objects' reloads just
+        sent), then each tool's own rollback calls; what failed, for the RollbackError."""
+        problems: list[str] = []
+        for entry in snapshot.get("tools", []):
+            label = f"{toolcalls.KIND}/{entry.get('goal')}: Tool/{entry.get('tool')}"
+            for part in ("reloads", "rollback"):
+                for call in toolcalls.stored_calls(entry, part):
+                    if part == "reloads":
+                        if call.path in reloaded:
+                            continue
+                        reloaded.add(call.path)
+                    if not goals.plain_path(call.path):
+                        problems.append(f"{label}: {call.path!r} is not a plain API path, not sent")
+                        continue
+                    if toolcalls.holds_mask(call.body):
+                        # A secret the escrow could not open reads as masked: sending
+                        # "***" would set it on the firewall.
+                        problems.append(
+                            f"{label}: POST /api/{call.path} not sent: its body holds a "
+                            "secret the journal's escrow could not open"
+                        )
+                        continue
+                    try:
+                        answer = await self.client.post(call.path, dict(call.body))
+                    except FazaiError as exc:
+                        text = exc.message if isinstance(exc, NodeError) else str(exc)
+                        problems.append(f"{label}: POST /api/{call.path} failed: {text}")
+                        continue
+                    why = toolcalls.failure(answer)
+                    if why is not None:
+                        problems.append(f"{label}: POST /api/{call.path}: {why}")
+        return problems
 
     async def _differences(self, snapshot: Mapping[str, Any]) -> list[str]:
         objects = list(snapshot.get("objects", []))

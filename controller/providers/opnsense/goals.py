@@ -6,6 +6,12 @@ item is unresolved with the failing checks as its reason. Nothing read from the
 firewall goes into a verdict beyond a few fixed words (a value may be a secret: a
 pre-shared key, a password hash), and a check whose path is not a plain relative API
 path is never sent (validation refuses such paths; this is the last line).
+
+A goal resolved by a Tool (``resolvedBy``) has the tool's check read in the same pass. A
+met goal is in sync whatever the tool says; an unmet one whose tool check does not hold
+plans as an update (``Tool/<name>``: "not converged" to "converged"), which the node's
+transaction makes by the tool's API calls; an unmet one whose tool check holds, or
+cannot be read, stays unresolved: applying the tool cannot help, or cannot be judged.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from controller.model.document import Document
 from controller.model.goal import PASS, ApiCheck, checks_of, failing_reason
+from controller.model.tool import CONVERGED, NOT_CONVERGED, Resolution, resolution_of
 from controller.plan.diff import Observed
 from controller.providers.opnsense.live import ReadFailed
 
@@ -40,9 +47,25 @@ def api_checks(doc: Document) -> tuple[ApiCheck, ...]:
     return tuple(c for c in checks_of(doc.spec) if isinstance(c, ApiCheck))
 
 
+def tool_check(doc: Document) -> ApiCheck | None:
+    """The API check of the OPNsense tool that resolves ``doc``; None when none does."""
+    resolution = resolution_of(doc.spec)
+    return resolution.check_api if resolution is not None else None
+
+
 def paths(resources: Iterable[Document]) -> set[str]:
-    """The API paths the Goals among ``resources`` read, each once."""
-    return {c.path for d in resources if is_goal(d) for c in api_checks(d) if plain_path(c.path)}
+    """The API paths the Goals among ``resources`` read (their tools' checks too), each
+    once."""
+    found = set()
+    for doc in resources:
+        if not is_goal(doc):
+            continue
+        checks = list(api_checks(doc))
+        tool = tool_check(doc)
+        if tool is not None:
+            checks.append(tool)
+        found |= {c.path for c in checks if plain_path(c.path)}
+    return found
 
 
 def observe(doc: Document, answers: Mapping[str, Any]) -> Observed:
@@ -55,7 +78,50 @@ def observe(doc: Document, answers: Mapping[str, Any]) -> Observed:
         else "fail: a command check does not run on OPNsense"
         for c in checks
     }
-    return Observed(desired, live, unresolved=failing_reason(live))
+    failing = failing_reason(live)
+    resolution = resolution_of(doc.spec)
+    if resolution is None or failing is None:
+        # Met is in sync, whatever a tool would say: nothing to write.
+        return Observed(desired, live, unresolved=failing)
+    return _resolvable(resolution, desired, live, failing, answers)
+
+
+def _resolvable(
+    resolution: Resolution,
+    desired: dict[str, str],
+    live: dict[str, str],
+    failing: str,
+    answers: Mapping[str, Any],
+) -> Observed:
+    """An unmet goal with a tool: an update when the tool's check does not hold,
+    unresolved when it holds (the tool cannot help) or cannot be read."""
+    name = f"Tool/{resolution.tool}"
+    state = tool_state(resolution.check_api, answers)
+    desired = {**desired, name: CONVERGED}
+    live = {**live, name: state}
+    if state == NOT_CONVERGED:
+        return Observed(desired, live)
+    if state == CONVERGED:
+        why = f"{failing}; {name} reports it converged, so applying it cannot help"
+    else:
+        why = f"{failing}; {name}'s check {state.removeprefix('error: ')}"
+    return Observed(desired, live, unresolved=why)
+
+
+def tool_state(check: ApiCheck | None, answers: Mapping[str, Any]) -> str:
+    """``converged`` when the tool's check holds, ``not converged`` when the firewall's
+    answer says otherwise, ``error: <why>`` (fixed words) when there is no answer to
+    judge."""
+    if check is None:
+        return "error: is not an OPNsense API check (a linux tool cannot run here)"
+    if not plain_path(check.path):
+        return "error: is not a plain API path, not read"
+    answer = answers.get(check.path, _MISSING)
+    if answer is _MISSING:
+        return "error: was not read"
+    if isinstance(answer, ReadFailed):
+        return f"error: could not be read: {answer.why}"
+    return CONVERGED if judge(check, answers) == PASS else NOT_CONVERGED
 
 
 def judge(check: ApiCheck, answers: Mapping[str, Any]) -> str:

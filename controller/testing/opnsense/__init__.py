@@ -1,7 +1,7 @@
 """A faithful emulator of the OPNsense REST API, served over real HTTP on loopback.
 
 It answers the endpoints FazAI and its peers use (aliases, filter rules, Unbound host
-overrides, the bulk alias import and CSV rule upload, reconfigure/apply, rollback,
+overrides and settings, the bulk alias import and CSV rule upload, reconfigure/apply, rollback,
 backups, firmware, the service list) the way opnsense/core 24.7 to 26.7 do, down to
 validation messages, and gives tests hooks the real box lacks: fault injection, a
 request log, and direct access to its configuration.

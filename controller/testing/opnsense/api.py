@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from controller.testing.opnsense import bulk, configxml, crud, search
+from controller.testing.opnsense import bulk, configxml, crud, search, settings
 from controller.testing.opnsense.fields import options_of, render
 from controller.testing.opnsense.messages import msg
 from controller.testing.opnsense.models import Collection
@@ -255,6 +255,8 @@ def whole_model(call: Call, kind: str) -> Answer:
         for section in ("snatrules", "npt", "onetoone"):
             model[section] = {"rule": []}
     else:
+        with call.state.lock:
+            model = {**settings.nodes(call.state, coll.model), **model}
         model["aliases"] = {"alias": []}
         model["domains"] = {"domain": []}
     return {coll.model: model}
@@ -586,6 +588,13 @@ async def host_model(call: Call) -> Answer:
     return whole_model(call, "host")
 
 
+async def unbound_set(call: Call) -> Answer:
+    """setAction(): the settings sections of the whole model (general, advanced)."""
+    if not call.is_post:
+        return {"result": "failed"}
+    return settings.set_model(call.state, "unbound", call.post.get("unbound"), call.who, call.path)
+
+
 async def unbound_reconfigure(call: Call) -> Answer:
     if not call.is_post:
         return {"status": "failed"}
@@ -807,6 +816,7 @@ def build_routes(emu: Emulator) -> dict[tuple[str, str], dict[str, Route]]:
             delHostOverride=(host_del, 1),
             toggleHostOverride=(host_toggle, 1),
             get=(host_model, 0),
+            set=(unbound_set, 0),
         ),
         ("unbound", "Service"): table(
             reconfigure=(unbound_reconfigure, 0), status=(unbound_status, 0)

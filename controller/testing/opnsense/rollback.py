@@ -81,7 +81,7 @@ def restore_filter(state: EmulatorState, revision: str, description: str, who: s
         backup = state.backup_by_revision(revision)
         if backup is None:
             return False
-        state.restore(backup, ["rule"])
+        state.restore(backup, ["rule"], settings=False)
         state.save(description, who)
         state.mark_applied(["filter"])
         return True

@@ -14,10 +14,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.testing.opnsense import settings as settings_sections
 from controller.testing.opnsense.models import KINDS, collections
 from controller.testing.opnsense.versions import DEFAULT_VERSION, get_version
 
@@ -34,12 +35,14 @@ DEFAULT_INTERFACES = {"lan": "LAN", "wan": "WAN", "lo0": "Loopback"}
 
 @dataclass(frozen=True)
 class Backup:
-    """One file of /conf/backup: ``config-<time>.xml`` and the items it holds."""
+    """One file of /conf/backup: ``config-<time>.xml`` and the items and settings it
+    holds."""
 
     time: str  # "1718000000.1234", as upstream's revision/time
     description: str
     username: str
     items: Items
+    settings: settings_sections.Settings = field(default_factory=settings_sections.initial)
 
     @property
     def id(self) -> str:
@@ -66,6 +69,9 @@ class EmulatorState:
         self.lock = threading.RLock()
         self.items: Items = {kind: {} for kind in KINDS}
         self.applied: Items = {kind: {} for kind in KINDS}
+        # Model settings (Unbound's general, advanced), by "model.section".
+        self.settings = settings_sections.initial()
+        self.applied_settings = settings_sections.initial()
         self.backups: list[Backup] = []  # oldest first, as the files sort
         # Config::backupCount(): <backupcount> when set, else 100; older files are pruned.
         self.backup_count = 100
@@ -95,7 +101,11 @@ class EmulatorState:
     def pending(self, subsystem: str) -> bool:
         """True when saved changes of ``subsystem`` (alias, filter, unbound) are not live."""
         with self.lock:
-            return any(self.items[k] != self.applied[k] for k in SUBSYSTEM_KINDS[subsystem])
+            return any(self.items[k] != self.applied[k] for k in SUBSYSTEM_KINDS[subsystem]) or any(
+                self.settings[s.key] != self.applied_settings[s.key]
+                for s in settings_sections.SECTIONS
+                if s.subsystem == subsystem
+            )
 
     def applied_items(self, kind: str) -> dict[str, dict[str, str]]:
         with self.lock:
@@ -117,7 +127,13 @@ class EmulatorState:
             stamp = round(self._clock(), 4)
             if self.backups and stamp <= float(self.backups[-1].time):
                 stamp = float(self.backups[-1].time) + 0.0001  # file names must not collide
-            entry = Backup(f"{stamp:.4f}", description, username, copy.deepcopy(self.items))
+            entry = Backup(
+                f"{stamp:.4f}",
+                description,
+                username,
+                copy.deepcopy(self.items),
+                copy.deepcopy(self.settings),
+            )
             self.backups.append(entry)
             del self.backups[: -self.backup_count]
             if self.on_save is not None:
@@ -129,12 +145,18 @@ class EmulatorState:
             for subsystem in subsystems:
                 for kind in SUBSYSTEM_KINDS[subsystem]:
                     self.applied[kind] = copy.deepcopy(self.items[kind])
+                for section in settings_sections.SECTIONS:
+                    if section.subsystem == subsystem:
+                        self.applied_settings[section.key] = dict(self.settings[section.key])
 
-    def restore(self, backup: Backup, kinds: Iterable[str] = KINDS) -> None:
-        """Copy ``kinds`` from ``backup`` into the running configuration (no save)."""
+    def restore(self, backup: Backup, kinds: Iterable[str] = KINDS, settings: bool = True) -> None:
+        """Copy ``kinds`` (and the settings, unless ``settings`` is False) from ``backup``
+        into the running configuration (no save)."""
         with self.lock:
             for kind in kinds:
                 self.items[kind] = copy.deepcopy(backup.items[kind])
+            if settings:
+                self.settings = copy.deepcopy(backup.settings)
 
     # -- persistence -----------------------------------------------------------------
 
@@ -149,12 +171,15 @@ class EmulatorState:
                 "gateways": list(self.gateways),
                 "items": copy.deepcopy(self.items),
                 "applied": copy.deepcopy(self.applied),
+                "settings": copy.deepcopy(self.settings),
+                "appliedSettings": copy.deepcopy(self.applied_settings),
                 "backups": [
                     {
                         "time": b.time,
                         "description": b.description,
                         "username": b.username,
                         "items": b.items,
+                        "settings": b.settings,
                     }
                     for b in self.backups
                 ],
@@ -172,10 +197,20 @@ class EmulatorState:
         )
         state.items = {k: dict(data.get("items", {}).get(k, {})) for k in KINDS}
         state.applied = {k: dict(data.get("applied", {}).get(k, {})) for k in KINDS}
+        # A state written before settings existed has the stock ones.
+        state.settings = {**state.settings, **data.get("settings", {})}
+        state.applied_settings = {**state.applied_settings, **data.get("appliedSettings", {})}
         backups = data.get("backups") or []
         if backups:
             state.backups = [
-                Backup(b["time"], b["description"], b["username"], b["items"]) for b in backups
+                Backup(
+                    b["time"],
+                    b["description"],
+                    b["username"],
+                    b["items"],
+                    {**settings_sections.initial(), **b.get("settings", {})},
+                )
+                for b in backups
             ]
         return state
 
