@@ -43,6 +43,9 @@ class EventType(StrEnum):
     SOURCE_ERROR = "source.error"  # message, retry_in (seconds), permanent
     SIGNATURE_REFUSED = "signature.refused"  # revision, reason
     AGENT_TOKEN = "agent.token"  # session, text
+    AGENT_ACTION = "agent.action"  # session, goal, node, index, action (normalized JSON)
+    AGENT_OBSERVATION = "agent.observation"  # session, goal, node, index, text (masked)
+    AGENT_FINISHED = "agent.finished"  # session, goal, node, outcome, path, reason, spent
     # The model runtime (controller.llm.chain); ``request`` ties one completion's events.
     # No prompt text in any: a token event carries a piece of the answer only.
     MODEL_TOKEN = "model.token"  # request, role, session, backend, index, text, restart

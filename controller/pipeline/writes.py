@@ -104,6 +104,33 @@ async def apply(
     )
 
 
+async def apply_trial(
+    state: DesiredState,
+    checked: Checked,
+    store: StateStore,
+    run_id: int,
+    *,
+    granted: int = 0,
+    also_verify: applying.AlsoVerify,
+    interrupt: applying.Interrupt = applying.NEVER,
+) -> applying.NodeOutcome:
+    """Write the one node of ``checked`` as the agent's trial of a tool: behind the gate
+    like every write (``granted``: the approvals a person gave), in one transaction whose
+    verify also runs ``also_verify`` before the commit (its problems roll it back). The
+    caller's run ``run_id`` records it."""
+    admit(checked, granted=granted)
+    (node,) = checked.plan.nodes
+    return await applying.apply_node(
+        state,
+        state.nodes[node.node],
+        node.items,
+        store,
+        run_id,
+        interrupt=interrupt,
+        also_verify=also_verify,
+    )
+
+
 async def apply_approved(
     state: DesiredState,
     approved: Plan,

@@ -21,7 +21,10 @@ __all__ = [
     "Observation",
     "Ownership",
     "PlatformIds",
+    "Probed",
+    "Probing",
     "Provider",
+    "Reapplying",
     "SharedReader",
     "StepJournal",
     "Unmanaged",
@@ -131,6 +134,38 @@ class PlatformIds(Protocol):
 
     def platform_ids(self) -> Mapping[tuple[str, str], str]:
         """(kind, document name) -> the platform's id of the object written."""
+        ...
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What a read-only probe answered: its exit status (None when it did not end on its
+    own), the start of its output, and why it did not run or finish."""
+
+    exit: int | None
+    output: str
+    error: str | None = None
+    truncated: bool = False
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """A provider that can run one read-only probe on a node (the agent's ``shell``)."""
+
+    async def probe(
+        self, node: Document, argv: Sequence[str], timeout: float, keep: int
+    ) -> Probed: ...
+
+
+@runtime_checkable
+class Reapplying(NodeTransaction, Protocol):
+    """A NodeTransaction that can write its steps a second time and say what that
+    changed: how a tool the agent made is shown idempotent before it counts as
+    verified (inside the same transaction, so a failure still rolls back)."""
+
+    async def reapply(self, journal: StepJournal) -> list[str]:
+        """Write the same steps again; the objects the snapshot holds that the second
+        write changed (empty: idempotent)."""
         ...
 
 

@@ -253,6 +253,24 @@ class LinuxTransaction:
                 await self._write_batch(connection, part, journal)
             await self._check_other_tables(connection)
 
+    async def reapply(self, journal: StepJournal) -> list[str]:
+        """Send the same steps once more and read back every object the snapshot holds:
+        those the second write changed (empty: the write is idempotent)."""
+        snapshotted = [*self.targets, *_kept(self.targets)]
+        request = {**snapshots.request_for(snapshotted), "maxContent": self._max_content()}
+        first = await self._read(request)
+        async with self._connection() as connection:
+            for part in batch.split(self.steps()):
+                await self._write_batch(connection, part, journal)
+        second = await self._read(request)
+        changed = []
+        for section in ("packages", "files", "users", "sysctls", "nft", "services"):
+            before, after = first.get(section, {}), second.get(section, {})
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    changed.append(f"{section[:-1] if section != 'nft' else 'nft table'} {key}")
+        return changed
+
     async def _check_other_tables(self, connection: asyncssh.SSHClientConnection) -> None:
         """An nft load runs in the node's whole ruleset: if a table this transaction does
         not manage changed, fail, so that the engine rolls back (which restores it)."""

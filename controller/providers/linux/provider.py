@@ -11,8 +11,9 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import FactsError
+from controller.model import probes
 from controller.model.document import Document
-from controller.providers.base import Observation, Part
+from controller.providers.base import Observation, Part, Probed
 from controller.providers.linux import essence, pool, ssh
 from controller.providers.linux.ownership import OWNERSHIP
 from controller.source.tree import SourceTree
@@ -104,6 +105,30 @@ class LinuxProvider:
         except ValueError as exc:
             raise FactsError(node.name, "fact gathering printed no valid JSON") from exc
         return answer
+
+    async def probe(self, node: Document, argv: Sequence[str], timeout: float, keep: int) -> Probed:
+        """Run one read-only probe (it must pass the allow-list) in a fact read; its exit
+        status and the first ``keep`` characters of its standard output (unmasked: the
+        caller masks them before anyone sees them)."""
+        refused = probes.refusal(list(argv))
+        if refused is not None:
+            raise ValueError(f"not a read-only probe: {refused}")
+        request = essence.FactRequest()
+        request.checks.append({"argv": list(argv), "timeout": timeout, "keepOutput": keep})
+        answer = await self.gather(node, request)
+        answers = answer.get("checks") or [{}]
+        got = answers[0] if isinstance(answers, list) and answers else {}
+        if "error" in got:
+            return Probed(None, "", str(got["error"]))
+        if got.get("timed_out"):
+            return Probed(None, str(got.get("output", "")), f"timed out after {timeout:g}s")
+        code = got.get("exit")
+        return Probed(
+            code if isinstance(code, int) else None,
+            str(got.get("output", "")),
+            None,
+            bool(got.get("truncated")),
+        )
 
     def transaction(
         self,

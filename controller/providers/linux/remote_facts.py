@@ -632,6 +632,11 @@ def judge_output(item: Fact, answer: Fact, seconds: float = 10.0) -> Fact:
     if "stdout" not in answer:
         return answer
     stdout = answer.pop("stdout")
+    keep = item.get("keepOutput")
+    if keep:
+        # Only the agent's probes ask for it (never a goal's checks): the controller
+        # masks it before any prompt or log sees it.
+        answer["output"] = stdout[: int(keep)]
     if item.get("contains") is not None:
         answer["contains"] = str(item["contains"]) in stdout
     if item.get("matches") is not None:

@@ -1,0 +1,1 @@
+"""The LLM agent that resolves Goals: its knowledge base, and the loop that uses it."""

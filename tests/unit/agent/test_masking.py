@@ -1,0 +1,26 @@
+"""Secrets out of text before a prompt or a transcript sees it."""
+
+from __future__ import annotations
+
+from controller.agent.masking import mask
+
+
+def test_known_secrets_hashes_keys_and_named_values_are_masked() -> None:
+    text = (
+        "api key in use: s3cr3t-value-123\n"
+        "DB_PASSWORD=hunter2 mode=new\n"
+        "token: abcdef\n"
+        "Authorization: Bearer eyJabc.def\n"
+        "root:$6$saltsalt$0123456789abcdefghijABCDEFGHIJ0123456789abcdef:19000:0:99999:7:::\n"
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    out = mask(text, known=["s3cr3t-value-123"])
+    for secret in ("s3cr3t-value-123", "hunter2", "abcdef\n", "eyJabc", "$6$saltsalt", "b3BlbnNz"):
+        assert secret not in out, secret
+    assert "mode=new" in out  # plain settings stay readable
+    assert "DB_PASSWORD=***" in out
+
+
+def test_short_known_values_are_not_masked_everywhere() -> None:
+    # A one-letter "secret" would mask every 'a' of the text: values under 4 are left.
+    assert mask("a cat", known=["a"]) == "a cat"
