@@ -14,7 +14,7 @@ import click
 
 import controller
 import controller.policy  # registers the Policy kind, as providers.load_all the platforms
-from controller import modelcli, providers, signals
+from controller import agentcli, modelcli, providers, signals
 from controller.errors import FazaiError, InvalidInputError
 from controller.model import kinds, loader
 from controller.model.state import DesiredState
@@ -1522,6 +1522,7 @@ def policy_test(path: str | None, ref: str | None, subdir: str, cases: Sequence[
 
 # `fazai model ...`: its own module, so this one does not grow with the model runtime.
 main.add_command(modelcli.model)
+main.add_command(agentcli.agent)
 
 
 def run() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,3 +75,43 @@ class Episode:
     @property
     def resolved(self) -> bool:
         return self.outcome is Outcome.RESOLVED
+
+    def transcript(self) -> list[dict[str, Any]]:
+        """The turns as plain data (already masked when they were recorded)."""
+        return [
+            {"index": t.index, "action": t.action, "observation": t.observation,
+             "spent": t.tokens, "backend": t.backend}
+            for t in self.turns
+        ]  # fmt: skip
+
+    def transcript_sha256(self) -> str:
+        text = json.dumps(self.transcript(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The episode as JSON for `fazai agent --output json`, the audit trail and the
+        API (no key is named like a secret: the store would mask it)."""
+        out: dict[str, Any] = {
+            "goal": self.goal,
+            "node": self.node,
+            "outcome": self.outcome.value,
+            "path": self.path.value,
+            "reason": self.reason,
+            "spent": self.tokens,
+            "calls": self.calls,
+            "seconds": round(self.seconds, 3),
+            "model": self.model,
+            "backend": self.backend,
+            "transcriptSha256": self.transcript_sha256(),
+            "turns": self.transcript(),
+        }
+        if self.question is not None:
+            out["question"] = self.question
+        if self.tool is not None:
+            out["tool"] = {
+                "name": self.tool.name,
+                "spec": dict(self.tool.spec),
+                "params": dict(self.tool.params),
+                "evidence": list(self.tool.evidence),
+            }
+        return out

@@ -31,10 +31,14 @@ from typing import Any, Protocol
 
 from controller.agent import actions, masking, prompt
 from controller.agent.episode import Episode, Outcome, Path, Turn, Verification, VerifiedTool
-from controller.events import EventType, Publish, discard
+from controller.events import EventType, discard
 from controller.llm.completion import Answer, Budget, Chunk, Completion, Message, Role
 from controller.llm.errors import ModelError, SchemaUnsupported
 from controller.llm.runtime import ModelRuntime
+
+# Where the loop's events go (an EventBus's publish, or a terminal's printer): called
+# with an EventType and its data; what it returns is not looked at.
+Publish = Callable[..., object]
 
 
 class Interrupt(Protocol):

@@ -15,8 +15,8 @@ from controller.agent import bench as benches
 from controller.agent.episode import Episode, Outcome, Path, VerifiedTool
 from controller.agent.errors import GoalNotFound
 from controller.agent.knowledge import KnowledgeBase
-from controller.agent.loop import NEVER, Interrupt, Limits, Loop
-from controller.events import Publish, discard
+from controller.agent.loop import NEVER, Interrupt, Limits, Loop, Publish
+from controller.events import discard
 from controller.llm.runtime import ModelRuntime
 from controller.model import goal as goals
 from controller.model import tool
@@ -24,7 +24,7 @@ from controller.model.document import Document
 from controller.model.state import DesiredState, target_nodes
 from controller.plan.verdicts import RunContext
 from controller.policy import stage
-from controller.store import Command, RunStatus, StateStore, Trigger
+from controller.store import Command, RunStatus, StateStore, Trigger, audit
 
 
 def find_goal(state: DesiredState, name: str, node: str | None) -> tuple[Document, list[str]]:
@@ -74,6 +74,10 @@ async def resolve(
             interrupt, publish, known_secrets, turn_tokens,
         )  # fmt: skip
         outcome = episode.outcome
+        # The episode in the audit trail, redacted: every action and what came of it.
+        store.audit_append(
+            audit.Entry("agent.episode", payload=episode.to_dict(), run_id=run_id, node=node.name)
+        )
         return episode
     finally:
         status = {
