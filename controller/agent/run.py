@@ -16,6 +16,7 @@ from controller.agent.episode import Episode, Outcome, Path, VerifiedTool
 from controller.agent.errors import GoalNotFound
 from controller.agent.knowledge import KnowledgeBase
 from controller.agent.loop import NEVER, Interrupt, Limits, Loop, Publish
+from controller.agent.metrics import AgentMetrics
 from controller.events import discard
 from controller.llm.runtime import ModelRuntime
 from controller.model import goal as goals
@@ -61,6 +62,7 @@ async def resolve(
     publish: Publish = discard,
     known_secrets: Sequence[str] = (),
     turn_tokens: int = Limits.turn_tokens,
+    metrics: AgentMetrics | None = None,
 ) -> Episode:
     """Resolve ``goal`` on ``node`` (see the module's docstring); ``turn_tokens`` bounds
     one answer of the model."""
@@ -74,6 +76,8 @@ async def resolve(
             interrupt, publish, known_secrets, turn_tokens,
         )  # fmt: skip
         outcome = episode.outcome
+        if metrics is not None:
+            metrics.record(episode)
         # The episode in the audit trail, redacted: every action and what came of it.
         store.audit_append(
             audit.Entry("agent.episode", payload=episode.to_dict(), run_id=run_id, node=node.name)

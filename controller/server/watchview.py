@@ -31,6 +31,9 @@ STYLES: dict[str, str] = {
     EventType.SOURCE_ERROR: "red",
     EventType.SIGNATURE_REFUSED: "bold red",
     EventType.AGENT_TOKEN: "dim",
+    EventType.AGENT_ACTION: "bold",
+    EventType.AGENT_OBSERVATION: "cyan",
+    EventType.AGENT_FINISHED: "bold magenta",
 }
 _RUN_STATUS_STYLES = {"succeeded": "bold green", "partial": "yellow", "failed": "bold red"}
 _TYPE_WIDTH = max(len(t) for t in STYLES)
@@ -74,6 +77,11 @@ def _details(kind: str, data: Mapping[str, Any]) -> list[str]:
     parts = []
     if kind == EventType.AGENT_TOKEN:
         return [str(data.get("text", ""))]
+    if kind == EventType.AGENT_OBSERVATION:
+        return [f"Goal/{data.get('goal')}", str(data.get("text", ""))[:300]]
+    if kind == EventType.AGENT_FINISHED:
+        return [f"Goal/{data.get('goal')}", f"{data.get('outcome')} ({data.get('path')})",
+                str(data.get("reason", ""))]  # fmt: skip
     if data.get("command"):
         parts.append(str(data["command"]))
     if data.get("revision"):
