@@ -204,14 +204,67 @@ def agent(
     sys.exit(EXIT_OK if episodes and all(e.resolved for e in episodes) else EXIT_DIFF)
 
 
-def _say(episode: Any) -> None:
+def _say(episode: Any, console: Console = err) -> None:
     colour = {"resolved": "green", "aborted": "yellow"}.get(episode.outcome.value, "red")
     reason = terminal.clean(episode.reason, one_line=True)
-    err.print(
+    console.print(
         f"[{colour}]{episode.node}: Goal/{episode.goal} {episode.outcome.value}[/] "
         f"({episode.path.value}; {episode.calls} model calls, {episode.tokens} tokens, "
         f"{episode.seconds:.1f}s): {escape(reason)}"
     )
     if episode.tool is not None:
         for line in episode.tool.evidence:
-            err.print(f"  [green]✓[/] {escape(line)}")
+            console.print(f"  [green]✓[/] {escape(line)}")
+
+
+def demo_step(state: Any, final: Any, store_path: Path, console: Console) -> None:
+    """``fazai demo``'s last step: each unresolved Goal of the final plan handed to the
+    embedded models under its budget, streamed; nothing they make is approved (a person
+    would be asked), so whatever they propose is shown and not applied."""
+    import importlib.util
+
+    from controller.agent import run as agent_run
+    from controller.llm.runtime import ModelRuntime
+    from controller.llm.settings import ModelsSettings, WorkerSettings
+    from controller.pipeline import context
+    from controller.store import StateStore
+
+    goals = [i for i in final.unresolved if i.kind == "Goal"]
+    if not goals:
+        return
+    if importlib.util.find_spec("llama_cpp") is None:
+        console.print(
+            "the agent needs the model runtime, which this install lacks "
+            "(`scripts/install.sh llm` builds it: llama.cpp compiles in 5-12 min, once): "
+            + ", ".join(f"Goal/{i.name} on {i.node}" for i in goals)
+            + " stays unresolved"
+        )
+        return
+
+    async def deny(name: str, spec: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+        console.print(f"the model proposes Tool/{escape(name)}; the demo approves nothing a "
+                      "model made (a person would be asked): not applied")  # fmt: skip
+        return False
+
+    async def work() -> list[Any]:
+        socket = store_path.parent / "models.sock"
+        runtime = ModelRuntime(ModelsSettings(worker=WorkerSettings(socket=socket)))
+        done = []
+        try:
+            with StateStore(store_path) as store:
+                for item in goals:
+                    goal, _ = agent_run.find_goal(state, item.name, item.node)
+                    console.print(f"Goal/{goal.name} on {item.node}: {escape(str(item.reason))}")
+                    done.append(
+                        await agent_run.resolve(
+                            state, goal, state.nodes[item.node], store, runtime,
+                            context.cli("apply"), approve=deny, publish=_Stream(console),
+                            turn_tokens=128,
+                        )
+                    )  # fmt: skip
+        finally:
+            await runtime.close()
+        return done
+
+    for episode in asyncio.run(work()):
+        _say(episode, console)

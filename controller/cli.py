@@ -962,7 +962,9 @@ def demo(desired: Path | None, workdir: Path, output: str, clean: bool) -> None:
         for line in sandbox.clean(workdir):
             stderr.print(_escape(line))
         sys.exit(EXIT_OK)
-    code = sandbox.run_demo(desired, workdir, lambda result: emit_plan(result, output), stderr)
+    code = sandbox.run_demo(
+        desired, workdir, lambda result: emit_plan(result, output), stderr, agentcli.demo_step
+    )
     sys.exit(code)
 
 

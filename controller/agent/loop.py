@@ -311,7 +311,12 @@ class Loop:
                 if met is None:
                     # The goal holds (a person fixed it meanwhile?): said, not claimed.
                     return self._episode(Outcome.RESOLVED, Path.FAILED, "the goal's checks pass")
-                why = f"the model gave up: {action.summary[:200]}; {met}"
+                said = action.summary[:200]
+                why = (
+                    f"the model said it was resolved ({said}), but the goal is unmet: {met}"
+                    if action.outcome == "resolved"
+                    else f"the model gave up: {said}; {met}"
+                )
                 return self._episode(Outcome.UNRESOLVED, Path.FAILED, why)
             if isinstance(action, actions.Ask):
                 reply = await self.bench.ask(action.question)
@@ -369,7 +374,7 @@ class Loop:
                 return f"no tool {action.tool!r} was proposed; propose it with toolspec", None
             verdict = await self.bench.verify(action.tool, spec, action.params, made=True)
             if not verdict.verified:
-                return f"not verified, rolled back: {verdict.reason}", None
+                return f"not verified: {verdict.reason}", None
             tool = VerifiedTool(action.tool, spec, action.params, verdict.evidence)
             episode = self._episode(Outcome.RESOLVED, Path.SYNTHESIZED, verdict.reason, tool)
             return f"verified: {verdict.reason}", episode

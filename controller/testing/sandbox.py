@@ -159,11 +159,18 @@ def seed_firewall(emulator: EmulatorServer, state: DesiredState, node: str) -> N
         drift.remove("rule", rules[0])
 
 
+# The demo's last step, given by the CLI (the agent sits above this test kit): the
+# desired state, the final plan (its unresolved items are what the agent is handed),
+# the state store's path and the console; it prints what it did.
+AgentStep = Callable[[DesiredState, planitems.Plan, Path, Console], None]
+
+
 def run_demo(
     desired: Path | None,
     workdir: Path,
     emit: Callable[[planitems.Plan], None],
     console: Console,
+    agent_step: AgentStep | None = None,
 ) -> int:
     """Start the sandbox, plan, print; 0 when the plan ran, 2 on trouble."""
     reason = fleet_available()
@@ -210,7 +217,7 @@ def run_demo(
         if checked.plan.has_errors:
             return 2
         return _converge_drift_heal(
-            state, checked, fleet, emulators, opnsense, workdir, emit, console
+            state, checked, fleet, emulators, opnsense, workdir, emit, console, agent_step
         )
     return 0
 
@@ -224,8 +231,10 @@ def _converge_drift_heal(
     workdir: Path,
     emit: Callable[[planitems.Plan], None],
     console: Console,
+    agent_step: AgentStep | None = None,
 ) -> int:
-    """Apply, drift by hand, plan the drift, apply again: the main job end to end."""
+    """Apply, drift by hand, plan the drift, apply again, and hand what no handler
+    resolves to the agent: the main job end to end."""
     from controller.pipeline import writes
     from controller.store import StateStore
 
@@ -246,14 +255,21 @@ def _converge_drift_heal(
         if not _report(asyncio.run(writes.apply(state, drifted, store)), console):
             return 2
         final = asyncio.run(planning.plan(state, DEMO_RUN)).plan
-        console.rule("6. plan: in sync")
+        left = final.unresolved
+        console.rule("6. plan: in sync" + (", but for what no handler resolves" if left else ""))
         emit(final)
+        # In sync but for unresolved items is what an apply can reach: the rest is the
+        # agent's.
+        healed = not final.has_errors and not final.has_writes
+        if healed and left and agent_step is not None:
+            console.rule("7. the agent: what is left, attempted by the embedded model")
+            agent_step(state, final, store_path, console)
         console.print(
             f"[dim]the runs: `fazai history --state {store_path}`; {workdir} keeps the "
             "sandbox's SSH key, the firewall's API secret and that state store until "
             "`fazai demo --clean`[/]"
         )
-        return 0 if final.exit_code == 0 else 2
+        return 0 if healed else 2
 
 
 def _report(result: Any, console: Console) -> bool:

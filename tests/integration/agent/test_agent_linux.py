@@ -151,7 +151,8 @@ def test_a_tool_that_fails_verification_is_rolled_back_and_remembered(
     assert "the model gave up" in episode.reason and "mode-new" in episode.reason
     assert _files(fleet) == before
     tried = next(t for t in episode.turns if '"usetool"' in t.action)
-    assert tried.observation.startswith("not verified, rolled back: ")
+    assert tried.observation.startswith("not verified: ")
+    assert "rolled back to the snapshot" in tried.observation
 
     async def failures() -> int:
         async def embed(texts: Any) -> list[list[float]]:
