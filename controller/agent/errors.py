@@ -1,7 +1,10 @@
 """The agent's failures, in FazAI's one exception tree (controller/errors.py).
 
 FazaiError
-└── GoalNotFound              fazai agent named a goal or node the desired state lacks
+├── GoalNotFound              fazai agent named a goal or node the desired state lacks
+└── CommitBackError           a verified tool could not be committed back  (permanent)
+    ├── CommitBackRefused         refused before anything was written
+    └── PushRejected              the remote refused the push
 StoreError
 └── KnowledgeError            the knowledge base cannot be used; .path names it
     ├── KnowledgeLockedError      another process owns its local folder (temporary;
@@ -39,3 +42,26 @@ class KnowledgeUnavailableError(KnowledgeError):
 
 class GoalNotFound(FazaiError):
     """``fazai agent`` was given a goal or node the desired state does not hold."""
+
+
+class CommitBackError(FazaiError):
+    """A verified tool could not be committed back to the desired-state repository:
+    ``goal`` names the goal; the message says why and what to do. Permanent: trying
+    again changes nothing before someone acts (a network failure of git is a
+    SourceError instead, temporary)."""
+
+    def __init__(self, goal: str, message: str) -> None:
+        self.goal = goal
+        self.message = message
+        super().__init__(f"committing back Goal/{goal}: {message}")
+
+
+class CommitBackRefused(CommitBackError):
+    """The edit is refused before anything is written: the goal already has another
+    ``resolvedBy`` (a person's choice, never overwritten), a different Tool of that name
+    or file exists, the goal is not where it was loaded from, or the local base branch
+    is behind its remote (``direct``)."""
+
+
+class PushRejected(CommitBackError):
+    """The remote refused the push (not a fast-forward, a hook, a protected branch)."""

@@ -1,8 +1,10 @@
-"""What every forge client offers: one plan comment per pull request, and commit statuses.
+"""What every forge client offers: one plan comment per pull request, commit statuses,
+and the pull requests FazAI opens itself.
 
-A client implements four calls against its forge's REST API (list, create and edit the
-comments of a pull request; set a commit status); :meth:`ForgeClient.upsert_comment` is
-built on them, the same for all forges.
+A client implements calls against its forge's REST API (list, create and edit the
+comments of a pull request; set a commit status; find, open and edit a pull request);
+:meth:`ForgeClient.upsert_comment` and :meth:`ForgeClient.propose` are built on them,
+the same for all forges.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from types import TracebackType
 
 import httpx
 
-from controller.errors import ForgeError
+from controller.errors import ForgeApiError, ForgeError
 from controller.forges import comment
 from controller.forges.http import ForgeHttp, ForgeTarget
 
@@ -54,6 +56,24 @@ class StatusSet:
     context: str
     description: str
     target_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """An open pull request (GitLab: merge request; ``number`` is its iid)."""
+
+    number: int
+    url: str | None
+    head: str  # the branch it proposes
+    base: str  # the branch it merges into
+    title: str = ""
+    body: str = ""
+
+
+@dataclass(frozen=True)
+class Proposed:
+    pull: PullRequest
+    created: bool  # False: the open pull request of that branch was reused (and updated)
 
 
 class ForgeClient(abc.ABC):
@@ -102,6 +122,18 @@ class ForgeClient(abc.ABC):
     @abc.abstractmethod
     async def post_status(self, status: StatusSet) -> None: ...
 
+    @abc.abstractmethod
+    async def find_pull_request(self, head: str, base: str | None = None) -> PullRequest | None:
+        """The open pull request from branch ``head`` of this repository (into ``base``,
+        when given); None when there is none."""
+
+    @abc.abstractmethod
+    async def create_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
+        """Open a pull request from ``head`` into ``base`` (both branches of this repository)."""
+
+    @abc.abstractmethod
+    async def update_pull_request(self, number: int, title: str, body: str) -> PullRequest: ...
+
     # -- shared -----------------------------------------------------------------------------
 
     async def upsert_comment(self, pr: int, body: str, mark: str = comment.MARKER) -> Upserted:
@@ -130,6 +162,31 @@ class ForgeClient(abc.ABC):
                 return Upserted(await self.update_comment(pr, existing.id, text), created=False)
             except ForgeError as exc:
                 if not exc.retryable or attempt == 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def propose(self, head: str, base: str, title: str, body: str) -> Proposed:
+        """The open pull request of ``head`` into ``base``, its title and body made these;
+        opened when there is none. A failure that may have opened it anyway (retryable,
+        or the forge saying one exists already) is looked up once more, so a branch never
+        gets two."""
+        if len(body) > self.max_comment_chars:
+            raise ForgeError(
+                self.name,
+                f"the pull request's body is {len(body)} characters; {self.name} takes at "
+                f"most {self.max_comment_chars}",
+            )
+        for attempt in range(2):
+            try:
+                found = await self.find_pull_request(head, base)
+                if found is None:
+                    return Proposed(await self.create_pull_request(head, base, title, body), True)
+                if (found.title, found.body) == (title, body):
+                    return Proposed(found, created=False)
+                return Proposed(await self.update_pull_request(found.number, title, body), False)
+            except ForgeError as exc:
+                exists = isinstance(exc, ForgeApiError) and exc.status in (409, 422)
+                if not (exc.retryable or exists) or attempt == 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

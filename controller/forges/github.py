@@ -6,8 +6,12 @@
   for comments;
 * statuses: ``POST /repos/{owner}/{repo}/statuses/{sha}`` with ``state`` (error, failure,
   pending, success), ``context``, ``description`` and ``target_url``;
+* pull requests: ``GET /repos/{owner}/{repo}/pulls?state=open&head=OWNER:BRANCH&base=B``,
+  ``POST /repos/{owner}/{repo}/pulls`` with ``title``, ``head``, ``base`` and ``body``
+  (201; 422 when the branch has an open one already), ``PATCH .../pulls/{number}``;
 * auth: ``Authorization: Bearer TOKEN`` (a personal access token, or the workflow's
-  ``GITHUB_TOKEN`` with ``pull-requests: write`` and ``statuses: write``).
+  ``GITHUB_TOKEN`` with ``pull-requests: write`` and ``statuses: write``; opening pull
+  requests also needs ``contents: write`` for the branch pushed first).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from controller.errors import ForgeApiError
-from controller.forges.base import Comment, ForgeClient, StatusSet
+from controller.forges.base import Comment, ForgeClient, PullRequest, StatusSet
 from controller.forges.http import ForgeTarget
 
 API_URL = "https://api.github.com"
@@ -77,6 +81,44 @@ class GitHubClient(ForgeClient):
             json=body,
             expect=(201,),
             idempotent=True,
+        )
+
+    async def find_pull_request(self, head: str, base: str | None = None) -> PullRequest | None:
+        owner = self.repo.split("/")[0]
+        params: dict[str, str | int] = {"state": "open", "head": f"{owner}:{head}"}
+        if base is not None:
+            params["base"] = base
+        params |= {"per_page": 100, "page": 1}
+        async for item in self.http.paginate(f"{self._repo_path()}/pulls", params):
+            found = self._pull(item)
+            # Filtered here too: a forge that ignores ``head`` must not hand us another's.
+            if found.head == head and base in (None, found.base):
+                return found
+        return None
+
+    async def create_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
+        sent = {"title": title, "head": head, "base": base, "body": body}
+        item = await self.http.json("POST", f"{self._repo_path()}/pulls", json=sent, expect=(201,))
+        return self._pull(item)
+
+    async def update_pull_request(self, number: int, title: str, body: str) -> PullRequest:
+        path = f"{self._repo_path()}/pulls/{int(number)}"
+        item = await self.http.json(
+            "PATCH", path, json={"title": title, "body": body}, expect=(200, 201)
+        )
+        return self._pull(item)
+
+    def _pull(self, item: Any) -> PullRequest:
+        if not isinstance(item, Mapping) or not isinstance(item.get("number"), int):
+            raise ForgeApiError(self.name, "a pull request came back without a number")
+        head, base = item.get("head"), item.get("base")
+        return PullRequest(
+            item["number"],
+            item.get("html_url"),
+            str(head.get("ref", "")) if isinstance(head, Mapping) else "",
+            str(base.get("ref", "")) if isinstance(base, Mapping) else "",
+            str(item.get("title") or ""),
+            str(item.get("body") or ""),
         )
 
     def _comment(self, item: Any) -> Comment:

@@ -10,6 +10,10 @@
   has no ``error`` state: both failure and error are ``failed``. It refuses to move a
   pending status to pending again (400 "Cannot transition status via :enqueue from
   :pending"): that answer to a pending write means the status already is what we asked;
+* merge requests (FazAI's pull requests): ``GET /projects/:id/merge_requests?state=opened
+  &source_branch=B&target_branch=T``, ``POST /projects/:id/merge_requests`` with
+  ``source_branch``, ``target_branch``, ``title`` and ``description`` (201; 409 when the
+  branch has an open one already), ``PUT /projects/:id/merge_requests/:iid``;
 * auth: ``PRIVATE-TOKEN: TOKEN`` (a project access token with the ``api`` scope; the CI
   job token cannot write notes).
 
@@ -24,7 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from controller.errors import ForgeApiError
-from controller.forges.base import Comment, CommitState, ForgeClient, StatusSet
+from controller.forges.base import Comment, CommitState, ForgeClient, PullRequest, StatusSet
 from controller.forges.http import ForgeTarget
 
 API_URL = "https://gitlab.com/api/v4"
@@ -99,6 +103,40 @@ class GitLabClient(ForgeClient):
                 and "cannot transition status" in exc.message.lower()
             ):
                 raise
+
+    async def find_pull_request(self, head: str, base: str | None = None) -> PullRequest | None:
+        params: dict[str, str | int] = {"state": "opened", "source_branch": head}
+        if base is not None:
+            params["target_branch"] = base
+        params |= {"per_page": 100, "page": 1}
+        path = f"{self._project_path()}/merge_requests"
+        async for item in self.http.paginate(path, params):
+            found = self._merge_request(item)
+            if found.head == head and base in (None, found.base):
+                return found
+        return None
+
+    async def create_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
+        sent = {"source_branch": head, "target_branch": base, "title": title, "description": body}
+        path = f"{self._project_path()}/merge_requests"
+        return self._merge_request(await self.http.json("POST", path, json=sent, expect=(201,)))
+
+    async def update_pull_request(self, number: int, title: str, body: str) -> PullRequest:
+        path = f"{self._project_path()}/merge_requests/{int(number)}"
+        item = await self.http.json("PUT", path, json={"title": title, "description": body})
+        return self._merge_request(item)
+
+    def _merge_request(self, item: Any) -> PullRequest:
+        if not isinstance(item, Mapping) or not isinstance(item.get("iid"), int):
+            raise ForgeApiError(self.name, "a merge request came back without an iid")
+        return PullRequest(
+            item["iid"],
+            item.get("web_url"),
+            str(item.get("source_branch") or ""),
+            str(item.get("target_branch") or ""),
+            str(item.get("title") or ""),
+            str(item.get("description") or ""),
+        )
 
     def _note(self, item: Any) -> Comment:
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), int):

@@ -1,4 +1,5 @@
-"""The state store of FazAI: runs, the write-ahead journal of apply, and owned objects.
+"""The state store of FazAI: runs, the write-ahead journal of apply, owned objects, and
+the tools the agent verified (until their pull request is merged).
 
 One SQLite file (``$FAZAI_STATE``, else ``$XDG_STATE_HOME/fazai/state.db``, else
 ``~/.local/state/fazai/state.db``) in WAL mode with ``synchronous=FULL``: every call that
@@ -35,6 +36,7 @@ from controller.store.records import (
     Transaction,
     TransactionStatus,
     Trigger,
+    VerifiedToolRecord,
     overall_status,
 )
 from controller.store.redact import MASK, is_secret_key, redact
@@ -62,6 +64,7 @@ __all__ = [
     "Transaction",
     "TransactionStatus",
     "Trigger",
+    "VerifiedToolRecord",
     "default_escrow_key_path",
     "default_path",
     "is_secret_key",

@@ -155,3 +155,20 @@ class OwnedObject:
     platform_id: str  # the object on the platform: an OPNsense uuid, a file path...
     run_id: int | None  # the run that created it (None once that run is pruned)
     created: datetime
+
+
+@dataclass(frozen=True)
+class VerifiedToolRecord:
+    """A tool the agent verified for a goal on a node, kept so that the goal is resolved
+    again with no model call until its ``resolvedBy`` is desired state."""
+
+    id: int
+    goal: str
+    node: str | None  # the node it was verified on
+    tool: str
+    spec: Mapping[str, Any]  # redacted
+    params: Mapping[str, Any]  # redacted
+    masked: bool  # redaction masked part of spec or params: not to be applied as it is
+    verified_at: datetime
+    run_id: int | None  # None once that run is pruned
+    reference: str = ""  # the commit or pull request it was committed back as ("": none)

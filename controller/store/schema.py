@@ -136,7 +136,29 @@ _V2: Migration = (
 # recorded location alone does not tell which ("" for runs without one, and older runs).
 _V3: Migration = ("ALTER TABLE runs ADD COLUMN source_name TEXT NOT NULL DEFAULT ''",)
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# Tools the agent verified for a goal (``agenttools``): what the loop applies again with
+# no model call until the goal's resolvedBy is desired state (its pull request merged).
+# ``masked``: the store's redaction masked a part of the spec or params, so the record
+# tells what was verified but cannot be applied again as it is.
+_V4: Migration = (
+    """
+    CREATE TABLE agent_tools (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        goal         TEXT NOT NULL,
+        node         TEXT,                  -- the node it was verified on (NULL: unknown)
+        tool         TEXT NOT NULL,
+        spec         TEXT NOT NULL,         -- JSON, redacted
+        params       TEXT NOT NULL,         -- JSON, redacted
+        masked       INTEGER NOT NULL CHECK (masked IN (0, 1)),
+        verified_at  TEXT NOT NULL,
+        run_id       INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        reference    TEXT NOT NULL DEFAULT ''  -- the commit or pull request it went back as
+    )
+    """,
+    "CREATE INDEX agent_tools_goal ON agent_tools(goal, id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

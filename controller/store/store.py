@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 from controller.store import chain, locks
+from controller.store.agenttools import VerifiedTools
 from controller.store.audit import AuditLog
 from controller.store.database import DEFAULT_BUSY_TIMEOUT, Database, utc_now
 from controller.store.escrow import Escrow, KeyRef, key_ref
@@ -18,7 +19,7 @@ from controller.store.paths import default_path
 from controller.store.runs import RunLog
 
 
-class StateStore(RunLog, Journal, Inventory, AuditLog):
+class StateStore(RunLog, Journal, Inventory, VerifiedTools, AuditLog):
     """Opens (creating, or migrating to the current schema) the state file at ``path``,
     by default :func:`~controller.store.paths.default_path`.
 

@@ -8,8 +8,13 @@ token``) and their 401/404 bodies; pull request comments (GitHub issue comments 
 default, with ``X-Next-Page``/``X-Total-Pages`` and ``Link``, ``per_page`` up to 100;
 Gitea issue comments, all in one answer with ``X-Total-Count``, as Gitea and Forgejo
 do); commit statuses with each forge's states, including GitLab's refusal to move a
-pending status to pending. Comments and statuses are kept in memory; every request is
-logged for assertions; answers can be made to fail on demand.
+pending status to pending; pull requests as FazAI opens them (GitHub and Gitea
+``/repos/{owner}/{repo}/pulls``, GitLab ``/projects/:id/merge_requests``: listed by state
+and, on GitHub and GitLab, by branch; opened, with each forge's refusal of a second open
+one for the same branches; edited), their branches checked against ``branches`` when
+given (a callable naming the repository's branches, such as a bare remote's heads).
+Comments, statuses and pull requests are kept in memory; every request is logged for
+assertions; answers can be made to fail on demand.
 
     with ForgeServer("github", repo="acme/infra", pulls=[7]) as forge:
         target = ForgeTarget("github", forge.api_url, Secret(forge.token))
@@ -28,7 +33,15 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -77,6 +90,7 @@ class _State:
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1001))
+    prs: dict[int, dict[str, Any]] = field(default_factory=dict)  # opened through the API
 
 
 class _NotFound(Exception):
@@ -102,7 +116,15 @@ def _now() -> str:
 class ForgeApp:
     """The ASGI app: authentication, routing on the raw path, the three dialects."""
 
-    def __init__(self, forge: str, token: str, repo: str, pulls: Iterable[int], user: str) -> None:
+    def __init__(
+        self,
+        forge: str,
+        token: str,
+        repo: str,
+        pulls: Iterable[int],
+        user: str,
+        branches: Callable[[], Collection[str]] | None = None,
+    ) -> None:
         if forge not in PREFIX:
             raise ValueError(f"unknown forge {forge!r}")
         self.forge = forge
@@ -110,6 +132,7 @@ class ForgeApp:
         self.repo = repo
         self.user = user
         self.state = _State(set(pulls))
+        self.branches = branches
         self.requests: list[RequestRecord] = []
         self.failures: list[_Failure] = []
         self.lock = threading.Lock()
@@ -274,7 +297,114 @@ class ForgeApp:
                 }
                 self.state.statuses.setdefault(sha, []).append(status)
                 return JSONResponse(status, 201)
+        if m := re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls", route):
+            self._repo(m[1], m[2])
+            if method == "GET":
+                query = request.query_params
+                owner = self.repo.split("/")[0]
+                head = query.get("head")
+                listed = [
+                    p for p in self._pulls_in(query.get("state", "open"))
+                    if (head is None or f"{owner}:{p['head']['ref']}" == head)
+                    and query.get("base") in (None, p["base"]["ref"])
+                ]  # fmt: skip
+                return self._paged_github(request, listed)
+            if method == "POST":
+                return self._github_open(body if isinstance(body, Mapping) else {})
+        if m := re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls/(\d+)", route):
+            self._repo(m[1], m[2])
+            pull = self.state.prs.get(int(m[3]))
+            if pull is None:
+                raise _NotFound
+            if method == "GET":
+                return JSONResponse(pull, 200)
+            if method == "PATCH":
+                self._edit_pull(pull, body, "body")
+                return JSONResponse(pull, 200)
         raise _NotFound
+
+    def _pulls_in(self, state: str) -> list[dict[str, Any]]:
+        wanted = {"open": {"open", "opened"}, "opened": {"open", "opened"},
+                  "closed": {"closed", "merged"}, "merged": {"merged"},
+                  "all": {"open", "opened", "closed", "merged"}}.get(state, set())  # fmt: skip
+        return [p for n, p in sorted(self.state.prs.items()) if p["state"] in wanted]
+
+    def _missing_branches(self, *names: str) -> list[str]:
+        if self.branches is None:
+            return []
+        known = set(self.branches())
+        return [n for n in names if n not in known]
+
+    def _open_pull(self, head: str, base: str) -> dict[str, Any] | None:
+        for item in self._pulls_in("open"):
+            branches = (item.get("head", {}).get("ref"), item.get("base", {}).get("ref"))
+            if self.forge == "gitlab":
+                branches = (item["source_branch"], item["target_branch"])
+            if branches == (head, base):
+                return item
+        return None
+
+    def _next_pull(self) -> int:
+        number = max([*self.state.pulls, 0]) + 1
+        self.state.pulls.add(number)
+        return number
+
+    def _edit_pull(self, item: dict[str, Any], body: Any, text_key: str) -> None:
+        if not isinstance(body, Mapping):
+            raise _Refused(422, {"message": "Invalid request."})
+        for key in ("title", text_key):
+            if key in body:
+                item[key] = body[key]
+        if body.get("state") in ("closed", "open"):
+            item["state"] = body["state"]
+        if body.get("state_event") == "close":
+            item["state"] = "closed"
+        item["updated_at"] = _now()
+
+    def _pull_branches(self, item: dict[str, Any], head: str, base: str) -> None:
+        owner = self.repo.split("/")[0]
+        item["head"] = {"ref": head, "label": f"{owner}:{head}", "sha": None}
+        item["base"] = {"ref": base, "label": f"{owner}:{base}", "sha": None}
+
+    def _github_open(self, body: Mapping[str, Any]) -> Response:
+        missing = [k for k in ("title", "head", "base") if not isinstance(body.get(k), str)]
+        if missing:
+            raise _Refused(422, {"message": "Validation Failed", "errors": [
+                {"resource": "PullRequest", "code": "missing_field", "field": k}
+                for k in missing]})  # fmt: skip
+        head, base = str(body["head"]).split(":")[-1], str(body["base"])
+        absent = self._missing_branches(head, base)
+        if absent:
+            raise _Refused(422, {"message": "Validation Failed", "errors": [
+                {"resource": "PullRequest", "code": "invalid",
+                 "field": "head" if head in absent else "base"}]})  # fmt: skip
+        if self._open_pull(head, base) is not None:
+            owner = self.repo.split("/")[0]
+            raise _Refused(422, {"message": "Validation Failed", "errors": [
+                {"resource": "PullRequest", "code": "custom",
+                 "message": f"A pull request already exists for {owner}:{head}."}]})  # fmt: skip
+        if len(str(body.get("body") or "")) > 65536:
+            raise _Refused(422, {"message": "Validation Failed", "errors": [
+                {"resource": "PullRequest", "code": "custom", "field": "body",
+                 "message": "body is too long (maximum is 65536 characters)"}]})  # fmt: skip
+        number = self._next_pull()
+        item: dict[str, Any] = {
+            "id": next(self.state.ids),
+            "number": number,
+            "state": "open",
+            "title": body["title"],
+            "body": body.get("body"),
+            "html_url": f"https://github.example/{self.repo}/pull/{number}",
+            "url": f"/repos/{self.repo}/pulls/{number}",
+            "user": self._user(),
+            "draft": bool(body.get("draft", False)),
+            "merged": False,
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+        self._pull_branches(item, head, base)
+        self.state.prs[number] = item
+        return JSONResponse(item, 201)
 
     def _github_body(self, body: Any) -> str:
         if not isinstance(body, Mapping) or not isinstance(body.get("body"), str):
@@ -302,15 +432,22 @@ class ForgeApp:
         self.state.comments.setdefault(pr, []).append(item)
         return item
 
-    def _paged_github(self, request: Request, items: list[dict[str, Any]]) -> Response:
-        per_page = min(max(int(request.query_params.get("per_page", 30)), 1), 100)
+    def _paged_github(
+        self,
+        request: Request,
+        items: list[dict[str, Any]],
+        size: str = "per_page",
+        default: int = 30,
+        most: int = 100,
+    ) -> Response:
+        per_page = min(max(int(request.query_params.get(size, default)), 1), most)
         page = max(int(request.query_params.get("page", 1)), 1)
         last = max(1, -(-len(items) // per_page))
         chunk = items[(page - 1) * per_page : page * per_page]
         links = []
 
         def url(p: int) -> str:
-            query = {**request.query_params, "per_page": str(per_page), "page": str(p)}
+            query = {**request.query_params, size: str(per_page), "page": str(p)}
             return f"{request.base_url}{_raw_path(request).lstrip('/')}?{urlencode(query)}"
 
         if page < last:
@@ -344,7 +481,61 @@ class ForgeApp:
             if method == "POST":
                 sha = self._sha(m[2], 404, "404 Commit Not Found")
                 return self._gitlab_status(sha, body if isinstance(body, Mapping) else {})
+        if m := re.fullmatch(r"/projects/([^/]+)/merge_requests", route):
+            self._project(m[1])
+            if method == "GET":
+                query = request.query_params
+                listed = [
+                    p for p in self._pulls_in(query.get("state", "all"))
+                    if query.get("source_branch") in (None, p["source_branch"])
+                    and query.get("target_branch") in (None, p["target_branch"])
+                ]  # fmt: skip
+                return self._paged_gitlab(request, listed)
+            if method == "POST":
+                return self._gitlab_open(body if isinstance(body, Mapping) else {})
+        if m := re.fullmatch(r"/projects/([^/]+)/merge_requests/(\d+)", route):
+            self._project(m[1])
+            pull = self.state.prs.get(int(m[2]))
+            if pull is None:
+                raise _NotFound
+            if method == "GET":
+                return JSONResponse(pull, 200)
+            if method == "PUT":
+                self._edit_pull(pull, body, "description")
+                return JSONResponse(pull, 200)
         raise _NotFound
+
+    def _gitlab_open(self, body: Mapping[str, Any]) -> Response:
+        missing = [k for k in ("source_branch", "target_branch", "title") if not body.get(k)]
+        if missing:
+            raise _Refused(400, {"error": f"{missing[0]} is missing"})
+        head, base = str(body["source_branch"]), str(body["target_branch"])
+        absent = self._missing_branches(head, base)
+        if absent:
+            which = "Source" if head in absent else "Target"
+            raise _Refused(400, {"message": [f"Validate branches {which} branch does not exist"]})
+        found = self._open_pull(head, base)
+        if found is not None:
+            raise _Refused(409, {"message": [
+                "Another open merge request already exists for this source branch: "
+                f"!{found['iid']}"]})  # fmt: skip
+        iid = self._next_pull()
+        item: dict[str, Any] = {
+            "id": next(self.state.ids),
+            "iid": iid,
+            "project_id": PROJECT_ID,
+            "title": body["title"],
+            "description": body.get("description"),
+            "state": "opened",
+            "source_branch": head,
+            "target_branch": base,
+            "web_url": f"https://gitlab.example/{self.repo}/-/merge_requests/{iid}",
+            "author": {"id": 4242, "username": self.user, "name": self.user, "state": "active"},
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+        self.state.prs[iid] = item
+        return JSONResponse(item, 201)
 
     def _project(self, raw: str) -> None:
         # A path must come URL-encoded (group%2Fproject); a number is the project's id.
@@ -490,7 +681,55 @@ class ForgeApp:
                 }
                 self.state.statuses.setdefault(sha, []).append(status)
                 return JSONResponse(status, 201)
+        if m := re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls", route):
+            self._repo(m[1], m[2])
+            if method == "GET":
+                # Gitea filters by state (and labels, milestone, poster), never by branch.
+                listed = self._pulls_in(request.query_params.get("state", "open"))
+                return self._paged_github(request, listed, "limit", 20, 50)
+            if method == "POST":
+                return self._gitea_open(body if isinstance(body, Mapping) else {})
+        if m := re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls/(\d+)", route):
+            self._repo(m[1], m[2])
+            pull = self.state.prs.get(int(m[3]))
+            if pull is None:
+                raise _NotFound
+            if method == "GET":
+                return JSONResponse(pull, 200)
+            if method == "PATCH":
+                self._edit_pull(pull, body, "body")
+                return JSONResponse(pull, 201)  # Gitea answers an edit with 201
         raise _NotFound
+
+    def _gitea_open(self, body: Mapping[str, Any]) -> Response:
+        head, base = str(body.get("head") or ""), str(body.get("base") or "")
+        if not head or not base or not body.get("title"):
+            raise _Refused(422, {"message": "[Title]: Required", "url": self._swagger()})
+        if self._missing_branches(head, base):
+            return self._error(404, "Not Found")
+        found = self._open_pull(head, base)
+        if found is not None:
+            raise _Refused(409, {"message": (
+                f"pull request already exists for these targets [id: {found['id']}, "
+                f"issue_id: {found['id']}, head_repo_id: 1, base_repo_id: 1, "
+                f"head_branch: {head}, base_branch: {base}]"), "url": self._swagger()})  # fmt: skip
+        number = self._next_pull()
+        item: dict[str, Any] = {
+            "id": next(self.state.ids),
+            "number": number,
+            "state": "open",
+            "title": body["title"],
+            "body": body.get("body") or "",
+            "html_url": f"https://gitea.example/{self.repo}/pulls/{number}",
+            "url": f"https://gitea.example/{self.repo}/pulls/{number}",
+            "user": {"id": 4242, "login": self.user},
+            "merged": False,
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+        self._pull_branches(item, head, base)
+        self.state.prs[number] = item
+        return JSONResponse(item, 201)
 
     def _gitea_body(self, body: Any) -> str:
         if not isinstance(body, Mapping) or not isinstance(body.get("body"), str):
@@ -543,11 +782,12 @@ class ForgeServer:
         user: str = "fazai-bot",
         host: str = "127.0.0.1",
         port: int = 0,
+        branches: Callable[[], Collection[str]] | None = None,
     ) -> None:
         prefix = {"github": "ghp_", "gitlab": "glpat-", "gitea": ""}[forge]
         self.forge = forge
         self.token = token or prefix + secrets.token_hex(20)
-        self.app = ForgeApp(forge, self.token, repo, pulls, user)
+        self.app = ForgeApp(forge, self.token, repo, pulls, user, branches)
         self.host = host
         self.port = port
         self._server: uvicorn.Server | None = None
@@ -583,6 +823,20 @@ class ForgeServer:
     def comments(self, pr: int) -> list[dict[str, Any]]:
         with self.app.lock:
             return [dict(c) for c in self.app.state.comments.get(pr, [])]
+
+    def pull_requests(self) -> list[dict[str, Any]]:
+        """Every pull request opened through the API, in any state, by number."""
+        with self.app.lock:
+            return [dict(p) for _, p in sorted(self.app.state.prs.items())]
+
+    def close_pull_request(self, number: int, *, merged: bool = False) -> None:
+        """Close (or merge) a pull request opened through the API, as a person would."""
+        with self.app.lock:
+            item = self.app.state.prs[number]
+            item["state"] = "merged" if merged else "closed"
+            if "merged" in item:
+                item["merged"] = merged
+                item["state"] = "closed"
 
     def statuses(self, sha: str) -> list[dict[str, Any]]:
         with self.app.lock:

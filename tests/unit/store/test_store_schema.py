@@ -130,4 +130,4 @@ def test_a_version_2_file_gains_the_runs_source_name_and_keeps_its_runs(tmp_path
         named = store.start_run(Trigger.API, Command.PLAN, "src", None, source_name="lab")
         store.name_run_source([old.id, named], "prod")  # a name already given is kept
         assert {r.id: r.source_name for r in store.list_runs()} == {old.id: "prod", named: "lab"}
-    assert _pragma(path, "user_version") == 3
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
