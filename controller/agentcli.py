@@ -268,3 +268,68 @@ def demo_step(state: Any, final: Any, store_path: Path, console: Console) -> Non
 
     for episode in asyncio.run(work()):
         _say(episode, console)
+
+
+def propose(state: Any, plan: Any, config_file: Path | None, turn_tokens: int = 768) -> Any:
+    """``fazai plan --agent``: each unresolved Goal of ``plan`` handed to the agent in
+    propose mode (its probes read the node; no tool is applied, nothing is recorded),
+    streamed on stderr; ``plan`` with each proposal as its item's ``command``, judged
+    again by the policy stage (so a proposal shows the approval it would need)."""
+    import dataclasses
+    import tempfile
+
+    from controller.agent import run as agent_run
+    from controller.agent.episode import Outcome
+    from controller.modelcli import build_runtime, load_models
+    from controller.pipeline import context, policy
+    from controller.store import StateStore
+
+    goals = [i for i in plan.unresolved if i.kind == "Goal"]
+    if not goals:
+        return plan
+    models = load_models(config_file)
+    proposals: dict[tuple[str, str], str] = {}
+
+    async def work(stop: asyncio.Event) -> None:
+        runtime = build_runtime(models)
+        try:
+            with (
+                tempfile.TemporaryDirectory() as scratch,
+                StateStore(Path(scratch) / "plan-agent.db") as store,
+            ):
+                for item in goals:
+                    if stop.is_set():
+                        break
+                    err.rule(f"the agent on Goal/{item.name} ({item.node}), proposing only")
+                    goal, _ = agent_run.find_goal(state, item.name, item.node)
+                    episode = await agent_run.resolve(
+                        state, goal, state.nodes[item.node], store, runtime,
+                        context.cli("plan"), interrupt=stop, publish=_Stream(err),
+                        turn_tokens=turn_tokens, propose_only=True,
+                    )  # fmt: skip
+                    _say(episode)
+                    if episode.outcome is Outcome.PROPOSED and episode.tool is not None:
+                        tool = episode.tool
+                        body = json.dumps(dict(tool.params), sort_keys=True)
+                        proposals[(item.node, item.name)] = f"usetool {tool.name} {body}"
+                        shown = yaml.safe_dump(dict(tool.spec), sort_keys=False)
+                        err.print(escape(terminal.clean(shown)))
+        finally:
+            await runtime.close()
+
+    signals.run(work, lambda m: err.print(escape(m)), "the agent's proposal in flight")
+    if not proposals:
+        return plan
+    nodes = tuple(
+        dataclasses.replace(
+            node,
+            items=tuple(
+                dataclasses.replace(i, command=proposals.get((i.node, i.name), i.command))
+                if i.kind == "Goal"
+                else i
+                for i in node.items
+            ),
+        )
+        for node in plan.nodes
+    )
+    return policy.check(state, dataclasses.replace(plan, nodes=nodes), context.cli("plan"))

@@ -169,6 +169,19 @@ def validate(path: str | None, ref: str | None, subdir: str) -> None:
 )
 @click.option("--head", "head_ref", metavar="REF", help="The pull request's head (see --base).")
 @click.option(
+    "--agent",
+    "with_agent",
+    is_flag=True,
+    help="Hand each unresolved Goal to the agent, proposing only (its read-only probes "
+    "run; nothing is applied) and show what it proposes. Models from --config.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --agent: fazai.yaml, whose models: section declares the models.",
+)
+@click.option(
     "--trust-head",
     is_flag=True,
     help="With --base/--head: also read nodes the head adds or reaches differently "
@@ -190,6 +203,8 @@ def plan(
     base_ref: str | None = None,
     head_ref: str | None = None,
     trust_head: bool = False,
+    with_agent: bool = False,
+    config_file: Path | None = None,
 ) -> None:
     """Show what applying PATH would change on the live nodes.
 
@@ -212,6 +227,8 @@ def plan(
         _fail(f"no Node named {', '.join(unknown)} in the desired state")
     state = _with_prune(state, prune, state_file, read_only=True).state
     result = run_plan(state, nodes, concurrency, show_unmanaged, mode="plan").plan
+    if with_agent:
+        result = agentcli.propose(state, result, config_file)
     emit_plan(result, output, show_noop)
     sys.exit(result.exit_code)
 

@@ -10,6 +10,7 @@ each one may do, the policy stage and the probe allow-list gate what touches a n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -155,6 +156,17 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def digest(value: Any) -> str:
+    """A short digest of a JSON value, as canonical text (a tool's spec)."""
+    return hashlib.sha256(_canonical(value).encode()).hexdigest()[:16]
+
+
+def usetool_command(tool: str, params: Mapping[str, Any]) -> str:
+    """The one spelling of a tool call the policy stage sees (every caller uses this:
+    two spellings would let a rule written against one miss the other)."""
+    return f"usetool {tool} {_canonical(params)}"
+
+
 def name_of(action: Action) -> str:
     return {
         Plan: "plan", Ask: "ask", Research: "research", Shell: "shell", ToolSpec: "toolspec",
@@ -169,7 +181,7 @@ def command(action: Action) -> str | None:
     if isinstance(action, Shell):
         return "shell " + shlex.join(action.argv)
     if isinstance(action, UseTool):
-        return f"usetool {action.tool} {action.canonical}"
+        return usetool_command(action.tool, action.params)
     return None
 
 

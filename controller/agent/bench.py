@@ -16,13 +16,12 @@ holds the whole verification inside one node transaction of the engine:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from controller import providers
-from controller.agent import masking, prompt
+from controller.agent import actions, masking, prompt
 from controller.agent.episode import Verification
 from controller.agent.knowledge import Failure, KnowledgeBase, Solution
 from controller.agent.loop import Candidate
@@ -43,6 +42,7 @@ from controller.policy.stage import PolicySet
 from controller.providers.base import Probing, Reapplying
 from controller.store import StateStore
 from controller.store.records import NodeStatus
+from controller.store.redact import redact
 
 PROBE_TIMEOUT = 10
 PROBE_KEEP = 4000  # characters of a probe's output read back (the loop caps again)
@@ -114,6 +114,7 @@ class NodeBench:
         answer: Answer = _no_answer,
         interrupt: writes.Interrupt = writes.NEVER,
         known_secrets: Sequence[str] = (),
+        propose_only: bool = False,
     ) -> None:
         self.state = state
         self.goal = unbound(goal)
@@ -128,6 +129,8 @@ class NodeBench:
         self.answer = answer
         self.interrupt = interrupt
         self._secrets = tuple(known_secrets)
+        # fazai plan --agent: a tool that would be tried is proposed, never applied.
+        self.propose_only = propose_only
         self._provider = providers.for_platform(self.platform)
         self._node_view = activation.node_view(node.name, self.platform, node)
 
@@ -264,7 +267,15 @@ class NodeBench:
             return Verification(
                 False, f"not tried: {item.reason or item.error or item.action.value}"
             )
-        command = f"usetool {name} {json.dumps(dict(params), sort_keys=True)}"
+        command = actions.usetool_command(name, params)
+        if made and not getattr(self._provider, "reapplies", False):
+            # Verification needs a second application shown to change nothing: refused
+            # before anything is asked or sent.
+            return Verification(
+                False,
+                f"tools the agent makes cannot be verified on {self.platform} nodes yet "
+                "(a second application cannot be shown to change nothing there)",
+            )
         others = [
             d
             for d in self.state.resources_for(self.node.name)
@@ -283,6 +294,13 @@ class NodeBench:
         if checked.denied:
             why = "; ".join(checked.denials())
             return await self._failed(bound, resolution, f"denied by policy: {why}")
+        if self.propose_only:
+            held = (
+                f" (a policy holds it for {checked.approvals_needed} approval(s))"
+                if (checked.approvals_needed)
+                else ""
+            )
+            return Verification(False, f"proposed, not applied{held}", proposed=True)
         needed = checked.approvals_needed
         granted = 0
         if needed or made:
@@ -308,7 +326,9 @@ class NodeBench:
                 if changed:
                     found.append("applying it a second time changed " + ", ".join(changed[:5]))
                 else:
-                    evidence.append("applying it a second time changed nothing")
+                    evidence.append(
+                        "applying it a second time changed nothing (of what its snapshot lists)"
+                    )
             after = await self._actions(others)
             broke = [
                 f"{subject} ({after[subject]})"
@@ -333,7 +353,10 @@ class NodeBench:
             verdict = Verification(True, "verified on " + self.node.name, tuple(evidence))
             await self._learn(bound, resolution, verdict)
             return verdict
-        return await self._failed(bound, resolution, masking.mask(outcome.message, self._secrets))
+        why = masking.mask(outcome.message, self._secrets)
+        if outcome.status is NodeStatus.ROLLED_BACK:
+            why += " (the tool's snapshot list and the node's managed objects)"
+        return await self._failed(bound, resolution, why)
 
     async def _actions(self, documents: Sequence[Document]) -> dict[str, str]:
         if not documents:
@@ -352,7 +375,7 @@ class NodeBench:
                     platform=self.platform,
                     os=facts_of(self.node).get("os"),
                     spec=bound.spec["resolvedBy"][tool.BOUND]["spec"],
-                    params=dict(resolution.params),
+                    params=redact(dict(resolution.params)),
                     why=why,
                     node=self.node.name,
                 )
@@ -372,7 +395,7 @@ class NodeBench:
                 os=facts_of(self.node).get("os"),
                 tool=resolution.tool,
                 spec=bound_spec,
-                params=dict(resolution.params),
+                params=redact(dict(resolution.params)),
                 node=self.node.name,
                 verified_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 run=self.run_id,

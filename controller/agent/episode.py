@@ -15,6 +15,7 @@ class Outcome(StrEnum):
     UNRESOLVED = "unresolved"  # the budget, the model or verification ended it unmet
     ABORTED = "aborted"  # a person stopped it (Ctrl-C, the API, fazai watch)
     ASKED = "asked"  # it waits for a person's answer to a question
+    PROPOSED = "proposed"  # fazai plan --agent: a tool it would try, not applied
 
 
 class Path(StrEnum):
@@ -34,6 +35,7 @@ class Verification:
     verified: bool
     reason: str
     evidence: tuple[str, ...] = ()
+    proposed: bool = False  # not tried: only proposed (fazai plan --agent)
 
 
 @dataclass(frozen=True)

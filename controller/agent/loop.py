@@ -35,6 +35,7 @@ from controller.events import EventType, discard
 from controller.llm.completion import Answer, Budget, Chunk, Completion, Message, Role
 from controller.llm.errors import ModelError, SchemaUnsupported
 from controller.llm.runtime import ModelRuntime
+from controller.store.redact import is_secret_key
 
 # Where the loop's events go (an EventBus's publish, or a terminal's printer): called
 # with an EventType and its data; what it returns is not looked at.
@@ -243,13 +244,18 @@ class Loop:
                 self._record(index, f"params for {candidate.name}", "not JSON", 0)
                 continue
             if not isinstance(params, dict):
+                self._record(index, f"params for {candidate.name}", "not a JSON object", 0)
                 continue
+            self._learn_secrets(params)
             problems = self.bench.check_tool(candidate.name, candidate.spec)
             if problems:
                 continue
             verdict = await self.bench.verify(candidate.name, candidate.spec, params, made=False)
             shown = actions.render(actions.UseTool(candidate.name, params))
             self._record(index, shown, verdict.reason, 0)
+            if verdict.proposed:
+                tool = VerifiedTool(candidate.name, candidate.spec, params, verdict.evidence)
+                return self._episode(Outcome.PROPOSED, Path.RETRIEVED, verdict.reason, tool)
             if verdict.verified:
                 tool = VerifiedTool(candidate.name, candidate.spec, params, verdict.evidence)
                 return self._episode(Outcome.RESOLVED, Path.RETRIEVED, verdict.reason, tool)
@@ -295,16 +301,22 @@ class Loop:
                 observed = f"invalid action, nothing done: {exc}"
                 self._turn(index, answer.text[:300], observed, answer, messages)
                 continue
-            shown = actions.render(action)
+            if isinstance(action, actions.UseTool):
+                self._learn_secrets(action.params)
+            shown = masking.mask(actions.render(action), self._secrets)
             self.publish(
                 EventType.AGENT_ACTION, session=self.session, goal=self.task.goal,
                 node=self.task.node, index=index, action=shown,
             )  # fmt: skip
-            if shown in taken and not isinstance(action, actions.Observe):
+            key = shown
+            if isinstance(action, actions.UseTool) and action.tool in proposed:
+                # The same call of a tool proposed again with another body is not a repeat.
+                key += " " + actions.digest(proposed[action.tool])
+            if key in taken and not isinstance(action, actions.Observe):
                 observed = "refused: this exact action was taken already; do something else"
                 self._turn(index, shown, observed, answer, messages)
                 continue
-            taken.add(shown)
+            taken.add(key)
             if isinstance(action, actions.Done):
                 self._turn(index, shown, "done", answer, messages)
                 met = await self.bench.observe()
@@ -373,6 +385,10 @@ class Loop:
             if spec is None:
                 return f"no tool {action.tool!r} was proposed; propose it with toolspec", None
             verdict = await self.bench.verify(action.tool, spec, action.params, made=True)
+            if verdict.proposed:
+                tool = VerifiedTool(action.tool, spec, action.params, verdict.evidence)
+                ended = self._episode(Outcome.PROPOSED, Path.SYNTHESIZED, verdict.reason, tool)
+                return verdict.reason, ended
             if not verdict.verified:
                 return f"not verified: {verdict.reason}", None
             tool = VerifiedTool(action.tool, spec, action.params, verdict.evidence)
@@ -400,7 +416,8 @@ class Loop:
                 if self.interrupt.is_set():
                     raise _Aborted
                 if isinstance(item, Chunk):
-                    self.publish(EventType.AGENT_TOKEN, session=self.session, text=item.text)
+                    text = masking.mask(item.text, self._secrets)
+                    self.publish(EventType.AGENT_TOKEN, session=self.session, text=text)
                 elif isinstance(item, Answer):
                     answer = item
         except ModelError as exc:
@@ -420,6 +437,12 @@ class Loop:
         return answer
 
     # -- bookkeeping ---------------------------------------------------------------------
+
+    def _learn_secrets(self, params: Mapping[str, Any]) -> None:
+        """The values of secret-named params are secrets from now on, everywhere the
+        episode writes (events, turns, the audit record)."""
+        found = [str(v) for k, v in params.items() if is_secret_key(str(k)) and v is not None]
+        self._secrets = (*self._secrets, *found)
 
     def _turn(
         self,

@@ -1,11 +1,15 @@
-"""Secrets out of text before it reaches a prompt, a transcript or a log.
+"""Secrets out of text before it reaches a prompt, a transcript, an event or a log.
 
 What the agent reads from a node (a probe's output) and what it sends a model are text,
 not the store's JSON, so the store's key-based masking cannot see them. Masked here: the
-secrets the controller itself holds (passed in: API keys and secrets of nodes), password
-hashes (``controller.hashes``), PEM private keys, ``Authorization`` headers, and the
-value of any ``NAME=value`` / ``NAME: value`` whose name reads like a secret's (the
-store's own rule, ``is_secret_key``). It errs towards masking too much.
+secrets known to be secrets (passed in: the controller's own, and the values of a
+tool's secret-named params), password hashes (``controller.hashes``), PEM private keys,
+``Authorization`` headers, and the value after every name that reads like a secret's
+(the store's own rule, ``is_secret_key``) in any of the forms settings are written in:
+``NAME=value``, ``NAME: value``, ``"NAME": "value"`` (JSON), ``NAME value``
+(``requirepass x``), ``export NAME=value``, ``Environment=NAME=value``. Every word is
+looked at as a name, so a pair before it never hides it. It errs towards masking too
+much.
 """
 
 from __future__ import annotations
@@ -21,9 +25,25 @@ _PEM = re.compile(
     re.DOTALL,
 )
 _AUTH = re.compile(r"(?im)^(\s*(?:proxy-)?authorization\s*:\s*)\S.*$")
-_ASSIGNMENT = re.compile(
-    r"""(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,80})(?P<sep>\s*[=:]\s*|\s+)(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,;]+)"""
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,80}")
+# After a name: its separator, then the value (quoted, or up to a space or separator).
+_AFTER = re.compile(
+    r"""(?P<sep>["']?\s*[=:]\s*|[ \t]+)(?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;"'}\]]+)"""
 )
+# Beyond the store's rule: settings that name secrets without its words (redis'
+# requirepass and masterauth, an authkey); "author..." is a person, not a secret.
+_MORE = ("pass", "auth", "cookie")
+
+
+def _secret_name(name: str) -> bool:
+    flat = re.sub(r"[^a-z0-9]", "", name.lower())
+    if is_secret_key(name):
+        return True
+    return any(part in flat for part in _MORE) and not flat.startswith("author")
+
+
+# Words that follow a secret's name without being its value ("password is set").
+_NOT_VALUES = frozenset({"is", "was", "not", "for", "of", "the", "a", "an", "to", "and", "or"})
 
 
 def mask(text: str, known: Iterable[str] = ()) -> str:
@@ -32,12 +52,33 @@ def mask(text: str, known: Iterable[str] = ()) -> str:
         text = text.replace(secret, MASK)
     text = _PEM.sub(MASK, text)
     text = _AUTH.sub(lambda m: m.group(1) + MASK, text)
-    text = _ASSIGNMENT.sub(_masked_assignment, text)
+    text = _mask_named(text)
     return mask_hashes(text)
 
 
-def _masked_assignment(match: re.Match[str]) -> str:
-    name = match.group("name")
-    if not is_secret_key(name) or match.group("value") == MASK:
-        return match.group(0)
-    return f"{name}{match.group('sep')}{MASK}"
+def _mask_named(text: str) -> str:
+    spans: list[tuple[int, int]] = []
+    for name in _NAME.finditer(text):
+        if not _secret_name(name.group(0)):
+            continue
+        after = _AFTER.match(text, name.end())
+        if after is None:
+            continue
+        value = after.group("value")
+        bare = value.strip("\"'")
+        if bare == MASK or (after.group("sep").isspace() and bare.lower() in _NOT_VALUES):
+            continue
+        start = after.start("value")
+        if value[:1] in "\"'" and len(value) >= 2:
+            spans.append((start + 1, after.end("value") - 1))
+        else:
+            spans.append((start, after.end("value")))
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)  # a value holding another pair
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        text = text[:start] + MASK + text[end:]
+    return text

@@ -9,6 +9,7 @@ Everything is masked before it is put here, and capped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +57,14 @@ class Task:
     tokens: int | None = None
 
 
+# Anything that reads like a data tag, opening or closing, in any case or spacing: text
+# from a node must not end its data or pose as data from somewhere else.
+_TAG = re.compile(r"<\s*/?\s*data\b", re.IGNORECASE)
+
+
 def quote(text: str, source: str) -> str:
     """``text`` as data from ``source``; a closing tag inside it cannot end the data."""
-    body = text.replace("</data", "<\\/data")
+    body = _TAG.sub(lambda m: "<\\" + m.group(0)[1:], text)
     return f'<data source="{source}">\n{body}\n</data>'
 
 

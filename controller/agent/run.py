@@ -63,6 +63,7 @@ async def resolve(
     known_secrets: Sequence[str] = (),
     turn_tokens: int = Limits.turn_tokens,
     metrics: AgentMetrics | None = None,
+    propose_only: bool = False,
 ) -> Episode:
     """Resolve ``goal`` on ``node`` (see the module's docstring); ``turn_tokens`` bounds
     one answer of the model."""
@@ -73,7 +74,7 @@ async def resolve(
     try:
         episode = await _resolve(
             state, goal, node, store, run_id, runtime, run, knowledge, approve, answer,
-            interrupt, publish, known_secrets, turn_tokens,
+            interrupt, publish, known_secrets, turn_tokens, propose_only,
         )  # fmt: skip
         outcome = episode.outcome
         if metrics is not None:
@@ -106,11 +107,12 @@ async def _resolve(
     publish: Publish,
     known_secrets: Sequence[str],
     turn_tokens: int,
+    propose_only: bool = False,
 ) -> Episode:
     bench = benches.NodeBench(
         state, goal, node, store, run_id, run, stage.load(state),
         knowledge=knowledge, approve=approve, answer=answer, interrupt=interrupt,
-        known_secrets=known_secrets,
+        known_secrets=known_secrets, propose_only=propose_only,
     )  # fmt: skip
     failing = await bench.observe()
     if failing is None:

@@ -24,6 +24,7 @@ bound to it, which is what the review of untrusted checks needs.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,14 +46,21 @@ BOUND = "_tool"
 CONVERGED = "converged"
 NOT_CONVERGED = "not converged"
 
-# API calls a tool may not make: they reboot, upgrade or power off the firewall, or
-# touch the configuration history that every OPNsense rollback restores from.
-_REFUSED_CONTROLLERS = {("core", "firmware"), ("core", "backup")}
-# Whole modules a tool may not call: firewall rules, aliases and NAT are typed documents
-# (FirewallRule, FirewallAlias), whose writes are checked for a self-lockout and armed
-# with the firewall's own dead-man timer; interfaces can cut the controller off.
-_REFUSED_MODULES = {"firewall", "interfaces"}
-_REFUSED_ACTIONS = {"reboot", "halt", "poweroff", "upgrade", "update", "factoryreset"}
+# The OPNsense modules a tool may call: services whose settings a configuration backup
+# holds and whose reload a rollback replays. Not firewall/ (rules and aliases are typed
+# documents whose writes are checked for a self-lockout and armed with the firewall's
+# dead-man timer), nor core/ (firmware, the configuration history every rollback
+# restores from, services such as the web GUI), auth/, routes/, interfaces/, the VPNs,
+# diagnostics/ or cron/: they can cut the controller off or outlive a rollback.
+TOOL_MODULES = frozenset({
+    "unbound", "dnsmasq", "kea", "dhcrelay", "syslog", "monit", "ids", "proxy",
+    "trafficshaper", "captiveportal", "haproxy", "nginx", "acmeclient", "bind", "chrony",
+    "postfix", "collectd", "telegraf", "zabbixagent", "nodeexporter", "nut", "dyndns",
+    "dnscryptproxy", "ntpd",
+})  # fmt: skip
+# Actions no tool call may take: they power the firewall off or change its software,
+# or stop a service (a rollback replays reloads, not starts).
+_REFUSED_ACTIONS = {"reboot", "halt", "poweroff", "upgrade", "update", "factoryreset", "stop"}
 
 
 @dataclass(frozen=True)
@@ -266,8 +274,27 @@ def check_tool(doc: Document, context: CheckContext) -> Iterator[Diagnostic]:
         yield from _opnsense_problems(spec, problem)
 
 
+# Where a snapshot cannot take or give back a file (a read of it acts, or it is the
+# kernel's): the same places a File document may not name.
+_UNSNAPSHOTTABLE = ("/proc", "/sys", "/dev")
+
+
+def _snapshot_path_problem(path: str) -> str | None:
+    if posixpath.normpath(path) != path or path.startswith("//"):
+        return f"{path!r} is not a normalized absolute path"
+    if path == "/":
+        return "'/' is not a file"
+    if any(path == p or path.startswith(p + "/") for p in _UNSNAPSHOTTABLE):
+        return f"{path!r} is under /proc, /sys or /dev: not a file a snapshot can keep"
+    return None
+
+
 def _linux_problems(spec: Mapping[str, Any], problem: Problem) -> Iterator[Diagnostic]:
     check = spec["check"]
+    for index, path in enumerate(spec.get("snapshot", {}).get("paths", ())):
+        why = _snapshot_path_problem(str(path))
+        if why is not None:
+            yield problem(("snapshot", "paths", index), why)
     for key in ("get", "expect"):
         if key in check:
             yield problem(("check", key), f"'{key}' is for opnsense tools; linux checks a command")
@@ -326,20 +353,17 @@ def _call_refusal(path: str) -> str | None:
         return f"{path!r} is not a plain API path"
     if len(segments) < 3:
         return f"{path!r} names no action (module/controller/action)"
-    module, controller, action = (s.lower() for s in segments[:3])
-    if module in _REFUSED_MODULES:
+    module, action = segments[0].lower(), segments[2].lower()
+    if module not in TOOL_MODULES:
         return (
-            f"{module}/ is refused to tools: its changes can lock the controller out; "
-            "firewall rules and aliases are FirewallRule and FirewallAlias documents, "
-            "whose writes are checked for that"
-        )
-    if (module, controller) in _REFUSED_CONTROLLERS:
-        return (
-            f"{module}/{controller} is refused to tools: firmware and the configuration "
-            "history (every rollback restores from it) are not a tool's to change"
+            f"{module}/ is not among the modules a tool may call "
+            f"({', '.join(sorted(TOOL_MODULES))}): "
+            "firewall rules and aliases are FirewallRule and FirewallAlias documents, whose "
+            "writes are checked for a lockout; firmware, system, auth, routes, interfaces, "
+            "VPNs and cron can cut the controller off or outlive a rollback"
         )
     if action.split(".")[0] in _REFUSED_ACTIONS:
-        return f"{path!r}: a tool may not {action} the firewall"
+        return f"{path!r}: a tool may not {action} (a rollback would not undo it)"
     return None
 
 

@@ -152,6 +152,9 @@ def _node(node: NodePlan, show_noop: bool, note: Note | None = None) -> _Lines:
         if item.reason:
             reason = terminal.clean(item.reason, one_line=True)
             out.line(f"      unresolved: {reason}", style="yellow")
+        if item.command:
+            proposal = terminal.clean(item.command, one_line=True)
+            out.line(f"      the agent proposes: {proposal}", style="magenta")
         for verdict in item.verdicts:
             out.line(*_verdict(verdict))
         if item.action is Action.UNMANAGED:

@@ -144,6 +144,24 @@ def _kept(targets: Sequence[Target]) -> list[Target]:
     return out
 
 
+def _not_restorable(kept: Sequence[Target], answer: Mapping[str, Any]) -> list[str]:
+    """A tool's snapshot paths that a rollback could not put back byte for byte: only
+    regular files (or nothing yet) are; a directory or a symlink is refused before
+    anything is written, rather than claimed restored."""
+    out = []
+    for target in kept:
+        if target.kind != "File":
+            continue
+        fact = answer.get("files", {}).get(target.key) or {}
+        kind = fact.get("type")
+        if fact.get("exists") and kind != "file":
+            out.append(
+                f"Goal/{target.name}: its tool's snapshot lists {target.key}, a {kind}: "
+                "only regular files can be restored byte for byte; list the files in it"
+            )
+    return out
+
+
 def _prune(node: str, change: Change, owned: Mapping[tuple[str, str], str]) -> Target:
     """A delete with no document: only an object FazAI owns, by the key it recorded."""
     key = owned.get((change.kind, change.name))
@@ -206,7 +224,8 @@ class LinuxTransaction:
     # -- NodeTransaction ---------------------------------------------------------------
 
     async def snapshot(self) -> Mapping[str, Any]:
-        snapshotted = [*self.targets, *_kept(self.targets)]
+        kept = _kept(self.targets)
+        snapshotted = [*self.targets, *kept]
         request = {**snapshots.request_for(snapshotted), "maxContent": self._max_content()}
         first = self._held is None
         try:
@@ -218,7 +237,7 @@ class LinuxTransaction:
             # restarted): nothing was sent yet, read over a new one.
             answer = await self._read(request)
         taken = snapshots.build(self.node.name, snapshotted, answer)
-        problems = snapshots.errors(taken)
+        problems = snapshots.errors(taken) + _not_restorable(kept, answer)
         if problems:
             # Without the previous state there is no rollback: touch nothing.
             raise FactsError(self.node.name, "cannot snapshot: " + "; ".join(problems))
@@ -256,7 +275,8 @@ class LinuxTransaction:
     async def reapply(self, journal: StepJournal) -> list[str]:
         """Send the same steps once more and read back every object the snapshot holds:
         those the second write changed (empty: the write is idempotent)."""
-        snapshotted = [*self.targets, *_kept(self.targets)]
+        kept = _kept(self.targets)
+        snapshotted = [*self.targets, *kept]
         request = {**snapshots.request_for(snapshotted), "maxContent": self._max_content()}
         first = await self._read(request)
         async with self._connection() as connection:

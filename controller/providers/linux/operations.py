@@ -27,7 +27,7 @@ from typing import Any
 
 from controller.model.tool import resolution_of
 from controller.providers.linux import nftbody
-from controller.store.redact import MASK
+from controller.store.redact import MASK, is_secret_key
 
 SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
@@ -491,12 +491,31 @@ def _service_commands(
     return [Step(kind, name, "update", " && ".join(parts), keys=(unit,))]
 
 
-def tool_script(script: str, environment: Mapping[str, str]) -> str:
-    """A tool's script as a step: its own ``sh``, the params in its environment (values
-    quoted, never spliced into its text), nothing on its standard input."""
-    assignments = " ".join(f"{name}={q(value)}" for name, value in sorted(environment.items()))
-    prefix = assignments + " " if assignments else ""
-    return f"{prefix}sh -c {q(script)} fazai-tool </dev/null"
+def tool_step(
+    kind: str,
+    name: str,
+    action: str,
+    script: str,
+    environment: Mapping[str, str],
+    keys: tuple[str, ...],
+    timeout: float | None,
+) -> Step:
+    """A tool's script as a step: its own ``sh`` with nothing on its standard input and
+    the params in its environment. The values travel on the step's stdin (base64 of
+    shell-quoted assignments, read back with ``eval``), never in the script text that the
+    journal records: the step is sensitive (its stdin and whatever the node prints of
+    it masked) when a param is named like a secret."""
+    names = sorted(environment)
+    runner = [
+        "__fazai_env=$(base64 -d) || exit 125",
+        'eval "$__fazai_env"; unset __fazai_env',
+        *([f"export {' '.join(names)}"] if names else []),
+        f"sh -c {q(script)} fazai-tool </dev/null",
+    ]
+    assignments = "".join(f"{n}={q(environment[n])}\n" for n in names)
+    secret = any(is_secret_key(n.removeprefix("FAZAI_PARAM_")) for n in names)
+    return Step(kind, name, action, "\n".join(runner), b64(assignments.encode()), keys,
+                sensitive=secret, timeout=timeout)  # fmt: skip
 
 
 def _tool_step(target: Target) -> Step:
@@ -504,37 +523,54 @@ def _tool_step(target: Target) -> Step:
     if resolution is None or resolution.apply.script is None:
         raise OperationError(f"Goal/{target.name}: no linux tool resolves it")
     paths = resolution.snapshot.paths
-    return Step(
-        "Goal",
-        target.name,
-        "update",
-        tool_script(resolution.apply.script, resolution.environment()),
-        keys=(f"Tool/{resolution.tool}", *paths),
-        timeout=resolution.apply.timeout,
-    )
+    return tool_step(
+        "Goal", target.name, "update", resolution.apply.script, resolution.environment(),
+        (f"Tool/{resolution.tool}", *paths), resolution.apply.timeout,
+    )  # fmt: skip
 
 
 def tool_record(target: Target) -> dict[str, Any] | None:
     """The snapshot record that runs a tool's own rollback script after the restore of
     its snapshot (the record is first in the snapshot, so restored last); None when the
-    tool has none. The environment is [name, value] pairs: the journal masks values
-    under keys named like secrets, and a param may be called ``password_file``."""
+    tool has none. The environment is [name, value] pairs (the journal masks values
+    under keys named like secrets, and a param may be called ``password_file``); the
+    values of secret-named params sit apart under ``secretEnvironment``, which the
+    journal's escrow keeps encrypted (snapshot.ESCROW)."""
     resolution = resolution_of(target.spec)
     if resolution is None or resolution.rollback is None or resolution.rollback.script is None:
         return None
-    environment = [[k, v] for k, v in sorted(resolution.environment().items())]
-    before = {"exists": True, "tool": resolution.tool, "rollback": resolution.rollback.script,
-              "environment": environment, "timeout": resolution.rollback.timeout}  # fmt: skip
+    plain: list[list[str]] = []
+    secret: dict[str, str] = {}
+    for key, value in sorted(resolution.environment().items()):
+        if is_secret_key(key.removeprefix("FAZAI_PARAM_")):
+            secret[key] = value
+        else:
+            plain.append([key, value])
+    before: dict[str, Any] = {"exists": True, "tool": resolution.tool,
+                              "rollback": resolution.rollback.script, "environment": plain,
+                              "timeout": resolution.rollback.timeout}  # fmt: skip
+    if secret:
+        before["secretEnvironment"] = secret
     return {"kind": "Goal", "name": target.name, "key": target.key, "before": before}
 
 
 def _restore_tool(record: Mapping[str, Any], current: Facts, plan: RollbackPlan, tag: str) -> None:
     before = record["before"]
     environment = {str(k): str(v) for k, v in before.get("environment", [])}
-    timeout = before.get("timeout")
+    secret = before.get("secretEnvironment")
+    if secret is not None:
+        if not isinstance(secret, Mapping) or MASK in secret.values():
+            # Sealed in the journal and not opened (the escrow's key is missing): the
+            # script would run with "***" for a secret.
+            plan.problems.append(
+                f"Goal/{record['name']}: Tool/{before.get('tool')}'s rollback script needs "
+                "a secret param the journal's escrow could not open; it was not run"
+            )
+            return
+        environment.update({str(k): str(v) for k, v in secret.items()})
     plan.steps.append(
-        Step("Goal", record["name"], "rollback", tool_script(str(before["rollback"]), environment),
-             keys=(f"Tool/{before.get('tool')}",), timeout=timeout)
+        tool_step("Goal", record["name"], "rollback", str(before["rollback"]), environment,
+                  (f"Tool/{before.get('tool')}",), before.get("timeout"))
     )  # fmt: skip
 
 

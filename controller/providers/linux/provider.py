@@ -46,6 +46,9 @@ def check_budget(command_timeout: float) -> float:
 class LinuxProvider:
     platform = "linux"
     ownership = OWNERSHIP
+    # Its transactions can write their steps again and say what that changed
+    # (LinuxTransaction.reapply): what the agent's verification needs.
+    reapplies = True
 
     def machine_key(self, spec: Mapping[str, Any]) -> str | None:
         """``ADDRESS:PORT``: SSH's port spelled out, brackets and case dropped."""

@@ -62,6 +62,10 @@ def run_step(step):
         message = "did not finish within %g s; killed" % float(step["timeout"])
         got = tail(err) or tail(out)
         return {"exit": None, "timeout": True, "output": message + (": " + got if got else "")}
+    # Whatever the step left running in its session (a tool's "nohup x &") ends with
+    # it: nothing a step started may outlive it, or a rollback.
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
     result = {"exit": proc.returncode}  # type: dict[str, Any]
     if proc.returncode != 0:
         result["output"] = tail(err) or tail(out)

@@ -38,7 +38,7 @@ from controller.store.redact import MASK
 
 FORMAT = "fazai.linux.snapshot/1"
 # The secret fields a rollback needs back exactly: for the journal's escrow.
-ESCROW = ("groupPasswordHashes", "passwordHash", "secretContent")
+ESCROW = ("groupPasswordHashes", "passwordHash", "secretContent", "secretEnvironment")
 
 
 @cache

@@ -57,7 +57,7 @@ def test_fazai_agent_resolves_streams_and_records(fleet: Fleet, tmp_path: Path) 
     assert "The agent wants to try this tool on the node" in said
     assert "approved by --approve-tools" in said
     assert "web-1: Goal/app-mode-new resolved (synthesized; 4 model calls" in said
-    assert "✓ applying it a second time changed nothing" in said
+    assert "✓ applying it a second time changed nothing (of what its snapshot lists)" in said
 
     trail = fazai("audit", "--state", str(db), "--output", "json", cwd=tmp_path)
     assert trail.returncode == 0, trail.stderr

@@ -118,7 +118,9 @@ def test_synthesized_then_retrieved_with_params_only(fleet: Fleet, agent: Agent)
     assert (episode.outcome, episode.path) == (Outcome.RESOLVED, Via.SYNTHESIZED), episode.reason
     assert calls == 4 and episode.calls == 4
     assert episode.tool is not None and episode.tool.name == "app-mode"
-    assert "applying it a second time changed nothing" in episode.tool.evidence
+    assert "applying it a second time changed nothing (of what its snapshot lists)" in (
+        episode.tool.evidence
+    )
     assert agent.approvals == ["app-mode"]  # made by the agent: approved before its apply
     assert _files(fleet) == "640\nmode=new\nkeep\n"
     shown = [e for e in agent.events if e[0] == "agent.action"]

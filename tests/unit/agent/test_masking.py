@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controller.agent.masking import mask
 
 
@@ -24,3 +26,24 @@ def test_known_secrets_hashes_keys_and_named_values_are_masked() -> None:
 def test_short_known_values_are_not_masked_everywhere() -> None:
     # A one-letter "secret" would mask every 'a' of the text: values under 4 are left.
     assert mask("a cat", known=["a"]) == "a cat"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "export DB_PASSWORD=hunter2xyzSECRET",
+        "foo password=hunter2xyzSECRET",
+        "a b c password=hunter2xyzSECRET",
+        "Environment=API_KEY=hunter2xyzSECRET",
+        "requirepass hunter2xyzSECRET",
+        "masterauth: hunter2xyzSECRET",
+        '{"password": "hunter2xyzSECRET", "user": "app"}',
+        '{"SecretAccessKey" : "hunter2xyzSECRET"}',
+        "password password=hunter2xyzSECRET",
+        "client_secret='hunter2xyzSECRET'",
+    ],
+)
+def test_every_form_a_setting_is_written_in(text: str) -> None:
+    out = mask(text)
+    assert "hunter2xyzSECRET" not in out, out
+    assert "***" in out

@@ -45,7 +45,12 @@ def journaled(store: StateStore, snap: dict[str, object]) -> int:
 
 def test_the_snapshot_names_the_secrets_its_rollback_needs() -> None:
     snap = snapshots.build("web-1", TARGETS, ANSWER)
-    assert snap["escrow"] == ["groupPasswordHashes", "passwordHash", "secretContent"]
+    assert snap["escrow"] == [
+        "groupPasswordHashes",
+        "passwordHash",
+        "secretContent",
+        "secretEnvironment",
+    ]
 
 
 def test_escrowed_secrets_come_back_from_the_journal_exactly(tmp_path: Path) -> None:

@@ -36,7 +36,10 @@ def test_the_script_sees_each_param_as_the_same_bytes() -> None:
     (step,) = operations.forward_steps([_goal(HOSTILE)], {}, tag=operations.new_tag())
     assert (step.kind, step.action, step.timeout) == ("Goal", "update", 120)
     assert step.keys == ("Tool/t", "/etc/x", "/etc/motd")
-    ran = subprocess.run(["sh", "-c", step.script], capture_output=True, timeout=10)
+    assert HOSTILE not in step.script  # the value travels on stdin, not in the journaled text
+    ran = subprocess.run(
+        ["sh", "-c", step.script], input=step.stdin.encode(), capture_output=True, timeout=10
+    )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.decode() == HOSTILE
 
@@ -92,3 +95,22 @@ def test_snapshot_keeps_the_listed_objects_and_the_rollback_script_first() -> No
     assert [s.kind for s in plan.steps][-1] == "Goal"
     assert plan.steps[-1].script.endswith("sh -c 'systemctl reload x' fazai-tool </dev/null")
     assert any(s.kind == "File" and "/etc/x" in s.keys for s in plan.steps)
+
+
+def test_a_secret_named_param_makes_the_step_sensitive() -> None:
+    spec = {
+        "resolvedBy": {
+            "tool": "t",
+            "params": {"db_password": "hunter2-value"},
+            BOUND: {"name": "t", "spec": {**TOOL, "params": {"type": "object"}}},
+        }
+    }
+    (step,) = operations.forward_steps([Target("Goal", "g", "goal t", "update", spec)], {},
+                                       tag=operations.new_tag())  # fmt: skip
+    assert step.sensitive
+    payload = step.payload()
+    assert payload["stdin"] == "***" and "hunter2" not in str(payload)
+    record = operations.tool_record(Target("Goal", "g", "goal t", "update", spec))
+    assert record is not None
+    assert record["before"]["secretEnvironment"] == {"FAZAI_PARAM_db_password": "hunter2-value"}
+    assert all("hunter2" not in str(pair) for pair in record["before"]["environment"])
