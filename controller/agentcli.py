@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import yaml
@@ -32,7 +32,7 @@ EXIT_OK, EXIT_DIFF, EXIT_TROUBLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}")
     sys.exit(EXIT_TROUBLE)
 
@@ -100,6 +100,19 @@ async def _approve_on_terminal(
 )
 @click.option("--turn-tokens", type=click.IntRange(16, 8192), default=768, show_default=True,
               help="The most tokens of one answer of the model.")  # fmt: skip
+@click.option(
+    "--commit-back",
+    type=click.Choice(["pr", "direct", "off"]),
+    default="pr",
+    show_default=True,
+    help="Where a tool the agent verified goes: a pull request (a branch pushed to PATH's "
+    "remote, and a PR with --forge/--repo), a push to the branch, or nowhere (it is kept "
+    "in the state store either way).",
+)
+@click.option(
+    "--forge", "forge_name", metavar="NAME", help="The forge of fazai.yaml's forges: section."
+)
+@click.option("--repo", metavar="OWNER/NAME", help="The repository on --forge (GitLab: its path).")
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 def agent(
     goal_name: str,
@@ -113,6 +126,9 @@ def agent(
     no_knowledge: bool,
     approve_tools: bool,
     turn_tokens: int,
+    commit_back: str,
+    forge_name: str | None,
+    repo: str | None,
     output: str,
 ) -> None:
     """Resolve GOAL on its nodes the cheapest way: its committed tool with no model call,
@@ -120,6 +136,7 @@ def agent(
 
     PATH: the desired state (default: the current directory). Exit 0 resolved, 1
     unresolved (said why), 2 trouble, 130 aborted."""
+    from controller.agent import commitback
     from controller.agent import run as agent_run
     from controller.agent.episode import Episode, Outcome
     from controller.agent.errors import GoalNotFound, KnowledgeLockedError
@@ -145,6 +162,13 @@ def agent(
     if not nodes:
         _fail(f"Goal/{goal_name} targets no node")
     models = load_models(config_file)
+    if (forge_name is None) != (repo is None):
+        _fail("give both --forge and --repo (or neither: the branch is pushed, no PR opened)")
+    commit = agent_run.CommitBackSettings(
+        commitback.CommitMode(commit_back),
+        Path(path or "."),
+        _forge_opener(config_file, forge_name, repo) if forge_name and repo else None,
+    )
     stream = _Stream(err)
     episodes: list[Episode] = []
 
@@ -185,6 +209,7 @@ def agent(
                                 interrupt=stop,
                                 publish=stream,
                                 turn_tokens=turn_tokens,
+                                commit=commit,
                             )
                         )
         finally:
@@ -204,6 +229,24 @@ def agent(
     sys.exit(EXIT_OK if episodes and all(e.resolved for e in episodes) else EXIT_DIFF)
 
 
+def _forge_opener(config_file: Path | None, name: str, repo: str) -> Any:
+    """Opens a client of fazai.yaml's forge ``name`` on ``repo`` when called (the token is
+    read then)."""
+    from controller import daemon
+    from controller.forges import settings as forge_settings
+    from controller.forges.clients import open_client
+    from controller.reconcile import config as configuration
+
+    daemon.register_sections()
+    config = configuration.load(config_file or Path("fazai.yaml"))
+    forges = config.sections.get(forge_settings.SECTION) or forge_settings.ForgesSettings()
+    found = forges.get(name)
+    if found is None:
+        _fail(f"no forge named {name!r} in the forges: section of fazai.yaml")
+    chosen = found
+    return lambda: open_client(chosen.target(), repo)
+
+
 def _say(episode: Any, console: Console = err) -> None:
     colour = {"resolved": "green", "aborted": "yellow"}.get(episode.outcome.value, "red")
     reason = terminal.clean(episode.reason, one_line=True)
@@ -215,6 +258,9 @@ def _say(episode: Any, console: Console = err) -> None:
     if episode.tool is not None:
         for line in episode.tool.evidence:
             console.print(f"  [green]✓[/] {escape(line)}")
+    if episode.committed is not None:
+        shown = terminal.clean(episode.committed, one_line=True)
+        console.print(f"  committed back: {escape(shown)}")
 
 
 def demo_step(state: Any, final: Any, store_path: Path, console: Console) -> None:

@@ -73,6 +73,7 @@ class Episode:
     question: str | None = None  # ASKED: what it asks
     model: str = ""
     backend: str = ""
+    committed: str | None = None  # the commit or pull request it went back as, or why not
 
     @property
     def resolved(self) -> bool:
@@ -109,6 +110,8 @@ class Episode:
         }
         if self.question is not None:
             out["question"] = self.question
+        if self.committed is not None:
+            out["committed"] = self.committed
         if self.tool is not None:
             out["tool"] = {
                 "name": self.tool.name,

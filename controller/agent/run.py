@@ -9,15 +9,23 @@ redacted, with its outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path as FsPath
 
 from controller.agent import bench as benches
+from controller.agent import commitback
 from controller.agent.episode import Episode, Outcome, Path, VerifiedTool
 from controller.agent.errors import GoalNotFound
 from controller.agent.knowledge import KnowledgeBase
 from controller.agent.loop import NEVER, Interrupt, Limits, Loop, Publish
 from controller.agent.metrics import AgentMetrics
+from controller.errors import FazaiError
 from controller.events import discard
+from controller.forges.base import ForgeClient
 from controller.llm.runtime import ModelRuntime
 from controller.model import goal as goals
 from controller.model import tool
@@ -26,6 +34,19 @@ from controller.model.state import DesiredState, target_nodes
 from controller.plan.verdicts import RunContext
 from controller.policy import stage
 from controller.store import Command, RunStatus, StateStore, Trigger, audit
+
+log = logging.getLogger("fazai.agent")
+
+
+@dataclass(frozen=True)
+class CommitBackSettings:
+    """Where a verified tool goes: ``mode`` (pr, direct, off), the desired-state folder
+    (inside a git working copy with the remote), and the forge a pull request is opened
+    on (None: the branch is pushed, no pull request opened)."""
+
+    mode: commitback.CommitMode
+    source: FsPath
+    forge: Callable[[], contextlib.AbstractAsyncContextManager[ForgeClient]] | None = None
 
 
 def find_goal(state: DesiredState, name: str, node: str | None) -> tuple[Document, list[str]]:
@@ -64,6 +85,7 @@ async def resolve(
     turn_tokens: int = Limits.turn_tokens,
     metrics: AgentMetrics | None = None,
     propose_only: bool = False,
+    commit: CommitBackSettings | None = None,
 ) -> Episode:
     """Resolve ``goal`` on ``node`` (see the module's docstring); ``turn_tokens`` bounds
     one answer of the model."""
@@ -77,6 +99,8 @@ async def resolve(
             interrupt, publish, known_secrets, turn_tokens, propose_only,
         )  # fmt: skip
         outcome = episode.outcome
+        if episode.resolved and episode.tool is not None and episode.path in _LEARNED:
+            episode = await _keep(episode, goal, store, run_id, commit, known_secrets)
         if metrics is not None:
             metrics.record(episode)
         # The episode in the audit trail, redacted: every action and what came of it.
@@ -117,6 +141,9 @@ async def _resolve(
     failing = await bench.observe()
     if failing is None:
         return Episode(goal.name, node.name, Outcome.RESOLVED, Path.BOUND, "the goal's checks pass")
+    stored = await _from_store(bench, goal, node, store)
+    if stored is not None:
+        return stored
     resolution = tool.resolution_of(goal.spec)
     if resolution is not None:
         bound = goal.spec["resolvedBy"]
@@ -148,3 +175,66 @@ async def _resolve(
         known_secrets=known_secrets,
     )  # fmt: skip
     return await loop.run()
+
+
+_LEARNED = (Path.SYNTHESIZED, Path.RETRIEVED)
+
+
+async def _from_store(
+    bench: benches.NodeBench, goal: Document, node: Document, store: StateStore
+) -> Episode | None:
+    """A tool the agent verified for this goal before (its pull request not merged yet):
+    applied and verified again as the goal's own, no model call."""
+    if bench.propose_only or tool.resolution_of(goal.spec) is not None:
+        return None  # the goal's own committed tool, or nothing may be applied
+    for record in store.verified_tools(goal.name, node.name):
+        if record.masked:
+            continue  # a secret was masked when it was stored: it cannot be applied as is
+        verdict = await bench.verify(
+            record.tool, record.spec, record.params, made=False, proposed=False
+        )
+        if verdict.verified:
+            kept = VerifiedTool(record.tool, record.spec, record.params, verdict.evidence)
+            where = f", {record.reference}" if record.reference else ""
+            why = (
+                f"Tool/{record.tool} from the state store (verified in run {record.run_id}{where})"
+            )
+            return Episode(goal.name, node.name, Outcome.RESOLVED, Path.BOUND, why, tool=kept)
+    return None
+
+
+async def _keep(
+    episode: Episode,
+    goal: Document,
+    store: StateStore,
+    run_id: int,
+    commit: CommitBackSettings | None,
+    known_secrets: Sequence[str],
+) -> Episode:
+    """A tool the agent verified: kept in the state store (the next run of the goal uses
+    it, no model), and committed back as the settings say. A commit back that fails
+    leaves the tool kept and applied, and says why in the episode."""
+    verified = episode.tool
+    assert verified is not None
+    record = store.record_verified_tool(
+        goal.name, episode.node, verified.name, verified.spec, verified.params, run_id
+    )
+    if commit is None or commit.mode is commitback.CommitMode.OFF:
+        return episode
+    proposal = commitback.proposal_of(
+        episode, goal, run=run_id, summary=[f"{t.action} -> {t.observation}"[:300]
+                                            for t in episode.turns],
+        transcript_sha256=episode.transcript_sha256(),
+    )  # fmt: skip
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            forge = await stack.enter_async_context(commit.forge()) if commit.forge else None
+            done = await commitback.commit_back(
+                proposal, commit.source, mode=commit.mode, forge=forge,
+                known_secrets=known_secrets,
+            )  # fmt: skip
+    except FazaiError as exc:
+        log.warning("Goal/%s: not committed back: %s", goal.name, exc)
+        return dataclasses.replace(episode, committed=f"not committed back: {exc}")
+    store.note_verified_tool_reference(record, done.reference)
+    return dataclasses.replace(episode, committed=done.reference)
