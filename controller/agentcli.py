@@ -324,6 +324,7 @@ def propose(state: Any, plan: Any, config_file: Path | None, turn_tokens: int = 
     import dataclasses
     import tempfile
 
+    from controller.agent import actions
     from controller.agent import run as agent_run
     from controller.agent.episode import Outcome
     from controller.modelcli import build_runtime, load_models
@@ -356,8 +357,8 @@ def propose(state: Any, plan: Any, config_file: Path | None, turn_tokens: int = 
                     _say(episode)
                     if episode.outcome is Outcome.PROPOSED and episode.tool is not None:
                         tool = episode.tool
-                        body = json.dumps(dict(tool.params), sort_keys=True)
-                        proposals[(item.node, item.name)] = f"usetool {tool.name} {body}"
+                        command = actions.usetool_command(tool.name, tool.params)
+                        proposals[(item.node, item.name)] = command
                         shown = yaml.safe_dump(dict(tool.spec), sort_keys=False)
                         err.print(escape(terminal.clean(shown)))
         finally:
