@@ -16,6 +16,7 @@ holds the whole verification inside one node transaction of the engine:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -128,6 +129,9 @@ class NodeBench:
         self.approve = approve
         self.answer = answer
         self.interrupt = interrupt
+        # The episode's wall-time budget reaches into a trial: past it, the transaction
+        # stops between batches and rolls back, as on Ctrl-C (set by the loop).
+        self.deadline: float | None = None
         self._secrets = tuple(known_secrets)
         # fazai plan --agent: a tool that would be tried is proposed, never applied.
         self.propose_only = propose_only
@@ -344,7 +348,7 @@ class NodeBench:
         try:
             outcome = await writes.apply_trial(
                 trial, checked, self.store, self.run_id, granted=granted, also_verify=more,
-                interrupt=self.interrupt,
+                interrupt=_Until(self.interrupt, self.deadline),
             )  # fmt: skip
         except FazaiError as exc:
             return await self._failed(bound, resolution, masking.mask(str(exc), self._secrets))
@@ -401,3 +405,15 @@ class NodeBench:
                 run=self.run_id,
             )
         )
+
+
+class _Until:
+    """An interrupt that is also set once ``deadline`` (time.monotonic) has passed."""
+
+    def __init__(self, interrupt: writes.Interrupt, deadline: float | None) -> None:
+        self.interrupt = interrupt
+        self.deadline = deadline
+
+    def is_set(self) -> bool:
+        late = self.deadline is not None and time.monotonic() > self.deadline
+        return late or self.interrupt.is_set()

@@ -197,6 +197,8 @@ class Loop:
         self.session = f"agent-{uuid.uuid4().hex[:12]}"
         self._secrets = tuple(known_secrets)
         self._spend = _Spend(clock(), limits, clock)
+        if limits.seconds is not None and hasattr(bench, "deadline"):
+            bench.deadline = time.monotonic() + limits.seconds
         self._turns: list[Turn] = []
 
     async def run(self) -> Episode:

@@ -244,3 +244,16 @@ def _with_budget(state: DesiredState, name: str, budget: Mapping[str, Any]) -> D
         for d in state.resources
     ]
     return dataclasses.replace(state, resources=resources)
+
+
+def test_the_seconds_budget_reaches_into_a_trial(fleet: Fleet, agent: Agent) -> None:
+    before = _files(fleet)
+    agent.state = _with_budget(agent.state, "app-mode-new", {"seconds": 2})
+    with serving(DATA / "slow.yaml") as server:
+        episode = agent.run(server, "app-mode-new", "web-1")
+    assert episode.outcome is Outcome.UNRESOLVED
+    tried = next(t for t in episode.turns if '"usetool"' in t.action)
+    assert tried.observation.startswith("not verified: ")
+    assert "rolled back" in tried.observation
+    assert episode.reason.startswith("the budget's 2 s are spent")
+    assert _files(fleet) == before
