@@ -1374,7 +1374,7 @@ def main() -> int:
             reps = [loop_overhead(fleet, workdir, args.iterations) for _ in range(args.repeat)]
             results["loop_overhead"] = min(reps, key=lambda r: r["outside_model_seconds"])
             results["loop_overhead"]["runs"] = [r["overhead_ms_per_iteration"] for r in reps]
-            problems = suite.problems
+            problems = list(dict.fromkeys(suite.problems))  # once, not once per repeat
     finally:
         fleet.stop()
         if args.keep:
