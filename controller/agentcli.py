@@ -140,7 +140,6 @@ def agent(
     from controller.agent import run as agent_run
     from controller.agent.episode import Episode, Outcome
     from controller.agent.errors import GoalNotFound, KnowledgeLockedError
-    from controller.agent.knowledge import KnowledgeBase
     from controller.errors import FazaiError, InvalidInputError
     from controller.modelcli import build_runtime, load_models
     from controller.pipeline import context
@@ -180,6 +179,8 @@ def agent(
                 async with contextlib.AsyncExitStack() as stack:
                     kb = None
                     if not no_knowledge:
+                        from controller.agent.knowledge import KnowledgeBase  # qdrant: 2 s
+
                         try:
                             kb = await stack.enter_async_context(
                                 KnowledgeBase(runtime.embed, path=folder)
@@ -268,6 +269,7 @@ def demo_step(state: Any, final: Any, store_path: Path, console: Console) -> Non
     embedded models under its budget, streamed; nothing they make is approved (a person
     would be asked), so whatever they propose is shown and not applied."""
     import importlib.util
+    import tempfile
 
     from controller.agent import run as agent_run
     from controller.llm.runtime import ModelRuntime
@@ -293,7 +295,10 @@ def demo_step(state: Any, final: Any, store_path: Path, console: Console) -> Non
         return False
 
     async def work() -> list[Any]:
-        socket = store_path.parent / "models.sock"
+        # The worker's socket and locks in a folder of their own, gone with the step: the
+        # sandbox's folder keeps only what `fazai demo --clean` knows to remove.
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="fazai-demo-"))
+        socket = Path(scratch) / "models.sock"
         runtime = ModelRuntime(ModelsSettings(worker=WorkerSettings(socket=socket)))
         done = []
         try:
@@ -312,8 +317,9 @@ def demo_step(state: Any, final: Any, store_path: Path, console: Console) -> Non
             await runtime.close()
         return done
 
-    for episode in asyncio.run(work()):
-        _say(episode, console)
+    with contextlib.ExitStack() as stack:
+        for episode in asyncio.run(work()):
+            _say(episode, console)
 
 
 def propose(state: Any, plan: Any, config_file: Path | None, turn_tokens: int = 768) -> Any:

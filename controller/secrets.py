@@ -8,6 +8,7 @@ secret that reaches a log line, an exception or a plan shows as ``***``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,32 @@ def _single_value(raw: str, node: str, where: str) -> str:
     if "\n" in value or "\r" in value:
         raise SecretError(node, f"{where} holds more than one line; it must hold only the value")
     return value
+
+
+# Anywhere in the normalized name: these words only ever name secrets (or references to
+# them, which are masked too: where a secret is kept is worth hiding from an attacker).
+_SECRET_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "credential",
+    "privatekey",
+    "apikey",
+    "psk",
+)
+_NON_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a value stored under ``name`` must be masked.
+
+    Besides the words above, a name that *ends* in ``key``/``keys`` after some qualifier
+    (``sshKey``, ``client_keys``) is a secret; a bare ``key`` is not (it is a Sysctl's
+    parameter name, a journal's object key), and neither is a name that merely contains it
+    (``hostKeyChecking``, ``keywords``)."""
+    flat = _NON_ALNUM.sub("", name.lower())
+    if any(part in flat for part in _SECRET_PARTS):
+        return True
+    return flat not in ("key", "keys") and flat.endswith(("key", "keys"))

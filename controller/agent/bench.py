@@ -19,12 +19,11 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller import providers
 from controller.agent import actions, masking, prompt
 from controller.agent.episode import Verification
-from controller.agent.knowledge import Failure, KnowledgeBase, Solution
 from controller.agent.loop import Candidate
 from controller.engine import plan as planner
 from controller.errors import FazaiError
@@ -44,6 +43,9 @@ from controller.providers.base import Probing, Reapplying
 from controller.store import StateStore
 from controller.store.records import NodeStatus
 from controller.store.redact import redact
+
+if TYPE_CHECKING:  # qdrant-client is imported (2 s) only where a knowledge base is used
+    from controller.agent.knowledge import KnowledgeBase
 
 PROBE_TIMEOUT = 10
 PROBE_KEEP = 4000  # characters of a probe's output read back (the loop caps again)
@@ -345,9 +347,13 @@ class NodeBench:
                 evidence.append("a re-read of the node's other resources shows no new difference")
             return found
 
+        async def plain(txn: Any, journal: Any) -> list[str]:
+            return []  # a committed tool: verified as any change (the goal's checks pass)
+
         try:
             outcome = await writes.apply_trial(
-                trial, checked, self.store, self.run_id, granted=granted, also_verify=more,
+                trial, checked, self.store, self.run_id, granted=granted,
+                also_verify=more if proposed else plain,
                 interrupt=_Until(self.interrupt, self.deadline),
             )  # fmt: skip
         except FazaiError as exc:
@@ -373,6 +379,8 @@ class NodeBench:
     async def _failed(self, bound: Document, resolution: tool.Resolution, why: str) -> Verification:
         """A failed attempt: said to the model, and kept in the knowledge base."""
         if self.knowledge is not None:
+            from controller.agent.knowledge import Failure
+
             await self.knowledge.add_failure(
                 Failure(
                     goal=str(self.goal.spec["description"]),
@@ -391,6 +399,8 @@ class NodeBench:
     ) -> None:
         if self.knowledge is None:
             return
+        from controller.agent.knowledge import Solution
+
         bound_spec = bound.spec["resolvedBy"][tool.BOUND]["spec"]
         await self.knowledge.add_solution(
             Solution(

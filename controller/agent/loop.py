@@ -35,7 +35,7 @@ from controller.events import EventType, discard
 from controller.llm.completion import Answer, Budget, Chunk, Completion, Message, Role
 from controller.llm.errors import ModelError, SchemaUnsupported
 from controller.llm.runtime import ModelRuntime
-from controller.store.redact import is_secret_key
+from controller.model.tool import secret_param
 
 # Where the loop's events go (an EventBus's publish, or a terminal's printer): called
 # with an EventType and its data; what it returns is not looked at.
@@ -443,7 +443,7 @@ class Loop:
     def _learn_secrets(self, params: Mapping[str, Any]) -> None:
         """The values of secret-named params are secrets from now on, everywhere the
         episode writes (events, turns, the audit record)."""
-        found = [str(v) for k, v in params.items() if is_secret_key(str(k)) and v is not None]
+        found = [str(v) for k, v in params.items() if secret_param(str(k)) and v is not None]
         self._secrets = (*self._secrets, *found)
 
     def _turn(

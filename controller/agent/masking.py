@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterable
 
 from controller.hashes import mask_hashes
-from controller.store.redact import MASK, is_secret_key
+from controller.model.tool import secret_param
+from controller.store.redact import MASK
 
 _PEM = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
@@ -30,18 +31,15 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,80}")
 _AFTER = re.compile(
     r"""(?P<sep>["']?\s*[=:]\s*|[ \t]+)(?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;"'}\]]+)"""
 )
-# Beyond the store's rule: settings that name secrets without its words (redis'
-# requirepass and masterauth, an authkey); "author..." is a person, not a secret.
-_MORE = ("pass", "auth", "cookie")
 
 
 def _secret_name(name: str) -> bool:
-    flat = re.sub(r"[^a-z0-9]", "", name.lower())
-    if is_secret_key(name):
-        return True
-    return any(part in flat for part in _MORE) and not flat.startswith("author")
+    return secret_param(name)
 
 
+# Values that are settings' switches, never secrets.
+_SWITCHES = frozenset({"yes", "no", "true", "false", "on", "off", "0", "1", "none", "null"})
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Words that follow a secret's name without being its value ("password is set").
 _NOT_VALUES = frozenset({"is", "was", "not", "for", "of", "the", "a", "an", "to", "and", "or"})
 
@@ -66,8 +64,11 @@ def _mask_named(text: str) -> str:
             continue
         value = after.group("value")
         bare = value.strip("\"'")
-        if bare == MASK or (after.group("sep").isspace() and bare.lower() in _NOT_VALUES):
-            continue
+        spaced = after.group("sep").isspace()
+        if bare == MASK or bare.lower() in _SWITCHES:
+            continue  # "PasswordAuthentication no" holds no secret: the model needs it
+        if spaced and (bare.lower() in _NOT_VALUES or not _PLAIN_NAME.match(name.group(0))):
+            continue  # "tool sshd-auth-x accepted": a name with '-' or '.' is no setting
         start = after.start("value")
         if value[:1] in "\"'" and len(value) >= 2:
             spans.append((start + 1, after.end("value") - 1))

@@ -12,15 +12,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
+from typing import TYPE_CHECKING
 
 from controller.agent import bench as benches
 from controller.agent import commitback
 from controller.agent.episode import Episode, Outcome, Path, VerifiedTool
 from controller.agent.errors import GoalNotFound
-from controller.agent.knowledge import KnowledgeBase
 from controller.agent.loop import NEVER, Interrupt, Limits, Loop, Publish
 from controller.agent.metrics import AgentMetrics
 from controller.errors import FazaiError
@@ -34,6 +35,9 @@ from controller.model.state import DesiredState, target_nodes
 from controller.plan.verdicts import RunContext
 from controller.policy import stage
 from controller.store import Command, RunStatus, StateStore, Trigger, audit
+
+if TYPE_CHECKING:  # qdrant-client is imported (2 s) only where a knowledge base is used
+    from controller.agent.knowledge import KnowledgeBase
 
 log = logging.getLogger("fazai.agent")
 
@@ -93,12 +97,15 @@ async def resolve(
         Trigger.CLI, Command.APPLY, state.source.description, state.revision, None, run.actor
     )
     outcome = Outcome.UNRESOLVED
+    started = time.monotonic()
     try:
         episode = await _resolve(
             state, goal, node, store, run_id, runtime, run, knowledge, approve, answer,
-            interrupt, publish, known_secrets, turn_tokens, propose_only,
+            interrupt, publish, known_secrets, turn_tokens, propose_only, commit,
         )  # fmt: skip
         outcome = episode.outcome
+        if not episode.seconds:  # ended before any loop (met, its own or a stored tool)
+            episode = dataclasses.replace(episode, seconds=time.monotonic() - started)
         if episode.resolved and episode.tool is not None and episode.path in _LEARNED:
             episode = await _keep(episode, goal, store, run_id, commit, known_secrets)
         if metrics is not None:
@@ -132,6 +139,7 @@ async def _resolve(
     known_secrets: Sequence[str],
     turn_tokens: int,
     propose_only: bool = False,
+    commit: CommitBackSettings | None = None,
 ) -> Episode:
     bench = benches.NodeBench(
         state, goal, node, store, run_id, run, stage.load(state),
@@ -141,7 +149,7 @@ async def _resolve(
     failing = await bench.observe()
     if failing is None:
         return Episode(goal.name, node.name, Outcome.RESOLVED, Path.BOUND, "the goal's checks pass")
-    stored = await _from_store(bench, goal, node, store)
+    stored = await _from_store(bench, goal, node, store, run_id, commit, known_secrets)
     if stored is not None:
         return stored
     resolution = tool.resolution_of(goal.spec)
@@ -181,25 +189,39 @@ _LEARNED = (Path.SYNTHESIZED, Path.RETRIEVED)
 
 
 async def _from_store(
-    bench: benches.NodeBench, goal: Document, node: Document, store: StateStore
+    bench: benches.NodeBench,
+    goal: Document,
+    node: Document,
+    store: StateStore,
+    run_id: int,
+    commit: CommitBackSettings | None,
+    known_secrets: Sequence[str],
 ) -> Episode | None:
-    """A tool the agent verified for this goal before (its pull request not merged yet):
-    applied and verified again as the goal's own, no model call."""
+    """A tool the agent verified for this very goal on this node before (its pull
+    request not merged yet): tried again with no model call, through the policy stage as
+    the agent's proposal (the shipped policy asks a person each time: a record in the
+    state file is not desired state), and verified in full again. A record the commit
+    back of which failed is committed back now."""
     if bench.propose_only or tool.resolution_of(goal.spec) is not None:
         return None  # the goal's own committed tool, or nothing may be applied
     for record in store.verified_tools(goal.name, node.name):
         if record.masked:
             continue  # a secret was masked when it was stored: it cannot be applied as is
-        verdict = await bench.verify(
-            record.tool, record.spec, record.params, made=False, proposed=False
-        )
-        if verdict.verified:
-            kept = VerifiedTool(record.tool, record.spec, record.params, verdict.evidence)
-            where = f", {record.reference}" if record.reference else ""
-            why = (
-                f"Tool/{record.tool} from the state store (verified in run {record.run_id}{where})"
-            )
-            return Episode(goal.name, node.name, Outcome.RESOLVED, Path.BOUND, why, tool=kept)
+        verified_for = record.spec.get("provenance", {}).get("goalSha256")
+        if verified_for != goals.digest(goal.spec):
+            log.info("Goal/%s changed since Tool/%s was verified for it: not reused",
+                     goal.name, record.tool)  # fmt: skip
+            continue
+        verdict = await bench.verify(record.tool, record.spec, record.params, made=False)
+        if not verdict.verified:
+            continue
+        kept = VerifiedTool(record.tool, record.spec, record.params, verdict.evidence)
+        where = f", {record.reference}" if record.reference else ""
+        why = f"Tool/{record.tool} from the state store (verified in run {record.run_id}{where})"
+        episode = Episode(goal.name, node.name, Outcome.RESOLVED, Path.BOUND, why, tool=kept)
+        if not record.reference:
+            episode = await _commit(episode, goal, store, record.id, run_id, commit, known_secrets)
+        return episode
     return None
 
 
@@ -212,13 +234,37 @@ async def _keep(
     known_secrets: Sequence[str],
 ) -> Episode:
     """A tool the agent verified: kept in the state store (the next run of the goal uses
-    it, no model), and committed back as the settings say. A commit back that fails
-    leaves the tool kept and applied, and says why in the episode."""
+    it, no model), and committed back as the settings say. A tool whose params hold a
+    secret is neither: desired state names secrets by reference, never by value."""
     verified = episode.tool
     assert verified is not None
+    secret = sorted(k for k in verified.params if tool.secret_param(str(k)))
+    if secret:
+        said = (
+            f"not kept nor committed back: param {secret[0]!r} holds a secret, which desired "
+            "state must not hold by value"
+        )
+        return dataclasses.replace(episode, committed=said)
+    # Kept with the goal it was verified for: a goal edited since does not get it.
+    provenance = {**verified.spec.get("provenance", {}), "goalSha256": goals.digest(goal.spec)}
+    spec = {**verified.spec, "provenance": provenance}
     record = store.record_verified_tool(
-        goal.name, episode.node, verified.name, verified.spec, verified.params, run_id
+        goal.name, episode.node, verified.name, spec, verified.params, run_id
     )
+    return await _commit(episode, goal, store, record, run_id, commit, known_secrets)
+
+
+async def _commit(
+    episode: Episode,
+    goal: Document,
+    store: StateStore,
+    record: int,
+    run_id: int,
+    commit: CommitBackSettings | None,
+    known_secrets: Sequence[str],
+) -> Episode:
+    """Commit back as the settings say; a failure leaves the tool kept and applied, and
+    says why in the episode (the next run tries again)."""
     if commit is None or commit.mode is commitback.CommitMode.OFF:
         return episode
     proposal = commitback.proposal_of(

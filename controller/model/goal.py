@@ -10,6 +10,8 @@ from its checks, so one goal is one platform.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +84,14 @@ def failing_reason(verdicts: Mapping[str, str]) -> str | None:
         if verdict != PASS
     ]
     return "checks failing: " + ", ".join(failing) if failing else None
+
+
+def digest(spec: Mapping[str, Any]) -> str:
+    """What a tool was verified against: the goal's description and checks, as canonical
+    JSON's SHA-256 (a goal edited since is another goal)."""
+    what = {"description": spec.get("description"), "checks": spec.get("checks")}
+    text = json.dumps(what, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def platform_of(spec: Mapping[str, Any]) -> str | None:

@@ -35,8 +35,23 @@ from controller.model import kinds, probes, validate
 from controller.model.crosscheck import CheckContext
 from controller.model.document import Document
 from controller.model.goal import DEFAULT_TIMEOUT, ApiCheck, api_check_problems, platform_of
+from controller.secrets import is_secret_key
 
 PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Beyond the store's rule for secret names: settings that name secrets without its
+# words (db_pass, redis' requirepass and masterauth, an authkey, a session cookie).
+_SECRET_PARTS = ("pass", "auth", "cookie")
+
+
+def secret_param(name: str) -> bool:
+    """Whether a param's value is a secret: the one rule for every place that must treat
+    it so (the step's stdin, the escrow, masking, commit-back's refusal)."""
+    if is_secret_key(name):
+        return True
+    flat = re.sub(r"[^a-z0-9]", "", name.lower())
+    return any(part in flat for part in _SECRET_PARTS) and not flat.startswith("author")
+
+
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 ENV_PREFIX = "FAZAI_PARAM_"
 # Where the bound tool sits in a goal's resolvedBy (the schema lets no user write it).
@@ -399,10 +414,16 @@ def check_resolved_by(doc: Document, context: CheckContext) -> Iterator[Diagnost
         return
     if validate.schema_problem(schema) is not None:
         return  # the tool's own validation says why
+    declared = set(schema.get("properties", {}))
+    odd = [k for k in given if not PARAM_NAME.match(str(k)) or str(k) not in declared]
+    for key in odd:
+        # A name becomes an environment variable of the tool's script: only the names
+        # its schema declares, each a plain lowercase word.
+        yield problem(("params", str(key)), f"Tool/{name} declares no param {str(key)!r}")
     found = validate.errors_against(schema, given, "Tool")
     for path, message in found:
         yield problem(("params", *path), message)
-    if found:
+    if found or odd:
         return
     params = params_with_defaults(tool.spec, given)
     missing = sorted(set(placeholders(tool.spec)) - set(params))

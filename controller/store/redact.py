@@ -16,43 +16,14 @@ leaked key costs the fleet.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from controller.secrets import Secret
+from controller.secrets import is_secret_key as is_secret_key  # re-exported: its old home
 from controller.store.sealed import Sealed
 
 MASK = "***"  # what a Secret prints as, so a masked value reads the same everywhere
-
-# Anywhere in the normalized name: these words only ever name secrets (or references to
-# them, which are masked too: where a secret is kept is worth hiding from an attacker).
-_SECRET_PARTS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "credential",
-    "privatekey",
-    "apikey",
-    "psk",
-)
-_NON_ALNUM = re.compile(r"[^a-z0-9]")
-
-
-def is_secret_key(name: str) -> bool:
-    """Whether a value stored under ``name`` must be masked.
-
-    Besides the words above, a name that *ends* in ``key``/``keys`` after some qualifier
-    (``sshKey``, ``client_keys``) is a secret; a bare ``key`` is not (it is a Sysctl's
-    parameter name, a journal's object key), and neither is a name that merely contains it
-    (``hostKeyChecking``, ``keywords``)."""
-    flat = _NON_ALNUM.sub("", name.lower())
-    if any(part in flat for part in _SECRET_PARTS):
-        return True
-    return flat not in ("key", "keys") and flat.endswith(("key", "keys"))
-
 
 # Cached: a journal of 300 objects asks the same twenty names 4,000 times.
 _secret_name = functools.lru_cache(maxsize=4096)(is_secret_key)

@@ -124,6 +124,10 @@ def mask(text: str, step: Step) -> str:
         except ValueError:
             decoded = ""
         secrets.update(line.strip() for line in decoded.splitlines())
+        # The bare values too (a tool's secret param, which its script may print), and
+        # as the shell quoted them.
+        secrets.update(step.masks)
+        secrets.update(shlex.quote(value) for value in step.masks)
         for secret in sorted(secrets, key=len, reverse=True):
             if len(secret) >= _MIN_SECRET:
                 text = text.replace(secret, MASK)

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.model.tool import resolution_of
+from controller.model.tool import ENV_PREFIX, resolution_of, secret_param
 from controller.providers.linux import nftbody
-from controller.store.redact import MASK, is_secret_key
+from controller.store.redact import MASK
 
 SYSCTL_FILE = "/etc/sysctl.d/99-fazai.conf"
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
@@ -77,6 +77,9 @@ class Step:
     # prints about the step is masked of that data before it is journaled or shown
     sensitive: bool = False
     timeout: float | None = None  # seconds; the node's command timeout (or slow's) if None
+    # Values to mask in whatever the node prints about the step, besides its stdin (the
+    # bare values of a tool's secret params): never journaled themselves.
+    masks: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def payload(self) -> dict[str, Any]:
         """What the journal records: the script, and only a digest of the data sent; for
@@ -491,6 +494,9 @@ def _service_commands(
     return [Step(kind, name, "update", " && ".join(parts), keys=(unit,))]
 
 
+_ENV_NAME = re.compile(r"^FAZAI_PARAM_[a-z][a-z0-9_]{0,62}$")
+
+
 def tool_step(
     kind: str,
     name: str,
@@ -506,6 +512,10 @@ def tool_step(
     journal records: the step is sensitive (its stdin and whatever the node prints of
     it masked) when a param is named like a secret."""
     names = sorted(environment)
+    bad = [n for n in names if not _ENV_NAME.match(n)]
+    if bad:
+        # Validation refuses such names; this is the last line before they would be shell.
+        raise OperationError(f"{kind}/{name}: not a param's name: {bad[0]!r}")
     runner = [
         "__fazai_env=$(base64 -d) || exit 125",
         'eval "$__fazai_env"; unset __fazai_env',
@@ -513,9 +523,9 @@ def tool_step(
         f"sh -c {q(script)} fazai-tool </dev/null",
     ]
     assignments = "".join(f"{n}={q(environment[n])}\n" for n in names)
-    secret = any(is_secret_key(n.removeprefix("FAZAI_PARAM_")) for n in names)
+    hidden = tuple(environment[n] for n in names if secret_param(n.removeprefix(ENV_PREFIX)))
     return Step(kind, name, action, "\n".join(runner), b64(assignments.encode()), keys,
-                sensitive=secret, timeout=timeout)  # fmt: skip
+                sensitive=bool(hidden), timeout=timeout, masks=hidden)  # fmt: skip
 
 
 def _tool_step(target: Target) -> Step:
@@ -542,7 +552,7 @@ def tool_record(target: Target) -> dict[str, Any] | None:
     plain: list[list[str]] = []
     secret: dict[str, str] = {}
     for key, value in sorted(resolution.environment().items()):
-        if is_secret_key(key.removeprefix("FAZAI_PARAM_")):
+        if secret_param(key.removeprefix(ENV_PREFIX)):
             secret[key] = value
         else:
             plain.append([key, value])

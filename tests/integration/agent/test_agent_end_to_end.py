@@ -79,14 +79,14 @@ def test_synthesized_verified_proposed_then_never_asked_again(fleet: Fleet, tmp_
             CommitMode.PR, folder, lambda: open_client(target, "acme/infra")
         )
 
-        def run(transcript: Any) -> tuple[Episode, int]:
+        def run(transcript: Any, strict: bool = True) -> tuple[Episode, int]:
             state = pipeline_source.load(open_source(str(folder)))
 
             async def approve(*_: Any) -> bool:
                 return True
 
             async def go() -> Episode:
-                with serving(transcript) as server:
+                with serving(transcript, strict=strict) as server:
                     runtime = ModelRuntime(
                         settings_for(server.url, roles=("brain", "executor", "embedder"))
                     )
@@ -123,6 +123,16 @@ def test_synthesized_verified_proposed_then_never_asked_again(fleet: Fleet, tmp_
         assert again.reason.startswith("Tool/app-mode from the state store (verified in run 1")
         assert _mode(fleet) == "mode=new\n"
         assert len(forge.pull_requests()) == 1  # nothing new to propose
+
+        # The goal edited since: the tool was verified for another goal, not reused.
+        goals_file = folder / "goals.yaml"
+        original = goals_file.read_text()
+        goals_file.write_text(original.replace("the new mode", "the newest mode"))
+        _reset(fleet)
+        edited, calls = run(Transcript.parse([]), strict=False)
+        assert edited.outcome is Outcome.UNRESOLVED and calls >= 1
+        assert _mode(fleet) == "mode=old\n"
+        goals_file.write_text(original)
 
     # Merged: the goal's resolvedBy and the Tool are desired state; a plain plan and
     # apply resolve the next drift, no agent and no model anywhere.

@@ -47,3 +47,10 @@ def test_every_form_a_setting_is_written_in(text: str) -> None:
     out = mask(text)
     assert "hunter2xyzSECRET" not in out, out
     assert "***" in out
+
+
+def test_switches_and_loop_words_stay_readable() -> None:
+    # The model must see how sshd is set, and the loop's own words about a tool.
+    assert mask("PasswordAuthentication no") == "PasswordAuthentication no"
+    assert mask("tool sshd-auth-dropin accepted") == "tool sshd-auth-dropin accepted"
+    assert "hunter2xyz" not in mask("db_pass=hunter2xyz")

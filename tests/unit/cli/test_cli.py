@@ -33,7 +33,7 @@ def test_version_and_help() -> None:
 def test_validate_example() -> None:
     result = fazai("validate", str(EXAMPLE))
     assert result.returncode == 0
-    assert "valid: 4 nodes, 19 resources" in result.stderr
+    assert "valid: 4 nodes, 20 resources" in result.stderr
 
 
 def test_schema_of_a_kind_validates_documents() -> None:

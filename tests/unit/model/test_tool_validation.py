@@ -174,3 +174,12 @@ def test_the_schema_refuses_a_bound_tool_written_by_hand(tmp_path: Path) -> None
     )
     lines = _problems(tmp_path, TOOL, goal)
     assert any("unknown field '_tool'" in line for line in lines), lines
+
+
+def test_a_param_name_the_tool_does_not_declare_is_refused(tmp_path: Path) -> None:
+    # Names become environment variables of the script: an undeclared one (with shell
+    # syntax in it, here) must never reach a node, whatever the params schema allows.
+    lines = _problems(tmp_path, TOOL, _goal('{port: 22, "x;touch /tmp/p;y": 1}'))
+    assert len(lines) == 1, lines
+    assert "spec.resolvedBy.params.x;touch /tmp/p;y" in lines[0]
+    assert "declares no param 'x;touch /tmp/p;y'" in lines[0]

@@ -114,3 +114,21 @@ def test_a_secret_named_param_makes_the_step_sensitive() -> None:
     assert record is not None
     assert record["before"]["secretEnvironment"] == {"FAZAI_PARAM_db_password": "hunter2-value"}
     assert all("hunter2" not in str(pair) for pair in record["before"]["environment"])
+
+
+def test_a_secret_param_the_tool_prints_is_masked_in_what_is_journaled() -> None:
+    from controller.providers.linux import batch
+
+    spec = {
+        "resolvedBy": {
+            "tool": "t",
+            "params": {"api_token": "Zq9-secret-value"},
+            BOUND: {"name": "t", "spec": {**TOOL, "params": {"type": "object"}}},
+        }
+    }
+    (step,) = operations.forward_steps(
+        [Target("Goal", "g", "goal t", "update", spec)], {}, tag=operations.new_tag()
+    )
+    said = batch.mask("login failed for token Zq9-secret-value", step)
+    assert "Zq9-secret-value" not in said
+    assert "Zq9-secret-value" not in repr(step)
