@@ -293,14 +293,18 @@ def pull_request_body(
         "is then resolved with no model call. Until then FazAI uses the verified tool it "
         "keeps in its state store.",
     ]
-    fence = "~~~~" if "```" in tool_text else "```"
+    # A fence longer than any run of backticks in the tool: its text cannot close it.
+    longest = max((len(run) for run in re.findall(r"`+", tool_text)), default=0)
+    fence = "`" * max(3, longest + 1)
     tool_lines = ["## Tool", f"{fence}yaml", tool_text.rstrip("\n"), fence, ""]
-    summary = [masked(line) for line in proposal.summary[:MAX_SUMMARY_LINES]]
+    # Each summary line quoted as code, one line each: a model's or a node's text must
+    # not render as markup, links, mentions or HTML that hides part of the tool.
+    summary = [_inert(masked(line)) for line in proposal.summary[:MAX_SUMMARY_LINES]]
     if len(proposal.summary) > MAX_SUMMARY_LINES:
         summary.append(f"(… {len(proposal.summary) - MAX_SUMMARY_LINES} more lines)")
     while True:
         part = (
-            ["## Transcript (summary, redacted)", *(f"> {s}" for s in summary)] if summary else []
+            ["## Transcript (summary, redacted)", *(f"- {s}" for s in summary)] if summary else []
         )
         text = "\n".join([*head, *tool_lines, *part, *tail])
         if len(text) <= limit:
@@ -312,6 +316,15 @@ def pull_request_body(
         tool_lines = ["## Tool", "(too long to show here: see the commit's tools file)", ""]
         text = "\n".join([*head, *tool_lines, *tail])
         return text[:limit]
+
+
+def _inert(text: str) -> str:
+    """``text`` as one inline code span: no newline, and a delimiter longer than any run
+    of backticks in it, so nothing in it is markdown, HTML, a link or a mention."""
+    flat = " ".join(text.split())
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    tick = "`" * (longest + 1)
+    return f"{tick} {flat} {tick}"
 
 
 # -- editing the YAML ---------------------------------------------------------------------
@@ -584,6 +597,19 @@ class _Work:
         remote_head = self._fetch(repo, branch)
         parent = remote_head or remote_base
         if remote_head is not None:
+            # Built on only when every commit it holds beyond the base is FazAI's own:
+            # the pull request would vouch for whatever else is there.
+            foreign = [
+                c.hexsha[:12]
+                for c in repo.iter_commits(f"{remote_base}..{remote_head}")
+                if c.author.email != self.author[1]
+            ]
+            if foreign:
+                raise CommitBackRefused(
+                    self.proposal.goal,
+                    f"the branch {branch} holds commits FazAI did not make "
+                    f"({', '.join(foreign[:3])}); refusing to build a pull request on it",
+                )
             self._resolved(repo, remote_head, f"the branch {branch}", ours=True)
         made = self._commit(repo, parent)
         if made is None:  # the branch has it already (an earlier run): reuse it

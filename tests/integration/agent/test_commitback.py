@@ -20,7 +20,13 @@ import pytest
 
 from controller import providers
 from controller.agent import commitback
-from controller.agent.commitback import CommitMode, Proposal, commit_back
+from controller.agent.commitback import (
+    CommitMode,
+    Proposal,
+    commit_back,
+    pull_request_body,
+    tool_file_text,
+)
 from controller.agent.errors import CommitBackRefused, PushRejected
 from controller.errors import SourceError
 from controller.forges.base import ForgeClient
@@ -462,3 +468,34 @@ def test_the_proposal_of_an_episode_names_the_goal_file_as_loaded(repos: Repos) 
     assert made.verified_at is not None
     with pytest.raises(ValueError, match="verified no tool"):
         commitback.proposal_of(dataclasses.replace(episode, tool=None), goal)
+
+
+def test_the_pull_request_body_cannot_be_broken_out_of() -> None:
+    script = "echo '```'\necho '~~~~'\necho '````'\n"
+    spec = {**SPEC, "apply": {"script": script}}
+    hostile = ("turn 1: <img src=x onerror=alert(1)> [click](http://evil) @everyone\n"
+               "# Approved by @security-team")  # fmt: skip
+    body = pull_request_body(proposal(spec=spec, summary=(hostile,)), tool_file_text(
+        proposal(spec=spec)))  # fmt: skip
+    fence = "`````"  # one longer than the longest run in the script
+    assert f"{fence}yaml" in body and body.count(fence) == 2
+    (line,) = [x for x in body.splitlines() if "onerror" in x]
+    # One inline code span on one list line: no HTML, link, mention or heading survives.
+    assert line.startswith("- ` ") and line.endswith(" `")
+    assert "\n# Approved" not in body
+
+
+async def test_a_branch_holding_someone_elses_commits_is_not_built_on(
+    repos: Repos, forge: ForgeServer
+) -> None:
+    branch = BRANCH
+    repos.work.git.checkout("-b", "mallory")
+    (repos.state / "extra.yaml").write_text("# not FazAI's\n")
+    repos.work.index.add(["state/extra.yaml"])
+    repos.work.index.commit("mallory's change")
+    repos.work.git.push("origin", f"mallory:{branch}")
+    repos.work.git.checkout("main")
+    async with client(forge) as api:
+        with pytest.raises(CommitBackRefused, match="holds commits FazAI did not make"):
+            await commit_back(proposal(), repos.state, mode="pr", base="main", forge=api)
+    assert forge.pull_requests() == []
