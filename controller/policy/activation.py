@@ -30,6 +30,7 @@ from functools import cache
 from typing import Any
 
 from controller.model.document import Document
+from controller.model.tool import BOUND
 from controller.plan.items import PlanItem
 from controller.plan.verdicts import RunContext
 from controller.secrets import Secret
@@ -90,7 +91,36 @@ def spec_view(document: Document | None) -> dict[str, Any]:
         out["interface"] = _interface_names(out["interface"])
     if document.kind == "File" and isinstance(out.get("path"), str):
         out["path"] = _normal_path(out["path"])
+    if document.kind == "Goal":
+        out = _with_tool(out)
     return out
+
+
+def _with_tool(spec: dict[str, Any]) -> dict[str, Any]:
+    """A goal's bound tool as rules see it: ``tool.name``, ``tool.platform``,
+    ``tool.paths`` (what its snapshot lists, normalized: what it may change) and
+    ``tool.calls`` (its API calls' paths), so that a rule about who can log in holds a
+    tool that writes /etc/ssh/ as it holds a File there."""
+    by = spec.get("resolvedBy")
+    if not isinstance(by, Mapping) or BOUND not in by:
+        return spec
+    bound = by[BOUND]
+    tool_spec = bound.get("spec", {}) if isinstance(bound, Mapping) else {}
+    paths = tool_spec.get("snapshot", {}).get("paths", [])
+    calls = [
+        str(c.get("post"))
+        for part in ("apply", "rollback")
+        for c in (tool_spec.get(part) or {}).get("calls", [])
+        if isinstance(c, Mapping)
+    ]
+    view = {
+        "name": str(bound.get("name", "")) if isinstance(bound, Mapping) else "",
+        "platform": str(tool_spec.get("platform", "")),
+        "paths": [_normal_path(str(p)) for p in paths],
+        "calls": calls,
+    }
+    resolved = {k: v for k, v in by.items() if k != BOUND}
+    return {**spec, "resolvedBy": resolved, "tool": view}
 
 
 def _normal_path(path: str) -> str:

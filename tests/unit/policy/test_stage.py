@@ -311,3 +311,34 @@ def test_a_pruned_state_keeps_its_policies_and_pruned_files_are_judged(tmp_path:
     assert [v.policy for v in got["File/ops"].verdicts] == ["fazai-access-files"]
     assert got["File/banner"].verdicts == ()  # its path is known, and not a guarded one
     assert got["Package/ftp"].denied
+
+
+def _tool_goal(name: str, paths: list[str]) -> list[dict[str, Any]]:
+    tool = {"apiVersion": "fazai.dev/v1alpha1", "kind": "Tool", "metadata": {"name": name},
+            "spec": {"platform": "linux", "description": "d",
+                     "check": {"command": ["test", "-e", "/etc/x"]},
+                     "apply": {"script": "true"}, "snapshot": {"paths": paths}}}  # fmt: skip
+    goal = {"apiVersion": "fazai.dev/v1alpha1", "kind": "Goal", "metadata": {"name": name},
+            "spec": {"target": {"node": "web-1"}, "description": "d",
+                     "checks": [{"name": "c", "command": ["test", "-e", "/etc/x"],
+                                 "expect": {"exitCode": 0}}],
+                     "resolvedBy": {"tool": name}}}  # fmt: skip
+    return [tool, goal]
+
+
+def test_a_tool_that_may_change_login_files_needs_approval_as_a_file_there_does(
+    tmp_path: Path,
+) -> None:
+    loaded = state(
+        tmp_path,
+        *_tool_goal("sshd-dropin", ["/etc/ssh/sshd_config.d/50-x.conf"]),
+        *_tool_goal("motd", ["/etc/motd"]),
+    )
+    got = judge(
+        loaded,
+        PlanItem("web-1", "Goal", "sshd-dropin", Action.UPDATE),
+        PlanItem("web-1", "Goal", "motd", Action.UPDATE),
+    )
+    access = ("fazai-access-files", "ssh-and-sudoers-need-approval", Effect.REQUIRE_APPROVAL)
+    assert effects(got["Goal/sshd-dropin"]) == [access]
+    assert effects(got["Goal/motd"]) == []
