@@ -67,7 +67,11 @@ def _mask_named(text: str) -> str:
         spaced = after.group("sep").isspace()
         if bare == MASK or bare.lower() in _SWITCHES:
             continue  # "PasswordAuthentication no" holds no secret: the model needs it
-        if spaced and (bare.lower() in _NOT_VALUES or not _PLAIN_NAME.match(name.group(0))):
+        if spaced and (
+            bare.lower() in _NOT_VALUES
+            or bare[:1] in "([{"  # "password (exit 1)": FazAI's own words about a check
+            or not _PLAIN_NAME.match(name.group(0))
+        ):
             continue  # "tool sshd-auth-x accepted": a name with '-' or '.' is no setting
         start = after.start("value")
         if value[:1] in "\"'" and len(value) >= 2:

@@ -54,3 +54,7 @@ def test_switches_and_loop_words_stay_readable() -> None:
     assert mask("PasswordAuthentication no") == "PasswordAuthentication no"
     assert mask("tool sshd-auth-dropin accepted") == "tool sshd-auth-dropin accepted"
     assert "hunter2xyz" not in mask("db_pass=hunter2xyz")
+
+
+def test_a_check_named_like_a_secret_keeps_its_verdict_readable() -> None:
+    assert mask("checks failing: password (exit 1)") == "checks failing: password (exit 1)"
