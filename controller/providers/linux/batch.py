@@ -108,6 +108,8 @@ def request(steps: Sequence[Step], target: ssh.SshTarget, keep_going: bool) -> s
                     "script": snapshots.expand(step.script),
                     "stdin": step.stdin,
                     "timeout": step_timeout(step, target),
+                    # A tool's script: nothing it starts may outlive it (remote_batch).
+                    **({"contain": True} if step.kind == "Goal" else {}),
                 }
                 for step in steps
             ],

@@ -40,9 +40,61 @@ def tail(data):
     return data.decode("utf-8", "replace").strip()[-OUTPUT_TAIL:]
 
 
+def become_subreaper():
+    # type: () -> None
+    """Orphans of a step (a child that left its session with setsid, a daemon it
+    forked) come back to this process instead of init, so they end with the step."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass  # not Linux, or no prctl: the process-group kill below still runs
+
+
+def children(parent):
+    # type: (int) -> list[int]
+    found = []  # type: list[int]
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as handle:
+                stat = handle.read().decode("ascii", "replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(parent):
+            found.append(int(name))
+    return found
+
+
+def end_orphans(kept):
+    # type: (set[int]) -> None
+    """Kill whatever a finished step left behind that escaped its process group (it
+    was reparented here: see become_subreaper), and reap it; ``kept``: orphans that
+    were here before the step (a daemon an earlier package step started), left be."""
+    me = os.getpid()
+    for _ in range(20):  # an orphan may fork again while being killed
+        left = [pid for pid in children(me) if pid not in kept]
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for _pid in left:
+            with contextlib.suppress(OSError):
+                os.waitpid(-1, 0)
+
+
 def run_step(step):
     # type: (dict[str, Any]) -> dict[str, Any]
+    """Run one step. With ``contain`` (a tool's script: it may do anything) nothing it
+    started outlives it: its process group is killed when it ends, and whatever left the
+    group (setsid) with it. Other steps keep what they start (a package's daemon)."""
     data = step.get("stdin", "").encode("ascii")
+    contain = bool(step.get("contain"))
+    kept = set(children(os.getpid())) if contain else set()  # type: set[int]
     try:
         proc = subprocess.Popen(
             ["sh", "-c", step["script"]],
@@ -59,13 +111,17 @@ def run_step(step):
         with contextlib.suppress(OSError):  # already gone
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
+        if contain:
+            end_orphans(kept)
         message = "did not finish within %g s; killed" % float(step["timeout"])
         got = tail(err) or tail(out)
         return {"exit": None, "timeout": True, "output": message + (": " + got if got else "")}
-    # Whatever the step left running in its session (a tool's "nohup x &") ends with
-    # it: nothing a step started may outlive it, or a rollback.
-    with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    if contain:
+        # Whatever the tool left running in its session ("nohup x &") or outside it
+        # ("setsid x &") ends with it: nothing it started may outlive it, or a rollback.
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        end_orphans(kept)
     result = {"exit": proc.returncode}  # type: dict[str, Any]
     if proc.returncode != 0:
         result["output"] = tail(err) or tail(out)
@@ -85,6 +141,7 @@ def report(line):
 
 def main():
     # type: () -> int
+    become_subreaper()
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     keep_going = bool(request.get("keepGoing"))
     for index, step in enumerate(request["steps"]):

@@ -166,3 +166,33 @@ def test_masking_hides_the_encoded_data_and_every_line_of_it() -> None:
     secret = fake_step("f", encoded, sensitive=True)
     text = f"echo {encoded} | base64 -d: api_key = AKIAEXAMPLE / second line here / ab"
     assert batch.mask(text, secret) == "echo *** | base64 -d: *** / *** / ab"
+
+
+def test_nothing_a_step_started_outlives_it_not_even_past_setsid(tmp_path: Path) -> None:
+    # A tool's "nohup x &" stays in the step's group; "setsid x &" leaves it, and is
+    # reparented to the runner (a child subreaper), which ends it with the step.
+    marker = tmp_path / "alive"
+    script = (
+        f"setsid sh -c 'sleep 2; touch {marker}' </dev/null >/dev/null 2>&1 & "
+        f"nohup sh -c 'sleep 2; touch {marker}' </dev/null >/dev/null 2>&1 & "
+        "sleep 0.5"  # time for setsid to leave the group before the step ends
+    )
+    contained = {**step(script), "contain": True}
+    code, lines, _ = runner({"keepGoing": False, "steps": [contained]})
+    assert code == 0 and lines == [{"step": 0, "exit": 0}]
+    import time
+
+    time.sleep(3)
+    assert not marker.exists()
+
+
+def test_other_steps_keep_the_daemons_they_start(tmp_path: Path) -> None:
+    # A package step's daemon (it leaves the step's session) is not a tool's leftover.
+    marker = tmp_path / "daemon-ran"
+    script = f"setsid sh -c 'sleep 1; touch {marker}' </dev/null >/dev/null 2>&1 & sleep 0.3"
+    code, lines, _ = runner({"keepGoing": False, "steps": [step(script)]})
+    assert code == 0 and lines == [{"step": 0, "exit": 0}]
+    import time
+
+    time.sleep(2)
+    assert marker.exists()
