@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from controller.agent.masking import mask
 
 
+def _private_key() -> str:
+    """A fresh OpenSSH private key, made for this run (none is kept in the tree)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    return pem.decode()
+
+
 def test_known_secrets_hashes_keys_and_named_values_are_masked() -> None:
+    key = _private_key()
     text = (
         "api key in use: s3cr3t-value-123\n"
         "DB_PASSWORD=hunter2 mode=new\n"
         "token: abcdef\n"
         "Authorization: Bearer eyJabc.def\n"
-        "root:$6$saltsalt$0123456789abcdefghijABCDEFGHIJ0123456789abcdef:19000:0:99999:7:::\n"
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+        "root:$6$saltsalt$0123456789abcdefghijABCDEFGHIJ0123456789abcdef:19000:0:99999:7:::\n" + key
     )
     out = mask(text, known=["s3cr3t-value-123"])
-    for secret in ("s3cr3t-value-123", "hunter2", "abcdef\n", "eyJabc", "$6$saltsalt", "b3BlbnNz"):
+    body = key.splitlines()[1]  # a line of the key's base64
+    for secret in ("s3cr3t-value-123", "hunter2", "abcdef\n", "eyJabc", "$6$saltsalt", body):
         assert secret not in out, secret
     assert "mode=new" in out  # plain settings stay readable
     assert "DB_PASSWORD=***" in out
