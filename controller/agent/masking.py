@@ -3,13 +3,14 @@
 What the agent reads from a node (a probe's output) and what it sends a model are text,
 not the store's JSON, so the store's key-based masking cannot see them. Masked here: the
 secrets known to be secrets (passed in: the controller's own, and the values of a
-tool's secret-named params), password hashes (``controller.hashes``), PEM private keys,
-``Authorization`` headers, and the value after every name that reads like a secret's
+tool's secret-named params), PEM private keys, ``Authorization`` headers, the value
+after every name that reads like a secret's
 (the store's own rule, ``is_secret_key``) in any of the forms settings are written in:
 ``NAME=value``, ``NAME: value``, ``"NAME": "value"`` (JSON), ``NAME value``
 (``requirepass x``), ``export NAME=value``, ``Environment=NAME=value``. Every word is
-looked at as a name, so a pair before it never hides it. It errs towards masking too
-much.
+looked at as a name, so a pair before it never hides it. Then what the audit trail
+masks in free text (``store.audit.clean_text``: password hashes, URL passwords). It errs
+towards masking too much.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from controller.hashes import mask_hashes
 from controller.model.tool import secret_param
+from controller.store.audit import clean_text
 from controller.store.redact import MASK
 
 _PEM = re.compile(
@@ -51,7 +52,8 @@ def mask(text: str, known: Iterable[str] = ()) -> str:
     text = _PEM.sub(MASK, text)
     text = _AUTH.sub(lambda m: m.group(1) + MASK, text)
     text = _mask_named(text)
-    return mask_hashes(text)
+    # Then what the audit trail masks in free text: hashes, URL passwords, pairs.
+    return clean_text(text)
 
 
 def _mask_named(text: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path as FsPath
 from typing import TYPE_CHECKING
 
 from controller.agent import bench as benches
-from controller.agent import commitback
+from controller.agent import commitback, masking
 from controller.agent.episode import Episode, Outcome, Path, VerifiedTool
 from controller.agent.errors import GoalNotFound
 from controller.agent.loop import NEVER, Interrupt, Limits, Loop, Publish
@@ -280,7 +280,9 @@ async def _commit(
                 known_secrets=known_secrets,
             )  # fmt: skip
     except FazaiError as exc:
-        log.warning("Goal/%s: not committed back: %s", goal.name, exc)
-        return dataclasses.replace(episode, committed=f"not committed back: {exc}")
+        # A git or forge error can quote a remote's URL, credentials and all.
+        why = masking.mask(str(exc), known_secrets)
+        log.warning("Goal/%s: not committed back: %s", goal.name, why)
+        return dataclasses.replace(episode, committed=f"not committed back: {why}")
     store.note_verified_tool_reference(record, done.reference)
     return dataclasses.replace(episode, committed=done.reference)

@@ -109,7 +109,7 @@ def request(steps: Sequence[Step], target: ssh.SshTarget, keep_going: bool) -> s
                     "stdin": step.stdin,
                     "timeout": step_timeout(step, target),
                     # A tool's script: nothing it starts may outlive it (remote_batch).
-                    **({"contain": True} if step.kind == "Goal" else {}),
+                    **({"contain": True} if step.contain else {}),
                 }
                 for step in steps
             ],

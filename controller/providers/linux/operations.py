@@ -80,6 +80,8 @@ class Step:
     # Values to mask in whatever the node prints about the step, besides its stdin (the
     # bare values of a tool's secret params): never journaled themselves.
     masks: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # A tool's script, which may do anything: nothing it starts outlives the step.
+    contain: bool = False
 
     def payload(self) -> dict[str, Any]:
         """What the journal records: the script, and only a digest of the data sent; for
@@ -525,7 +527,8 @@ def tool_step(
     assignments = "".join(f"{n}={q(environment[n])}\n" for n in names)
     hidden = tuple(environment[n] for n in names if secret_param(n.removeprefix(ENV_PREFIX)))
     return Step(kind, name, action, "\n".join(runner), b64(assignments.encode()), keys,
-                sensitive=bool(hidden), timeout=timeout, masks=hidden)  # fmt: skip
+                sensitive=bool(hidden), timeout=timeout, masks=hidden,
+                contain=True)  # fmt: skip
 
 
 def _tool_step(target: Target) -> Step:

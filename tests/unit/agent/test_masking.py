@@ -72,3 +72,8 @@ def test_switches_and_loop_words_stay_readable() -> None:
 
 def test_a_check_named_like_a_secret_keeps_its_verdict_readable() -> None:
     assert mask("checks failing: password (exit 1)") == "checks failing: password (exit 1)"
+
+
+def test_a_password_in_a_url_is_masked() -> None:
+    said = mask("fatal: unable to access 'https://bot:ghp_x9secretvalue@git.example.org/a.git'")
+    assert "ghp_x9secretvalue" not in said and "https://bot:***@git.example.org" in said
